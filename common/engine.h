@@ -1,0 +1,66 @@
+// The engine interface that every engine implements: the scalar reference
+// (scalar_ref/), the tensor engine on the CPU (tensor_gpu/cpu) and on CUDA
+// (tensor_gpu/cuda). Data crosses it as float64 in the canonical layout of
+// common/model.h, whatever precision the engine computes in.
+#ifndef COMMON_ENGINE_H
+#define COMMON_ENGINE_H
+
+#include <stddef.h>
+
+#include "model.h"
+#include "pyrandom.h"
+#include "settings.h"
+
+typedef enum { PREC_FP64 = 0, PREC_FP32 = 1 } Precision;
+
+// Test-only faults a tensor engine can be told to commit, so that tests can
+// show the comparator catches them (see compare --inject-fault).
+typedef enum {
+    FAULT_NONE = 0,
+    FAULT_ATTN_SCALE,     // attention logits scaled by 1/head_dim instead of 1/sqrt(head_dim)
+    FAULT_CAUSAL_MASK,    // each position also attends to the next one
+    FAULT_RMSNORM_BWD,    // rmsnorm backward drops the term through the mean square
+    FAULT_GRAD_SIGN,      // one element of the lm_head gradient has its sign flipped
+    FAULT_ADAM_BIAS,      // Adam's second-moment bias correction uses beta1
+    FAULT_NUM
+} Fault;
+
+const char *fault_name(Fault f);
+// Returns FAULT_NUM if the name is unknown.
+Fault fault_from_name(const char *name);
+
+typedef struct {
+    const Settings *s;       // lr, Adam betas/eps, steps (lr schedule)
+    const ParamLayout *L;    // model shape and canonical layout
+    Precision precision;
+    Fault fault;
+    int max_batch;           // largest B that step() will be given
+} EngineConfig;
+
+typedef struct Engine Engine;
+
+typedef struct {
+    const char *name;
+    void (*destroy)(Engine *e);
+    // One training step on batch b at step index `step` (0-based): forward,
+    // loss, backward, Adam with lr_at(lr, step, steps). Returns the loss.
+    double (*step)(Engine *e, const Batch *b, int step);
+    // After step(): logits (B,T,V) of the forward pass (entries at t >= n[b]
+    // are NaN), the gradients before the update, the parameters after it.
+    void (*get_logits)(Engine *e, double *out);
+    void (*get_grads)(Engine *e, double *out);
+    void (*get_params)(Engine *e, double *out);
+    void (*get_moments)(Engine *e, double *m, double *v);
+    // Overwrite the parameters, and the Adam moments where m and v are not NULL.
+    void (*set_state)(Engine *e, const double *params, const double *m, const double *v);
+    // Sample one document with the current parameters: its tokens, without
+    // BOS, go to out (at most block_size); returns how many.
+    int (*sample)(Engine *e, PyRandom *r, double temperature, int *out);
+} EngineOps;
+
+struct Engine {
+    const EngineOps *ops;
+    EngineConfig cfg;
+};
+
+#endif

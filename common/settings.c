@@ -1,0 +1,126 @@
+#include "settings.h"
+
+#include <string.h>
+
+#include "pyrandom.h"
+#include "util.h"
+
+void settings_defaults(Settings *s) {
+    memset(s, 0, sizeof *s);
+    s->data_path = "data/names.txt";
+    s->seed = "42";
+    s->steps = 1000;
+    s->n_embd = 16;
+    s->n_head = 4;
+    s->n_kv_head = 0;
+    s->n_layer = 1;
+    s->block_size = 16;
+    s->lr = 0.01;
+    s->beta1 = 0.85;
+    s->beta2 = 0.99;
+    s->eps = 1e-8;
+    s->init_std = 0.08;
+    s->temperature = 0.5;
+    s->samples = 20;
+    s->batch = 1;
+    s->trace_path = NULL;
+}
+
+int settings_kv_heads(const Settings *s) { return s->n_kv_head ? s->n_kv_head : s->n_head; }
+
+// Limits that keep every size product far from int overflow.
+#define MAX_SIZE 1000000L
+
+static const char *need_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) die(EXIT_USAGE, "%s needs a value (see --help)", argv[*i]);
+    *i += 1;
+    return argv[*i];
+}
+
+static int int_flag(const char *flag, const char *v, long min, long max) {
+    long x;
+    if (parse_int(v, min, max, &x))
+        die(EXIT_USAGE, "%s: '%s' is not an integer in [%ld, %ld]", flag, v, min, max);
+    return (int)x;
+}
+
+static double real_flag(const char *flag, const char *v) {
+    double x;
+    if (parse_double(v, &x)) die(EXIT_USAGE, "%s: '%s' is not a finite number", flag, v);
+    return x;
+}
+
+int settings_parse_flag(Settings *s, int argc, char **argv, int *i) {
+    const char *f = argv[*i];
+    if (!strcmp(f, "--data")) {
+        s->data_path = need_value(argc, argv, i);
+        if (!*s->data_path) die(EXIT_USAGE, "--data: empty path");
+    } else if (!strcmp(f, "--seed")) {
+        const char *v = need_value(argc, argv, i);
+        PyRandom probe;
+        if (pyrandom_seed_text(&probe, v)) die(EXIT_USAGE, "--seed: '%s' is not an integer", v);
+        s->seed = v;
+    } else if (!strcmp(f, "--steps")) {
+        s->steps = int_flag(f, need_value(argc, argv, i), 0, 1000000000L);
+    } else if (!strcmp(f, "--n-embd")) {
+        s->n_embd = int_flag(f, need_value(argc, argv, i), 1, MAX_SIZE);
+    } else if (!strcmp(f, "--n-head")) {
+        s->n_head = int_flag(f, need_value(argc, argv, i), 1, MAX_SIZE);
+    } else if (!strcmp(f, "--n-kv-head")) {
+        s->n_kv_head = int_flag(f, need_value(argc, argv, i), 1, MAX_SIZE);
+    } else if (!strcmp(f, "--n-layer")) {
+        s->n_layer = int_flag(f, need_value(argc, argv, i), 1, 1000);
+    } else if (!strcmp(f, "--block-size")) {
+        s->block_size = int_flag(f, need_value(argc, argv, i), 1, MAX_SIZE);
+    } else if (!strcmp(f, "--lr")) {
+        s->lr = real_flag(f, need_value(argc, argv, i));
+    } else if (!strcmp(f, "--temperature")) {
+        s->temperature = real_flag(f, need_value(argc, argv, i));
+    } else if (!strcmp(f, "--samples")) {
+        s->samples = int_flag(f, need_value(argc, argv, i), 0, MAX_SIZE);
+    } else if (!strcmp(f, "--batch")) {
+        s->batch = int_flag(f, need_value(argc, argv, i), 1, MAX_SIZE);
+    } else if (!strcmp(f, "--trace")) {
+        s->trace_path = need_value(argc, argv, i);
+        if (!*s->trace_path) die(EXIT_USAGE, "--trace: empty path");
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+void settings_validate(const Settings *s) {
+    if (s->n_embd < 1 || s->n_head < 1 || s->n_layer < 1 || s->block_size < 1 || s->batch < 1)
+        die(EXIT_USAGE, "sizes must be at least 1");
+    if (s->n_embd % s->n_head)
+        die(EXIT_USAGE, "--n-embd %d is not divisible by --n-head %d: each head gets n_embd/n_head "
+            "channels", s->n_embd, s->n_head);
+    int kv = settings_kv_heads(s);
+    if (kv > s->n_head || s->n_head % kv)
+        die(EXIT_USAGE, "--n-kv-head %d must divide --n-head %d (grouped-query attention shares "
+            "each key/value head among n_head/n_kv_head query heads)", kv, s->n_head);
+    if ((long)s->n_embd * 4 > MAX_SIZE)
+        die(EXIT_USAGE, "--n-embd %d is too large (the MLP has 4*n_embd channels; at most %ld)",
+            s->n_embd, MAX_SIZE / 4);
+    if (!(s->temperature > 0)) die(EXIT_USAGE, "--temperature must be > 0 (got %g)", s->temperature);
+    if (s->lr < 0) die(EXIT_USAGE, "--lr must be >= 0 (got %g)", s->lr);
+}
+
+void settings_print_help(FILE *f) {
+    fprintf(f,
+            "  --data FILE          training text, one document per line, UTF-8 (data/names.txt)\n"
+            "  --seed N             random seed, an integer of any size (42)\n"
+            "  --steps N            training steps (1000)\n"
+            "  --n-embd N           embedding width (16)\n"
+            "  --n-head N           attention heads; must divide n-embd (4)\n"
+            "  --n-kv-head N        key/value heads for grouped-query attention; must divide\n"
+            "                       n-head (n-head)\n"
+            "  --n-layer N          transformer layers (1)\n"
+            "  --block-size N       context length; longer documents are cropped (16)\n"
+            "  --lr X               Adam learning rate, decayed linearly to 0 (0.01)\n"
+            "  --temperature X      sampling temperature, > 0 (0.5)\n"
+            "  --samples N          names to sample after training (20)\n"
+            "  --batch B            documents per step; document b of step s is\n"
+            "                       docs[(s*B+b) %% N], loss = mean of per-document means (1)\n"
+            "  --trace FILE         write a JSON trace of the run to FILE\n");
+}

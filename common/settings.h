@@ -1,0 +1,42 @@
+// Run settings shared by every tool: the original's hyper-parameters as
+// defaults, and the command-line flags that change them.
+#ifndef COMMON_SETTINGS_H
+#define COMMON_SETTINGS_H
+
+#include <stdio.h>
+
+typedef struct {
+    const char *data_path;   // --data        (data/names.txt)
+    const char *seed;        // --seed        integer of any size, as text (42)
+    int steps;               // --steps       (1000)
+    int n_embd;              // --n-embd      (16)
+    int n_head;              // --n-head      (4)
+    int n_kv_head;           // --n-kv-head   (0: same as n_head)
+    int n_layer;             // --n-layer     (1)
+    int block_size;          // --block-size  (16)
+    double lr;               // --lr          (0.01)
+    double beta1, beta2;     // Adam (0.85, 0.99)
+    double eps;              // Adam (1e-8)
+    double init_std;         // N(0, init_std) initial weights (0.08)
+    double temperature;      // --temperature (0.5)
+    int samples;             // --samples     (20)
+    int batch;               // --batch       (1)
+    const char *trace_path;  // --trace       (none)
+} Settings;
+
+void settings_defaults(Settings *s);
+
+// If argv[*i] is one of the shared flags, consume it and its value (advancing
+// *i) and return 1; return 0 if it is not a shared flag. A bad value exits 2.
+int settings_parse_flag(Settings *s, int argc, char **argv, int *i);
+
+// Refuse impossible settings with a clear message, exit code 2.
+void settings_validate(const Settings *s);
+
+// n_kv_head with the default resolved.
+int settings_kv_heads(const Settings *s);
+
+// Help text for the shared flags.
+void settings_print_help(FILE *f);
+
+#endif

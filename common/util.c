@@ -1,0 +1,87 @@
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *g_prog = "microgpt";
+
+void set_prog_name(const char *argv0) {
+    const char *slash = strrchr(argv0, '/');
+    g_prog = slash ? slash + 1 : argv0;
+}
+
+const char *prog_name(void) { return g_prog; }
+
+void die(int code, const char *fmt, ...) {
+    va_list ap;
+    fflush(stdout);
+    fprintf(stderr, "%s: ", g_prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(code);
+}
+
+static void alloc_fail(size_t n, const char *file, int line) {
+    fflush(stdout);
+    fprintf(stderr, "%s: out of memory: could not allocate %zu bytes (%s:%d)\n", g_prog, n, file,
+            line);
+    exit(EXIT_MISMATCH);
+}
+
+void *xmalloc_at(size_t n, const char *file, int line) {
+    void *p = malloc(n ? n : 1);
+    if (!p) alloc_fail(n, file, line);
+    return p;
+}
+
+void *xcalloc_at(size_t n, size_t size, const char *file, int line) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) alloc_fail(n * size, file, line);
+    return p;
+}
+
+void *xrealloc_at(void *old, size_t n, const char *file, int line) {
+    void *p = realloc(old, n ? n : 1);
+    if (!p) alloc_fail(n, file, line);
+    return p;
+}
+
+char *xstrdup_at(const char *s, const char *file, int line) {
+    size_t n = strlen(s) + 1;
+    char *p = xmalloc_at(n, file, line);
+    memcpy(p, s, n);
+    return p;
+}
+
+double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int parse_int(const char *s, long min, long max, long *out) {
+    if (!s || !*s || isspace((unsigned char)*s)) return -1;
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end != '\0' || v < min || v > max) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_double(const char *s, double *out) {
+    if (!s || !*s || isspace((unsigned char)*s)) return -1;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end != '\0' || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}

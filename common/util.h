@@ -1,0 +1,38 @@
+// Small shared helpers: fatal errors with exit codes, checked allocation, timing.
+#ifndef COMMON_UTIL_H
+#define COMMON_UTIL_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+// Exit codes shared by every tool.
+enum {
+    EXIT_MISMATCH = 1,   // a check failed (compare), or a run hit a runtime failure
+    EXIT_USAGE = 2,      // bad flags, bad settings, bad input data, no GPU
+};
+
+// Print "<prog>: <message>\n" to stderr and exit with `code`.
+void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+// The program name used as the prefix of every message (set once in main).
+void set_prog_name(const char *argv0);
+const char *prog_name(void);
+
+// Allocation that never returns NULL: on failure prints file, line and size, exits 1.
+void *xmalloc_at(size_t n, const char *file, int line);
+void *xcalloc_at(size_t n, size_t size, const char *file, int line);
+void *xrealloc_at(void *p, size_t n, const char *file, int line);
+char *xstrdup_at(const char *s, const char *file, int line);
+#define xmalloc(n) xmalloc_at((n), __FILE__, __LINE__)
+#define xcalloc(n, s) xcalloc_at((n), (s), __FILE__, __LINE__)
+#define xrealloc(p, n) xrealloc_at((p), (n), __FILE__, __LINE__)
+#define xstrdup(s) xstrdup_at((s), __FILE__, __LINE__)
+
+// Monotonic wall clock in seconds.
+double now_seconds(void);
+
+// Strict number parsing: the whole string must be a number in range.
+// Return 0 on success, -1 otherwise (nothing is printed).
+int parse_int(const char *s, long min, long max, long *out);
+int parse_double(const char *s, double *out);
+
+#endif
