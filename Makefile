@@ -1,48 +1,83 @@
-# microgpt-harness. `make` builds everything into build/; `make test` runs the
-# tests; `make help` lists the targets.
+# microgpt-harness build. `make` builds every tool into build/, `make test`
+# runs the test suite, `make help` lists the targets. Each folder adds its
+# sources through its module.mk.
 CC      := gcc
-BUILD   := build
+NVCC    ?= nvcc
+BUILD   ?= build
 # Warnings are errors. No fast-math anywhere: the scalar engine's bits depend
 # on IEEE semantics, and FMA contraction is off so a*b+c rounds twice as in Python.
 CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off -D_GNU_SOURCE -I. $(EXTRA_CFLAGS)
-LDLIBS  := -lcjson -lm
+LDLIBS  := -lcjson -lm -lpthread
 DEPFLAGS = -MMD -MP
 
-COMMON_SRC := common/util.c common/pyrandom.c common/dataset.c common/sha256.c \
-              common/settings.c common/model.c common/engine.c traces/trace.c
-SCALAR_SRC := scalar_ref/pymath.c scalar_ref/pymath_fast.c scalar_ref/autograd.c scalar_ref/gpt.c scalar_ref/engine_scalar.c
+# CUDA: on by default when nvcc is found (it must compile in CI, which has no
+# GPU); `make CUDA=0` builds without it.
+CUDA_HOME ?= /usr/local/cuda
+CUDA ?= $(if $(shell command -v $(NVCC) 2>/dev/null || test -x $(CUDA_HOME)/bin/nvcc && echo y),1,0)
+ifeq ($(shell command -v $(NVCC) 2>/dev/null),)
+  NVCC := $(CUDA_HOME)/bin/nvcc
+endif
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
-COMMON_OBJ := $(call obj,$(COMMON_SRC))
-SCALAR_OBJ := $(call obj,$(SCALAR_SRC))
+
+# Library sources (no main); module.mk files append to these.
+LIB_SRC := common/util.c common/pyrandom.c common/dataset.c common/sha256.c \
+           common/settings.c common/model.c common/engine.c
+LIB_OBJ_EXTRA :=
+BINS :=
+TOOLS_NEEDING_CUDA :=
+
+include scalar_ref/module.mk
+include traces/module.mk
+include tensor_gpu/cpu/module.mk
+include tensor_gpu/cuda/module.mk
+include compare/module.mk
+
+LIB := $(BUILD)/libmicrogpt.a
+LIB_OBJ := $(call obj,$(LIB_SRC)) $(LIB_OBJ_EXTRA)
 
 NAMES_URL := https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt
 
-.PHONY: all run data test bench clean help
-all: $(BUILD)/microgpt $(BUILD)/bench_scalar
+.PHONY: all run data test test-gpu bench parity deps clean help
+all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(BUILD)/microgpt: $(call obj,scalar_ref/main.c) $(SCALAR_OBJ) $(COMMON_OBJ)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
 
-$(BUILD)/bench_scalar: $(call obj,scalar_ref/bench.c) $(SCALAR_OBJ) $(COMMON_OBJ)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
-
-bench: $(BUILD)/bench_scalar data/names.txt
-	$(BUILD)/bench_scalar
-
+# names.txt is fetched on first use, as the original does.
 data: data/names.txt
 data/names.txt:
 	@mkdir -p data
 	@echo "fetching names.txt from $(NAMES_URL)"
-	curl -fsSL --retry 3 -o $@.tmp $(NAMES_URL) && mv $@.tmp $@ || \
-	  { rm -f $@.tmp; echo "could not download names.txt; copy it to data/names.txt by hand" >&2; exit 1; }
+	@curl -fsSL --retry 3 -o $@.tmp $(NAMES_URL) && mv $@.tmp $@ || \
+	  { rm -f $@.tmp; echo "could not download names.txt: copy it to data/names.txt by hand" >&2; exit 1; }
 
 run: $(BUILD)/microgpt data/names.txt
 	$(BUILD)/microgpt
+
+bench: $(BUILD)/bench_scalar data/names.txt
+	$(BUILD)/bench_scalar
+
+deps:
+	bash scripts/install-deps.sh
+
+include tests/module.mk
+
+help:
+	@echo "make            build every tool into $(BUILD)/ (CUDA=$(CUDA))"
+	@echo "make run        train and sample with the scalar engine (fetches data/names.txt first)"
+	@echo "make test       the test suite (Criterion; no GPU or network needed)"
+	@echo "make test-gpu   the CUDA kernel tests (skipped with a message where there is no GPU)"
+	@echo "make bench      time the scalar engine (ms/step, nodes/step, peak memory)"
+	@echo "make parity BACKEND=cuda|cpu   the parity suite: scalar vs the tensor engine"
+	@echo "make deps       install the Debian packages the build needs (root or sudo)"
+	@echo "make data       fetch data/names.txt"
+	@echo "make clean      remove $(BUILD)/"
 
 clean:
 	rm -rf $(BUILD)

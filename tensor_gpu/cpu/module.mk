@@ -1,0 +1,1 @@
+# The tensor engine's CPU backend (the reference for the CUDA kernels).

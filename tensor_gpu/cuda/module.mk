@@ -1,0 +1,1 @@
+# The tensor engine's CUDA backend.
