@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
         double dt = now_seconds() - t0;
         if (!isfinite(loss)) {
             if (s.trace_path) trace_abandon(&trace);
-            die(EXIT_MISMATCH, "step %d: the loss is %g; training diverged (try a smaller --lr)",
+            die(EXIT_MISMATCH, "step %d: the loss is %g, not finite: training diverged; try a smaller --lr",
                 step + 1, loss);
         }
         printf("step %4d / %4d | loss %.4f\n", step + 1, s.steps, loss);

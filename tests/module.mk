@@ -1,10 +1,12 @@
-# Criterion tests: one binary per tests/test_*.c, run from the repository root.
+# Criterion tests: one binary per tests/test_*.c (linked with tests/helpers.c),
+# run from the repository root by tests/run.sh.
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TEST_HELPERS := $(call obj,tests/helpers.c)
 
-$(BUILD)/tests/%: tests/%.c $(LIB)
+$(BUILD)/tests/%: $(call obj,tests/%.c) $(TEST_HELPERS) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(LIB) -lcriterion $(LDLIBS)
+	$(CC) $(CFLAGS) $^ -o $@ -lcriterion $(LDLIBS)
 
 test: $(BINS) $(TEST_BINS) data/names.txt
 	@bash tests/run.sh $(TEST_BINS)

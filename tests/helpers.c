@@ -1,0 +1,138 @@
+#include "helpers.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+const char *th_names_path(void) {
+    static const char *p = "data/names.txt";
+    if (!exists(p))
+        cr_assert_fail("data/names.txt is missing: run the tests from the repository root after "
+                 "`make data` (or copy ../shared/data/names.txt there, as .ci/run does)");
+    return p;
+}
+
+const char *th_shared_path(const char *rel) {
+    static char buf[8][PATH_MAX];
+    static int k;
+    const char *root = getenv("MICROGPT_SHARED");
+    char *p = buf[k++ % 8];
+    snprintf(p, PATH_MAX, "%s/%s", root && *root ? root : "../shared", rel);
+    if (!exists(p))
+        cr_assert_fail("%s is missing: the golden files come from the shared folder (../shared, or set "
+                 "MICROGPT_SHARED)", p);
+    return p;
+}
+
+const char *th_build_dir(void) {
+    static char dir[PATH_MAX];
+    if (!dir[0]) {
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n <= 0) cr_assert_fail("cannot read /proc/self/exe");
+        exe[n] = '\0';
+        // <build>/tests/<binary>
+        snprintf(dir, sizeof dir, "%s", dirname(dirname(exe)));
+    }
+    return dir;
+}
+
+char *th_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) cr_assert_fail("cannot open %s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap + 1);
+    for (;;) {
+        if (n == cap) b = realloc(b, (cap *= 2) + 1);
+        size_t got = fread(b + n, 1, cap - n, f);
+        if (!got) break;
+        n += got;
+    }
+    fclose(f);
+    b[n] = '\0';
+    if (len) *len = n;
+    return b;
+}
+
+const char *th_temp_dir(void) {
+    static char dir[64];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/microgpt-test-XXXXXX");
+        if (!mkdtemp(dir)) cr_assert_fail("mkdtemp: %s", strerror(errno));
+    }
+    return dir;
+}
+
+const char *th_write_temp(const char *name, const void *data, size_t len) {
+    static char buf[16][PATH_MAX];
+    static int k;
+    char *p = buf[k++ % 16];
+    snprintf(p, PATH_MAX, "%s/%s", th_temp_dir(), name);
+    FILE *f = fopen(p, "wb");
+    if (!f) cr_assert_fail("cannot create %s", p);
+    if (len && fwrite(data, 1, len, f) != len) cr_assert_fail("cannot write %s", p);
+    fclose(f);
+    return p;
+}
+
+static char *slurp_fd(int fd, size_t *len) {
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap + 1);
+    for (;;) {
+        if (n == cap) b = realloc(b, (cap *= 2) + 1);
+        ssize_t got = read(fd, b + n, cap - n);
+        if (got <= 0) break;
+        n += (size_t)got;
+    }
+    b[n] = '\0';
+    *len = n;
+    return b;
+}
+
+ThRun th_run(char *const argv[]) {
+    ThRun r = {0};
+    char outp[PATH_MAX], errp[PATH_MAX];
+    snprintf(outp, sizeof outp, "%s/.run-out-%d", th_temp_dir(), (int)getpid());
+    snprintf(errp, sizeof errp, "%s/.run-err-%d", th_temp_dir(), (int)getpid());
+    pid_t pid = fork();
+    if (pid < 0) cr_assert_fail("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int o = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int e = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (o < 0 || e < 0) _exit(127);
+        dup2(o, 1);
+        dup2(e, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    int fo = open(outp, O_RDONLY), fe = open(errp, O_RDONLY);
+    r.out = slurp_fd(fo, &r.out_len);
+    r.err = slurp_fd(fe, &r.err_len);
+    close(fo);
+    close(fe);
+    unlink(outp);
+    unlink(errp);
+    return r;
+}
+
+void th_run_free(ThRun *r) {
+    free(r->out);
+    free(r->err);
+    memset(r, 0, sizeof *r);
+}

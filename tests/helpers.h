@@ -1,0 +1,33 @@
+// Shared test helpers: locating the data and golden files, running a tool as
+// a subprocess and capturing its output.
+#ifndef TESTS_HELPERS_H
+#define TESTS_HELPERS_H
+
+#include <stddef.h>
+
+// Path of data/names.txt; fails the test (with a message saying how to get
+// it) if it is missing.
+const char *th_names_path(void);
+// Path of a file under the shared folder (../shared by default, or
+// $MICROGPT_SHARED); fails the test if it is missing.
+const char *th_shared_path(const char *rel);
+// The build directory the running test binary lives in (its parent folder).
+const char *th_build_dir(void);
+// Read a whole file (NUL-terminated); fails the test if it cannot.
+char *th_read_file(const char *path, size_t *len);
+// Write text to a fresh file in a temporary directory; returns its path.
+const char *th_write_temp(const char *name, const void *data, size_t len);
+// A fresh temporary directory (one per test process).
+const char *th_temp_dir(void);
+
+typedef struct {
+    int status;      // exit code, or 128 + signal
+    char *out, *err; // captured stdout and stderr (NUL-terminated)
+    size_t out_len, err_len;
+} ThRun;
+
+// Run argv[0] (a path) with argv, capturing output. argv is NULL-terminated.
+ThRun th_run(char *const argv[]);
+void th_run_free(ThRun *r);
+
+#endif

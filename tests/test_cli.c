@@ -1,0 +1,150 @@
+// build/microgpt's command line: every bad input is refused with one clear
+// message and exit code 2 (1 for a run that diverges), and --trace never
+// leaves a partial file.
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static const char *exe(void) {
+    static char p[4200];
+    snprintf(p, sizeof p, "%s/microgpt", th_build_dir());
+    return p;
+}
+
+// Run microgpt with NULL-terminated extra arguments.
+static ThRun run(const char *first, ...) {
+    char *argv[32];
+    int n = 0;
+    argv[n++] = (char *)exe();
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a; a = va_arg(ap, const char *)) argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    return th_run(argv);
+}
+
+static void expect_refused(int code, const char *needle, ThRun r, const char *what) {
+    cr_expect_eq(r.status, code, "%s: exit %d, want %d (stderr: %s)", what, r.status, code, r.err);
+    cr_expect(strstr(r.err, needle) != NULL, "%s: stderr should mention '%s': %s", what, needle, r.err);
+    cr_expect(strchr(r.err, '\n') == r.err + strlen(r.err) - 1, "%s: one line: %s", what, r.err);
+    th_run_free(&r);
+}
+
+#define REFUSED(code, needle, ...) expect_refused(code, needle, run(__VA_ARGS__, NULL), #__VA_ARGS__)
+
+Test(cli, help_lists_every_flag) {
+    ThRun r = run("--help", NULL);
+    cr_assert_eq(r.status, 0);
+    const char *flags[] = {"--data", "--seed", "--steps", "--n-embd", "--n-head", "--n-kv-head",
+                           "--n-layer", "--block-size", "--lr", "--temperature", "--samples",
+                           "--batch", "--trace", "--help"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        cr_expect(strstr(r.out, flags[i]) != NULL, "--help does not mention %s", flags[i]);
+    th_run_free(&r);
+}
+
+Test(cli, bad_data_is_refused_naming_the_file) {
+    REFUSED(2, "/nonexistent/names.txt", "--data", "/nonexistent/names.txt");
+    const char *empty = th_write_temp("empty.txt", "", 0);
+    REFUSED(2, "no documents", "--data", empty);
+    const char *blank = th_write_temp("blank.txt", " \n\t\n\r\n", 6);
+    REFUSED(2, "blank.txt", "--data", blank);
+    const char *bad = th_write_temp("bad.txt", "anna\nbob\nc\xffy\n", 13);
+    REFUSED(2, "line 3", "--data", bad);
+    REFUSED(2, "bad.txt", "--data", bad);
+    REFUSED(2, "read error", "--data", th_temp_dir());
+}
+
+Test(cli, impossible_settings_are_refused) {
+    REFUSED(2, "not divisible", "--n-embd", "10", "--n-head", "4");
+    REFUSED(2, "--n-embd", "--n-embd", "0");
+    REFUSED(2, "--n-head", "--n-head", "0");
+    REFUSED(2, "--n-layer", "--n-layer", "0");
+    REFUSED(2, "--block-size", "--block-size", "-3");
+    REFUSED(2, "--batch", "--batch", "0");
+    REFUSED(2, "--n-kv-head", "--n-kv-head", "3");
+    REFUSED(2, "--temperature", "--temperature", "0");
+    REFUSED(2, "--temperature", "--temperature", "-0.5");
+    REFUSED(2, "--lr", "--lr", "-1");
+}
+
+Test(cli, malformed_flags_are_refused) {
+    REFUSED(2, "unknown flag '--frobnicate'", "--frobnicate");
+    REFUSED(2, "unknown flag 'extra'", "extra");
+    REFUSED(2, "'abc' is not an integer", "--steps", "abc");
+    REFUSED(2, "'1e3' is not an integer", "--steps", "1e3");
+    REFUSED(2, "is not a finite number", "--lr", "fast");
+    REFUSED(2, "is not a finite number", "--lr", "nan");
+    REFUSED(2, "is not an integer", "--seed", "1.5");
+    REFUSED(2, "needs a value", "--steps");
+    REFUSED(2, "is not an integer", "--samples", " 3");
+}
+
+Test(cli, divergence_is_reported_and_leaves_no_trace) {
+    char tr[4200];
+    snprintf(tr, sizeof tr, "%s/diverged.json", th_temp_dir());
+    REFUSED(1, "not finite", "--data", th_names_path(), "--lr", "100", "--steps", "50", "--trace", tr);
+    struct stat st;
+    cr_expect_neq(stat(tr, &st), 0, "no trace after a failed run");
+}
+
+Test(cli, unwritable_trace_is_refused_before_training) {
+    ThRun r = run("--data", th_names_path(), "--trace", "/nonexistent/dir/t.json", NULL);
+    cr_expect_eq(r.status, 2);
+    cr_expect(strstr(r.err, "/nonexistent/dir/t.json") != NULL, "%s", r.err);
+    cr_expect(strstr(r.out, "step") == NULL, "nothing was trained: %s", r.out);
+    th_run_free(&r);
+}
+
+// An interrupted run leaves neither the trace nor its temporary file.
+Test(cli, interrupted_run_leaves_no_partial_trace) {
+    char dir[4200], tr[4300];
+    snprintf(dir, sizeof dir, "%s/interrupt", th_temp_dir());
+    mkdir(dir, 0755);
+    snprintf(tr, sizeof tr, "%s/t.json", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stdout);
+        execl(exe(), exe(), "--data", th_names_path(), "--steps", "100000", "--trace", tr, (char *)NULL);
+        _exit(127);
+    }
+    usleep(400 * 1000);
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    cr_expect(WIFSIGNALED(st), "the run was still going when interrupted");
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int files = 0;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') files++;
+    closedir(d);
+    cr_expect_eq(files, 0, "the interrupted run left %d file(s) in %s", files, dir);
+}
+
+// A complete trace: the fields docs/traces.md promises, losses that
+// round-trip, and nothing left beside it.
+Test(cli, trace_has_the_documented_fields) {
+    char tr[4200];
+    snprintf(tr, sizeof tr, "%s/ok.json", th_temp_dir());
+    ThRun r = run("--data", th_names_path(), "--steps", "3", "--samples", "2", "--trace", tr, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    char *t = th_read_file(tr, NULL);
+    const char *keys[] = {"\"format\"", "\"microgpt-trace\"", "\"version\"", "\"settings\"", "\"dataset\"",
+                          "\"sha256\"", "\"0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d\"",
+                          "\"engine\"", "\"precision\"", "\"steps\"", "\"lr\"", "\"loss\"", "\"time_s\"",
+                          "\"samples\"", "3.3659669475848504"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        cr_expect(strstr(t, keys[i]) != NULL, "trace lacks %s", keys[i]);
+    free(t);
+    th_run_free(&r);
+}
