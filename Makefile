@@ -2,7 +2,6 @@
 # runs the test suite, `make help` lists the targets. Each folder adds its
 # sources through its module.mk.
 CC      := gcc
-NVCC    ?= nvcc
 BUILD   ?= build
 # Warnings are errors. No fast-math anywhere: the scalar engine's bits depend
 # on IEEE semantics, and FMA contraction is off so a*b+c rounds twice as in Python.
@@ -10,13 +9,15 @@ CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off -D_GNU_SOURCE
 LDLIBS  := -lcjson -lm -lpthread
 DEPFLAGS = -MMD -MP
 
-# CUDA: on by default when nvcc is found (it must compile in CI, which has no
-# GPU); `make CUDA=0` builds without it.
+# CUDA: on by default when nvcc is found (the CUDA code must compile in CI,
+# which has no GPU); `make CUDA=0` builds without it.
 CUDA_HOME ?= /usr/local/cuda
-CUDA ?= $(if $(shell command -v $(NVCC) 2>/dev/null || test -x $(CUDA_HOME)/bin/nvcc && echo y),1,0)
-ifeq ($(shell command -v $(NVCC) 2>/dev/null),)
-  NVCC := $(CUDA_HOME)/bin/nvcc
+NVCC := $(if $(wildcard $(CUDA_HOME)/bin/nvcc),$(CUDA_HOME)/bin/nvcc,nvcc)
+ifeq ($(origin CUDA),undefined)
+  CUDA := $(if $(wildcard $(CUDA_HOME)/bin/nvcc)$(shell command -v nvcc 2>/dev/null),1,0)
 endif
+
+.DEFAULT_GOAL := all
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -24,8 +25,8 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIB_SRC := common/util.c common/pyrandom.c common/dataset.c common/sha256.c \
            common/settings.c common/model.c common/engine.c
 LIB_OBJ_EXTRA :=
+LIB := $(BUILD)/libmicrogpt.a
 BINS :=
-TOOLS_NEEDING_CUDA :=
 
 include scalar_ref/module.mk
 include traces/module.mk
@@ -33,7 +34,6 @@ include tensor_gpu/cpu/module.mk
 include tensor_gpu/cuda/module.mk
 include compare/module.mk
 
-LIB := $(BUILD)/libmicrogpt.a
 LIB_OBJ := $(call obj,$(LIB_SRC)) $(LIB_OBJ_EXTRA)
 
 NAMES_URL := https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt

@@ -56,6 +56,8 @@ typedef struct {
     // Sample one document with the current parameters: its tokens, without
     // BOS, go to out (at most block_size); returns how many.
     int (*sample)(Engine *e, PyRandom *r, double temperature, int *out);
+    // Optional (may be NULL): the device it runs on, e.g. the GPU's name.
+    const char *(*device)(Engine *e);
 } EngineOps;
 
 struct Engine {

@@ -20,6 +20,11 @@ static void on_signal(int sig) {
     raise(sig);
 }
 
+// die() and exit() on an error path: the trace was never committed.
+static void on_exit_remove_tmp(void) {
+    if (g_have_tmp) unlink(g_tmp_path);
+}
+
 void trace_open(Trace *t, const char *path, const char *kind) {
     memset(t, 0, sizeof *t);
     t->path = xstrdup(path);
@@ -32,6 +37,8 @@ void trace_open(Trace *t, const char *path, const char *kind) {
     if (strlen(t->tmp) < sizeof g_tmp_path) {
         memcpy(g_tmp_path, t->tmp, strlen(t->tmp) + 1);
         g_have_tmp = 1;
+        static int registered;
+        if (!registered++) atexit(on_exit_remove_tmp);
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);
         signal(SIGHUP, on_signal);

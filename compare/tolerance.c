@@ -1,0 +1,88 @@
+#include "tolerance.h"
+
+#include <math.h>
+
+static const char *const Q_NAMES[Q_NUM] = {"loss", "logits", "grads", "params"};
+
+const char *quantity_name(Quantity q) { return q < Q_NUM ? Q_NAMES[q] : "?"; }
+
+// fp64: the engines do the same arithmetic in a different order; measured
+// errors are ~1e-15 relative (docs/compare.md), so rtol 1e-12 leaves a wide
+// margin while a single float32 rounding anywhere (~6e-8) fails by orders of
+// magnitude. atol covers entries that cancel to near zero (rounding noise of
+// the terms summed, ~1e-16 of their size).
+// fp32: one float32 ulp is 6e-8; sums over a few hundred terms and the
+// update's division reach ~1e-6..1e-5.
+static const Tolerance DEFAULTS[2][Q_NUM] = {
+    [PREC_FP64] = {[Q_LOSS] = {1e-14, 1e-12}, [Q_LOGITS] = {1e-14, 1e-12},
+                   [Q_GRADS] = {1e-15, 1e-12}, [Q_PARAMS] = {1e-15, 1e-12}},
+    [PREC_FP32] = {[Q_LOSS] = {1e-6, 1e-5}, [Q_LOGITS] = {1e-5, 1e-5},
+                   [Q_GRADS] = {1e-6, 1e-4}, [Q_PARAMS] = {1e-6, 1e-5}},
+};
+
+Tolerance tolerance_default(Precision p, Quantity q) { return DEFAULTS[p][q]; }
+
+void err_compare(const double *a, const double *b, size_t n, Tolerance t, ErrStats *st) {
+    double bmax = 0, dmax = 0;
+    size_t dmax_at = 0;
+    int nan_seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs(a[i] - b[i]);
+        double lim = t.atol + t.rtol * fabs(b[i]);
+        if (!(d <= lim) && st->n_bad++ == 0) st->first_bad = i;  // NaN lands here too
+        if (isnan(d)) {
+            if (!nan_seen) dmax_at = i;
+            nan_seen = 1;
+            continue;
+        }
+        if (fabs(b[i]) > bmax) bmax = fabs(b[i]);
+        if (d > dmax) {
+            dmax = d;
+            dmax_at = i;
+        }
+        double ratio = lim > 0 ? d / lim : (d > 0 ? INFINITY : 0);
+        if (ratio > st->max_ratio) {
+            st->max_ratio = ratio;
+            st->worst_at = i;
+        }
+    }
+    st->n += n;
+    ErrStats s = {0};
+    s.max_abs = nan_seen ? NAN : dmax;
+    s.max_abs_at = s.max_rel_at = dmax_at;
+    s.max_rel = nan_seen ? NAN : bmax > 0 ? dmax / bmax : (dmax > 0 ? INFINITY : 0);
+    if (nan_seen) s.max_ratio = NAN;
+    // fold this call's maxima in
+    ErrStats keep = *st;
+    keep.n_bad = 0;
+    keep.n = 0;
+    err_merge(&keep, &s, 0);
+    st->max_abs = keep.max_abs;
+    st->max_abs_at = keep.max_abs_at;
+    st->max_rel = keep.max_rel;
+    st->max_rel_at = keep.max_rel_at;
+    if (nan_seen) {
+        st->max_ratio = NAN;
+        st->worst_at = dmax_at;
+    }
+}
+
+static int bigger(double x, double y) { return isnan(x) ? !isnan(y) : x > y; }
+
+void err_merge(ErrStats *into, const ErrStats *s, size_t offset) {
+    if (s->n_bad && !into->n_bad) into->first_bad = s->first_bad + offset;
+    into->n_bad += s->n_bad;
+    into->n += s->n;
+    if (bigger(s->max_abs, into->max_abs)) {
+        into->max_abs = s->max_abs;
+        into->max_abs_at = s->max_abs_at + offset;
+    }
+    if (bigger(s->max_rel, into->max_rel)) {
+        into->max_rel = s->max_rel;
+        into->max_rel_at = s->max_rel_at + offset;
+    }
+    if (bigger(s->max_ratio, into->max_ratio)) {
+        into->max_ratio = s->max_ratio;
+        into->worst_at = s->worst_at + offset;
+    }
+}
