@@ -63,6 +63,12 @@ run: $(BUILD)/microgpt data/names.txt
 bench: $(BUILD)/bench_scalar data/names.txt
 	$(BUILD)/bench_scalar
 
+# The parity suite: scalar vs the tensor engine (BACKEND=cuda by default).
+BACKEND ?= cuda
+PARITY_STEPS ?= 1000
+parity: $(BUILD)/compare data/names.txt
+	bash scripts/parity.sh --backend $(BACKEND) --steps $(PARITY_STEPS) --build $(BUILD)
+
 deps:
 	bash scripts/install-deps.sh
 

@@ -58,6 +58,10 @@ typedef struct {
     int (*sample)(Engine *e, PyRandom *r, double temperature, int *out);
     // Optional (may be NULL): the device it runs on, e.g. the GPU's name.
     const char *(*device)(Engine *e);
+    // Optional (may be NULL): the inputs of every ReLU of the last step,
+    // (n_layer, B, T, 4*n_embd), NaN at padded positions. The comparator
+    // uses them to recognise a gate that flips between precisions.
+    void (*get_relu_inputs)(Engine *e, double *out);
 } EngineOps;
 
 struct Engine {

@@ -27,6 +27,7 @@ typedef struct {
     Fault fault;
     Tolerance tol[Q_NUM];
     double drift_tol;
+    double relu_margin;
     int keep_going, quiet, every;
 } Options;
 
@@ -45,6 +46,9 @@ static void usage(FILE *f) {
             "                       free: both train on their own; the loss curves are compared\n"
             "  --rtol X, --atol X   override the tolerance of every compared quantity\n"
             "  --drift-tol X        free mode: largest allowed |loss difference| (fp64 1e-9, fp32 2e-3)\n"
+            "  --relu-margin X      lockstep: a step whose gradients differ only because a ReLU input\n"
+            "                       within X of 0 fell on different sides in the two engines is\n"
+            "                       excused and reported (fp64 1e-12, fp32 1e-5; 0: never)\n"
             "  --keep-going         lockstep: go on after a failing step (exit 1 at the end)\n"
             "  --every N            print one line every N steps (1)\n"
             "  --quiet              print only the summary\n"
@@ -66,6 +70,7 @@ static void parse(Options *o, int argc, char **argv) {
     o->mode = MODE_LOCKSTEP;
     o->fault = FAULT_NONE;
     o->drift_tol = -1;
+    o->relu_margin = -1;
     o->every = 1;
     int have_engines = 0;
     double rtol = -1, atol = -1;
@@ -100,13 +105,15 @@ static void parse(Options *o, int argc, char **argv) {
             if (!strcmp(v, "lockstep")) o->mode = MODE_LOCKSTEP;
             else if (!strcmp(v, "free")) o->mode = MODE_FREE;
             else die(EXIT_USAGE, "--mode: '%s' is not lockstep or free", v);
-        } else if (!strcmp(a, "--rtol") || !strcmp(a, "--atol") || !strcmp(a, "--drift-tol")) {
+        } else if (!strcmp(a, "--rtol") || !strcmp(a, "--atol") || !strcmp(a, "--drift-tol") ||
+                   !strcmp(a, "--relu-margin")) {
             NEED_VALUE();
             double x;
             if (parse_double(v, &x) || x < 0) die(EXIT_USAGE, "%s: '%s' is not a number >= 0", a, v);
-            if (a[2] == 'r') rtol = x;
-            else if (a[2] == 'a') atol = x;
-            else o->drift_tol = x;
+            if (!strcmp(a, "--rtol")) rtol = x;
+            else if (!strcmp(a, "--atol")) atol = x;
+            else if (!strcmp(a, "--drift-tol")) o->drift_tol = x;
+            else o->relu_margin = x;
         } else if (!strcmp(a, "--every")) {
             NEED_VALUE();
             long x;
@@ -144,6 +151,7 @@ static void parse(Options *o, int argc, char **argv) {
         if (atol >= 0) o->tol[q].atol = atol;
     }
     if (o->drift_tol < 0) o->drift_tol = o->prec == PREC_FP64 ? 1e-9 : 2e-3;
+    if (o->relu_margin < 0) o->relu_margin = o->prec == PREC_FP64 ? 1e-12 : 1e-5;
     if (o->bench && o->mode == MODE_FREE)
         die(EXIT_USAGE, "--bench times the engines on their own: leave out --mode");
 }
@@ -218,6 +226,7 @@ static cJSON *trace_header(Trace *t, Run *r) {
         trace_add_number(x, "rtol", o->tol[q].rtol);
     }
     trace_add_number(tol, "drift", o->drift_tol);
+    trace_add_number(tol, "relu_margin", o->relu_margin);
     cJSON_AddNumberToObject(t->root, "num_params", (double)r->L.n_params);
     return cJSON_AddArrayToObject(t->root, "steps");
 }
@@ -321,6 +330,46 @@ static void print_failure(const Options *o, const Failure *f) {
     if (f->others[0]) printf("  tensors out of tolerance at step %d: %s\n", f->step, f->others);
 }
 
+static void totals_merge(Totals *T, const Totals *s) {
+    for (int q = 0; q < Q_NUM; q++) {
+        if (isnan(s->q[q].max_abs) ? !isnan(T->q[q].max_abs) : s->q[q].max_abs > T->q[q].max_abs) {
+            T->step[q] = s->step[q];
+            memcpy(T->tensor[q], s->tensor[q], sizeof T->tensor[q]);
+        }
+        err_merge(&T->q[q], &s->q[q], 0);
+    }
+}
+
+// Fetch both engines' ReLU inputs of this step; 1 if some gate is open in one
+// and shut in the other and every such input is within `margin` of 0 (why
+// gets the evidence), 0 otherwise.
+static int relu_flips(Run *r, const Batch *b, double *relu[2], double margin, char *why, size_t n) {
+    if (!(margin > 0)) return 0;
+    for (int k = 0; k < 2; k++) r->e[k]->ops->get_relu_inputs(r->e[k], relu[k]);
+    const size_t H = 4 * (size_t)r->L.shape.n_embd;
+    int flips = 0, first[4] = {0};
+    double worst = 0, fa = 0, fb = 0;
+    for (int l = 0; l < r->L.shape.n_layer; l++)
+        for (int d = 0; d < b->B; d++)
+            for (int t = 0; t < b->n[d]; t++)
+                for (size_t j = 0; j < H; j++) {
+                    size_t i = (((size_t)l * (size_t)b->B + (size_t)d) * (size_t)b->T + (size_t)t) * H + j;
+                    double x = relu[1][i], y = relu[0][i];
+                    if ((x > 0) == (y > 0)) continue;
+                    double m = fmax(fabs(x), fabs(y));
+                    if (flips++ == 0) {
+                        first[0] = l, first[1] = d, first[2] = t, first[3] = (int)j;
+                        fa = x, fb = y;
+                    }
+                    if (!(m <= worst)) worst = m;
+                }
+    if (!flips || !(worst <= margin)) return 0;
+    snprintf(why, n, "ReLU gate flip: %d unit(s), the first layer %d, document %d, position %d, unit %d "
+             "(input %s %.2e, %s %.2e)", flips, first[0], first[1], first[2], first[3],
+             r->o->names[1], fa, r->o->names[0], fb);
+    return 1;
+}
+
 static int run_lockstep(Run *r, Trace *t, cJSON *steps) {
     Options *o = r->o;
     const size_t P = r->L.n_params;
@@ -334,8 +383,17 @@ static int run_lockstep(Run *r, Trace *t, cJSON *steps) {
     Failure f = {0};
     Totals T = {0};
     Batch b = {0};
+    const size_t H = 4 * (size_t)r->L.shape.n_embd;
+    const size_t nrelu = (size_t)r->L.shape.n_layer * (size_t)o->s.batch * (size_t)o->s.block_size * H;
+    double *relu[2] = {NULL, NULL};
+    if (r->e[0]->ops->get_relu_inputs && r->e[1]->ops->get_relu_inputs)
+        for (int k = 0; k < 2; k++) relu[k] = xmalloc(nrelu * sizeof(double));
+    int n_excused = 0;
+    cJSON *excused_list = t->root ? cJSON_AddArrayToObject(t->root, "excused_steps") : NULL;
     for (int step = 0; step < o->s.steps; step++) {
         batch_make(&b, &r->d, step, o->s.batch, o->s.block_size);
+        Failure fs = {0};   // this step's first failure
+        Totals Ts = {0};    // this step's largest errors
         double loss[2], dt[2];
         for (int k = 0; k < 2; k++) {
             double t0 = now_seconds();
@@ -368,11 +426,11 @@ static int run_lockstep(Run *r, Trace *t, cJSON *steps) {
             err_compare(buf[1][0] + off, buf[0][0] + off, (size_t)b.n[d] * (size_t)V, o->tol[Q_LOGITS], &s);
             err_merge(&sg, &s, off);
         }
-        total_update(&T, Q_LOGITS, &sg, step + 1, "logits");
+        total_update(&Ts, Q_LOGITS, &sg, step + 1, "logits");
         if (sg.n_bad) {
             char where[160];
             describe_logit(&b, &r->d, sg.first_bad, V, where, sizeof where);
-            note_failure(&f, step + 1, "logits", "logits", sg.first_bad, where, buf[1][0][sg.first_bad],
+            note_failure(&fs, step + 1, "logits", "logits", sg.first_bad, where, buf[1][0][sg.first_bad],
                          buf[0][0][sg.first_bad], o->tol[Q_LOGITS], sg.n_bad);
         }
         if (max_err) {
@@ -382,33 +440,58 @@ static int run_lockstep(Run *r, Trace *t, cJSON *steps) {
         // loss
         ErrStats sl = {0};
         err_compare(&loss[1], &loss[0], 1, o->tol[Q_LOSS], &sl);
-        total_update(&T, Q_LOSS, &sl, step + 1, "loss");
-        if (sl.n_bad) note_failure(&f, step + 1, "loss", "loss", 0, "the loss", loss[1], loss[0], o->tol[Q_LOSS], 1);
+        total_update(&Ts, Q_LOSS, &sl, step + 1, "loss");
+        if (sl.n_bad) note_failure(&fs, step + 1, "loss", "loss", 0, "the loss", loss[1], loss[0], o->tol[Q_LOSS], 1);
         if (max_err) {
             cJSON_AddItemToObject(max_err, "loss", trace_number(sl.max_abs));
             cJSON_AddItemToObject(max_rel, "loss", trace_number(sl.max_rel));
         }
         ErrStats sgr = {0}, spr = {0};
         compare_tensors(&r->L, buf[1][1], buf[0][1], o->tol[Q_GRADS], Q_GRADS, step + 1, ".grad", max_err, max_rel,
-                        &sgr, &T, &f);
+                        &sgr, &Ts, &fs);
         compare_tensors(&r->L, buf[1][2], buf[0][2], o->tol[Q_PARAMS], Q_PARAMS, step + 1, "", max_err, max_rel,
-                        &spr, &T, &f);
+                        &spr, &Ts, &fs);
         int ok = !(sl.n_bad || sg.n_bad || sgr.n_bad || spr.n_bad);
+        // A ReLU whose input is within rounding of 0 may open in one engine
+        // and stay shut in the other: the forward agrees (the unit's output
+        // is ~0 either way) but every gradient through that unit differs by
+        // a whole term. Such a step is excused, with the evidence printed;
+        // the logits and the loss must still agree.
+        char why[256] = "";
+        int excused = !ok && !sl.n_bad && !sg.n_bad && relu[0] &&
+                      relu_flips(r, &b, relu, o->relu_margin, why, sizeof why);
+        if (excused) {
+            n_excused++;
+            if (excused_list) {
+                cJSON *x = cJSON_CreateObject();
+                cJSON_AddNumberToObject(x, "step", step + 1);
+                cJSON_AddStringToObject(x, "reason", why);
+                cJSON_AddItemToArray(excused_list, x);
+            }
+        } else {
+            totals_merge(&T, &Ts);
+            if (fs.failed && !f.failed) f = fs;
+        }
         if (so) {
-            cJSON_AddBoolToObject(so, "ok", ok);
+            cJSON_AddBoolToObject(so, "ok", ok || excused);
+            if (excused) cJSON_AddStringToObject(so, "excused", why);
             cJSON_AddItemToArray(steps, so);
         }
         if (!o->quiet && ((step + 1) % o->every == 0 || !ok || step == 0 || step + 1 == o->s.steps))
-            printf("step %4d | loss %.6f | loss %.1e | logits %.1e | grads %.1e (rel %.1e) | params %.1e | %s\n",
+            printf("step %4d | loss %.6f | loss %.1e | logits %.1e | grads %.1e (rel %.1e) | params %.1e | %s%s\n",
                    step + 1, loss[0], sl.max_abs, sg.max_abs, sgr.max_abs, sgr.max_rel, spr.max_abs,
-                   ok ? "ok" : "FAIL");
-        if (!ok && !o->keep_going) break;
+                   ok ? "ok" : excused ? "excused: " : "FAIL", why);
+        if (!ok && !excused && !o->keep_going) break;
         // lockstep: the candidate continues from the reference's state
         r->e[0]->ops->get_moments(r->e[0], buf[0][3], buf[0][4]);
         r->e[1]->ops->set_state(r->e[1], buf[0][2], buf[0][3], buf[0][4]);
     }
     int failed = f.failed;
+    for (int k = 0; k < 2; k++) free(relu[k]);
     if (failed) print_failure(o, &f);
+    if (n_excused)
+        printf("%d step(s) excused for ReLU gate flips (inputs within %.0e of 0; see the step lines)\n", n_excused,
+               o->relu_margin);
     printf("%s: lockstep, %s (%s) vs %s (%s), %d steps, batch %d\n", failed ? "FAIL" : "PASS", o->names[0],
            prec_name(engine_prec(o, 0)), o->names[1], prec_name(engine_prec(o, 1)), o->s.steps, o->s.batch);
     printf("largest errors over the run: max|a-b|, and rel = max|a-b| / max|b| per tensor:\n");

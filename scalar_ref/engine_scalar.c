@@ -15,6 +15,7 @@ typedef struct {
     double *m, *v;        // Adam moments
     double *grads;        // gradients of the last step
     double *logits;       // (B,T,V) of the last step
+    double *relu_in;      // (L,B,T,4C) ReLU inputs of the last step
     int last_B, last_T;
     ScalarStats stats;
 } ScalarEngine;
@@ -51,10 +52,16 @@ static double scalar_step(Engine *base, const Batch *b, int step) {
     e->last_T = b->T;
     size_t row = (size_t)b->T * (size_t)Vn;
     for (size_t i = 0; i < (size_t)b->B * row; i++) e->logits[i] = NAN;
+    const size_t H = 4 * (size_t)s->m.n_embd, doc_relu = (size_t)b->T * H;
+    for (size_t i = 0; i < (size_t)s->m.n_layer * (size_t)b->B * doc_relu; i++) e->relu_in[i] = NAN;
+    s->relu_layer_stride = (size_t)b->B * doc_relu;
     V *doc_loss = xmalloc((size_t)b->B * sizeof(V));
-    for (int d = 0; d < b->B; d++)
+    for (int d = 0; d < b->B; d++) {
+        s->relu_in = e->relu_in + (size_t)d * doc_relu;
         doc_loss[d] = sgpt_doc_loss(s, b->tokens + (size_t)d * (size_t)(b->T + 1), b->n[d],
                                     e->logits + (size_t)d * row);
+    }
+    s->relu_in = NULL;
     // B = 1 is the original: the document's loss is the loss.
     V loss = b->B == 1 ? doc_loss[0] : g_mulc(g, g_sum(g, doc_loss, b->B), 1.0 / (double)b->B);
     free(doc_loss);
@@ -79,6 +86,12 @@ static double scalar_step(Engine *base, const Batch *b, int step) {
 static void scalar_logits(Engine *base, double *out) {
     ScalarEngine *e = (ScalarEngine *)base;
     memcpy(out, e->logits, (size_t)e->last_B * (size_t)e->last_T * (size_t)e->gpt.m.vocab_size * sizeof *out);
+}
+
+static void scalar_relu_inputs(Engine *base, double *out) {
+    ScalarEngine *e = (ScalarEngine *)base;
+    memcpy(out, e->relu_in, (size_t)e->gpt.m.n_layer * (size_t)e->last_B * (size_t)e->last_T *
+                                4 * (size_t)e->gpt.m.n_embd * sizeof *out);
 }
 
 static void scalar_grads(Engine *base, double *out) {
@@ -136,6 +149,7 @@ static void scalar_destroy(Engine *base) {
     free(e->v);
     free(e->grads);
     free(e->logits);
+    free(e->relu_in);
     free(e);
 }
 
@@ -149,6 +163,7 @@ static const EngineOps SCALAR_OPS = {
     .get_moments = scalar_moments,
     .set_state = scalar_set_state,
     .sample = scalar_sample,
+    .get_relu_inputs = scalar_relu_inputs,
 };
 
 Engine *scalar_engine_create(const EngineConfig *cfg, const double *init_params) {
@@ -164,6 +179,8 @@ Engine *scalar_engine_create(const EngineConfig *cfg, const double *init_params)
     const ModelShape *m = &cfg->L->shape;
     e->logits = xmalloc((size_t)e->base.cfg.max_batch * (size_t)m->block_size * (size_t)m->vocab_size *
                         sizeof *e->logits);
+    e->relu_in = xmalloc((size_t)m->n_layer * (size_t)e->base.cfg.max_batch * (size_t)m->block_size * 4 *
+                         (size_t)m->n_embd * sizeof *e->relu_in);
     return &e->base;
 }
 

@@ -106,6 +106,10 @@ void sgpt_forward(ScalarGPT *s, int token, int pos) {
         memcpy(s->res, x, (size_t)C * sizeof(V));
         rmsnorm(g, x, C, s->tmp);
         linear(g, s->tmp, C, param(s, P_MLP_FC1, l), 4 * C, s->hid);
+        if (s->relu_in) {
+            double *r = s->relu_in + (size_t)l * s->relu_layer_stride + (size_t)pos * (size_t)(4 * C);
+            for (int i = 0; i < 4 * C; i++) r[i] = D(g, s->hid[i]);
+        }
         for (int i = 0; i < 4 * C; i++) s->hid[i] = g_relu(g, s->hid[i]);
         linear(g, s->hid, 4 * C, param(s, P_MLP_FC2, l), C, x);
         for (int i = 0; i < C; i++) x[i] = g_add(g, x[i], s->res[i]);

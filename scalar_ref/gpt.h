@@ -13,6 +13,10 @@ typedef struct {
     V *keys, *values;        // (n_layer, block_size, KV) node ids of this document
     V *x, *res, *tmp, *q, *attn, *hid, *logits, *probs, *exps;  // scratch vectors
     V *att_logits, *att_w;   // (block_size) per head
+    // If set, sgpt_forward records each layer's ReLU inputs (the mlp_fc1
+    // outputs, 4C values) at relu_in[layer * relu_layer_stride + pos * 4C].
+    double *relu_in;
+    size_t relu_layer_stride;
 } ScalarGPT;
 
 void sgpt_init(ScalarGPT *s, const ParamLayout *L, const double *init_params);

@@ -8,5 +8,7 @@ $(BUILD)/tests/%: $(call obj,tests/%.c) $(TEST_HELPERS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ -o $@ -lcriterion $(LDLIBS)
 
+# The Criterion binaries, then a short parity suite on the CPU backend.
 test: $(BINS) $(TEST_BINS) data/names.txt
 	@bash tests/run.sh $(TEST_BINS)
+	@bash scripts/parity.sh --backend cpu --steps 40 --build $(BUILD) --out $(BUILD)/parity-test
