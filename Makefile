@@ -7,6 +7,12 @@ BUILD   ?= build
 # on IEEE semantics, and FMA contraction is off so a*b+c rounds twice as in Python.
 CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off -D_GNU_SOURCE -I. $(EXTRA_CFLAGS)
 LDLIBS  := -lcjson -lm -lpthread
+# Extra places to find headers and libraries (e.g. unpacked .deb files on a
+# machine without the packages installed): make DEPS_PREFIX=/tmp/deps
+ifneq ($(DEPS_PREFIX),)
+  CFLAGS += -I$(DEPS_PREFIX)/usr/include
+  LDFLAGS += -L$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu -Wl,-rpath,$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu
+endif
 DEPFLAGS = -MMD -MP
 
 # CUDA: on by default when nvcc is found (the CUDA code must compile in CI,

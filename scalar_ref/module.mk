@@ -4,7 +4,7 @@ LIB_SRC += scalar_ref/pymath.c scalar_ref/pymath_fast.c scalar_ref/autograd.c \
 BINS += $(BUILD)/microgpt $(BUILD)/bench_scalar
 
 $(BUILD)/microgpt: $(call obj,scalar_ref/main.c) $(LIB)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/bench_scalar: $(call obj,scalar_ref/bench.c) $(LIB)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)

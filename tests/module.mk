@@ -6,7 +6,7 @@ TEST_HELPERS := $(call obj,tests/helpers.c)
 
 $(BUILD)/tests/%: $(call obj,tests/%.c) $(TEST_HELPERS) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $^ -o $@ -lcriterion $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ -lcriterion $(LDLIBS)
 
 # The Criterion binaries, then a short parity suite on the CPU backend.
 test: $(BINS) $(TEST_BINS) data/names.txt

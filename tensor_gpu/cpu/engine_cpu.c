@@ -1,0 +1,510 @@
+// The CPU tensor engine: forward, fused cross-entropy, hand-written backward
+// and Adam over whole (B,T,...) tensors, calling the reference layers of
+// tensor_gpu/cpu/layers.c in the configured precision.
+//
+// Memory: four contiguous buffers of P elements in the canonical layout of
+// common/model.h (parameters, gradients, Adam m, Adam v) and one activations
+// buffer sized for max_batch documents of block_size positions. Parameters
+// and gradients are reached through ParamPtrs, pointers into their buffer
+// derived from the layout table; m and v are only ever used whole (Adam is
+// elementwise), so they need none. Buffers are typed by the precision:
+// double for fp64, float for fp32, held as void * and handed to the _f64 or
+// _f32 layer by the LAYER() macro.
+#include "tensor_gpu/cpu/engine_cpu.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "tensor_gpu/layers.h"
+
+// Call layer function `fn` in the engine's precision. The buffers are void *,
+// which converts to double * or float * implicitly.
+#define LAYER(e, fn, ...) ((e)->fp32 ? fn##_f32(__VA_ARGS__) : fn##_f64(__VA_ARGS__))
+
+typedef struct {
+    void *wte, *wpe, *lm_head;        // (V,C) (T,C) (V,C)
+    void **wq, **wk, **wv, **wo;      // [n_layer] (C,C) (KV,C) (KV,C) (C,C)
+    void **fc1, **fc2;                // [n_layer] (4C,C) (C,4C)
+} ParamPtrs;
+
+// One layer's activations, in the order the forward pass makes them.
+typedef struct {
+    void *ln1, *ln1_rstd;     // (B,T,C) rmsnorm of the layer input, (B,T)
+    void *q, *k, *v;          // (B,T,C) (B,T,KV) (B,T,KV)
+    void *att;                // (B,NH,T,T) attention weights
+    void *atty;               // (B,T,C) attention output
+    void *attproj;            // (B,T,C) atty @ wo^T
+    void *res2;               // (B,T,C) attproj + layer input
+    void *ln2, *ln2_rstd;     // (B,T,C), (B,T)
+    void *fch, *fch_relu;     // (B,T,4C) before and after relu
+    void *fcproj;             // (B,T,C) fch_relu @ fc2^T
+    void *res3;               // (B,T,C) layer output: fcproj + res2
+} LayerActs;
+
+typedef struct {
+    // forward
+    void *encoded;            // (B,T,C) wte[tok] + wpe[t]
+    void *x0, *rstd0;         // (B,T,C) rmsnorm(encoded), (B,T)
+    LayerActs *layer;         // [n_layer]
+    void *logits;             // (B,T,V)
+    void *losses;             // (B,T)
+    // backward scratch
+    void *dlogits;            // (B,T,V)
+    void *dx;                 // (B,T,C) gradient of the residual stream
+    void *dln;                // (B,T,C) gradient of an rmsnorm output
+    void *datty;              // (B,T,C)
+    void *dq, *dk, *dv;       // (B,T,C) (B,T,KV) (B,T,KV)
+    void *dfch, *dfch_relu;   // (B,T,4C)
+} Acts;
+
+typedef struct {
+    Engine base;
+    ModelShape m;
+    int fp32;                 // cfg.precision == PREC_FP32
+    size_t es;                // bytes per element
+    size_t P;                 // number of parameters
+    void *params_mem, *grads_mem, *m_mem, *v_mem;   // (P) each, canonical layout
+    ParamPtrs params, grads;
+    void *acts_mem;
+    Acts acts;
+    size_t lm_flip;           // FAULT_GRAD_SIGN: the flat index whose gradient is negated
+    double *logits_out;       // (max_batch,T,V) the last step's logits, NaN at padding
+    double *relu_out;         // (L,max_batch,T,4C) the last step's ReLU inputs, NaN at padding
+    int last_B, last_T;
+    int *sample_tokens;       // (block_size+1) the sampler's prefix
+    double *sample_probs;     // (V)
+} CpuEngine;
+
+// ---------------------------------------------------------------------------
+// buffers
+
+static void *at(const CpuEngine *e, void *buf, size_t i) { return (char *)buf + i * e->es; }
+
+static void zero(const CpuEngine *e, void *buf, size_t count) { memset(buf, 0, count * e->es); }
+
+static void to_double(const CpuEngine *e, double *out, const void *buf, size_t count) {
+    if (e->fp32)
+        for (size_t i = 0; i < count; i++) out[i] = (double)((const float *)buf)[i];
+    else
+        memcpy(out, buf, count * sizeof(double));
+}
+
+static void from_double(const CpuEngine *e, void *buf, const double *in, size_t count) {
+    if (e->fp32)
+        for (size_t i = 0; i < count; i++) ((float *)buf)[i] = (float)in[i];
+    else
+        memcpy(buf, in, count * sizeof(double));
+}
+
+static void **param_slot(ParamPtrs *p, const ParamTensor *t) {
+    switch (t->kind) {
+    case P_WTE: return &p->wte;
+    case P_WPE: return &p->wpe;
+    case P_LM_HEAD: return &p->lm_head;
+    case P_ATTN_WQ: return &p->wq[t->layer];
+    case P_ATTN_WK: return &p->wk[t->layer];
+    case P_ATTN_WV: return &p->wv[t->layer];
+    case P_ATTN_WO: return &p->wo[t->layer];
+    case P_MLP_FC1: return &p->fc1[t->layer];
+    case P_MLP_FC2: return &p->fc2[t->layer];
+    default: die(EXIT_MISMATCH, "internal error: parameter kind %d", (int)t->kind);
+    }
+}
+
+// Point p into buf (P elements, canonical layout), tensor by tensor from the table.
+static void params_point(CpuEngine *e, ParamPtrs *p, void *buf, const ParamLayout *L) {
+    const size_t nl = (size_t)L->shape.n_layer;
+    void ***per_layer[] = {&p->wq, &p->wk, &p->wv, &p->wo, &p->fc1, &p->fc2};
+    for (size_t i = 0; i < sizeof per_layer / sizeof per_layer[0]; i++)
+        *per_layer[i] = xcalloc(nl, sizeof(void *));
+    for (int i = 0; i < L->n_tensors; i++) *param_slot(p, &L->t[i]) = at(e, buf, L->t[i].offset);
+}
+
+static void params_unpoint(ParamPtrs *p) {
+    free(p->wq); free(p->wk); free(p->wv); free(p->wo); free(p->fc1); free(p->fc2);
+}
+
+// Hands out consecutive slices of one buffer; with base NULL it only counts.
+typedef struct {
+    char *base;
+    size_t es, used;
+} Carver;
+
+static void *carve(Carver *c, size_t count) {
+    void *p = c->base ? c->base + c->used * c->es : NULL;
+    c->used += count;
+    return p;
+}
+
+// Point every activation into base, sized for B documents of T positions;
+// returns the number of elements.
+static size_t acts_point(Acts *a, char *base, size_t es, const ModelShape *m, int B) {
+    const size_t T = (size_t)m->block_size, N = (size_t)B * T, C = (size_t)m->n_embd;
+    const size_t KV = (size_t)m->n_kv_head * (size_t)m->head_dim, V = (size_t)m->vocab_size;
+    const size_t att = N * (size_t)m->n_head * T;
+    Carver c = {base, es, 0};
+    a->encoded = carve(&c, N * C);
+    a->x0 = carve(&c, N * C);
+    a->rstd0 = carve(&c, N);
+    for (int l = 0; l < m->n_layer; l++) {
+        LayerActs *la = &a->layer[l];
+        la->ln1 = carve(&c, N * C);
+        la->ln1_rstd = carve(&c, N);
+        la->q = carve(&c, N * C);
+        la->k = carve(&c, N * KV);
+        la->v = carve(&c, N * KV);
+        la->att = carve(&c, att);
+        la->atty = carve(&c, N * C);
+        la->attproj = carve(&c, N * C);
+        la->res2 = carve(&c, N * C);
+        la->ln2 = carve(&c, N * C);
+        la->ln2_rstd = carve(&c, N);
+        la->fch = carve(&c, N * 4 * C);
+        la->fch_relu = carve(&c, N * 4 * C);
+        la->fcproj = carve(&c, N * C);
+        la->res3 = carve(&c, N * C);
+    }
+    a->logits = carve(&c, N * V);
+    a->losses = carve(&c, N);
+    a->dlogits = carve(&c, N * V);
+    a->dx = carve(&c, N * C);
+    a->dln = carve(&c, N * C);
+    a->datty = carve(&c, N * C);
+    a->dq = carve(&c, N * C);
+    a->dk = carve(&c, N * KV);
+    a->dv = carve(&c, N * KV);
+    a->dfch = carve(&c, N * 4 * C);
+    a->dfch_relu = carve(&c, N * 4 * C);
+    return c.used;
+}
+
+// Test-only: the layers read their fault from a file-scope variable.
+static void set_layers_fault(const CpuEngine *e, Fault f) {
+    if (e->fp32) layers_fault_f32 = f;
+    else layers_fault_f64 = f;
+}
+
+// ---------------------------------------------------------------------------
+// the model
+
+// Forward pass of B documents (tokens (B,T+1), n[b] positions each) up to the logits.
+static void forward(CpuEngine *e, const int *tokens, const int *n, int B, int T) {
+    const ModelShape *m = &e->m;
+    const int C = m->n_embd, NH = m->n_head, NKV = m->n_kv_head, HS = m->head_dim;
+    const int KV = NKV * HS, V = m->vocab_size, N = B * T;
+    const ParamPtrs *p = &e->params;
+    Acts *a = &e->acts;
+
+    LAYER(e, encoder_forward, a->encoded, tokens, n, p->wte, p->wpe, B, T, C);
+    LAYER(e, rmsnorm_forward, a->x0, a->rstd0, a->encoded, N, C);   // the original norms the embedding
+    void *x = a->x0;                                                  // (B,T,C) residual stream
+    for (int l = 0; l < m->n_layer; l++) {
+        LayerActs *la = &a->layer[l];
+        LAYER(e, rmsnorm_forward, la->ln1, la->ln1_rstd, x, N, C);
+        LAYER(e, matmul_forward, la->q, la->ln1, p->wq[l], N, C, C);
+        LAYER(e, matmul_forward, la->k, la->ln1, p->wk[l], N, C, KV);
+        LAYER(e, matmul_forward, la->v, la->ln1, p->wv[l], N, C, KV);
+        LAYER(e, attention_forward, la->atty, la->att, la->q, la->k, la->v, n, B, T, NH, NKV, HS);
+        LAYER(e, matmul_forward, la->attproj, la->atty, p->wo[l], N, C, C);
+        LAYER(e, residual_forward, la->res2, la->attproj, x, (size_t)N * C);
+        LAYER(e, rmsnorm_forward, la->ln2, la->ln2_rstd, la->res2, N, C);
+        LAYER(e, matmul_forward, la->fch, la->ln2, p->fc1[l], N, C, 4 * C);
+        LAYER(e, relu_forward, la->fch_relu, la->fch, (size_t)N * 4 * C);
+        LAYER(e, matmul_forward, la->fcproj, la->fch_relu, p->fc2[l], N, 4 * C, C);
+        LAYER(e, residual_forward, la->res3, la->fcproj, la->res2, (size_t)N * C);
+        x = la->res3;
+    }
+    LAYER(e, matmul_forward, a->logits, x, p->lm_head, N, C, V);
+}
+
+// Backward pass from a->dlogits into the (zeroed) gradients. Each layer
+// backward accumulates, so dx, the gradient of the residual stream, collects
+// both the skip path and the branch through the rmsnorm.
+static void backward(CpuEngine *e, const int *tokens, const int *n, int B, int T) {
+    const ModelShape *m = &e->m;
+    const int C = m->n_embd, NH = m->n_head, NKV = m->n_kv_head, HS = m->head_dim;
+    const int KV = NKV * HS, V = m->vocab_size, N = B * T;
+    const ParamPtrs *p = &e->params, *g = &e->grads;
+    Acts *a = &e->acts;
+    const size_t NC = (size_t)N * C, NKVs = (size_t)N * KV, N4C = (size_t)N * 4 * C;
+
+    void *x_last = m->n_layer ? a->layer[m->n_layer - 1].res3 : a->x0;
+    zero(e, a->dx, NC);
+    LAYER(e, matmul_backward, a->dx, g->lm_head, a->dlogits, x_last, p->lm_head, N, C, V);
+    for (int l = m->n_layer - 1; l >= 0; l--) {
+        LayerActs *la = &a->layer[l];
+        void *x_in = l ? a->layer[l - 1].res3 : a->x0;
+        // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2
+        zero(e, a->dfch_relu, N4C);
+        LAYER(e, matmul_backward, a->dfch_relu, g->fc2[l], a->dx, la->fch_relu, p->fc2[l], N, 4 * C, C);
+        zero(e, a->dfch, N4C);
+        LAYER(e, relu_backward, a->dfch, a->dfch_relu, la->fch, N4C);
+        zero(e, a->dln, NC);
+        LAYER(e, matmul_backward, a->dln, g->fc1[l], a->dfch, la->ln2, p->fc1[l], N, C, 4 * C);
+        LAYER(e, rmsnorm_backward, a->dx, a->dln, la->res2, la->ln2_rstd, N, C);
+        // attention: res2 = wo(attention(wq, wk, wv of rmsnorm(x_in))) + x_in
+        zero(e, a->datty, NC);
+        LAYER(e, matmul_backward, a->datty, g->wo[l], a->dx, la->atty, p->wo[l], N, C, C);
+        zero(e, a->dq, NC);
+        zero(e, a->dk, NKVs);
+        zero(e, a->dv, NKVs);
+        LAYER(e, attention_backward, a->dq, a->dk, a->dv, a->datty, la->att, la->q, la->k, la->v, n,
+              B, T, NH, NKV, HS);
+        zero(e, a->dln, NC);
+        LAYER(e, matmul_backward, a->dln, g->wq[l], a->dq, la->ln1, p->wq[l], N, C, C);
+        LAYER(e, matmul_backward, a->dln, g->wk[l], a->dk, la->ln1, p->wk[l], N, C, KV);
+        LAYER(e, matmul_backward, a->dln, g->wv[l], a->dv, la->ln1, p->wv[l], N, C, KV);
+        LAYER(e, rmsnorm_backward, a->dx, a->dln, x_in, la->ln1_rstd, N, C);
+    }
+    // x0 = rmsnorm(wte[tok] + wpe[t])
+    zero(e, a->dln, NC);
+    LAYER(e, rmsnorm_backward, a->dln, a->dx, a->encoded, a->rstd0, N, C);
+    LAYER(e, encoder_backward, g->wte, g->wpe, a->dln, tokens, n, B, T, C);
+}
+
+static void check_batch(const CpuEngine *e, const Batch *b) {
+    const int V = e->m.vocab_size;
+    if (b->B < 1 || b->B > e->base.cfg.max_batch)
+        die(EXIT_MISMATCH, "internal error: batch %d not in 1..max_batch %d", b->B,
+            e->base.cfg.max_batch);
+    if (b->T < 1 || b->T > e->m.block_size)
+        die(EXIT_MISMATCH, "internal error: batch T %d not in 1..block_size %d", b->T, e->m.block_size);
+    for (int d = 0; d < b->B; d++) {
+        if (b->n[d] < 1 || b->n[d] > b->T)
+            die(EXIT_MISMATCH, "internal error: document %d has %d positions (T %d)", d, b->n[d], b->T);
+        const int *row = b->tokens + (size_t)d * (size_t)(b->T + 1);
+        for (int t = 0; t <= b->n[d]; t++)
+            if (row[t] < 0 || row[t] >= V)
+                die(EXIT_MISMATCH, "internal error: token %d at [%d,%d] not in 0..%d", row[t], d, t, V - 1);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// EngineOps
+
+static double cpu_step(Engine *base, const Batch *b, int step) {
+    CpuEngine *e = (CpuEngine *)base;
+    const Settings *s = e->base.cfg.s;
+    const int B = b->B, T = b->T, V = e->m.vocab_size;
+    Acts *a = &e->acts;
+    check_batch(e, b);
+    set_layers_fault(e, e->base.cfg.fault);
+
+    forward(e, b->tokens, b->n, B, T);
+    double loss = LAYER(e, crossentropy_forward_backward, a->dlogits, a->losses, a->logits,
+                        b->tokens, b->n, B, T, V);
+    zero(e, e->grads_mem, e->P);
+    backward(e, b->tokens, b->n, B, T);
+    if (e->base.cfg.fault == FAULT_GRAD_SIGN) {   // test-only
+        if (e->fp32) ((float *)e->grads_mem)[e->lm_flip] *= -1.0f;
+        else ((double *)e->grads_mem)[e->lm_flip] *= -1.0;
+    }
+    LAYER(e, adam_update, e->params_mem, e->grads_mem, e->m_mem, e->v_mem, e->P,
+          lr_at(s->lr, step, s->steps), s->beta1, s->beta2, s->eps, step);
+
+    // keep the logits (the sampler reuses the activations), NaN at padding
+    const size_t row = (size_t)T * (size_t)V;
+    to_double(e, e->logits_out, a->logits, (size_t)B * row);
+    for (int d = 0; d < B; d++)
+        for (size_t i = (size_t)b->n[d] * (size_t)V; i < row; i++) e->logits_out[(size_t)d * row + i] = NAN;
+    // and the ReLU inputs, for the comparator
+    const size_t H = 4 * (size_t)e->m.n_embd, lrow = (size_t)T * H;
+    for (int l = 0; l < e->m.n_layer; l++) {
+        double *dst = e->relu_out + (size_t)l * (size_t)B * lrow;
+        to_double(e, dst, a->layer[l].fch, (size_t)B * lrow);
+        for (int d = 0; d < B; d++)
+            for (size_t i = (size_t)b->n[d] * H; i < lrow; i++) dst[(size_t)d * lrow + i] = NAN;
+    }
+    e->last_B = B;
+    e->last_T = T;
+    set_layers_fault(e, FAULT_NONE);
+    return loss;
+}
+
+static void cpu_logits(Engine *base, double *out) {
+    CpuEngine *e = (CpuEngine *)base;
+    memcpy(out, e->logits_out,
+           (size_t)e->last_B * (size_t)e->last_T * (size_t)e->m.vocab_size * sizeof *out);
+}
+
+static void cpu_relu_inputs(Engine *base, double *out) {
+    CpuEngine *e = (CpuEngine *)base;
+    memcpy(out, e->relu_out, (size_t)e->m.n_layer * (size_t)e->last_B * (size_t)e->last_T * 4 *
+                                 (size_t)e->m.n_embd * sizeof *out);
+}
+
+static void cpu_grads(Engine *base, double *out) {
+    CpuEngine *e = (CpuEngine *)base;
+    to_double(e, out, e->grads_mem, e->P);
+}
+
+static void cpu_params(Engine *base, double *out) {
+    CpuEngine *e = (CpuEngine *)base;
+    to_double(e, out, e->params_mem, e->P);
+}
+
+static void cpu_moments(Engine *base, double *m, double *v) {
+    CpuEngine *e = (CpuEngine *)base;
+    to_double(e, m, e->m_mem, e->P);
+    to_double(e, v, e->v_mem, e->P);
+}
+
+static void cpu_set_state(Engine *base, const double *params, const double *m, const double *v) {
+    CpuEngine *e = (CpuEngine *)base;
+    from_double(e, e->params_mem, params, e->P);
+    if (m) from_double(e, e->m_mem, m, e->P);
+    if (v) from_double(e, e->v_mem, v, e->P);
+}
+
+// As the original: start at BOS, each token from softmax(logits / temperature)
+// at the last position, stop at BOS or after block_size tokens. A full forward
+// over the growing prefix per token (no key/value cache). The softmax is done
+// in double the way scalar_sample does it, so fp64 draws the same tokens.
+static int cpu_sample(Engine *base, PyRandom *r, double temperature, int *out) {
+    CpuEngine *e = (CpuEngine *)base;
+    const int V = e->m.vocab_size, bos = V - 1;
+    const double inv_t = pow(temperature, -1.0);   // l / temperature is l * temperature**-1
+    int *tok = e->sample_tokens;                   // (1, T+1) with T = pos+1
+    double *w = e->sample_probs;                   // (V)
+    set_layers_fault(e, e->base.cfg.fault);
+    tok[0] = bos;
+    int len = 0;
+    for (int pos = 0; pos < e->m.block_size; pos++) {
+        int n = pos + 1;
+        tok[n] = bos;                              // target slot: not read by the forward
+        forward(e, tok, &n, 1, n);
+        to_double(e, w, at(e, e->acts.logits, (size_t)pos * (size_t)V), (size_t)V);
+        double mx = -INFINITY;
+        for (int i = 0; i < V; i++) {
+            w[i] *= inv_t;
+            if (w[i] > mx) mx = w[i];
+        }
+        double total = 0;
+        for (int i = 0; i < V; i++) {
+            w[i] = exp(w[i] - mx);
+            total += w[i];
+        }
+        const double inv = 1.0 / total;
+        for (int i = 0; i < V; i++) w[i] *= inv;
+        int token = (int)pyrandom_choice_weighted(r, w, (size_t)V);
+        if (token == bos) break;
+        out[len++] = token;
+        tok[pos + 1] = token;
+    }
+    set_layers_fault(e, FAULT_NONE);
+    return len;
+}
+
+static void cpu_destroy(Engine *base) {
+    CpuEngine *e = (CpuEngine *)base;
+    if (!e) return;
+    params_unpoint(&e->params);
+    params_unpoint(&e->grads);
+    free(e->params_mem);
+    free(e->grads_mem);
+    free(e->m_mem);
+    free(e->v_mem);
+    free(e->acts.layer);
+    free(e->acts_mem);
+    free(e->logits_out);
+    free(e->relu_out);
+    free(e->sample_tokens);
+    free(e->sample_probs);
+    free(e);
+}
+
+static const EngineOps CPU_OPS = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .step = cpu_step,
+    .get_logits = cpu_logits,
+    .get_grads = cpu_grads,
+    .get_params = cpu_params,
+    .get_moments = cpu_moments,
+    .set_state = cpu_set_state,
+    .sample = cpu_sample,
+    .get_relu_inputs = cpu_relu_inputs,
+};
+
+// ---------------------------------------------------------------------------
+// creation
+
+static Engine *fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static Engine *fail(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return NULL;
+}
+
+Engine *cpu_engine_create(const EngineConfig *cfg, const double *init_params, char *err,
+                          size_t errlen) {
+    if (!cfg || !cfg->s || !cfg->L)
+        return fail(err, errlen, "cpu engine: config without settings or parameter layout");
+    if (!init_params) return fail(err, errlen, "cpu engine: no initial parameters");
+    if (cfg->precision != PREC_FP64 && cfg->precision != PREC_FP32)
+        return fail(err, errlen, "cpu engine: unknown precision %d (fp64 or fp32)", (int)cfg->precision);
+    if ((int)cfg->fault < 0 || cfg->fault >= FAULT_NUM)
+        return fail(err, errlen, "cpu engine: unknown fault %d", (int)cfg->fault);
+    if (cfg->max_batch < 1)
+        return fail(err, errlen, "cpu engine: max_batch must be at least 1 (got %d)", cfg->max_batch);
+    const ModelShape *m = &cfg->L->shape;
+    if (m->vocab_size < 1 || m->n_embd < 1 || m->n_head < 1 || m->n_kv_head < 1 ||
+        m->head_dim < 1 || m->n_layer < 0 || m->block_size < 1)
+        return fail(err, errlen, "cpu engine: bad model shape (V %d, C %d, NH %d, NKV %d, HS %d, "
+                    "L %d, T %d)", m->vocab_size, m->n_embd, m->n_head, m->n_kv_head, m->head_dim,
+                    m->n_layer, m->block_size);
+    if (m->n_head * m->head_dim != m->n_embd)
+        return fail(err, errlen, "cpu engine: n_head %d * head_dim %d != n_embd %d", m->n_head,
+                    m->head_dim, m->n_embd);
+    if (m->n_head % m->n_kv_head)
+        return fail(err, errlen, "cpu engine: n_kv_head %d does not divide n_head %d", m->n_kv_head,
+                    m->n_head);
+    // a rough element count, in double so that it cannot wrap
+    const double pos = (double)cfg->max_batch * m->block_size;
+    const double need = pos * ((m->n_layer + 1.0) * (40.0 * m->n_embd + (double)m->n_head * m->block_size + 4) +
+                               2.0 * m->vocab_size);
+    if (need > 1e12)
+        return fail(err, errlen, "cpu engine: activations for max_batch %d would need about %.3g "
+                    "elements", cfg->max_batch, need);
+
+    CpuEngine *e = xcalloc(1, sizeof *e);
+    e->base.ops = &CPU_OPS;
+    e->base.cfg = *cfg;
+    e->m = *m;
+    e->fp32 = cfg->precision == PREC_FP32;
+    e->es = e->fp32 ? sizeof(float) : sizeof(double);
+    e->P = cfg->L->n_params;
+
+    e->params_mem = xmalloc(e->P * e->es);
+    e->grads_mem = xcalloc(e->P, e->es);
+    e->m_mem = xcalloc(e->P, e->es);
+    e->v_mem = xcalloc(e->P, e->es);
+    params_point(e, &e->params, e->params_mem, cfg->L);
+    params_point(e, &e->grads, e->grads_mem, cfg->L);
+    from_double(e, e->params_mem, init_params, e->P);
+
+    e->acts.layer = xcalloc((size_t)m->n_layer, sizeof *e->acts.layer);
+    size_t n_acts = acts_point(&e->acts, NULL, e->es, m, cfg->max_batch);
+    e->acts_mem = xcalloc(n_acts, e->es);
+    acts_point(&e->acts, e->acts_mem, e->es, m, cfg->max_batch);
+
+    // FAULT_GRAD_SIGN flips lm_head[1,2] (its last element if lm_head is smaller)
+    const ParamTensor *lm = layout_tensor(cfg->L, P_LM_HEAD, -1);
+    e->lm_flip = lm->offset + (lm->rows > 1 && lm->cols > 2 ? (size_t)lm->cols + 2 : lm->size - 1);
+
+    e->logits_out = xmalloc((size_t)cfg->max_batch * (size_t)m->block_size * (size_t)m->vocab_size *
+                            sizeof *e->logits_out);
+    e->relu_out = xmalloc((size_t)m->n_layer * (size_t)cfg->max_batch * (size_t)m->block_size * 4 *
+                          (size_t)m->n_embd * sizeof *e->relu_out);
+    e->sample_tokens = xmalloc((size_t)(m->block_size + 1) * sizeof *e->sample_tokens);
+    e->sample_probs = xmalloc((size_t)m->vocab_size * sizeof *e->sample_probs);
+    return &e->base;
+}

@@ -1,0 +1,24 @@
+// The tensor engine on the CPU: the model of tensor_gpu/layers.h run on the
+// plain-C reference layers (tensor_gpu/cpu/layers.c), in float64 or float32.
+// It is the reference the CUDA backend is checked against, layer by layer.
+#ifndef TENSOR_GPU_CPU_ENGINE_CPU_H
+#define TENSOR_GPU_CPU_ENGINE_CPU_H
+
+#include <stddef.h>
+
+#include "common/engine.h"
+
+// An engine for cfg (precision fp64 or fp32, any Fault) with the parameters
+// init_params (canonical layout, cfg->L->n_params values); the Adam moments
+// start at zero. Returns NULL with a message in err if the config is bad.
+Engine *cpu_engine_create(const EngineConfig *cfg, const double *init_params, char *err,
+                          size_t errlen);
+
+// Test-only: the fault the reference layers commit, one variable per compiled
+// precision of layers.c. The CPU engine sets it to cfg->fault at the start of
+// each step() and sample() and back to FAULT_NONE at the end; nothing else
+// should write it.
+extern Fault layers_fault_f64;
+extern Fault layers_fault_f32;
+
+#endif
