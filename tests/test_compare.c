@@ -1,0 +1,154 @@
+// build/compare end to end: the engines agree where they should, every
+// injected fault is caught and named, bad usage is refused, traces hold the
+// verdict.
+#include <criterion/criterion.h>
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "helpers.h"
+
+static ThRun compare(const char *first, ...) {
+    static char exe[4200];
+    snprintf(exe, sizeof exe, "%s/compare", th_build_dir());
+    char *argv[48];
+    int n = 0;
+    argv[n++] = exe;
+    argv[n++] = "--data";
+    argv[n++] = (char *)th_names_path();
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a; a = va_arg(ap, const char *)) argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    return th_run(argv);
+}
+
+#define COMPARE(...) compare(__VA_ARGS__, NULL)
+
+static void expect_pass(ThRun r, const char *what) {
+    cr_expect_eq(r.status, 0, "%s: exit %d\n%s%s", what, r.status, r.out, r.err);
+    cr_expect(strstr(r.out, "PASS") != NULL, "%s: no PASS line", what);
+    th_run_free(&r);
+}
+
+Test(compare, scalar_and_cpu_agree_in_fp64_and_fp32, .timeout = 120) {
+    expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "25", "--quiet"), "fp64");
+    expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "25", "--precision", "fp32", "--quiet"), "fp32");
+    expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "10", "--batch", "5", "--n-kv-head", "2", "--n-layer",
+                        "2", "--quiet"), "batch 5, GQA, 2 layers");
+    expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "25", "--mode", "free", "--quiet"), "free-running");
+    expect_pass(COMPARE("--engines", "cpu,cpu", "--steps", "5", "--rtol", "0", "--atol", "0", "--quiet"),
+                "the same engine twice agrees exactly");
+}
+
+// The fp32 engine must fail the fp64 tolerances: they are tight enough to see
+// a single float32 rounding.
+Test(compare, fp64_tolerances_reject_fp32_arithmetic) {
+    ThRun r = COMPARE("--engines", "scalar,cpu", "--steps", "2", "--precision", "fp32", "--rtol", "1e-12",
+                      "--atol", "1e-15", "--quiet");
+    cr_expect_eq(r.status, 1, "%s", r.out);
+    th_run_free(&r);
+}
+
+static void expect_caught(const char *fault, const char *needle) {
+    ThRun r = COMPARE("--engines", "scalar,cpu", "--steps", "3", "--inject-fault", fault);
+    cr_expect_eq(r.status, 1, "%s: exit %d (want 1)\n%s", fault, r.status, r.out);
+    const char *line = strstr(r.out, "FAIL at step");
+    cr_assert(line, "%s: no failure reported:\n%s", fault, r.out);
+    char first[256];
+    snprintf(first, sizeof first, "%.*s", (int)strcspn(line, "\n"), line);
+    cr_expect(strstr(first, needle) != NULL, "%s: the failure should name '%s': %s", fault, needle, first);
+    th_run_free(&r);
+}
+
+Test(compare, every_injected_fault_is_caught_and_named, .timeout = 60) {
+    expect_caught("attn-scale", "logits[");           // the forward pass changes
+    expect_caught("causal-mask", "logits[");
+    expect_caught("rmsnorm-bwd", "the gradient of");  // only the backward changes
+    expect_caught("grad-sign", "the gradient of lm_head[1,2]");
+    expect_caught("adam-bias", "the updated parameter");
+}
+
+Test(compare, trace_records_the_verdict_and_first_failure) {
+    char tr[4300];
+    snprintf(tr, sizeof tr, "%s/cmp.json", th_temp_dir());
+    ThRun r = COMPARE("--engines", "scalar,cpu", "--steps", "3", "--inject-fault", "grad-sign", "--trace", tr);
+    cr_assert_eq(r.status, 1);
+    char *text = th_read_file(tr, NULL);
+    cJSON *root = cJSON_Parse(text);
+    cr_assert(root, "the trace is JSON");
+    cr_expect_str_eq(cJSON_GetObjectItem(root, "kind")->valuestring, "compare");
+    cr_expect_str_eq(cJSON_GetObjectItem(root, "verdict")->valuestring, "fail");
+    cJSON *ff = cJSON_GetObjectItem(root, "first_failure");
+    cr_assert(cJSON_IsObject(ff));
+    cr_expect_str_eq(cJSON_GetObjectItem(ff, "tensor")->valuestring, "lm_head");
+    cr_expect_str_eq(cJSON_GetObjectItem(ff, "quantity")->valuestring, "grads");
+    cr_expect_eq(cJSON_GetObjectItem(ff, "step")->valueint, 1);
+    cJSON *steps = cJSON_GetObjectItem(root, "steps");
+    cr_expect_eq(cJSON_GetArraySize(steps), 1, "stopped at the failing step");
+    cJSON *me = cJSON_GetObjectItem(cJSON_GetArrayItem(steps, 0), "max_err");
+    cr_expect(cJSON_GetObjectItem(me, "lm_head.grad") && cJSON_GetObjectItem(me, "layer0.mlp_fc2"),
+              "per-tensor errors for gradients and parameters");
+    cJSON_Delete(root);
+    free(text);
+    th_run_free(&r);
+}
+
+Test(compare, keep_going_runs_every_step) {
+    ThRun r = COMPARE("--engines", "scalar,cpu", "--steps", "4", "--inject-fault", "adam-bias", "--keep-going");
+    cr_expect_eq(r.status, 1);
+    cr_expect(strstr(r.out, "step    4 |") != NULL, "all 4 steps ran:\n%s", r.out);
+    th_run_free(&r);
+}
+
+Test(compare, bench_reports_ms_per_step_and_speedup) {
+    ThRun r = COMPARE("--engines", "scalar,cpu", "--steps", "30", "--bench");
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "ms/step") && strstr(r.out, "speedup of cpu over scalar"), "%s", r.out);
+    th_run_free(&r);
+}
+
+static void expect_usage(ThRun r, const char *needle, const char *what) {
+    cr_expect_eq(r.status, 2, "%s: exit %d (want 2): %s", what, r.status, r.err);
+    cr_expect(strstr(r.err, needle) != NULL, "%s: message should mention '%s': %s", what, needle, r.err);
+    th_run_free(&r);
+}
+
+Test(compare, bad_usage_is_refused) {
+    expect_usage(COMPARE("--steps", "3"), "--engines", "no engines");
+    expect_usage(COMPARE("--engines", "scalar,gpu"), "unknown engine 'gpu'", "unknown engine");
+    expect_usage(COMPARE("--engines", "scalar"), "two engines", "one engine");
+    expect_usage(COMPARE("--engines", "scalar,scalar", "--precision", "fp32"), "fp64 only",
+                 "fp32 with no tensor engine");
+    expect_usage(COMPARE("--engines", "cpu,scalar", "--inject-fault", "grad-sign"), "candidate",
+                 "a fault in the scalar engine");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--inject-fault", "typo"), "unknown fault", "unknown fault");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--precision", "fp16"), "fp16", "unknown precision");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--mode", "sideways"), "sideways", "unknown mode");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--rtol", "-1"), "--rtol", "negative tolerance");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--n-embd", "10"), "not divisible", "impossible model");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--steps", "0"), "--steps", "no steps");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--bench", "--mode", "free"), "--bench", "bench and free");
+}
+
+// Without a GPU, asking for the CUDA engine is a usage error that says so.
+Test(compare, cuda_without_a_gpu_says_so) {
+    ThRun r = COMPARE("--engines", "scalar,cuda", "--steps", "2");
+    if (r.status == 0) {
+        cr_log_info("a GPU is present: the CUDA engine ran");
+    } else {
+        cr_expect_eq(r.status, 2, "%s", r.err);
+        cr_expect(strstr(r.err, "BACKEND=cpu") != NULL, "the message points to the CPU backend: %s", r.err);
+    }
+    th_run_free(&r);
+}
+
+Test(compare, unwritable_trace_leaves_nothing) {
+    ThRun r = COMPARE("--engines", "scalar,cpu", "--steps", "2", "--trace", "/nonexistent/x.json");
+    cr_expect_eq(r.status, 2);
+    cr_expect(strstr(r.err, "/nonexistent/x.json") != NULL, "%s", r.err);
+    th_run_free(&r);
+}
