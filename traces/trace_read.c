@@ -1,0 +1,336 @@
+#include "trace_read.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "trace.h"
+
+const char *trace_kind_name(TraceKind k) { return k == TRACE_KIND_COMPARE ? "compare" : "train"; }
+
+void trace_format_number(double x, char buf[32]) {
+    if (!isfinite(x)) {
+        snprintf(buf, 32, "null");
+        return;
+    }
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, 32, "%.*g", digits, x);
+        if (strtod(buf, NULL) == x) return;
+    }
+}
+
+int trace_get_number(const cJSON *obj, const char *name, double *out) {
+    const cJSON *it = obj ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+    if (!it) return 1;
+    if (cJSON_IsNull(it)) {
+        *out = NAN;
+        return 0;
+    }
+    if (!cJSON_IsNumber(it)) return -1;
+    *out = it->valuedouble;
+    return 0;
+}
+
+const char *trace_get_string(const cJSON *obj, const char *name) {
+    const cJSON *it = obj ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+    return cJSON_IsString(it) ? it->valuestring : NULL;
+}
+
+static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...) {
+    int k = snprintf(err, errlen, "%s: ", path);
+    if (k >= 0 && (size_t)k < errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+// The whole file, NUL-terminated; NULL with a message on failure.
+static char *read_all(const char *path, size_t *len, char *err, size_t errlen) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        fail(err, errlen, path, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        close(fd);
+        fail(err, errlen, path, "is a directory, not a trace file");
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = xmalloc(cap + 1);
+    for (;;) {
+        if (n == cap) {
+            if (cap > ((size_t)1 << 31)) {
+                free(buf);
+                close(fd);
+                fail(err, errlen, path, "too large for a trace (over 2 GiB)");
+                return NULL;
+            }
+            cap *= 2;
+            buf = xrealloc(buf, cap + 1);
+        }
+        ssize_t got = read(fd, buf + n, cap - n);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            free(buf);
+            close(fd);
+            fail(err, errlen, path, "cannot read: %s", strerror(e));
+            return NULL;
+        }
+        if (got == 0) break;
+        n += (size_t)got;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static int check_object(const cJSON *root, const char *name, char *err, size_t errlen,
+                        const char *path) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (it && !cJSON_IsObject(it))
+        return fail(err, errlen, path, "\"%s\" is not a JSON object", name);
+    return 0;
+}
+
+// A number field of a step: absent or null -> NaN; another type is an error.
+static int step_number(const cJSON *o, const char *name, double *out, int i, char *err,
+                       size_t errlen, const char *path) {
+    int r = trace_get_number(o, name, out);
+    if (r == 1) *out = NAN;
+    if (r < 0) return fail(err, errlen, path, "steps[%d].%s is not a number", i, name);
+    return 0;
+}
+
+// A per-engine pair [a, b] of numbers (or nulls).
+static int step_pair(const cJSON *o, const char *name, double out[2], int required, int i,
+                     char *err, size_t errlen, const char *path) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+    out[0] = out[1] = NAN;
+    if (!it) {
+        if (required) return fail(err, errlen, path, "steps[%d] has no \"%s\"", i, name);
+        return 0;
+    }
+    if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 2)
+        return fail(err, errlen, path,
+                    "steps[%d].%s is not a pair [a, b] (one value per engine)", i, name);
+    for (int k = 0; k < 2; k++) {
+        const cJSON *v = cJSON_GetArrayItem(it, k);
+        if (cJSON_IsNumber(v)) out[k] = v->valuedouble;
+        else if (!cJSON_IsNull(v))
+            return fail(err, errlen, path, "steps[%d].%s[%d] is not a number", i, name, k);
+    }
+    return 0;
+}
+
+static int load_steps(TraceData *t, char *err, size_t errlen) {
+    const char *path = t->path;
+    const cJSON *steps = cJSON_GetObjectItemCaseSensitive(t->root, "steps");
+    if (!steps) return fail(err, errlen, path, "has no \"steps\" array");
+    if (!cJSON_IsArray(steps)) return fail(err, errlen, path, "\"steps\" is not an array");
+    int n = cJSON_GetArraySize(steps);
+    t->steps = xcalloc((size_t)(n > 0 ? n : 1), sizeof *t->steps);
+    int i = 0;
+    const cJSON *o;
+    cJSON_ArrayForEach(o, steps) {
+        TraceStep *s = &t->steps[i];
+        if (!cJSON_IsObject(o)) return fail(err, errlen, path, "steps[%d] is not an object", i);
+        double step;
+        int r = trace_get_number(o, "step", &step);
+        if (r == 1) s->step = i + 1;
+        else if (r < 0 || !isfinite(step) || step != floor(step) || fabs(step) > 2e9)
+            return fail(err, errlen, path, "steps[%d].step is not an integer", i);
+        else s->step = (int)step;
+        if (step_number(o, "lr", &s->lr, i, err, errlen, path)) return -1;
+        s->ok = -1;
+        if (t->kind == TRACE_KIND_TRAIN) {
+            s->loss[1] = s->time_s[1] = NAN;
+            if (!cJSON_GetObjectItemCaseSensitive(o, "loss"))
+                return fail(err, errlen, path, "steps[%d] has no \"loss\"", i);
+            if (step_number(o, "loss", &s->loss[0], i, err, errlen, path)) return -1;
+            if (step_number(o, "time_s", &s->time_s[0], i, err, errlen, path)) return -1;
+        } else {
+            if (step_pair(o, "loss", s->loss, 1, i, err, errlen, path)) return -1;
+            if (step_pair(o, "time_s", s->time_s, 0, i, err, errlen, path)) return -1;
+            const cJSON *ok = cJSON_GetObjectItemCaseSensitive(o, "ok");
+            if (ok && !cJSON_IsBool(ok))
+                return fail(err, errlen, path, "steps[%d].ok is not true or false", i);
+            if (ok) s->ok = cJSON_IsTrue(ok);
+            static const char *const maps[2] = {"max_err", "max_rel"};
+            for (int m = 0; m < 2; m++) {
+                const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, maps[m]);
+                if (!e) continue;
+                if (!cJSON_IsObject(e))
+                    return fail(err, errlen, path, "steps[%d].%s is not an object", i, maps[m]);
+                const cJSON *v;
+                cJSON_ArrayForEach(v, e) {
+                    if (!cJSON_IsNumber(v) && !cJSON_IsNull(v))
+                        return fail(err, errlen, path, "steps[%d].%s.%s is not a number", i,
+                                    maps[m], v->string ? v->string : "?");
+                }
+                if (m == 0) s->max_err = e;
+                else s->max_rel = e;
+            }
+        }
+        i++;
+    }
+    t->n_steps = n;
+    return 0;
+}
+
+static int load_engines(TraceData *t, char *err, size_t errlen) {
+    const char *path = t->path;
+    if (t->kind == TRACE_KIND_TRAIN) {
+        t->n_engines = 1;
+        t->engine[0] = "unknown";
+        t->precision[0] = "";
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(t->root, "engine");
+        if (!e) return 0;
+        if (!cJSON_IsObject(e)) return fail(err, errlen, path, "\"engine\" is not a JSON object");
+        const char *name = trace_get_string(e, "name"), *prec = trace_get_string(e, "precision");
+        if (name) t->engine[0] = name;
+        if (prec) t->precision[0] = prec;
+        return 0;
+    }
+    t->n_engines = 2;
+    t->engine[0] = "a";
+    t->engine[1] = "b";
+    t->precision[0] = t->precision[1] = "";
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(t->root, "engines");
+    if (!e) return 0;
+    if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) != 2)
+        return fail(err, errlen, path, "\"engines\" is not an array of two engines");
+    for (int k = 0; k < 2; k++) {
+        const cJSON *o = cJSON_GetArrayItem(e, k);
+        if (!cJSON_IsObject(o)) return fail(err, errlen, path, "engines[%d] is not an object", k);
+        const char *name = trace_get_string(o, "name"), *prec = trace_get_string(o, "precision");
+        if (name) t->engine[k] = name;
+        if (prec) t->precision[k] = prec;
+    }
+    return 0;
+}
+
+// Line and column (1-based) of byte offset `off` in text.
+static void line_col(const char *text, size_t off, int *line, int *col) {
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < off; i++) {
+        if (text[i] == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+static int validate(TraceData *t, char *err, size_t errlen) {
+    const char *path = t->path;
+    cJSON *root = t->root;
+    if (!cJSON_IsObject(root))
+        return fail(err, errlen, path, "not a microgpt trace (the JSON is not an object)");
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(root, "format");
+    if (!format)
+        return fail(err, errlen, path, "not a microgpt trace (no \"format\": \"%s\")", TRACE_FORMAT);
+    if (!cJSON_IsString(format) || strcmp(format->valuestring, TRACE_FORMAT) != 0)
+        return fail(err, errlen, path, "not a microgpt trace (\"format\" is not \"%s\")",
+                    TRACE_FORMAT);
+    const cJSON *version = cJSON_GetObjectItemCaseSensitive(root, "version");
+    if (!cJSON_IsNumber(version))
+        return fail(err, errlen, path, "malformed trace: \"version\" is missing or not a number");
+    if (version->valuedouble != TRACE_VERSION) {
+        char v[32];
+        trace_format_number(version->valuedouble, v);
+        return fail(err, errlen, path, "unsupported trace version %s (this tool reads version %d)",
+                    v, TRACE_VERSION);
+    }
+    const char *kind = trace_get_string(root, "kind");
+    if (!kind) return fail(err, errlen, path, "malformed trace: \"kind\" is missing or not a string");
+    if (!strcmp(kind, "train")) t->kind = TRACE_KIND_TRAIN;
+    else if (!strcmp(kind, "compare")) t->kind = TRACE_KIND_COMPARE;
+    else
+        return fail(err, errlen, path,
+                    "unsupported trace kind \"%s\" (this tool reads \"train\" and \"compare\")",
+                    kind);
+    static const char *const objects[] = {"settings", "dataset", "tolerances", "first_failure",
+                                          "drift", "final_params", "bench"};
+    for (size_t k = 0; k < sizeof objects / sizeof *objects; k++) {
+        if (!strcmp(objects[k], "first_failure") &&
+            cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "first_failure")))
+            continue;
+        if (check_object(root, objects[k], err, errlen, path)) return -1;
+    }
+    const cJSON *samples = cJSON_GetObjectItemCaseSensitive(root, "samples");
+    if (samples) {
+        if (!cJSON_IsArray(samples)) return fail(err, errlen, path, "\"samples\" is not an array");
+        int i = 0;
+        const cJSON *s;
+        cJSON_ArrayForEach(s, samples) {
+            if (!cJSON_IsString(s)) return fail(err, errlen, path, "samples[%d] is not a string", i);
+            i++;
+        }
+    }
+    const cJSON *verdict = cJSON_GetObjectItemCaseSensitive(root, "verdict");
+    if (verdict && !cJSON_IsString(verdict))
+        return fail(err, errlen, path, "\"verdict\" is not a string");
+    if (load_engines(t, err, errlen)) return -1;
+    return load_steps(t, err, errlen);
+}
+
+int trace_load(TraceData *t, const char *path, char *err, size_t errlen) {
+    memset(t, 0, sizeof *t);
+    size_t len = 0;
+    char *text = read_all(path, &len, err, errlen);
+    if (!text) return -1;
+    if (len == 0 || strspn(text, " \t\r\n") == len) {
+        free(text);
+        return fail(err, errlen, path, "is empty, not a JSON trace");
+    }
+    const char *nul = memchr(text, '\0', len);
+    if (nul) {
+        size_t off = (size_t)(nul - text);
+        free(text);
+        return fail(err, errlen, path, "not JSON (a NUL byte at offset %zu: a binary file?)", off);
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
+    if (!root) {
+        size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+        int line, col;
+        line_col(text, off, &line, &col);
+        free(text);
+        if (off >= len)
+            return fail(err, errlen, path, "not JSON (the text ends early: truncated?)");
+        return fail(err, errlen, path, "not JSON (syntax error at line %d, column %d)", line, col);
+    }
+    free(text);
+    t->path = xstrdup(path);
+    t->root = root;
+    if (validate(t, err, errlen)) {
+        trace_data_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+void trace_data_free(TraceData *t) {
+    cJSON_Delete(t->root);
+    free(t->path);
+    free(t->steps);
+    memset(t, 0, sizeof *t);
+}
