@@ -78,14 +78,31 @@ V g_sum(Graph *g, const V *xs, int n) {
     return acc;
 }
 
+// A dot chain's inner nodes (the products m_k and the running sums before the
+// last) have no parent outside the chain. The ordering reads only their
+// children (kid) and backward takes a product's local gradients from its
+// children's values, so their Node entries are never read and not written
+// here; only the chain's output node is a full node. The values are computed
+// exactly as the node-by-node graph would: m_k = a_k * b_k, s_0 = m_0 + 0,
+// s_k = s_{k-1} + m_k.
 V g_dot(Graph *g, const V *a, int sa, const V *b, int sb, int K) {
-    V acc = g_addc(g, g_mul(g, a[0], b[0]), 0.0);
-    for (int k = 1; k < K; k++) {
-        V prod = g_mul(g, a[(size_t)k * (size_t)sa], b[(size_t)k * (size_t)sb]);
-        acc = g_add(g, acc, prod);
+    graph_reserve(g, 2 * (size_t)K);
+    Node *n = g->n;
+    Kids *kid = g->kid;
+    V at = (V)g->len;
+    double acc = 0.0;
+    for (int k = 0; k < K; k++, at += 2) {
+        const V ak = a[(size_t)k * (size_t)sa], bk = b[(size_t)k * (size_t)sb];
+        const double p = n[ak].data * n[bk].data;
+        acc = k ? acc + p : p + 0.0;
+        kid[at] = (Kids){ak, bk};
+        kid[at + 1] = k ? (Kids){at - 1, at} : (Kids){at, g->sink};
     }
-    g->chain[acc] = ((uint32_t)K << 1) | CHAIN_DOT;
-    return acc;
+    const V end = at - 1;
+    n[end] = (Node){acc, 0.0, 1.0, 1.0};
+    g->chain[end] = ((uint32_t)K << 1) | CHAIN_DOT;
+    g->len = at;
+    return end;
 }
 
 void g_linear(Graph *g, V w, const V *x, int nin, int nout, V *out) {
@@ -94,30 +111,21 @@ void g_linear(Graph *g, V w, const V *x, int nin, int nout, V *out) {
     for (int i = 0; i < nin; i++) xs[i] = g->n[x[i]].data;
     Node *n = g->n;
     Kids *kid = g->kid;
-    uint32_t *chain = g->chain;
-    V at = (V)g->len;
     const V sink = g->sink;
+    V at = (V)g->len;
     for (int o = 0; o < nout; o++, w += (V)nin) {
-        // the chain m_0, s_0, m_1, s_1, ...: m_i = w[i] * x[i], s_0 = m_0 + 0,
-        // s_i = s_{i-1} + m_i, exactly as g_dot builds it
-        double wd = n[w].data, p = wd * xs[0], acc = p + 0.0;
-        n[at] = (Node){p, 0.0, xs[0], wd};
-        n[at + 1] = (Node){acc, 0.0, 1.0, 1.0};
+        // one dot chain per row, as g_dot builds it (weight on the left)
+        double acc = n[w].data * xs[0] + 0.0;
         kid[at] = (Kids){w, x[0]};
         kid[at + 1] = (Kids){at, sink};
-        chain[at] = chain[at + 1] = 0;
         at += 2;
         for (int i = 1; i < nin; i++, at += 2) {
-            wd = n[w + (V)i].data;
-            p = wd * xs[i];
-            acc = acc + p;
-            n[at] = (Node){p, 0.0, xs[i], wd};
-            n[at + 1] = (Node){acc, 0.0, 1.0, 1.0};
+            acc = acc + n[w + (V)i].data * xs[i];
             kid[at] = (Kids){w + (V)i, x[i]};
             kid[at + 1] = (Kids){at - 1, at};
-            chain[at] = chain[at + 1] = 0;
         }
-        chain[at - 1] = ((uint32_t)nin << 1) | CHAIN_DOT;
+        n[at - 1] = (Node){acc, 0.0, 1.0, 1.0};
+        g->chain[at - 1] = ((uint32_t)nin << 1) | CHAIN_DOT;
         out[o] = at - 1;
     }
     g->len = at;
@@ -236,27 +244,30 @@ void graph_propagate(Graph *g, V root, size_t len) {
     // A fused pair (s = m+1, then m, node by node): s passes its gradient gs
     // to m (its only parent) and to s_{k-1} = m-1, unless m is the first
     // product (then s = m + 0); m passes it on with its local gradients.
-    // Both start at 0 and have no other parent, and a sum of gradients is
-    // never -0, so their gradient 0 + 1*gs is gs itself: it is carried in a
-    // register to the chain's next pair when that comes right after.
+    // Both have no other parent and a gradient starts at 0, and a sum of
+    // gradients is never -0 (x + -x is +0), so their gradient 0 + 1*gs is gs
+    // itself: it is stored as is, and carried in a register to the chain's
+    // next pair when that comes right after.
     V carry_node = 0;  // the node whose gradient `carry` holds (0: none)
     double carry = 0.0;
     for (size_t i = 0; i < len; i++) {
         const V o = order[i];
         if (o & ORDER_PAIR) {
             const V m = o & ~ORDER_PAIR;
-            const Node *pm = &n[m];
             const double gs = carry_node == m + 1 ? carry : n[m + 1].grad;
             if (kid[m + 1].c0 != m) {
-                n[m - 1].grad += gs;
+                n[m - 1].grad = gs;  // 0 + 1*gs: s_{k-1}'s only contribution
                 carry_node = m - 1;
                 carry = gs;
             } else {
                 carry_node = 0;
             }
+            // m = c0 * c1: local gradients (c1.data, c0.data), one after the
+            // other (c0 == c1 for x*x accumulates twice)
             const Kids k = kid[m];
-            n[k.c0].grad += pm->lg0 * gs;
-            n[k.c1].grad += pm->lg1 * gs;
+            const double d0 = n[k.c0].data, d1 = n[k.c1].data;
+            n[k.c0].grad += d1 * gs;
+            n[k.c1].grad += d0 * gs;
             continue;
         }
         carry_node = 0;
