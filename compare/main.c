@@ -314,7 +314,7 @@ static void compare_tensors(const ParamLayout *L, const double *a, const double 
             size_t i = pt->offset + s.first_bad;
             char where[160];
             layout_describe(L, i, where, sizeof where);
-            note_failure(f, step, quantity_name(q), pt->name, i, where, a[i], b[i], tol, s.n_bad);
+            note_failure(f, step, quantity_name(q), pt->name, s.first_bad, where, a[i], b[i], tol, s.n_bad);
         }
     }
 }

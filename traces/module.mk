@@ -3,8 +3,8 @@ LIB_SRC += traces/trace.c
 LIB_SRC += traces/trace_read.c
 BINS += $(BUILD)/trace
 
-$(BUILD)/trace: $(call obj,traces/trace_tool.c) $(BUILD)/libmicrogpt.a
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/trace: $(call obj,traces/trace_tool.c) $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # The tool's tests run $(BUILD)/trace: build it first (order-only, so it is
 # not linked into the test binary).
