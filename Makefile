@@ -24,6 +24,8 @@ ifeq ($(origin CUDA),undefined)
 endif
 
 .DEFAULT_GOAL := all
+# keep intermediate objects (test objects are built by a chain of rules)
+.SECONDARY:
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
