@@ -232,6 +232,19 @@ static cJSON *trace_header(Trace *t, Run *r) {
     return cJSON_AddArrayToObject(t->root, "steps");
 }
 
+// A step's trace entry: its number, lr, and each engine's loss and time.
+static cJSON *trace_step(const Options *o, int step, const double loss[2], const double dt[2]) {
+    cJSON *so = cJSON_CreateObject();
+    cJSON_AddNumberToObject(so, "step", step + 1);
+    trace_add_number(so, "lr", lr_at(o->s.lr, step, o->s.steps));
+    cJSON *l = cJSON_AddArrayToObject(so, "loss"), *ts = cJSON_AddArrayToObject(so, "time_s");
+    for (int k = 0; k < 2; k++) {
+        cJSON_AddItemToArray(l, trace_number(loss[k]));
+        cJSON_AddItemToArray(ts, trace_number(dt[k]));
+    }
+    return so;
+}
+
 // ---- lockstep ----------------------------------------------------------
 
 typedef struct {
@@ -423,14 +436,7 @@ static int run_lockstep(Run *r, Trace *t, cJSON *steps) {
         }
         cJSON *so = NULL, *max_err = NULL, *max_rel = NULL;
         if (steps) {
-            so = cJSON_CreateObject();
-            cJSON_AddNumberToObject(so, "step", step + 1);
-            trace_add_number(so, "lr", lr_at(o->s.lr, step, o->s.steps));
-            cJSON *l = cJSON_AddArrayToObject(so, "loss"), *ts = cJSON_AddArrayToObject(so, "time_s");
-            for (int k = 0; k < 2; k++) {
-                cJSON_AddItemToArray(l, trace_number(loss[k]));
-                cJSON_AddItemToArray(ts, trace_number(dt[k]));
-            }
+            so = trace_step(o, step, loss, dt);
             max_err = cJSON_AddObjectToObject(so, "max_err");
             max_rel = cJSON_AddObjectToObject(so, "max_rel");
         }
@@ -585,14 +591,7 @@ static int run_free(Run *r, Trace *t, cJSON *steps) {
         }
         if (!isfinite(loss[0]) || !isfinite(loss[1])) diverged = 1;
         if (steps) {
-            cJSON *so = cJSON_CreateObject();
-            cJSON_AddNumberToObject(so, "step", step + 1);
-            trace_add_number(so, "lr", lr_at(o->s.lr, step, o->s.steps));
-            cJSON *l = cJSON_AddArrayToObject(so, "loss"), *ts = cJSON_AddArrayToObject(so, "time_s");
-            for (int k = 0; k < 2; k++) {
-                cJSON_AddItemToArray(l, trace_number(loss[k]));
-                cJSON_AddItemToArray(ts, trace_number(dt[k]));
-            }
+            cJSON *so = trace_step(o, step, loss, dt);
             cJSON *me = cJSON_AddObjectToObject(so, "max_err");
             cJSON_AddItemToObject(me, "loss", trace_number(drift));
             cJSON_AddBoolToObject(so, "ok", drift <= o->drift_tol);
