@@ -26,6 +26,11 @@ typedef enum {
 } Fault;
 
 const char *fault_name(Fault f);
+
+// The sampling step the tensor engines share: probabilities =
+// softmax(logits * (1/temperature)) in float64, then random.choices on them.
+// w holds the V logits and is overwritten with the probabilities.
+int engine_sample_token(PyRandom *r, double *w, int V, double temperature);
 // Returns FAULT_NUM if the name is unknown.
 Fault fault_from_name(const char *name);
 

@@ -367,7 +367,6 @@ static void cpu_set_state(Engine *base, const double *params, const double *m, c
 static int cpu_sample(Engine *base, PyRandom *r, double temperature, int *out) {
     CpuEngine *e = (CpuEngine *)base;
     const int V = e->m.vocab_size, bos = V - 1;
-    const double inv_t = pow(temperature, -1.0);   // l / temperature is l * temperature**-1
     int *tok = e->sample_tokens;                   // (1, T+1) with T = pos+1
     double *w = e->sample_probs;                   // (V)
     set_layers_fault(e, e->base.cfg.fault);
@@ -378,19 +377,7 @@ static int cpu_sample(Engine *base, PyRandom *r, double temperature, int *out) {
         tok[n] = bos;                              // target slot: not read by the forward
         forward(e, tok, &n, 1, n);
         to_double(e, w, at(e, e->acts.logits, (size_t)pos * (size_t)V), (size_t)V);
-        double mx = -INFINITY;
-        for (int i = 0; i < V; i++) {
-            w[i] *= inv_t;
-            if (w[i] > mx) mx = w[i];
-        }
-        double total = 0;
-        for (int i = 0; i < V; i++) {
-            w[i] = exp(w[i] - mx);
-            total += w[i];
-        }
-        const double inv = 1.0 / total;
-        for (int i = 0; i < V; i++) w[i] *= inv;
-        int token = (int)pyrandom_choice_weighted(r, w, (size_t)V);
+        int token = engine_sample_token(r, w, V, temperature);
         if (token == bos) break;
         out[len++] = token;
         tok[pos + 1] = token;
