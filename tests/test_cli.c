@@ -103,6 +103,7 @@ Test(cli, unwritable_trace_is_refused_before_training) {
     cr_expect(strstr(r.err, "/nonexistent/dir/t.json") != NULL, "%s", r.err);
     cr_expect(strstr(r.out, "step") == NULL, "nothing was trained: %s", r.out);
     th_run_free(&r);
+    REFUSED(2, "is a directory", "--data", th_names_path(), "--trace", th_temp_dir());
 }
 
 // An interrupted run leaves neither the trace nor its temporary file.

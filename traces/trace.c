@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -27,6 +28,9 @@ static void on_exit_remove_tmp(void) {
 
 void trace_open(Trace *t, const char *path, const char *kind) {
     memset(t, 0, sizeof *t);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        die(EXIT_USAGE, "--trace %s: is a directory; give a file name", path);
     t->path = xstrdup(path);
     size_t n = strlen(path) + 32;
     t->tmp = xmalloc(n);
