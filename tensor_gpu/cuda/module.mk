@@ -1,5 +1,50 @@
-# The tensor engine's CUDA backend. Without CUDA, a stand-in whose engine
-# reports that the build has none.
+# The tensor engine's CUDA backend (docs/cuda_backend.md).
+# CUDA=1 (nvcc found): the kernels and the engine (tensor_gpu/cuda/*.cu) go
+# into $(BUILD)/libmicrogpt_cuda.a, and $(BUILD)/test_gpu checks them against
+# the CPU reference (`make test-gpu`; it skips with a message where there is
+# no GPU). CUDA=0: a stand-in (no_cuda.c) whose engine reports that the build
+# has none.
+ifeq ($(CUDA),1)
+
+# Hopper machine code plus PTX, which newer GPUs compile at load time.
+# Another GPU: make NVCC_ARCH='-gencode arch=compute_80,code=sm_80'
+NVCC_ARCH ?= -gencode arch=compute_90,code=[sm_90,compute_90]
+# No fused multiply-add in the kernels (as -ffp-contract=off in the C code):
+# they round as the reference does. Warnings are errors.
+NVCCFLAGS := -std=c++17 -O2 -g -lineinfo $(NVCC_ARCH) --fmad=false -Werror all-warnings \
+             -Xcompiler -Wall,-Wextra,-Werror,-ffp-contract=off -D_GNU_SOURCE -I. \
+             $(if $(DEPS_PREFIX),-I$(DEPS_PREFIX)/usr/include)
+
+CUDA_SRC := tensor_gpu/cuda/kernels.cu tensor_gpu/cuda/engine_cuda.cu
+CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
+CUDA_LIB := $(BUILD)/libmicrogpt_cuda.a
+CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+
+$(BUILD)/obj/tensor_gpu/cuda/%.o: tensor_gpu/cuda/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c $< -o $@
+
+$(CUDA_LIB): $(CUDA_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# The per-kernel and engine tests (plain C++/CUDA with their own checks; no
+# Criterion). Linked with the CPU reference in $(LIB).
+TEST_GPU := $(BUILD)/test_gpu
+BINS += $(TEST_GPU)
+$(TEST_GPU): $(BUILD)/obj/tensor_gpu/cuda/test_gpu.o $(CUDA_LIB) $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LDLIBS)
+
+test-gpu: $(TEST_GPU)
+	$(TEST_GPU)
+
+else
+
 LIB_SRC += tensor_gpu/cuda/no_cuda.c
 CUDA_LIB :=
 CUDA_LDLIBS :=
+
+test-gpu:
+	@echo "test-gpu: skipped: this build has no CUDA (nvcc not found, or CUDA=0); BACKEND=cpu checks the tensor math on the CPU"
+
+endif

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Every check of the CUDA backend on a GPU machine, in one go
+# (docs/cuda_backend.md):
+#   scripts/gpu_check.sh [--build DIR] [--out DIR] [--quick]
+# 1. unpacks .debs/*.deb into /tmp/deps (the GPU machine lacks libcjson) and
+#    builds with DEPS_PREFIX=/tmp/deps (no Criterion needed);
+# 2. nvidia-smi -L; make test-gpu (kernel and engine tests);
+# 3. make parity BACKEND=cuda (PARITY_STEPS, 1000 by default; --quick: 100);
+# 4. compare --bench: default settings, --batch 8, fp32 --batch 8, and --batch 8
+#    without CUDA graphs (MICROGPT_CUDA_GRAPHS=0);
+# 5. determinism: two identical compare runs with --trace, compared with cmp
+#    after the wall times are removed;
+# 6. compute-sanitizer (memcheck, initcheck) over a few engine steps, if present;
+# 7. per-kernel GPU times through ncu, if present (informational).
+# Logs and traces go into one tarball in --out (default $OUT, else
+# /tmp/gpu_check); a summary table is printed last. Exits 1 if any check failed.
+# Needs data/names.txt (carry it along: data/ is git-ignored).
+set -u -o pipefail
+build=build
+out="${OUT:-/tmp/gpu_check}"
+steps="${PARITY_STEPS:-1000}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    --quick) steps=100; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$out"
+logs="$build/gpu_check"
+rm -rf "$logs"
+mkdir -p "$logs"
+deps=/tmp/deps
+mk=(make -j16 "DEPS_PREFIX=$deps" "BUILD=$build")
+compare="$build/compare"
+results=()
+
+# check NAME TIMEOUT_S CMD...: run, print and keep the output, record the exit status
+check() {
+  local name="$1" limit="$2"
+  shift 2
+  local t0=$SECONDS
+  echo
+  echo "=== $name: $*"
+  timeout "$limit" "$@" 2>&1 | tee "$logs/$name.log"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 124 ] && echo "=== $name: TIMED OUT after ${limit}s"
+  echo "=== $name: exit $rc ($((SECONDS - t0))s)"
+  results+=("$name|$rc|$((SECONDS - t0))")
+  return "$rc"
+}
+
+# the trace without its wall times, one JSON value per line
+strip_times() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys
+def strip(o):
+    if isinstance(o, dict):
+        return {k: strip(v) for k, v in o.items() if k not in ("time_s", "ms_per_step", "median_ms_per_step")}
+    if isinstance(o, list):
+        return [strip(x) for x in o]
+    return o
+with open(sys.argv[1]) as f:
+    t = strip(json.load(f))
+with open(sys.argv[2], "w") as f:
+    json.dump(t, f, indent=0, sort_keys=True)
+EOF
+}
+
+# Two identical runs must write identical traces once the wall times are
+# removed. The free-running fp32 run gets a loose drift tolerance: over 1000
+# steps at batch 8 with 2 layers, fp32 training drifts ~2e-2 from the fp64
+# scalar engine (the CPU tensor engine's fp32 does the same); drift is not
+# what this checks.
+determinism() {
+  local runs=(
+    "free-fp64|--mode free --precision fp64 --batch 8 --n-layer 2 --n-kv-head 2 --steps $steps"
+    "free-fp32|--mode free --precision fp32 --batch 8 --n-layer 2 --n-kv-head 2 --steps $steps --drift-tol 1"
+    "lockstep-fp64|--precision fp64 --batch 4 --n-kv-head 2 --steps 200"
+  )
+  local r name flags i rc=0
+  for r in "${runs[@]}"; do
+    name="${r%%|*}" flags="${r#*|}"
+    for i in 1 2; do
+      # shellcheck disable=SC2086
+      "$compare" --engines scalar,cuda $flags --quiet --trace "$logs/determinism-$name-$i.json" | grep -E '^(PASS|FAIL)'
+      [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+      strip_times "$logs/determinism-$name-$i.json" "$logs/determinism-$name-$i.stripped.json" || return 1
+    done
+    if cmp "$logs/determinism-$name-1.stripped.json" "$logs/determinism-$name-2.stripped.json"; then
+      echo "$name ($flags): the two traces are identical (wall times removed)"
+    else
+      echo "$name ($flags): the two traces DIFFER"
+      rc=1
+    fi
+  done
+  return $rc
+}
+
+# Per-kernel GPU times (Nsight Compute, if present): informational only.
+profile() {
+  local ncu
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [ -z "$ncu" ]; then echo "ncu not found: skipped"; return 0; fi
+  local p
+  for p in fp64 fp32; do
+    echo "--- $p, batch 8, 12 steps (graph replays from step 3 of a shape)"
+    "$ncu" --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+      "$compare" --engines scalar,cuda --bench --steps 12 --batch 8 --precision "$p" >"$logs/profile-$p.txt" 2>&1
+    grep -E 'gpu__time_duration|Invocations|\)x\(|ms/step' "$logs/profile-$p.txt" | cut -c1-160 | head -n 90
+  done
+  return 0
+}
+
+sanitizer() {
+  local cs
+  cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -1)
+  if [ -z "$cs" ]; then echo "compute-sanitizer not found: skipped"; return 0; fi
+  local tool rc=0
+  for tool in memcheck initcheck; do
+    echo "--- $tool"
+    "$cs" --tool "$tool" --error-exitcode 9 "$compare" --engines scalar,cuda --steps 6 --batch 4 --n-layer 2 \
+      --n-kv-head 2 --quiet || rc=1
+    "$cs" --tool "$tool" --error-exitcode 9 "$compare" --engines scalar,cuda --precision fp32 --steps 4 --quiet || rc=1
+  done
+  return $rc
+}
+
+export logs compare steps
+export -f strip_times determinism sanitizer profile
+
+echo "gpu_check: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(hostname)"
+check deps 60 bash -c "mkdir -p $deps && for f in .debs/*.deb; do dpkg -x \"\$f\" $deps || exit 1; done && ls $deps/usr/lib/x86_64-linux-gnu"
+check gpu 30 bash -c "nvidia-smi -L && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv"
+check build 300 "${mk[@]}" all
+check test-gpu 240 "${mk[@]}" test-gpu
+check parity 400 "${mk[@]}" parity BACKEND=cuda "PARITY_STEPS=$steps"
+check bench-default 120 "$compare" --engines scalar,cuda --bench --trace "$logs/bench-default.json"
+check bench-batch8 180 "$compare" --engines scalar,cuda --bench --batch 8 --trace "$logs/bench-batch8.json"
+check bench-batch8-fp32 180 "$compare" --engines scalar,cuda --bench --batch 8 --precision fp32 \
+  --trace "$logs/bench-batch8-fp32.json"
+check bench-nographs 120 env MICROGPT_CUDA_GRAPHS=0 "$compare" --engines scalar,cuda --bench --batch 8 \
+  --trace "$logs/bench-nographs.json"
+check determinism 300 bash -c determinism
+check sanitizer 300 bash -c sanitizer
+check profile 240 bash -c profile
+
+cp -r "$build/parity" "$logs/parity" 2>/dev/null
+tar czf "$out/gpu_check.tar.gz" -C "$logs" . && echo "logs and traces: $out/gpu_check.tar.gz"
+
+echo
+echo "=== summary"
+grep -h -E '^test_gpu: ' "$logs/test-gpu.log" 2>/dev/null | tail -n 1
+grep -h -A 12 '^parity suite' "$logs/parity.log" 2>/dev/null
+for f in "$logs"/bench-*.log; do
+  [ -f "$f" ] || continue
+  echo "$(basename "$f" .log): $(grep -m1 '^bench:' "$f")"
+  grep -h -E '^  (scalar|cuda) |speedup' "$f"
+done
+grep -h -E 'traces are identical|traces DIFFER' "$logs/determinism.log" 2>/dev/null
+failed=0
+printf '%-20s %-8s %s\n' check result seconds
+for r in "${results[@]}"; do
+  IFS='|' read -r name rc secs <<<"$r"
+  verdict=PASS
+  [ "$rc" -ne 0 ] && { verdict="FAIL($rc)"; failed=1; }
+  printf '%-20s %-8s %s\n' "$name" "$verdict" "$secs"
+done
+[ $failed -eq 0 ] && echo "gpu_check: all passed" || echo "gpu_check: FAILED"
+exit $failed

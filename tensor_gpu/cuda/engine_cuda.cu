@@ -1,0 +1,825 @@
+// The tensor engine on CUDA behind the engine interface (common/engine.h):
+// the model of tensor_gpu/cpu/engine_cpu.c, layer for layer, on the kernels
+// of kernels.cu and cuBLAS, in fp64 or fp32 (ImplT<double>, ImplT<float>).
+//
+// Device memory: one cudaMalloc each for the parameters, the gradients, Adam's
+// m and v (P elements each, canonical layout of common/model.h) and the
+// activations (the training step's, sized for max_batch x block_size, the
+// sampler's for one document, and the batch's tokens, lengths and Adam
+// scalars), plus cuBLAS's workspace if one is asked for (none by default).
+// ParamPtrs point into the parameter and gradient buffers tensor by tensor
+// from the layout table.
+//
+// A step uploads the batch (one copy), runs forward, the fused cross-entropy,
+// backward and Adam (CUDA graph replay once a shape (B,T) has been seen
+// twice), copies the per-position losses back and synchronizes once; the
+// mean loss is taken on the host in the reference's order. Everything else
+// (logits, gradients, ReLU inputs) stays on the device until asked for.
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "tensor_gpu/cuda/cuda_check.cuh"
+#include "tensor_gpu/cuda/kernels.cuh"
+
+extern "C" {
+#include "common/engine.h"
+#include "common/model.h"
+#include "common/pyrandom.h"
+#include "common/settings.h"
+#include "common/util.h"
+}
+#include "tensor_gpu/cuda/engine_cuda.h"
+
+namespace mgpt {
+namespace {
+
+// cuBLAS's workspace, 0 bytes unless MICROGPT_CUBLAS_WORKSPACE says otherwise.
+// A workspace lets cuBLAS split the k dimension of a product over blocks and
+// reduce afterwards; for this model's tiny products that costs more than it
+// saves. Measured on an H100 (compare --bench, batch 8): fp64 0.093 ms/step
+// without a workspace, 0.222 with 32 MiB (cuBLAS's advice for Hopper); fp32
+// 0.100 and 0.137; batch 1 within 3% either way.
+size_t cublas_workspace_bytes() {
+    const char *s = getenv("MICROGPT_CUBLAS_WORKSPACE");
+    if (!s || !*s) return 0;
+    char *end = nullptr;
+    const unsigned long long b = strtoull(s, &end, 10);
+    if (*end || b > (1ull << 34))
+        throw CudaError(std::string("MICROGPT_CUBLAS_WORKSPACE='") + s + "' is not a number of bytes (0 .. 16 GiB)");
+    return (size_t)b;
+}
+constexpr size_t ALIGN = 256;
+
+size_t align_up(size_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
+
+// Hands out aligned slices of one allocation; with base NULL it only counts.
+struct Carver {
+    char *base;
+    size_t used;
+    template <typename X> X *take(size_t count) {
+        used = align_up(used);
+        X *p = base ? reinterpret_cast<X *>(base + used) : nullptr;
+        used += count * sizeof(X);
+        return p;
+    }
+};
+
+template <typename real> struct ParamPtrs {
+    real *wte = nullptr, *wpe = nullptr, *lm_head = nullptr;   // (V,C) (T,C) (V,C)
+    std::vector<real *> wq, wk, wv, wo, fc1, fc2;              // [n_layer]
+};
+
+template <typename real> struct LayerActs {
+    real *ln1, *ln1_rstd;   // (N,C) rmsnorm of the layer input, (N)
+    real *qkv;              // (N, C+2KV): q | k | v side by side
+    real *att;              // (B,NH,T,T) attention weights
+    real *atty;             // (N,C) attention output
+    real *attproj;          // (N,C) atty @ wo^T
+    real *res2;             // (N,C) attproj + layer input
+    real *ln2, *ln2_rstd;   // (N,C), (N)
+    real *fch, *fch_relu;   // (N,4C) before and after relu
+    real *fcproj;           // (N,C)
+    real *res3;             // (N,C) layer output
+};
+
+template <typename real> struct Acts {
+    real *enc = nullptr, *x0 = nullptr, *rstd0 = nullptr;   // (N,C) (N,C) (N)
+    std::vector<LayerActs<real>> layer;
+    real *logits = nullptr;                                 // (N,V)
+    // training only (NULL in the sampler's)
+    real *losses = nullptr;                                 // (N)
+    real *dlogits = nullptr;                                // (N,V)
+    real *dx = nullptr, *dln = nullptr, *datty = nullptr;   // (N,C)
+    real *dqkv = nullptr;                                   // (N,C+2KV)
+    real *dpre = nullptr;                                   // (B,NH,T,T)
+    real *dfch = nullptr, *dfch_relu = nullptr;             // (N,4C)
+};
+
+// The batch as uploaded: Adam's scalars, n (maxB), tokens (maxB, T+1); the
+// same byte layout on the host (pinned) and on the device.
+struct IoLayout {
+    size_t sc, n, tok, bytes;
+};
+
+struct Impl {
+    virtual ~Impl() {}
+    virtual double step(const Batch *b, int step) = 0;
+    virtual void get_logits(double *out) = 0;
+    virtual void get_grads(double *out) = 0;
+    virtual void get_params(double *out) = 0;
+    virtual void get_moments(double *m, double *v) = 0;
+    virtual void set_state(const double *p, const double *m, const double *v) = 0;
+    virtual int sample(PyRandom *r, double temperature, int *out) = 0;
+    virtual void get_relu_inputs(double *out) = 0;
+    virtual const char *device() const = 0;
+};
+
+template <typename real> class ImplT final : public Impl {
+  public:
+    ImplT(const EngineConfig *cfg, const double *init);
+    ~ImplT() override { release(); }
+    double step(const Batch *b, int step) override;
+    void get_logits(double *out) override;
+    void get_grads(double *out) override { download_flat(out, grads_); }
+    void get_params(double *out) override { download_flat(out, params_); }
+    void get_moments(double *m, double *v) override {
+        download_flat(m, m_);
+        download_flat(v, v_);
+    }
+    void set_state(const double *p, const double *m, const double *v) override;
+    int sample(PyRandom *r, double temperature, int *out) override;
+    void get_relu_inputs(double *out) override;
+    const char *device() const override { return device_name_.c_str(); }
+
+  private:
+    void release() noexcept;
+    void point_params(ParamPtrs<real> &p, real *buf, const ParamLayout *L);
+    size_t point_acts(Acts<real> &a, Carver &c, int B, bool train);
+    void forward(const Acts<real> &a, int B, int T);
+    void backward(int B, int T);
+    void enqueue_step(int B, int T);
+    cudaGraphExec_t graph_for(int B, int T);
+    void disable_graphs(const char *why);
+    void download_flat(double *out, const real *dev);
+    void upload_flat(real *dev, const double *in);
+    void check_batch(const Batch *b) const;
+
+    EngineConfig cfg_;
+    ModelShape m_shape_;
+    int C_, NH_, NKV_, HS_, KV_, QKV_, V_, L_, Tmax_, maxB_;
+    size_t P_ = 0;
+    std::string device_name_;
+    cudaStream_t stream_ = nullptr;
+    cublasHandle_t blas_ = nullptr;
+    void *workspace_ = nullptr;
+    real *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
+    ParamPtrs<real> P, G;
+    std::vector<char> qkv_fused_;   // [layer] wq, wk, wv adjacent: one product for q, k and v
+    char *acts_mem_ = nullptr;
+    Acts<real> acts_, sample_acts_;
+    IoLayout io_{};
+    char *io_d_ = nullptr;          // in acts_mem_
+    char *io_h_ = nullptr;          // pinned
+    real *losses_h_ = nullptr;      // pinned (maxB*T)
+    real *xfer_h_ = nullptr;        // pinned: downloads and uploads
+    size_t xfer_count_ = 0;
+    std::vector<double> probs_;     // the sampler's (V)
+    std::vector<int> sample_tok_;   // the sampler's (block_size+1)
+    int last_B_ = 0, last_T_ = 0;
+    std::vector<int> last_n_;
+    bool use_graphs_ = true;
+    std::vector<cudaGraphExec_t> graphs_;   // [(B-1)*Tmax + T-1]
+    std::vector<char> seen_;
+
+    const int *tok_d() const { return reinterpret_cast<const int *>(io_d_ + io_.tok); }
+    const int *n_d() const { return reinterpret_cast<const int *>(io_d_ + io_.n); }
+    const AdamScalars *sc_d() const { return reinterpret_cast<const AdamScalars *>(io_d_ + io_.sc); }
+};
+
+// ---------------------------------------------------------------------------
+// creation and teardown
+
+template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const double *init) : cfg_(*cfg) {
+    const ModelShape &m = cfg->L->shape;
+    m_shape_ = m;
+    C_ = m.n_embd;
+    NH_ = m.n_head;
+    NKV_ = m.n_kv_head;
+    HS_ = m.head_dim;
+    KV_ = NKV_ * HS_;
+    QKV_ = C_ + 2 * KV_;
+    V_ = m.vocab_size;
+    L_ = m.n_layer;
+    Tmax_ = m.block_size;
+    maxB_ = cfg->max_batch;
+    P_ = cfg->L->n_params;
+    try {
+        int dev = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        cudaDeviceProp prop;
+        CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+        device_name_ = prop.name;
+
+        CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        // One cuBLAS handle and workspace for the engine's life. The
+        // workspace is set explicitly (none by default, see
+        // cublas_workspace_bytes), so cuBLAS never allocates, also not inside
+        // graph capture. Pedantic math: fp32 products stay fp32 (no TF32, no
+        // reduced-precision tricks), as the parity tolerances assume.
+        CUBLAS_CHECK(cublasCreate(&blas_));
+        CUBLAS_CHECK(cublasSetStream(blas_, stream_));   // before the workspace: it resets it
+        const size_t ws = cublas_workspace_bytes();
+        if (ws) workspace_ = DEVICE_MALLOC(ws, "cuBLAS workspace");
+        CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, ws));
+        CUBLAS_CHECK(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH));
+        CUBLAS_CHECK(cublasSetAtomicsMode(blas_, CUBLAS_ATOMICS_NOT_ALLOWED));
+        CUBLAS_CHECK(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST));
+
+        const size_t pbytes = P_ * sizeof(real);
+        params_ = static_cast<real *>(DEVICE_MALLOC(pbytes, "parameters"));
+        grads_ = static_cast<real *>(DEVICE_MALLOC(pbytes, "gradients"));
+        m_ = static_cast<real *>(DEVICE_MALLOC(pbytes, "Adam m"));
+        v_ = static_cast<real *>(DEVICE_MALLOC(pbytes, "Adam v"));
+        point_params(P, params_, cfg->L);
+        point_params(G, grads_, cfg->L);
+        qkv_fused_.assign((size_t)L_, 0);
+        for (int l = 0; l < L_; l++)
+            qkv_fused_[l] = P.wk[l] == P.wq[l] + (size_t)C_ * C_ && P.wv[l] == P.wk[l] + (size_t)KV_ * C_;
+
+        // activations: count, allocate once, point
+        io_.sc = 0;
+        io_.n = align_up(sizeof(AdamScalars));
+        io_.tok = align_up(io_.n + (size_t)maxB_ * sizeof(int));
+        io_.bytes = io_.tok + (size_t)maxB_ * (Tmax_ + 1) * sizeof(int);
+        Carver count{nullptr, 0};
+        point_acts(acts_, count, maxB_, true);
+        point_acts(sample_acts_, count, 1, false);
+        count.take<char>(io_.bytes);
+        acts_mem_ = static_cast<char *>(DEVICE_MALLOC(count.used, "activations"));
+        Carver carve{acts_mem_, 0};
+        point_acts(acts_, carve, maxB_, true);
+        point_acts(sample_acts_, carve, 1, false);
+        io_d_ = carve.take<char>(io_.bytes);
+
+        io_h_ = static_cast<char *>(HOST_MALLOC_PINNED(io_.bytes, "batch upload"));
+        const size_t rows = (size_t)maxB_ * Tmax_;
+        losses_h_ = static_cast<real *>(HOST_MALLOC_PINNED(rows * sizeof(real), "losses"));
+        xfer_count_ = P_;
+        if (rows * V_ > xfer_count_) xfer_count_ = rows * V_;
+        if ((size_t)L_ * rows * 4 * C_ > xfer_count_) xfer_count_ = (size_t)L_ * rows * 4 * C_;
+        xfer_h_ = static_cast<real *>(HOST_MALLOC_PINNED(xfer_count_ * sizeof(real), "transfers"));
+        probs_.assign((size_t)V_, 0.0);
+        sample_tok_.assign((size_t)Tmax_ + 1, 0);
+        last_n_.assign((size_t)maxB_, 0);
+
+        const char *g = getenv("MICROGPT_CUDA_GRAPHS");
+        use_graphs_ = !(g && !strcmp(g, "0"));
+        graphs_.assign((size_t)maxB_ * Tmax_, nullptr);
+        seen_.assign((size_t)maxB_ * Tmax_, 0);
+
+        // parameters from init; gradients and moments start at zero
+        upload_flat(params_, init);
+        CUDA_CHECK(cudaMemsetAsync(grads_, 0, pbytes, stream_));
+        CUDA_CHECK(cudaMemsetAsync(m_, 0, pbytes, stream_));
+        CUDA_CHECK(cudaMemsetAsync(v_, 0, pbytes, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+    } catch (...) {
+        release();
+        throw;
+    }
+}
+
+// Frees what was made; failures here are reported but do not stop the teardown.
+template <typename real> void ImplT<real>::release() noexcept {
+    auto warn = [](cudaError_t e, const char *what) {
+        if (e != cudaSuccess) {
+            fprintf(stderr, "cuda engine: warning: %s failed while freeing the engine: %s\n", what,
+                    cudaGetErrorString(e));
+            cudaGetLastError();
+        }
+    };
+    for (auto &g : graphs_)
+        if (g) warn(cudaGraphExecDestroy(g), "cudaGraphExecDestroy"), g = nullptr;
+    if (blas_) {
+        cublasStatus_t s = cublasDestroy(blas_);
+        if (s != CUBLAS_STATUS_SUCCESS)
+            fprintf(stderr, "cuda engine: warning: cublasDestroy failed: %s\n", cublas_status_name(s));
+        blas_ = nullptr;
+    }
+    void *dev[] = {workspace_, params_, grads_, m_, v_, acts_mem_};
+    for (void *p : dev)
+        if (p) warn(cudaFree(p), "cudaFree");
+    workspace_ = nullptr;
+    params_ = grads_ = m_ = v_ = nullptr;
+    acts_mem_ = nullptr;
+    void *host[] = {io_h_, losses_h_, xfer_h_};
+    for (void *p : host)
+        if (p) warn(cudaFreeHost(p), "cudaFreeHost");
+    io_h_ = nullptr;
+    losses_h_ = xfer_h_ = nullptr;
+    if (stream_) warn(cudaStreamDestroy(stream_), "cudaStreamDestroy"), stream_ = nullptr;
+}
+
+// Point p into buf (P elements, canonical layout), tensor by tensor from the table.
+template <typename real> void ImplT<real>::point_params(ParamPtrs<real> &p, real *buf, const ParamLayout *L) {
+    const size_t nl = (size_t)L->shape.n_layer;
+    for (auto *v : {&p.wq, &p.wk, &p.wv, &p.wo, &p.fc1, &p.fc2}) v->assign(nl, nullptr);
+    for (int i = 0; i < L->n_tensors; i++) {
+        const ParamTensor *t = &L->t[i];
+        real *at = buf + t->offset;
+        switch (t->kind) {
+        case P_WTE: p.wte = at; break;
+        case P_WPE: p.wpe = at; break;
+        case P_LM_HEAD: p.lm_head = at; break;
+        case P_ATTN_WQ: p.wq[t->layer] = at; break;
+        case P_ATTN_WK: p.wk[t->layer] = at; break;
+        case P_ATTN_WV: p.wv[t->layer] = at; break;
+        case P_ATTN_WO: p.wo[t->layer] = at; break;
+        case P_MLP_FC1: p.fc1[t->layer] = at; break;
+        case P_MLP_FC2: p.fc2[t->layer] = at; break;
+        default: throw CudaError("internal error: unknown parameter kind " + std::to_string((int)t->kind) +
+                                 " in the layout table");
+        }
+    }
+}
+
+// Point every activation of a into c, sized for B documents of block_size positions.
+template <typename real> size_t ImplT<real>::point_acts(Acts<real> &a, Carver &c, int B, bool train) {
+    const size_t T = (size_t)Tmax_, N = (size_t)B * T, C = (size_t)C_;
+    const size_t att = N * (size_t)NH_ * T, qkv = N * (size_t)QKV_;
+    const size_t start = c.used;
+    a.enc = c.take<real>(N * C);
+    a.x0 = c.take<real>(N * C);
+    a.rstd0 = c.take<real>(N);
+    a.layer.assign((size_t)L_, LayerActs<real>{});
+    for (auto &la : a.layer) {
+        la.ln1 = c.take<real>(N * C);
+        la.ln1_rstd = c.take<real>(N);
+        la.qkv = c.take<real>(qkv);
+        la.att = c.take<real>(att);
+        la.atty = c.take<real>(N * C);
+        la.attproj = c.take<real>(N * C);
+        la.res2 = c.take<real>(N * C);
+        la.ln2 = c.take<real>(N * C);
+        la.ln2_rstd = c.take<real>(N);
+        la.fch = c.take<real>(N * 4 * C);
+        la.fch_relu = c.take<real>(N * 4 * C);
+        la.fcproj = c.take<real>(N * C);
+        la.res3 = c.take<real>(N * C);
+    }
+    a.logits = c.take<real>(N * (size_t)V_);
+    if (train) {
+        a.losses = c.take<real>(N);
+        a.dlogits = c.take<real>(N * (size_t)V_);
+        a.dx = c.take<real>(N * C);
+        a.dln = c.take<real>(N * C);
+        a.datty = c.take<real>(N * C);
+        a.dqkv = c.take<real>(qkv);
+        a.dpre = c.take<real>(att);
+        a.dfch = c.take<real>(N * 4 * C);
+        a.dfch_relu = c.take<real>(N * 4 * C);
+    }
+    return c.used - start;
+}
+
+// ---------------------------------------------------------------------------
+// the model (the CPU engine's forward() and backward(), layer for layer)
+
+template <typename real> void ImplT<real>::forward(const Acts<real> &a, int B, int T) {
+    const int C = C_, N = B * T;
+    const int *tok = tok_d(), *n = n_d();
+    cudaStream_t st = stream_;
+    // x0 = rmsnorm(wte[tok] + wpe[t]) and the first layer's input norm, in one kernel
+    encoder_rmsnorm_forward(st, a.enc, a.x0, a.rstd0, L_ ? a.layer[0].ln1 : nullptr,
+                            L_ ? a.layer[0].ln1_rstd : nullptr, tok, n, P.wte, P.wpe, B, T, C);
+    const real *x = a.x0;   // the residual stream
+    for (int l = 0; l < L_; l++) {
+        const LayerActs<real> &la = a.layer[l];
+        real *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
+        if (qkv_fused_[l]) {
+            matmul_forward(blas_, la.qkv, QKV_, la.ln1, P.wq[l], N, C, QKV_);
+        } else {
+            matmul_forward(blas_, q, QKV_, la.ln1, P.wq[l], N, C, C);
+            matmul_forward(blas_, k, QKV_, la.ln1, P.wk[l], N, C, KV_);
+            matmul_forward(blas_, v, QKV_, la.ln1, P.wv[l], N, C, KV_);
+        }
+        attention_forward(st, la.atty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_, NKV_, HS_);
+        matmul_forward(blas_, la.attproj, C, la.atty, P.wo[l], N, C, C);
+        residual_rmsnorm_forward(st, la.res2, la.ln2, la.ln2_rstd, la.attproj, x, N, C);
+        matmul_forward(blas_, la.fch, 4 * C, la.ln2, P.fc1[l], N, C, 4 * C);
+        relu_forward(st, la.fch_relu, la.fch, (size_t)N * 4 * C);
+        matmul_forward(blas_, la.fcproj, C, la.fch_relu, P.fc2[l], N, 4 * C, C);
+        if (l + 1 < L_)   // with the next layer's input norm
+            residual_rmsnorm_forward(st, la.res3, a.layer[l + 1].ln1, a.layer[l + 1].ln1_rstd, la.fcproj,
+                                     la.res2, N, C);
+        else
+            residual_forward(st, la.res3, la.fcproj, la.res2, (size_t)N * C);
+        x = la.res3;
+    }
+    matmul_forward(blas_, a.logits, V_, x, P.lm_head, N, C, V_);
+}
+
+// From acts_.dlogits into the gradients. Every gradient tensor is written
+// once with acc = false (overwrite), so the gradient buffer needs no zeroing;
+// dx, the gradient of the residual stream, accumulates the rmsnorm branches.
+template <typename real> void ImplT<real>::backward(int B, int T) {
+    const int C = C_, N = B * T;
+    const int *tok = tok_d(), *n = n_d();
+    cudaStream_t st = stream_;
+    Acts<real> &a = acts_;
+    const real *x_last = L_ ? a.layer[L_ - 1].res3 : a.x0;
+    matmul_backward(blas_, a.dx, false, G.lm_head, false, a.dlogits, V_, x_last, P.lm_head, N, C, V_);
+    for (int l = L_ - 1; l >= 0; l--) {
+        const LayerActs<real> &la = a.layer[l];
+        const real *x_in = l ? a.layer[l - 1].res3 : a.x0;
+        // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2
+        matmul_backward(blas_, a.dfch_relu, false, G.fc2[l], false, a.dx, C, la.fch_relu, P.fc2[l], N, 4 * C, C);
+        relu_backward(st, a.dfch, a.dfch_relu, la.fch, (size_t)N * 4 * C, false);
+        matmul_backward(blas_, a.dln, false, G.fc1[l], false, a.dfch, 4 * C, la.ln2, P.fc1[l], N, C, 4 * C);
+        rmsnorm_backward(st, a.dx, a.dln, la.res2, la.ln2_rstd, N, C, true);
+        // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
+        matmul_backward(blas_, a.datty, false, G.wo[l], false, a.dx, C, la.atty, P.wo[l], N, C, C);
+        const real *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
+        real *dq = a.dqkv, *dk = a.dqkv + C, *dv = a.dqkv + C + KV_;
+        attention_backward(st, dq, QKV_, dk, dv, QKV_, a.dpre, a.datty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_,
+                           NKV_, HS_, false);
+        if (qkv_fused_[l]) {
+            matmul_backward(blas_, a.dln, false, G.wq[l], false, a.dqkv, QKV_, la.ln1, P.wq[l], N, C, QKV_);
+        } else {
+            matmul_backward(blas_, a.dln, false, G.wq[l], false, dq, QKV_, la.ln1, P.wq[l], N, C, C);
+            matmul_backward(blas_, a.dln, true, G.wk[l], false, dk, QKV_, la.ln1, P.wk[l], N, C, KV_);
+            matmul_backward(blas_, a.dln, true, G.wv[l], false, dv, QKV_, la.ln1, P.wv[l], N, C, KV_);
+        }
+        rmsnorm_backward(st, a.dx, a.dln, x_in, la.ln1_rstd, N, C, true);
+    }
+    // x0 = rmsnorm(wte[tok] + wpe[t])
+    rmsnorm_backward(st, a.dln, a.dx, a.enc, a.rstd0, N, C, false);
+    encoder_backward(st, G.wte, G.wpe, a.dln, tok, n, B, T, C, V_, Tmax_, false);
+}
+
+template <typename real> void ImplT<real>::enqueue_step(int B, int T) {
+    forward(acts_, B, T);
+    crossentropy_forward_backward(stream_, acts_.dlogits, acts_.losses, acts_.logits, tok_d(), n_d(), B, T, V_);
+    backward(B, T);
+    const Settings *s = cfg_.s;
+    adam_update(stream_, params_, grads_, m_, v_, P_, sc_d(), s->beta1, s->beta2, s->eps);
+}
+
+template <typename real> void ImplT<real>::disable_graphs(const char *why) {
+    fprintf(stderr, "cuda engine: warning: CUDA graph capture failed (%s); running the steps without graphs\n",
+            why);
+    use_graphs_ = false;
+}
+
+// The step's graph for batch shape (B,T). The first step of a shape runs
+// eagerly (every kernel gets loaded outside any capture); the second captures
+// the graph, which every later step of that shape replays. The kernels read
+// the batch and Adam's scalars from fixed device addresses, so one graph
+// serves every step of its shape.
+template <typename real> cudaGraphExec_t ImplT<real>::graph_for(int B, int T) {
+    const size_t key = (size_t)(B - 1) * Tmax_ + (T - 1);
+    if (graphs_[key]) return graphs_[key];
+    if (!seen_[key]) {
+        seen_[key] = 1;
+        return nullptr;
+    }
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+        enqueue_step(B, T);
+    } catch (const CudaError &x) {
+        cudaGraph_t junk = nullptr;
+        cudaStreamEndCapture(stream_, &junk);
+        if (junk) cudaGraphDestroy(junk);
+        cudaGetLastError();
+        disable_graphs(x.what());
+        return nullptr;
+    }
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        if (graph) cudaGraphDestroy(graph);
+        disable_graphs(cudaGetErrorString(e));
+        return nullptr;
+    }
+    cudaGraphExec_t exec = nullptr;
+    e = cudaGraphInstantiate(&exec, graph, 0);
+    CUDA_CHECK(cudaGraphDestroy(graph));
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        disable_graphs(cudaGetErrorString(e));
+        return nullptr;
+    }
+    graphs_[key] = exec;
+    return exec;
+}
+
+template <typename real> void ImplT<real>::check_batch(const Batch *b) const {
+    if (b->B < 1 || b->B > maxB_)
+        die(EXIT_MISMATCH, "internal error: batch %d not in 1..max_batch %d", b->B, maxB_);
+    if (b->T < 1 || b->T > Tmax_) die(EXIT_MISMATCH, "internal error: batch T %d not in 1..block_size %d", b->T, Tmax_);
+    for (int d = 0; d < b->B; d++) {
+        if (b->n[d] < 1 || b->n[d] > b->T)
+            die(EXIT_MISMATCH, "internal error: document %d has %d positions (T %d)", d, b->n[d], b->T);
+        const int *row = b->tokens + (size_t)d * (size_t)(b->T + 1);
+        for (int t = 0; t <= b->n[d]; t++)
+            if (row[t] < 0 || row[t] >= V_)
+                die(EXIT_MISMATCH, "internal error: token %d at [%d,%d] not in 0..%d", row[t], d, t, V_ - 1);
+    }
+}
+
+template <typename real> double ImplT<real>::step(const Batch *b, int step) {
+    check_batch(b);
+    const Settings *s = cfg_.s;
+    const int B = b->B, T = b->T;
+    const AdamScalars sc = adam_scalars(lr_at(s->lr, step, s->steps), s->beta1, s->beta2, step);
+    memcpy(io_h_ + io_.sc, &sc, sizeof sc);
+    memcpy(io_h_ + io_.n, b->n, (size_t)B * sizeof(int));
+    const size_t ntok = (size_t)B * (size_t)(T + 1);
+    memcpy(io_h_ + io_.tok, b->tokens, ntok * sizeof(int));
+    cudaGraphExec_t exec = use_graphs_ ? graph_for(B, T) : nullptr;   // captures before the upload
+    CUDA_CHECK(cudaMemcpyAsync(io_d_, io_h_, io_.tok + ntok * sizeof(int), cudaMemcpyHostToDevice, stream_));
+    if (exec) CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+    else enqueue_step(B, T);
+    CUDA_CHECK(cudaMemcpyAsync(losses_h_, acts_.losses, (size_t)B * T * sizeof(real), cudaMemcpyDeviceToHost,
+                               stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));   // the step's one synchronization
+    last_B_ = B;
+    last_T_ = T;
+    memcpy(last_n_.data(), b->n, (size_t)B * sizeof(int));
+    return crossentropy_mean(losses_h_, b->n, B, T);
+}
+
+// ---------------------------------------------------------------------------
+// transfers
+
+template <typename real> void ImplT<real>::download_flat(double *out, const real *dev) {
+    CUDA_CHECK(cudaMemcpyAsync(xfer_h_, dev, P_ * sizeof(real), cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (size_t i = 0; i < P_; i++) out[i] = (double)xfer_h_[i];
+}
+
+template <typename real> void ImplT<real>::upload_flat(real *dev, const double *in) {
+    for (size_t i = 0; i < P_; i++) xfer_h_[i] = (real)in[i];
+    CUDA_CHECK(cudaMemcpyAsync(dev, xfer_h_, P_ * sizeof(real), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));   // xfer_h_ is reused at once
+}
+
+template <typename real> void ImplT<real>::set_state(const double *p, const double *m, const double *v) {
+    upload_flat(params_, p);
+    if (m) upload_flat(m_, m);
+    if (v) upload_flat(v_, v);
+}
+
+// The last step's logits (B,T,V), NaN at padded positions.
+template <typename real> void ImplT<real>::get_logits(double *out) {
+    const size_t row = (size_t)last_T_ * V_, count = (size_t)last_B_ * row;
+    if (!count) return;
+    CUDA_CHECK(cudaMemcpyAsync(xfer_h_, acts_.logits, count * sizeof(real), cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (int d = 0; d < last_B_; d++) {
+        const size_t real_end = (size_t)last_n_[d] * V_;
+        for (size_t i = 0; i < row; i++)
+            out[(size_t)d * row + i] = i < real_end ? (double)xfer_h_[(size_t)d * row + i] : NAN;
+    }
+}
+
+// The last step's ReLU inputs (the mlp_fc1 outputs), (L,B,T,4C), NaN at padding.
+template <typename real> void ImplT<real>::get_relu_inputs(double *out) {
+    const size_t H = 4 * (size_t)C_, per_layer = (size_t)last_B_ * last_T_ * H;
+    if (!per_layer) return;
+    for (int l = 0; l < L_; l++)
+        CUDA_CHECK(cudaMemcpyAsync(xfer_h_ + l * per_layer, acts_.layer[l].fch, per_layer * sizeof(real),
+                                   cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (int l = 0; l < L_; l++)
+        for (int d = 0; d < last_B_; d++)
+            for (int t = 0; t < last_T_; t++) {
+                const size_t o = (((size_t)l * last_B_ + d) * last_T_ + t) * H;
+                for (size_t j = 0; j < H; j++) out[o + j] = t < last_n_[d] ? (double)xfer_h_[o + j] : NAN;
+            }
+}
+
+// As the CPU engine (and the original): start at BOS, draw each token from
+// softmax(logits * temperature^-1) at the last position (in double, on the
+// host, the way scalar_sample does it), stop at BOS or after block_size
+// tokens; a full forward over the growing prefix per token, in the sampler's
+// own activations (the last step's stay as they were).
+template <typename real> int ImplT<real>::sample(PyRandom *r, double temperature, int *out) {
+    const int V = V_, bos = V - 1;
+    int *tok = sample_tok_.data();
+    double *w = probs_.data();
+    tok[0] = bos;
+    int len = 0;
+    for (int pos = 0; pos < Tmax_; pos++) {
+        const int n = pos + 1;
+        tok[n] = bos;   // target slot: not read by the forward
+        memcpy(io_h_ + io_.n, &n, sizeof n);
+        memcpy(io_h_ + io_.tok, tok, (size_t)(n + 1) * sizeof(int));
+        CUDA_CHECK(cudaMemcpyAsync(io_d_, io_h_, io_.tok + (size_t)(n + 1) * sizeof(int), cudaMemcpyHostToDevice,
+                                   stream_));
+        forward(sample_acts_, 1, n);
+        CUDA_CHECK(cudaMemcpyAsync(xfer_h_, sample_acts_.logits + (size_t)pos * V, (size_t)V * sizeof(real),
+                                   cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        for (int i = 0; i < V; i++) w[i] = (double)xfer_h_[i];
+        const int token = engine_sample_token(r, w, V, temperature);
+        if (token == bos) break;
+        out[len++] = token;
+        tok[pos + 1] = token;
+    }
+    return len;
+}
+
+// ---------------------------------------------------------------------------
+// EngineOps
+
+struct CudaEngine {
+    Engine base;   // first: Engine * and CudaEngine * convert
+    Impl *impl;
+};
+
+Impl *impl_of(Engine *e) { return reinterpret_cast<CudaEngine *>(e)->impl; }
+
+[[noreturn]] void fatal(const char *op, const std::exception &x) {
+    die(EXIT_MISMATCH, "cuda engine: %s: %s", op, x.what());
+}
+
+void cuda_destroy(Engine *e) {
+    if (!e) return;
+    delete impl_of(e);
+    delete reinterpret_cast<CudaEngine *>(e);
+}
+
+double cuda_step(Engine *e, const Batch *b, int step) {
+    try {
+        return impl_of(e)->step(b, step);
+    } catch (const std::exception &x) {
+        fatal("step", x);
+    }
+}
+
+void cuda_logits(Engine *e, double *out) {
+    try {
+        impl_of(e)->get_logits(out);
+    } catch (const std::exception &x) {
+        fatal("get_logits", x);
+    }
+}
+
+void cuda_grads(Engine *e, double *out) {
+    try {
+        impl_of(e)->get_grads(out);
+    } catch (const std::exception &x) {
+        fatal("get_grads", x);
+    }
+}
+
+void cuda_params(Engine *e, double *out) {
+    try {
+        impl_of(e)->get_params(out);
+    } catch (const std::exception &x) {
+        fatal("get_params", x);
+    }
+}
+
+void cuda_moments(Engine *e, double *m, double *v) {
+    try {
+        impl_of(e)->get_moments(m, v);
+    } catch (const std::exception &x) {
+        fatal("get_moments", x);
+    }
+}
+
+void cuda_set_state(Engine *e, const double *p, const double *m, const double *v) {
+    try {
+        impl_of(e)->set_state(p, m, v);
+    } catch (const std::exception &x) {
+        fatal("set_state", x);
+    }
+}
+
+int cuda_sample(Engine *e, PyRandom *r, double temperature, int *out) {
+    try {
+        return impl_of(e)->sample(r, temperature, out);
+    } catch (const std::exception &x) {
+        fatal("sample", x);
+    }
+}
+
+const char *cuda_device(Engine *e) { return impl_of(e)->device(); }
+
+void cuda_relu_inputs(Engine *e, double *out) {
+    try {
+        impl_of(e)->get_relu_inputs(out);
+    } catch (const std::exception &x) {
+        fatal("get_relu_inputs", x);
+    }
+}
+
+EngineOps make_ops() {
+    EngineOps o;
+    memset(&o, 0, sizeof o);
+    o.name = "cuda";
+    o.destroy = cuda_destroy;
+    o.step = cuda_step;
+    o.get_logits = cuda_logits;
+    o.get_grads = cuda_grads;
+    o.get_params = cuda_params;
+    o.get_moments = cuda_moments;
+    o.set_state = cuda_set_state;
+    o.sample = cuda_sample;
+    o.device = cuda_device;
+    o.get_relu_inputs = cuda_relu_inputs;
+    return o;
+}
+
+const EngineOps CUDA_OPS = make_ops();
+
+Engine *fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+Engine *fail(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return nullptr;
+}
+
+__global__ void probe_kernel() {}
+
+}  // namespace
+}  // namespace mgpt
+
+using namespace mgpt;
+
+extern "C" int cuda_available(char *why, size_t n) {
+    const char *fix = "BACKEND=cpu checks the tensor math on the CPU";
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        const char *hint = e == cudaErrorInsufficientDriver ? "no NVIDIA driver, or one older than the CUDA runtime"
+                           : e == cudaErrorNoDevice           ? "no CUDA device"
+                                                              : "the CUDA runtime cannot start";
+        snprintf(why, n, "no usable GPU (%s): cudaGetDeviceCount failed: %s (%s); %s", hint, cudaGetErrorName(e),
+                 cudaGetErrorString(e), fix);
+        return 0;
+    }
+    if (count < 1) {
+        snprintf(why, n, "no usable GPU: the CUDA runtime sees no device; %s", fix);
+        return 0;
+    }
+    int dev = 0;
+    cudaDeviceProp prop;
+    if ((e = cudaGetDevice(&dev)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(why, n, "no usable GPU: cannot query device %d: %s (%s); %s", dev, cudaGetErrorName(e),
+                 cudaGetErrorString(e), fix);
+        return 0;
+    }
+    // Is there code for this GPU in the build (tensor_gpu/cuda/module.mk NVCC_ARCH)?
+    cudaFuncAttributes attr;
+    if ((e = cudaFuncGetAttributes(&attr, probe_kernel)) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(why, n, "no usable GPU: device %d (%s, compute capability %d.%d) cannot run this build's "
+                 "kernels: %s (%s) (rebuild with NVCC_ARCH for this GPU); %s", dev, prop.name, prop.major,
+                 prop.minor, cudaGetErrorName(e), cudaGetErrorString(e), fix);
+        return 0;
+    }
+    return 1;
+}
+
+extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *init_params, char *err,
+                                      size_t errlen) {
+    if (!cfg || !cfg->s || !cfg->L)
+        return fail(err, errlen, "cuda engine: config without settings or parameter layout");
+    if (!init_params) return fail(err, errlen, "cuda engine: no initial parameters");
+    if (cfg->precision != PREC_FP64 && cfg->precision != PREC_FP32)
+        return fail(err, errlen, "cuda engine: unknown precision %d (fp64 or fp32)", (int)cfg->precision);
+    if ((int)cfg->fault < 0 || cfg->fault >= FAULT_NUM)
+        return fail(err, errlen, "cuda engine: unknown fault %d", (int)cfg->fault);
+    if (cfg->fault != FAULT_NONE)
+        return fail(err, errlen, "cuda engine: fault injection (--inject-fault %s) is not implemented on CUDA; "
+                    "inject faults into the CPU tensor engine instead (--engines scalar,cpu)",
+                    fault_name(cfg->fault));
+    if (cfg->max_batch < 1)
+        return fail(err, errlen, "cuda engine: max_batch must be at least 1 (got %d)", cfg->max_batch);
+    const ModelShape *m = &cfg->L->shape;
+    if (m->vocab_size < 1 || m->n_embd < 1 || m->n_head < 1 || m->n_kv_head < 1 || m->head_dim < 1 ||
+        m->n_layer < 0 || m->block_size < 1)
+        return fail(err, errlen, "cuda engine: bad model shape (V %d, C %d, NH %d, NKV %d, HS %d, L %d, T %d)",
+                    m->vocab_size, m->n_embd, m->n_head, m->n_kv_head, m->head_dim, m->n_layer, m->block_size);
+    if (m->n_head * m->head_dim != m->n_embd)
+        return fail(err, errlen, "cuda engine: n_head %d * head_dim %d != n_embd %d", m->n_head, m->head_dim,
+                    m->n_embd);
+    if (m->n_head % m->n_kv_head)
+        return fail(err, errlen, "cuda engine: n_kv_head %d does not divide n_head %d", m->n_kv_head, m->n_head);
+    // cuBLAS takes int dimensions: the largest is rows N or a width of 4C, V or C+2KV
+    const double rows = (double)cfg->max_batch * m->block_size;
+    if (rows > 2e9 || 4.0 * m->n_embd > 2e9 || rows * m->n_head * m->block_size > 1e12)
+        return fail(err, errlen, "cuda engine: max_batch %d x block_size %d is too large", cfg->max_batch,
+                    m->block_size);
+    char why[512];
+    if (!cuda_available(why, sizeof why)) return fail(err, errlen, "cuda engine: %s", why);
+    Impl *impl = nullptr;
+    try {
+        if (cfg->precision == PREC_FP32) impl = new ImplT<float>(cfg, init_params);
+        else impl = new ImplT<double>(cfg, init_params);
+        CudaEngine *e = new CudaEngine;
+        e->base.ops = &CUDA_OPS;
+        e->base.cfg = *cfg;
+        e->impl = impl;
+        return &e->base;
+    } catch (const std::exception &x) {
+        delete impl;
+        return fail(err, errlen, "cuda engine: %s", x.what());
+    }
+}

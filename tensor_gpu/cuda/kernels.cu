@@ -1,0 +1,673 @@
+// The CUDA kernels of the tensor engine (see kernels.cuh for the interface).
+//
+// Rounding: this file is compiled with --fmad=false (no fused multiply-add),
+// IEEE division and square root, like the C reference compiled with
+// -ffp-contract=off, and every formula is written in the reference's order.
+// Elementwise layers (encoder, relu, residual, Adam) therefore give the
+// reference's bits; the reductions differ from it only in their summation
+// order (a warp butterfly instead of a sequential loop).
+#include "tensor_gpu/cuda/kernels.cuh"
+
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <string>
+
+#include "tensor_gpu/cuda/cuda_check.cuh"
+
+extern "C" {
+#include "tensor_gpu/layers.h"   // RMSNORM_EPS
+}
+
+namespace mgpt {
+
+// ---------------------------------------------------------------------------
+// errors (cuda_check.cuh)
+
+static std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static std::string format(const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+void throw_cuda_error(cudaError_t e, const char *call, const char *file, int line) {
+    cudaGetLastError();   // clear a non-sticky error so later calls report their own
+    throw CudaError(format("CUDA error at %s:%d: %s failed: %s (%s)", file, line, call,
+                           cudaGetErrorName(e), cudaGetErrorString(e)));
+}
+
+const char *cublas_status_name(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED (no usable GPU or driver?)";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED (out of memory)";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+    default: return "unknown cuBLAS status";
+    }
+}
+
+void throw_cublas_error(cublasStatus_t s, const char *call, const char *file, int line) {
+    throw CudaError(format("cuBLAS error at %s:%d: %s failed: %s (%d)", file, line, call,
+                           cublas_status_name(s), (int)s));
+}
+
+static std::string memory_report() {
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+        cudaGetLastError();
+        return "free device memory unknown";
+    }
+    return format("the GPU has %zu of %zu bytes free", free_b, total_b);
+}
+
+void *device_malloc(size_t bytes, const char *what, const char *file, int line) {
+    void *p = nullptr;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaSuccess) return p;
+    cudaGetLastError();
+    if (e == cudaErrorMemoryAllocation)
+        throw CudaError(format("CUDA error at %s:%d: cudaMalloc of %zu bytes (%s) failed: out of device "
+                               "memory (%s)", file, line, bytes, what, memory_report().c_str()));
+    throw CudaError(format("CUDA error at %s:%d: cudaMalloc of %zu bytes (%s) failed: %s (%s)", file, line,
+                           bytes, what, cudaGetErrorName(e), cudaGetErrorString(e)));
+}
+
+void *host_malloc_pinned(size_t bytes, const char *what, const char *file, int line) {
+    void *p = nullptr;
+    cudaError_t e = cudaMallocHost(&p, bytes);
+    if (e == cudaSuccess) return p;
+    cudaGetLastError();
+    throw CudaError(format("CUDA error at %s:%d: cudaMallocHost of %zu bytes (%s, pinned host memory) "
+                           "failed: %s (%s)", file, line, bytes, what, cudaGetErrorName(e),
+                           cudaGetErrorString(e)));
+}
+
+// ---------------------------------------------------------------------------
+// device helpers
+
+#define FULL_MASK 0xffffffffu
+constexpr int WARP = 32;
+constexpr int ROW_THREADS = 128;   // warp-per-row kernels: 4 rows per block
+constexpr int EW_THREADS = 256;    // elementwise kernels
+
+__device__ __forceinline__ double r_exp(double x) { return exp(x); }
+__device__ __forceinline__ float r_exp(float x) { return expf(x); }
+__device__ __forceinline__ double r_log(double x) { return log(x); }
+__device__ __forceinline__ float r_log(float x) { return logf(x); }
+__device__ __forceinline__ double r_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float r_sqrt(float x) { return sqrtf(x); }
+
+template <typename real> __device__ __forceinline__ real neg_inf() { return -(real)INFINITY; }
+
+// Butterfly reductions: every lane ends with the same bits (each level adds
+// the same two values in either order, and IEEE addition commutes).
+template <typename real> __device__ __forceinline__ real warp_sum(real x) {
+    for (int o = WARP / 2; o > 0; o >>= 1) x += __shfl_xor_sync(FULL_MASK, x, o);
+    return x;
+}
+template <typename real> __device__ __forceinline__ real warp_max(real x) {
+    for (int o = WARP / 2; o > 0; o >>= 1) {
+        real y = __shfl_xor_sync(FULL_MASK, x, o);
+        x = y > x ? y : x;
+    }
+    return x;
+}
+
+static unsigned blocks_for(size_t threads, int per_block) {
+    size_t b = (threads + (size_t)per_block - 1) / (size_t)per_block;
+    if (b == 0) b = 1;
+    if (b > 0x7fffffffu) throw CudaError(format("a launch of %zu threads is too large for one grid", threads));
+    return (unsigned)b;
+}
+static unsigned row_blocks(size_t rows) { return blocks_for(rows * WARP, ROW_THREADS); }
+static unsigned ew_blocks(size_t count) {
+    size_t b = (count + EW_THREADS - 1) / EW_THREADS;
+    if (b > 65536) b = 65536;   // grid-stride loops cover the rest
+    return b ? (unsigned)b : 1u;
+}
+
+// rmsnorm of one row by one warp: out = x * s, s = 1/sqrt(mean(x^2) + eps),
+// as the reference writes it. Each lane touches only its own channels
+// (c = lane + 32k), so x may be what this lane just wrote.
+template <typename real>
+__device__ __forceinline__ void warp_rmsnorm(const real *x, real *out, real *rstd, int C, int lane) {
+    real ss = 0;
+    for (int c = lane; c < C; c += WARP) ss += x[c] * x[c];
+    ss = warp_sum(ss);
+    const real ms = ss * ((real)1 / (real)C);
+    const real s = (real)1 / r_sqrt(ms + (real)RMSNORM_EPS);
+    for (int c = lane; c < C; c += WARP) out[c] = x[c] * s;
+    if (lane == 0) *rstd = s;
+}
+
+// ---------------------------------------------------------------------------
+// encoder
+
+template <typename real>
+__global__ void encoder_rmsnorm_kernel(real *enc, real *x0, real *rstd0, real *ln, real *ln_rstd,
+                                       const int *tokens, const int *n, const real *wte, const real *wpe,
+                                       int B, int T, int C) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)B * T) return;   // whole warps leave together
+    const int b = (int)(row / T), t = (int)(row % T);
+    real *e = enc + row * C;
+    if (t >= n[b]) {
+        for (int c = lane; c < C; c += WARP) e[c] = 0;
+    } else {
+        const real *we = wte + (size_t)tokens[(size_t)b * (T + 1) + t] * C;
+        const real *wp = wpe + (size_t)t * C;
+        for (int c = lane; c < C; c += WARP) e[c] = we[c] + wp[c];
+    }
+    if (!x0) return;
+    warp_rmsnorm(e, x0 + row * C, rstd0 + row, C, lane);
+    if (ln) warp_rmsnorm(x0 + row * C, ln + row * C, ln_rstd + row, C, lane);
+}
+
+template <typename real>
+void encoder_forward(cudaStream_t st, real *out, const int *tokens, const int *n, const real *wte,
+                     const real *wpe, int B, int T, int C) {
+    encoder_rmsnorm_kernel<real><<<row_blocks((size_t)B * T), ROW_THREADS, 0, st>>>(
+        out, nullptr, nullptr, nullptr, nullptr, tokens, n, wte, wpe, B, T, C);
+    KERNEL_CHECK("encoder_rmsnorm_kernel (encoder_forward)");
+}
+
+template <typename real>
+void encoder_rmsnorm_forward(cudaStream_t st, real *enc, real *x0, real *rstd0, real *ln, real *ln_rstd,
+                             const int *tokens, const int *n, const real *wte, const real *wpe, int B,
+                             int T, int C) {
+    encoder_rmsnorm_kernel<real><<<row_blocks((size_t)B * T), ROW_THREADS, 0, st>>>(
+        enc, x0, rstd0, ln, ln_rstd, tokens, n, wte, wpe, B, T, C);
+    KERNEL_CHECK("encoder_rmsnorm_kernel");
+}
+
+// One thread per element of dwte (V,C) then of dwpe (Tw,C). The block first
+// stages the tokens of a chunk of positions in shared memory (-1 at padding);
+// each thread then adds the positions that use its element, in (b,t) order -
+// the reference's order, so the sums carry its bits.
+constexpr int ENC_CHUNK = 2048;   // positions staged at a time (8 KiB)
+
+template <typename real>
+__global__ void encoder_backward_kernel(real *dwte, real *dwpe, const real *dout, const int *tokens,
+                                        const int *n, int B, int T, int C, int V, int Tw, bool acc) {
+    __shared__ int tok_s[ENC_CHUNK];
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t nwte = (size_t)V * C, nwpe = (size_t)Tw * C;
+    const bool is_wte = i < nwte, is_wpe = !is_wte && i < nwte + nwpe;
+    int v = -2, t = 0, c = 0;
+    real s = 0;
+    if (is_wte) {
+        v = (int)(i / C);
+        c = (int)(i % C);
+        if (acc) s = dwte[i];
+    } else if (is_wpe) {
+        t = (int)((i - nwte) / C);
+        c = (int)((i - nwte) % C);
+        if (acc) s = dwpe[i - nwte];
+    }
+    const int P = B * T;   // positions p = b*T + t
+    for (int p0 = 0; p0 < P; p0 += ENC_CHUNK) {
+        const int np = P - p0 < ENC_CHUNK ? P - p0 : ENC_CHUNK;
+        __syncthreads();   // the previous chunk is done with
+        for (int k = threadIdx.x; k < np; k += blockDim.x) {
+            const int p = p0 + k, b = p / T, tt = p % T;
+            tok_s[k] = tt < n[b] ? tokens[(size_t)b * (T + 1) + tt] : -1;
+        }
+        __syncthreads();
+        if (is_wte) {
+            for (int k = 0; k < np; k++)
+                if (tok_s[k] == v) s += dout[(size_t)(p0 + k) * C + c];
+        } else if (is_wpe && t < T) {
+            for (int b = 0; b < B; b++) {
+                const int k = b * T + t - p0;
+                if (k >= 0 && k < np && tok_s[k] >= 0) s += dout[((size_t)b * T + t) * C + c];
+            }
+        }
+    }
+    if (is_wte) dwte[i] = s;
+    else if (is_wpe) dwpe[i - nwte] = s;
+}
+
+template <typename real>
+void encoder_backward(cudaStream_t st, real *dwte, real *dwpe, const real *dout, const int *tokens,
+                      const int *n, int B, int T, int C, int V, int Tw, bool acc) {
+    const size_t threads = ((size_t)V + (size_t)Tw) * C;
+    encoder_backward_kernel<real><<<blocks_for(threads, EW_THREADS), EW_THREADS, 0, st>>>(
+        dwte, dwpe, dout, tokens, n, B, T, C, V, Tw, acc);
+    KERNEL_CHECK("encoder_backward_kernel");
+}
+
+// ---------------------------------------------------------------------------
+// rmsnorm
+
+template <typename real>
+__global__ void residual_rmsnorm_kernel(real *res, real *out, real *rstd, const real *a, const real *b,
+                                        int N, int C) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)N) return;
+    const real *x = a + row * C;
+    if (b) {   // res = a + b first
+        real *r = res + row * C;
+        const real *y = b + row * C;
+        for (int c = lane; c < C; c += WARP) r[c] = x[c] + y[c];
+        x = r;
+    }
+    warp_rmsnorm(x, out + row * C, rstd + row, C, lane);
+}
+
+template <typename real>
+void rmsnorm_forward(cudaStream_t st, real *out, real *rstd, const real *inp, int N, int C) {
+    residual_rmsnorm_kernel<real><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(nullptr, out, rstd, inp,
+                                                                                 nullptr, N, C);
+    KERNEL_CHECK("residual_rmsnorm_kernel (rmsnorm_forward)");
+}
+
+template <typename real>
+void residual_rmsnorm_forward(cudaStream_t st, real *res, real *out, real *rstd, const real *a,
+                              const real *b, int N, int C) {
+    residual_rmsnorm_kernel<real><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(res, out, rstd, a, b, N, C);
+    KERNEL_CHECK("residual_rmsnorm_kernel");
+}
+
+// dx (+)= s*dy - (s^3/C) (dy.x) x, written as the reference writes it.
+template <typename real>
+__global__ void rmsnorm_backward_kernel(real *dinp, const real *dout, const real *inp, const real *rstd,
+                                        int N, int C, bool acc) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)N) return;
+    const real *x = inp + row * C, *dy = dout + row * C;
+    real *dx = dinp + row * C;
+    const real s = rstd[row];
+    real dot = 0;
+    for (int c = lane; c < C; c += WARP) dot += dy[c] * x[c];
+    dot = warp_sum(dot);
+    const real k = s * s * s * dot / (real)C;
+    for (int c = lane; c < C; c += WARP) {
+        const real g = s * dy[c] - k * x[c];
+        dx[c] = acc ? dx[c] + g : g;
+    }
+}
+
+template <typename real>
+void rmsnorm_backward(cudaStream_t st, real *dinp, const real *dout, const real *inp, const real *rstd,
+                      int N, int C, bool acc) {
+    rmsnorm_backward_kernel<real><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(dinp, dout, inp, rstd, N, C,
+                                                                                 acc);
+    KERNEL_CHECK("rmsnorm_backward_kernel");
+}
+
+// ---------------------------------------------------------------------------
+// elementwise
+
+template <typename real>
+__global__ void residual_kernel(real *out, const real *a, const real *b, size_t count) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = a[i] + b[i];
+}
+
+template <typename real>
+void residual_forward(cudaStream_t st, real *out, const real *a, const real *b, size_t count) {
+    residual_kernel<real><<<ew_blocks(count), EW_THREADS, 0, st>>>(out, a, b, count);
+    KERNEL_CHECK("residual_kernel");
+}
+
+template <typename real> __global__ void relu_forward_kernel(real *out, const real *inp, size_t count) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+        const real x = inp[i];
+        out[i] = x > 0 ? x : (real)0;
+    }
+}
+
+template <typename real> void relu_forward(cudaStream_t st, real *out, const real *inp, size_t count) {
+    relu_forward_kernel<real><<<ew_blocks(count), EW_THREADS, 0, st>>>(out, inp, count);
+    KERNEL_CHECK("relu_forward_kernel");
+}
+
+// relu'(0) = 0, as the original's (x > 0) * grad
+template <typename real>
+__global__ void relu_backward_kernel(real *dinp, const real *dout, const real *inp, size_t count, bool acc) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+        if (acc) {
+            if (inp[i] > 0) dinp[i] += dout[i];
+        } else {
+            dinp[i] = inp[i] > 0 ? dout[i] : (real)0;
+        }
+    }
+}
+
+template <typename real>
+void relu_backward(cudaStream_t st, real *dinp, const real *dout, const real *inp, size_t count, bool acc) {
+    relu_backward_kernel<real><<<ew_blocks(count), EW_THREADS, 0, st>>>(dinp, dout, inp, count, acc);
+    KERNEL_CHECK("relu_backward_kernel");
+}
+
+// ---------------------------------------------------------------------------
+// matrix products. Row-major X (rows, cols) is column-major X^T, so
+//   out^T (OC,N)  = w (OC,IC)       * inp^T (IC,N):   gemm(T, N)
+//   dinp^T (IC,N) = w^T (IC,OC)     * dout^T (OC,N):  gemm(N, N)
+//   dw^T (IC,OC)  = inp^T (IC,N)    * dout (N,OC):    gemm(N, T)
+
+static void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                 double alpha, const double *A, int lda, const double *B, int ldb, double beta, double *C,
+                 int ldc) {
+    CUBLAS_CHECK(cublasDgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
+}
+
+static void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                 float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    CUBLAS_CHECK(cublasSgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
+}
+
+template <typename real>
+void matmul_forward(cublasHandle_t h, real *out, int ldo, const real *inp, const real *w, int N, int IC, int OC) {
+    gemm(h, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, (real)1, w, IC, inp, IC, (real)0, out, ldo);
+}
+
+template <typename real>
+void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw, const real *dout,
+                     int ldd, const real *inp, const real *w, int N, int IC, int OC) {
+    if (dinp) gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, (real)1, w, IC, dout, ldd, acc_dinp ? (real)1 : (real)0, dinp, IC);
+    if (dw) gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, (real)1, inp, IC, dout, ldd, acc_dw ? (real)1 : (real)0, dw, IC);
+}
+
+// ---------------------------------------------------------------------------
+// attention
+
+// One warp per query row (b, h, t). Keys s <= t are taken 32 at a time, one per
+// lane: the lane's score, then the chunk's max and sum of exponentials folded
+// into the running max m and sum l (online softmax), and the running output
+// rescaled by exp(m_old - m_new). Lane j%32 owns out[j] and lane s%32 owns
+// att[s]. The scores are kept in att and turned into weights at the end.
+template <typename real>
+__global__ void attention_forward_kernel(real *out, real *att, const real *q, int ldq, const real *k,
+                                         const real *v, int ldkv, const int *n, int B, int T, int NH,
+                                         int NKV, int HS, real scale) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)B * NH * T) return;
+    const int t = (int)(row % T), h = (int)(row / T % NH), b = (int)(row / ((size_t)T * NH));
+    const int C = NH * HS, kvo = (h / (NH / NKV)) * HS;
+    real *a = att + row * T;                                 // (T) rows are (b,h,t)
+    real *o = out + ((size_t)b * T + t) * C + h * HS;        // (HS)
+    if (t >= n[b]) {                                         // padding
+        for (int s = lane; s < T; s += WARP) a[s] = 0;
+        for (int j = lane; j < HS; j += WARP) o[j] = 0;
+        return;
+    }
+    const real *qt = q + ((size_t)b * T + t) * ldq + h * HS;
+    const real *kb = k + (size_t)b * T * ldkv + kvo;
+    const real *vb = v + (size_t)b * T * ldkv + kvo;
+    for (int j = lane; j < HS; j += WARP) o[j] = 0;
+    real m = neg_inf<real>(), l = 0;
+    for (int base = 0; base <= t; base += WARP) {
+        const int s = base + lane;
+        const bool valid = s <= t;
+        real score = neg_inf<real>();
+        if (valid) {
+            const real *ks = kb + (size_t)s * ldkv;
+            real dot = 0;
+            for (int j = 0; j < HS; j++) dot += qt[j] * ks[j];
+            score = dot * scale;
+            a[s] = score;
+        }
+        const real m_new = warp_max(m > score ? m : score);   // finite: key `base` is valid
+        const real corr = m == neg_inf<real>() ? (real)0 : r_exp(m - m_new);   // first chunk: nothing to rescale
+        const real p = valid ? r_exp(score - m_new) : (real)0;
+        l = l * corr + warp_sum(p);
+        for (int j = 0; j < HS; j++) {
+            const real pv = warp_sum(valid ? p * vb[(size_t)s * ldkv + j] : (real)0);
+            if (lane == (j & (WARP - 1))) o[j] = o[j] * corr + pv;
+        }
+        m = m_new;
+    }
+    const real inv = (real)1 / l;
+    for (int j = lane; j < HS; j += WARP) o[j] *= inv;
+    for (int s = lane; s < T; s += WARP) a[s] = s <= t ? r_exp(a[s] - m) * inv : (real)0;
+}
+
+template <typename real>
+void attention_forward(cudaStream_t st, real *out, real *att, const real *q, int ldq, const real *k,
+                       const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS) {
+    const real scale = (real)1 / std::sqrt((real)HS);
+    attention_forward_kernel<real><<<row_blocks((size_t)B * NH * T), ROW_THREADS, 0, st>>>(
+        out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS, scale);
+    KERNEL_CHECK("attention_forward_kernel");
+}
+
+// Per query row (b,h,t): datt[s] = dout.v[s]; wsum = sum_s att[s] datt[s];
+// dpre[s] = att[s] (datt[s] - wsum) scale (kept for the dk kernel); dq (+)=
+// sum_s dpre[s] k[s]. One warp per row; lanes over keys.
+template <typename real>
+__global__ void attention_backward_dq_kernel(real *dq, int lddq, real *dpre, const real *dout, const real *att,
+                                             const real *k, const real *v, int ldkv, const int *n, int B, int T,
+                                             int NH, int NKV, int HS, real scale, bool acc) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)B * NH * T) return;
+    const int t = (int)(row % T), h = (int)(row / T % NH), b = (int)(row / ((size_t)T * NH));
+    const int C = NH * HS, kvo = (h / (NH / NKV)) * HS;
+    real *dqt = dq + ((size_t)b * T + t) * lddq + h * HS;
+    if (!acc)
+        for (int j = lane; j < HS; j += WARP) dqt[j] = 0;
+    if (t >= n[b]) return;   // padded rows add nothing
+    const real *a = att + row * T, *d = dout + ((size_t)b * T + t) * C + h * HS;
+    real *dp = dpre + row * T;
+    const real *kb = k + (size_t)b * T * ldkv + kvo;
+    const real *vb = v + (size_t)b * T * ldkv + kvo;
+    real wsum = 0;
+    for (int base = 0; base <= t; base += WARP) {   // pass 1: datt (kept in dpre) and wsum
+        const int s = base + lane;
+        real w = 0;
+        if (s <= t) {
+            const real *vs = vb + (size_t)s * ldkv;
+            real datt = 0;
+            for (int j = 0; j < HS; j++) datt += d[j] * vs[j];
+            dp[s] = datt;
+            w = a[s] * datt;
+        }
+        wsum += warp_sum(w);
+    }
+    for (int base = 0; base <= t; base += WARP) {   // pass 2: dpre and dq
+        const int s = base + lane;
+        const bool valid = s <= t;
+        real g = 0;
+        if (valid) {
+            g = a[s] * (dp[s] - wsum) * scale;
+            dp[s] = g;
+        }
+        for (int j = 0; j < HS; j++) {
+            const real sum = warp_sum(valid ? g * kb[(size_t)s * ldkv + j] : (real)0);
+            if (lane == (j & (WARP - 1))) dqt[j] += sum;
+        }
+    }
+}
+
+// Per key row (b, kv head g, s): dk[s] (+)= sum_{h in g} sum_{s<=t<n} dpre[b,h,t,s] q[t,h];
+// dv[s] (+)= sum_h sum_t att[b,h,t,s] dout[t,h]. One warp per row; lanes over
+// query positions; heads in order. No atomics: each gradient row has one owner.
+template <typename real>
+__global__ void attention_backward_dkv_kernel(real *dk, real *dv, int lddkv, const real *dpre, const real *att,
+                                              const real *dout, const real *q, int ldq, const int *n, int B,
+                                              int T, int NH, int NKV, int HS, bool acc) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)B * NKV * T) return;
+    const int s = (int)(row % T), g = (int)(row / T % NKV), b = (int)(row / ((size_t)T * NKV));
+    const int C = NH * HS, group = NH / NKV, nb = n[b];
+    real *dks = dk + ((size_t)b * T + s) * lddkv + g * HS;
+    real *dvs = dv + ((size_t)b * T + s) * lddkv + g * HS;
+    if (!acc)
+        for (int j = lane; j < HS; j += WARP) dks[j] = dvs[j] = 0;
+    if (s >= nb) return;
+    for (int h = g * group; h < (g + 1) * group; h++) {
+        const size_t arow = ((size_t)b * NH + h) * T;   // row (b,h,0) of att and dpre
+        for (int base = s; base < nb; base += WARP) {
+            const int t = base + lane;
+            const bool valid = t < nb;
+            const real aw = valid ? att[(arow + t) * T + s] : (real)0;
+            const real gw = valid ? dpre[(arow + t) * T + s] : (real)0;
+            const real *dt = dout + ((size_t)b * T + (valid ? t : s)) * C + h * HS;
+            const real *qt = q + ((size_t)b * T + (valid ? t : s)) * ldq + h * HS;
+            for (int j = 0; j < HS; j++) {
+                const real sv = warp_sum(aw * dt[j]);
+                const real sk = warp_sum(gw * qt[j]);
+                if (lane == (j & (WARP - 1))) {
+                    dvs[j] += sv;
+                    dks[j] += sk;
+                }
+            }
+        }
+    }
+}
+
+template <typename real>
+void attention_backward(cudaStream_t st, real *dq, int lddq, real *dk, real *dv, int lddkv, real *dpre,
+                        const real *dout, const real *att, const real *q, int ldq, const real *k,
+                        const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
+                        bool acc) {
+    const real scale = (real)1 / std::sqrt((real)HS);
+    attention_backward_dq_kernel<real><<<row_blocks((size_t)B * NH * T), ROW_THREADS, 0, st>>>(
+        dq, lddq, dpre, dout, att, k, v, ldkv, n, B, T, NH, NKV, HS, scale, acc);
+    KERNEL_CHECK("attention_backward_dq_kernel");
+    attention_backward_dkv_kernel<real><<<row_blocks((size_t)B * NKV * T), ROW_THREADS, 0, st>>>(
+        dk, dv, lddkv, dpre, att, dout, q, ldq, n, B, T, NH, NKV, HS, acc);
+    KERNEL_CHECK("attention_backward_dkv_kernel");
+}
+
+// ---------------------------------------------------------------------------
+// cross-entropy: one warp per row (b,t); the exponentials are kept in dlogits
+// between the two passes, as the reference does.
+
+template <typename real>
+__global__ void crossentropy_kernel(real *dlogits, real *losses, const real *logits, const int *tokens,
+                                    const int *n, int B, int T, int V) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)B * T) return;
+    const int b = (int)(row / T), t = (int)(row % T);
+    const real *l = logits + row * V;
+    real *dl = dlogits + row * V;
+    if (t >= n[b]) {
+        for (int i = lane; i < V; i += WARP) dl[i] = 0;
+        if (lane == 0) losses[row] = 0;
+        return;
+    }
+    const int target = tokens[(size_t)b * (T + 1) + t + 1];
+    real mx = neg_inf<real>();
+    for (int i = lane; i < V; i += WARP) mx = l[i] > mx ? l[i] : mx;
+    mx = warp_max(mx);
+    real sum = 0;
+    for (int i = lane; i < V; i += WARP) {
+        const real e = r_exp(l[i] - mx);
+        dl[i] = e;
+        sum += e;
+    }
+    sum = warp_sum(sum);
+    const real inv = (real)1 / sum;
+    const real w = (real)1 / ((real)n[b] * (real)B);
+    for (int i = lane; i < V; i += WARP) dl[i] = (dl[i] * inv - (real)(i == target)) * w;
+    if (lane == 0) losses[row] = r_log(sum) - (l[target] - mx);
+}
+
+template <typename real>
+void crossentropy_forward_backward(cudaStream_t st, real *dlogits, real *losses, const real *logits,
+                                   const int *tokens, const int *n, int B, int T, int V) {
+    crossentropy_kernel<real><<<row_blocks((size_t)B * T), ROW_THREADS, 0, st>>>(dlogits, losses, logits,
+                                                                                 tokens, n, B, T, V);
+    KERNEL_CHECK("crossentropy_kernel");
+}
+
+template <typename real> double crossentropy_mean(const real *losses, const int *n, int B, int T) {
+    double loss = 0;
+    for (int b = 0; b < B; b++) {
+        double doc = 0;
+        for (int t = 0; t < n[b] && t < T; t++) doc += (double)losses[(size_t)b * T + t];
+        loss += doc / (double)n[b];
+    }
+    return loss / (double)B;
+}
+
+// ---------------------------------------------------------------------------
+// Adam
+
+AdamScalars adam_scalars(double lr_t, double beta1, double beta2, int step) {
+    AdamScalars s;
+    s.lr = lr_t;
+    s.c1 = 1.0 - std::pow(beta1, (double)(step + 1));
+    s.c2 = 1.0 - std::pow(beta2, (double)(step + 1));
+    return s;
+}
+
+template <typename real>
+__global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t count, const AdamScalars *sc,
+                            real b1, real b2, real ep) {
+    const real lr = (real)sc->lr, rc1 = (real)sc->c1, rc2 = (real)sc->c2;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+        const real gi = g[i];
+        const real mi = b1 * m[i] + ((real)1 - b1) * gi;
+        const real vi = b2 * v[i] + ((real)1 - b2) * (gi * gi);
+        m[i] = mi;
+        v[i] = vi;
+        const real m_hat = mi / rc1;
+        const real v_hat = vi / rc2;
+        p[i] -= (lr * m_hat) / (r_sqrt(v_hat) + ep);
+    }
+}
+
+template <typename real>
+void adam_update(cudaStream_t st, real *p, const real *g, real *m, real *v, size_t count, const AdamScalars *sc,
+                 double beta1, double beta2, double eps) {
+    adam_kernel<real><<<ew_blocks(count), EW_THREADS, 0, st>>>(p, g, m, v, count, sc, (real)beta1, (real)beta2,
+                                                               (real)eps);
+    KERNEL_CHECK("adam_kernel");
+}
+
+// ---------------------------------------------------------------------------
+// instantiations
+
+#define MGPT_INSTANTIATE(real)                                                                                \
+    template void encoder_forward<real>(cudaStream_t, real *, const int *, const int *, const real *,         \
+                                        const real *, int, int, int);                                        \
+    template void encoder_rmsnorm_forward<real>(cudaStream_t, real *, real *, real *, real *, real *,         \
+                                                const int *, const int *, const real *, const real *, int,   \
+                                                int, int);                                                   \
+    template void encoder_backward<real>(cudaStream_t, real *, real *, const real *, const int *, const int *, \
+                                         int, int, int, int, int, bool);                                     \
+    template void rmsnorm_forward<real>(cudaStream_t, real *, real *, const real *, int, int);                \
+    template void residual_rmsnorm_forward<real>(cudaStream_t, real *, real *, real *, const real *,          \
+                                                 const real *, int, int);                                    \
+    template void rmsnorm_backward<real>(cudaStream_t, real *, const real *, const real *, const real *, int, \
+                                         int, bool);                                                         \
+    template void residual_forward<real>(cudaStream_t, real *, const real *, const real *, size_t);           \
+    template void relu_forward<real>(cudaStream_t, real *, const real *, size_t);                             \
+    template void relu_backward<real>(cudaStream_t, real *, const real *, const real *, size_t, bool);        \
+    template void matmul_forward<real>(cublasHandle_t, real *, int, const real *, const real *, int, int, int); \
+    template void matmul_backward<real>(cublasHandle_t, real *, bool, real *, bool, const real *, int,        \
+                                        const real *, const real *, int, int, int);                          \
+    template void attention_forward<real>(cudaStream_t, real *, real *, const real *, int, const real *,      \
+                                          const real *, int, const int *, int, int, int, int, int);          \
+    template void attention_backward<real>(cudaStream_t, real *, int, real *, real *, int, real *,            \
+                                           const real *, const real *, const real *, int, const real *,      \
+                                           const real *, int, const int *, int, int, int, int, int, bool);   \
+    template void crossentropy_forward_backward<real>(cudaStream_t, real *, real *, const real *, const int *, \
+                                                      const int *, int, int, int);                           \
+    template double crossentropy_mean<real>(const real *, const int *, int, int);                            \
+    template void adam_update<real>(cudaStream_t, real *, const real *, real *, real *, size_t,               \
+                                    const AdamScalars *, double, double, double);
+
+MGPT_INSTANTIATE(double)
+MGPT_INSTANTIATE(float)
+
+}  // namespace mgpt

@@ -1,0 +1,949 @@
+// test_gpu: the CUDA backend checked against the CPU reference.
+//
+//   1. every kernel against its function in tensor_gpu/cpu/layers.c (the
+//      _f64 and _f32 builds), on fresh random inputs of several shapes (sizes
+//      that are not powers of two, T = 1, T > 32, head size > 32, ragged
+//      batches, grouped-query heads, B*T > 2048), outputs poisoned with NaN before each
+//      launch so that an element left unwritten fails; backward kernels both
+//      overwriting (poisoned) and accumulating (onto random gradients);
+//   2. the engine against the CPU engine, in lockstep over several steps;
+//   3. determinism: two engines from the same initial weights give the same
+//      bits over several steps (graph replay included), and so does an
+//      engine without CUDA graphs;
+//   4. sampling against the CPU engine, and the refusals.
+// Prints the largest error per kernel; exits 1 on any failure. Where there is
+// no usable GPU it says why and exits 0 (after checking that the engine
+// refuses with that message).
+//
+//   build/test_gpu [--seed N]
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "tensor_gpu/cuda/cuda_check.cuh"
+#include "tensor_gpu/cuda/kernels.cuh"
+
+extern "C" {
+#include "common/engine.h"
+#include "common/model.h"
+#include "common/pyrandom.h"
+#include "common/settings.h"
+#include "common/util.h"
+#include "tensor_gpu/cpu/engine_cpu.h"
+#include "tensor_gpu/layers.h"
+}
+#include "tensor_gpu/cuda/engine_cuda.h"
+
+using namespace mgpt;
+
+// ---------------------------------------------------------------------------
+// the CPU reference, by overloading on the precision
+
+#define DEFINE_REFS(R, sfx)                                                                                     \
+    static void ref_encoder_forward(R *o, const int *tok, const int *n, const R *wte, const R *wpe, int B, int T, \
+                                    int C) {                                                                   \
+        encoder_forward_##sfx(o, tok, n, wte, wpe, B, T, C);                                                   \
+    }                                                                                                          \
+    static void ref_encoder_backward(R *dwte, R *dwpe, const R *dout, const int *tok, const int *n, int B, int T, \
+                                     int C) {                                                                  \
+        encoder_backward_##sfx(dwte, dwpe, dout, tok, n, B, T, C);                                             \
+    }                                                                                                          \
+    static void ref_rmsnorm_forward(R *o, R *rstd, const R *inp, int N, int C) {                               \
+        rmsnorm_forward_##sfx(o, rstd, inp, N, C);                                                             \
+    }                                                                                                          \
+    static void ref_rmsnorm_backward(R *dinp, const R *dout, const R *inp, const R *rstd, int N, int C) {      \
+        rmsnorm_backward_##sfx(dinp, dout, inp, rstd, N, C);                                                   \
+    }                                                                                                          \
+    static void ref_matmul_forward(R *o, const R *inp, const R *w, int N, int IC, int OC) {                    \
+        matmul_forward_##sfx(o, inp, w, N, IC, OC);                                                            \
+    }                                                                                                          \
+    static void ref_matmul_backward(R *dinp, R *dw, const R *dout, const R *inp, const R *w, int N, int IC,     \
+                                    int OC) {                                                                  \
+        matmul_backward_##sfx(dinp, dw, dout, inp, w, N, IC, OC);                                              \
+    }                                                                                                          \
+    static void ref_attention_forward(R *o, R *att, const R *q, const R *k, const R *v, const int *n, int B,   \
+                                      int T, int NH, int NKV, int HS) {                                        \
+        attention_forward_##sfx(o, att, q, k, v, n, B, T, NH, NKV, HS);                                        \
+    }                                                                                                          \
+    static void ref_attention_backward(R *dq, R *dk, R *dv, const R *dout, const R *att, const R *q,          \
+                                       const R *k, const R *v, const int *n, int B, int T, int NH, int NKV,     \
+                                       int HS) {                                                               \
+        attention_backward_##sfx(dq, dk, dv, dout, att, q, k, v, n, B, T, NH, NKV, HS);                        \
+    }                                                                                                          \
+    static void ref_relu_forward(R *o, const R *inp, size_t c) { relu_forward_##sfx(o, inp, c); }              \
+    static void ref_relu_backward(R *dinp, const R *dout, const R *inp, size_t c) {                            \
+        relu_backward_##sfx(dinp, dout, inp, c);                                                               \
+    }                                                                                                          \
+    static void ref_residual_forward(R *o, const R *a, const R *b, size_t c) { residual_forward_##sfx(o, a, b, c); } \
+    static double ref_crossentropy(R *dl, R *losses, const R *logits, const int *tok, const int *n, int B,     \
+                                   int T, int V) {                                                             \
+        return crossentropy_forward_backward_##sfx(dl, losses, logits, tok, n, B, T, V);                       \
+    }                                                                                                          \
+    static void ref_adam(R *p, const R *g, R *m, R *v, size_t c, double lr, double b1, double b2, double eps,  \
+                         int step) {                                                                           \
+        adam_update_##sfx(p, g, m, v, c, lr, b1, b2, eps, step);                                               \
+    }
+
+DEFINE_REFS(double, f64)
+DEFINE_REFS(float, f32)
+
+template <typename real> const char *prec_name();
+template <> const char *prec_name<double>() { return "fp64"; }
+template <> const char *prec_name<float>() { return "fp32"; }
+
+// Largest allowed max|gpu - cpu| / max|cpu| per output tensor: the two differ
+// only in summation order (and exp/log by an ulp).
+template <typename real> double kernel_tol();
+template <> double kernel_tol<double>() { return 1e-12; }
+template <> double kernel_tol<float>() { return 1e-5; }
+
+// ---------------------------------------------------------------------------
+// bookkeeping
+
+static int g_failures = 0;
+
+struct KernelStat {
+    int checks = 0, fails = 0;
+    double max_abs = 0, max_rel = 0;
+    bool exact = true;
+};
+static std::map<std::string, KernelStat> g_stats[2];   // [0] fp64, [1] fp32
+static std::vector<std::string> g_order[2];
+
+template <typename real> int prec_index() { return sizeof(real) == sizeof(float) ? 1 : 0; }
+
+static void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void failf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("FAIL: ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    g_failures++;
+}
+
+struct Shape {
+    int B, T, C, NH, NKV, V;
+    int HS() const { return C / NH; }
+    int KV() const { return NKV * HS(); }
+    int N() const { return B * T; }
+    std::string str() const {
+        char b[128];
+        snprintf(b, sizeof b, "B=%d T=%d C=%d NH=%d NKV=%d HS=%d V=%d", B, T, C, NH, NKV, HS(), V);
+        return b;
+    }
+};
+
+// gpu against ref (both of n elements); the error relative to the largest |ref|.
+template <typename real>
+static void check(const char *kernel, const char *what, const Shape &s, const real *gpu, const real *ref, size_t n) {
+    double max_ref = 0, max_abs = 0;
+    size_t worst = 0, n_nan = 0, first_nan = 0;
+    bool exact = true;
+    for (size_t i = 0; i < n; i++) {
+        const double g = gpu[i], r = ref[i];
+        if (!std::isfinite(g) || !std::isfinite(r)) {
+            if (n_nan++ == 0) first_nan = i;
+            exact = false;
+            continue;
+        }
+        if (std::memcmp(&gpu[i], &ref[i], sizeof(real)) && g != r) exact = false;
+        if (std::fabs(r) > max_ref) max_ref = std::fabs(r);
+        const double e = std::fabs(g - r);
+        if (e > max_abs) {
+            max_abs = e;
+            worst = i;
+        }
+    }
+    const double rel = max_abs == 0 ? 0 : max_abs / (max_ref > 0 ? max_ref : 1e-300);
+    const bool ok = n_nan == 0 && rel <= kernel_tol<real>();
+    const int pi = prec_index<real>();
+    if (!g_stats[pi].count(kernel)) g_order[pi].push_back(kernel);
+    KernelStat &st = g_stats[pi][kernel];
+    st.checks++;
+    if (!ok) st.fails++;
+    if (max_abs > st.max_abs) st.max_abs = max_abs;
+    if (rel > st.max_rel) st.max_rel = rel;
+    if (!exact) st.exact = false;
+    if (n_nan)
+        failf("%s %s: %s [%s]: %zu element(s) not finite, the first [%zu] = %g (cpu %g): unwritten or NaN",
+              prec_name<real>(), kernel, what, s.str().c_str(), n_nan, first_nan, (double)gpu[first_nan],
+              (double)ref[first_nan]);
+    else if (!ok)
+        failf("%s %s: %s [%s]: max|gpu-cpu| %.3e at [%zu] (gpu %.17g, cpu %.17g), relative %.3e > %.0e",
+              prec_name<real>(), kernel, what, s.str().c_str(), max_abs, worst, (double)gpu[worst], (double)ref[worst],
+              rel, kernel_tol<real>());
+}
+
+template <typename real>
+static void check(const char *kernel, const char *what, const Shape &s, const std::vector<real> &gpu,
+                  const std::vector<real> &ref) {
+    if (gpu.size() != ref.size()) {
+        failf("%s %s: %s: sizes differ (%zu, %zu)", prec_name<real>(), kernel, what, gpu.size(), ref.size());
+        return;
+    }
+    check(kernel, what, s, gpu.data(), ref.data(), gpu.size());
+}
+
+// ---------------------------------------------------------------------------
+// random inputs and device buffers
+
+struct Rng {
+    uint64_t s;
+    explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+    uint64_t next() {   // splitmix64
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    double uniform() { return (double)(next() >> 11) * (1.0 / 9007199254740992.0); }   // [0,1)
+    int below(int n) { return (int)(next() % (uint64_t)n); }
+    double normal() {
+        double u = uniform(), v = uniform();
+        if (u < 1e-300) u = 1e-300;
+        return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
+    }
+};
+
+template <typename real> static std::vector<real> randn(Rng &r, size_t n, double scale = 1.0) {
+    std::vector<real> x(n);
+    for (auto &e : x) e = (real)(scale * r.normal());
+    return x;
+}
+
+// Ragged lengths: document 0 is the longest (T), the last (B > 1) has 1 position.
+static std::vector<int> make_lengths(Rng &r, int B, int T) {
+    std::vector<int> n((size_t)B);
+    for (int b = 0; b < B; b++) n[b] = 1 + r.below(T);
+    n[0] = T;
+    if (B > 1) n[B - 1] = 1;
+    return n;
+}
+
+// (B, T+1): tokens at t <= n[b], -1 after.
+static std::vector<int> make_tokens(Rng &r, const std::vector<int> &n, int T, int V) {
+    const int B = (int)n.size();
+    std::vector<int> tok((size_t)B * (T + 1), -1);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t <= n[b]; t++) tok[(size_t)b * (T + 1) + t] = r.below(V);
+    return tok;
+}
+
+template <typename X> struct DevBuf {
+    X *p = nullptr;
+    size_t n = 0;
+    explicit DevBuf(size_t count) : n(count) { p = static_cast<X *>(DEVICE_MALLOC((count ? count : 1) * sizeof(X), "test buffer")); }
+    explicit DevBuf(const std::vector<X> &h) : DevBuf(h.size()) { up(h); }
+    DevBuf(const DevBuf &) = delete;
+    DevBuf &operator=(const DevBuf &) = delete;
+    ~DevBuf() {
+        if (cudaFree(p) != cudaSuccess) cudaGetLastError();
+    }
+    void up(const std::vector<X> &h) {
+        if (h.size() != n) throw CudaError("test: upload of the wrong size");
+        CUDA_CHECK(cudaMemcpy(p, h.data(), n * sizeof(X), cudaMemcpyHostToDevice));
+    }
+    std::vector<X> down() const {
+        CUDA_CHECK(cudaDeviceSynchronize());
+        std::vector<X> h(n);
+        CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(X), cudaMemcpyDeviceToHost));
+        return h;
+    }
+    // all bits set: a NaN in float and in double
+    void poison() { CUDA_CHECK(cudaMemset(p, 0xff, n * sizeof(X))); }
+};
+
+static const cudaStream_t ST = 0;   // the tests launch on the default stream
+
+// ---------------------------------------------------------------------------
+// per-kernel tests
+
+template <typename real> static void test_encoder(const Shape &s, Rng &r) {
+    const int B = s.B, T = s.T, C = s.C, V = s.V, N = s.N(), Tw = T + 2;
+    const std::vector<int> n = make_lengths(r, B, T), tok = make_tokens(r, n, T, V);
+    const std::vector<real> wte = randn<real>(r, (size_t)V * C), wpe = randn<real>(r, (size_t)T * C);
+    DevBuf<int> d_n(n), d_tok(tok);
+    DevBuf<real> d_wte(wte), d_wpe(wpe);
+    DevBuf<real> d_enc((size_t)N * C), d_x0((size_t)N * C), d_r0((size_t)N), d_ln((size_t)N * C), d_lr((size_t)N);
+
+    std::vector<real> enc((size_t)N * C), x0((size_t)N * C), r0((size_t)N), ln((size_t)N * C), lr((size_t)N);
+    ref_encoder_forward(enc.data(), tok.data(), n.data(), wte.data(), wpe.data(), B, T, C);
+    ref_rmsnorm_forward(x0.data(), r0.data(), enc.data(), N, C);
+    ref_rmsnorm_forward(ln.data(), lr.data(), x0.data(), N, C);
+
+    d_enc.poison();
+    encoder_forward(ST, d_enc.p, d_tok.p, d_n.p, d_wte.p, d_wpe.p, B, T, C);
+    check("encoder_forward", "out", s, d_enc.down(), enc);
+
+    for (auto *d : {&d_enc, &d_x0, &d_ln}) d->poison();
+    d_r0.poison();
+    d_lr.poison();
+    encoder_rmsnorm_forward(ST, d_enc.p, d_x0.p, d_r0.p, d_ln.p, d_lr.p, d_tok.p, d_n.p, d_wte.p, d_wpe.p, B, T, C);
+    check("encoder_rmsnorm_forward (fused)", "enc", s, d_enc.down(), enc);
+    check("encoder_rmsnorm_forward (fused)", "x0", s, d_x0.down(), x0);
+    check("encoder_rmsnorm_forward (fused)", "rstd0", s, d_r0.down(), r0);
+    check("encoder_rmsnorm_forward (fused)", "ln", s, d_ln.down(), ln);
+    check("encoder_rmsnorm_forward (fused)", "ln_rstd", s, d_lr.down(), lr);
+
+    // backward: dwpe on the device has Tw > T rows (block_size rows in the
+    // engine); the rows past T get nothing
+    const std::vector<real> dout = randn<real>(r, (size_t)N * C);
+    DevBuf<real> d_dout(dout), d_dwte((size_t)V * C), d_dwpe((size_t)Tw * C);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<real> dwte = acc ? randn<real>(r, (size_t)V * C) : std::vector<real>((size_t)V * C, 0);
+        std::vector<real> dwpe = acc ? randn<real>(r, (size_t)Tw * C) : std::vector<real>((size_t)Tw * C, 0);
+        if (acc) {
+            d_dwte.up(dwte);
+            d_dwpe.up(dwpe);
+        } else {
+            d_dwte.poison();
+            d_dwpe.poison();
+        }
+        encoder_backward(ST, d_dwte.p, d_dwpe.p, d_dout.p, d_tok.p, d_n.p, B, T, C, V, Tw, acc != 0);
+        ref_encoder_backward(dwte.data(), dwpe.data(), dout.data(), tok.data(), n.data(), B, T, C);
+        check("encoder_backward", acc ? "dwte (+=)" : "dwte", s, d_dwte.down(), dwte);
+        check("encoder_backward", acc ? "dwpe (+=)" : "dwpe", s, d_dwpe.down(), dwpe);
+    }
+}
+
+template <typename real> static void test_rmsnorm(const Shape &s, Rng &r) {
+    const int N = s.N(), C = s.C;
+    std::vector<real> inp = randn<real>(r, (size_t)N * C);
+    for (int c = 0; c < C; c++) inp[(size_t)(N - 1) * C + c] = 0;   // a padded (zero) row
+    const std::vector<real> a = randn<real>(r, (size_t)N * C), b = randn<real>(r, (size_t)N * C);
+    DevBuf<real> d_inp(inp), d_a(a), d_b(b), d_out((size_t)N * C), d_res((size_t)N * C), d_rstd((size_t)N);
+    std::vector<real> out((size_t)N * C), rstd((size_t)N), res((size_t)N * C);
+
+    d_out.poison();
+    d_rstd.poison();
+    rmsnorm_forward(ST, d_out.p, d_rstd.p, d_inp.p, N, C);
+    ref_rmsnorm_forward(out.data(), rstd.data(), inp.data(), N, C);
+    check("rmsnorm_forward", "out", s, d_out.down(), out);
+    check("rmsnorm_forward", "rstd", s, d_rstd.down(), rstd);
+
+    d_res.poison();
+    residual_forward(ST, d_res.p, d_a.p, d_b.p, (size_t)N * C);
+    ref_residual_forward(res.data(), a.data(), b.data(), (size_t)N * C);
+    check("residual_forward", "out", s, d_res.down(), res);
+
+    d_res.poison();
+    d_out.poison();
+    d_rstd.poison();
+    residual_rmsnorm_forward(ST, d_res.p, d_out.p, d_rstd.p, d_a.p, d_b.p, N, C);
+    std::vector<real> out2((size_t)N * C), rstd2((size_t)N);
+    ref_rmsnorm_forward(out2.data(), rstd2.data(), res.data(), N, C);
+    check("residual_rmsnorm_forward (fused)", "res", s, d_res.down(), res);
+    check("residual_rmsnorm_forward (fused)", "out", s, d_out.down(), out2);
+    check("residual_rmsnorm_forward (fused)", "rstd", s, d_rstd.down(), rstd2);
+
+    const std::vector<real> dout = randn<real>(r, (size_t)N * C);
+    DevBuf<real> d_dout(dout), d_dinp((size_t)N * C), d_rs(rstd);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<real> dinp = acc ? randn<real>(r, (size_t)N * C) : std::vector<real>((size_t)N * C, 0);
+        if (acc) d_dinp.up(dinp);
+        else d_dinp.poison();
+        rmsnorm_backward(ST, d_dinp.p, d_dout.p, d_inp.p, d_rs.p, N, C, acc != 0);
+        ref_rmsnorm_backward(dinp.data(), dout.data(), inp.data(), rstd.data(), N, C);
+        check("rmsnorm_backward", acc ? "dinp (+=)" : "dinp", s, d_dinp.down(), dinp);
+    }
+}
+
+// the first `cols` columns of each of `rows` rows of stride ld
+template <typename real> static std::vector<real> columns(const std::vector<real> &x, int rows, int ld, int cols) {
+    std::vector<real> y((size_t)rows * cols);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) y[(size_t)i * cols + j] = x[(size_t)i * ld + j];
+    return y;
+}
+
+template <typename real> static void test_matmul(const Shape &s, Rng &r, cublasHandle_t h) {
+    const int N = s.N(), C = s.C;
+    const int cases[][2] = {{C, C}, {C, 4 * C}, {4 * C, C}, {C, s.V}, {C, C + 2 * s.KV()}};
+    for (const auto &cs : cases) {
+        const int IC = cs[0], OC = cs[1], ld = OC + 3;   // ld: a wider row stride, as in the q|k|v buffer
+        const std::vector<real> inp = randn<real>(r, (size_t)N * IC), w = randn<real>(r, (size_t)OC * IC, 0.1);
+        DevBuf<real> d_inp(inp), d_w(w), d_out((size_t)N * OC), d_outw((size_t)N * ld);
+        std::vector<real> out((size_t)N * OC);
+        ref_matmul_forward(out.data(), inp.data(), w.data(), N, IC, OC);
+        d_out.poison();
+        matmul_forward(h, d_out.p, OC, d_inp.p, d_w.p, N, IC, OC);
+        check("matmul_forward (cuBLAS)", "out", s, d_out.down(), out);
+        d_outw.poison();
+        matmul_forward(h, d_outw.p, ld, d_inp.p, d_w.p, N, IC, OC);
+        check("matmul_forward (cuBLAS)", "out, row stride > OC", s, columns(d_outw.down(), N, ld, OC), out);
+
+        const std::vector<real> dout = randn<real>(r, (size_t)N * OC);
+        std::vector<real> doutw((size_t)N * ld, (real)NAN);   // dout in a wider row stride
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < OC; j++) doutw[(size_t)i * ld + j] = dout[(size_t)i * OC + j];
+        DevBuf<real> d_dout(doutw), d_dinp((size_t)N * IC), d_dw((size_t)OC * IC);
+        for (int acc = 0; acc < 2; acc++) {
+            std::vector<real> dinp = acc ? randn<real>(r, (size_t)N * IC) : std::vector<real>((size_t)N * IC, 0);
+            std::vector<real> dw = acc ? randn<real>(r, (size_t)OC * IC) : std::vector<real>((size_t)OC * IC, 0);
+            if (acc) {
+                d_dinp.up(dinp);
+                d_dw.up(dw);
+            } else {
+                d_dinp.poison();
+                d_dw.poison();
+            }
+            matmul_backward(h, d_dinp.p, acc != 0, d_dw.p, acc != 0, d_dout.p, ld, d_inp.p, d_w.p, N, IC, OC);
+            ref_matmul_backward(dinp.data(), dw.data(), dout.data(), inp.data(), w.data(), N, IC, OC);
+            check("matmul_backward (cuBLAS)", acc ? "dinp (+=)" : "dinp", s, d_dinp.down(), dinp);
+            check("matmul_backward (cuBLAS)", acc ? "dw (+=)" : "dw", s, d_dw.down(), dw);
+        }
+    }
+}
+
+template <typename real> static void test_attention(const Shape &s, Rng &r) {
+    const int B = s.B, T = s.T, C = s.C, NH = s.NH, NKV = s.NKV, HS = s.HS(), KV = s.KV(), N = s.N();
+    const int QKV = C + 2 * KV;
+    const std::vector<int> n = make_lengths(r, B, T);
+    const std::vector<real> q = randn<real>(r, (size_t)N * C), k = randn<real>(r, (size_t)N * KV),
+                            v = randn<real>(r, (size_t)N * KV);
+    std::vector<real> qkv((size_t)N * QKV);
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < C; j++) qkv[(size_t)i * QKV + j] = q[(size_t)i * C + j];
+        for (int j = 0; j < KV; j++) {
+            qkv[(size_t)i * QKV + C + j] = k[(size_t)i * KV + j];
+            qkv[(size_t)i * QKV + C + KV + j] = v[(size_t)i * KV + j];
+        }
+    }
+    const size_t natt = (size_t)B * NH * T * T;
+    DevBuf<int> d_n(n);
+    DevBuf<real> d_q(q), d_k(k), d_v(v), d_qkv(qkv), d_out((size_t)N * C), d_att(natt);
+    std::vector<real> out((size_t)N * C), att(natt);
+    ref_attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), n.data(), B, T, NH, NKV, HS);
+
+    d_out.poison();
+    d_att.poison();
+    attention_forward(ST, d_out.p, d_att.p, d_q.p, C, d_k.p, d_v.p, KV, d_n.p, B, T, NH, NKV, HS);
+    check("attention_forward", "out", s, d_out.down(), out);
+    check("attention_forward", "att", s, d_att.down(), att);
+    d_out.poison();
+    d_att.poison();
+    attention_forward(ST, d_out.p, d_att.p, d_qkv.p, QKV, d_qkv.p + C, d_qkv.p + C + KV, QKV, d_n.p, B, T, NH, NKV,
+                      HS);
+    check("attention_forward", "out (q|k|v in one buffer)", s, d_out.down(), out);
+    check("attention_forward", "att (q|k|v in one buffer)", s, d_att.down(), att);
+
+    // backward from the reference's att
+    const std::vector<real> dout = randn<real>(r, (size_t)N * C);
+    DevBuf<real> d_dout(dout), d_attr(att), d_dpre(natt);
+    DevBuf<real> d_dq((size_t)N * C), d_dk((size_t)N * KV), d_dv((size_t)N * KV), d_dqkv((size_t)N * QKV);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<real> dq = acc ? randn<real>(r, (size_t)N * C) : std::vector<real>((size_t)N * C, 0);
+        std::vector<real> dk = acc ? randn<real>(r, (size_t)N * KV) : std::vector<real>((size_t)N * KV, 0);
+        std::vector<real> dv = acc ? randn<real>(r, (size_t)N * KV) : std::vector<real>((size_t)N * KV, 0);
+        if (acc) {
+            d_dq.up(dq);
+            d_dk.up(dk);
+            d_dv.up(dv);
+        } else {
+            d_dq.poison();
+            d_dk.poison();
+            d_dv.poison();
+        }
+        d_dpre.poison();   // scratch: only what the first kernel writes may be read
+        attention_backward(ST, d_dq.p, C, d_dk.p, d_dv.p, KV, d_dpre.p, d_dout.p, d_attr.p, d_q.p, C, d_k.p, d_v.p,
+                           KV, d_n.p, B, T, NH, NKV, HS, acc != 0);
+        ref_attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), att.data(), q.data(), k.data(),
+                               v.data(), n.data(), B, T, NH, NKV, HS);
+        check("attention_backward", acc ? "dq (+=)" : "dq", s, d_dq.down(), dq);
+        check("attention_backward", acc ? "dk (+=)" : "dk", s, d_dk.down(), dk);
+        check("attention_backward", acc ? "dv (+=)" : "dv", s, d_dv.down(), dv);
+        if (!acc) {   // and in the engine's layout: q|k|v and dq|dk|dv side by side
+            d_dqkv.poison();
+            d_dpre.poison();
+            attention_backward(ST, d_dqkv.p, QKV, d_dqkv.p + C, d_dqkv.p + C + KV, QKV, d_dpre.p, d_dout.p, d_attr.p,
+                               d_qkv.p, QKV, d_qkv.p + C, d_qkv.p + C + KV, QKV, d_n.p, B, T, NH, NKV, HS, false);
+            const std::vector<real> g = d_dqkv.down();
+            std::vector<real> gq((size_t)N * C), gk((size_t)N * KV), gv((size_t)N * KV);
+            for (int i = 0; i < N; i++) {
+                for (int j = 0; j < C; j++) gq[(size_t)i * C + j] = g[(size_t)i * QKV + j];
+                for (int j = 0; j < KV; j++) {
+                    gk[(size_t)i * KV + j] = g[(size_t)i * QKV + C + j];
+                    gv[(size_t)i * KV + j] = g[(size_t)i * QKV + C + KV + j];
+                }
+            }
+            check("attention_backward", "dq (q|k|v in one buffer)", s, gq, dq);
+            check("attention_backward", "dk (q|k|v in one buffer)", s, gk, dk);
+            check("attention_backward", "dv (q|k|v in one buffer)", s, gv, dv);
+        }
+    }
+}
+
+template <typename real> static void test_relu(const Shape &s, Rng &r) {
+    const size_t count = (size_t)s.N() * 4 * s.C;
+    std::vector<real> inp = randn<real>(r, count);
+    for (size_t i = 0; i < count; i += 7) inp[i] = 0;   // relu'(0) = 0
+    const std::vector<real> dout = randn<real>(r, count);
+    DevBuf<real> d_inp(inp), d_dout(dout), d_out(count), d_dinp(count);
+    std::vector<real> out(count);
+    d_out.poison();
+    relu_forward(ST, d_out.p, d_inp.p, count);
+    ref_relu_forward(out.data(), inp.data(), count);
+    check("relu_forward", "out", s, d_out.down(), out);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<real> dinp = acc ? randn<real>(r, count) : std::vector<real>(count, 0);
+        if (acc) d_dinp.up(dinp);
+        else d_dinp.poison();
+        relu_backward(ST, d_dinp.p, d_dout.p, d_inp.p, count, acc != 0);
+        ref_relu_backward(dinp.data(), dout.data(), inp.data(), count);
+        check("relu_backward", acc ? "dinp (+=)" : "dinp", s, d_dinp.down(), dinp);
+    }
+}
+
+template <typename real> static void test_crossentropy(const Shape &s, Rng &r) {
+    const int B = s.B, T = s.T, V = s.V, N = s.N();
+    const std::vector<int> n = make_lengths(r, B, T), tok = make_tokens(r, n, T, V);
+    const std::vector<real> logits = randn<real>(r, (size_t)N * V, 3.0);
+    DevBuf<int> d_n(n), d_tok(tok);
+    DevBuf<real> d_logits(logits), d_dl((size_t)N * V), d_losses((size_t)N);
+    std::vector<real> dl((size_t)N * V), losses((size_t)N);
+    d_dl.poison();
+    d_losses.poison();
+    crossentropy_forward_backward(ST, d_dl.p, d_losses.p, d_logits.p, d_tok.p, d_n.p, B, T, V);
+    const double loss = ref_crossentropy(dl.data(), losses.data(), logits.data(), tok.data(), n.data(), B, T, V);
+    check("crossentropy_forward_backward", "dlogits", s, d_dl.down(), dl);
+    const std::vector<real> gl = d_losses.down();
+    check("crossentropy_forward_backward", "losses", s, gl, losses);
+    const real gmean = (real)crossentropy_mean(gl.data(), n.data(), B, T), rmean = (real)loss;
+    check("crossentropy_forward_backward", "mean loss", s, &gmean, &rmean, 1);
+}
+
+template <typename real> static void test_adam(const Shape &s, Rng &r) {
+    const size_t count = 1000 + 37 * (size_t)s.C;
+    const double b1 = 0.85, b2 = 0.99, eps = 1e-8;
+    std::vector<real> p = randn<real>(r, count, 0.1), m = randn<real>(r, count, 0.01), v(count);
+    for (auto &x : v) x = (real)(1e-4 * r.uniform());
+    DevBuf<real> d_p(p), d_m(m), d_v(v), d_g(count);
+    DevBuf<AdamScalars> d_sc((size_t)1);
+    for (int step : {0, 6, 999}) {
+        const std::vector<real> g = randn<real>(r, count, 0.01);
+        d_g.up(g);
+        const double lr_t = 0.01 * (1.0 - step / 1000.0);
+        d_sc.up({adam_scalars(lr_t, b1, b2, step)});
+        adam_update(ST, d_p.p, d_g.p, d_m.p, d_v.p, count, d_sc.p, b1, b2, eps);
+        ref_adam(p.data(), g.data(), m.data(), v.data(), count, lr_t, b1, b2, eps, step);
+        check("adam_update", "p", s, d_p.down(), p);
+        check("adam_update", "m", s, d_m.down(), m);
+        check("adam_update", "v", s, d_v.down(), v);
+        d_p.up(p);   // go on from the reference's state
+        d_m.up(m);
+        d_v.up(v);
+    }
+}
+
+template <typename real> static void kernel_tests(const std::vector<Shape> &shapes, Rng &r, cublasHandle_t h) {
+    for (const Shape &s : shapes) {
+        test_encoder<real>(s, r);
+        test_rmsnorm<real>(s, r);
+        test_matmul<real>(s, r, h);
+        test_attention<real>(s, r);
+        test_relu<real>(s, r);
+        test_crossentropy<real>(s, r);
+        test_adam<real>(s, r);
+    }
+    const int pi = prec_index<real>();
+    printf("\nkernels, %s, against tensor_gpu/cpu/layers.c (_%s), %zu shapes; error = max|gpu-cpu| over an output,\n"
+           "rel = that / max|cpu|, tolerance rel <= %.0e; bit-exact: every element equal\n",
+           prec_name<real>(), pi ? "f32" : "f64", shapes.size(), kernel_tol<real>());
+    printf("  %-34s %6s %12s %12s %9s  %s\n", "kernel", "checks", "max error", "max rel", "bit-exact", "result");
+    for (const std::string &k : g_order[pi]) {
+        const KernelStat &st = g_stats[pi][k];
+        printf("  %-34s %6d %12.3e %12.3e %9s  %s\n", k.c_str(), st.checks, st.max_abs, st.max_rel,
+               st.exact ? "yes" : "no", st.fails ? "FAIL" : "PASS");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// engine tests
+
+struct Model {
+    Settings s;
+    ParamLayout L;
+    std::vector<double> init;
+    int max_batch;
+    Model(int V, int C, int NH, int NKV, int nl, int T, int maxB, uint64_t seed) : max_batch(maxB) {
+        settings_defaults(&s);
+        s.steps = 1000;
+        ModelShape m;
+        m.vocab_size = V;
+        m.n_embd = C;
+        m.n_head = NH;
+        m.n_kv_head = NKV;
+        m.head_dim = C / NH;
+        m.n_layer = nl;
+        m.block_size = T;
+        layout_init(&L, &m);
+        init.resize(L.n_params);
+        PyRandom r;
+        pyrandom_seed(&r, seed);
+        params_init(&L, &r, 0.08, init.data());
+    }
+    ~Model() { layout_free(&L); }
+    EngineConfig cfg(Precision p) const {
+        EngineConfig c;
+        memset(&c, 0, sizeof c);
+        c.s = &s;
+        c.L = &L;
+        c.precision = p;
+        c.fault = FAULT_NONE;
+        c.max_batch = max_batch;
+        return c;
+    }
+    const ModelShape &shape() const { return L.shape; }
+};
+
+// A batch of B documents of which the longest has T positions.
+struct HostBatch {
+    std::vector<int> n, tokens, doc;
+    Batch b;
+    HostBatch(Rng &r, int B, int T, int V) {
+        n = make_lengths(r, B, T);
+        tokens = make_tokens(r, n, T, V);
+        doc.resize((size_t)B);
+        for (int i = 0; i < B; i++) doc[i] = i;
+        b.B = B;
+        b.T = T;
+        b.n = n.data();
+        b.tokens = tokens.data();
+        b.doc = doc.data();
+    }
+};
+
+struct Tol {
+    double atol, rtol;
+};
+
+// |a-b| <= atol + rtol*|b| elementwise (b the CPU engine's); NaN must match NaN.
+static bool close(const char *what, int step, const double *a, const double *b, size_t n, Tol t, double *worst) {
+    size_t bad = 0, first = 0;
+    double mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (std::isnan(b[i]) && std::isnan(a[i])) continue;
+        const double d = std::fabs(a[i] - b[i]);
+        if (d > mx) mx = d;
+        if (!(d <= t.atol + t.rtol * std::fabs(b[i])) && bad++ == 0) first = i;
+    }
+    if (worst && mx > *worst) *worst = mx;
+    if (bad)
+        failf("engine vs cpu, step %d: %s: %zu of %zu element(s) out of tolerance, the first [%zu]: cuda %.17g, "
+              "cpu %.17g", step, what, bad, n, first, a[first], b[first]);
+    return bad == 0;
+}
+
+struct Step {
+    int B, T;
+};
+
+static Engine *make_cuda(const Model &mdl, Precision p) {
+    const EngineConfig c = mdl.cfg(p);
+    char err[512] = "";
+    Engine *e = cuda_engine_create(&c, mdl.init.data(), err, sizeof err);
+    if (!e) failf("cuda_engine_create (%s): %s", p == PREC_FP64 ? "fp64" : "fp32", err);
+    return e;
+}
+
+// The reference's Adam (layers.c) in precision p on (par, m, v) with the
+// gradients g, all held as double.
+static void ref_adam_step(Precision p, const Settings &s, int step, std::vector<double> &par, const std::vector<double> &g,
+                          std::vector<double> &m, std::vector<double> &v) {
+    const size_t n = par.size();
+    const double lr = lr_at(s.lr, step, s.steps);
+    if (p == PREC_FP64) {
+        adam_update_f64(par.data(), g.data(), m.data(), v.data(), n, lr, s.beta1, s.beta2, s.eps, step);
+        return;
+    }
+    std::vector<float> pf(n), gf(n), mf(n), vf(n);
+    for (size_t i = 0; i < n; i++) {
+        pf[i] = (float)par[i];
+        gf[i] = (float)g[i];
+        mf[i] = (float)m[i];
+        vf[i] = (float)v[i];
+    }
+    adam_update_f32(pf.data(), gf.data(), mf.data(), vf.data(), n, lr, s.beta1, s.beta2, s.eps, step);
+    for (size_t i = 0; i < n; i++) {
+        par[i] = pf[i];
+        m[i] = mf[i];
+        v[i] = vf[i];
+    }
+}
+
+static double max_abs_diff(const std::vector<double> &a, const std::vector<double> &b) {
+    double mx = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        const double d = std::fabs(a[i] - b[i]);
+        if (!(d <= mx)) mx = d;   // NaN sticks
+    }
+    return mx;
+}
+
+// The CUDA engine in lockstep with the CPU engine: each step both start from
+// the CPU engine's state. The loss, logits (NaN at padding) and gradients are
+// compared within tolerances. The update is checked exactly: the engine's
+// parameters and moments must be the reference's Adam applied to the engine's
+// own gradients, bit for bit. (Comparing them with the CPU engine's instead
+// would mostly measure Adam's first steps amplifying a gradient difference:
+// where |g| is near eps, lr*g/(|g|+eps) moves by lr*eps*dg/(|g|+eps)^2, which
+// in fp32 reaches 1e-6 for dg ~ 1e-11. That difference is still printed.)
+static void engine_vs_cpu(Precision p, Rng &r) {
+    const bool fp64 = p == PREC_FP64;
+    const Model mdl(27, 16, 4, 2, 2, 16, 8, 42);
+    const EngineConfig c = mdl.cfg(p);
+    char err[512] = "";
+    Engine *cpu = cpu_engine_create(&c, mdl.init.data(), err, sizeof err);
+    if (!cpu) {
+        failf("cpu_engine_create: %s", err);
+        return;
+    }
+    Engine *gpu = make_cuda(mdl, p);
+    if (!gpu) {
+        cpu->ops->destroy(cpu);
+        return;
+    }
+    const ModelShape &m = mdl.shape();
+    const size_t P = mdl.L.n_params, V = (size_t)m.vocab_size, H = 4 * (size_t)m.n_embd;
+    const Tol t_loss = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-6, 1e-5}, t_logit = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-5, 1e-5},
+              t_grad = fp64 ? Tol{1e-15, 1e-11} : Tol{1e-6, 1e-4};
+    const double margin = fp64 ? 1e-12 : 1e-6;   // a ReLU input this close to 0 may flip
+    const std::vector<Step> sched = {{8, 16}, {3, 5}, {1, 1}, {8, 16}, {5, 16}, {2, 9}, {8, 16}, {1, 16}};
+    std::vector<double> la((size_t)8 * 16 * V), lb(la.size()), ga(P), gb(P), pa(P), pb(P), ma(P), mb(P), va(P), vb(P);
+    std::vector<double> relu((size_t)m.n_layer * 8 * 16 * H);
+    // the state the CUDA engine starts the step from
+    std::vector<double> p0(mdl.init), m0(P, 0.0), v0(P, 0.0);
+    double worst[5] = {0, 0, 0, 0, 0};
+    int skipped = 0, failed_steps = 0;
+    for (size_t k = 0; k < sched.size(); k++) {
+        HostBatch hb(r, sched[k].B, sched[k].T, m.vocab_size);
+        const Batch *b = &hb.b;
+        const int step = (int)k;
+        const double l_cpu = cpu->ops->step(cpu, b, step), l_gpu = gpu->ops->step(gpu, b, step);
+        const int before = g_failures;
+        close("loss", step + 1, &l_gpu, &l_cpu, 1, t_loss, &worst[0]);
+        cpu->ops->get_logits(cpu, lb.data());
+        gpu->ops->get_logits(gpu, la.data());
+        close("logits", step + 1, la.data(), lb.data(), (size_t)b->B * b->T * V, t_logit, &worst[1]);
+        gpu->ops->get_relu_inputs(gpu, relu.data());
+        bool near_zero = false;
+        for (int l = 0; l < m.n_layer; l++)
+            for (int d = 0; d < b->B; d++)
+                for (int tt = 0; tt < b->T; tt++)
+                    for (size_t j = 0; j < H; j++) {
+                        const double x = relu[(((size_t)l * b->B + d) * b->T + tt) * H + j];
+                        if (tt >= b->n[d]) {
+                            if (!std::isnan(x)) failf("get_relu_inputs: not NaN at a padded position");
+                        } else if (std::fabs(x) < margin) {
+                            near_zero = true;
+                        }
+                    }
+        cpu->ops->get_grads(cpu, gb.data());
+        gpu->ops->get_grads(gpu, ga.data());
+        if (near_zero) {   // the two engines may disagree on that gate: a whole term of gradient
+            skipped++;
+            printf("  engine vs cpu %s step %d: a ReLU input within %.0e of 0: gradients not compared\n",
+                   fp64 ? "fp64" : "fp32", step + 1, margin);
+        } else {
+            close("grads", step + 1, ga.data(), gb.data(), P, t_grad, &worst[2]);
+        }
+        // the update: the reference's Adam on the engine's own gradients, exactly
+        ref_adam_step(p, mdl.s, step, p0, ga, m0, v0);
+        gpu->ops->get_params(gpu, pa.data());
+        gpu->ops->get_moments(gpu, ma.data(), va.data());
+        const double dp = max_abs_diff(pa, p0), dm = max_abs_diff(ma, m0), dv = max_abs_diff(va, v0);
+        if (dp != 0 || dm != 0 || dv != 0)
+            failf("engine vs cpu, step %d: the update differs from the reference's Adam on the engine's gradients "
+                  "(max |diff| params %.3e, m %.3e, v %.3e)", step + 1, dp, dm, dv);
+        cpu->ops->get_params(cpu, pb.data());
+        cpu->ops->get_moments(cpu, mb.data(), vb.data());
+        const double dpc = max_abs_diff(pa, pb);
+        if (dpc > worst[3]) worst[3] = dpc;
+        if (g_failures != before) failed_steps++;
+        // lockstep: go on from the CPU engine's state
+        gpu->ops->set_state(gpu, pb.data(), mb.data(), vb.data());
+        p0 = pb;
+        m0 = mb;
+        v0 = vb;
+    }
+    printf("engine vs cpu engine, %s, lockstep, %zu steps (V 27, C 16, NH 4, NKV 2, 2 layers, batches up to 8): "
+           "max |diff| loss %.2e, logits %.2e, grads %.2e%s; Adam on the engine's gradients reproduced bit for bit "
+           "(parameters vs the cpu engine's: max |diff| %.2e)%s\n",
+           fp64 ? "fp64" : "fp32", sched.size(), worst[0], worst[1], worst[2],
+           skipped ? " (ReLU-near-zero steps' gradients skipped)" : "", worst[3], failed_steps ? ": FAIL" : ": PASS");
+
+    // sampling: after the same steps, from the same state and the same draws,
+    // fp64 must produce the CPU engine's documents
+    cpu->ops->get_params(cpu, pb.data());
+    gpu->ops->set_state(gpu, pb.data(), nullptr, nullptr);
+    PyRandom ra, rb;
+    pyrandom_seed(&ra, 7);
+    pyrandom_seed(&rb, 7);
+    std::vector<int> oa((size_t)m.block_size), ob((size_t)m.block_size);
+    int same = 0, docs = 8;
+    for (int i = 0; i < docs; i++) {
+        const int na = gpu->ops->sample(gpu, &ra, 0.5, oa.data()), nb = cpu->ops->sample(cpu, &rb, 0.5, ob.data());
+        bool valid = na >= 0 && na <= m.block_size;
+        for (int j = 0; valid && j < na; j++) valid = oa[j] >= 0 && oa[j] < m.vocab_size - 1;
+        if (!valid) failf("sample (%s): an invalid document (length %d)", fp64 ? "fp64" : "fp32", na);
+        if (na == nb && !memcmp(oa.data(), ob.data(), (size_t)na * sizeof(int))) same++;
+    }
+    if (fp64 && same != docs) failf("sample (fp64): %d of %d documents differ from the CPU engine's", docs - same, docs);
+    printf("sampling, %s: %d of %d documents identical to the CPU engine's%s\n", fp64 ? "fp64" : "fp32", same, docs,
+           fp64 ? (same == docs ? ": PASS" : ": FAIL") : " (fp32 may differ; checked valid)");
+    gpu->ops->destroy(gpu);
+    cpu->ops->destroy(cpu);
+}
+
+// Everything an engine reports after a step, as raw bytes.
+static std::vector<double> snapshot(Engine *e, const Model &mdl, const Batch *b, double loss) {
+    const ModelShape &m = mdl.shape();
+    const size_t P = mdl.L.n_params;
+    const size_t nl = (size_t)b->B * b->T * m.vocab_size, nr = (size_t)m.n_layer * b->B * b->T * 4 * m.n_embd;
+    std::vector<double> s(1 + nl + nr + 4 * P);
+    s[0] = loss;
+    double *x = s.data() + 1;
+    e->ops->get_logits(e, x);
+    e->ops->get_relu_inputs(e, x + nl);
+    e->ops->get_grads(e, x + nl + nr);
+    e->ops->get_params(e, x + nl + nr + P);
+    e->ops->get_moments(e, x + nl + nr + 2 * P, x + nl + nr + 3 * P);
+    return s;
+}
+
+// Two engines from the same initial weights, and a third without CUDA
+// graphs, over the same batches: every reported value identical to the bit.
+// Shapes repeat so that graphs get captured (second sight) and replayed.
+static void determinism(Precision p, Rng &r) {
+    const bool fp64 = p == PREC_FP64;
+    const Model mdl(27, 16, 4, 2, 2, 16, 8, 1234);
+    Engine *e1 = make_cuda(mdl, p), *e2 = make_cuda(mdl, p);
+    setenv("MICROGPT_CUDA_GRAPHS", "0", 1);
+    Engine *e3 = make_cuda(mdl, p);
+    unsetenv("MICROGPT_CUDA_GRAPHS");
+    if (e1 && e2 && e3) {
+        const std::vector<Step> sched = {{8, 16}, {8, 16}, {8, 16}, {3, 7}, {8, 16}, {3, 7}, {3, 7},
+                                         {1, 1},  {1, 1},  {1, 1},  {8, 16}, {5, 12}};
+        int diff_runs = 0, diff_graphs = 0;
+        for (size_t k = 0; k < sched.size(); k++) {
+            HostBatch hb(r, sched[k].B, sched[k].T, mdl.shape().vocab_size);
+            const double l1 = e1->ops->step(e1, &hb.b, (int)k), l2 = e2->ops->step(e2, &hb.b, (int)k),
+                         l3 = e3->ops->step(e3, &hb.b, (int)k);
+            const std::vector<double> s1 = snapshot(e1, mdl, &hb.b, l1), s2 = snapshot(e2, mdl, &hb.b, l2),
+                                      s3 = snapshot(e3, mdl, &hb.b, l3);
+            if (memcmp(s1.data(), s2.data(), s1.size() * sizeof(double))) {
+                diff_runs++;
+                failf("determinism %s step %zu: two engines from the same state differ", fp64 ? "fp64" : "fp32", k + 1);
+            }
+            if (memcmp(s1.data(), s3.data(), s1.size() * sizeof(double))) {
+                diff_graphs++;
+                failf("determinism %s step %zu: the engine with CUDA graphs differs from the one without",
+                      fp64 ? "fp64" : "fp32", k + 1);
+            }
+        }
+        printf("determinism, %s, %zu steps (graphs captured and replayed): two engines %s; with vs without CUDA "
+               "graphs %s\n", fp64 ? "fp64" : "fp32", sched.size(), diff_runs ? "DIFFER: FAIL" : "bit-identical: PASS",
+               diff_graphs ? "DIFFER: FAIL" : "bit-identical: PASS");
+    }
+    for (Engine *e : {e1, e2, e3})
+        if (e) e->ops->destroy(e);
+}
+
+static void refusals() {
+    const Model mdl(27, 16, 4, 2, 1, 16, 2, 1);
+    EngineConfig c = mdl.cfg(PREC_FP64);
+    char err[512] = "";
+    c.fault = FAULT_ATTN_SCALE;
+    Engine *e = cuda_engine_create(&c, mdl.init.data(), err, sizeof err);
+    if (e || !strstr(err, "fault")) failf("a fault was not refused clearly (%s)", err);
+    if (e) e->ops->destroy(e);
+    printf("refusal of --inject-fault on cuda: \"%s\"\n", err);
+}
+
+// ---------------------------------------------------------------------------
+
+int main(int argc, char **argv) {
+    set_prog_name(argv[0]);
+    uint64_t seed = (uint64_t)time(nullptr) ^ ((uint64_t)getpid() << 16);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+            seed = strtoull(argv[++i], nullptr, 10);
+        } else {
+            fprintf(stderr, "usage: %s [--seed N]\n", argv[0]);
+            return 2;
+        }
+    }
+    char why[512];
+    if (!cuda_available(why, sizeof why)) {
+        // still check that the engine refuses with that message
+        const Model mdl(27, 16, 4, 4, 1, 16, 1, 1);
+        const EngineConfig c = mdl.cfg(PREC_FP64);
+        char err[512] = "";
+        Engine *e = cuda_engine_create(&c, mdl.init.data(), err, sizeof err);
+        if (e || !strstr(err, "no usable GPU") || !strstr(err, "BACKEND=cpu")) {
+            printf("test_gpu: FAIL: without a GPU, cuda_engine_create should refuse with the reason (got \"%s\")\n",
+                   err);
+            if (e) e->ops->destroy(e);
+            return 1;
+        }
+        printf("test_gpu: SKIP: %s\n", why);
+        return 0;
+    }
+    try {
+        int dev = 0;
+        cudaDeviceProp prop;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+        int rt = 0, drv = 0, cb = 0;
+        CUDA_CHECK(cudaRuntimeGetVersion(&rt));
+        CUDA_CHECK(cudaDriverGetVersion(&drv));
+        cublasHandle_t h;
+        CUBLAS_CHECK(cublasCreate(&h));
+        CUBLAS_CHECK(cublasGetVersion(h, &cb));
+        CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH));   // as the engine sets it up
+        CUBLAS_CHECK(cublasSetWorkspace(h, nullptr, 0));
+        printf("test_gpu: %s (compute capability %d.%d, %d SMs), CUDA runtime %d, driver %d, cuBLAS %d; seed %llu\n",
+               prop.name, prop.major, prop.minor, prop.multiProcessorCount, rt, drv, cb, (unsigned long long)seed);
+        Rng r(seed);
+
+        // B, T, C, NH, NKV, V
+        const std::vector<Shape> shapes = {
+            {1, 1, 16, 4, 4, 27},    // T = 1, one document
+            {3, 7, 12, 3, 1, 11},    // nothing a power of two; three query heads share one kv head
+            {4, 16, 16, 4, 2, 27},   // the default model with grouped-query attention
+            {2, 37, 24, 6, 3, 50},   // T > 32: keys in two chunks of a warp; V > 32
+            {5, 9, 80, 2, 1, 67},    // head size 40 > 32, C > 64
+            {8, 16, 16, 4, 4, 27},   // batch 8
+            {70, 33, 8, 2, 1, 13},   // 2310 positions: the embedding backward stages them in two chunks
+        };
+        kernel_tests<double>(shapes, r, h);
+        kernel_tests<float>(shapes, r, h);
+        CUBLAS_CHECK(cublasDestroy(h));
+        printf("\n");
+        engine_vs_cpu(PREC_FP64, r);
+        engine_vs_cpu(PREC_FP32, r);
+        determinism(PREC_FP64, r);
+        determinism(PREC_FP32, r);
+        refusals();
+        CUDA_CHECK(cudaDeviceSynchronize());
+    } catch (const std::exception &x) {
+        failf("%s", x.what());
+    }
+    if (g_failures) {
+        printf("\ntest_gpu: FAILED (%d failure(s); seed %llu)\n", g_failures, (unsigned long long)seed);
+        return 1;
+    }
+    printf("\ntest_gpu: all passed (seed %llu)\n", (unsigned long long)seed);
+    return 0;
+}
