@@ -8,7 +8,9 @@ $(BUILD)/tests/%: $(call obj,tests/%.c) $(TEST_HELPERS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ -lcriterion $(LDLIBS)
 
-# The Criterion binaries, then a short parity suite on the CPU backend.
+# The Criterion binaries, a short parity suite on the CPU backend, then the
+# GPU tests (which say why they skip where there is no GPU).
 test: $(BINS) $(TEST_BINS) data/names.txt
 	@bash tests/run.sh $(TEST_BINS)
 	@bash scripts/parity.sh --backend cpu --steps 40 --build $(BUILD) --out $(BUILD)/parity-test
+	@$(MAKE) --no-print-directory test-gpu
