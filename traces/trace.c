@@ -1,76 +1,33 @@
 #include "trace.h"
 
-#include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "common/atomic_file.h"
 #include "common/util.h"
-
-// The temporary file of the open trace, removed if the run is interrupted.
-static volatile sig_atomic_t g_have_tmp;
-static char g_tmp_path[4096];
-
-static void on_signal(int sig) {
-    if (g_have_tmp) unlink(g_tmp_path);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-// die() and exit() on an error path: the trace was never committed.
-static void on_exit_remove_tmp(void) {
-    if (g_have_tmp) unlink(g_tmp_path);
-}
 
 void trace_open(Trace *t, const char *path, const char *kind) {
     memset(t, 0, sizeof *t);
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        die(EXIT_USAGE, "--trace %s: is a directory; give a file name", path);
+    char err[256];
+    if (atomic_begin(path, err, sizeof err)) die(EXIT_USAGE, "--trace %s: %s", path, err);
     t->path = xstrdup(path);
-    size_t n = strlen(path) + 32;
-    t->tmp = xmalloc(n);
-    snprintf(t->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(t->tmp, "wb");
-    if (!f) die(EXIT_USAGE, "--trace %s: cannot create %s: %s", path, t->tmp, strerror(errno));
-    fclose(f);
-    if (strlen(t->tmp) < sizeof g_tmp_path) {
-        memcpy(g_tmp_path, t->tmp, strlen(t->tmp) + 1);
-        g_have_tmp = 1;
-        static int registered;
-        if (!registered++) atexit(on_exit_remove_tmp);
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
-        signal(SIGHUP, on_signal);
-    }
     t->root = cJSON_CreateObject();
     cJSON_AddStringToObject(t->root, "format", TRACE_FORMAT);
     cJSON_AddNumberToObject(t->root, "version", TRACE_VERSION);
     cJSON_AddStringToObject(t->root, "kind", kind);
 }
 
-static void forget_tmp(void) {
-    g_have_tmp = 0;
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGHUP, SIG_DFL);
-}
-
 static void trace_release(Trace *t) {
     cJSON_Delete(t->root);
     free(t->path);
-    free(t->tmp);
     memset(t, 0, sizeof *t);
 }
 
 void trace_abandon(Trace *t) {
-    if (!t->tmp) return;
-    unlink(t->tmp);
-    forget_tmp();
+    if (!t->path) return;
+    atomic_abandon();
     trace_release(t);
 }
 
@@ -80,23 +37,14 @@ void trace_commit(Trace *t) {
         trace_abandon(t);
         die(EXIT_MISMATCH, "trace: out of memory while serializing");
     }
-    FILE *f = fopen(t->tmp, "wb");
-    int ok = f != NULL;
-    if (ok) {
-        size_t len = strlen(text);
-        ok = fwrite(text, 1, len, f) == len && fputc('\n', f) != EOF;
-        ok = (fclose(f) == 0) && ok;
-    }
+    size_t len = strlen(text);
+    text[len] = '\n';  // replaces the NUL: the file ends with a newline
+    char err[256], path[4096];
+    snprintf(path, sizeof path, "%s", t->path);
+    int rc = atomic_commit(text, len + 1, err, sizeof err);
     free(text);
-    if (!ok || rename(t->tmp, t->path) != 0) {
-        int err = errno;
-        char path[4096];
-        snprintf(path, sizeof path, "%s", t->path);
-        trace_abandon(t);
-        die(EXIT_MISMATCH, "--trace %s: could not write the trace: %s", path, strerror(err));
-    }
-    forget_tmp();
     trace_release(t);
+    if (rc) die(EXIT_MISMATCH, "--trace %s: could not write the trace: %s", path, err);
 }
 
 cJSON *trace_number(double x) {

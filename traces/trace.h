@@ -1,7 +1,8 @@
 // Writing JSON traces (cJSON). Every tool's trace shares one envelope:
 //   {"format": "microgpt-trace", "version": 1, "kind": "train" | "compare", ...}
-// and is written to FILE.tmp.<pid> then renamed over FILE, so an interrupted
-// run never leaves a truncated FILE. docs/traces.md describes the fields.
+// and is written to a temporary file beside FILE then renamed over it
+// (common/atomic_file.h), so an interrupted run never leaves a truncated FILE.
+// docs/traces.md describes the fields.
 #ifndef TRACES_TRACE_H
 #define TRACES_TRACE_H
 
@@ -15,8 +16,7 @@
 #define TRACE_VERSION 1
 
 typedef struct {
-    char *path;     // final path
-    char *tmp;      // temporary path, created when the trace is opened
+    char *path;     // final path (the temporary file: common/atomic_file.h)
     cJSON *root;
 } Trace;
 

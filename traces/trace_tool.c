@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/atomic_file.h"
 #include "common/util.h"
 #include "traces/trace.h"
 #include "traces/trace_read.h"
@@ -1499,63 +1500,6 @@ static void svg_render(Buf *b, const Panel *panels, int np, const Axis *ax, int 
     buf_printf(b, "</svg>\n");
 }
 
-// Writing OUT atomically: OUT.tmp.XXXXXX in the same folder, renamed over
-// OUT once complete; removed on any failure, or if the run is interrupted.
-static volatile sig_atomic_t g_have_tmp;
-static char g_tmp[PATH_MAX + 16];
-
-static void on_signal(int sig) {
-    if (g_have_tmp) unlink(g_tmp);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-static void drop_tmp(void) {
-    if (g_have_tmp) unlink(g_tmp);
-    g_have_tmp = 0;
-}
-
-// Create OUT's temporary file (before anything is printed, so an unwritable
-// path is reported first); exits 2 with a message naming OUT on failure.
-static int atomic_open(const char *path) {
-    if (strlen(path) + 12 > sizeof g_tmp) die(EXIT_USAGE, "--svg %s: the path is too long", path);
-    snprintf(g_tmp, sizeof g_tmp, "%s.tmp.XXXXXX", path);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGHUP, on_signal);
-    atexit(drop_tmp);   // die() on any later error removes it too
-    int fd = mkstemp(g_tmp);
-    if (fd < 0) die(EXIT_USAGE, "--svg %s: cannot create a file there: %s", path, strerror(errno));
-    g_have_tmp = 1;
-    return fd;
-}
-
-// Write the data to the temporary file and rename it over OUT; exits 1 with
-// a message (the temporary file removed, OUT untouched) on failure.
-static void atomic_commit(int fd, const char *path, const char *data, size_t len) {
-    mode_t mask = umask(0);
-    umask(mask);
-    int err = 0;
-    if (fchmod(fd, 0666 & ~mask) != 0) err = errno;
-    size_t off = 0;
-    while (!err && off < len) {
-        ssize_t k = write(fd, data + off, len - off);
-        if (k < 0) {
-            if (errno != EINTR) err = errno;
-            continue;
-        }
-        off += (size_t)k;
-    }
-    if (!err && fsync(fd) != 0 && errno != EINVAL && errno != EROFS) err = errno;
-    if (close(fd) != 0 && !err) err = errno;
-    if (!err && rename(g_tmp, path) != 0) err = errno;
-    if (err) {
-        drop_tmp();
-        die(EXIT_MISMATCH, "--svg %s: could not write the file: %s", path, strerror(err));
-    }
-    g_have_tmp = 0;
-}
-
 static void plot_usage(FILE *f) {
     fprintf(f,
             "usage: trace plot FILE [FILE...] [--svg OUT.svg] [--width N] [--height N] [--log]\n"
@@ -1727,7 +1671,10 @@ static int cmd_plot(int argc, char **argv) {
         x1 += 1;
     }
     axis_make(&ax, x0, x1, 0, svg ? (int)(sw / 110) : (int)(tw / 12), 1);
-    int fd = svg ? atomic_open(svg) : -1;
+    // the SVG is written atomically (common/atomic_file.h); its temporary
+    // file is created before anything is printed, so a bad path comes first
+    char aerr[256];
+    if (svg && atomic_begin(svg, aerr, sizeof aerr)) die(EXIT_USAGE, "--svg %s: %s", svg, aerr);
     for (int p = 0; p < np; p++) text_panel(&panels[p], &ax, (int)tw, (int)th);
 
     int rc = 0;
@@ -1736,7 +1683,8 @@ static int cmd_plot(int argc, char **argv) {
         Buf b = {0};
         svg_render(&b, panels, np, &ax, (int)sw, (int)sh);
         if (fflush(stdout) != 0) rc = EXIT_MISMATCH;
-        atomic_commit(fd, svg, b.s, b.n);
+        if (atomic_commit(b.s, b.n, aerr, sizeof aerr))
+            die(EXIT_MISMATCH, "--svg %s: could not write the file: %s", svg, aerr);
         printf("wrote %s\n", svg);
         buf_free(&b);
     }
