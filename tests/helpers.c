@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,4 +136,33 @@ void th_run_free(ThRun *r) {
     free(r->out);
     free(r->err);
     memset(r, 0, sizeof *r);
+}
+
+ThRun th_tool_argv(const char *tool, const char *const *args) {
+    static char exe[PATH_MAX + 64];
+    snprintf(exe, sizeof exe, "%s/%.60s", th_build_dir(), tool);
+    if (access(exe, X_OK) != 0) cr_assert_fail("%s is missing: build it first (make %s)", exe, exe);
+    char *argv[64];
+    int n = 0;
+    argv[n++] = exe;
+    for (; *args; args++) {
+        cr_assert_lt(n, 63, "too many arguments");
+        argv[n++] = (char *)*args;
+    }
+    argv[n] = NULL;
+    return th_run(argv);
+}
+
+ThRun th_tool(const char *tool, ...) {
+    const char *args[64];
+    int n = 0;
+    va_list ap;
+    va_start(ap, tool);
+    for (const char *a = va_arg(ap, const char *); a; a = va_arg(ap, const char *)) {
+        cr_assert_lt(n, 63, "too many arguments");
+        args[n++] = a;
+    }
+    va_end(ap);
+    args[n] = NULL;
+    return th_tool_argv(tool, args);
 }

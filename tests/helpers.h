@@ -28,6 +28,10 @@ typedef struct {
 
 // Run argv[0] (a path) with argv, capturing output. argv is NULL-terminated.
 ThRun th_run(char *const argv[]);
+// Run one of the project's tools, <build dir>/<tool>, with the arguments
+// args[] (NULL-terminated), or with a NULL-terminated argument list.
+ThRun th_tool_argv(const char *tool, const char *const *args);
+ThRun th_tool(const char *tool, ...);
 void th_run_free(ThRun *r);
 
 #endif

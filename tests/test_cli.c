@@ -19,18 +19,7 @@ static const char *exe(void) {
     return p;
 }
 
-// Run microgpt with NULL-terminated extra arguments.
-static ThRun run(const char *first, ...) {
-    char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)exe();
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a; a = va_arg(ap, const char *)) argv[n++] = (char *)a;
-    va_end(ap);
-    argv[n] = NULL;
-    return th_run(argv);
-}
+#define run(...) th_tool("microgpt", __VA_ARGS__)
 
 static void expect_refused(int code, const char *needle, ThRun r, const char *what) {
     cr_expect_eq(r.status, code, "%s: exit %d, want %d (stderr: %s)", what, r.status, code, r.err);

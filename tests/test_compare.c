@@ -10,23 +10,9 @@
 
 #include "helpers.h"
 
-static ThRun compare(const char *first, ...) {
-    static char exe[4200];
-    snprintf(exe, sizeof exe, "%s/compare", th_build_dir());
-    char *argv[48];
-    int n = 0;
-    argv[n++] = exe;
-    argv[n++] = "--data";
-    argv[n++] = (char *)th_names_path();
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a; a = va_arg(ap, const char *)) argv[n++] = (char *)a;
-    va_end(ap);
-    argv[n] = NULL;
-    return th_run(argv);
-}
+// build/compare on data/names.txt with the given flags
+#define COMPARE(...) th_tool("compare", "--data", th_names_path(), __VA_ARGS__, NULL)
 
-#define COMPARE(...) compare(__VA_ARGS__, NULL)
 
 static void expect_pass(ThRun r, const char *what) {
     cr_expect_eq(r.status, 0, "%s: exit %d\n%s%s", what, r.status, r.out, r.err);

@@ -1,6 +1,7 @@
 // build/trace (inspect, diff, plot) run as a subprocess on small synthetic
 // traces written with the trace writer, and the writer's exact numbers.
 #include <criterion/criterion.h>
+#include "helpers.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -66,41 +67,6 @@ static const char *in_dir(const char *name) {
     return p;
 }
 
-static const char *tool_path(void) {
-    static char path[PATH_MAX];
-    if (!path[0]) {
-        char exe[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        cr_assert(n > 0, "cannot read /proc/self/exe");
-        exe[n] = '\0';
-        // <build>/tests/test_trace_tool -> <build>/trace
-        snprintf(path, sizeof path, "%s/trace", dirname(dirname(exe)));
-    }
-    cr_assert(access(path, X_OK) == 0, "%s is missing: build it first (make %s)", path, path);
-    return path;
-}
-
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    cr_assert(f, "cannot open %s: %s", path, strerror(errno));
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap + 1);
-    cr_assert(b);
-    size_t got;
-    while ((got = fread(b + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            cap *= 2;
-            b = realloc(b, cap + 1);
-            cr_assert(b);
-        }
-    }
-    fclose(f);
-    b[n] = '\0';
-    if (len) *len = n;
-    return b;
-}
-
 static void write_text(const char *path, const char *text, size_t n) {
     FILE *f = fopen(path, "wb");
     cr_assert(f, "cannot create %s", path);
@@ -108,64 +74,9 @@ static void write_text(const char *path, const char *text, size_t n) {
     cr_assert_eq(fclose(f), 0);
 }
 
-typedef struct {
-    int code;        // exit status, or 128 + signal
-    char *out, *err;
-} Run;
-
-static void run_free(Run *r) {
-    free(r->out);
-    free(r->err);
-}
-
-// Run build/trace with the arguments args[] (NULL-terminated).
-static Run run_argv(const char *const *args) {
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = tool_path();
-    for (; *args; args++) {
-        cr_assert(n < 31);
-        argv[n++] = *args;
-    }
-    argv[n] = NULL;
-    char out[PATH_MAX], err[PATH_MAX];
-    snprintf(out, sizeof out, "%s/stdout", g_io);
-    snprintf(err, sizeof err, "%s/stderr", g_io);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fo < 0 || fe < 0) _exit(127);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    cr_assert(waitpid(pid, &st, 0) == pid);
-    Run r;
-    r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.out = slurp(out, NULL);
-    r.err = slurp(err, NULL);
-    return r;
-}
-
-// Run build/trace with the given arguments (NULL-terminated).
-static Run run_tool(const char *arg0, ...) {
-    const char *args[32];
-    int n = 0;
-    va_list ap;
-    va_start(ap, arg0);
-    for (const char *a = arg0; a; a = va_arg(ap, const char *)) {
-        cr_assert(n < 31);
-        args[n++] = a;
-    }
-    va_end(ap);
-    args[n] = NULL;
-    return run_argv(args);
-}
+// Run build/trace (tests/helpers.c).
+#define run_argv(args) th_tool_argv("trace", (args))
+#define run_tool(...) th_tool("trace", __VA_ARGS__)
 
 static int count_char(const char *s, char c) {
     int n = 0;
@@ -360,14 +271,14 @@ Test(trace_tool, diff_identical_traces_exit_0) {
     TrainSpec t;
     train_spec(&t, 40);
     const char *a = write_train("a.json", &t), *b = write_train("b.json", &t);
-    Run r = run_tool("diff", a, b, NULL);
-    cr_assert_eq(r.code, 0, "exit %d\n%s%s", r.code, r.out, r.err);
+    ThRun r = run_tool("diff", a, b, NULL);
+    cr_assert_eq(r.status, 0, "exit %d\n%s%s", r.status, r.out, r.err);
     cr_assert(strstr(r.out, "loss: bit-identical over 40 steps"), "%s", r.out);
     cr_assert(strstr(r.out, "settings: equal"), "%s", r.out);
     cr_assert(strstr(r.out, "samples: identical (3)"), "%s", r.out);
     cr_assert(strstr(r.out, "result: the same"), "%s", r.out);
     cr_assert_str_empty(r.err);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, diff_last_bit_of_one_loss) {
@@ -377,8 +288,8 @@ Test(trace_tool, diff_last_bit_of_one_loss) {
     double before = t.loss[36];
     t.loss[36] = nextafter(t.loss[36], INFINITY);
     const char *b = write_train("b.json", &t);
-    Run r = run_tool("diff", a, b, NULL);
-    cr_assert_eq(r.code, 1, "exit %d\n%s%s", r.code, r.out, r.err);
+    ThRun r = run_tool("diff", a, b, NULL);
+    cr_assert_eq(r.status, 1, "exit %d\n%s%s", r.status, r.out, r.err);
     char want[200];
     snprintf(want, sizeof want, "first difference at step 37: A = %.17g, B = %.17g", before, t.loss[36]);
     cr_assert(strstr(r.out, want), "expected '%s' in:\n%s", want, r.out);
@@ -387,13 +298,13 @@ Test(trace_tool, diff_last_bit_of_one_loss) {
     cr_assert(strstr(r.out, "largest absolute difference"), "%s", r.out);
     cr_assert(strstr(r.out, "settings: equal"), "%s", r.out);
     cr_assert(strstr(r.out, "result: the traces differ (loss)"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
     // Reversed, the same step and the same distance.
     r = run_tool("diff", b, a, NULL);
-    cr_assert_eq(r.code, 1);
+    cr_assert_eq(r.status, 1);
     cr_assert(strstr(r.out, "first difference at step 37"), "%s", r.out);
     cr_assert(strstr(r.out, "1 ulp)"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, diff_ulps_across_zero_and_largest_difference) {
@@ -404,13 +315,13 @@ Test(trace_tool, diff_ulps_across_zero_and_largest_difference) {
     t.loss[2] = DBL_TRUE_MIN;      // 2 ulps away: -min, -0/+0, +min
     t.loss[8] += 0.25;             // the largest absolute difference
     const char *b = write_train("b.json", &t);
-    Run r = run_tool("diff", a, b, NULL);
-    cr_assert_eq(r.code, 1);
+    ThRun r = run_tool("diff", a, b, NULL);
+    cr_assert_eq(r.status, 1);
     cr_assert(strstr(r.out, "first difference at step 3:"), "%s", r.out);
     cr_assert(strstr(r.out, "2 ulps)"), "%s", r.out);
     cr_assert(strstr(r.out, "largest absolute difference 0.25 at step 9"), "%s", r.out);
     cr_assert(strstr(r.out, "loss: 2 of 10 steps differ"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, diff_tolerance) {
@@ -419,18 +330,18 @@ Test(trace_tool, diff_tolerance) {
     const char *a = write_train("a.json", &t);
     t.loss[9] *= 1 + 1e-12;
     const char *b = write_train("b.json", &t);
-    Run r = run_tool("diff", a, b, "--tolerance", "1e-9", NULL);
-    cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+    ThRun r = run_tool("diff", a, b, "--tolerance", "1e-9", NULL);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_assert(strstr(r.out, "all within the relative tolerance"), "%s", r.out);
     cr_assert(strstr(r.out, "first difference at step 10"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
     r = run_tool("diff", "--tolerance=1e-15", a, b, NULL);
-    cr_assert_eq(r.code, 1, "%s%s", r.out, r.err);
+    cr_assert_eq(r.status, 1, "%s%s", r.out, r.err);
     cr_assert(strstr(r.out, "beyond the relative tolerance"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
     r = run_tool("diff", a, b, NULL);
-    cr_assert_eq(r.code, 1);
-    run_free(&r);
+    cr_assert_eq(r.status, 1);
+    th_run_free(&r);
 }
 
 Test(trace_tool, diff_reports_settings) {
@@ -439,15 +350,15 @@ Test(trace_tool, diff_reports_settings) {
     const char *a = write_train("a.json", &t);
     t.lr = 0.02;
     const char *b = write_train("b.json", &t);
-    Run r = run_tool("diff", a, b, NULL);
-    cr_assert_eq(r.code, 1);
+    ThRun r = run_tool("diff", a, b, NULL);
+    cr_assert_eq(r.status, 1);
     cr_assert(strstr(r.out, "settings: 1 difference"), "%s", r.out);
     cr_assert(strstr(r.out, "settings.lr: A = 0.01, B = 0.02"), "%s", r.out);
     // The per-step learning rates follow the setting.
     cr_assert(strstr(r.out, "lr: 12 of 12 steps differ"), "%s", r.out);
     cr_assert(strstr(r.out, "loss: bit-identical"), "%s", r.out);
     cr_assert(strstr(r.out, "result: the traces differ (settings, lr)"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, diff_dataset_and_samples) {
@@ -457,21 +368,21 @@ Test(trace_tool, diff_dataset_and_samples) {
     // Only the path differs: shown, not counted.
     t.data_path = "elsewhere/names.txt";
     const char *b = write_train("b.json", &t);
-    Run r = run_tool("diff", a, b, NULL);
-    cr_assert_eq(r.code, 0, "%s", r.out);
+    ThRun r = run_tool("diff", a, b, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.out);
     cr_assert(strstr(r.out, "dataset.path: A = \"data/names.txt\", B = \"elsewhere/names.txt\" (not counted)"),
               "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
     // Other documents with the same characters: sha256, bytes, ... differ.
     t.text = "emma\nolivia\nava\nisabella\nbella\n";
     t.samples[1] = "elle";
     const char *c = write_train("c.json", &t);
     r = run_tool("diff", a, c, NULL);
-    cr_assert_eq(r.code, 1);
+    cr_assert_eq(r.status, 1);
     cr_assert(strstr(r.out, "dataset.sha256"), "%s", r.out);
     cr_assert(strstr(r.out, "sample 2: A \"ella\", B \"elle\""), "%s", r.out);
     cr_assert(strstr(r.out, "result: the traces differ (dataset, samples)"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, diff_different_lengths) {
@@ -480,10 +391,10 @@ Test(trace_tool, diff_different_lengths) {
     const char *a = write_train("a.json", &t);
     t.n_steps = 9;
     const char *b = write_train("b.json", &t);
-    Run r = run_tool("diff", a, b, NULL);
-    cr_assert_eq(r.code, 1);
+    ThRun r = run_tool("diff", a, b, NULL);
+    cr_assert_eq(r.status, 1);
     cr_assert(strstr(r.out, "steps: A has 10, B has 9"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, diff_compare_traces_per_engine) {
@@ -492,19 +403,19 @@ Test(trace_tool, diff_compare_traces_per_engine) {
     const char *a = write_compare("a.json", &c);
     c.loss[1][4] += 1e-13;
     const char *b = write_compare("b.json", &c);
-    Run r = run_tool("diff", a, b, NULL);
-    cr_assert_eq(r.code, 1, "%s%s", r.out, r.err);
+    ThRun r = run_tool("diff", a, b, NULL);
+    cr_assert_eq(r.status, 1, "%s%s", r.out, r.err);
     cr_assert(strstr(r.out, "loss of scalar (reference): bit-identical over 12 steps"), "%s", r.out);
     cr_assert(strstr(r.out, "loss of cpu (candidate): 1 of 12 steps differ"), "%s", r.out);
     cr_assert(strstr(r.out, "first difference at step 5"), "%s", r.out);
     cr_assert(strstr(r.out, "verdict: both fail"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
     c.fail_step = 0;
     const char *p = write_compare("pass.json", &c);
     r = run_tool("diff", b, p, NULL);
-    cr_assert_eq(r.code, 1);
+    cr_assert_eq(r.status, 1);
     cr_assert(strstr(r.out, "verdict: A = fail, B = pass"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, diff_refuses_different_kinds) {
@@ -513,12 +424,12 @@ Test(trace_tool, diff_refuses_different_kinds) {
     CompareSpec c;
     compare_spec(&c, 5);
     const char *a = write_train("a.json", &t), *b = write_compare("b.json", &c);
-    Run r = run_tool("diff", a, b, NULL);
-    cr_assert_eq(r.code, 2);
+    ThRun r = run_tool("diff", a, b, NULL);
+    cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, b) && strstr(r.err, "compare trace"), "%s", r.err);
     cr_assert_eq(count_char(r.err, '\n'), 1, "%s", r.err);
     cr_assert_str_empty(r.out);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 // ---------------------------------------------------------------------------
@@ -529,8 +440,8 @@ Test(trace_tool, inspect_train_text) {
     train_spec(&t, 30);
     t.loss[16] = 1.25;   // the minimum, at step 17
     const char *a = write_train("a.json", &t);
-    Run r = run_tool("inspect", a, NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    ThRun r = run_tool("inspect", a, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     cr_assert(strstr(r.out, "kind \"train\""), "%s", r.out);
     cr_assert(strstr(r.out, "version 1"), "%s", r.out);
     cr_assert(strstr(r.out, "steps: 30"), "%s", r.out);
@@ -546,7 +457,7 @@ Test(trace_tool, inspect_train_text) {
     cr_assert(strstr(r.out, "mean of the first 30 steps"), "%s", r.out);
     cr_assert(strstr(r.out, "\"mia\", \"ella\", \"zoe\""), "%s", r.out);
     cr_assert(strstr(r.out, "median"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 static const cJSON *get(const cJSON *o, const char *name) {
@@ -563,8 +474,8 @@ Test(trace_tool, inspect_train_json) {
     t.loss[120] = 0.125;   // the minimum, step 121
     t.loss[3] = 9.5;       // the maximum, step 4
     const char *a = write_train("a.json", &t);
-    Run r = run_tool("inspect", "--json", a, NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    ThRun r = run_tool("inspect", "--json", a, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     cJSON *j = cJSON_Parse(r.out);
     cr_assert(j, "not JSON:\n%s", r.out);
     cr_assert_str_eq(get(j, "kind")->valuestring, "train");
@@ -589,7 +500,7 @@ Test(trace_tool, inspect_train_json) {
     cr_assert_eq(cJSON_GetArraySize(get(j, "samples")), 3);
     cr_assert_str_eq(get(get(j, "dataset"), "path")->valuestring, "data/names.txt");
     cJSON_Delete(j);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, inspect_time_per_step) {
@@ -598,8 +509,8 @@ Test(trace_tool, inspect_time_per_step) {
     const double ms[5] = {5, 1, 4, 2, 30};   // sorted 1 2 4 5 30: median 4, mean 8.4
     for (int i = 0; i < 5; i++) t.time_s[i] = ms[i] / 1000;
     const char *a = write_train("a.json", &t);
-    Run r = run_tool("inspect", "--json", a, NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    ThRun r = run_tool("inspect", "--json", a, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     cJSON *j = cJSON_Parse(r.out);
     cr_assert(j);
     const cJSON *time = cJSON_GetArrayItem(get(j, "time_per_step_s"), 0);
@@ -609,18 +520,18 @@ Test(trace_tool, inspect_time_per_step) {
     cr_assert(same_bits(get(time, "mean")->valuedouble, sum / 5));
     cr_assert_eq(get(time, "steps")->valueint, 5);
     cJSON_Delete(j);
-    run_free(&r);
+    th_run_free(&r);
     r = run_tool("inspect", a, NULL);
     cr_assert(strstr(r.out, "time per step: mean 8.4 ms, median 4 ms"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, inspect_compare_text) {
     CompareSpec c;
     compare_spec(&c, 12);
     const char *a = write_compare("c.json", &c);
-    Run r = run_tool("inspect", a, NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    ThRun r = run_tool("inspect", a, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     cr_assert(strstr(r.out, "kind \"compare\""), "%s", r.out);
     cr_assert(strstr(r.out, "engines: scalar (fp64, reference), cpu (fp64, candidate)"), "%s", r.out);
     cr_assert(strstr(r.out, "verdict: fail (1 of 12 steps not ok)"), "%s", r.out);
@@ -640,15 +551,15 @@ Test(trace_tool, inspect_compare_text) {
     snprintf(line, sizeof line, "%.*s", (int)(strchr(row, '\n') - row), row);
     cr_assert(strstr(line, " 1.2e-15 ") && strstr(line, " 12 "), "%s", line);
     cr_assert(strstr(r.out, "  params   wte "), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, inspect_compare_json) {
     CompareSpec c;
     compare_spec(&c, 9);
     const char *a = write_compare("c.json", &c);
-    Run r = run_tool("inspect", a, "--json", NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    ThRun r = run_tool("inspect", a, "--json", NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     cJSON *j = cJSON_Parse(r.out);
     cr_assert(j, "%s", r.out);
     cr_assert_str_eq(get(j, "verdict")->valuestring, "fail");
@@ -669,7 +580,7 @@ Test(trace_tool, inspect_compare_json) {
     cr_assert(found, "%s", r.out);
     cr_assert_eq(cJSON_GetArraySize(get(j, "loss")), 2);
     cJSON_Delete(j);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, inspect_json_numbers_are_exact) {
@@ -687,8 +598,8 @@ Test(trace_tool, inspect_json_numbers_are_exact) {
     }
     t.loss[40] = DBL_TRUE_MIN * 3;   // subnormal: the smallest
     const char *a = write_train("a.json", &t);
-    Run r = run_tool("inspect", "--json", a, NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    ThRun r = run_tool("inspect", "--json", a, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     cJSON *j = cJSON_Parse(r.out);
     cr_assert(j);
     const cJSON *loss = cJSON_GetArrayItem(get(j, "loss"), 0);
@@ -697,7 +608,7 @@ Test(trace_tool, inspect_json_numbers_are_exact) {
     cr_assert(same_bits(get(get(loss, "first"), "value")->valuedouble, t.loss[0]));
     cr_assert(same_bits(get(get(loss, "last"), "value")->valuedouble, t.loss[63]));
     cJSON_Delete(j);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 // ---------------------------------------------------------------------------
@@ -716,8 +627,8 @@ Test(trace_tool, plot_text_and_svg) {
     for (int i = 0; i < 100; i++) t.loss[i] += 0.5;
     const char *b = write_train("b.json", &t);
     const char *svg = in_dir("out.svg");
-    Run r = run_tool("plot", a, b, "--svg", svg, NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    ThRun r = run_tool("plot", a, b, "--svg", svg, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     // The text chart: both glyphs, a y axis with values, the x axis, a legend.
     cr_assert(strstr(r.out, "legend: * "), "%s", r.out);
     cr_assert(strstr(r.out, "o ") && strstr(r.out, "b.json"), "%s", r.out);
@@ -726,7 +637,7 @@ Test(trace_tool, plot_text_and_svg) {
     cr_assert(strstr(r.out, "step"), "%s", r.out);
     cr_assert_str_empty(r.err);
     size_t n;
-    char *s = slurp(svg, &n);
+    char *s = th_read_file(svg, &n);
     cr_assert(strncmp(s, "<svg", 4) == 0, "%.60s", s);
     cr_assert(n > 8 && strcmp(s + n - 7, "</svg>\n") == 0);
     cr_assert_eq(count_str(s, "<path"), 2, "%s", s);
@@ -735,7 +646,7 @@ Test(trace_tool, plot_text_and_svg) {
     cr_assert_eq(count_str(s, "<text"), count_str(s, "</text>"));
     free(s);
     cr_assert_str_eq(dir_listing(), "a.json b.json out.svg");
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, plot_compare_has_error_panel) {
@@ -744,27 +655,27 @@ Test(trace_tool, plot_compare_has_error_panel) {
     for (int i = 0; i < 40; i++) c.loss[1][i] += 0.01;
     const char *a = write_compare("c.json", &c);
     const char *svg = in_dir("c.svg");
-    Run r = run_tool("plot", a, "--svg", svg, "--log", "--width", "640", "--height", "480", NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    ThRun r = run_tool("plot", a, "--svg", svg, "--log", "--width", "640", "--height", "480", NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     cr_assert(strstr(r.out, "largest error per step (log scale)"), "%s", r.out);
     cr_assert(strstr(r.out, "scalar") && strstr(r.out, "cpu"), "%s", r.out);
     cr_assert(strstr(r.out, "logits") && strstr(r.out, "grads"), "%s", r.out);
-    char *s = slurp(svg, NULL);
+    char *s = th_read_file(svg, NULL);
     cr_assert(strstr(s, "width=\"640\" height=\"480\""), "%.200s", s);
     cr_assert_eq(count_str(s, "<path"), 4, "two losses and two errors:\n%s", s);
     cr_assert(strstr(s, "largest error per step"));
     cr_assert(strstr(s, ">1e-12</text>"), "log ticks expected:\n%s", s);
     free(s);
     cr_assert_str_eq(dir_listing(), "c.json c.svg");
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, plot_text_size) {
     TrainSpec t;
     train_spec(&t, 60);
     const char *a = write_train("a.json", &t);
-    Run r = run_tool("plot", a, "--width", "50", "--height", "8", NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    ThRun r = run_tool("plot", a, "--width", "50", "--height", "8", NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     // 8 chart rows (title first), each at most 50 characters.
     const char *p = strchr(r.out, '\n') + 1;
     for (int row = 0; row < 8; row++) {
@@ -777,7 +688,7 @@ Test(trace_tool, plot_text_size) {
     }
     cr_assert(strncmp(p + strspn(p, " "), "++", 2) == 0 || strncmp(p + strspn(p, " "), "+-", 2) == 0,
               "x axis expected after 8 rows:\n%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
 }
 
 Test(trace_tool, plot_failure_leaves_no_file) {
@@ -787,26 +698,26 @@ Test(trace_tool, plot_failure_leaves_no_file) {
     const char *old = in_dir("old.svg");
     write_text(old, "OLD", 3);
     // An unreadable input: the existing output is untouched.
-    Run r = run_tool("plot", a, in_dir("missing.json"), "--svg", old, NULL);
-    cr_assert_eq(r.code, 2);
+    ThRun r = run_tool("plot", a, in_dir("missing.json"), "--svg", old, NULL);
+    cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "missing.json"), "%s", r.err);
     cr_assert_str_empty(r.out);
-    char *s = slurp(old, NULL);
+    char *s = th_read_file(old, NULL);
     cr_assert_str_eq(s, "OLD");
     free(s);
-    run_free(&r);
+    th_run_free(&r);
     // An output folder that does not exist.
     r = run_tool("plot", a, "--svg", in_dir("no/such/dir/x.svg"), NULL);
-    cr_assert_eq(r.code, 2);
+    cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "no/such/dir/x.svg"), "%s", r.err);
     cr_assert_str_empty(r.out, "reported before the chart: %s", r.out);
-    run_free(&r);
+    th_run_free(&r);
     // An output that is a folder.
     mkdir(in_dir("sub"), 0755);
     r = run_tool("plot", a, "--svg", in_dir("sub"), NULL);
-    cr_assert_eq(r.code, 2);
+    cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "sub"), "%s", r.err);
-    run_free(&r);
+    th_run_free(&r);
     cr_assert_str_eq(dir_listing(), "a.json old.svg sub");
 }
 
@@ -820,20 +731,20 @@ static void expect_bad(const char *path, const char *problem) {
         train_spec(&t, 3);
         write_train("good.json", &t);
     }
-    Run runs[4] = {
+    ThRun runs[4] = {
         run_tool("inspect", path, NULL),
         run_tool("diff", good, path, NULL),
         run_tool("diff", path, good, NULL),
         run_tool("plot", path, NULL),
     };
     for (int k = 0; k < 4; k++) {
-        Run *r = &runs[k];
-        cr_assert_eq(r->code, 2, "[%d] %s: exit %d\n%s", k, path, r->code, r->err);
+        ThRun *r = &runs[k];
+        cr_assert_eq(r->status, 2, "[%d] %s: exit %d\n%s", k, path, r->status, r->err);
         cr_assert(strstr(r->err, path), "[%d] the message does not name %s: %s", k, path, r->err);
         cr_assert(strstr(r->err, problem), "[%d] expected '%s' in: %s", k, problem, r->err);
         cr_assert_eq(count_char(r->err, '\n'), 1, "[%d] one line expected: %s", k, r->err);
         cr_assert_str_empty(r->out, "[%d] %s", k, r->out);
-        run_free(r);
+        th_run_free(r);
     }
 }
 
@@ -875,7 +786,7 @@ Test(trace_tool, errors_not_json) {
     TrainSpec t;
     train_spec(&t, 20);
     size_t n;
-    char *full = slurp(write_train("whole.json", &t), &n);
+    char *full = th_read_file(write_train("whole.json", &t), &n);
     const char *half = in_dir("half.json");
     write_text(half, full, n / 2);
     free(full);
@@ -921,21 +832,21 @@ Test(trace_tool, minimal_traces_are_accepted) {
     // Optional parts missing: no settings, dataset, engines, tolerances, verdict.
     const char *t = bad_file("t.json", "{" ENVELOPE "\"kind\": \"train\", \"steps\": [{\"loss\": 2.5}, {\"loss\": null}]}");
     const char *c = bad_file("c.json", "{" ENVELOPE "\"kind\": \"compare\", \"steps\": [{\"loss\": [2.5, 2.5]}]}");
-    Run r = run_tool("inspect", t, NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    ThRun r = run_tool("inspect", t, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     cr_assert(strstr(r.out, "non-finite (null) losses: 1"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
     r = run_tool("inspect", c, NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     cr_assert(strstr(r.out, "verdict: (absent)"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
     r = run_tool("plot", c, NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     cr_assert(strstr(r.out, "no per-step errors"), "%s", r.out);
-    run_free(&r);
+    th_run_free(&r);
     r = run_tool("diff", t, t, NULL);
-    cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
-    run_free(&r);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    th_run_free(&r);
 }
 
 Test(trace_tool, errors_usage) {
@@ -963,11 +874,11 @@ Test(trace_tool, errors_usage) {
         {{"plot", a, "--nope", NULL}, "unknown flag '--nope'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        Run r = run_argv(cases[i].args);
-        cr_assert_eq(r.code, 2, "case %zu: exit %d", i, r.code);
+        ThRun r = run_argv(cases[i].args);
+        cr_assert_eq(r.status, 2, "case %zu: exit %d", i, r.status);
         cr_assert(strstr(r.err, cases[i].msg), "case %zu: expected '%s' in: %s", i, cases[i].msg, r.err);
         cr_assert_str_empty(r.out, "case %zu", i);
-        run_free(&r);
+        th_run_free(&r);
     }
     cr_assert_str_eq(dir_listing(), "a.json");
 }
@@ -977,20 +888,20 @@ Test(trace_tool, help) {
     for (int i = 0; i < 3; i++) {
         char want[64];
         snprintf(want, sizeof want, "usage: trace %s", cmds[i]);
-        Run r = run_tool(cmds[i], "--help", NULL);
-        cr_assert_eq(r.code, 0);
+        ThRun r = run_tool(cmds[i], "--help", NULL);
+        cr_assert_eq(r.status, 0);
         cr_assert(strstr(r.out, want), "%s", r.out);
         cr_assert(strstr(r.out, "Exit codes"), "%s", r.out);
-        run_free(&r);
+        th_run_free(&r);
         r = run_tool("help", cmds[i], NULL);
-        cr_assert_eq(r.code, 0);
+        cr_assert_eq(r.status, 0);
         cr_assert(strstr(r.out, want), "%s", r.out);
-        run_free(&r);
+        th_run_free(&r);
     }
-    Run r = run_tool("--help", NULL);
-    cr_assert_eq(r.code, 0);
+    ThRun r = run_tool("--help", NULL);
+    cr_assert_eq(r.status, 0);
     cr_assert(strstr(r.out, "inspect") && strstr(r.out, "diff") && strstr(r.out, "plot"));
-    run_free(&r);
+    th_run_free(&r);
 }
 
 // ---------------------------------------------------------------------------
@@ -1113,7 +1024,7 @@ Test(trace_number, round_trips_through_a_trace_file) {
     for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, trace_number(v[i]));
     trace_add_number(tr.root, "nan", NAN);
     trace_commit(&tr);
-    char *text = slurp(path, NULL);
+    char *text = th_read_file(path, NULL);
     cJSON *root = cJSON_Parse(text);
     cr_assert(root);
     cr_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "nan")));
