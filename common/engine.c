@@ -1,6 +1,8 @@
 #include "engine.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 static const char *const FAULT_NAMES[FAULT_NUM] = {
@@ -29,4 +31,40 @@ int engine_sample_token(PyRandom *r, double *w, int V, double temperature) {
     const double inv = 1.0 / total;
     for (int i = 0; i < V; i++) w[i] *= inv;
     return (int)pyrandom_choice_weighted(r, w, (size_t)V);
+}
+
+static int config_fail(char *err, size_t errlen, const char *engine, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int config_fail(char *err, size_t errlen, const char *engine, const char *fmt, ...) {
+    int k = snprintf(err, errlen, "%s engine: ", engine);
+    if (k < 0 || (size_t)k >= errlen) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int engine_config_check(const EngineConfig *cfg, const double *init_params, const char *engine, char *err,
+                        size_t errlen) {
+    if (!cfg || !cfg->s || !cfg->L) return config_fail(err, errlen, engine, "config without settings or parameter layout");
+    if (!init_params) return config_fail(err, errlen, engine, "no initial parameters");
+    if (cfg->precision != PREC_FP64 && cfg->precision != PREC_FP32)
+        return config_fail(err, errlen, engine, "unknown precision %d (fp64 or fp32)", (int)cfg->precision);
+    if ((int)cfg->fault < 0 || cfg->fault >= FAULT_NUM)
+        return config_fail(err, errlen, engine, "unknown fault %d", (int)cfg->fault);
+    if (cfg->max_batch < 1)
+        return config_fail(err, errlen, engine, "max_batch must be at least 1 (got %d)", cfg->max_batch);
+    const ModelShape *m = &cfg->L->shape;
+    if (m->vocab_size < 1 || m->n_embd < 1 || m->n_head < 1 || m->n_kv_head < 1 || m->head_dim < 1 ||
+        m->n_layer < 0 || m->block_size < 1)
+        return config_fail(err, errlen, engine, "bad model shape (V %d, C %d, NH %d, NKV %d, HS %d, L %d, T %d)",
+                           m->vocab_size, m->n_embd, m->n_head, m->n_kv_head, m->head_dim, m->n_layer,
+                           m->block_size);
+    if (m->n_head * m->head_dim != m->n_embd)
+        return config_fail(err, errlen, engine, "n_head %d * head_dim %d != n_embd %d", m->n_head, m->head_dim,
+                           m->n_embd);
+    if (m->n_head % m->n_kv_head)
+        return config_fail(err, errlen, engine, "n_kv_head %d does not divide n_head %d", m->n_kv_head, m->n_head);
+    return 0;
 }

@@ -74,4 +74,11 @@ struct Engine {
     EngineConfig cfg;
 };
 
+// The checks every engine makes of its configuration before it allocates:
+// settings and layout present, initial parameters given, a known precision
+// and fault, max_batch >= 1, a consistent model shape. 0, or -1 with a
+// message starting with "<engine> engine: " in err.
+int engine_config_check(const EngineConfig *cfg, const double *init_params, const char *engine, char *err,
+                        size_t errlen);
+
 #endif

@@ -433,27 +433,8 @@ static Engine *fail(char *err, size_t errlen, const char *fmt, ...) {
 
 Engine *cpu_engine_create(const EngineConfig *cfg, const double *init_params, char *err,
                           size_t errlen) {
-    if (!cfg || !cfg->s || !cfg->L)
-        return fail(err, errlen, "cpu engine: config without settings or parameter layout");
-    if (!init_params) return fail(err, errlen, "cpu engine: no initial parameters");
-    if (cfg->precision != PREC_FP64 && cfg->precision != PREC_FP32)
-        return fail(err, errlen, "cpu engine: unknown precision %d (fp64 or fp32)", (int)cfg->precision);
-    if ((int)cfg->fault < 0 || cfg->fault >= FAULT_NUM)
-        return fail(err, errlen, "cpu engine: unknown fault %d", (int)cfg->fault);
-    if (cfg->max_batch < 1)
-        return fail(err, errlen, "cpu engine: max_batch must be at least 1 (got %d)", cfg->max_batch);
+    if (engine_config_check(cfg, init_params, "cpu", err, errlen)) return NULL;
     const ModelShape *m = &cfg->L->shape;
-    if (m->vocab_size < 1 || m->n_embd < 1 || m->n_head < 1 || m->n_kv_head < 1 ||
-        m->head_dim < 1 || m->n_layer < 0 || m->block_size < 1)
-        return fail(err, errlen, "cpu engine: bad model shape (V %d, C %d, NH %d, NKV %d, HS %d, "
-                    "L %d, T %d)", m->vocab_size, m->n_embd, m->n_head, m->n_kv_head, m->head_dim,
-                    m->n_layer, m->block_size);
-    if (m->n_head * m->head_dim != m->n_embd)
-        return fail(err, errlen, "cpu engine: n_head %d * head_dim %d != n_embd %d", m->n_head,
-                    m->head_dim, m->n_embd);
-    if (m->n_head % m->n_kv_head)
-        return fail(err, errlen, "cpu engine: n_kv_head %d does not divide n_head %d", m->n_kv_head,
-                    m->n_head);
     // a rough element count, in double so that it cannot wrap
     const double pos = (double)cfg->max_batch * m->block_size;
     const double need = pos * ((m->n_layer + 1.0) * (40.0 * m->n_embd + (double)m->n_head * m->block_size + 4) +

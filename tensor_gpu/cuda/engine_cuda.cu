@@ -779,29 +779,12 @@ extern "C" int cuda_available(char *why, size_t n) {
 
 extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *init_params, char *err,
                                       size_t errlen) {
-    if (!cfg || !cfg->s || !cfg->L)
-        return fail(err, errlen, "cuda engine: config without settings or parameter layout");
-    if (!init_params) return fail(err, errlen, "cuda engine: no initial parameters");
-    if (cfg->precision != PREC_FP64 && cfg->precision != PREC_FP32)
-        return fail(err, errlen, "cuda engine: unknown precision %d (fp64 or fp32)", (int)cfg->precision);
-    if ((int)cfg->fault < 0 || cfg->fault >= FAULT_NUM)
-        return fail(err, errlen, "cuda engine: unknown fault %d", (int)cfg->fault);
+    if (engine_config_check(cfg, init_params, "cuda", err, errlen)) return nullptr;
     if (cfg->fault != FAULT_NONE)
         return fail(err, errlen, "cuda engine: fault injection (--inject-fault %s) is not implemented on CUDA; "
                     "inject faults into the CPU tensor engine instead (--engines scalar,cpu)",
                     fault_name(cfg->fault));
-    if (cfg->max_batch < 1)
-        return fail(err, errlen, "cuda engine: max_batch must be at least 1 (got %d)", cfg->max_batch);
     const ModelShape *m = &cfg->L->shape;
-    if (m->vocab_size < 1 || m->n_embd < 1 || m->n_head < 1 || m->n_kv_head < 1 || m->head_dim < 1 ||
-        m->n_layer < 0 || m->block_size < 1)
-        return fail(err, errlen, "cuda engine: bad model shape (V %d, C %d, NH %d, NKV %d, HS %d, L %d, T %d)",
-                    m->vocab_size, m->n_embd, m->n_head, m->n_kv_head, m->head_dim, m->n_layer, m->block_size);
-    if (m->n_head * m->head_dim != m->n_embd)
-        return fail(err, errlen, "cuda engine: n_head %d * head_dim %d != n_embd %d", m->n_head, m->head_dim,
-                    m->n_embd);
-    if (m->n_head % m->n_kv_head)
-        return fail(err, errlen, "cuda engine: n_kv_head %d does not divide n_head %d", m->n_kv_head, m->n_head);
     // cuBLAS takes int dimensions: the largest is rows N or a width of 4C, V or C+2KV
     const double rows = (double)cfg->max_batch * m->block_size;
     if (rows > 2e9 || 4.0 * m->n_embd > 2e9 || rows * m->n_head * m->block_size > 1e12)
