@@ -122,6 +122,21 @@ void batch_make(Batch *b, const Dataset *d, long step, int B, int block_size) {
     }
 }
 
+void batch_check(const Batch *b, int max_batch, int block_size, int V) {
+    if (b->B < 1 || b->B > max_batch)
+        die(EXIT_MISMATCH, "internal error: batch %d not in 1..max_batch %d", b->B, max_batch);
+    if (b->T < 1 || b->T > block_size)
+        die(EXIT_MISMATCH, "internal error: batch T %d not in 1..block_size %d", b->T, block_size);
+    for (int d = 0; d < b->B; d++) {
+        if (b->n[d] < 1 || b->n[d] > b->T)
+            die(EXIT_MISMATCH, "internal error: document %d has %d positions (T %d)", d, b->n[d], b->T);
+        const int *row = b->tokens + (size_t)d * (size_t)(b->T + 1);
+        for (int t = 0; t <= b->n[d]; t++)
+            if (row[t] < 0 || row[t] >= V)
+                die(EXIT_MISMATCH, "internal error: token %d at [%d,%d] not in 0..%d", row[t], d, t, V - 1);
+    }
+}
+
 void batch_free(Batch *b) {
     free(b->n);
     free(b->doc);

@@ -76,6 +76,10 @@ typedef struct {
 // Batch of step s: document b is docs[(s*B + b) % N].
 void batch_make(Batch *b, const Dataset *d, long step, int B, int block_size);
 void batch_free(Batch *b);
+// The checks an engine makes of a batch it is given (1 <= B <= max_batch,
+// 1 <= T <= block_size, 1 <= n[b] <= T, tokens in the vocabulary); a
+// violation is an internal error: exits 1 with the message.
+void batch_check(const Batch *b, int max_batch, int block_size, int vocab_size);
 
 // lr_t = lr * (1 - step / num_steps), as the original computes it.
 double lr_at(double lr, int step, int num_steps);

@@ -266,22 +266,6 @@ static void backward(CpuEngine *e, const int *tokens, const int *n, int B, int T
     LAYER(e, encoder_backward, g->wte, g->wpe, a->dln, tokens, n, B, T, C);
 }
 
-static void check_batch(const CpuEngine *e, const Batch *b) {
-    const int V = e->m.vocab_size;
-    if (b->B < 1 || b->B > e->base.cfg.max_batch)
-        die(EXIT_MISMATCH, "internal error: batch %d not in 1..max_batch %d", b->B,
-            e->base.cfg.max_batch);
-    if (b->T < 1 || b->T > e->m.block_size)
-        die(EXIT_MISMATCH, "internal error: batch T %d not in 1..block_size %d", b->T, e->m.block_size);
-    for (int d = 0; d < b->B; d++) {
-        if (b->n[d] < 1 || b->n[d] > b->T)
-            die(EXIT_MISMATCH, "internal error: document %d has %d positions (T %d)", d, b->n[d], b->T);
-        const int *row = b->tokens + (size_t)d * (size_t)(b->T + 1);
-        for (int t = 0; t <= b->n[d]; t++)
-            if (row[t] < 0 || row[t] >= V)
-                die(EXIT_MISMATCH, "internal error: token %d at [%d,%d] not in 0..%d", row[t], d, t, V - 1);
-    }
-}
 
 // ---------------------------------------------------------------------------
 // EngineOps
@@ -291,7 +275,7 @@ static double cpu_step(Engine *base, const Batch *b, int step) {
     const Settings *s = e->base.cfg.s;
     const int B = b->B, T = b->T, V = e->m.vocab_size;
     Acts *a = &e->acts;
-    check_batch(e, b);
+    batch_check(b, e->base.cfg.max_batch, e->m.block_size, e->m.vocab_size);
     set_layers_fault(e, e->base.cfg.fault);
 
     forward(e, b->tokens, b->n, B, T);

@@ -148,7 +148,6 @@ template <typename real> class ImplT final : public Impl {
     void disable_graphs(const char *why);
     void download_flat(double *out, const real *dev);
     void upload_flat(real *dev, const double *in);
-    void check_batch(const Batch *b) const;
 
     EngineConfig cfg_;
     ModelShape m_shape_;
@@ -500,22 +499,9 @@ template <typename real> cudaGraphExec_t ImplT<real>::graph_for(int B, int T) {
     return exec;
 }
 
-template <typename real> void ImplT<real>::check_batch(const Batch *b) const {
-    if (b->B < 1 || b->B > maxB_)
-        die(EXIT_MISMATCH, "internal error: batch %d not in 1..max_batch %d", b->B, maxB_);
-    if (b->T < 1 || b->T > Tmax_) die(EXIT_MISMATCH, "internal error: batch T %d not in 1..block_size %d", b->T, Tmax_);
-    for (int d = 0; d < b->B; d++) {
-        if (b->n[d] < 1 || b->n[d] > b->T)
-            die(EXIT_MISMATCH, "internal error: document %d has %d positions (T %d)", d, b->n[d], b->T);
-        const int *row = b->tokens + (size_t)d * (size_t)(b->T + 1);
-        for (int t = 0; t <= b->n[d]; t++)
-            if (row[t] < 0 || row[t] >= V_)
-                die(EXIT_MISMATCH, "internal error: token %d at [%d,%d] not in 0..%d", row[t], d, t, V_ - 1);
-    }
-}
 
 template <typename real> double ImplT<real>::step(const Batch *b, int step) {
-    check_batch(b);
+    batch_check(b, maxB_, Tmax_, V_);
     const Settings *s = cfg_.s;
     const int B = b->B, T = b->T;
     const AdamScalars sc = adam_scalars(lr_at(s->lr, step, s->steps), s->beta1, s->beta2, step);
