@@ -67,6 +67,15 @@ typedef struct {
     // (n_layer, B, T, 4*n_embd), NaN at padded positions. The comparator
     // uses them to recognise a gate that flips between precisions.
     void (*get_relu_inputs)(Engine *e, double *out);
+    // Optional (may be NULL): steps first .. first+n-1 on batches[0..n-1],
+    // exactly as n calls of step() would do them, but back to back without
+    // returning to the host in between (no per-step synchronize or
+    // download): the benchmark's timed region. losses[i] gets step first+i's
+    // loss; *seconds the time of the n steps on the engine's own clock (CUDA
+    // events around them). Returns 0, or -1 with nothing run.
+    int (*run_steps)(Engine *e, const Batch *batches, int first, int n, double *losses, double *seconds);
+    // Optional (may be NULL): bytes of device memory the engine holds.
+    size_t (*device_bytes)(Engine *e);
 } EngineOps;
 
 struct Engine {

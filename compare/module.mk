@@ -1,6 +1,7 @@
 # The comparator.
 LIB_SRC += compare/tolerance.c compare/engines.c
+COMPARE_SRC := compare/main.c compare/cli.c compare/run.c compare/lockstep.c compare/free.c compare/bench.c
 BINS += $(BUILD)/compare
 
-$(BUILD)/compare: $(call obj,compare/main.c) $(LIB) $(CUDA_LIB)
+$(BUILD)/compare: $(call obj,$(COMPARE_SRC)) $(LIB) $(CUDA_LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LDLIBS)

@@ -117,7 +117,9 @@ Test(compare, bad_usage_is_refused) {
     expect_usage(COMPARE("--engines", "scalar,cpu", "--rtol", "-1"), "--rtol", "negative tolerance");
     expect_usage(COMPARE("--engines", "scalar,cpu", "--n-embd", "10"), "not divisible", "impossible model");
     expect_usage(COMPARE("--engines", "scalar,cpu", "--steps", "0"), "--steps", "no steps");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--bench", "--mode", "free"), "--bench", "bench and free");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--bench", "--mode", "free"), "--mode does not apply to --bench",
+                 "bench and free");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--sizes", "sweep"), "only applies to --bench", "bench flag alone");
 }
 
 // Without a GPU, asking for the CUDA engine is a usage error that says so.

@@ -1,0 +1,239 @@
+// compare's command line: options, usage, parsing.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compare.h"
+#include "engines.h"
+#include "common/util.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: compare --engines REF,CAND [flags]\n"
+            "       compare --bench --engines E1[,E2,...] [bench flags]\n"
+            "Run two engines (scalar, cpu, cuda) on the same documents from the same initial\n"
+            "weights and compare them. REF is the reference: an element a of CAND agrees with b\n"
+            "of REF when |a-b| <= atol + rtol*|b|.\n\n"
+            "  --engines REF,CAND   engines to compare, e.g. scalar,cpu or scalar,cuda (required)\n"
+            "  --precision P        fp64 or fp32: the precision of the tensor engines; the scalar\n"
+            "                       engine is always fp64 (fp64); --bench also takes both\n"
+            "  --mode M             lockstep: every step both start from REF's parameters and Adam\n"
+            "                       state; every logit, the loss and every gradient tensor are\n"
+            "                       compared with REF's, and CAND's updated parameters with Adam\n"
+            "                       applied in fp64 to CAND's own gradients (default)\n"
+            "                       free: both train on their own; the loss curves are compared\n"
+            "  --rtol X, --atol X   override the tolerance of every compared quantity\n"
+            "  --drift-tol X        free mode and --bench: largest allowed |loss difference|\n"
+            "                       (fp64 1e-9, fp32 2e-3)\n"
+            "  --relu-margin X      lockstep: a step whose gradients differ only because a ReLU input\n"
+            "                       within X of 0 fell on different sides in the two engines is\n"
+            "                       excused and reported (fp64 1e-12, fp32 1e-5; 0: never)\n"
+            "  --keep-going         lockstep: go on after a failing step (exit 1 at the end)\n"
+            "  --every N            print one line every N steps (1)\n"
+            "  --quiet              print only the summary (bench: no progress on stderr)\n"
+            "  --inject-fault F     test only: make CAND (the second engine) commit fault F\n"
+            "                       (attn-scale, causal-mask, rmsnorm-bwd, grad-sign, adam-bias)\n"
+            "                       to show the check catches it\n"
+            "  --help               this text\n"
+            "\n"
+            "benchmark (docs/BENCHMARKS.md):\n"
+            "  --bench              time each engine on the same work and print a Markdown table:\n"
+            "                       ms/step median [min-max], tokens/s, speedups, memory, verdict;\n"
+            "                       every engine's losses are checked against the first engine's\n"
+            "                       (exit 1 on a mismatch). E1 is the reference; any number of engines\n"
+            "  --sizes LIST         what to time, comma-separated: default (the model and data flags),\n"
+            "                       sweep (b1,b32,b256,e64,e128,e512), one of those names, or a SPEC of\n"
+            "                       key=value items (n_embd, n_head, n_kv_head, n_layer, block_size,\n"
+            "                       batch) on top of the flags; ';' or a name ends a SPEC, e.g.\n"
+            "                       'b1,n_embd=128,n_layer=4,batch=256' (default)\n"
+            "  --repeats N          timed runs per engine and size; median, min and max are\n"
+            "                       reported (5)\n"
+            "  --warmup N           untimed steps at the start of every run, at least 1 (5)\n"
+            "  --steps N            steps per run, warm-up included (bench: 100)\n"
+            "  --time-budget S      seconds per size and engine; a slow engine times fewer steps\n"
+            "                       and repeats (the table says so) or is skipped (20)\n"
+            "  --bench-data D       packed: documents are the data's lines joined by spaces into\n"
+            "                       lines of at least block_size characters, so every position of\n"
+            "                       every batch is real (default); raw: the data as it is\n"
+            "  --baseline torch     also time scripts/torch_baseline.py (PyTorch on CUDA, CUDA graph\n"
+            "                       and eager) on the same documents and initial weights; skipped\n"
+            "                       with the reason where torch or a GPU is missing\n"
+            "  --python CMD         the Python interpreter for --baseline (python3)\n"
+            "  --markdown FILE      also write the table to FILE\n"
+            "\n"
+            "model and data flags (as build/microgpt):\n");
+    settings_print_help(f);
+    fprintf(f, "\nExit codes: 0 the engines agree, 1 a mismatch (or a run failure), 2 bad usage,\n"
+               "bad data, or an engine that cannot run here (e.g. no GPU).\n");
+}
+
+// Split "a,b,c" into o->names (pointers into a copy of v).
+static void parse_engines(Options *o, const char *v) {
+    char *list = xstrdup(v);   // kept for the program's life: o->names point into it
+    o->n_engines = 0;
+    for (char *p = list;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = '\0';
+        if (!*p) die(EXIT_USAGE, "--engines: '%s' has an empty engine name", v);
+        if (!engine_known(p)) die(EXIT_USAGE, "--engines: unknown engine '%s' (scalar, cpu or cuda)", p);
+        if (o->n_engines == MAX_ENGINES) die(EXIT_USAGE, "--engines: at most %d engines", MAX_ENGINES);
+        o->names[o->n_engines++] = p;
+        if (!comma) break;
+        p = comma + 1;
+    }
+}
+
+void cli_parse(Options *o, int argc, char **argv) {
+    memset(o, 0, sizeof *o);
+    settings_defaults(&o->s);
+    o->prec = PREC_FP64;
+    o->mode = MODE_LOCKSTEP;
+    o->fault = FAULT_NONE;
+    o->drift_tol_arg = -1;
+    o->relu_margin = -1;
+    o->rtol = o->atol = -1;
+    o->every = 1;
+    o->b.repeats = 5;
+    o->b.warmup = 5;
+    o->b.budget_s = 20;
+    // flags that only apply to some modes, to refuse the rest
+    const char *lockstep_flag = NULL, *bench_flag = NULL, *compare_flag = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE() do { if (!v) die(EXIT_USAGE, "%s needs a value (see --help)", a); i++; } while (0)
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--engines")) {
+            NEED_VALUE();
+            if (o->n_engines) die(EXIT_USAGE, "--engines is given twice");
+            parse_engines(o, v);
+        } else if (!strcmp(a, "--precision")) {
+            NEED_VALUE();
+            o->b.both_precisions = 0;
+            if (!strcmp(v, "fp64")) o->prec = PREC_FP64;
+            else if (!strcmp(v, "fp32")) o->prec = PREC_FP32;
+            else if (!strcmp(v, "both")) o->b.both_precisions = 1, bench_flag = "--precision both";
+            else die(EXIT_USAGE, "--precision: '%s' is not fp64, fp32 or both", v);
+        } else if (!strcmp(a, "--mode")) {
+            NEED_VALUE();
+            if (!strcmp(v, "lockstep")) o->mode = MODE_LOCKSTEP;
+            else if (!strcmp(v, "free")) o->mode = MODE_FREE;
+            else die(EXIT_USAGE, "--mode: '%s' is not lockstep or free", v);
+            o->mode_given = 1;
+            compare_flag = "--mode";
+        } else if (!strcmp(a, "--rtol") || !strcmp(a, "--atol") || !strcmp(a, "--drift-tol") ||
+                   !strcmp(a, "--relu-margin")) {
+            NEED_VALUE();
+            double x;
+            if (parse_double(v, &x) || x < 0) die(EXIT_USAGE, "%s: '%s' is not a number >= 0", a, v);
+            if (!strcmp(a, "--rtol")) o->rtol = x, compare_flag = a;
+            else if (!strcmp(a, "--atol")) o->atol = x, compare_flag = a;
+            else if (!strcmp(a, "--drift-tol")) o->drift_tol_arg = x;
+            else o->relu_margin = x, lockstep_flag = a;
+        } else if (!strcmp(a, "--every")) {
+            NEED_VALUE();
+            long x;
+            if (parse_int(v, 1, 1000000000L, &x)) die(EXIT_USAGE, "--every: '%s' is not an integer >= 1", v);
+            o->every = (int)x;
+            compare_flag = a;
+        } else if (!strcmp(a, "--keep-going")) {
+            o->keep_going = 1;
+            lockstep_flag = a;
+        } else if (!strcmp(a, "--quiet")) {
+            o->quiet = 1;
+        } else if (!strcmp(a, "--bench")) {
+            o->bench = 1;
+        } else if (!strcmp(a, "--sizes")) {
+            NEED_VALUE();
+            o->b.sizes = v;
+            bench_flag = a;
+        } else if (!strcmp(a, "--repeats") || !strcmp(a, "--warmup")) {
+            NEED_VALUE();
+            long x;
+            if (parse_int(v, 1, 1000000L, &x)) die(EXIT_USAGE, "%s: '%s' is not an integer from 1 to 1000000", a, v);
+            if (!strcmp(a, "--repeats")) o->b.repeats = (int)x;
+            else o->b.warmup = (int)x;
+            bench_flag = a;
+        } else if (!strcmp(a, "--time-budget")) {
+            NEED_VALUE();
+            double x;
+            if (parse_double(v, &x) || !(x > 0) || x > 1e6)
+                die(EXIT_USAGE, "--time-budget: '%s' is not a number of seconds > 0", v);
+            o->b.budget_s = x;
+            bench_flag = a;
+        } else if (!strcmp(a, "--bench-data")) {
+            NEED_VALUE();
+            if (!strcmp(v, "packed")) o->b.raw_docs = 0;
+            else if (!strcmp(v, "raw")) o->b.raw_docs = 1;
+            else die(EXIT_USAGE, "--bench-data: '%s' is not packed or raw", v);
+            bench_flag = a;
+        } else if (!strcmp(a, "--baseline")) {
+            NEED_VALUE();
+            if (strcmp(v, "torch")) die(EXIT_USAGE, "--baseline: '%s' is not a known baseline (torch)", v);
+            o->b.baseline = v;
+            bench_flag = a;
+        } else if (!strcmp(a, "--python") || !strcmp(a, "--markdown")) {
+            NEED_VALUE();
+            if (!*v) die(EXIT_USAGE, "%s: empty value", a);
+            if (!strcmp(a, "--python")) o->b.python = v;
+            else o->b.markdown = v;
+            bench_flag = a;
+        } else if (!strcmp(a, "--inject-fault")) {
+            NEED_VALUE();
+            o->fault = fault_from_name(v);
+            if (o->fault == FAULT_NUM || o->fault == FAULT_NONE)
+                die(EXIT_USAGE, "--inject-fault: unknown fault '%s' (attn-scale, causal-mask, "
+                    "rmsnorm-bwd, grad-sign, adam-bias)", v);
+        } else {
+            int before = i;
+            if (!settings_parse_flag(&o->s, argc, argv, &i)) die(EXIT_USAGE, "unknown flag '%s' (see --help)", a);
+            if (!strcmp(argv[before], "--steps")) o->b.steps_given = 1;
+        }
+#undef NEED_VALUE
+    }
+    if (!o->n_engines)
+        die(EXIT_USAGE, "--engines is required, e.g. --engines scalar,cpu (see --help)");
+    if (o->bench) {
+        if (compare_flag || lockstep_flag)
+            die(EXIT_USAGE, "%s does not apply to --bench (the bench checks every step's loss against the "
+                "first engine's within --drift-tol)", compare_flag ? compare_flag : lockstep_flag);
+        if (!o->b.steps_given) o->s.steps = 100;
+        if (o->b.python && !o->b.baseline) die(EXIT_USAGE, "--python: only with --baseline torch");
+    } else {
+        if (bench_flag) die(EXIT_USAGE, "%s only applies to --bench", bench_flag);
+        if (o->n_engines != 2)
+            die(EXIT_USAGE, "--engines: name exactly two engines, REF,CAND (e.g. scalar,cpu); only --bench "
+                "takes %s", o->n_engines < 2 ? "one" : "more");
+        if (o->mode == MODE_FREE && lockstep_flag) die(EXIT_USAGE, "%s only applies to --mode lockstep", lockstep_flag);
+    }
+    settings_validate(&o->s);
+    if (o->s.steps < 1) die(EXIT_USAGE, "--steps must be at least 1 to compare anything");
+    int any_tensor = 0;
+    for (int k = 0; k < o->n_engines; k++) any_tensor |= engine_supports(o->names[k], PREC_FP32);
+    if ((o->prec == PREC_FP32 || o->b.both_precisions) && !any_tensor)
+        die(EXIT_USAGE, "--precision %s: the scalar engine computes in fp64 only; compare it "
+            "with a tensor engine (cpu or cuda)", o->b.both_precisions ? "both" : "fp32");
+    if (o->fault != FAULT_NONE && (o->n_engines < 2 || !strcmp(o->names[1], "scalar")))
+        die(EXIT_USAGE, "--inject-fault: faults are injected into the candidate engine (the second), and the "
+            "scalar engine has none; put a tensor engine second, e.g. --engines scalar,cpu");
+    for (int q = 0; q < Q_NUM; q++) {
+        o->tol[q] = tolerance_default(o->prec, (Quantity)q);
+        if (o->rtol >= 0) o->tol[q].rtol = o->rtol;
+        if (o->atol >= 0) o->tol[q].atol = o->atol;
+    }
+    o->drift_tol = drift_tol_for(o, o->prec);
+    if (o->relu_margin < 0) o->relu_margin = o->prec == PREC_FP64 ? 1e-12 : 1e-5;
+}
+
+double drift_tol_for(const Options *o, Precision p) {
+    if (o->drift_tol_arg >= 0) return o->drift_tol_arg;
+    return p == PREC_FP64 ? 1e-9 : 2e-3;
+}
+
+const char *prec_name(Precision p) { return p == PREC_FP64 ? "fp64" : "fp32"; }
+
+Precision engine_prec(const Options *o, int k) {
+    return engine_supports(o->names[k], PREC_FP32) ? o->prec : PREC_FP64;
+}

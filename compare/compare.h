@@ -1,0 +1,87 @@
+// The comparator's pieces: the command line (cli.c), a run's shared set-up
+// and trace envelope (run.c), and the three modes: lockstep.c, free.c and
+// bench.c. main.c parses and dispatches.
+#ifndef COMPARE_COMPARE_H
+#define COMPARE_COMPARE_H
+
+#include <cjson/cJSON.h>
+
+#include "tolerance.h"
+#include "common/dataset.h"
+#include "common/engine.h"
+#include "common/model.h"
+#include "common/pyrandom.h"
+#include "common/settings.h"
+#include "traces/trace.h"
+
+typedef enum { MODE_LOCKSTEP, MODE_FREE } Mode;
+
+#define MAX_ENGINES 8     // --engines E1,E2,... (lockstep and free take exactly 2)
+#define MAX_SIZES 32      // --sizes
+
+// What --bench does besides the common options (bench.c).
+typedef struct {
+    const char *sizes;        // --sizes (NULL: default)
+    int both_precisions;      // --precision both
+    int repeats;              // --repeats (5)
+    int warmup;               // --warmup (5)
+    double budget_s;          // --time-budget, seconds per size and engine (20)
+    int raw_docs;             // --bench-data raw (0: packed, block-long documents)
+    const char *baseline;     // --baseline torch (NULL: none)
+    const char *markdown;     // --markdown FILE
+    const char *python;       // --python (python3)
+    int steps_given;          // --steps appeared on the command line
+} BenchOptions;
+
+typedef struct {
+    Settings s;
+    int n_engines;
+    const char *names[MAX_ENGINES];   // [0] the reference, [1] the candidate (lockstep, free)
+    Precision prec;
+    Mode mode;
+    int mode_given;
+    int bench;
+    BenchOptions b;
+    Fault fault;
+    Tolerance tol[Q_NUM];
+    double rtol, atol;        // --rtol/--atol (< 0: not given)
+    double drift_tol_arg;     // --drift-tol (< 0: not given)
+    double drift_tol;         // for o->prec
+    double relu_margin;
+    int keep_going, quiet, every;
+} Options;
+
+// cli.c: parse argv into o; bad usage exits 2 with a message.
+void cli_parse(Options *o, int argc, char **argv);
+const char *prec_name(Precision p);
+// The precision engine k computes in (the scalar engine: always fp64).
+Precision engine_prec(const Options *o, int k);
+// The loss-drift tolerance for a precision: --drift-tol, else fp64 1e-9, fp32 2e-3.
+double drift_tol_for(const Options *o, Precision p);
+
+// Everything one lockstep or free run needs (run.c).
+typedef struct {
+    Options *o;
+    Dataset d;
+    ParamLayout L;
+    double *init;
+    PyRandom rng;   // after the shuffle and the init draws
+    Engine *e[2];
+} Run;
+
+void run_setup(Run *r, Options *o);
+Engine *run_make_engine(Run *r, int k);
+void run_teardown(Run *r);
+// The compare trace's envelope (settings, dataset, engines, mode,
+// tolerances); returns the "steps" array.
+cJSON *run_trace_header(Trace *t, Run *r);
+// A step's trace entry: its number, lr, and each engine's loss and time.
+cJSON *run_trace_step(const Options *o, int step, const double loss[2], const double dt[2]);
+
+// The modes; each returns 1 on a mismatch, 0 if the engines agree.
+int lockstep_run(Run *r, Trace *t, cJSON *steps);
+int free_run(Run *r, Trace *t, cJSON *steps);
+// The benchmark runs its own sizes and engines (and writes its own trace).
+int bench_main(Options *o);
+
+#endif

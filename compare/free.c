@@ -1,0 +1,82 @@
+// Free-running: both engines train on their own; the loss curves and the
+// final parameters are compared.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "compare.h"
+#include "common/util.h"
+
+int free_run(Run *r, Trace *t, cJSON *steps) {
+    Options *o = r->o;
+    Batch b = {0};
+    double max_drift = 0;
+    int max_step = 0, diverged = 0;
+    for (int step = 0; step < o->s.steps; step++) {
+        batch_make(&b, &r->d, step, o->s.batch, o->s.block_size);
+        double loss[2], dt[2];
+        for (int k = 0; k < 2; k++) {
+            double t0 = now_seconds();
+            loss[k] = r->e[k]->ops->step(r->e[k], &b, step);
+            dt[k] = now_seconds() - t0;
+        }
+        double drift = fabs(loss[1] - loss[0]);
+        if (!(drift <= max_drift)) {  // NaN sticks
+            max_drift = drift;
+            max_step = step + 1;
+        }
+        if (!isfinite(loss[0]) || !isfinite(loss[1])) diverged = 1;
+        if (steps) {
+            cJSON *so = run_trace_step(o, step, loss, dt);
+            cJSON *me = cJSON_AddObjectToObject(so, "max_err");
+            cJSON_AddItemToObject(me, "loss", trace_number(drift));
+            cJSON_AddBoolToObject(so, "ok", drift <= o->drift_tol);
+            cJSON_AddItemToArray(steps, so);
+        }
+        if (!o->quiet && ((step + 1) % o->every == 0 || step == 0 || step + 1 == o->s.steps))
+            printf("step %4d | loss %s %.12f | %s %.12f | drift %.2e\n", step + 1, o->names[0], loss[0], o->names[1],
+                   loss[1], drift);
+        if (diverged) break;
+    }
+    // the parameters after training
+    size_t P = r->L.n_params;
+    double *pa = xmalloc(P * sizeof *pa), *pb = xmalloc(P * sizeof *pb);
+    r->e[0]->ops->get_params(r->e[0], pb);
+    r->e[1]->ops->get_params(r->e[1], pa);
+    ErrStats sp = {0};
+    err_compare(pa, pb, P, o->tol[Q_PARAMS], &sp);
+    char where[160] = "";
+    if (sp.n) layout_describe(&r->L, sp.max_abs_at, where, sizeof where);
+    int failed = diverged || !(max_drift <= o->drift_tol);
+    printf("%s: free-running, %s (%s) vs %s (%s), %d steps, batch %d\n", failed ? "FAIL" : "PASS", o->names[0],
+           prec_name(engine_prec(o, 0)), o->names[1], prec_name(engine_prec(o, 1)), o->s.steps, o->s.batch);
+    if (diverged) printf("  a loss is not finite: an engine diverged\n");
+    printf("  largest loss difference %.3e at step %d (tolerance %.1e)\n", max_drift, max_step, o->drift_tol);
+    printf("  parameters after training: largest difference %.3e at %s, largest relative %.3e\n", sp.max_abs, where,
+           sp.max_rel);
+    if (t->root) {
+        cJSON_AddStringToObject(t->root, "verdict", failed ? "fail" : "pass");
+        cJSON *dr = cJSON_AddObjectToObject(t->root, "drift");
+        trace_add_number(dr, "max_abs", max_drift);
+        cJSON_AddNumberToObject(dr, "step", max_step);
+        trace_add_number(dr, "tol", o->drift_tol);
+        cJSON *fp = cJSON_AddObjectToObject(t->root, "final_params");
+        trace_add_number(fp, "max_abs", sp.max_abs);
+        trace_add_number(fp, "max_rel", sp.max_rel);
+        cJSON_AddStringToObject(fp, "where", where);
+        if (failed) {
+            cJSON *ff = cJSON_AddObjectToObject(t->root, "first_failure");
+            cJSON_AddNumberToObject(ff, "step", max_step);
+            cJSON_AddStringToObject(ff, "quantity", "loss");
+            cJSON_AddStringToObject(ff, "tensor", "loss");
+            trace_add_number(ff, "abs_err", max_drift);
+            trace_add_number(ff, "tol", o->drift_tol);
+        } else {
+            cJSON_AddNullToObject(t->root, "first_failure");
+        }
+    }
+    free(pa);
+    free(pb);
+    batch_free(&b);
+    return failed;
+}

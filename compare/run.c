@@ -1,0 +1,80 @@
+// What the lockstep and free modes share: the data, the initial weights,
+// the two engines, and the trace envelope.
+#include <stdlib.h>
+#include <string.h>
+
+#include "compare.h"
+#include "engines.h"
+#include "common/util.h"
+
+void run_setup(Run *r, Options *o) {
+    memset(r, 0, sizeof *r);
+    r->o = o;
+    char err[512];
+    pyrandom_seed_text(&r->rng, o->s.seed);
+    if (dataset_load(&r->d, o->s.data_path, err, sizeof err)) die(EXIT_USAGE, "%s", err);
+    dataset_shuffle(&r->d, &r->rng);
+    ModelShape m = model_shape(&o->s, r->d.vocab_size);
+    layout_init(&r->L, &m);
+    r->init = xmalloc(r->L.n_params * sizeof *r->init);
+    params_init(&r->L, &r->rng, o->s.init_std, r->init);
+}
+
+Engine *run_make_engine(Run *r, int k) {
+    const Options *o = r->o;
+    EngineConfig cfg = {.s = &o->s, .L = &r->L, .precision = engine_prec(o, k),
+                        .fault = k == 1 ? o->fault : FAULT_NONE, .max_batch = o->s.batch};
+    char err[512] = "";
+    Engine *e = engine_new(o->names[k], &cfg, r->init, err, sizeof err);
+    if (!e) die(EXIT_USAGE, "engine %s: %s", o->names[k], err);
+    return e;
+}
+
+void run_teardown(Run *r) {
+    for (int k = 0; k < 2; k++)
+        if (r->e[k]) r->e[k]->ops->destroy(r->e[k]);
+    free(r->init);
+    layout_free(&r->L);
+    dataset_free(&r->d);
+}
+
+cJSON *run_trace_header(Trace *t, Run *r) {
+    const Options *o = r->o;
+    ModelShape m = r->L.shape;
+    cJSON_AddItemToObject(t->root, "settings", trace_settings(&o->s, &m));
+    cJSON_AddItemToObject(t->root, "dataset", trace_dataset(&r->d));
+    cJSON *eng = cJSON_AddArrayToObject(t->root, "engines");
+    for (int k = 0; k < 2; k++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", o->names[k]);
+        cJSON_AddStringToObject(e, "precision", prec_name(engine_prec(o, k)));
+        if (r->e[k] && r->e[k]->ops->device) cJSON_AddStringToObject(e, "device", r->e[k]->ops->device(r->e[k]));
+        cJSON_AddItemToArray(eng, e);
+    }
+    cJSON_AddStringToObject(t->root, "mode", o->bench ? "bench" : o->mode == MODE_LOCKSTEP ? "lockstep" : "free");
+    cJSON_AddStringToObject(t->root, "precision", prec_name(o->prec));
+    if (o->fault != FAULT_NONE) cJSON_AddStringToObject(t->root, "injected_fault", fault_name(o->fault));
+    cJSON *tol = cJSON_AddObjectToObject(t->root, "tolerances");
+    for (int q = 0; q < Q_NUM; q++) {
+        cJSON *x = cJSON_AddObjectToObject(tol, quantity_name((Quantity)q));
+        trace_add_number(x, "atol", o->tol[q].atol);
+        trace_add_number(x, "rtol", o->tol[q].rtol);
+    }
+    trace_add_number(tol, "drift", o->drift_tol);
+    trace_add_number(tol, "relu_margin", o->relu_margin);
+    cJSON_AddNumberToObject(t->root, "num_params", (double)r->L.n_params);
+    return cJSON_AddArrayToObject(t->root, "steps");
+}
+
+
+cJSON *run_trace_step(const Options *o, int step, const double loss[2], const double dt[2]) {
+    cJSON *so = cJSON_CreateObject();
+    cJSON_AddNumberToObject(so, "step", step + 1);
+    trace_add_number(so, "lr", lr_at(o->s.lr, step, o->s.steps));
+    cJSON *l = cJSON_AddArrayToObject(so, "loss"), *ts = cJSON_AddArrayToObject(so, "time_s");
+    for (int k = 0; k < 2; k++) {
+        cJSON_AddItemToArray(l, trace_number(loss[k]));
+        cJSON_AddItemToArray(ts, trace_number(dt[k]));
+    }
+    return so;
+}
