@@ -31,7 +31,8 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 # Library sources (no main); module.mk files append to these.
 LIB_SRC := common/util.c common/pyrandom.c common/dataset.c common/sha256.c \
-           common/settings.c common/model.c common/engine.c common/atomic_file.c
+           common/settings.c common/model.c common/engine.c common/atomic_file.c \
+           common/safetensors.c
 LIB_OBJ_EXTRA :=
 LIB := $(BUILD)/libmicrogpt.a
 BINS :=
