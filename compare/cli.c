@@ -44,7 +44,7 @@ static void usage(FILE *f) {
             "  --sizes LIST         what to time, comma-separated: default (the model and data flags),\n"
             "                       sweep (b1,b32,b256,e64,e128,e512), one of those names, or a SPEC of\n"
             "                       key=value items (n_embd, n_head, n_kv_head, n_layer, block_size,\n"
-            "                       batch) on top of the flags; ';' or a name ends a SPEC, e.g.\n"
+            "                       batch, lr) on top of the flags; ';' or a name ends a SPEC, e.g.\n"
             "                       'b1,n_embd=128,n_layer=4,batch=256' (default)\n"
             "  --repeats N          timed runs per engine and size; median, min and max are\n"
             "                       reported (5)\n"

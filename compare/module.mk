@@ -1,6 +1,7 @@
 # The comparator.
 LIB_SRC += compare/tolerance.c compare/engines.c
-COMPARE_SRC := compare/main.c compare/cli.c compare/run.c compare/lockstep.c compare/free.c compare/bench.c
+COMPARE_SRC := compare/main.c compare/cli.c compare/run.c compare/lockstep.c compare/free.c compare/bench.c \
+               compare/bench_sizes.c compare/bench_run.c
 BINS += $(BUILD)/compare
 
 $(BUILD)/compare: $(call obj,$(COMPARE_SRC)) $(LIB) $(CUDA_LIB)
