@@ -46,9 +46,9 @@ typedef struct {
     // the check against the other engines
     int checked;              // 1 if compared with another engine
     char checked_against[64];
-    double max_drift;         // largest |loss - reference loss|
+    double max_drift;         // largest |loss - reference loss| / |reference loss|
     int drift_step;           // where (1-based)
-    double drift_tol;
+    double drift_tol;         // --loss-rtol
     int fail;                 // 1: a wrong loss or nondeterminism
     char verdict[256];
 } BenchRow;

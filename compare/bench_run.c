@@ -28,6 +28,7 @@
 #include "engines.h"
 #include "common/safetensors.h"
 #include "common/util.h"
+#include "traces/trace.h"
 
 typedef struct {
     int status;                 // RowStatus
@@ -411,26 +412,28 @@ static int export_size(const BenchSize *z, Precision p, const char *path, char *
     t[nt - 2] = (StTensor){.name = "n", .dtype = ST_I32, .ndim = 2, .shape = {(size_t)S, (size_t)B}, .data = len};
     t[nt - 1] = (StTensor){.name = "lr", .dtype = ST_F64, .ndim = 1, .shape = {(size_t)S}, .data = lr};
     const ModelShape *m = &L->shape;
-    char settings[1024];
-    snprintf(settings, sizeof settings,
-             "{\"vocab_size\": %d, \"n_embd\": %d, \"n_head\": %d, \"n_kv_head\": %d, \"n_layer\": %d, "
-             "\"block_size\": %d, \"batch\": %d, \"steps\": %d, \"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g, "
-             "\"precision\": \"%s\", \"params\": [",
-             m->vocab_size, m->n_embd, m->n_head, m->n_kv_head, m->n_layer, m->block_size, B, S, z->s.beta1,
-             z->s.beta2, z->s.eps, prec_name(p));
-    for (int i = 0; i < L->n_tensors; i++) {
-        size_t k = strlen(settings);
-        snprintf(settings + k, sizeof settings - k, "%s\"%s\"", i ? ", " : "", L->t[i].name);
-    }
-    size_t k = strlen(settings);
-    if (k + 3 >= sizeof settings) {
-        snprintf(err, errlen, "internal error: too many tensors to name");
+    cJSON *js = cJSON_CreateObject();
+    const struct {
+        const char *key;
+        double v;
+    } nums[] = {{"vocab_size", m->vocab_size}, {"n_embd", m->n_embd},         {"n_head", m->n_head},
+                {"n_kv_head", m->n_kv_head},   {"n_layer", m->n_layer},       {"block_size", m->block_size},
+                {"batch", B},                  {"steps", S},                  {"beta1", z->s.beta1},
+                {"beta2", z->s.beta2},         {"eps", z->s.eps}};
+    for (size_t i = 0; i < sizeof nums / sizeof *nums; i++) cJSON_AddItemToObject(js, nums[i].key, trace_number(nums[i].v));
+    cJSON_AddStringToObject(js, "precision", prec_name(p));
+    cJSON *pn = cJSON_AddArrayToObject(js, "params");
+    for (int i = 0; i < L->n_tensors; i++) cJSON_AddItemToArray(pn, cJSON_CreateString(L->t[i].name));
+    char *settings = cJSON_PrintUnformatted(js);
+    cJSON_Delete(js);
+    if (!settings) {
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
-    strcat(settings, "]}");
     const char *meta[] = {"format", "microgpt-bench-work", "settings", settings};
     size_t n = 0;
     unsigned char *buf = safetensors_encode(t, nt, meta, 2, &n, err, errlen);
+    free(settings);
     free(t);
     free(tok);
     free(len);

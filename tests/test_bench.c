@@ -190,3 +190,27 @@ Test(bench, bad_usage_is_refused) {
     expect_usage(th_tool("compare", "--engines", "scalar,cpu", "--repeats", "3", NULL), "only applies to --bench",
                  "a bench flag without --bench");
 }
+
+// bench_scalar's --samples, --temperature and --trace do what they say: at
+// the defaults the samples are the original's (SPEC.md), and the trace is a
+// train trace of the best run with the timings.
+Test(bench, bench_scalar_samples_and_trace, .timeout = 120) {
+    char tr[512];
+    snprintf(tr, sizeof tr, "%s/bs.json", th_temp_dir());
+    ThRun r = th_tool("bench_scalar", "--data", th_names_path(), "--repeats", "1", "--trace", tr, NULL);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_expect(strstr(r.out, "sample  1      kamon\n") && strstr(r.out, "sample 20      anton\n"), "%s", r.out);
+    cJSON *j = load_json(tr);
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "kind")), "train");
+    cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "steps")), 1000);
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "samples"), 4)), "vialan");
+    cr_expect(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "bench"), "ms_per_step")->valuedouble > 0);
+    cJSON_Delete(j);
+    th_run_free(&r);
+    r = th_tool("bench_scalar", "--data", th_names_path(), "--repeats", "1", "--steps", "20", "--samples", "3",
+                "--temperature", "1.5", NULL);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_expect(strstr(r.out, "sample  3 ") && !strstr(r.out, "sample  4 ") && strstr(r.out, "temperature 1.5"), "%s",
+              r.out);
+    th_run_free(&r);
+}
