@@ -63,15 +63,17 @@ static const char *status_word(RowStatus s) {
 }
 
 // The relative agreement two engines' losses must show at step j
-// (0-based; docs/BENCHMARKS.md): step 1 is the forward from the shared
-// initial weights, so only rounding separates them; step 2 follows one Adam
-// update from the same state, whose g/(|g|+eps) magnifies the rounding of
-// near-zero gradients (measured up to 2e-7 between PyTorch and our engines);
-// later steps follow each engine's own trajectory, where training dynamics
-// set the differences (--loss-rtol).
+// (0-based; docs/BENCHMARKS.md has the measurements behind each bound).
+// Step 1 is the forward from the shared initial weights: only rounding
+// separates the engines (measured on the sweep: fp64 <= 3.9e-16, fp32 <=
+// 3.3e-8). Step 2 follows one Adam update from the same state, whose
+// g/(|g|+eps) magnifies the rounding of near-zero gradients (fp64 pairs <=
+// 2.1e-7, fp32 <= 1.8e-5). Later steps follow each engine's own trajectory,
+// where training dynamics set the differences (--loss-rtol; <= 7.8e-3 over
+// the sweep's 100 steps).
 static double loss_rtol(const Options *o, int j, int any_fp32) {
     if (j == 0) return any_fp32 ? 1e-6 : 1e-12;
-    if (j == 1) return 1e-5;
+    if (j == 1) return any_fp32 ? 1e-4 : 1e-5;
     return o->b.loss_rtol;
 }
 
@@ -255,7 +257,8 @@ static void write_trace(const Options *o, SizeResult *res, int nz, const char *c
     cJSON *lt = cJSON_AddObjectToObject(t.root, "loss_rtol");
     trace_add_number(lt, "step1_fp64", 1e-12);
     trace_add_number(lt, "step1_fp32", 1e-6);
-    trace_add_number(lt, "step2", 1e-5);
+    trace_add_number(lt, "step2_fp64", 1e-5);
+    trace_add_number(lt, "step2_fp32", 1e-4);
     trace_add_number(lt, "later", o->b.loss_rtol);
     cJSON_AddStringToObject(t.root, "bench_data", o->b.raw_docs ? "raw" : "packed");
     if (o->fault != FAULT_NONE) cJSON_AddStringToObject(t.root, "injected_fault", fault_name(o->fault));

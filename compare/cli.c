@@ -40,8 +40,8 @@ static void usage(FILE *f) {
             "                       ms/step median [min-max], tokens/s, speedups, memory, verdict;\n"
             "                       every engine's losses are checked against the engines before it\n"
             "                       (exit 1 on a mismatch): step 1 (the forward from the shared weights)\n"
-            "                       to 1e-12 relative (1e-6 with fp32), step 2 (one update) to 1e-5, later\n"
-            "                       steps to --loss-rtol. E1 is the reference; any number of engines\n"
+            "                       to 1e-12 relative (1e-6 with fp32), step 2 (one update) to 1e-5 (1e-4),\n"
+            "                       later steps to --loss-rtol. E1 is the reference; any number of engines\n"
             "  --sizes LIST         what to time, comma-separated: default (the model and data flags),\n"
             "                       sweep (b1,b32,b256,e64,e128,e512), one of those names, or a SPEC of\n"
             "                       key=value items (n_embd, n_head, n_kv_head, n_layer, block_size,\n"
@@ -60,7 +60,7 @@ static void usage(FILE *f) {
             "                       and eager) on the same documents and initial weights; skipped\n"
             "                       with the reason where torch or a GPU is missing\n"
             "  --loss-rtol X        relative agreement of the losses from step 3 on, where training\n"
-            "                       dynamics, not precision, set the differences (1e-2)\n"
+            "                       dynamics, not precision, set the differences (3e-2)\n"
             "  --python CMD         the Python interpreter for --baseline (python3)\n"
             "  --markdown FILE      also write the table to FILE\n"
             "\n"
@@ -99,7 +99,7 @@ void cli_parse(Options *o, int argc, char **argv) {
     o->b.repeats = 5;
     o->b.warmup = 5;
     o->b.budget_s = 20;
-    o->b.loss_rtol = 1e-2;
+    o->b.loss_rtol = 3e-2;
     const char *drift_flag = NULL;
     // flags that only apply to some modes, to refuse the rest
     const char *lockstep_flag = NULL, *bench_flag = NULL, *compare_flag = NULL;
