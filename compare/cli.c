@@ -5,16 +5,21 @@
 
 #include "compare.h"
 #include "engines.h"
+#include "plugin_engine.h"
 #include "common/util.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: compare --engines REF,CAND [flags]\n"
             "       compare --bench --engines E1[,E2,...] [bench flags]\n"
-            "Run two engines (scalar, cpu, cuda) on the same documents from the same initial\n"
-            "weights and compare them. REF is the reference: an element a of CAND agrees with b\n"
-            "of REF when |a-b| <= atol + rtol*|b|.\n\n"
-            "  --engines REF,CAND   engines to compare, e.g. scalar,cpu or scalar,cuda (required)\n"
+            "Run two engines on the same documents from the same initial weights and compare\n"
+            "them. REF is the reference: an element a of CAND agrees with b of REF when\n"
+            "|a-b| <= atol + rtol*|b|.\n\n"
+            "  --engines REF,CAND   engines to compare, e.g. scalar,cpu or scalar,cuda (required).\n"
+            "                       An engine is scalar, cpu, cuda, plugin:PATH.so (a shared library\n"
+            "                       exporting include/microgpt/engine_abi.h) or exec:'CMD ARGS' (a\n"
+            "                       process speaking the protocol of docs/outside_engines.md), e.g.\n"
+            "                       --engines scalar,exec:'python3 examples/numpy_engine.py'\n"
             "  --precision P        fp64 or fp32: the precision of the tensor engines; the scalar\n"
             "                       engine is always fp64 (fp64); --bench also takes both\n"
             "  --mode M             lockstep: every step both start from REF's parameters and Adam\n"
@@ -31,6 +36,8 @@ static void usage(FILE *f) {
             "  --keep-going         lockstep: go on after a failing step (exit 1 at the end)\n"
             "  --every N            print one line every N steps (1)\n"
             "  --quiet              print only the summary (bench: no progress on stderr)\n"
+            "  --exec-timeout S     seconds to wait for each reply of an exec: engine before killing\n"
+            "                       it (60)\n"
             "  --inject-fault F     test only: make CAND (the second engine) commit fault F\n"
             "                       (attn-scale, causal-mask, rmsnorm-bwd, grad-sign, adam-bias)\n"
             "                       to show the check catches it\n"
@@ -75,7 +82,8 @@ static void parse_engines(Options *o, const char *v) {
         char *comma = strchr(p, ',');
         if (comma) *comma = '\0';
         if (!*p) die(EXIT_USAGE, "--engines: '%s' has an empty engine name", v);
-        if (!engine_known(p)) die(EXIT_USAGE, "--engines: unknown engine '%s' (scalar, cpu or cuda)", p);
+        if (!engine_known(p))
+            die(EXIT_USAGE, "--engines: unknown engine '%s' (scalar, cpu, cuda, plugin:PATH.so or exec:CMD ARGS)", p);
         if (o->n_engines == MAX_ENGINES) die(EXIT_USAGE, "--engines: at most %d engines", MAX_ENGINES);
         o->names[o->n_engines++] = p;
         if (!comma) break;
@@ -180,6 +188,12 @@ void cli_parse(Options *o, int argc, char **argv) {
             if (!strcmp(a, "--python")) o->b.python = v;
             else o->b.markdown = v;
             bench_flag = a;
+        } else if (!strcmp(a, "--exec-timeout")) {
+            NEED_VALUE();
+            double x;
+            if (parse_double(v, &x) || !(x > 0) || x > 1e6)
+                die(EXIT_USAGE, "--exec-timeout: '%s' is not a number of seconds > 0", v);
+            exec_engine_set_timeout(x);
         } else if (!strcmp(a, "--inject-fault")) {
             NEED_VALUE();
             o->fault = fault_from_name(v);
