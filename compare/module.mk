@@ -1,5 +1,5 @@
 # The comparator.
-LIB_SRC += compare/tolerance.c compare/engines.c compare/plugin_engine.c compare/exec_engine.c
+LIB_SRC += compare/tolerance.c compare/engines.c compare/plugin_engine.c compare/exec_engine.c compare/grad_check.c
 COMPARE_SRC := compare/main.c compare/cli.c compare/run.c compare/lockstep.c compare/free.c compare/bench.c
 BINS += $(BUILD)/compare
 

@@ -6,6 +6,9 @@ a process engine and checks it against the scalar reference:
     build/compare --engines scalar,exec:'python3 examples/numpy_engine.py' --steps 20
 
 It computes in float64, or float32 when compare asks for --precision fp32.
+--broken-rmsnorm plants the classic custom-kernel bug: no gradient flows back
+through RMSNorm (as a custom op whose output has no grad_fn), so compare
+fails at step 1 and names the tensors left without a gradient.
 """
 import bisect
 import itertools
@@ -25,8 +28,13 @@ def rmsnorm(x):
     return x * r, r
 
 
+BROKEN_RMSNORM = "--broken-rmsnorm" in sys.argv[1:]
+
+
 def rmsnorm_back(x, r, dy):
     # y = x r, r = (mean(x^2) + eps)^-1/2: dx = r dy - r^3 x mean(dy x)
+    if BROKEN_RMSNORM:
+        return np.zeros_like(x)
     return r * dy - (r ** 3) * x * np.mean(dy * x, axis=-1, keepdims=True)
 
 
