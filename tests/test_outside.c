@@ -9,6 +9,9 @@
 #include <string.h>
 
 #include "helpers.h"
+#include "common/model.h"
+#include "compare/engines.h"
+#include "scalar_ref/engine_scalar.h"
 
 #define COMPARE(...) th_tool("compare", "--data", th_names_path(), __VA_ARGS__, NULL)
 
@@ -157,4 +160,60 @@ Test(outside, exec_usage_errors) {
     expect_status(COMPARE("--engines", "scalar,exec:/nonexistent/engine", "--steps", "1"), 2,
                   "exited with status 127 (127: the shell did not find the command)", "no such command");
     expect_status(COMPARE("--engines", "scalar,cpu", "--exec-timeout", "0"), 2, "--exec-timeout: '0'", "timeout 0");
+}
+
+// Sampling goes through both interfaces too: from the same state and random
+// stream, the plugin and the numpy process draw the scalar engine's samples
+// and leave the stream where it leaves it.
+Test(outside, plugin_and_process_engines_sample_as_the_scalar_engine, .timeout = 60) {
+    const char *py = python(1);
+    if (!py) cr_skip_test("no Python with numpy");
+    Settings s;
+    settings_defaults(&s);
+    s.steps = 3;
+    Dataset d;
+    char err[512];
+    cr_assert_eq(dataset_load(&d, th_names_path(), err, sizeof err), 0, "%s", err);
+    PyRandom r;
+    pyrandom_seed_text(&r, s.seed);
+    dataset_shuffle(&d, &r);
+    ModelShape m = model_shape(&s, d.vocab_size);
+    ParamLayout L;
+    layout_init(&L, &m);
+    double *init = malloc(L.n_params * sizeof *init);
+    params_init(&L, &r, s.init_std, init);
+    EngineConfig cfg = {.s = &s, .L = &L, .precision = PREC_FP64, .fault = FAULT_NONE, .max_batch = 1};
+    char names[3][600];
+    snprintf(names[0], sizeof names[0], "scalar");
+    snprintf(names[1], sizeof names[1], "%s", plugin("libmicrogpt_example_engine.so"));
+    snprintf(names[2], sizeof names[2], "exec:%s examples/numpy_engine.py", py);
+    Engine *e[3];
+    for (int k = 0; k < 3; k++) {
+        e[k] = engine_new(names[k], &cfg, init, err, sizeof err);
+        cr_assert(e[k], "%s: %s", names[k], err);
+    }
+    Batch b = {0};
+    for (int step = 0; step < s.steps; step++) {
+        batch_make(&b, &d, step, 1, s.block_size);
+        for (int k = 0; k < 3; k++) e[k]->ops->step(e[k], &b, step);
+    }
+    PyRandom rk[3];
+    int tok[3][64], n[3];
+    for (int i = 0; i < 5; i++) {
+        for (int k = 0; k < 3; k++) {
+            if (i == 0) rk[k] = r;
+            n[k] = e[k]->ops->sample(e[k], &rk[k], s.temperature, tok[k]);
+        }
+        for (int k = 1; k < 3; k++) {
+            cr_expect_eq(n[k], n[0], "%s: sample %d has %d tokens, the scalar engine's %d", names[k], i, n[k], n[0]);
+            cr_expect(!memcmp(tok[k], tok[0], (size_t)n[0] * sizeof(int)), "%s: sample %d differs", names[k], i);
+            cr_expect(!memcmp(&rk[k], &rk[0], sizeof rk[0]), "%s: the random stream is elsewhere after sample %d",
+                      names[k], i);
+        }
+    }
+    for (int k = 0; k < 3; k++) e[k]->ops->destroy(e[k]);
+    batch_free(&b);
+    free(init);
+    layout_free(&L);
+    dataset_free(&d);
 }
