@@ -24,6 +24,7 @@
 
 #include "common/safetensors.h"
 #include "common/util.h"
+#include "traces/trace.h"
 
 #define EXEC_PROTOCOL 1
 #define MAX_LINE (1 << 20)   // a reply header longer than this is not one
@@ -396,7 +397,7 @@ static int x_sample(Engine *e, PyRandom *r, double temperature, int *out) {
     size_t len;
     unsigned char *buf = encode(p, &t, 1, &len);
     cJSON *req = cJSON_CreateObject();
-    cJSON_AddNumberToObject(req, "temperature", temperature);
+    trace_add_number(req, "temperature", temperature);
     send_request(p, req, "sample", buf, len);
     free(buf);
     free(u);
@@ -448,10 +449,10 @@ static void add_config(cJSON *c, const EngineConfig *cfg) {
     cJSON_AddNumberToObject(c, "block_size", m->block_size);
     cJSON_AddNumberToObject(c, "bos", m->vocab_size - 1);
     cJSON_AddNumberToObject(c, "steps", s->steps);
-    cJSON_AddNumberToObject(c, "lr", s->lr);
-    cJSON_AddNumberToObject(c, "beta1", s->beta1);
-    cJSON_AddNumberToObject(c, "beta2", s->beta2);
-    cJSON_AddNumberToObject(c, "eps", s->eps);
+    trace_add_number(c, "lr", s->lr);
+    trace_add_number(c, "beta1", s->beta1);
+    trace_add_number(c, "beta2", s->beta2);
+    trace_add_number(c, "eps", s->eps);
     cJSON_AddStringToObject(c, "precision", cfg->precision == PREC_FP32 ? "fp32" : "fp64");
     cJSON_AddNumberToObject(c, "max_batch", cfg->max_batch);
     cJSON_AddStringToObject(c, "fault", fault_name(cfg->fault));
