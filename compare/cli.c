@@ -5,16 +5,21 @@
 
 #include "compare.h"
 #include "engines.h"
+#include "plugin_engine.h"
 #include "common/util.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: compare --engines REF,CAND [flags]\n"
             "       compare --bench --engines E1[,E2,...] [bench flags]\n"
-            "Run two engines (scalar, cpu, cuda) on the same documents from the same initial\n"
-            "weights and compare them. REF is the reference: an element a of CAND agrees with b\n"
-            "of REF when |a-b| <= atol + rtol*|b|.\n\n"
-            "  --engines REF,CAND   engines to compare, e.g. scalar,cpu or scalar,cuda (required)\n"
+            "Run two engines on the same documents from the same initial weights and compare\n"
+            "them. REF is the reference: an element a of CAND agrees with b of REF when\n"
+            "|a-b| <= atol + rtol*|b|.\n\n"
+            "  --engines REF,CAND   engines to compare, e.g. scalar,cpu or scalar,cuda (required).\n"
+            "                       An engine is scalar, cpu, cuda, plugin:PATH.so (a shared library\n"
+            "                       exporting include/microgpt/engine_abi.h) or exec:'CMD ARGS' (a\n"
+            "                       process speaking the protocol of docs/outside_engines.md), e.g.\n"
+            "                       --engines scalar,exec:'python3 examples/numpy_engine.py'\n"
             "  --precision P        fp64 or fp32: the precision of the tensor engines; the scalar\n"
             "                       engine is always fp64 (fp64); --bench also takes both\n"
             "  --mode M             lockstep: every step both start from REF's parameters and Adam\n"
@@ -30,6 +35,15 @@ static void usage(FILE *f) {
             "  --keep-going         lockstep: go on after a failing step (exit 1 at the end)\n"
             "  --every N            print one line every N steps (1)\n"
             "  --quiet              print only the summary (bench: no progress on stderr)\n"
+            "  --exec-timeout S     seconds to wait for each reply of an exec: engine before killing\n"
+            "                       it (60)\n"
+            "  --against TRACE      check a trace another program recorded (per-step losses, and\n"
+            "                       logits, gradients and parameters where it names safetensors\n"
+            "                       files) against the one engine of --engines run on the same\n"
+            "                       settings (docs/outside_engines.md)\n"
+            "  --export-init DIR    write the run's inputs to DIR, no engine run: settings.json, the\n"
+            "                       initial parameters (init.safetensors), the documents in training\n"
+            "                       order (documents.txt) and every step's batch (batches.safetensors)\n"
             "  --inject-fault F     test only: make CAND (the second engine) commit fault F\n"
             "                       (attn-scale, causal-mask, rmsnorm-bwd, grad-sign, adam-bias)\n"
             "                       to show the check catches it\n"
@@ -78,7 +92,8 @@ static void parse_engines(Options *o, const char *v) {
         char *comma = strchr(p, ',');
         if (comma) *comma = '\0';
         if (!*p) die(EXIT_USAGE, "--engines: '%s' has an empty engine name", v);
-        if (!engine_known(p)) die(EXIT_USAGE, "--engines: unknown engine '%s' (scalar, cpu or cuda)", p);
+        if (!engine_known(p))
+            die(EXIT_USAGE, "--engines: unknown engine '%s' (scalar, cpu, cuda, plugin:PATH.so or exec:CMD ARGS)", p);
         if (o->n_engines == MAX_ENGINES) die(EXIT_USAGE, "--engines: at most %d engines", MAX_ENGINES);
         o->names[o->n_engines++] = p;
         if (!comma) break;
@@ -117,6 +132,7 @@ void cli_parse(Options *o, int argc, char **argv) {
         } else if (!strcmp(a, "--precision")) {
             NEED_VALUE();
             o->b.both_precisions = 0;
+            o->prec_given = 1;
             if (!strcmp(v, "fp64")) o->prec = PREC_FP64;
             else if (!strcmp(v, "fp32")) o->prec = PREC_FP32;
             else if (!strcmp(v, "both")) o->b.both_precisions = 1, bench_flag = "--precision both";
@@ -191,6 +207,17 @@ void cli_parse(Options *o, int argc, char **argv) {
             if (!strcmp(a, "--python")) o->b.python = v;
             else o->b.markdown = v;
             bench_flag = a;
+        } else if (!strcmp(a, "--against") || !strcmp(a, "--export-init")) {
+            NEED_VALUE();
+            if (!*v) die(EXIT_USAGE, "%s: empty path", a);
+            if (!strcmp(a, "--against")) o->against = v;
+            else o->export_dir = v;
+        } else if (!strcmp(a, "--exec-timeout")) {
+            NEED_VALUE();
+            double x;
+            if (parse_double(v, &x) || !(x > 0) || x > 1e6)
+                die(EXIT_USAGE, "--exec-timeout: '%s' is not a number of seconds > 0", v);
+            exec_engine_set_timeout(x);
         } else if (!strcmp(a, "--inject-fault")) {
             NEED_VALUE();
             o->fault = fault_from_name(v);
@@ -204,9 +231,17 @@ void cli_parse(Options *o, int argc, char **argv) {
         }
 #undef NEED_VALUE
     }
-    if (!o->n_engines)
+    if ((o->against || o->export_dir) && (o->bench || o->mode_given || lockstep_flag || bench_flag))
+        die(EXIT_USAGE, "%s takes the model and data flags, --engines and the tolerances only",
+            o->against ? "--against" : "--export-init");
+    if (o->against && o->export_dir) die(EXIT_USAGE, "--against and --export-init: one at a time");
+    if (o->export_dir && o->n_engines) die(EXIT_USAGE, "--export-init runs no engine: drop --engines");
+    if (!o->n_engines && !o->export_dir)
         die(EXIT_USAGE, "--engines is required, e.g. --engines scalar,cpu (see --help)");
-    if (o->bench) {
+    if (o->against && o->n_engines != 1)
+        die(EXIT_USAGE, "--against: name the one reference engine, e.g. --engines scalar");
+    if (o->against || o->export_dir) {
+    } else if (o->bench) {
         if (compare_flag || lockstep_flag)
             die(EXIT_USAGE, "%s does not apply to --bench (the bench checks every step's loss against the "
                 "first engine's within --drift-tol)", compare_flag ? compare_flag : lockstep_flag);
@@ -224,7 +259,7 @@ void cli_parse(Options *o, int argc, char **argv) {
     if (o->s.steps < 1) die(EXIT_USAGE, "--steps must be at least 1 to compare anything");
     int any_tensor = 0;
     for (int k = 0; k < o->n_engines; k++) any_tensor |= engine_supports(o->names[k], PREC_FP32);
-    if ((o->prec == PREC_FP32 || o->b.both_precisions) && !any_tensor)
+    if ((o->prec == PREC_FP32 || o->b.both_precisions) && !any_tensor && !o->against && !o->export_dir)
         die(EXIT_USAGE, "--precision %s: the scalar engine computes in fp64 only; compare it "
             "with a tensor engine (cpu or cuda)", o->b.both_precisions ? "both" : "fp32");
     if (o->fault != FAULT_NONE && (o->n_engines < 2 || !strcmp(o->names[1], "scalar")))

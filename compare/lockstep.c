@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "compare.h"
+#include "grad_check.h"
 #include "common/util.h"
 
 typedef struct {
@@ -272,6 +273,7 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
             printf("step %4d | loss %.6f | loss %.1e | logits %.1e | grads %.1e (rel %.1e) | params %.1e | %s%s\n",
                    step + 1, loss[0], sl.max_abs, sg.max_abs, sgr.max_abs, sgr.max_rel, spr.max_abs,
                    ok ? "ok" : excused ? "excused: " : "FAIL", why);
+        if (!ok && !excused) grads_zero_report(&r->L, buf[1][1], buf[0][1], o->names[1], stdout);
         if (!ok && !excused && !o->keep_going) break;
         // lockstep: the candidate continues from the reference's state
         r->e[0]->ops->get_moments(r->e[0], m0, v0);
