@@ -6,7 +6,7 @@
 #include <string.h>
 
 static const char *const FAULT_NAMES[FAULT_NUM] = {
-    "none", "attn-scale", "causal-mask", "rmsnorm-bwd", "grad-sign", "adam-bias"};
+    "none", "attn-scale", "causal-mask", "rmsnorm-bwd", "grad-sign", "adam-bias", "small-grads"};
 
 const char *fault_name(Fault f) { return (f >= 0 && f < FAULT_NUM) ? FAULT_NAMES[f] : "?"; }
 
@@ -16,7 +16,7 @@ Fault fault_from_name(const char *name) {
     return FAULT_NUM;
 }
 
-int engine_sample_token(PyRandom *r, double *w, int V, double temperature) {
+void engine_sample_probs(double *w, int V, double temperature) {
     const double inv_t = pow(temperature, -1.0);  // l / temperature is l * temperature**-1
     double mx = -INFINITY;
     for (int i = 0; i < V; i++) {
@@ -30,6 +30,10 @@ int engine_sample_token(PyRandom *r, double *w, int V, double temperature) {
     }
     const double inv = 1.0 / total;
     for (int i = 0; i < V; i++) w[i] *= inv;
+}
+
+int engine_sample_token(PyRandom *r, double *w, int V, double temperature) {
+    engine_sample_probs(w, V, temperature);
     return (int)pyrandom_choice_weighted(r, w, (size_t)V);
 }
 

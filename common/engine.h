@@ -22,6 +22,7 @@ typedef enum {
     FAULT_RMSNORM_BWD,    // rmsnorm backward drops the term through the mean square
     FAULT_GRAD_SIGN,      // one element of the lm_head gradient has its sign flipped
     FAULT_ADAM_BIAS,      // Adam's second-moment bias correction uses beta1
+    FAULT_SMALL_GRADS,    // gradients smaller than 1e-6 in magnitude are dropped (set to 0)
     FAULT_NUM
 } Fault;
 
@@ -31,6 +32,8 @@ const char *fault_name(Fault f);
 // softmax(logits * (1/temperature)) in float64, then random.choices on them.
 // w holds the V logits and is overwritten with the probabilities.
 int engine_sample_token(PyRandom *r, double *w, int V, double temperature);
+// Its first half: w (V logits) becomes the probabilities.
+void engine_sample_probs(double *w, int V, double temperature);
 // Returns FAULT_NUM if the name is unknown.
 Fault fault_from_name(const char *name);
 

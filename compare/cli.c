@@ -32,6 +32,14 @@ static void usage(FILE *f) {
             "  --relu-margin X      lockstep: a step whose gradients differ only because a ReLU input\n"
             "                       within X of 0 fell on different sides in the two engines is\n"
             "                       excused and reported (fp64 1e-12, fp32 1e-5; 0: never)\n"
+            "  --tolerance T        lockstep: fixed (the table of atol/rtol) or ratio: per tensor,\n"
+            "                       CAND's error against the fp64 reference, scaled by the tensor's\n"
+            "                       RMS, must be at most 2x that of the plain fp32 CPU engine run on\n"
+            "                       the same state, plus 1e-6 (ratio in fp32 with an fp64 REF, else fixed)\n"
+            "  --max-excused N      lockstep: more than N excused steps is a failure\n"
+            "                       (default max(3, 1%% of the steps))\n"
+            "  --samples N          lockstep: at the end both engines sample N names from REF's final\n"
+            "                       state; the names and each step's probabilities are compared\n"
             "  --keep-going         lockstep: go on after a failing step (exit 1 at the end)\n"
             "  --every N            print one line every N steps (1)\n"
             "  --quiet              print only the summary (bench: no progress on stderr)\n"
@@ -45,7 +53,8 @@ static void usage(FILE *f) {
             "                       initial parameters (init.safetensors), the documents in training\n"
             "                       order (documents.txt) and every step's batch (batches.safetensors)\n"
             "  --inject-fault F     test only: make CAND (the second engine) commit fault F\n"
-            "                       (attn-scale, causal-mask, rmsnorm-bwd, grad-sign, adam-bias)\n"
+            "                       (attn-scale, causal-mask, rmsnorm-bwd, grad-sign, adam-bias,\n"
+            "                       small-grads: the cpu engine drops gradients below 1e-6)\n"
             "                       to show the check catches it\n"
             "  --help               this text\n"
             "\n"
@@ -111,6 +120,7 @@ void cli_parse(Options *o, int argc, char **argv) {
     o->relu_margin = -1;
     o->rtol = o->atol = -1;
     o->every = 1;
+    o->max_excused = -1;
     o->b.repeats = 5;
     o->b.warmup = 5;
     o->b.budget_s = 20;
@@ -159,6 +169,19 @@ void cli_parse(Options *o, int argc, char **argv) {
             if (parse_int(v, 1, 1000000000L, &x)) die(EXIT_USAGE, "--every: '%s' is not an integer >= 1", v);
             o->every = (int)x;
             compare_flag = a;
+        } else if (!strcmp(a, "--tolerance")) {
+            NEED_VALUE();
+            if (!strcmp(v, "fixed")) o->tol_ratio = 0;
+            else if (!strcmp(v, "ratio")) o->tol_ratio = 1;
+            else die(EXIT_USAGE, "--tolerance: '%s' is not fixed or ratio", v);
+            o->tol_given = 1;
+            lockstep_flag = a;
+        } else if (!strcmp(a, "--max-excused")) {
+            NEED_VALUE();
+            long x;
+            if (parse_int(v, 0, 1000000000L, &x)) die(EXIT_USAGE, "--max-excused: '%s' is not an integer >= 0", v);
+            o->max_excused = (int)x;
+            lockstep_flag = a;
         } else if (!strcmp(a, "--keep-going")) {
             o->keep_going = 1;
             lockstep_flag = a;
@@ -223,11 +246,12 @@ void cli_parse(Options *o, int argc, char **argv) {
             o->fault = fault_from_name(v);
             if (o->fault == FAULT_NUM || o->fault == FAULT_NONE)
                 die(EXIT_USAGE, "--inject-fault: unknown fault '%s' (attn-scale, causal-mask, "
-                    "rmsnorm-bwd, grad-sign, adam-bias)", v);
+                    "rmsnorm-bwd, grad-sign, adam-bias, small-grads)", v);
         } else {
             int before = i;
             if (!settings_parse_flag(&o->s, argc, argv, &i)) die(EXIT_USAGE, "unknown flag '%s' (see --help)", a);
             if (!strcmp(argv[before], "--steps")) o->b.steps_given = 1;
+            if (!strcmp(argv[before], "--samples")) o->samples_given = 1;
         }
 #undef NEED_VALUE
     }
@@ -270,6 +294,16 @@ void cli_parse(Options *o, int argc, char **argv) {
         if (o->rtol >= 0) o->tol[q].rtol = o->rtol;
         if (o->atol >= 0) o->tol[q].atol = o->atol;
     }
+    // the ratio rule needs an fp64 reference and a candidate in fp32
+    int ratio_possible = o->n_engines >= 2 && engine_prec(o, 0) == PREC_FP64 && engine_prec(o, 1) == PREC_FP32;
+    if (!o->tol_given)   // --rtol/--atol alone mean the fixed rule
+        o->tol_ratio = ratio_possible && o->mode == MODE_LOCKSTEP && !o->bench && o->rtol < 0 && o->atol < 0;
+    else if (o->tol_ratio && !ratio_possible)
+        die(EXIT_USAGE, "--tolerance ratio: the rule measures an fp32 candidate against an fp64 reference; "
+            "use --precision fp32 with an fp64 reference, e.g. --engines scalar,cuda --precision fp32");
+    if (o->tol_ratio && (o->rtol >= 0 || o->atol >= 0))
+        die(EXIT_USAGE, "--rtol/--atol set fixed tolerances: use them with --tolerance fixed, not ratio");
+    for (int q = 0; q < Q_NUM; q++) o->ratio[q] = ratio_default((Quantity)q);
     o->drift_tol = drift_tol_for(o, o->prec);
     if (o->relu_margin < 0) o->relu_margin = o->prec == PREC_FP64 ? 1e-12 : 1e-5;
 }
@@ -277,6 +311,11 @@ void cli_parse(Options *o, int argc, char **argv) {
 double drift_tol_for(const Options *o, Precision p) {
     if (o->drift_tol_arg >= 0) return o->drift_tol_arg;
     return p == PREC_FP64 ? 1e-9 : 2e-3;
+}
+
+int max_excused_for(const Options *o) {
+    if (o->max_excused >= 0) return o->max_excused;
+    return o->s.steps / 100 > 3 ? o->s.steps / 100 : 3;
 }
 
 const char *prec_name(Precision p) { return p == PREC_FP64 ? "fp64" : "fp32"; }

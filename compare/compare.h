@@ -53,6 +53,12 @@ typedef struct {
     const char *against;      // --against TRACE: check a recorded trace (against.c)
     const char *export_dir;   // --export-init DIR: write the run's inputs (export.c)
     int prec_given;           // --precision appeared
+    // lockstep
+    int tol_ratio;            // --tolerance ratio (default in fp32 with an fp64 reference) or fixed
+    int tol_given;            // --tolerance appeared
+    RatioRule ratio[Q_NUM];   // the ratio rule per quantity
+    int max_excused;          // --max-excused (< 0: max(3, 1% of the steps))
+    int samples_given;        // --samples appeared: compare the sampled names at the end
 } Options;
 
 // cli.c: parse argv into o; bad usage exits 2 with a message.
@@ -62,6 +68,9 @@ const char *prec_name(Precision p);
 Precision engine_prec(const Options *o, int k);
 // The loss-drift tolerance for a precision: --drift-tol, else fp64 1e-9, fp32 2e-3.
 double drift_tol_for(const Options *o, Precision p);
+
+// The excused steps lockstep allows: --max-excused, else max(3, steps/100).
+int max_excused_for(const Options *o);
 
 // Everything one lockstep or free run needs (run.c).
 typedef struct {

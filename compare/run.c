@@ -60,6 +60,13 @@ cJSON *run_trace_header(Trace *t, Run *r) {
         trace_add_number(x, "atol", o->tol[q].atol);
         trace_add_number(x, "rtol", o->tol[q].rtol);
     }
+    cJSON_AddStringToObject(tol, "rule", o->tol_ratio ? "ratio" : "fixed");
+    if (o->tol_ratio)
+        for (int q = 0; q < Q_NUM; q++) {
+            cJSON *x = cJSON_GetObjectItem(tol, quantity_name((Quantity)q));
+            trace_add_number(x, "ratio_k", o->ratio[q].k);
+            trace_add_number(x, "ratio_floor", o->ratio[q].floor);
+        }
     trace_add_number(tol, "drift", o->drift_tol);
     trace_add_number(tol, "relu_margin", o->relu_margin);
     cJSON_AddNumberToObject(t->root, "num_params", (double)r->L.n_params);

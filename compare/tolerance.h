@@ -9,13 +9,21 @@
 
 #include "common/engine.h"
 
-typedef enum { Q_LOSS, Q_LOGITS, Q_GRADS, Q_PARAMS, Q_NUM } Quantity;
+// Lockstep compares, per step: the logits, the loss, the gradients, and the
+// update (the parameters and Adam's moments m and v after the step); at the
+// end the sampling probabilities of the sampled names.
+typedef enum { Q_LOSS, Q_LOGITS, Q_GRADS, Q_PARAMS, Q_M, Q_V, Q_PROBS, Q_NUM } Quantity;
+// The quantities the trace's per-step max_err/max_rel objects hold (the
+// older format; the "errors" list has them all).
+#define Q_NUM_LEGACY 4
 
 typedef struct {
     double atol, rtol;
 } Tolerance;
 
 const char *quantity_name(Quantity q);
+// What each quantity is compared against, for the messages.
+const char *quantity_what(Quantity q);
 // The defaults for a precision; docs/compare.md says why.
 Tolerance tolerance_default(Precision p, Quantity q);
 
@@ -30,6 +38,22 @@ typedef struct {
     long n_bad;          // elements out of tolerance (NaN included)
     size_t first_bad;    // the first of them (valid when n_bad > 0)
 } ErrStats;
+
+// The fp32 error-ratio rule (--tolerance ratio, docs/compare.md): per
+// tensor, with errors scaled by the RMS of the expected values,
+//     err(candidate) <= k * err(plain fp32 CPU reference) + floor
+// where both errors are taken against the same fp64 expectation.
+typedef struct {
+    double k, floor;
+} RatioRule;
+RatioRule ratio_default(Quantity q);
+// Root mean square of x (n elements; NaN if any is NaN).
+double rms_of(const double *x, size_t n);
+// max|a - b| / rms(b) (max|a-b| itself when rms(b) is 0; NaN if any is NaN).
+double scaled_err(const double *a, const double *b, size_t n);
+// The absolute tolerance the ratio rule gives a tensor whose expected values
+// have RMS `rms`, when the fp32 reference's scaled error is ref_err.
+Tolerance ratio_tolerance(RatioRule r, double ref_err, double rms);
 
 // Compare a and b (n elements) and accumulate into *st (zero it first). The
 // relative error is taken against the largest |b| of this call (a tensor, or

@@ -63,6 +63,8 @@ class Liar:
             return {"logits": zeros(self.shape)}
         if what in ("grads", "params"):
             return {what + "/" + t["name"]: zeros(t["shape"]) for t in self.cfg["tensors"]}
+        if what == "moments":   # lockstep compares the Adam state too
+            return {k + "/" + t["name"]: zeros(t["shape"]) for k in ("adam_m", "adam_v") for t in self.cfg["tensors"]}
         raise ValueError("not asked in these tests: " + what)
 
     def set_state(self, data):

@@ -287,6 +287,11 @@ static double cpu_step(Engine *base, const Batch *b, int step) {
         if (e->fp32) ((float *)e->grads_mem)[e->lm_flip] *= -1.0f;
         else ((double *)e->grads_mem)[e->lm_flip] *= -1.0;
     }
+    if (e->base.cfg.fault == FAULT_SMALL_GRADS)   // test-only: below the fixed fp32 atol
+        for (size_t i = 0; i < e->P; i++) {
+            if (e->fp32 && fabsf(((float *)e->grads_mem)[i]) < 1e-6f) ((float *)e->grads_mem)[i] = 0.0f;
+            if (!e->fp32 && fabs(((double *)e->grads_mem)[i]) < 1e-6) ((double *)e->grads_mem)[i] = 0.0;
+        }
     LAYER(e, adam_update, e->params_mem, e->grads_mem, e->m_mem, e->v_mem, e->P,
           lr_at(s->lr, step, s->steps), s->beta1, s->beta2, s->eps, step);
 
