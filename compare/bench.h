@@ -30,7 +30,7 @@ typedef enum { ROW_OK, ROW_SKIPPED, ROW_UNAVAILABLE, ROW_FAILED } RowStatus;
 
 // One engine at one precision on one size, as measured.
 typedef struct {
-    char engine[24];          // "scalar", "cpu", "cuda", "torch-graph", "torch-eager"
+    char engine[160];         // "scalar", "cpu", "cuda", "plugin:...", "exec:...", "torch-graph", "torch-eager"
     Precision prec;
     RowStatus status;
     char why[512];            // skipped / failed: the reason

@@ -167,6 +167,37 @@ Test(bench, trace_and_markdown, .timeout = 60) {
     cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 1), "verdict")), "pass");
     cJSON_Delete(j);
     th_run_free(&r);
+    // the trace tool reads it: the table, and ms/step per size and engine
+    r = th_tool("trace", "inspect", tr, NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "kind \"bench\"") && strstr(r.out, "b1       scalar") && strstr(r.out, "b1       cpu"),
+              "%s", r.out);
+    th_run_free(&r);
+    char svg[512];
+    snprintf(svg, sizeof svg, "%s/bench.svg", dir);
+    r = th_tool("trace", "plot", tr, "--svg", svg, NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    char *text = th_read_file(svg, NULL);
+    cr_expect(strstr(text, "<svg") && strstr(text, ">scalar fp64</text>") && strstr(text, ">cpu fp64</text>") &&
+              strstr(text, ">b1</text>"), "%s", text);
+    free(text);
+    th_run_free(&r);
+    r = th_tool("trace", "plot", tr, NULL);
+    cr_expect(r.status == 0 && strstr(r.out, "ms/step per size and engine") && strstr(r.out, "cpu fp64"), "%s%s",
+              r.out, r.err);
+    th_run_free(&r);
+}
+
+// The reader refuses a bench trace whose rows do not hold together.
+Test(bench, a_malformed_bench_trace_is_refused) {
+    const char *bad = "{\"format\": \"microgpt-trace\", \"version\": 1, \"kind\": \"bench\", \"sizes\": [{\"name\": "
+                      "\"b1\"}], \"bench\": [{\"size\": \"b9\", \"engine\": \"cpu\", \"precision\": \"fp64\", "
+                      "\"verdict\": \"pass\"}]}";
+    const char *path = th_write_temp("bad-bench.json", bad, strlen(bad));
+    ThRun r = th_tool("trace", "inspect", path, NULL);
+    cr_expect_eq(r.status, 2, "%s", r.out);
+    cr_expect(strstr(r.err, "is of size \"b9\", which \"sizes\" does not list"), "%s", r.err);
+    th_run_free(&r);
 }
 
 static void expect_usage(ThRun r, const char *needle, const char *what) {
