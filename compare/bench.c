@@ -15,6 +15,7 @@
 #include "bench.h"
 #include "engines.h"
 #include "common/atomic_file.h"
+#include "common/strbuf.h"
 #include "common/util.h"
 
 #define MAX_ROWS_PER_SIZE (2 * MAX_ENGINES + 4)
@@ -24,28 +25,6 @@ typedef struct {
     BenchRow rows[MAX_ROWS_PER_SIZE];
     int n_rows;
 } SizeResult;
-
-// A growing text buffer for the report.
-typedef struct {
-    char *s;
-    size_t len, cap;
-} Text;
-
-static void tx(Text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tx(Text *t, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) return;
-        if (t->s && t->len + (size_t)k < t->cap) {
-            t->len += (size_t)k;
-            return;
-        }
-        t->s = xrealloc(t->s, t->cap = 2 * (t->cap + (size_t)k + 256));
-    }
-}
 
 // An output path must be a writable place for a file: say so now, not after the run.
 static void check_output_path(const char *flag, const char *path) {
@@ -158,16 +137,16 @@ static const BenchRow *ref_row(const SizeResult *sr) {
     return sr->n_rows && sr->rows[0].status == ROW_OK ? &sr->rows[0] : NULL;
 }
 
-static void report(const Options *o, SizeResult *res, int nz, const char *cpu, const char *gpu, Text *t) {
-    tx(t, "## compare --bench: %d step(s) a run, the first %d untimed; %d timed run(s) per engine and size\n\n",
+static void report(const Options *o, SizeResult *res, int nz, const char *cpu, const char *gpu, StrBuf *t) {
+    sb_printf(t, "## compare --bench: %d step(s) a run, the first %d untimed; %d timed run(s) per engine and size\n\n",
        o->s.steps, o->b.warmup, o->b.repeats);
-    tx(t, "Machine: %s%s%s. Speedups are ratios of median ms/step: over the first engine listed (%s, %s; \"-\" "
+    sb_printf(t, "Machine: %s%s%s. Speedups are ratios of median ms/step: over the first engine listed (%s, %s; \"-\" "
           "where it did not run) and over torch-graph in the same precision.\n\n",
        cpu, gpu[0] ? "; GPU " : "", gpu, o->names[0], prec_name(engine_supports(o->names[0], o->prec) ? (o->b.both_precisions ? PREC_FP64 : o->prec) : PREC_FP64));
-    tx(t, "| size | engine | precision | ms/step median [min-max] | tokens/s | vs %s | vs torch-graph | host MiB | "
+    sb_printf(t, "| size | engine | precision | ms/step median [min-max] | tokens/s | vs %s | vs torch-graph | host MiB | "
           "device MiB | timed | verdict |\n",
        o->names[0]);
-    tx(t, "|---|---|---|---|---|---|---|---|---|---|---|\n");
+    sb_printf(t, "|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int zi = 0; zi < nz; zi++) {
         SizeResult *sr = &res[zi];
         const BenchRow *ref = ref_row(sr);
@@ -185,14 +164,14 @@ static void report(const Options *o, SizeResult *res, int nz, const char *cpu, c
             fmt_ratio(tg ? tg->ms_med : NAN, r->status == ROW_OK ? r->ms_med : NAN, vt, sizeof vt);
             fmt_bytes(r->peak_host_bytes, hb, sizeof hb);
             fmt_bytes(r->peak_device_bytes, db, sizeof db);
-            tx(t, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sr->z.name, r->engine, prec_name(r->prec),
+            sb_printf(t, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sr->z.name, r->engine, prec_name(r->prec),
                ms, tps, vr, vt, hb, db, timed, r->verdict);
         }
     }
-    tx(t, "\nSizes (tokens/s counts trained positions, the same for every engine of a size):\n\n");
+    sb_printf(t, "\nSizes (tokens/s counts trained positions, the same for every engine of a size):\n\n");
     for (int zi = 0; zi < nz; zi++) {
         const BenchSize *z = &res[zi].z;
-        tx(t, "- **%s**: %s; %d steps; %.0f positions/step; %zu parameters; %.3g FLOP/step (estimate); data %s\n",
+        sb_printf(t, "- **%s**: %s; %d steps; %.0f positions/step; %zu parameters; %.3g FLOP/step (estimate); data %s\n",
            z->name, z->spec, z->s.steps, z->positions, z->L.n_params, z->flops, z->data_desc);
     }
     int notes = 0;
@@ -200,8 +179,8 @@ static void report(const Options *o, SizeResult *res, int nz, const char *cpu, c
         for (int i = 0; i < res[zi].n_rows; i++) {
             const BenchRow *r = &res[zi].rows[i];
             if (r->status == ROW_OK && r->why[0]) {
-                if (!notes++) tx(t, "\nNotes:\n\n");
-                tx(t, "- %s %s %s: %s\n", res[zi].z.name, r->engine, prec_name(r->prec), r->why);
+                if (!notes++) sb_printf(t, "\nNotes:\n\n");
+                sb_printf(t, "- %s %s %s: %s\n", res[zi].z.name, r->engine, prec_name(r->prec), r->why);
             }
         }
 }
@@ -282,13 +261,13 @@ static void write_trace(const Options *o, SizeResult *res, int nz, const char *c
     trace_commit(&t);
 }
 
-static void write_markdown(const char *path, const Text *t) {
+static void write_markdown(const char *path, const StrBuf *t) {
     if (!strcmp(path, "-")) {
-        fwrite(t->s, 1, t->len, stdout);
+        fwrite(t->s, 1, t->n, stdout);
         return;
     }
     char err[512];
-    if (atomic_begin(path, err, sizeof err) || atomic_commit(t->s, t->len, err, sizeof err))
+    if (atomic_begin(path, err, sizeof err) || atomic_commit(t->s, t->n, err, sizeof err))
         die(EXIT_MISMATCH, "--markdown %s: %s", path, err);
 }
 
@@ -401,9 +380,9 @@ int bench_main(Options *o) {
         free(z->batches);
         z->batches = NULL;
     }
-    Text t = {0};
+    StrBuf t = {0};
     report(o, res, nz, cpu, gpu, &t);
-    fwrite(t.s, 1, t.len, stdout);
+    fwrite(t.s, 1, t.n, stdout);
     fflush(stdout);
     printf("\n%s: bench, %d size(s)%s\n", failed ? "FAIL" : "PASS", nz,
            failed ? ": an engine's losses disagree with the reference, or a run failed (see verdict)"
@@ -415,7 +394,7 @@ int bench_main(Options *o) {
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", workdir);
         if (system(cmd)) fprintf(stderr, "bench: warning: could not remove %s\n", workdir);
     }
-    free(t.s);
+    sb_free(&t);
     for (int zi = 0; zi < nz; zi++) {
         for (int i = 0; i < res[zi].n_rows; i++) free(res[zi].rows[i].losses);
         bench_size_free(&res[zi].z);

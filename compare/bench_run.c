@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -281,6 +280,61 @@ static void describe_exit(int status, char *out, size_t n) {
     else snprintf(out, n, "status %d", status);
 }
 
+// A child process whose result pipe and stderr the parent collects.
+typedef struct {
+    pid_t pid;
+    int out_fd, err_fd;
+} Child;
+
+// Fork; the child runs body(fd of the result pipe, ctx) with its stderr
+// (and, if stdout_to_pipe, its stdout) going to the parent, and must _exit.
+static Child spawn(void (*body)(int fd, void *ctx), void *ctx, int stdout_to_pipe) {
+    int out[2], err[2];
+    if (pipe(out) || pipe(err)) die(EXIT_MISMATCH, "bench: pipe: %s", strerror(errno));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) die(EXIT_MISMATCH, "bench: fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(out[0]);
+        close(err[0]);
+        dup2(err[1], 2);
+        close(err[1]);
+        if (stdout_to_pipe) dup2(out[1], 1);
+        body(out[1], ctx);
+        _exit(3);
+    }
+    close(out[1]);
+    close(err[1]);
+    return (Child){pid, out[0], err[0]};
+}
+
+// Collect the child's output until it ends or limit_s pass (then kill it);
+// always reap it. 1 if it was killed for time.
+static int reap(Child c, double limit_s, Buf *out, Buf *err, int *status) {
+    int timed_out = collect(c.out_fd, c.err_fd, now_seconds() + limit_s, out, err);
+    if (timed_out) kill(c.pid, SIGKILL);
+    close(c.out_fd);
+    close(c.err_fd);
+    *status = 0;
+    while (waitpid(c.pid, status, 0) < 0 && errno == EINTR) {
+    }
+    return timed_out;
+}
+
+typedef struct {
+    const Options *o;
+    const BenchSize *z;
+    const char *name;
+    Precision p;
+    Fault fault;
+} EngineJob;
+
+static void engine_body(int fd, void *ctx) {
+    const EngineJob *j = ctx;
+    child_main(fd, j->o, j->z, j->name, j->p, j->fault);
+}
+
 void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Precision p, Fault fault,
                       BenchRow *row) {
     memset(row, 0, sizeof *row);
@@ -294,35 +348,14 @@ void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Pr
                  avail / (1 << 30));
         return;
     }
-    int out[2], err[2];
-    if (pipe(out) || pipe(err)) die(EXIT_MISMATCH, "bench: pipe: %s", strerror(errno));
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) die(EXIT_MISMATCH, "bench: fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(out[0]);
-        close(err[0]);
-        dup2(err[1], 2);
-        close(err[1]);
-        child_main(out[1], o, z, name, p, fault);
-        _exit(3);
-    }
-    close(out[1]);
-    close(err[1]);
+    EngineJob job = {o, z, name, p, fault};
+    Child c = spawn(engine_body, &job, 0);
     // engines on the host clock stop timing at the budget; a step that
     // overruns it by far is stopped here
     const double limit = engine_supports(name, PREC_FP32) && strcmp(name, "cpu") ? 900 : 2 * o->b.budget_s + 30;
     Buf res = {0}, msg = {0};
-    int timed_out = collect(out[0], err[0], now_seconds() + limit, &res, &msg);
-    if (timed_out) kill(pid, SIGKILL);
-    close(out[0]);
-    close(err[0]);
-    int status = 0;
-    struct rusage ru;
-    memset(&ru, 0, sizeof ru);
-    while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
-    }
+    int status;
+    const int timed_out = reap(c, limit, &res, &msg, &status);
     ChildHeader h;
     if (timed_out) {
         row->status = ROW_SKIPPED;
@@ -464,6 +497,14 @@ static double json_num(const cJSON *o, const char *key) {
     return cJSON_IsNumber(x) ? x->valuedouble : NAN;
 }
 
+static void exec_body(int fd, void *ctx) {
+    (void)fd;
+    char *const *argv = ctx;
+    execvp(argv[0], argv);
+    fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+}
+
 void bench_run_torch(const Options *o, const BenchSize *z, Precision p, const char *workdir, BenchRow rows[2]) {
     for (int k = 0; k < 2; k++) {
         memset(&rows[k], 0, sizeof rows[k]);
@@ -488,35 +529,11 @@ void bench_run_torch(const Options *o, const BenchSize *z, Precision p, const ch
     snprintf(reps, sizeof reps, "%d", o->b.repeats);
     snprintf(warm, sizeof warm, "%d", o->b.warmup);
     const char *python = o->b.python ? o->b.python : "python3";
-    int errp[2], outp[2];
-    if (pipe(errp) || pipe(outp)) die(EXIT_MISMATCH, "bench: pipe: %s", strerror(errno));
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) die(EXIT_MISMATCH, "bench: fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(errp[0]);
-        close(outp[0]);
-        dup2(errp[1], 2);
-        dup2(outp[1], 1);
-        close(errp[1]);
-        close(outp[1]);
-        execlp(python, python, script, "--work", in, "--out", out, "--repeats", reps, "--warmup", warm, (char *)NULL);
-        fprintf(stderr, "cannot run %s: %s\n", python, strerror(errno));
-        _exit(127);
-    }
-    close(errp[1]);
-    close(outp[1]);
+    const char *argv[] = {python, script, "--work", in, "--out", out, "--repeats", reps, "--warmup", warm, NULL};
+    Child c = spawn(exec_body, (void *)argv, 1);
     Buf so = {0}, se = {0};
-    int timed_out = collect(outp[0], errp[0], now_seconds() + 900, &so, &se);
-    if (timed_out) kill(pid, SIGKILL);
-    close(errp[0]);
-    close(outp[0]);
-    int status = 0;
-    struct rusage ru;
-    memset(&ru, 0, sizeof ru);
-    while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
-    }
+    int status;
+    const int timed_out = reap(c, 900, &so, &se, &status);
     free(so.buf);
     char line[400];
     last_line(se.buf, line, sizeof line);

@@ -11,6 +11,7 @@
 
 #include "trace_read.h"
 #include "common/atomic_file.h"
+#include "common/strbuf.h"
 #include "common/util.h"
 
 static double num(const cJSON *o, const char *key) {
@@ -138,68 +139,47 @@ static void text_chart(const Chart *c, int width) {
     }
 }
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-} Out;
-
-static void out(Out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out(Out *o, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(o->s ? o->s + o->len : NULL, o->s ? o->cap - o->len : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) return;
-        if (o->s && o->len + (size_t)k < o->cap) {
-            o->len += (size_t)k;
-            return;
-        }
-        o->s = xrealloc(o->s, o->cap = 2 * (o->cap + (size_t)k + 256));
-    }
-}
-
 // text with &, <, > and " escaped
-static void out_text(Out *o, const char *t) {
+static void out_text(StrBuf *o, const char *t) {
     for (; *t; t++) {
-        if (*t == '&') out(o, "&amp;");
-        else if (*t == '<') out(o, "&lt;");
-        else if (*t == '>') out(o, "&gt;");
-        else if (*t == '"') out(o, "&quot;");
-        else out(o, "%c", *t);
+        if (*t == '&') sb_printf(o, "&amp;");
+        else if (*t == '<') sb_printf(o, "&lt;");
+        else if (*t == '>') sb_printf(o, "&gt;");
+        else if (*t == '"') sb_printf(o, "&quot;");
+        else sb_printf(o, "%c", *t);
     }
 }
 
 static const char *const COLORS[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                                      "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 
-static void svg_chart(const Chart *c, const cJSON *root, int W, int H, Out *o) {
+static void svg_chart(const Chart *c, const cJSON *root, int W, int H, StrBuf *o) {
     const double left = 70, right = 230, top = 40, bottom = 50;
     const double pw = W - left - right, ph = H - top - bottom;
-    out(o, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+    sb_printf(o, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
            "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
         W, H, W, H);
-    out(o, "<text x=\"%g\" y=\"22\" font-size=\"15\">ms/step per size and engine (median; verdict ", left);
+    sb_printf(o, "<text x=\"%g\" y=\"22\" font-size=\"15\">ms/step per size and engine (median; verdict ", left);
     out_text(o, str(root, "verdict"));
-    out(o, ")</text>\n");
+    sb_printf(o, ")</text>\n");
     // y: log10 ms, a gridline per decade
     for (double d = c->lo; d <= c->hi + 1e-9; d += 1) {
         const double y = top + ph * (1 - (d - c->lo) / (c->hi - c->lo));
-        out(o, "<line x1=\"%g\" y1=\"%.1f\" x2=\"%g\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", left, y, left + pw, y);
-        out(o, "<text x=\"%g\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", left - 6, y + 4, pow(10, d));
+        sb_printf(o, "<line x1=\"%g\" y1=\"%.1f\" x2=\"%g\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", left, y, left + pw, y);
+        sb_printf(o, "<text x=\"%g\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", left - 6, y + 4, pow(10, d));
     }
-    out(o, "<text transform=\"translate(18,%g) rotate(-90)\" text-anchor=\"middle\">ms/step (log)</text>\n",
+    sb_printf(o, "<text transform=\"translate(18,%g) rotate(-90)\" text-anchor=\"middle\">ms/step (log)</text>\n",
         top + ph / 2);
     const double dx = c->n_sizes > 1 ? pw / (c->n_sizes - 1) : 0;
     for (int k = 0; k < c->n_sizes; k++) {
         const double x = left + (c->n_sizes > 1 ? k * dx : pw / 2);
-        out(o, "<line x1=\"%.1f\" y1=\"%g\" x2=\"%.1f\" y2=\"%g\" stroke=\"#eee\"/>\n", x, top, x, top + ph);
-        out(o, "<text x=\"%.1f\" y=\"%g\" text-anchor=\"middle\">", x, top + ph + 18);
+        sb_printf(o, "<line x1=\"%.1f\" y1=\"%g\" x2=\"%.1f\" y2=\"%g\" stroke=\"#eee\"/>\n", x, top, x, top + ph);
+        sb_printf(o, "<text x=\"%.1f\" y=\"%g\" text-anchor=\"middle\">", x, top + ph + 18);
         out_text(o, c->size[k]);
-        out(o, "</text>\n");
+        sb_printf(o, "</text>\n");
     }
-    out(o, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">size</text>\n", left + pw / 2, top + ph + 38);
-    out(o, "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#444\"/>\n", left, top, pw, ph);
+    sb_printf(o, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">size</text>\n", left + pw / 2, top + ph + 38);
+    sb_printf(o, "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#444\"/>\n", left, top, pw, ph);
     for (int i = 0; i < c->n_series; i++) {
         const char *col = COLORS[i % 10];
         const char *dash = i >= 10 ? " stroke-dasharray=\"5,3\"" : "";
@@ -216,23 +196,23 @@ static void svg_chart(const Chart *c, const cJSON *root, int W, int H, Out *o) {
             if (prev >= 0) {
                 const double px = left + prev * dx;
                 const double py = top + ph * (1 - (log10(c->s[i].ms[prev]) - c->lo) / (c->hi - c->lo));
-                out(o, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>\n",
+                sb_printf(o, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>\n",
                     px, py, x, y, col, dash);
             }
-            out(o, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>", x, y, col);
+            sb_printf(o, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>", x, y, col);
             out_text(o, c->s[i].label);
-            out(o, " at %s: %.4g ms</title></circle>\n", c->size[k], ms);
+            sb_printf(o, " at %s: %.4g ms</title></circle>\n", c->size[k], ms);
             prev = k;
         }
         // the legend, outside the data on the right
         const double ly = top + 8 + 18 * i;
-        out(o, "<line x1=\"%g\" y1=\"%.1f\" x2=\"%g\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>\n",
+        sb_printf(o, "<line x1=\"%g\" y1=\"%.1f\" x2=\"%g\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>\n",
             left + pw + 14, ly, left + pw + 38, ly, col, dash);
-        out(o, "<text x=\"%g\" y=\"%.1f\">", left + pw + 44, ly + 4);
+        sb_printf(o, "<text x=\"%g\" y=\"%.1f\">", left + pw + 44, ly + 4);
         out_text(o, c->s[i].label);
-        out(o, "</text>\n");
+        sb_printf(o, "</text>\n");
     }
-    out(o, "</svg>\n");
+    sb_printf(o, "</svg>\n");
 }
 
 int bench_view_plot(const cJSON *root, const char *svg, int width, int height) {
@@ -247,18 +227,18 @@ int bench_view_plot(const cJSON *root, const char *svg, int width, int height) {
         free(c);
         return fflush(stdout) == 0 ? 0 : EXIT_MISMATCH;
     }
-    Out o = {0};
+    StrBuf o = {0};
     const int H = height > 0 ? height : (int)(110 + 18 * (c->n_series > 16 ? c->n_series : 16));
     svg_chart(c, root, width > 0 ? width : 900, H, &o);
     char err[512];
     int rc = 0;
-    if (atomic_begin(svg, err, sizeof err) || atomic_commit(o.s, o.len, err, sizeof err)) {
+    if (atomic_begin(svg, err, sizeof err) || atomic_commit(o.s, o.n, err, sizeof err)) {
         fprintf(stderr, "%s: --svg %s: %s\n", prog_name(), svg, err);
         rc = EXIT_MISMATCH;
     } else {
         printf("wrote %s (%d series over %d sizes)\n", svg, c->n_series, c->n_sizes);
     }
-    free(o.s);
+    sb_free(&o);
     free(c);
     return rc;
 }
