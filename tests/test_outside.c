@@ -43,6 +43,17 @@ Test(outside, example_plugin_passes_lockstep_against_scalar, .timeout = 120) {
                   "FAIL at step 1: the gradient of lm_head[1,2]", "injected fault");
 }
 
+// examples/naive_engine.c: written against the public header alone
+Test(outside, independent_naive_plugin_passes_lockstep_against_scalar, .timeout = 120) {
+    char engines[600];
+    snprintf(engines, sizeof engines, "scalar,%s", plugin("libmicrogpt_naive_engine.so"));
+    expect_status(COMPARE("--engines", engines, "--steps", "20", "--quiet"), 0, "PASS: lockstep", "fp64");
+    expect_status(COMPARE("--engines", engines, "--steps", "6", "--batch", "5", "--n-kv-head", "2", "--n-layer", "2",
+                          "--quiet"), 0, "PASS: lockstep", "batch 5, GQA, 2 layers");
+    expect_status(COMPARE("--engines", engines, "--steps", "2", "--precision", "fp32"), 2,
+                  "the naive engine computes in fp64 only", "fp32 refused by create");
+}
+
 Test(outside, broken_plugins_are_refused_with_the_reason) {
     char engines[600];
     snprintf(engines, sizeof engines, "scalar,plugin:%s/nonexistent.so", th_build_dir());
@@ -183,35 +194,37 @@ Test(outside, plugin_and_process_engines_sample_as_the_scalar_engine, .timeout =
     double *init = malloc(L.n_params * sizeof *init);
     params_init(&L, &r, s.init_std, init);
     EngineConfig cfg = {.s = &s, .L = &L, .precision = PREC_FP64, .fault = FAULT_NONE, .max_batch = 1};
-    char names[3][600];
+    enum { NE = 4 };
+    char names[NE][600];
     snprintf(names[0], sizeof names[0], "scalar");
     snprintf(names[1], sizeof names[1], "%s", plugin("libmicrogpt_example_engine.so"));
     snprintf(names[2], sizeof names[2], "exec:%s examples/numpy_engine.py", py);
-    Engine *e[3];
-    for (int k = 0; k < 3; k++) {
+    snprintf(names[3], sizeof names[3], "%s", plugin("libmicrogpt_naive_engine.so"));
+    Engine *e[NE];
+    for (int k = 0; k < NE; k++) {
         e[k] = engine_new(names[k], &cfg, init, err, sizeof err);
         cr_assert(e[k], "%s: %s", names[k], err);
     }
     Batch b = {0};
     for (int step = 0; step < s.steps; step++) {
         batch_make(&b, &d, step, 1, s.block_size);
-        for (int k = 0; k < 3; k++) e[k]->ops->step(e[k], &b, step);
+        for (int k = 0; k < NE; k++) e[k]->ops->step(e[k], &b, step);
     }
-    PyRandom rk[3];
-    int tok[3][64], n[3];
+    PyRandom rk[NE];
+    int tok[NE][64], n[NE];
     for (int i = 0; i < 5; i++) {
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < NE; k++) {
             if (i == 0) rk[k] = r;
             n[k] = e[k]->ops->sample(e[k], &rk[k], s.temperature, tok[k]);
         }
-        for (int k = 1; k < 3; k++) {
+        for (int k = 1; k < NE; k++) {
             cr_expect_eq(n[k], n[0], "%s: sample %d has %d tokens, the scalar engine's %d", names[k], i, n[k], n[0]);
             cr_expect(!memcmp(tok[k], tok[0], (size_t)n[0] * sizeof(int)), "%s: sample %d differs", names[k], i);
             cr_expect(!memcmp(&rk[k], &rk[0], sizeof rk[0]), "%s: the random stream is elsewhere after sample %d",
                       names[k], i);
         }
     }
-    for (int k = 0; k < 3; k++) e[k]->ops->destroy(e[k]);
+    for (int k = 0; k < NE; k++) e[k]->ops->destroy(e[k]);
     batch_free(&b);
     free(init);
     layout_free(&L);
