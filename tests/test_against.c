@@ -114,6 +114,13 @@ Test(against, a_recorded_training_run_is_checked_step_by_step, .timeout = 60) {
     expect_status(COMPARE("--against", trace, "--engines", "cpu", "--n-embd", "8", "--n-head", "2"), 2,
                   "recorded with n_embd 16; this run has 8", "other settings");
     expect_status(COMPARE("--against", trace, "--engines", "scalar,cpu"), 2, "the one reference engine", "2 engines");
+    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--trace", tmp("x.json")), 2,
+                  "--trace does not apply to --against", "--trace");
+    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--keep-going"), 2, "--against takes", "lockstep flag");
+    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--precision", "fp32"), 2, "was recorded in fp64",
+                  "other precision");
+    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--steps", "30"), 2, "a 12-step schedule",
+                  "other schedule");
     // change step 7's loss in its last digits
     size_t len;
     char *txt = th_read_file(trace, &len);
