@@ -87,25 +87,27 @@ Test(outside, cuda_is_a_plugin_found_beside_compare) {
     th_run_free(&r);
 }
 
-// An interpreter: $MICROGPT_PYTHON, else Debian's /usr/bin/python3, else
-// python3 on PATH; with numpy when asked. NULL if none.
-static const char *python(int numpy) {
-    static char found[2][256];
-    static int tried[2];
-    if (tried[numpy]) return found[numpy][0] ? found[numpy] : NULL;
-    tried[numpy] = 1;
+// An interpreter for which `code` runs: $MICROGPT_PYTHON, else Debian's
+// /usr/bin/python3, else python3 on PATH. NULL if none.
+static const char *python_where(const char *code) {
+    static char found[4][256], tried[4][160];
+    static int n;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(tried[i], code)) return found[i][0] ? found[i] : NULL;
+    if (n == 4) return NULL;
+    snprintf(tried[n], sizeof tried[n], "%s", code);
     const char *cands[] = {getenv("MICROGPT_PYTHON"), "/usr/bin/python3", "python3"};
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 3 && !found[n][0]; i++) {
         if (!cands[i] || !*cands[i]) continue;
         char cmd[512];
-        snprintf(cmd, sizeof cmd, "%s -c 'import sys%s' >/dev/null 2>&1", cands[i], numpy ? ", numpy" : "");
-        if (system(cmd) == 0) {
-            snprintf(found[numpy], sizeof found[numpy], "%s", cands[i]);
-            return found[numpy];
-        }
+        snprintf(cmd, sizeof cmd, "%s -c '%s' >/dev/null 2>&1", cands[i], code);
+        if (system(cmd) == 0) snprintf(found[n], sizeof found[n], "%s", cands[i]);
     }
-    return NULL;
+    n++;
+    return found[n - 1][0] ? found[n - 1] : NULL;
 }
+
+static const char *python(int numpy) { return python_where(numpy ? "import numpy" : "import sys"); }
 
 Test(outside, numpy_engine_passes_lockstep_against_scalar, .timeout = 120) {
     const char *py = python(1);
@@ -229,4 +231,27 @@ Test(outside, plugin_and_process_engines_sample_as_the_scalar_engine, .timeout =
     free(init);
     layout_free(&L);
     dataset_free(&d);
+}
+
+// examples/torch_engine.py where PyTorch 2 is installed (the GPU machine):
+// lockstep passes, and the detached RMSNorm fails at step 1 naming wte, wpe.
+Test(outside, torch_engine_passes_and_its_broken_rmsnorm_is_named, .timeout = 300) {
+    const char *py = python_where("import numpy, torch, torch.nn.functional as F; F.scaled_dot_product_attention");
+    if (!py) {
+        cr_log_warn("SKIP: no Python with numpy and PyTorch >= 2 (/usr/bin/python3, python3 or $MICROGPT_PYTHON); "
+                    "on a GPU machine: scripts/outside_gpu_check.sh");
+        cr_skip_test("no PyTorch >= 2");
+    }
+    char engines[800];
+    snprintf(engines, sizeof engines, "scalar,exec:%s examples/torch_engine.py", py);
+    expect_status(COMPARE("--engines", engines, "--steps", "10", "--batch", "3", "--n-kv-head", "2", "--quiet"), 0,
+                  "PASS: lockstep", "torch fp64");
+    expect_status(COMPARE("--engines", engines, "--steps", "10", "--precision", "fp32", "--quiet"), 0,
+                  "PASS: lockstep", "torch fp32");
+    snprintf(engines, sizeof engines, "scalar,exec:%s examples/torch_engine.py --broken-rmsnorm", py);
+    ThRun r = COMPARE("--engines", engines, "--steps", "10");
+    cr_expect_eq(r.status, 1, "%s%s", r.out, r.err);
+    cr_expect(strstr(r.out, "FAIL at step 1"), "%s", r.out);
+    cr_expect(strstr(r.out, "not in the reference: wte wpe (2 of 9 tensors"), "%s", r.out);
+    th_run_free(&r);
 }
