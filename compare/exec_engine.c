@@ -418,6 +418,15 @@ static int x_sample(Engine *e, PyRandom *r, double temperature, int *out) {
 
 static const char *x_device(Engine *e) { return X(e)->device; }
 
+// Optional (the create reply says "relu_inputs": true): (L,B,T,4C) of the last step.
+static void x_relu(Engine *e, double *out) {
+    Proc *p = X(e);
+    get_quantity(p, "relu_inputs", 1);
+    const ModelShape *m = &e->cfg.L->shape;
+    size_t shape[4] = {(size_t)m->n_layer, (size_t)p->B, (size_t)p->T, 4 * (size_t)m->n_embd};
+    take(p, "get relu_inputs", "relu_inputs", 4, shape, out);
+}
+
 static void x_destroy(Engine *e) {
     Proc *p = X(e);
     if (p->pid > 0) {
@@ -532,10 +541,12 @@ Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const doubl
              cJSON_IsNumber(pv) ? pv->valuedouble : -1.0, EXEC_PROTOCOL);
     copy_string(h, "name", p->name, sizeof p->name, "exec");
     copy_string(h, "device", p->device, sizeof p->device, "");
+    const int relu = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "relu_inputs"));
     cJSON_Delete(h);
     p->in_create = 0;
     p->ops = (EngineOps){.name = p->name, .destroy = x_destroy, .step = x_step, .get_logits = x_logits,
                          .get_grads = x_grads, .get_params = x_params, .get_moments = x_moments,
-                         .set_state = x_set_state, .sample = x_sample, .device = p->device[0] ? x_device : NULL};
+                         .set_state = x_set_state, .sample = x_sample, .device = p->device[0] ? x_device : NULL,
+                         .get_relu_inputs = relu ? x_relu : NULL};
     return &p->base;
 }

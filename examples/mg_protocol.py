@@ -93,7 +93,8 @@ def serve(make_engine, stdin=None, stdout=None):
                 if req.get("protocol") != PROTOCOL:
                     raise ValueError("this engine speaks protocol %d" % PROTOCOL)
                 engine = make_engine(req["config"], data)
-                reply({"ok": True, "protocol": PROTOCOL, "name": engine.name, "device": engine.device})
+                reply({"ok": True, "protocol": PROTOCOL, "name": engine.name, "device": engine.device,
+                       "relu_inputs": bool(getattr(engine, "relu_inputs", False))})
             elif op == "step":
                 loss = engine.step(data, req["step"])
                 reply({"ok": True, "loss": _number(loss)})

@@ -3,6 +3,7 @@
 // the right message and exit code, and the processes are always reaped.
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,6 +213,24 @@ Test(outside, plugin_and_process_engines_sample_as_the_scalar_engine, .timeout =
         batch_make(&b, &d, step, 1, s.block_size);
         for (int k = 0; k < NE; k++) e[k]->ops->step(e[k], &b, step);
     }
+    // the ReLU inputs of the last step (what lockstep reads to excuse a gate
+    // flip) agree at the real positions, through both interfaces
+    const size_t nr = (size_t)L.n_params;   // more than (L,1,T,4C) needs
+    double *relu0 = malloc(nr * sizeof(double)), *relu = malloc(nr * sizeof(double));
+    e[0]->ops->get_relu_inputs(e[0], relu0);
+    for (int k = 1; k < NE; k++) {
+        if (!e[k]->ops->get_relu_inputs) continue;
+        e[k]->ops->get_relu_inputs(e[k], relu);
+        for (int t = 0; t < b.n[0]; t++)
+            for (int j = 0; j < 4 * m.n_embd; j++) {
+                size_t i = (size_t)t * 4 * m.n_embd + j;
+                cr_expect(fabs(relu[i] - relu0[i]) <= 1e-12, "%s: relu input %d,%d is %g, the scalar engine's %g",
+                          names[k], t, j, relu[i], relu0[i]);
+            }
+    }
+    cr_expect(e[2]->ops->get_relu_inputs != NULL, "the numpy engine says it reports its ReLU inputs");
+    free(relu0);
+    free(relu);
     PyRandom rk[NE];
     int tok[NE][64], n[NE];
     for (int i = 0; i < 5; i++) {
