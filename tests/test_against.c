@@ -163,7 +163,7 @@ static const char *numpy_python(void) {
 Test(against, an_outside_run_from_the_export_passes_and_a_broken_one_is_named, .timeout = 120) {
     const char *py = numpy_python();
     if (!py) {
-        cr_log_warn("SKIP: no Python with numpy (apt-get install python3-numpy)");
+        fprintf(stderr, "SKIP: no Python with numpy (apt-get install python3-numpy)\n");
         cr_skip_test("no Python with numpy");
     }
     const char *dir = tmp("outside");

@@ -113,8 +113,8 @@ static const char *python(int numpy) { return python_where(numpy ? "import numpy
 Test(outside, numpy_engine_passes_lockstep_against_scalar, .timeout = 120) {
     const char *py = python(1);
     if (!py) {
-        cr_log_warn("SKIP: no Python with numpy (/usr/bin/python3 or $MICROGPT_PYTHON): apt-get install "
-                    "python3-numpy");
+        fprintf(stderr, "SKIP: no Python with numpy (/usr/bin/python3 or $MICROGPT_PYTHON): apt-get install "
+                    "python3-numpy\n");
         cr_skip_test("no Python with numpy");
     }
     char engines[600];
@@ -257,8 +257,8 @@ Test(outside, plugin_and_process_engines_sample_as_the_scalar_engine, .timeout =
 Test(outside, torch_engine_passes_and_its_broken_rmsnorm_is_named, .timeout = 300) {
     const char *py = python_where("import numpy, torch, torch.nn.functional as F; F.scaled_dot_product_attention");
     if (!py) {
-        cr_log_warn("SKIP: no Python with numpy and PyTorch >= 2 (/usr/bin/python3, python3 or $MICROGPT_PYTHON); "
-                    "on a GPU machine: scripts/outside_gpu_check.sh");
+        fprintf(stderr, "SKIP: no Python with numpy and PyTorch >= 2 (/usr/bin/python3, python3 or $MICROGPT_PYTHON); "
+                    "on a GPU machine: scripts/outside_gpu_check.sh\n");
         cr_skip_test("no PyTorch >= 2");
     }
     char engines[800];
