@@ -126,11 +126,22 @@ static void fail(Proc *p, const char *fmt, ...) {
 
 // ---- the wire ----
 
-static void send_all(Proc *p, const char *op, const void *buf, size_t n) {
+// Write all of buf before the deadline (the pipe is non-blocking: a process
+// that stops reading its stdin cannot block compare).
+static void send_all(Proc *p, const char *op, const void *buf, size_t n, double deadline) {
     const unsigned char *b = buf;
     while (n) {
         ssize_t k = write(p->to, b, n);
         if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EAGAIN) {
+            double left = deadline - now_seconds();
+            if (left <= 0)
+                fail(p, "the process read no more of the '%s' request within %g s (--exec-timeout); killed it", op,
+                     g_timeout);
+            struct pollfd pf = {.fd = p->to, .events = POLLOUT};
+            if (poll(&pf, 1, (int)fmin(left * 1000 + 1, 1e9)) < 0 && errno != EINTR) fail(p, "poll: %s", strerror(errno));
+            continue;
+        }
         if (k <= 0) {
             char how[160];
             child_end(p, how, sizeof how);
@@ -149,10 +160,11 @@ static void send_request(Proc *p, cJSON *req, const char *op, const unsigned cha
     char *line = cJSON_PrintUnformatted(req);
     cJSON_Delete(req);
     if (!line) die(EXIT_MISMATCH, "engine %s: out of memory", p->label);
-    send_all(p, op, line, strlen(line));
-    send_all(p, op, "\n", 1);
+    const double deadline = now_seconds() + g_timeout;
+    send_all(p, op, line, strlen(line), deadline);
+    send_all(p, op, "\n", 1, deadline);
     free(line);
-    if (payload) send_all(p, op, payload, plen);
+    if (payload) send_all(p, op, payload, plen, deadline);
 }
 
 // Read more bytes into rbuf before the deadline.
@@ -514,6 +526,7 @@ Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const doubl
     p->pid = pid;
     p->to = in[1];
     p->from = out[0];
+    fcntl(p->to, F_SETFL, fcntl(p->to, F_GETFL) | O_NONBLOCK);
     p->in_create = 1;
     size_t ll = strlen(cmd) + 8;
     p->label = xmalloc(ll);

@@ -133,14 +133,15 @@ Test(outside, numpy_engine_passes_lockstep_against_scalar, .timeout = 120) {
 
 // Run compare against tests/liar_engine.py in a mode; the liar must be gone
 // afterwards (killed and reaped, not left running).
-static void liar(const char *mode, int status, const char *needle, const char *timeout) {
+static void liar_args(const char *mode, int status, const char *needle, const char *timeout, const char *extra) {
     const char *py = python(0);
     if (!py) cr_skip_test("no python3");
     char pidfile[512], engines[1200];
     snprintf(pidfile, sizeof pidfile, "%s/liar-%s.pid", th_temp_dir(), mode);
     remove(pidfile);
     snprintf(engines, sizeof engines, "scalar,exec:%s tests/liar_engine.py %s %s", py, mode, pidfile);
-    ThRun r = COMPARE("--engines", engines, "--steps", "2", "--exec-timeout", timeout);
+    ThRun r = extra ? COMPARE("--engines", engines, "--steps", "2", "--exec-timeout", timeout, "--n-embd", extra)
+                    : COMPARE("--engines", engines, "--steps", "2", "--exec-timeout", timeout);
     cr_expect_eq(r.status, status, "%s: exit %d (want %d)\n%s%s", mode, r.status, status, r.out, r.err);
     cr_expect(strstr(r.err, needle) || strstr(r.out, needle), "%s: the output lacks '%s':\n%s%s", mode, needle, r.out,
               r.err);
@@ -152,7 +153,14 @@ static void liar(const char *mode, int status, const char *needle, const char *t
     cr_expect(kill((pid_t)p, 0) == -1 && errno == ESRCH, "%s: the engine process %ld is still there", mode, p);
 }
 
+static void liar(const char *mode, int status, const char *needle, const char *timeout) {
+    liar_args(mode, status, needle, timeout, NULL);
+}
+
 Test(outside, a_process_that_crashes_hangs_or_lies_is_named_and_reaped, .timeout = 120) {
+    // initial parameters (n_embd 96: 1.2 MB) larger than a pipe holds, to a process that reads none
+    liar_args("no-read", 2, "the process read no more of the 'create' request within 1 s (--exec-timeout); killed it",
+              "1", "96");
     liar("crash-create", 2, "exited with status 3 while compare waited for the reply to 'create'", "10");
     liar("crash-step", 1, "was killed by signal 11 (Segmentation fault) while compare waited for the reply to 'step'",
          "10");
