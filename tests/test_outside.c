@@ -88,27 +88,7 @@ Test(outside, cuda_is_a_plugin_found_beside_compare) {
     th_run_free(&r);
 }
 
-// An interpreter for which `code` runs: $MICROGPT_PYTHON, else Debian's
-// /usr/bin/python3, else python3 on PATH. NULL if none.
-static const char *python_where(const char *code) {
-    static char found[4][256], tried[4][160];
-    static int n;
-    for (int i = 0; i < n; i++)
-        if (!strcmp(tried[i], code)) return found[i][0] ? found[i] : NULL;
-    if (n == 4) return NULL;
-    snprintf(tried[n], sizeof tried[n], "%s", code);
-    const char *cands[] = {getenv("MICROGPT_PYTHON"), "/usr/bin/python3", "python3"};
-    for (int i = 0; i < 3 && !found[n][0]; i++) {
-        if (!cands[i] || !*cands[i]) continue;
-        char cmd[512];
-        snprintf(cmd, sizeof cmd, "%s -c '%s' >/dev/null 2>&1", cands[i], code);
-        if (system(cmd) == 0) snprintf(found[n], sizeof found[n], "%s", cands[i]);
-    }
-    n++;
-    return found[n - 1][0] ? found[n - 1] : NULL;
-}
-
-static const char *python(int numpy) { return python_where(numpy ? "import numpy" : "import sys"); }
+static const char *python(int numpy) { return th_python(numpy ? "import numpy" : "import sys"); }
 
 Test(outside, numpy_engine_passes_lockstep_against_scalar, .timeout = 120) {
     const char *py = python(1);
@@ -117,9 +97,17 @@ Test(outside, numpy_engine_passes_lockstep_against_scalar, .timeout = 120) {
                     "python3-numpy\n");
         cr_skip_test("no Python with numpy");
     }
-    char engines[600];
+    char engines[600], plog[600], f[700];
     snprintf(engines, sizeof engines, "scalar,exec:%s examples/numpy_engine.py", py);
+    // every message of the run is one of docs/schemas/exec_*.schema.json
+    snprintf(plog, sizeof plog, "%s/protocol", th_temp_dir());
+    setenv("MG_PROTOCOL_LOG", plog, 1);
     expect_status(COMPARE("--engines", engines, "--steps", "20", "--quiet"), 0, "PASS: lockstep", "fp64");
+    unsetenv("MG_PROTOCOL_LOG");
+    snprintf(f, sizeof f, "%s.requests", plog);
+    th_check_schema("exec_request.schema.json", f, 1);
+    snprintf(f, sizeof f, "%s.replies", plog);
+    th_check_schema("exec_reply.schema.json", f, 1);
     expect_status(COMPARE("--engines", engines, "--steps", "10", "--batch", "4", "--n-kv-head", "2", "--n-layer", "2",
                           "--precision", "fp32", "--quiet"), 0, "PASS: lockstep", "fp32, batch 4, GQA, 2 layers");
     // the autograd-cut bug: compare fails at step 1 and names the tensors that got no gradient
@@ -263,7 +251,7 @@ Test(outside, plugin_and_process_engines_sample_as_the_scalar_engine, .timeout =
 // examples/torch_engine.py where PyTorch 2 is installed (the GPU machine):
 // lockstep passes, and the detached RMSNorm fails at step 1 naming wte, wpe.
 Test(outside, torch_engine_passes_and_its_broken_rmsnorm_is_named, .timeout = 300) {
-    const char *py = python_where("import numpy, torch, torch.nn.functional as F; F.scaled_dot_product_attention");
+    const char *py = th_python("import numpy, torch, torch.nn.functional as F; F.scaled_dot_product_attention");
     if (!py) {
         fprintf(stderr, "SKIP: no Python with numpy and PyTorch >= 2 (/usr/bin/python3, python3 or $MICROGPT_PYTHON); "
                     "on a GPU machine: scripts/outside_gpu_check.sh\n");
