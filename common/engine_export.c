@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "util.h"
 
 struct mg_engine {
     Engine *e;
@@ -26,6 +29,11 @@ static Batch to_batch(const mg_batch *b) {
 }
 
 static mg_engine *x_create(const mg_config *c, const double *init, char *err, size_t errlen) {
+    // this library has its own copy of common/util: its fatal messages carry
+    // the name of the program that loaded it
+    static char exe[4096];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k > 0) exe[k] = '\0', set_prog_name(exe);
     mg_engine *m = calloc(1, sizeof *m);
     if (!m) return snprintf(err, errlen, "out of memory"), NULL;
     settings_defaults(&m->s);

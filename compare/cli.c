@@ -259,6 +259,9 @@ void cli_parse(Options *o, int argc, char **argv) {
         die(EXIT_USAGE, "%s takes the model and data flags, --engines and the tolerances only",
             o->against ? "--against" : "--export-init");
     if (o->against && o->export_dir) die(EXIT_USAGE, "--against and --export-init: one at a time");
+    if ((o->against || o->export_dir) && o->s.trace_path)
+        die(EXIT_USAGE, "--trace does not apply to %s (it prints its report; --export-init writes files)",
+            o->against ? "--against" : "--export-init");
     if (o->export_dir && o->n_engines) die(EXIT_USAGE, "--export-init runs no engine: drop --engines");
     if (!o->n_engines && !o->export_dir)
         die(EXIT_USAGE, "--engines is required, e.g. --engines scalar,cpu (see --help)");

@@ -126,11 +126,22 @@ static void fail(Proc *p, const char *fmt, ...) {
 
 // ---- the wire ----
 
-static void send_all(Proc *p, const char *op, const void *buf, size_t n) {
+// Write all of buf before the deadline (the pipe is non-blocking: a process
+// that stops reading its stdin cannot block compare).
+static void send_all(Proc *p, const char *op, const void *buf, size_t n, double deadline) {
     const unsigned char *b = buf;
     while (n) {
         ssize_t k = write(p->to, b, n);
         if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EAGAIN) {
+            double left = deadline - now_seconds();
+            if (left <= 0)
+                fail(p, "the process read no more of the '%s' request within %g s (--exec-timeout); killed it", op,
+                     g_timeout);
+            struct pollfd pf = {.fd = p->to, .events = POLLOUT};
+            if (poll(&pf, 1, (int)fmin(left * 1000 + 1, 1e9)) < 0 && errno != EINTR) fail(p, "poll: %s", strerror(errno));
+            continue;
+        }
         if (k <= 0) {
             char how[160];
             child_end(p, how, sizeof how);
@@ -149,10 +160,11 @@ static void send_request(Proc *p, cJSON *req, const char *op, const unsigned cha
     char *line = cJSON_PrintUnformatted(req);
     cJSON_Delete(req);
     if (!line) die(EXIT_MISMATCH, "engine %s: out of memory", p->label);
-    send_all(p, op, line, strlen(line));
-    send_all(p, op, "\n", 1);
+    const double deadline = now_seconds() + g_timeout;
+    send_all(p, op, line, strlen(line), deadline);
+    send_all(p, op, "\n", 1, deadline);
     free(line);
-    if (payload) send_all(p, op, payload, plen);
+    if (payload) send_all(p, op, payload, plen, deadline);
 }
 
 // Read more bytes into rbuf before the deadline.
@@ -418,6 +430,15 @@ static int x_sample(Engine *e, PyRandom *r, double temperature, int *out) {
 
 static const char *x_device(Engine *e) { return X(e)->device; }
 
+// Optional (the create reply says "relu_inputs": true): (L,B,T,4C) of the last step.
+static void x_relu(Engine *e, double *out) {
+    Proc *p = X(e);
+    get_quantity(p, "relu_inputs", 1);
+    const ModelShape *m = &e->cfg.L->shape;
+    size_t shape[4] = {(size_t)m->n_layer, (size_t)p->B, (size_t)p->T, 4 * (size_t)m->n_embd};
+    take(p, "get relu_inputs", "relu_inputs", 4, shape, out);
+}
+
 static void x_destroy(Engine *e) {
     Proc *p = X(e);
     if (p->pid > 0) {
@@ -505,6 +526,7 @@ Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const doubl
     p->pid = pid;
     p->to = in[1];
     p->from = out[0];
+    fcntl(p->to, F_SETFL, fcntl(p->to, F_GETFL) | O_NONBLOCK);
     p->in_create = 1;
     size_t ll = strlen(cmd) + 8;
     p->label = xmalloc(ll);
@@ -532,10 +554,12 @@ Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const doubl
              cJSON_IsNumber(pv) ? pv->valuedouble : -1.0, EXEC_PROTOCOL);
     copy_string(h, "name", p->name, sizeof p->name, "exec");
     copy_string(h, "device", p->device, sizeof p->device, "");
+    const int relu = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "relu_inputs"));
     cJSON_Delete(h);
     p->in_create = 0;
     p->ops = (EngineOps){.name = p->name, .destroy = x_destroy, .step = x_step, .get_logits = x_logits,
                          .get_grads = x_grads, .get_params = x_params, .get_moments = x_moments,
-                         .set_state = x_set_state, .sample = x_sample, .device = p->device[0] ? x_device : NULL};
+                         .set_state = x_set_state, .sample = x_sample, .device = p->device[0] ? x_device : NULL,
+                         .get_relu_inputs = relu ? x_relu : NULL};
     return &p->base;
 }

@@ -10,6 +10,7 @@ torch without this module depending on either.
 """
 import json
 import math
+import os
 import struct
 import sys
 
@@ -67,12 +68,23 @@ def serve(make_engine, stdin=None, stdout=None):
     parameters (names "params/<tensor>")."""
     rd = stdin or sys.stdin.buffer
     wr = stdout or sys.stdout.buffer
+    # $MG_PROTOCOL_LOG=PATH: append every request line to PATH.requests and
+    # every reply line to PATH.replies (the tests check them against
+    # docs/schemas/exec_*.schema.json)
+    log = os.environ.get("MG_PROTOCOL_LOG")
+
+    def logline(kind, line):
+        if log:
+            with open(log + "." + kind, "ab") as f:
+                f.write(line if line.endswith(b"\n") else line + b"\n")
 
     def reply(obj, tensors=None):
         payload = st_encode(tensors) if tensors is not None else None
         if payload is not None:
             obj["bytes"] = len(payload)
-        wr.write(json.dumps(obj, allow_nan=False).encode("utf-8") + b"\n")
+        line = json.dumps(obj, allow_nan=False).encode("utf-8") + b"\n"
+        logline("replies", line)
+        wr.write(line)
         if payload is not None:
             wr.write(payload)
         wr.flush()
@@ -82,6 +94,7 @@ def serve(make_engine, stdin=None, stdout=None):
         line = rd.readline()
         if not line:
             return
+        logline("requests", line)
         req = json.loads(line)
         data = st_decode(rd.read(req["bytes"])) if "bytes" in req else {}
         op = req["op"]
@@ -93,7 +106,8 @@ def serve(make_engine, stdin=None, stdout=None):
                 if req.get("protocol") != PROTOCOL:
                     raise ValueError("this engine speaks protocol %d" % PROTOCOL)
                 engine = make_engine(req["config"], data)
-                reply({"ok": True, "protocol": PROTOCOL, "name": engine.name, "device": engine.device})
+                reply({"ok": True, "protocol": PROTOCOL, "name": engine.name, "device": engine.device,
+                       "relu_inputs": bool(getattr(engine, "relu_inputs", False))})
             elif op == "step":
                 loss = engine.step(data, req["step"])
                 reply({"ok": True, "loss": _number(loss)})

@@ -40,6 +40,7 @@ def rmsnorm_back(x, r, dy):
 
 class NumpyEngine:
     name = "numpy"
+    relu_inputs = True  # get("relu_inputs"): lets compare excuse a ReLU gate that flips between precisions
     device = "cpu (numpy %s)" % np.__version__
 
     def __init__(self, cfg, data):
@@ -112,6 +113,7 @@ class NumpyEngine:
         tgt = np.where(real, tokens[:, 1:], 0)
         logits, (x0, r0, layers, xf) = self.forward(inp)
         self.logits = logits
+        self.relu = np.stack([L["u"] for L in layers]) if layers else np.zeros((0, B, T, 4 * c["n_embd"]))
         # loss: the mean over documents of each document's mean over its positions
         z = logits - logits.max(axis=-1, keepdims=True)
         lse = np.log(np.exp(z).sum(axis=-1))
@@ -174,6 +176,8 @@ class NumpyEngine:
             return {"logits": ("F64", list(self.logits.shape), self.logits.astype("<f8").tobytes())}
         if what == "grads":
             return self._out("grads", self.g)
+        if what == "relu_inputs":  # (L,B,T,4C)
+            return {"relu_inputs": ("F64", list(self.relu.shape), self.relu.astype("<f8").tobytes())}
         if what == "params":
             return self._out("params", self.p)
         if what == "moments":

@@ -10,6 +10,7 @@ safetensors file of the logits, gradients and updated parameters.
 """
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -41,7 +42,7 @@ out_dir = os.path.dirname(os.path.abspath(args.trace))
 steps = []
 for k in range(1, s["steps"] + 1):
     loss = engine.step({"tokens": batches["step%d/tokens" % k], "n": batches["step%d/n" % k]}, k - 1)
-    entry = {"step": k, "loss": mg_protocol._number(loss)}
+    entry = {"step": k, "loss": loss if math.isfinite(loss) else None}  # null: not finite
     if args.tensors_every and k % args.tensors_every == 0 or (args.tensors_every and k == 1):
         name = "step%d.safetensors" % k
         t = engine.get("logits")

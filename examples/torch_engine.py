@@ -128,11 +128,10 @@ class TorchEngine:
                                     eps=cfg["eps"])
         self.logits = None
 
-    def load(self, prefix, data, target=None):
+    def load(self, prefix, data):
         with torch.no_grad():
             for k, p in self.params.items():
-                x = to_torch(data[prefix + "/" + k], self.dev, self.dt)
-                (p if target is None else target(p)).copy_(x)
+                p.copy_(to_torch(data[prefix + "/" + k], self.dev, self.dt))
 
     def step(self, data, step):
         tokens = to_torch(data["tokens"], self.dev, torch.long)

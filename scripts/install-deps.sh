@@ -10,6 +10,7 @@ have_header cjson/cJSON.h || need+=(libcjson-dev)
 have_header criterion/criterion.h || need+=(libcriterion-dev)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)
 if [ ${#need[@]} -eq 0 ]; then

@@ -32,7 +32,7 @@ for bin in "$build/compare_before" "$build/compare"; do
 done
 run cuda-fp64 0 $C --engines scalar,cuda --steps "$steps" --quiet
 run cuda-fp32 0 $C --engines scalar,cuda --steps "$steps" --precision fp32 --quiet
-if "$py" -c 'import torch, numpy' 2>/dev/null; then
+if "$py" -c 'import numpy, torch, torch.nn.functional as F; F.scaled_dot_product_attention' 2>/dev/null; then
   "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
   T="$py examples/torch_engine.py"
   run torch-cuda-fp64 0 $C --engines "scalar,exec:$T --device cuda" --steps "$steps" --quiet
@@ -43,6 +43,6 @@ if "$py" -c 'import torch, numpy' 2>/dev/null; then
   grep -q "FAIL at step 1" "$build/gpu-torch-cuda-broken.log" || { echo ">>> broken: not FAIL at step 1"; status=1; }
   grep -q "not in the reference: wte wpe" "$build/gpu-torch-cuda-broken.log" || { echo ">>> broken: wte, wpe not named"; status=1; }
 else
-  echo "SKIP torch: $py has no torch or numpy"
+  echo "SKIP torch: $py has no numpy and PyTorch >= 2 (give --python)"
 fi
 exit $status

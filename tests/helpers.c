@@ -166,3 +166,35 @@ ThRun th_tool(const char *tool, ...) {
     args[n] = NULL;
     return th_tool_argv(tool, args);
 }
+
+const char *th_python(const char *code) {
+    static char found[8][256], tried[8][200];
+    static int n;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(tried[i], code)) return found[i][0] ? found[i] : NULL;
+    if (n == 8) return NULL;
+    snprintf(tried[n], sizeof tried[n], "%s", code);
+    const char *cands[] = {getenv("MICROGPT_PYTHON"), "/usr/bin/python3", "python3"};
+    for (int i = 0; i < 3 && !found[n][0]; i++) {
+        if (!cands[i] || !*cands[i]) continue;
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "%s -c '%s' >/dev/null 2>&1", cands[i], code);
+        if (system(cmd) == 0) snprintf(found[n], sizeof found[n], "%s", cands[i]);
+    }
+    n++;
+    return found[n - 1][0] ? found[n - 1] : NULL;
+}
+
+void th_check_schema(const char *schema, const char *file, int lines) {
+    const char *py = th_python("import jsonschema");
+    if (!py) {
+        fprintf(stderr, "SKIP schema check of %s: no Python with jsonschema (apt-get install python3-jsonschema)\n",
+                file);
+        return;
+    }
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s tests/validate_schema.py docs/schemas/%s %s%s >/dev/null", py, schema, file,
+             lines ? " --lines" : "");
+    int rc = system(cmd);
+    cr_expect_eq(rc, 0, "%s does not match docs/schemas/%s (see stderr)", file, schema);
+}

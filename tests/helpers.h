@@ -34,4 +34,13 @@ ThRun th_tool_argv(const char *tool, const char *const *args);
 ThRun th_tool(const char *tool, ...);
 void th_run_free(ThRun *r);
 
+// A Python interpreter for which `code` runs (e.g. "import numpy"):
+// $MICROGPT_PYTHON, else Debian's /usr/bin/python3, else python3 on PATH;
+// NULL if none. Answers are cached.
+const char *th_python(const char *code);
+// Check a JSON file (or each of its lines) against a schema of docs/schemas/
+// with tests/validate_schema.py; fails the test on a violation, and only
+// logs when no Python has the jsonschema module.
+void th_check_schema(const char *schema, const char *file, int lines);
+
 #endif

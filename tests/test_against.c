@@ -110,10 +110,18 @@ Test(against, a_recorded_training_run_is_checked_step_by_step, .timeout = 60) {
     ThRun r = th_tool("microgpt", "--data", th_names_path(), "--steps", "12", "--samples", "0", "--trace", trace, NULL);
     cr_assert_eq(r.status, 0, "%s", r.err);
     th_run_free(&r);
+    th_check_schema("against_trace.schema.json", trace, 0);
     expect_status(COMPARE("--against", trace, "--engines", "cpu", "--quiet"), 0, "PASS", "cpu reproduces scalar");
     expect_status(COMPARE("--against", trace, "--engines", "cpu", "--n-embd", "8", "--n-head", "2"), 2,
                   "recorded with n_embd 16; this run has 8", "other settings");
     expect_status(COMPARE("--against", trace, "--engines", "scalar,cpu"), 2, "the one reference engine", "2 engines");
+    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--trace", tmp("x.json")), 2,
+                  "--trace does not apply to --against", "--trace");
+    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--keep-going"), 2, "--against takes", "lockstep flag");
+    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--precision", "fp32"), 2, "was recorded in fp64",
+                  "other precision");
+    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--steps", "30"), 2, "a 12-step schedule",
+                  "other schedule");
     // change step 7's loss in its last digits
     size_t len;
     char *txt = th_read_file(trace, &len);
@@ -140,23 +148,11 @@ Test(against, a_recorded_training_run_is_checked_step_by_step, .timeout = 60) {
     expect_status(COMPARE("--against", junk, "--engines", "cpu"), 2, "junk.json", "not JSON");
 }
 
-static const char *numpy_python(void) {
-    const char *c[] = {getenv("MICROGPT_PYTHON"), "/usr/bin/python3", "python3"};
-    static char found[256];
-    for (int i = 0; i < 3; i++) {
-        if (!c[i] || !*c[i]) continue;
-        char cmd[512];
-        snprintf(cmd, sizeof cmd, "%s -c 'import numpy' >/dev/null 2>&1", c[i]);
-        if (!system(cmd)) return snprintf(found, sizeof found, "%s", c[i]), found;
-    }
-    return NULL;
-}
-
 // The whole outside workflow: export, train elsewhere (numpy), check.
 Test(against, an_outside_run_from_the_export_passes_and_a_broken_one_is_named, .timeout = 120) {
-    const char *py = numpy_python();
+    const char *py = th_python("import numpy");
     if (!py) {
-        cr_log_warn("SKIP: no Python with numpy (apt-get install python3-numpy)");
+        fprintf(stderr, "SKIP: no Python with numpy (apt-get install python3-numpy)\n");
         cr_skip_test("no Python with numpy");
     }
     const char *dir = tmp("outside");
@@ -167,6 +163,9 @@ Test(against, an_outside_run_from_the_export_passes_and_a_broken_one_is_named, .
     cr_assert_eq(system(cmd), 0, "%s", cmd);
     expect_status(COMPARE("--against", trace, "--engines", "scalar", "--batch", "2", "--quiet"), 0,
                   "8 steps (3 with tensors)", "good run");
+    th_check_schema("against_trace.schema.json", trace, 0);
+    snprintf(cmd, sizeof cmd, "%s/settings.json", dir);
+    th_check_schema("export_settings.schema.json", cmd, 0);
     snprintf(cmd, sizeof cmd, "%s examples/record_trace.py %s %s --tensors-every 4 --broken-rmsnorm", py, dir, trace);
     cr_assert_eq(system(cmd), 0, "%s", cmd);
     ThRun r = COMPARE("--against", trace, "--engines", "scalar", "--batch", "2", "--quiet");
