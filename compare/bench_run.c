@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -217,6 +218,11 @@ static void child_main(int fd, const Options *o, const BenchSize *z, const char 
     h.peak_device_bytes = e->ops->device_bytes ? (double)e->ops->device_bytes(e) : NAN;
     if (peak_ok) h.peak_host_bytes = proc_status_bytes("VmHWM") - rss0;
     e->ops->destroy(e);
+    // an engine in a process of its own (exec:) has been reaped by now: its
+    // peak RSS counts too
+    struct rusage ru;
+    if (!getrusage(RUSAGE_CHILDREN, &ru) && ru.ru_maxrss > 0)
+        h.peak_host_bytes = (isnan(h.peak_host_bytes) ? 0 : h.peak_host_bytes) + (double)ru.ru_maxrss * 1024;
     h.status = ROW_OK;
     child_send(fd, &h, losses);
 }
