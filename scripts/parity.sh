@@ -32,11 +32,9 @@ data=data/names.txt
 mkdir -p "$out" || die "cannot create $out"
 rm -f "$out"/*.json "$out"/*.log "$out"/*.txt
 
-# Documents longer than every block: lines of six names, each capitalised
-# (52 letters + space: a vocabulary of 54, wider than a warp), 1000 lines.
+# Documents longer than every block (and a vocabulary wider than a warp).
 long="$out/long.txt"
-awk 'NF { n++; w = toupper(substr($1,1,1)) substr($1,2); line = line (line == "" ? "" : " ") w;
-          if (n % 6 == 0) { print line; line = ""; if (n == 6000) exit } }' "$data" >"$long"
+bash "$(dirname "$0")/long_data.sh" "$data" "$long" || die "cannot write $long"
 
 # name | most steps (0: --steps) | flags. Why each run is here: docs/parity.md.
 runs=(
