@@ -5,8 +5,9 @@ CC      := gcc
 BUILD   ?= build
 # Warnings are errors. No fast-math anywhere: the scalar engine's bits depend
 # on IEEE semantics, and FMA contraction is off so a*b+c rounds twice as in Python.
-CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off -D_GNU_SOURCE -I. $(EXTRA_CFLAGS)
-LDLIBS  := -lcjson -lm -lpthread
+# -fPIC: the library also goes into the engine plugins (shared libraries).
+CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off -D_GNU_SOURCE -fPIC -I. -Iinclude $(EXTRA_CFLAGS)
+LDLIBS  := -lcjson -lm -lpthread -ldl
 # Extra places to find headers and libraries (e.g. unpacked .deb files on a
 # machine without the packages installed): make DEPS_PREFIX=/tmp/deps
 ifneq ($(DEPS_PREFIX),)
@@ -29,10 +30,14 @@ endif
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
+# An engine plugin (include/microgpt/engine_abi.h): a shared library that
+# exports only microgpt_engine_abi_v1.
+PLUGIN_LDFLAGS = -shared -Wl,--version-script=include/microgpt/engine_abi.map -Wl,-z,defs
+
 # Library sources (no main); module.mk files append to these.
 LIB_SRC := common/util.c common/pyrandom.c common/dataset.c common/sha256.c \
            common/settings.c common/model.c common/engine.c common/atomic_file.c \
-           common/safetensors.c
+           common/safetensors.c common/engine_export.c
 LIB_OBJ_EXTRA :=
 LIB := $(BUILD)/libmicrogpt.a
 BINS :=
@@ -42,6 +47,7 @@ include traces/module.mk
 include tensor_gpu/cpu/module.mk
 include tensor_gpu/cuda/module.mk
 include compare/module.mk
+include examples/module.mk
 
 LIB_OBJ := $(call obj,$(LIB_SRC)) $(LIB_OBJ_EXTRA)
 

@@ -1,6 +1,8 @@
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,4 +77,226 @@ oom_h:
 oom:
     snprintf(err, errlen, "safetensors: out of memory");
     return NULL;
+}
+
+// ---- decoding ----
+
+const StTensor *st_find(const StFile *f, const char *name);
+
+static int st_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int st_fail(char *err, size_t errlen, const char *fmt, ...) {
+    int k = snprintf(err, errlen, "safetensors: ");
+    va_list ap;
+    va_start(ap, fmt);
+    if (k >= 0 && (size_t)k < errlen) vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+// A JSON number that is a non-negative integer below 2^53 (exact in a double).
+static int st_index(const cJSON *x, size_t *out) {
+    if (!cJSON_IsNumber(x)) return -1;
+    double v = x->valuedouble;
+    if (!(v >= 0 && v <= 9007199254740992.0) || v != (double)(uint64_t)v) return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+void st_file_free(StFile *f) {
+    for (int i = 0; i < f->n; i++) free(f->names[i]);
+    free(f->names);
+    free(f->t);
+    memset(f, 0, sizeof *f);
+}
+
+static int by_offset(const void *a, const void *b) {
+    const unsigned char *x = ((const StTensor *)a)->data, *y = ((const StTensor *)b)->data;
+    return x < y ? -1 : x > y;
+}
+
+int safetensors_decode(const unsigned char *buf, size_t len, StFile *f, char *err, size_t errlen) {
+    memset(f, 0, sizeof *f);
+    if (len < 8) return st_fail(err, errlen, "%zu bytes: shorter than the 8-byte header length", len);
+    uint64_t hl = 0;
+    for (int i = 0; i < 8; i++) hl |= (uint64_t)buf[i] << (8 * i);
+    if (hl > len - 8)
+        return st_fail(err, errlen, "the header length %llu is more than the %zu bytes after it",
+                       (unsigned long long)hl, len - 8);
+    if (hl == 0 || buf[8] != '{') return st_fail(err, errlen, "the header does not start with '{'");
+    cJSON *h = cJSON_ParseWithLength((const char *)buf + 8, (size_t)hl);
+    if (!cJSON_IsObject(h)) {
+        cJSON_Delete(h);
+        return st_fail(err, errlen, "the %llu-byte header is not a JSON object", (unsigned long long)hl);
+    }
+    const unsigned char *data = buf + 8 + hl;
+    const size_t dlen = len - 8 - (size_t)hl;
+    int n = 0;
+    for (cJSON *x = h->child; x; x = x->next) n += strcmp(x->string, "__metadata__") != 0;
+    f->t = calloc((size_t)n + 1, sizeof *f->t);
+    f->names = calloc((size_t)n + 1, sizeof *f->names);
+    if (!f->t || !f->names) {
+        cJSON_Delete(h);
+        st_file_free(f);
+        return st_fail(err, errlen, "out of memory");
+    }
+    int rc = 0;
+    for (cJSON *x = h->child; x && !rc; x = x->next) {
+        const char *name = x->string;
+        if (!strcmp(name, "__metadata__")) {
+            if (!cJSON_IsObject(x)) rc = st_fail(err, errlen, "__metadata__ is not an object");
+            for (cJSON *m = x->child; m && !rc; m = m->next)
+                if (!cJSON_IsString(m)) rc = st_fail(err, errlen, "__metadata__ '%s' is not a string", m->string);
+            continue;
+        }
+        if (st_find(f, name)) {
+            rc = st_fail(err, errlen, "tensor '%s' appears twice in the header", name);
+            break;
+        }
+        StTensor *t = &f->t[f->n];
+        const cJSON *dt = cJSON_GetObjectItemCaseSensitive(x, "dtype");
+        const cJSON *sh = cJSON_GetObjectItemCaseSensitive(x, "shape");
+        const cJSON *off = cJSON_GetObjectItemCaseSensitive(x, "data_offsets");
+        if (!cJSON_IsObject(x) || !cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(off)) {
+            rc = st_fail(err, errlen, "tensor '%s' lacks a dtype, a shape or data_offsets", name);
+            break;
+        }
+        int d = 0;
+        for (; d < 3 && strcmp(dt->valuestring, DTYPE_NAMES[d]); d++) {}
+        if (d == 3) {
+            rc = st_fail(err, errlen, "tensor '%s' has dtype %s (F64, F32 or I32 are read)", name, dt->valuestring);
+            break;
+        }
+        t->dtype = (StDtype)d;
+        t->ndim = cJSON_GetArraySize(sh);
+        if (t->ndim > ST_MAX_DIMS) {
+            rc = st_fail(err, errlen, "tensor '%s' has %d dimensions (at most %d)", name, t->ndim, ST_MAX_DIMS);
+            break;
+        }
+        size_t bytes = st_dtype_size(t->dtype);
+        int k = 0;
+        for (cJSON *s = sh->child; s && !rc; s = s->next, k++) {
+            if (st_index(s, &t->shape[k]) || (t->shape[k] && bytes > SIZE_MAX / t->shape[k]))
+                rc = st_fail(err, errlen, "tensor '%s': dimension %d is not a non-negative integer", name, k);
+            else bytes *= t->shape[k];
+        }
+        size_t b0, b1;
+        if (rc) break;
+        if (cJSON_GetArraySize(off) != 2 || st_index(off->child, &b0) || st_index(off->child->next, &b1) || b1 < b0) {
+            rc = st_fail(err, errlen, "tensor '%s': data_offsets is not [begin, end] with begin <= end", name);
+            break;
+        }
+        if (b1 - b0 != bytes) {
+            rc = st_fail(err, errlen, "tensor '%s': data_offsets [%zu, %zu] hold %zu bytes, its dtype and shape "
+                         "need %zu", name, b0, b1, b1 - b0, bytes);
+            break;
+        }
+        if (b1 > dlen) {
+            rc = st_fail(err, errlen, "tensor '%s': data_offsets end at %zu, past the %zu data bytes (short file?)",
+                         name, b1, dlen);
+            break;
+        }
+        f->names[f->n] = strdup(name);
+        if (!f->names[f->n]) {
+            rc = st_fail(err, errlen, "out of memory");
+            break;
+        }
+        t->name = f->names[f->n];
+        t->data = data + b0;
+        f->n++;
+    }
+    cJSON_Delete(h);
+    if (!rc) {
+        // the tensors must tile the data: sorted by offset, each begins where
+        // the one before ends, and the last ends at the end of the buffer
+        qsort(f->t, (size_t)f->n, sizeof *f->t, by_offset);
+        size_t at = 0;
+        for (int i = 0; i < f->n && !rc; i++) {
+            size_t b0 = (size_t)((const unsigned char *)f->t[i].data - data);
+            if (b0 < at) rc = st_fail(err, errlen, "tensor '%s' overlaps the tensor before it (bytes %zu < %zu)",
+                                      f->t[i].name, b0, at);
+            else if (b0 > at) rc = st_fail(err, errlen, "a hole of %zu bytes before tensor '%s'", b0 - at, f->t[i].name);
+            at = b0 + st_bytes(&f->t[i]);
+        }
+        if (!rc && at != dlen) rc = st_fail(err, errlen, "%zu bytes after the last tensor", dlen - at);
+        for (int i = 0; i < f->n; i++) f->names[i] = (char *)f->t[i].name;  // keep names[i] == t[i].name
+    }
+    if (rc) st_file_free(f);
+    return rc;
+}
+
+const StTensor *st_find(const StFile *f, const char *name) {
+    for (int i = 0; i < f->n; i++)
+        if (!strcmp(f->t[i].name, name)) return &f->t[i];
+    return NULL;
+}
+
+size_t st_numel(const StTensor *t) {
+    size_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+int st_read_f64(const StTensor *t, double *out) {
+    const size_t n = st_numel(t);
+    const unsigned char *p = t->data;
+    if (t->dtype == ST_F64) {
+        if (n) memcpy(out, p, n * sizeof(double));
+    } else if (t->dtype == ST_F32) {
+        for (size_t i = 0; i < n; i++) {
+            float x;
+            memcpy(&x, p + 4 * i, 4);
+            out[i] = x;
+        }
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+int st_read_i32(const StTensor *t, int *out) {
+    if (t->dtype != ST_I32) return -1;
+    const size_t n = st_numel(t);
+    for (size_t i = 0; i < n; i++) {
+        int32_t x;
+        memcpy(&x, (const unsigned char *)t->data + 4 * i, 4);
+        out[i] = x;
+    }
+    return 0;
+}
+
+void st_describe(const StTensor *t, char *out, size_t n) {
+    int k = snprintf(out, n, "%s [", DTYPE_NAMES[t->dtype]);
+    for (int i = 0; i < t->ndim && k >= 0 && (size_t)k < n; i++)
+        k += snprintf(out + k, n - (size_t)k, "%s%zu", i ? "," : "", t->shape[i]);
+    if (k >= 0 && (size_t)k < n) snprintf(out + k, n - (size_t)k, "]");
+}
+
+int safetensors_read_file(const char *path, StFile *f, unsigned char **buf, char *err, size_t errlen) {
+    memset(f, 0, sizeof *f);
+    *buf = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno)), -1;
+    size_t cap = 1 << 16, len = 0;
+    unsigned char *b = malloc(cap);
+    for (size_t k; b && (k = fread(b + len, 1, cap - len, fp)) > 0;) {
+        len += k;
+        if (len == cap) {
+            unsigned char *nb = realloc(b, cap *= 2);
+            if (!nb) free(b);
+            b = nb;
+        }
+    }
+    int bad = ferror(fp);
+    fclose(fp);
+    if (!b || bad) {
+        free(b);
+        return snprintf(err, errlen, "cannot read %s", path), -1;
+    }
+    char e[400];
+    if (safetensors_decode(b, len, f, e, sizeof e)) {
+        free(b);
+        return snprintf(err, errlen, "%s: %s", path, e), -1;
+    }
+    *buf = b;
+    return 0;
 }

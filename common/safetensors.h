@@ -27,4 +27,34 @@ size_t st_dtype_size(StDtype d);
 unsigned char *safetensors_encode(const StTensor *t, int n, const char *const *meta, int n_meta, size_t *len,
                                   char *err, size_t errlen);
 
+// A decoded safetensors buffer: the tensors point into the buffer given to
+// safetensors_decode (which must outlive it); data may be unaligned, so read
+// it with st_read_f64 / st_read_i32.
+typedef struct {
+    int n;
+    StTensor *t;     // in file order (sorted by data offset)
+    char **names;    // owned copies; t[i].name == names[i]
+} StFile;
+
+// Parse and check buf: the header length fits, the header is a JSON object
+// whose entries have a known dtype (F64, F32, I32), a shape of at most
+// ST_MAX_DIMS non-negative integers and data_offsets [begin, end] that match
+// the shape, lie inside the data and tile it without overlap or hole
+// (__metadata__, if present, must map strings to strings). 0, or -1 with a
+// message in err naming what is wrong (f is then empty).
+int safetensors_decode(const unsigned char *buf, size_t len, StFile *f, char *err, size_t errlen);
+void st_file_free(StFile *f);
+// The tensor called name, or NULL.
+const StTensor *st_find(const StFile *f, const char *name);
+// Elements of a tensor (the product of its shape).
+size_t st_numel(const StTensor *t);
+// Copy a tensor's elements into out as double (F64 or F32) or int (I32);
+// -1 if the dtype is not one of those.
+int st_read_f64(const StTensor *t, double *out);
+int st_read_i32(const StTensor *t, int *out);
+// "F64 [27,16]"
+void st_describe(const StTensor *t, char *out, size_t n);
+// Read a whole file and decode it; *buf gets the bytes (free it after f).
+int safetensors_read_file(const char *path, StFile *f, unsigned char **buf, char *err, size_t errlen);
+
 #endif

@@ -5,16 +5,21 @@
 
 #include "compare.h"
 #include "engines.h"
+#include "plugin_engine.h"
 #include "common/util.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: compare --engines REF,CAND [flags]\n"
             "       compare --bench --engines E1[,E2,...] [bench flags]\n"
-            "Run two engines (scalar, cpu, cuda) on the same documents from the same initial\n"
-            "weights and compare them. REF is the reference: an element a of CAND agrees with b\n"
-            "of REF when |a-b| <= atol + rtol*|b|.\n\n"
-            "  --engines REF,CAND   engines to compare, e.g. scalar,cpu or scalar,cuda (required)\n"
+            "Run two engines on the same documents from the same initial weights and compare\n"
+            "them. REF is the reference: an element a of CAND agrees with b of REF when\n"
+            "|a-b| <= atol + rtol*|b|.\n\n"
+            "  --engines REF,CAND   engines to compare, e.g. scalar,cpu or scalar,cuda (required).\n"
+            "                       An engine is scalar, cpu, cuda, plugin:PATH.so (a shared library\n"
+            "                       exporting include/microgpt/engine_abi.h) or exec:'CMD ARGS' (a\n"
+            "                       process speaking the protocol of docs/outside_engines.md), e.g.\n"
+            "                       --engines scalar,exec:'python3 examples/numpy_engine.py'\n"
             "  --precision P        fp64 or fp32: the precision of the tensor engines; the scalar\n"
             "                       engine is always fp64 (fp64); --bench also takes both\n"
             "  --mode M             lockstep: every step both start from REF's parameters and Adam\n"
@@ -23,8 +28,7 @@ static void usage(FILE *f) {
             "                       applied in fp64 to CAND's own gradients (default)\n"
             "                       free: both train on their own; the loss curves are compared\n"
             "  --rtol X, --atol X   override the tolerance of every compared quantity\n"
-            "  --drift-tol X        free mode and --bench: largest allowed |loss difference|\n"
-            "                       (fp64 1e-9, fp32 2e-3)\n"
+            "  --drift-tol X        free mode: largest allowed |loss difference| (fp64 1e-9, fp32 2e-3)\n"
             "  --relu-margin X      lockstep: a step whose gradients differ only because a ReLU input\n"
             "                       within X of 0 fell on different sides in the two engines is\n"
             "                       excused and reported (fp64 1e-12, fp32 1e-5; 0: never)\n"
@@ -39,6 +43,15 @@ static void usage(FILE *f) {
             "  --keep-going         lockstep: go on after a failing step (exit 1 at the end)\n"
             "  --every N            print one line every N steps (1)\n"
             "  --quiet              print only the summary (bench: no progress on stderr)\n"
+            "  --exec-timeout S     seconds to wait for each reply of an exec: engine before killing\n"
+            "                       it (60)\n"
+            "  --against TRACE      check a trace another program recorded (per-step losses, and\n"
+            "                       logits, gradients and parameters where it names safetensors\n"
+            "                       files) against the one engine of --engines run on the same\n"
+            "                       settings (docs/outside_engines.md)\n"
+            "  --export-init DIR    write the run's inputs to DIR, no engine run: settings.json, the\n"
+            "                       initial parameters (init.safetensors), the documents in training\n"
+            "                       order (documents.txt) and every step's batch (batches.safetensors)\n"
             "  --inject-fault F     test only: make CAND (the second engine) commit fault F\n"
             "                       (attn-scale, causal-mask, rmsnorm-bwd, grad-sign, adam-bias,\n"
             "                       small-grads: the cpu engine drops gradients below 1e-6)\n"
@@ -48,12 +61,14 @@ static void usage(FILE *f) {
             "benchmark (docs/BENCHMARKS.md):\n"
             "  --bench              time each engine on the same work and print a Markdown table:\n"
             "                       ms/step median [min-max], tokens/s, speedups, memory, verdict;\n"
-            "                       every engine's losses are checked against the first engine's\n"
-            "                       (exit 1 on a mismatch). E1 is the reference; any number of engines\n"
+            "                       every engine's losses are checked against the engines before it\n"
+            "                       (exit 1 on a mismatch): step 1 (the forward from the shared weights)\n"
+            "                       to 1e-12 relative (1e-6 with fp32), step 2 (one update) to 1e-5 (1e-4),\n"
+            "                       later steps to --loss-rtol. E1 is the reference; any number of engines\n"
             "  --sizes LIST         what to time, comma-separated: default (the model and data flags),\n"
             "                       sweep (b1,b32,b256,e64,e128,e512), one of those names, or a SPEC of\n"
             "                       key=value items (n_embd, n_head, n_kv_head, n_layer, block_size,\n"
-            "                       batch) on top of the flags; ';' or a name ends a SPEC, e.g.\n"
+            "                       batch, lr, init_std) on top of the flags; ';' or a name ends a SPEC, e.g.\n"
             "                       'b1,n_embd=128,n_layer=4,batch=256' (default)\n"
             "  --repeats N          timed runs per engine and size; median, min and max are\n"
             "                       reported (5)\n"
@@ -67,6 +82,8 @@ static void usage(FILE *f) {
             "  --baseline torch     also time scripts/torch_baseline.py (PyTorch on CUDA, CUDA graph\n"
             "                       and eager) on the same documents and initial weights; skipped\n"
             "                       with the reason where torch or a GPU is missing\n"
+            "  --loss-rtol X        relative agreement of the losses from step 3 on, where training\n"
+            "                       dynamics, not precision, set the differences (3e-2)\n"
             "  --python CMD         the Python interpreter for --baseline (python3)\n"
             "  --markdown FILE      also write the table to FILE\n"
             "\n"
@@ -84,7 +101,8 @@ static void parse_engines(Options *o, const char *v) {
         char *comma = strchr(p, ',');
         if (comma) *comma = '\0';
         if (!*p) die(EXIT_USAGE, "--engines: '%s' has an empty engine name", v);
-        if (!engine_known(p)) die(EXIT_USAGE, "--engines: unknown engine '%s' (scalar, cpu or cuda)", p);
+        if (!engine_known(p))
+            die(EXIT_USAGE, "--engines: unknown engine '%s' (scalar, cpu, cuda, plugin:PATH.so or exec:CMD ARGS)", p);
         if (o->n_engines == MAX_ENGINES) die(EXIT_USAGE, "--engines: at most %d engines", MAX_ENGINES);
         o->names[o->n_engines++] = p;
         if (!comma) break;
@@ -106,6 +124,8 @@ void cli_parse(Options *o, int argc, char **argv) {
     o->b.repeats = 5;
     o->b.warmup = 5;
     o->b.budget_s = 20;
+    o->b.loss_rtol = 3e-2;
+    const char *drift_flag = NULL;
     // flags that only apply to some modes, to refuse the rest
     const char *lockstep_flag = NULL, *bench_flag = NULL, *compare_flag = NULL;
     for (int i = 1; i < argc; i++) {
@@ -122,6 +142,7 @@ void cli_parse(Options *o, int argc, char **argv) {
         } else if (!strcmp(a, "--precision")) {
             NEED_VALUE();
             o->b.both_precisions = 0;
+            o->prec_given = 1;
             if (!strcmp(v, "fp64")) o->prec = PREC_FP64;
             else if (!strcmp(v, "fp32")) o->prec = PREC_FP32;
             else if (!strcmp(v, "both")) o->b.both_precisions = 1, bench_flag = "--precision both";
@@ -140,7 +161,7 @@ void cli_parse(Options *o, int argc, char **argv) {
             if (parse_double(v, &x) || x < 0) die(EXIT_USAGE, "%s: '%s' is not a number >= 0", a, v);
             if (!strcmp(a, "--rtol")) o->rtol = x, compare_flag = a;
             else if (!strcmp(a, "--atol")) o->atol = x, compare_flag = a;
-            else if (!strcmp(a, "--drift-tol")) o->drift_tol_arg = x;
+            else if (!strcmp(a, "--drift-tol")) o->drift_tol_arg = x, drift_flag = a;
             else o->relu_margin = x, lockstep_flag = a;
         } else if (!strcmp(a, "--every")) {
             NEED_VALUE();
@@ -186,6 +207,12 @@ void cli_parse(Options *o, int argc, char **argv) {
                 die(EXIT_USAGE, "--time-budget: '%s' is not a number of seconds > 0", v);
             o->b.budget_s = x;
             bench_flag = a;
+        } else if (!strcmp(a, "--loss-rtol")) {
+            NEED_VALUE();
+            double x;
+            if (parse_double(v, &x) || !(x >= 0)) die(EXIT_USAGE, "--loss-rtol: '%s' is not a number >= 0", v);
+            o->b.loss_rtol = x;
+            bench_flag = a;
         } else if (!strcmp(a, "--bench-data")) {
             NEED_VALUE();
             if (!strcmp(v, "packed")) o->b.raw_docs = 0;
@@ -203,6 +230,17 @@ void cli_parse(Options *o, int argc, char **argv) {
             if (!strcmp(a, "--python")) o->b.python = v;
             else o->b.markdown = v;
             bench_flag = a;
+        } else if (!strcmp(a, "--against") || !strcmp(a, "--export-init")) {
+            NEED_VALUE();
+            if (!*v) die(EXIT_USAGE, "%s: empty path", a);
+            if (!strcmp(a, "--against")) o->against = v;
+            else o->export_dir = v;
+        } else if (!strcmp(a, "--exec-timeout")) {
+            NEED_VALUE();
+            double x;
+            if (parse_double(v, &x) || !(x > 0) || x > 1e6)
+                die(EXIT_USAGE, "--exec-timeout: '%s' is not a number of seconds > 0", v);
+            exec_engine_set_timeout(x);
         } else if (!strcmp(a, "--inject-fault")) {
             NEED_VALUE();
             o->fault = fault_from_name(v);
@@ -217,12 +255,21 @@ void cli_parse(Options *o, int argc, char **argv) {
         }
 #undef NEED_VALUE
     }
-    if (!o->n_engines)
+    if ((o->against || o->export_dir) && (o->bench || o->mode_given || lockstep_flag || bench_flag))
+        die(EXIT_USAGE, "%s takes the model and data flags, --engines and the tolerances only",
+            o->against ? "--against" : "--export-init");
+    if (o->against && o->export_dir) die(EXIT_USAGE, "--against and --export-init: one at a time");
+    if (o->export_dir && o->n_engines) die(EXIT_USAGE, "--export-init runs no engine: drop --engines");
+    if (!o->n_engines && !o->export_dir)
         die(EXIT_USAGE, "--engines is required, e.g. --engines scalar,cpu (see --help)");
-    if (o->bench) {
+    if (o->against && o->n_engines != 1)
+        die(EXIT_USAGE, "--against: name the one reference engine, e.g. --engines scalar");
+    if (o->against || o->export_dir) {
+    } else if (o->bench) {
         if (compare_flag || lockstep_flag)
             die(EXIT_USAGE, "%s does not apply to --bench (the bench checks every step's loss against the "
                 "first engine's within --drift-tol)", compare_flag ? compare_flag : lockstep_flag);
+        if (drift_flag) die(EXIT_USAGE, "--drift-tol applies to --mode free; the bench takes --loss-rtol");
         if (!o->b.steps_given) o->s.steps = 100;
         if (o->b.python && !o->b.baseline) die(EXIT_USAGE, "--python: only with --baseline torch");
     } else {
@@ -236,7 +283,7 @@ void cli_parse(Options *o, int argc, char **argv) {
     if (o->s.steps < 1) die(EXIT_USAGE, "--steps must be at least 1 to compare anything");
     int any_tensor = 0;
     for (int k = 0; k < o->n_engines; k++) any_tensor |= engine_supports(o->names[k], PREC_FP32);
-    if ((o->prec == PREC_FP32 || o->b.both_precisions) && !any_tensor)
+    if ((o->prec == PREC_FP32 || o->b.both_precisions) && !any_tensor && !o->against && !o->export_dir)
         die(EXIT_USAGE, "--precision %s: the scalar engine computes in fp64 only; compare it "
             "with a tensor engine (cpu or cuda)", o->b.both_precisions ? "both" : "fp32");
     if (o->fault != FAULT_NONE && (o->n_engines < 2 || !strcmp(o->names[1], "scalar")))

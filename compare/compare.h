@@ -26,6 +26,7 @@ typedef struct {
     int repeats;              // --repeats (5)
     int warmup;               // --warmup (5)
     double budget_s;          // --time-budget, seconds per size and engine (20)
+    double loss_rtol;         // --loss-rtol: relative loss agreement from step 3 on (3e-2)
     int raw_docs;             // --bench-data raw (0: packed, block-long documents)
     const char *baseline;     // --baseline torch (NULL: none)
     const char *markdown;     // --markdown FILE
@@ -49,6 +50,9 @@ typedef struct {
     double drift_tol;         // for o->prec
     double relu_margin;
     int keep_going, quiet, every;
+    const char *against;      // --against TRACE: check a recorded trace (against.c)
+    const char *export_dir;   // --export-init DIR: write the run's inputs (export.c)
+    int prec_given;           // --precision appeared
     // lockstep
     int tol_ratio;            // --tolerance ratio (default in fp32 with an fp64 reference) or fixed
     int tol_given;            // --tolerance appeared
@@ -90,6 +94,10 @@ cJSON *run_trace_step(const Options *o, int step, const double loss[2], const do
 // The modes; each returns 1 on a mismatch, 0 if the engines agree.
 int lockstep_run(Run *r, Trace *t, cJSON *steps);
 int free_run(Run *r, Trace *t, cJSON *steps);
+// A trace another program wrote, checked against engine names[0] (against.c).
+int against_main(Options *o);
+// The settings, initial parameters, documents and batches (export.c).
+int export_main(Options *o);
 // The benchmark runs its own sizes and engines (and writes its own trace).
 int bench_main(Options *o);
 

@@ -1,26 +1,68 @@
 #include "engines.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "plugin_engine.h"
 #include "scalar_ref/engine_scalar.h"
 #include "tensor_gpu/cpu/engine_cpu.h"
-#include "tensor_gpu/cuda/engine_cuda.h"
+
+#define CUDA_PLUGIN "libmicrogpt_cuda_engine.so"
+
+static const char *after(const char *name, const char *prefix) {
+    size_t n = strlen(prefix);
+    return strncmp(name, prefix, n) ? NULL : name + n;
+}
 
 int engine_known(const char *name) {
+    const char *rest = after(name, "plugin:");
+    if (!rest) rest = after(name, "exec:");
+    if (rest) return rest[strspn(rest, " \t")] != '\0';
     return !strcmp(name, "scalar") || !strcmp(name, "cpu") || !strcmp(name, "cuda");
 }
 
 int engine_supports(const char *name, Precision p) { return strcmp(name, "scalar") || p == PREC_FP64; }
 
+void engine_cuda_plugin_path(char *out, size_t n) {
+    const char *env = getenv("MICROGPT_CUDA_ENGINE");
+    if (env && *env) {
+        snprintf(out, n, "%s", env);
+        return;
+    }
+    char exe[4096];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k <= 0) {
+        snprintf(out, n, "./%s", CUDA_PLUGIN);
+        return;
+    }
+    exe[k] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(out, n, "%s/%s", exe, CUDA_PLUGIN);
+}
+
 Engine *engine_new(const char *name, const EngineConfig *cfg, const double *init, char *err, size_t errlen) {
+    const char *rest;
     if (!strcmp(name, "scalar")) {
         EngineConfig c = *cfg;
         c.precision = PREC_FP64;
         return scalar_engine_create(&c, init);
     }
     if (!strcmp(name, "cpu")) return cpu_engine_create(cfg, init, err, errlen);
-    if (!strcmp(name, "cuda")) return cuda_engine_create(cfg, init, err, errlen);
-    snprintf(err, errlen, "unknown engine '%s' (scalar, cpu or cuda)", name);
+    if (!strcmp(name, "cuda")) {
+        char path[4200];
+        engine_cuda_plugin_path(path, sizeof path);
+        if (access(path, F_OK)) {
+            snprintf(err, errlen, "this build has no CUDA engine (%s is missing: nvcc was not found, or CUDA=0, or "
+                     "MICROGPT_CUDA_ENGINE names another path); BACKEND=cpu checks the tensor math on the CPU", path);
+            return NULL;
+        }
+        return plugin_engine_create(path, cfg, init, err, errlen);
+    }
+    if ((rest = after(name, "plugin:"))) return plugin_engine_create(rest, cfg, init, err, errlen);
+    if ((rest = after(name, "exec:"))) return exec_engine_create(rest, cfg, init, err, errlen);
+    snprintf(err, errlen, "unknown engine '%s' (scalar, cpu, cuda, plugin:PATH.so or exec:CMD)", name);
     return NULL;
 }

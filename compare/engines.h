@@ -1,4 +1,7 @@
-// The engines compare can run, by name.
+// The engines compare can run, by name: scalar, cpu, cuda (the CUDA backend,
+// a plugin loaded only when asked for), plugin:PATH.so (any shared library
+// exporting include/microgpt/engine_abi.h) and exec:CMD ARGS (a process that
+// speaks docs/outside_engines.md's protocol). Names may be long.
 #ifndef COMPARE_ENGINES_H
 #define COMPARE_ENGINES_H
 
@@ -6,11 +9,16 @@
 
 #include "common/engine.h"
 
-// "scalar", "cpu" or "cuda"; 1 if the name is known.
+// 1 if the name is one of the above (plugin: and exec: need a non-empty rest).
 int engine_known(const char *name);
-// 1 if the engine computes in the given precision (the scalar engine: fp64 only).
+// 1 if the engine computes in the given precision (the scalar engine: fp64
+// only; the outside engines say so when they are created).
 int engine_supports(const char *name, Precision p);
-// Create an engine; NULL with a message in err (e.g. no GPU).
+// Create an engine; NULL with a message in err (e.g. no GPU, a plugin that
+// does not load).
 Engine *engine_new(const char *name, const EngineConfig *cfg, const double *init, char *err, size_t errlen);
+// Where the CUDA engine plugin is looked for: $MICROGPT_CUDA_ENGINE, else
+// libmicrogpt_cuda_engine.so beside the running executable.
+void engine_cuda_plugin_path(char *out, size_t n);
 
 #endif

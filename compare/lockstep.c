@@ -10,7 +10,9 @@
 #include <string.h>
 
 #include "check.h"
+#include "compare.h"
 #include "engines.h"
+#include "grad_check.h"
 #include "samples.h"
 #include "common/util.h"
 
@@ -259,6 +261,7 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
             if (excused) printf("           excused errors: %s (first: %s, |a-b| %.3g > %.3g)\n", S.f.others,
                                 S.f.where, S.f.abs_err, S.f.tol);
         }
+        if (!ok && !excused) grads_zero_report(&r->L, st[E_CAND].grads, st[E_REF].grads, o->names[1], stdout);
         if (!ok && !excused && !o->keep_going) break;
         // lockstep: the others continue from the reference's state
         memcpy(p0, st[E_REF].params, P * sizeof(double));

@@ -13,6 +13,8 @@ int main(int argc, char **argv) {
     Options o;
     cli_parse(&o, argc, argv);
     if (o.bench) return bench_main(&o) ? EXIT_MISMATCH : 0;
+    if (o.export_dir) return export_main(&o);
+    if (o.against) return against_main(&o) ? EXIT_MISMATCH : 0;
     Run r;
     run_setup(&r, &o);
     for (int k = 0; k < 2; k++) r.e[k] = run_make_engine(&r, k);

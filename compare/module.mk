@@ -1,7 +1,10 @@
 # The comparator.
-LIB_SRC += compare/tolerance.c compare/engines.c
-COMPARE_SRC := compare/main.c compare/cli.c compare/run.c compare/lockstep.c compare/check.c compare/samples.c compare/free.c compare/bench.c
+LIB_SRC += compare/tolerance.c compare/engines.c compare/plugin_engine.c compare/exec_engine.c compare/grad_check.c
+COMPARE_SRC := compare/main.c compare/cli.c compare/run.c compare/lockstep.c compare/check.c compare/samples.c \
+               compare/free.c compare/bench.c compare/bench_sizes.c compare/bench_run.c compare/against.c compare/export.c
 BINS += $(BUILD)/compare
 
-$(BUILD)/compare: $(call obj,$(COMPARE_SRC)) $(LIB) $(CUDA_LIB)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LDLIBS)
+# The CUDA backend is not linked in: engine_new loads it as a plugin
+# ($(BUILD)/libmicrogpt_cuda_engine.so) when `cuda` is asked for.
+$(BUILD)/compare: $(call obj,$(COMPARE_SRC)) $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)

@@ -1,6 +1,11 @@
 // bench_scalar: how fast the scalar engine trains, bit-exact, on the given
 // settings (default: the original's). Prints ms/step with a breakdown, graph
-// nodes per step and peak memory. Run by `make bench`.
+// nodes per step and peak memory, then samples --samples names at
+// --temperature from the trained model (the original's names at the
+// defaults), and with --trace writes the best run as a train trace with the
+// timings under "bench". Run by `make bench`; compare --bench times the
+// scalar engine against the others.
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +17,7 @@
 #include "common/pyrandom.h"
 #include "common/settings.h"
 #include "common/util.h"
+#include "traces/trace.h"
 
 int main(int argc, char **argv) {
     set_prog_name(argv[0]);
@@ -21,7 +27,9 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: bench_scalar [--repeats N] [flags]\n"
-                   "Time the scalar engine's training loop (the best of N runs, 3 by default).\n\nflags:\n");
+                   "Time the scalar engine's training loop (the best of N runs, 3 by default), then\n"
+                   "sample --samples names at --temperature from the trained model; --trace writes\n"
+                   "the best run's losses and step times, the samples and the timings.\n\nflags:\n");
             settings_print_help(stdout);
             return 0;
         }
@@ -47,11 +55,16 @@ int main(int argc, char **argv) {
     int *order0 = xmalloc((size_t)d.n_docs * sizeof *order0);
     memcpy(order0, d.order, (size_t)d.n_docs * sizeof *order0);
 
+    Trace trace = {0};
+    if (s.trace_path) trace_open(&trace, s.trace_path, "train");
     double best = 1e300;
     ScalarStats best_st = {0};
     double last_loss = 0;
+    double *loss = xmalloc((size_t)s.steps * sizeof *loss), *dt = xmalloc((size_t)s.steps * sizeof *dt);
+    double *best_dt = xmalloc((size_t)s.steps * sizeof *best_dt);
+    Engine *last = NULL;   // the last run's engine samples
+    PyRandom rng;
     for (int r = 0; r < repeats; r++) {
-        PyRandom rng;
         pyrandom_seed_text(&rng, s.seed);
         memcpy(d.order, order0, (size_t)d.n_docs * sizeof *order0);
         dataset_shuffle(&d, &rng);
@@ -62,15 +75,22 @@ int main(int argc, char **argv) {
         double t0 = now_seconds();
         for (int step = 0; step < s.steps; step++) {
             batch_make(&b, &d, step, s.batch, s.block_size);
-            last_loss = e->ops->step(e, &b, step);
+            const double ts = now_seconds();
+            last_loss = loss[step] = e->ops->step(e, &b, step);
+            dt[step] = now_seconds() - ts;
+            if (!isfinite(last_loss))
+                die(EXIT_MISMATCH, "step %d: the loss is %g, not finite: training diverged; try a smaller --lr",
+                    step + 1, last_loss);
         }
         double t = now_seconds() - t0;
         if (t < best) {
             best = t;
             scalar_engine_stats(e, &best_st);
+            memcpy(best_dt, dt, (size_t)s.steps * sizeof *dt);
         }
         batch_free(&b);
-        e->ops->destroy(e);
+        if (last) last->ops->destroy(last);
+        last = e;
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -85,6 +105,57 @@ int main(int argc, char **argv) {
     printf("  nodes/step     %8.0f\n", best_st.nodes / n);
     printf("  peak memory    %8.1f MiB (max RSS)\n", (double)ru.ru_maxrss / 1024.0);
     printf("  last loss      %.17g\n", last_loss);
+    // sampling: the RNG goes on from the initial draws, as in the original
+    int *tok = xmalloc((size_t)s.block_size * sizeof *tok);
+    cJSON *samples = trace.root ? cJSON_CreateArray() : NULL;
+    const double ts = now_seconds();
+    for (int i = 0; i < s.samples; i++) {
+        int n = last->ops->sample(last, &rng, s.temperature, tok);
+        char *text = xmalloc((size_t)n * 4 + 1);
+        size_t k = 0;
+        for (int j = 0; j < n; j++) k += (size_t)utf8_encode(d.vocab[tok[j]], text + k);
+        text[k] = '\0';
+        printf("  sample %2d      %s\n", i + 1, text);
+        if (samples) cJSON_AddItemToArray(samples, cJSON_CreateString(text));
+        free(text);
+    }
+    const double t_sample = now_seconds() - ts;
+    if (s.samples) printf("  ms/sample      %8.4f (temperature %g)\n", 1e3 * t_sample / s.samples, s.temperature);
+    if (trace.root) {
+        cJSON_AddItemToObject(trace.root, "settings", trace_settings(&s, &shape));
+        cJSON_AddItemToObject(trace.root, "dataset", trace_dataset(&d));
+        cJSON *eng = cJSON_AddObjectToObject(trace.root, "engine");
+        cJSON_AddStringToObject(eng, "name", "scalar");
+        cJSON_AddStringToObject(eng, "precision", "fp64");
+        cJSON_AddNumberToObject(trace.root, "num_params", (double)L.n_params);
+        cJSON *steps = cJSON_AddArrayToObject(trace.root, "steps");
+        for (int i = 0; i < s.steps; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "step", i + 1);
+            trace_add_number(o, "lr", lr_at(s.lr, i, s.steps));
+            trace_add_number(o, "loss", loss[i]);
+            trace_add_number(o, "time_s", best_dt[i]);
+            cJSON_AddItemToArray(steps, o);
+        }
+        cJSON_AddItemToObject(trace.root, "samples", samples);
+        trace_add_number(trace.root, "train_time_s", best);
+        cJSON *bo = cJSON_AddObjectToObject(trace.root, "bench");
+        cJSON_AddNumberToObject(bo, "repeats", repeats);
+        trace_add_number(bo, "ms_per_step", best / n * ms);
+        trace_add_number(bo, "forward_ms", best_st.t_forward / n * ms);
+        trace_add_number(bo, "order_ms", best_st.t_order / n * ms);
+        trace_add_number(bo, "backward_ms", best_st.t_backward / n * ms);
+        trace_add_number(bo, "adam_ms", best_st.t_adam / n * ms);
+        trace_add_number(bo, "nodes_per_step", best_st.nodes / n);
+        trace_add_number(bo, "peak_rss_bytes", (double)ru.ru_maxrss * 1024);
+        trace_add_number(bo, "ms_per_sample", s.samples ? 1e3 * t_sample / s.samples : NAN);
+        trace_commit(&trace);
+    }
+    free(tok);
+    free(loss);
+    free(dt);
+    free(best_dt);
+    last->ops->destroy(last);
     free(init);
     free(order0);
     layout_free(&L);

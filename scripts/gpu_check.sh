@@ -6,8 +6,9 @@
 #    builds with DEPS_PREFIX=/tmp/deps (no Criterion needed);
 # 2. nvidia-smi -L; make test-gpu (kernel and engine tests);
 # 3. make parity BACKEND=cuda (PARITY_STEPS, 1000 by default; --quick: 100);
-# 4. compare --bench: default settings, --batch 8, fp32 --batch 8, and --batch 8
-#    without CUDA graphs (MICROGPT_CUDA_GRAPHS=0);
+# 4. compare --bench: cuda against PyTorch at b1, b32 and b256 in both precisions,
+#    and b32 without CUDA graphs (MICROGPT_CUDA_GRAPHS=0); the whole sweep is
+#    scripts/gpu_bench.sh;
 # 5. determinism: two identical compare runs with --trace, compared with cmp
 #    after the wall times are removed;
 # 6. compute-sanitizer (memcheck, initcheck) over a few engine steps, if present;
@@ -137,11 +138,9 @@ check gpu 30 bash -c "nvidia-smi -L && nvidia-smi --query-gpu=name,driver_versio
 check build 300 "${mk[@]}" all
 check test-gpu 240 "${mk[@]}" test-gpu
 check parity 400 "${mk[@]}" parity BACKEND=cuda "PARITY_STEPS=$steps"
-check bench-default 120 "$compare" --engines scalar,cuda --bench --trace "$logs/bench-default.json"
-check bench-batch8 180 "$compare" --engines scalar,cuda --bench --batch 8 --trace "$logs/bench-batch8.json"
-check bench-batch8-fp32 180 "$compare" --engines scalar,cuda --bench --batch 8 --precision fp32 \
-  --trace "$logs/bench-batch8-fp32.json"
-check bench-nographs 120 env MICROGPT_CUDA_GRAPHS=0 "$compare" --engines scalar,cuda --bench --batch 8 \
+check bench 500 "$compare" --bench --engines cuda --sizes b1,b32,b256 --precision both --baseline torch \
+  --trace "$logs/bench.json" --markdown "$logs/bench.md"
+check bench-nographs 120 env MICROGPT_CUDA_GRAPHS=0 "$compare" --bench --engines cuda --sizes b32 --steps 40 \
   --trace "$logs/bench-nographs.json"
 check determinism 300 bash -c determinism
 check sanitizer 300 bash -c sanitizer
@@ -154,10 +153,10 @@ echo
 echo "=== summary"
 grep -h -E '^test_gpu: ' "$logs/test-gpu.log" 2>/dev/null | tail -n 1
 grep -h -A 12 '^parity suite' "$logs/parity.log" 2>/dev/null
-for f in "$logs"/bench-*.log; do
+for f in "$logs"/bench.log "$logs"/bench-nographs.log; do
   [ -f "$f" ] || continue
-  echo "$(basename "$f" .log): $(grep -m1 '^bench:' "$f")"
-  grep -h -E '^  (scalar|cuda) |speedup' "$f"
+  echo "$(basename "$f" .log):"
+  grep -h -E '^\| (b|e|default|spec)' "$f" | cut -d'|' -f2-8,12
 done
 grep -h -E 'traces are identical|traces DIFFER' "$logs/determinism.log" 2>/dev/null
 failed=0

@@ -9,6 +9,7 @@ have_header() { echo "#include <$1>" | gcc -E -x c - >/dev/null 2>&1; }
 have_header cjson/cJSON.h || need+=(libcjson-dev)
 have_header criterion/criterion.h || need+=(libcriterion-dev)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)
 if [ ${#need[@]} -eq 0 ]; then

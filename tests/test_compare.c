@@ -90,13 +90,6 @@ Test(compare, keep_going_runs_every_step) {
     th_run_free(&r);
 }
 
-Test(compare, bench_reports_ms_per_step_and_speedup) {
-    ThRun r = COMPARE("--engines", "scalar,cpu", "--steps", "30", "--bench");
-    cr_expect_eq(r.status, 0, "%s", r.err);
-    cr_expect(strstr(r.out, "ms/step") && strstr(r.out, "speedup of cpu over scalar"), "%s", r.out);
-    th_run_free(&r);
-}
-
 static void expect_usage(ThRun r, const char *needle, const char *what) {
     cr_expect_eq(r.status, 2, "%s: exit %d (want 2): %s", what, r.status, r.err);
     cr_expect(strstr(r.err, needle) != NULL, "%s: message should mention '%s': %s", what, needle, r.err);

@@ -806,8 +806,10 @@ Test(trace_tool, errors_version_kind_fields) {
                "unsupported trace version 2 (this tool reads version 1)");
     expect_bad(bad_file("vs.json", "{\"format\": \"microgpt-trace\", \"version\": \"1\", \"kind\": \"train\"}"),
                "\"version\" is missing or not a number");
-    expect_bad(bad_file("kind.json", "{" ENVELOPE "\"kind\": \"bench\", \"steps\": []}"),
-               "unsupported trace kind \"bench\"");
+    expect_bad(bad_file("kind.json", "{" ENVELOPE "\"kind\": \"sweep\", \"steps\": []}"),
+               "unsupported trace kind \"sweep\"");
+    expect_bad(bad_file("bench.json", "{" ENVELOPE "\"kind\": \"bench\", \"steps\": []}"),
+               "bench trace: \"sizes\" is missing or not an array");
     expect_bad(bad_file("nokind.json", "{" ENVELOPE "\"steps\": []}"), "\"kind\" is missing");
     expect_bad(bad_file("nosteps.json", "{" ENVELOPE "\"kind\": \"train\"}"), "has no \"steps\" array");
     expect_bad(bad_file("stepsobj.json", "{" ENVELOPE "\"kind\": \"train\", \"steps\": {}}"),

@@ -3,7 +3,7 @@ LIB_SRC += traces/trace.c
 LIB_SRC += traces/trace_read.c
 BINS += $(BUILD)/trace
 
-$(BUILD)/trace: $(call obj,traces/trace_tool.c) $(LIB)
+$(BUILD)/trace: $(call obj,traces/trace_tool.c traces/bench_view.c) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # The tool's tests run $(BUILD)/trace: build it first (order-only, so it is

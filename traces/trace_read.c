@@ -13,7 +13,9 @@
 #include "common/util.h"
 #include "trace.h"
 
-const char *trace_kind_name(TraceKind k) { return k == TRACE_KIND_COMPARE ? "compare" : "train"; }
+const char *trace_kind_name(TraceKind k) {
+    return k == TRACE_KIND_COMPARE ? "compare" : k == TRACE_KIND_BENCH ? "bench" : "train";
+}
 
 void trace_format_number(double x, char buf[32]) {
     if (!isfinite(x)) {
@@ -134,6 +136,41 @@ static int step_pair(const cJSON *o, const char *name, double out[2], int requir
         if (cJSON_IsNumber(v)) out[k] = v->valuedouble;
         else if (!cJSON_IsNull(v))
             return fail(err, errlen, path, "steps[%d].%s[%d] is not a number", i, name, k);
+    }
+    return 0;
+}
+
+// A bench trace: "sizes" and "bench" arrays of objects; each row names its
+// size (one of "sizes"), engine, precision and verdict.
+static int check_bench(TraceData *t, char *err, size_t errlen) {
+    const char *path = t->path;
+    const cJSON *sizes = cJSON_GetObjectItemCaseSensitive(t->root, "sizes");
+    const cJSON *rows = cJSON_GetObjectItemCaseSensitive(t->root, "bench");
+    if (!cJSON_IsArray(sizes)) return fail(err, errlen, path, "bench trace: \"sizes\" is missing or not an array");
+    if (!cJSON_IsArray(rows)) return fail(err, errlen, path, "bench trace: \"bench\" is missing or not an array");
+    int i = 0;
+    const cJSON *z, *r;
+    cJSON_ArrayForEach(z, sizes) {
+        if (!cJSON_IsObject(z) || !trace_get_string(z, "name"))
+            return fail(err, errlen, path, "bench trace: sizes[%d] is not an object with a \"name\"", i);
+        i++;
+    }
+    i = 0;
+    cJSON_ArrayForEach(r, rows) {
+        static const char *const keys[] = {"size", "engine", "precision", "verdict"};
+        if (!cJSON_IsObject(r)) return fail(err, errlen, path, "bench trace: bench[%d] is not an object", i);
+        for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+            if (!trace_get_string(r, keys[k]))
+                return fail(err, errlen, path, "bench trace: bench[%d].%s is missing or not a string", i, keys[k]);
+        int known = 0;
+        cJSON_ArrayForEach(z, sizes) known |= !strcmp(trace_get_string(z, "name"), trace_get_string(r, "size"));
+        if (!known)
+            return fail(err, errlen, path, "bench trace: bench[%d] is of size \"%s\", which \"sizes\" does not list",
+                        i, trace_get_string(r, "size"));
+        double x;
+        if (trace_get_number(r, "ms_per_step_median", &x) < 0)
+            return fail(err, errlen, path, "bench trace: bench[%d].ms_per_step_median is not a number", i);
+        i++;
     }
     return 0;
 }
@@ -263,9 +300,12 @@ static int validate(TraceData *t, char *err, size_t errlen) {
     if (!kind) return fail(err, errlen, path, "malformed trace: \"kind\" is missing or not a string");
     if (!strcmp(kind, "train")) t->kind = TRACE_KIND_TRAIN;
     else if (!strcmp(kind, "compare")) t->kind = TRACE_KIND_COMPARE;
-    else
+    else if (!strcmp(kind, "bench")) {
+        t->kind = TRACE_KIND_BENCH;
+        return check_bench(t, err, errlen);
+    } else
         return fail(err, errlen, path,
-                    "unsupported trace kind \"%s\" (this tool reads \"train\" and \"compare\")",
+                    "unsupported trace kind \"%s\" (this tool reads \"train\", \"compare\" and \"bench\")",
                     kind);
     static const char *const objects[] = {"settings", "dataset", "tolerances", "first_failure",
                                           "drift", "final_params", "bench"};

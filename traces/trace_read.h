@@ -8,7 +8,7 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 
-typedef enum { TRACE_KIND_TRAIN, TRACE_KIND_COMPARE } TraceKind;
+typedef enum { TRACE_KIND_TRAIN, TRACE_KIND_COMPARE, TRACE_KIND_BENCH } TraceKind;
 
 // One element of "steps". Numbers that are absent or null (the writer turns
 // non-finite values into null) read as NaN.

@@ -23,6 +23,7 @@
 #include "common/atomic_file.h"
 #include "common/util.h"
 #include "traces/trace.h"
+#include "traces/bench_view.h"
 #include "traces/trace_read.h"
 
 // ---------------------------------------------------------------------------
@@ -719,7 +720,8 @@ static int cmd_inspect(int argc, char **argv) {
     }
     if (!file) die(EXIT_USAGE, "inspect: no FILE given (see trace inspect --help)");
     TraceData t = load_or_die(file);
-    if (json) inspect_json(&t);
+    if (t.kind == TRACE_KIND_BENCH) bench_view_inspect(t.root, t.path, json);
+    else if (json) inspect_json(&t);
     else inspect_text(&t);
     trace_data_free(&t);
     return fflush(stdout) == 0 ? 0 : EXIT_MISMATCH;
@@ -1586,6 +1588,16 @@ static int cmd_plot(int argc, char **argv) {
 
     TraceData *t = xcalloc((size_t)nfiles, sizeof *t);
     for (int f = 0; f < nfiles; f++) t[f] = load_or_die(files[f]);
+    if (t[0].kind == TRACE_KIND_BENCH) {   // ms/step per size and engine
+        if (nfiles > 1) die(EXIT_USAGE, "plot: a bench trace is drawn alone (%s is one)", files[0]);
+        int rc = bench_view_plot(t[0].root, svg, svg ? (int)sw : (int)tw, svg ? (int)sh : -1);
+        trace_data_free(&t[0]);
+        free(t);
+        free(files);
+        return rc;
+    }
+    for (int f = 1; f < nfiles; f++)
+        if (t[f].kind == TRACE_KIND_BENCH) die(EXIT_USAGE, "plot: a bench trace is drawn alone (%s is one)", files[f]);
 
     Panel panels[2] = {{0}, {0}};
     Panel *loss = &panels[0], *errs = &panels[1];

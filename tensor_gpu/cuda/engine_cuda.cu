@@ -118,6 +118,8 @@ struct Impl {
     virtual int sample(PyRandom *r, double temperature, int *out) = 0;
     virtual void get_relu_inputs(double *out) = 0;
     virtual const char *device() const = 0;
+    virtual void run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) = 0;
+    virtual size_t device_bytes() const = 0;
 };
 
 template <typename real> class ImplT final : public Impl {
@@ -136,6 +138,8 @@ template <typename real> class ImplT final : public Impl {
     int sample(PyRandom *r, double temperature, int *out) override;
     void get_relu_inputs(double *out) override;
     const char *device() const override { return device_name_.c_str(); }
+    void run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) override;
+    size_t device_bytes() const override { return device_bytes_; }
 
   private:
     void release() noexcept;
@@ -148,6 +152,13 @@ template <typename real> class ImplT final : public Impl {
     void disable_graphs(const char *why);
     void download_flat(double *out, const real *dev);
     void upload_flat(real *dev, const double *in);
+    size_t fill_io(char *dst, const Batch *b, int step) const;
+    cudaGraphExec_t capture(int B, int T);
+    void *dmalloc(size_t bytes, const char *what) {
+        void *p = DEVICE_MALLOC(bytes, what);
+        device_bytes_ += bytes;
+        return p;
+    }
 
     EngineConfig cfg_;
     ModelShape m_shape_;
@@ -175,6 +186,13 @@ template <typename real> class ImplT final : public Impl {
     bool use_graphs_ = true;
     std::vector<cudaGraphExec_t> graphs_;   // [(B-1)*Tmax + T-1]
     std::vector<char> seen_;
+    size_t device_bytes_ = 0;     // what the engine holds on the device
+    // run_steps: the batches of a run and their per-position losses, staged
+    // on the device (grown as needed; freed with the engine)
+    char *run_io_d_ = nullptr, *run_io_h_ = nullptr;
+    real *run_loss_d_ = nullptr, *run_loss_h_ = nullptr;
+    size_t run_cap_ = 0;           // steps they hold
+    cudaEvent_t ev_[2] = {nullptr, nullptr};
 
     const int *tok_d() const { return reinterpret_cast<const int *>(io_d_ + io_.tok); }
     const int *n_d() const { return reinterpret_cast<const int *>(io_d_ + io_.n); }
@@ -214,17 +232,17 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         CUBLAS_CHECK(cublasCreate(&blas_));
         CUBLAS_CHECK(cublasSetStream(blas_, stream_));   // before the workspace: it resets it
         const size_t ws = cublas_workspace_bytes();
-        if (ws) workspace_ = DEVICE_MALLOC(ws, "cuBLAS workspace");
+        if (ws) workspace_ = dmalloc(ws, "cuBLAS workspace");
         CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, ws));
         CUBLAS_CHECK(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH));
         CUBLAS_CHECK(cublasSetAtomicsMode(blas_, CUBLAS_ATOMICS_NOT_ALLOWED));
         CUBLAS_CHECK(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST));
 
         const size_t pbytes = P_ * sizeof(real);
-        params_ = static_cast<real *>(DEVICE_MALLOC(pbytes, "parameters"));
-        grads_ = static_cast<real *>(DEVICE_MALLOC(pbytes, "gradients"));
-        m_ = static_cast<real *>(DEVICE_MALLOC(pbytes, "Adam m"));
-        v_ = static_cast<real *>(DEVICE_MALLOC(pbytes, "Adam v"));
+        params_ = static_cast<real *>(dmalloc(pbytes, "parameters"));
+        grads_ = static_cast<real *>(dmalloc(pbytes, "gradients"));
+        m_ = static_cast<real *>(dmalloc(pbytes, "Adam m"));
+        v_ = static_cast<real *>(dmalloc(pbytes, "Adam v"));
         point_params(P, params_, cfg->L);
         point_params(G, grads_, cfg->L);
         qkv_fused_.assign((size_t)L_, 0);
@@ -240,7 +258,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         point_acts(acts_, count, maxB_, true);
         point_acts(sample_acts_, count, 1, false);
         count.take<char>(io_.bytes);
-        acts_mem_ = static_cast<char *>(DEVICE_MALLOC(count.used, "activations"));
+        acts_mem_ = static_cast<char *>(dmalloc(count.used, "activations"));
         Carver carve{acts_mem_, 0};
         point_acts(acts_, carve, maxB_, true);
         point_acts(sample_acts_, carve, 1, false);
@@ -291,17 +309,22 @@ template <typename real> void ImplT<real>::release() noexcept {
             fprintf(stderr, "cuda engine: warning: cublasDestroy failed: %s\n", cublas_status_name(s));
         blas_ = nullptr;
     }
-    void *dev[] = {workspace_, params_, grads_, m_, v_, acts_mem_};
+    for (auto &ev : ev_)
+        if (ev) warn(cudaEventDestroy(ev), "cudaEventDestroy"), ev = nullptr;
+    void *dev[] = {workspace_, params_, grads_, m_, v_, acts_mem_, run_io_d_, run_loss_d_};
     for (void *p : dev)
         if (p) warn(cudaFree(p), "cudaFree");
     workspace_ = nullptr;
     params_ = grads_ = m_ = v_ = nullptr;
     acts_mem_ = nullptr;
-    void *host[] = {io_h_, losses_h_, xfer_h_};
+    run_io_d_ = nullptr;
+    run_loss_d_ = nullptr;
+    void *host[] = {io_h_, losses_h_, xfer_h_, run_io_h_, run_loss_h_};
     for (void *p : host)
         if (p) warn(cudaFreeHost(p), "cudaFreeHost");
-    io_h_ = nullptr;
-    losses_h_ = xfer_h_ = nullptr;
+    io_h_ = run_io_h_ = nullptr;
+    losses_h_ = xfer_h_ = run_loss_h_ = nullptr;
+    run_cap_ = 0;
     if (stream_) warn(cudaStreamDestroy(stream_), "cudaStreamDestroy"), stream_ = nullptr;
 }
 
@@ -468,6 +491,13 @@ template <typename real> cudaGraphExec_t ImplT<real>::graph_for(int B, int T) {
         seen_[key] = 1;
         return nullptr;
     }
+    return capture(B, T);
+}
+
+// Capture the step of shape (B,T) into graphs_ (nullptr, with graphs turned
+// off and a warning, if capture fails).
+template <typename real> cudaGraphExec_t ImplT<real>::capture(int B, int T) {
+    const size_t key = (size_t)(B - 1) * Tmax_ + (T - 1);
     CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     try {
         enqueue_step(B, T);
@@ -502,15 +532,10 @@ template <typename real> cudaGraphExec_t ImplT<real>::graph_for(int B, int T) {
 
 template <typename real> double ImplT<real>::step(const Batch *b, int step) {
     batch_check(b, maxB_, Tmax_, V_);
-    const Settings *s = cfg_.s;
     const int B = b->B, T = b->T;
-    const AdamScalars sc = adam_scalars(lr_at(s->lr, step, s->steps), s->beta1, s->beta2, step);
-    memcpy(io_h_ + io_.sc, &sc, sizeof sc);
-    memcpy(io_h_ + io_.n, b->n, (size_t)B * sizeof(int));
-    const size_t ntok = (size_t)B * (size_t)(T + 1);
-    memcpy(io_h_ + io_.tok, b->tokens, ntok * sizeof(int));
+    const size_t io_bytes = fill_io(io_h_, b, step);
     cudaGraphExec_t exec = use_graphs_ ? graph_for(B, T) : nullptr;   // captures before the upload
-    CUDA_CHECK(cudaMemcpyAsync(io_d_, io_h_, io_.tok + ntok * sizeof(int), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(io_d_, io_h_, io_bytes, cudaMemcpyHostToDevice, stream_));
     if (exec) CUDA_CHECK(cudaGraphLaunch(exec, stream_));
     else enqueue_step(B, T);
     CUDA_CHECK(cudaMemcpyAsync(losses_h_, acts_.losses, (size_t)B * T * sizeof(real), cudaMemcpyDeviceToHost,
@@ -520,6 +545,79 @@ template <typename real> double ImplT<real>::step(const Batch *b, int step) {
     last_T_ = T;
     memcpy(last_n_.data(), b->n, (size_t)B * sizeof(int));
     return crossentropy_mean(losses_h_, b->n, B, T);
+}
+
+// The batch upload of step `step` in the io layout at dst (Adam's scalars,
+// n, tokens); returns the bytes to copy.
+template <typename real> size_t ImplT<real>::fill_io(char *dst, const Batch *b, int step) const {
+    const Settings *s = cfg_.s;
+    const AdamScalars sc = adam_scalars(lr_at(s->lr, step, s->steps), s->beta1, s->beta2, step);
+    memcpy(dst + io_.sc, &sc, sizeof sc);
+    memcpy(dst + io_.n, b->n, (size_t)b->B * sizeof(int));
+    const size_t ntok = (size_t)b->B * (size_t)(b->T + 1);
+    memcpy(dst + io_.tok, b->tokens, ntok * sizeof(int));
+    return io_.tok + ntok * sizeof(int);
+}
+
+// n steps back to back: every batch (with its Adam scalars) goes up before
+// the first step, each step is a device-to-device copy of its batch into the
+// fixed upload area, the step's graph and a device-to-device copy of its
+// per-position losses; nothing returns to the host until the last step is
+// done. CUDA events time the steps alone. The losses are then reduced on the
+// host exactly as step() does.
+template <typename real>
+void ImplT<real>::run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) {
+    const size_t rows = (size_t)maxB_ * Tmax_;
+    if ((size_t)n > run_cap_) {
+        for (void *p : {(void *)run_io_d_, (void *)run_loss_d_})
+            if (p) CUDA_CHECK(cudaFree(p));
+        for (void *p : {(void *)run_io_h_, (void *)run_loss_h_})
+            if (p) CUDA_CHECK(cudaFreeHost(p));
+        run_io_d_ = nullptr, run_loss_d_ = nullptr, run_io_h_ = nullptr, run_loss_h_ = nullptr;
+        run_cap_ = 0;
+        const size_t io_stride = align_up(io_.bytes);
+        run_io_d_ = static_cast<char *>(dmalloc((size_t)n * io_stride, "run_steps batches"));
+        run_loss_d_ = static_cast<real *>(dmalloc((size_t)n * rows * sizeof(real), "run_steps losses"));
+        run_io_h_ = static_cast<char *>(HOST_MALLOC_PINNED((size_t)n * io_stride, "run_steps batches"));
+        run_loss_h_ = static_cast<real *>(HOST_MALLOC_PINNED((size_t)n * rows * sizeof(real), "run_steps losses"));
+        run_cap_ = (size_t)n;
+    }
+    if (!ev_[0])
+        for (auto &ev : ev_) CUDA_CHECK(cudaEventCreate(&ev));
+    const size_t io_stride = align_up(io_.bytes);
+    std::vector<size_t> io_bytes((size_t)n);
+    for (int i = 0; i < n; i++) {
+        batch_check(&bs[i], maxB_, Tmax_, V_);
+        io_bytes[i] = fill_io(run_io_h_ + (size_t)i * io_stride, &bs[i], first + i);
+        // every shape's graph exists before the clock starts
+        const size_t key = (size_t)(bs[i].B - 1) * Tmax_ + (bs[i].T - 1);
+        if (use_graphs_ && !graphs_[key]) capture(bs[i].B, bs[i].T);
+    }
+    CUDA_CHECK(cudaMemcpyAsync(run_io_d_, run_io_h_, (size_t)n * io_stride, cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaEventRecord(ev_[0], stream_));
+    for (int i = 0; i < n; i++) {
+        const int B = bs[i].B, T = bs[i].T;
+        CUDA_CHECK(cudaMemcpyAsync(io_d_, run_io_d_ + (size_t)i * io_stride, io_bytes[i], cudaMemcpyDeviceToDevice,
+                                   stream_));
+        cudaGraphExec_t exec = use_graphs_ ? graphs_[(size_t)(B - 1) * Tmax_ + (T - 1)] : nullptr;
+        if (exec) CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+        else enqueue_step(B, T);
+        CUDA_CHECK(cudaMemcpyAsync(run_loss_d_ + (size_t)i * rows, acts_.losses, (size_t)B * T * sizeof(real),
+                                   cudaMemcpyDeviceToDevice, stream_));
+    }
+    CUDA_CHECK(cudaEventRecord(ev_[1], stream_));
+    CUDA_CHECK(cudaMemcpyAsync(run_loss_h_, run_loss_d_, (size_t)n * rows * sizeof(real), cudaMemcpyDeviceToHost,
+                               stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, ev_[0], ev_[1]));
+    *seconds = 1e-3 * (double)ms;
+    for (int i = 0; i < n; i++)
+        losses[i] = crossentropy_mean(run_loss_h_ + (size_t)i * rows, bs[i].n, bs[i].B, bs[i].T);
+    const Batch *last = &bs[n - 1];
+    last_B_ = last->B;
+    last_T_ = last->T;
+    memcpy(last_n_.data(), last->n, (size_t)last->B * sizeof(int));
 }
 
 // ---------------------------------------------------------------------------
@@ -681,6 +779,18 @@ int cuda_sample(Engine *e, PyRandom *r, double temperature, int *out) {
 
 const char *cuda_device(Engine *e) { return impl_of(e)->device(); }
 
+int cuda_run_steps(Engine *e, const Batch *bs, int first, int n, double *losses, double *seconds) {
+    if (n < 1) return -1;
+    try {
+        impl_of(e)->run_steps(bs, first, n, losses, seconds);
+        return 0;
+    } catch (const std::exception &x) {
+        fatal("run_steps", x);
+    }
+}
+
+size_t cuda_device_bytes(Engine *e) { return impl_of(e)->device_bytes(); }
+
 void cuda_relu_inputs(Engine *e, double *out) {
     try {
         impl_of(e)->get_relu_inputs(out);
@@ -703,6 +813,8 @@ EngineOps make_ops() {
     o.sample = cuda_sample;
     o.device = cuda_device;
     o.get_relu_inputs = cuda_relu_inputs;
+    o.run_steps = cuda_run_steps;
+    o.device_bytes = cuda_device_bytes;
     return o;
 }
 

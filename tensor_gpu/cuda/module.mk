@@ -1,6 +1,7 @@
 # The tensor engine's CUDA backend (docs/cuda_backend.md).
 # CUDA=1 (nvcc found): the kernels and the engine (tensor_gpu/cuda/*.cu) go
-# into $(BUILD)/libmicrogpt_cuda.a, and $(BUILD)/test_gpu checks them against
+# into $(BUILD)/libmicrogpt_cuda.a and the engine plugin
+# $(BUILD)/libmicrogpt_cuda_engine.so; $(BUILD)/test_gpu checks them against
 # the CPU reference (`make test-gpu`; it skips with a message where there is
 # no GPU). CUDA=0: a stand-in (no_cuda.c) whose engine reports that the build
 # has none.
@@ -12,7 +13,7 @@ NVCC_ARCH ?= -gencode arch=compute_90,code=[sm_90,compute_90]
 # No fused multiply-add in the kernels (as -ffp-contract=off in the C code):
 # they round as the reference does. Warnings are errors.
 NVCCFLAGS := -std=c++17 -O2 -g -lineinfo $(NVCC_ARCH) --fmad=false -Werror all-warnings \
-             -Xcompiler -Wall,-Wextra,-Werror,-ffp-contract=off -D_GNU_SOURCE -I. \
+             -Xcompiler -Wall,-Wextra,-Werror,-ffp-contract=off,-fPIC -D_GNU_SOURCE -I. -Iinclude \
              $(if $(DEPS_PREFIX),-I$(DEPS_PREFIX)/usr/include)
 
 CUDA_SRC := tensor_gpu/cuda/kernels.cu tensor_gpu/cuda/engine_cuda.cu
@@ -27,6 +28,13 @@ $(BUILD)/obj/tensor_gpu/cuda/%.o: tensor_gpu/cuda/%.cu
 $(CUDA_LIB): $(CUDA_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+# The engine plugin compare loads for `cuda` (the kernels, the engine, the
+# library, cuBLAS and the CUDA runtime in one shared library).
+CUDA_PLUGIN := $(BUILD)/libmicrogpt_cuda_engine.so
+BINS += $(CUDA_PLUGIN)
+$(CUDA_PLUGIN): $(call obj,tensor_gpu/cuda/plugin.c) $(CUDA_OBJ) $(LIB)
+	$(CC) $(PLUGIN_LDFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 
 # The per-kernel and engine tests (plain C++/CUDA with their own checks; no
 # Criterion). Linked with the CPU reference in $(LIB).

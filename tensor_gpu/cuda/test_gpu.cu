@@ -860,6 +860,42 @@ static void determinism(Precision p, Rng &r) {
         if (e) e->ops->destroy(e);
 }
 
+// run_steps (the benchmark's timed region) against the same steps one
+// step() at a time: the same losses and the same final state, to the bit,
+// also for shapes it has to capture before it ever ran them.
+static void run_steps_vs_step(Precision p, Rng &r) {
+    const bool fp64 = p == PREC_FP64;
+    const Model mdl(27, 16, 4, 2, 2, 16, 8, 99);
+    Engine *e1 = make_cuda(mdl, p), *e2 = make_cuda(mdl, p);
+    if (e1 && e2) {
+        const std::vector<Step> sched = {{8, 16}, {8, 16}, {8, 16}, {3, 7}, {8, 16}, {2, 5}, {8, 16}, {4, 9}};
+        std::vector<HostBatch> hb;
+        for (const Step &st : sched) hb.emplace_back(r, st.B, st.T, mdl.shape().vocab_size);
+        std::vector<Batch> bs;
+        for (const HostBatch &h : hb) bs.push_back(h.b);
+        std::vector<double> l1(sched.size()), l2(sched.size());
+        // the first two steps one at a time on both, the rest in one run
+        for (int k = 0; k < 2; k++) l1[k] = e1->ops->step(e1, &bs[k], k), l2[k] = e2->ops->step(e2, &bs[k], k);
+        for (size_t k = 2; k < sched.size(); k++) l1[k] = e1->ops->step(e1, &bs[k], (int)k);
+        double sec = -1;
+        const int rc = e2->ops->run_steps(e2, bs.data() + 2, 2, (int)sched.size() - 2, l2.data() + 2, &sec);
+        const Batch *last = &bs.back();
+        const std::vector<double> s1 = snapshot(e1, mdl, last, l1.back()), s2 = snapshot(e2, mdl, last, l2.back());
+        const bool same_l = !memcmp(l1.data(), l2.data(), l1.size() * sizeof(double));
+        const bool same_s = !memcmp(s1.data(), s2.data(), s1.size() * sizeof(double));
+        if (rc || !(sec > 0)) failf("run_steps %s: returned %d, %g s", fp64 ? "fp64" : "fp32", rc, sec);
+        if (!same_l) failf("run_steps %s: the losses differ from step()'s", fp64 ? "fp64" : "fp32");
+        if (!same_s) failf("run_steps %s: the state after the run differs from step()'s", fp64 ? "fp64" : "fp32");
+        const size_t dev = e2->ops->device_bytes(e2);
+        if (dev < 4 * mdl.L.n_params * (fp64 ? 8 : 4)) failf("device_bytes %zu is less than the parameters hold", dev);
+        printf("run_steps, %s, %zu steps (new shapes captured before their first run): losses and state %s; %.3f ms "
+               "on the events; device_bytes %zu\n", fp64 ? "fp64" : "fp32", sched.size() - 2,
+               same_l && same_s ? "bit-identical to step(): PASS" : "DIFFER: FAIL", 1e3 * sec, dev);
+    }
+    for (Engine *e : {e1, e2})
+        if (e) e->ops->destroy(e);
+}
+
 static void refusals() {
     const Model mdl(27, 16, 4, 2, 1, 16, 2, 1);
     EngineConfig c = mdl.cfg(PREC_FP64);
@@ -935,6 +971,8 @@ int main(int argc, char **argv) {
         engine_vs_cpu(PREC_FP32, r);
         determinism(PREC_FP64, r);
         determinism(PREC_FP32, r);
+        run_steps_vs_step(PREC_FP64, r);
+        run_steps_vs_step(PREC_FP32, r);
         refusals();
         CUDA_CHECK(cudaDeviceSynchronize());
     } catch (const std::exception &x) {

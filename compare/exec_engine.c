@@ -1,0 +1,541 @@
+// Process engines: compare starts `/bin/sh -c "exec CMD"` and speaks the
+// protocol of docs/outside_engines.md over the child's stdin and stdout. A
+// message is one line of JSON; when it has "bytes": N, N bytes of a
+// safetensors buffer follow (the arrays, little-endian). Every reply is read
+// against a deadline; a child that dies, hangs or sends what was not asked for
+// stops the run with a message naming what was expected, and is killed and
+// reaped (at exit too, through an atexit handler).
+#include "plugin_engine.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/safetensors.h"
+#include "common/util.h"
+#include "traces/trace.h"
+
+#define EXEC_PROTOCOL 1
+#define MAX_LINE (1 << 20)   // a reply header longer than this is not one
+#define MAX_CHILDREN 16
+
+static double g_timeout = 60;
+
+void exec_engine_set_timeout(double seconds) { g_timeout = seconds; }
+
+typedef struct {
+    Engine base;
+    EngineOps ops;
+    char *label;             // "exec:CMD"
+    pid_t pid;
+    int to, from;            // the child's stdin, stdout
+    char *rbuf;              // bytes read but not yet consumed
+    size_t rlen, rcap;
+    int in_create;           // failures are usage errors (2) until create succeeds
+    char name[64], device[128];
+    int B, T;                // the last step's batch
+    unsigned char *payload;  // the last reply's payload and its decoding
+    StFile st;
+} Proc;
+
+static Proc *X(Engine *e) { return (Proc *)e; }
+
+// ---- children: always reaped ----
+
+static pid_t g_children[MAX_CHILDREN];
+
+static void reap_all(void) {
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (g_children[i] > 0) {
+            kill(g_children[i], SIGKILL);
+            waitpid(g_children[i], NULL, 0);
+            g_children[i] = 0;
+        }
+}
+
+static void child_add(pid_t pid) {
+    static int registered;
+    if (!registered) atexit(reap_all), registered = 1;
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (!g_children[i]) {
+            g_children[i] = pid;
+            return;
+        }
+}
+
+static void child_forget(pid_t pid) {
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (g_children[i] == pid) g_children[i] = 0;
+}
+
+// How the child ended, e.g. "exited with status 3"; waits at most a moment
+// for it (it closed its stdout), then kills it.
+static void child_end(Proc *p, char *out, size_t n) {
+    int st = 0;
+    pid_t r = 0;
+    for (int i = 0; i < 200 && (r = waitpid(p->pid, &st, WNOHANG)) == 0; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (r == 0) {
+        kill(p->pid, SIGKILL);
+        r = waitpid(p->pid, &st, 0);
+        snprintf(out, n, "closed its stdout but did not exit; killed it");
+    } else if (r < 0) {
+        snprintf(out, n, "ended (its status is lost: %s)", strerror(errno));
+    } else if (WIFEXITED(st)) {
+        snprintf(out, n, "exited with status %d%s", WEXITSTATUS(st),
+                 WEXITSTATUS(st) == 127 ? " (127: the shell did not find the command)" : "");
+    } else if (WIFSIGNALED(st)) {
+        snprintf(out, n, "was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+    } else {
+        snprintf(out, n, "ended with wait status %d", st);
+    }
+    child_forget(p->pid);
+    p->pid = 0;
+}
+
+// Stop the run: during create a usage error (the engine cannot run), later a
+// run failure.
+static void fail(Proc *p, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void fail(Proc *p, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (p->pid > 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+        child_forget(p->pid);
+        p->pid = 0;
+    }
+    die(p->in_create ? EXIT_USAGE : EXIT_MISMATCH, "engine %s: %s", p->label, msg);
+}
+
+// ---- the wire ----
+
+static void send_all(Proc *p, const char *op, const void *buf, size_t n) {
+    const unsigned char *b = buf;
+    while (n) {
+        ssize_t k = write(p->to, b, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            char how[160];
+            child_end(p, how, sizeof how);
+            fail(p, "could not send the '%s' request (%s): the process %s", op, k < 0 ? strerror(errno) : "short write",
+                 how);
+        }
+        b += k;
+        n -= (size_t)k;
+    }
+}
+
+// Send a request: its JSON line, then the payload (may be NULL).
+static void send_request(Proc *p, cJSON *req, const char *op, const unsigned char *payload, size_t plen) {
+    cJSON_AddStringToObject(req, "op", op);
+    if (payload) cJSON_AddNumberToObject(req, "bytes", (double)plen);
+    char *line = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    if (!line) die(EXIT_MISMATCH, "engine %s: out of memory", p->label);
+    send_all(p, op, line, strlen(line));
+    send_all(p, op, "\n", 1);
+    free(line);
+    if (payload) send_all(p, op, payload, plen);
+}
+
+// Read more bytes into rbuf before the deadline.
+static void fill(Proc *p, double deadline, const char *op, const char *what) {
+    if (p->rlen == p->rcap) p->rbuf = xrealloc(p->rbuf, p->rcap = p->rcap ? 2 * p->rcap : 65536);
+    for (;;) {
+        double left = deadline - now_seconds();
+        if (left <= 0) {
+            if (p->pid > 0) {
+                kill(p->pid, SIGKILL);
+                waitpid(p->pid, NULL, 0);
+                child_forget(p->pid);
+                p->pid = 0;
+            }
+            fail(p, "no %s to '%s' within %g s (--exec-timeout); killed the process", what, op, g_timeout);
+        }
+        struct pollfd pf = {.fd = p->from, .events = POLLIN};
+        int r = poll(&pf, 1, (int)fmin(left * 1000 + 1, 1e9));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) fail(p, "poll: %s", strerror(errno));
+        if (r == 0) continue;
+        ssize_t k = read(p->from, p->rbuf + p->rlen, p->rcap - p->rlen);
+        if (k < 0 && errno == EINTR) continue;
+        if (k > 0) {
+            p->rlen += (size_t)k;
+            return;
+        }
+        char how[160];
+        child_end(p, how, sizeof how);
+        fail(p, "the process %s while compare waited for the %s to '%s'%s (its stderr is above)", how, what, op,
+             p->rlen ? " (what it sent was cut short)" : "");
+    }
+}
+
+static void consume(Proc *p, size_t n) {
+    memmove(p->rbuf, p->rbuf + n, p->rlen - n);
+    p->rlen -= n;
+}
+
+// Read a reply: its JSON header (checked: an object with "ok" true, or the
+// child's "error"), and the payload it announces, decoded into p->st.
+static cJSON *read_reply(Proc *p, const char *op, int want_payload) {
+    const double deadline = now_seconds() + g_timeout;
+    char *nl;
+    size_t scanned = 0;
+    while (!(nl = memchr(p->rbuf + scanned, '\n', p->rlen - scanned))) {
+        scanned = p->rlen;
+        if (p->rlen > MAX_LINE) fail(p, "the reply to '%s' has no newline in its first %d bytes: expected one line of "
+                                     "JSON", op, MAX_LINE);
+        fill(p, deadline, op, "reply");
+    }
+    size_t ll = (size_t)(nl - p->rbuf);
+    cJSON *h = cJSON_ParseWithLength(p->rbuf, ll);
+    if (!cJSON_IsObject(h)) {
+        char shown[120];
+        size_t k = ll < 100 ? ll : 100;
+        for (size_t i = 0; i < k; i++) shown[i] = (p->rbuf[i] >= 0x20 && p->rbuf[i] < 0x7f) ? p->rbuf[i] : '?';
+        shown[k] = '\0';
+        fail(p, "the reply to '%s' is not a JSON object on one line: '%s%s'", op, shown, ll > 100 ? "..." : "");
+    }
+    consume(p, ll + 1);
+    const cJSON *ok = cJSON_GetObjectItemCaseSensitive(h, "ok");
+    if (!cJSON_IsBool(ok)) fail(p, "the reply to '%s' has no \"ok\": true or false", op);
+    if (cJSON_IsFalse(ok)) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(h, "error");
+        fail(p, "'%s' failed: %s", op, cJSON_IsString(e) ? e->valuestring : "(the reply has no \"error\" text)");
+    }
+    const cJSON *nb = cJSON_GetObjectItemCaseSensitive(h, "bytes");
+    free(p->payload);
+    p->payload = NULL;
+    st_file_free(&p->st);
+    if (!want_payload) {
+        if (nb) fail(p, "the reply to '%s' announces %g bytes of data; none were asked for", op,
+                     cJSON_IsNumber(nb) ? nb->valuedouble : -1.0);
+        return h;
+    }
+    if (!cJSON_IsNumber(nb) || !(nb->valuedouble >= 8) || nb->valuedouble > 1e12 ||
+        nb->valuedouble != floor(nb->valuedouble))
+        fail(p, "the reply to '%s' needs \"bytes\": N (N >= 8, the size of the safetensors data after the line)", op);
+    const size_t n = (size_t)nb->valuedouble;
+    while (p->rlen < n) {
+        if (p->rcap < n) p->rbuf = xrealloc(p->rbuf, p->rcap = n);
+        fill(p, deadline, op, "data");
+    }
+    p->payload = xmalloc(n);
+    memcpy(p->payload, p->rbuf, n);
+    consume(p, n);
+    char err[400];
+    if (safetensors_decode(p->payload, n, &p->st, err, sizeof err))
+        fail(p, "the data of the reply to '%s': %s", op, err);
+    return h;
+}
+
+// ---- arrays by canonical name ----
+
+// Read tensor prefix/name of the reply into out: F64 or F32 of exactly the
+// expected shape, or the run stops naming what was expected.
+static void take(Proc *p, const char *op, const char *tname, int ndim, const size_t *shape, double *out) {
+    const StTensor *t = st_find(&p->st, tname);
+    char want[96] = "F64 [";
+    for (int d = 0; d < ndim; d++)
+        snprintf(want + strlen(want), sizeof want - strlen(want), "%s%zu", d ? "," : "", shape[d]);
+    strcat(want, "]");
+    if (!t) {
+        char have[400] = "";
+        for (int i = 0; i < p->st.n && strlen(have) < 300; i++)
+            snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", i ? ", " : "", p->st.t[i].name);
+        fail(p, "the reply to '%s' lacks the tensor '%s' (expected %s); it has: %s", op, tname, want,
+             have[0] ? have : "nothing");
+    }
+    int same = t->ndim == ndim && t->dtype != ST_I32;
+    for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
+    if (!same) {
+        char got[96];
+        st_describe(t, got, sizeof got);
+        fail(p, "the reply to '%s': tensor '%s' is %s, expected %s (F32 is also read)", op, tname, got, want);
+    }
+    st_read_f64(t, out);
+}
+
+// Every tensor of the canonical layout under prefix ("grads" -> "grads/wte").
+static void take_all(Proc *p, const char *op, const char *prefix, double *out) {
+    const ParamLayout *L = p->base.cfg.L;
+    for (int k = 0; k < L->n_tensors; k++) {
+        char tname[128];
+        snprintf(tname, sizeof tname, "%s/%s", prefix, L->t[k].name);
+        size_t shape[2] = {(size_t)L->t[k].rows, (size_t)L->t[k].cols};
+        take(p, op, tname, 2, shape, out + L->t[k].offset);
+    }
+}
+
+static void refuse_extra(Proc *p, const char *op, int expected) {
+    if (p->st.n > expected)
+        fail(p, "the reply to '%s' has %d tensors, %d were asked for (a misspelt name?)", op, p->st.n, expected);
+}
+
+// The StTensors of a flat parameter-sized array, named prefix/name.
+static int add_all(const ParamLayout *L, const char *prefix, const double *x, StTensor *t, char (*names)[128]) {
+    for (int k = 0; k < L->n_tensors; k++) {
+        snprintf(names[k], 128, "%s/%s", prefix, L->t[k].name);
+        t[k] = (StTensor){.name = names[k], .dtype = ST_F64, .ndim = 2,
+                          .shape = {(size_t)L->t[k].rows, (size_t)L->t[k].cols}, .data = x + L->t[k].offset};
+    }
+    return L->n_tensors;
+}
+
+static unsigned char *encode(Proc *p, const StTensor *t, int n, size_t *len) {
+    char err[256];
+    unsigned char *b = safetensors_encode(t, n, NULL, 0, len, err, sizeof err);
+    if (!b) fail(p, "%s", err);
+    return b;
+}
+
+// ---- the ops ----
+
+static void get_quantity(Proc *p, const char *what, int want_tensors) {
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "what", what);
+    char op[48];
+    snprintf(op, sizeof op, "get %s", what);
+    send_request(p, req, "get", NULL, 0);
+    cJSON_Delete(read_reply(p, op, 1));
+    refuse_extra(p, op, want_tensors);
+}
+
+static double x_step(Engine *e, const Batch *b, int step) {
+    Proc *p = X(e);
+    StTensor t[2] = {{.name = "tokens", .dtype = ST_I32, .ndim = 2, .shape = {(size_t)b->B, (size_t)b->T + 1},
+                      .data = b->tokens},
+                     {.name = "n", .dtype = ST_I32, .ndim = 1, .shape = {(size_t)b->B}, .data = b->n}};
+    size_t len;
+    unsigned char *buf = encode(p, t, 2, &len);
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddNumberToObject(req, "step", step);
+    send_request(p, req, "step", buf, len);
+    free(buf);
+    cJSON *h = read_reply(p, "step", 0);
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(h, "loss");
+    double loss;
+    if (cJSON_IsNumber(l)) loss = l->valuedouble;
+    else if (cJSON_IsString(l) && !strcasecmp(l->valuestring, "nan")) loss = NAN;
+    else if (cJSON_IsString(l) && !strcasecmp(l->valuestring, "inf")) loss = INFINITY;
+    else if (cJSON_IsString(l) && !strcasecmp(l->valuestring, "-inf")) loss = -INFINITY;
+    else fail(p, "the reply to 'step' needs \"loss\": a number (or \"nan\", \"inf\", \"-inf\")");
+    cJSON_Delete(h);
+    p->B = b->B, p->T = b->T;
+    return loss;
+}
+
+static void x_logits(Engine *e, double *out) {
+    Proc *p = X(e);
+    get_quantity(p, "logits", 1);
+    size_t shape[3] = {(size_t)p->B, (size_t)p->T, (size_t)e->cfg.L->shape.vocab_size};
+    take(p, "get logits", "logits", 3, shape, out);
+}
+
+static void x_grads(Engine *e, double *out) {
+    get_quantity(X(e), "grads", e->cfg.L->n_tensors);
+    take_all(X(e), "get grads", "grads", out);
+}
+
+static void x_params(Engine *e, double *out) {
+    get_quantity(X(e), "params", e->cfg.L->n_tensors);
+    take_all(X(e), "get params", "params", out);
+}
+
+static void x_moments(Engine *e, double *m, double *v) {
+    get_quantity(X(e), "moments", 2 * e->cfg.L->n_tensors);
+    take_all(X(e), "get moments", "adam_m", m);
+    take_all(X(e), "get moments", "adam_v", v);
+}
+
+static void x_set_state(Engine *e, const double *params, const double *m, const double *v) {
+    Proc *p = X(e);
+    const ParamLayout *L = e->cfg.L;
+    int nt = L->n_tensors * (m && v ? 3 : 1);
+    StTensor *t = xcalloc((size_t)nt, sizeof *t);
+    char (*names)[128] = xcalloc((size_t)nt, sizeof *names);
+    int k = add_all(L, "params", params, t, names);
+    if (m && v) {
+        k += add_all(L, "adam_m", m, t + k, names + k);
+        k += add_all(L, "adam_v", v, t + k, names + k);
+    }
+    size_t len;
+    unsigned char *buf = encode(p, t, k, &len);
+    send_request(p, cJSON_CreateObject(), "set_state", buf, len);
+    free(buf);
+    free(t);
+    free(names);
+    cJSON_Delete(read_reply(p, "set_state", 0));
+}
+
+// The child draws with the uniforms it is sent (one per position, as
+// random.choices does); compare's stream then skips the ones it used.
+static int x_sample(Engine *e, PyRandom *r, double temperature, int *out) {
+    Proc *p = X(e);
+    const int T = e->cfg.L->shape.block_size;
+    double *u = xmalloc((size_t)T * sizeof *u);
+    PyRandom ahead = *r;
+    for (int i = 0; i < T; i++) u[i] = pyrandom_random(&ahead);
+    StTensor t = {.name = "uniforms", .dtype = ST_F64, .ndim = 1, .shape = {(size_t)T}, .data = u};
+    size_t len;
+    unsigned char *buf = encode(p, &t, 1, &len);
+    cJSON *req = cJSON_CreateObject();
+    trace_add_number(req, "temperature", temperature);
+    send_request(p, req, "sample", buf, len);
+    free(buf);
+    free(u);
+    cJSON_Delete(read_reply(p, "sample", 1));
+    refuse_extra(p, "sample", 1);
+    const StTensor *tk = st_find(&p->st, "tokens");
+    if (!tk || tk->dtype != ST_I32 || tk->ndim != 1 || tk->shape[0] > (size_t)T)
+        fail(p, "the reply to 'sample' needs the tensor 'tokens': I32 [n] with n <= block_size %d", T);
+    const int n = (int)tk->shape[0];
+    st_read_i32(tk, out);
+    for (int i = 0; i < n; i++)
+        if (out[i] < 0 || out[i] >= e->cfg.L->shape.vocab_size - 1)
+            fail(p, "the reply to 'sample': token %d is %d, not a character id (0 to %d; BOS ends a sample)", i, out[i],
+                 e->cfg.L->shape.vocab_size - 2);
+    for (int i = 0; i < (n < T ? n + 1 : T); i++) pyrandom_random(r);
+    return n;
+}
+
+static const char *x_device(Engine *e) { return X(e)->device; }
+
+static void x_destroy(Engine *e) {
+    Proc *p = X(e);
+    if (p->pid > 0) {
+        // ask it to quit, then make sure it is gone
+        if (write(p->to, "{\"op\":\"quit\"}\n", 14) < 0) {}
+        close(p->to);
+        char how[160];
+        child_end(p, how, sizeof how);
+    } else {
+        close(p->to);
+    }
+    close(p->from);
+    free(p->payload);
+    st_file_free(&p->st);
+    free(p->rbuf);
+    free(p->label);
+    free(p);
+}
+
+static void add_config(cJSON *c, const EngineConfig *cfg) {
+    const ModelShape *m = &cfg->L->shape;
+    const Settings *s = cfg->s;
+    cJSON_AddNumberToObject(c, "vocab_size", m->vocab_size);
+    cJSON_AddNumberToObject(c, "n_embd", m->n_embd);
+    cJSON_AddNumberToObject(c, "n_head", m->n_head);
+    cJSON_AddNumberToObject(c, "n_kv_head", m->n_kv_head);
+    cJSON_AddNumberToObject(c, "head_dim", m->head_dim);
+    cJSON_AddNumberToObject(c, "n_layer", m->n_layer);
+    cJSON_AddNumberToObject(c, "block_size", m->block_size);
+    cJSON_AddNumberToObject(c, "bos", m->vocab_size - 1);
+    cJSON_AddNumberToObject(c, "steps", s->steps);
+    trace_add_number(c, "lr", s->lr);
+    trace_add_number(c, "beta1", s->beta1);
+    trace_add_number(c, "beta2", s->beta2);
+    trace_add_number(c, "eps", s->eps);
+    cJSON_AddStringToObject(c, "precision", cfg->precision == PREC_FP32 ? "fp32" : "fp64");
+    cJSON_AddNumberToObject(c, "max_batch", cfg->max_batch);
+    cJSON_AddStringToObject(c, "fault", fault_name(cfg->fault));
+    cJSON *ts = cJSON_AddArrayToObject(c, "tensors");
+    for (int k = 0; k < cfg->L->n_tensors; k++) {
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddStringToObject(t, "name", cfg->L->t[k].name);
+        cJSON *sh = cJSON_AddArrayToObject(t, "shape");
+        cJSON_AddItemToArray(sh, cJSON_CreateNumber(cfg->L->t[k].rows));
+        cJSON_AddItemToArray(sh, cJSON_CreateNumber(cfg->L->t[k].cols));
+        cJSON_AddItemToArray(ts, t);
+    }
+}
+
+static void copy_string(const cJSON *h, const char *key, char *out, size_t n, const char *dflt) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(h, key);
+    snprintf(out, n, "%s", cJSON_IsString(x) ? x->valuestring : dflt);
+}
+
+Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const double *init, char *err,
+                           size_t errlen) {
+    if (engine_config_check(cfg, init, "exec", err, errlen)) return NULL;
+    signal(SIGPIPE, SIG_IGN);   // a dead child is seen as EPIPE, and reported
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC)) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        return NULL;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(err, errlen, "fork: %s", strerror(errno));
+        return NULL;
+    }
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        size_t n = strlen(cmd) + 8;
+        char *line = malloc(n);
+        if (!line) _exit(126);
+        snprintf(line, n, "exec %s", cmd);
+        execl("/bin/sh", "sh", "-c", line, (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    child_add(pid);
+    Proc *p = xcalloc(1, sizeof *p);
+    p->pid = pid;
+    p->to = in[1];
+    p->from = out[0];
+    p->in_create = 1;
+    size_t ll = strlen(cmd) + 8;
+    p->label = xmalloc(ll);
+    snprintf(p->label, ll, "exec:%s", cmd);
+    p->base.cfg = *cfg;
+    p->base.ops = &p->ops;
+    // create: the configuration, and the initial parameters as params/<name>
+    const ParamLayout *L = cfg->L;
+    StTensor *t = xcalloc((size_t)L->n_tensors, sizeof *t);
+    char (*names)[128] = xcalloc((size_t)L->n_tensors, sizeof *names);
+    add_all(L, "params", init, t, names);
+    size_t len;
+    unsigned char *buf = encode(p, t, L->n_tensors, &len);
+    free(t);
+    free(names);
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddNumberToObject(req, "protocol", EXEC_PROTOCOL);
+    add_config(cJSON_AddObjectToObject(req, "config"), cfg);
+    send_request(p, req, "create", buf, len);
+    free(buf);
+    cJSON *h = read_reply(p, "create", 0);
+    const cJSON *pv = cJSON_GetObjectItemCaseSensitive(h, "protocol");
+    if (pv && !(cJSON_IsNumber(pv) && pv->valuedouble == EXEC_PROTOCOL))
+        fail(p, "the process speaks protocol %g; compare speaks %d (docs/outside_engines.md)",
+             cJSON_IsNumber(pv) ? pv->valuedouble : -1.0, EXEC_PROTOCOL);
+    copy_string(h, "name", p->name, sizeof p->name, "exec");
+    copy_string(h, "device", p->device, sizeof p->device, "");
+    cJSON_Delete(h);
+    p->in_create = 0;
+    p->ops = (EngineOps){.name = p->name, .destroy = x_destroy, .step = x_step, .get_logits = x_logits,
+                         .get_grads = x_grads, .get_params = x_params, .get_moments = x_moments,
+                         .set_state = x_set_state, .sample = x_sample, .device = p->device[0] ? x_device : NULL};
+    return &p->base;
+}

@@ -1,0 +1,134 @@
+// --export-init DIR: everything an outside program needs to start from the
+// harness's exact inputs (docs/outside_engines.md, docs/schemas/):
+//   settings.json        the settings, model shape, vocabulary, tensor list
+//   init.safetensors     the initial parameters, canonical names and shapes
+//   documents.txt        the documents in training order (after the shuffle)
+//   batches.safetensors  step<k>/tokens (B,T+1), step<k>/n (B), step<k>/doc (B)
+// Each file is written atomically.
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "compare.h"
+#include "common/atomic_file.h"
+#include "common/safetensors.h"
+#include "common/util.h"
+
+static void write_file(const char *dir, const char *name, const void *data, size_t len) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *path = xmalloc(n);
+    snprintf(path, n, "%s/%s", dir, name);
+    char err[512];
+    if (atomic_begin(path, err, sizeof err)) die(EXIT_USAGE, "--export-init: %s", err);
+    if (atomic_commit(data, len, err, sizeof err)) die(EXIT_MISMATCH, "--export-init: %s", err);
+    free(path);
+}
+
+static void write_safetensors(const char *dir, const char *name, const StTensor *t, int n, const char *const *meta,
+                              int n_meta) {
+    char err[256];
+    size_t len;
+    unsigned char *buf = safetensors_encode(t, n, meta, n_meta, &len, err, sizeof err);
+    if (!buf) die(EXIT_MISMATCH, "--export-init: %s: %s", name, err);
+    write_file(dir, name, buf, len);
+    free(buf);
+}
+
+int export_main(Options *o) {
+    const char *dir = o->export_dir;
+    if (mkdir(dir, 0777) && errno != EEXIST) die(EXIT_USAGE, "--export-init: cannot create %s: %s", dir, strerror(errno));
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) die(EXIT_USAGE, "--export-init: %s is not a directory", dir);
+    Run r;
+    run_setup(&r, o);
+    const ParamLayout *L = &r.L;
+    const ModelShape m = L->shape;
+
+    // settings.json
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "format", "microgpt-export");
+    cJSON_AddNumberToObject(root, "version", 1);
+    cJSON_AddItemToObject(root, "settings", trace_settings(&o->s, &m));
+    cJSON_AddItemToObject(root, "dataset", trace_dataset(&r.d));
+    cJSON_AddNumberToObject(root, "bos", r.d.bos);
+    cJSON_AddNumberToObject(root, "num_params", (double)L->n_params);
+    cJSON *ts = cJSON_AddArrayToObject(root, "tensors");
+    for (int k = 0; k < L->n_tensors; k++) {
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddStringToObject(t, "name", L->t[k].name);
+        cJSON *sh = cJSON_AddArrayToObject(t, "shape");
+        cJSON_AddItemToArray(sh, cJSON_CreateNumber(L->t[k].rows));
+        cJSON_AddItemToArray(sh, cJSON_CreateNumber(L->t[k].cols));
+        cJSON_AddNumberToObject(t, "offset", (double)L->t[k].offset);
+        cJSON_AddItemToArray(ts, t);
+    }
+    cJSON *files = cJSON_AddObjectToObject(root, "files");
+    cJSON_AddStringToObject(files, "init", "init.safetensors");
+    cJSON_AddStringToObject(files, "documents", "documents.txt");
+    cJSON_AddStringToObject(files, "batches", "batches.safetensors");
+    char *json = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!json) die(EXIT_MISMATCH, "--export-init: out of memory");
+    size_t jl = strlen(json);
+    json = xrealloc(json, jl + 2);
+    json[jl] = '\n';
+    write_file(dir, "settings.json", json, jl + 1);
+    free(json);
+
+    // init.safetensors
+    StTensor *t = xcalloc((size_t)L->n_tensors, sizeof *t);
+    for (int k = 0; k < L->n_tensors; k++)
+        t[k] = (StTensor){.name = L->t[k].name, .dtype = ST_F64, .ndim = 2,
+                          .shape = {(size_t)L->t[k].rows, (size_t)L->t[k].cols}, .data = r.init + L->t[k].offset};
+    const char *meta[2] = {"format", "microgpt-init"};
+    write_safetensors(dir, "init.safetensors", t, L->n_tensors, meta, 1);
+    free(t);
+
+    // documents.txt: UTF-8, one a line, in the order the batches take them
+    size_t cap = 1 << 16, len = 0;
+    char *txt = xmalloc(cap);
+    for (int i = 0; i < r.d.n_docs; i++) {
+        int n;
+        const int *ids = dataset_doc(&r.d, i, &n);
+        if (len + 4 * (size_t)n + 1 > cap) txt = xrealloc(txt, cap = 2 * cap + 4 * (size_t)n + 1);
+        for (int j = 0; j < n; j++) len += (size_t)utf8_encode(r.d.vocab[ids[j]], txt + len);
+        txt[len++] = '\n';
+    }
+    write_file(dir, "documents.txt", txt, len);
+    free(txt);
+
+    // batches.safetensors: three tensors a step; the data is copied because
+    // batch_make reuses its buffers
+    const int S = o->s.steps;
+    StTensor *bt = xcalloc(3 * (size_t)S, sizeof *bt);
+    char (*names)[32] = xcalloc(3 * (size_t)S, sizeof *names);
+    int **keep = xcalloc(3 * (size_t)S, sizeof *keep);
+    Batch b = {0};
+    for (int s = 0; s < S; s++) {
+        batch_make(&b, &r.d, s, o->s.batch, o->s.block_size);
+        const size_t B = (size_t)b.B, T1 = (size_t)b.T + 1;
+        const int *src[3] = {b.tokens, b.n, b.doc};
+        const size_t cnt[3] = {B * T1, B, B};
+        const char *what[3] = {"tokens", "n", "doc"};
+        for (int j = 0; j < 3; j++) {
+            int i = 3 * s + j;
+            keep[i] = xmalloc(cnt[j] * sizeof(int));
+            memcpy(keep[i], src[j], cnt[j] * sizeof(int));
+            snprintf(names[i], sizeof names[i], "step%d/%s", s + 1, what[j]);
+            bt[i] = (StTensor){.name = names[i], .dtype = ST_I32, .ndim = j ? 1 : 2,
+                               .shape = {B, j ? 0 : T1}, .data = keep[i]};
+        }
+    }
+    write_safetensors(dir, "batches.safetensors", bt, 3 * S, NULL, 0);
+    for (int i = 0; i < 3 * S; i++) free(keep[i]);
+    free(keep);
+    free(names);
+    free(bt);
+    batch_free(&b);
+    printf("exported to %s: settings.json, init.safetensors (%zu parameters), documents.txt (%d documents), "
+           "batches.safetensors (%d steps, batch %d)\n", dir, L->n_params, r.d.n_docs, S, o->s.batch);
+    run_teardown(&r);
+    return 0;
+}

@@ -1,0 +1,110 @@
+"""The process-engine protocol of docs/outside_engines.md, in plain Python
+(standard library only): read compare's requests from stdin, write replies to
+stdout. An engine supplies a class with create/step/get/set_state/sample and
+calls serve(Engine). Copy this file next to your engine.
+
+A message is one line of JSON; when it has "bytes": N, N bytes of a
+safetensors buffer follow. Arrays are dicts name -> (dtype, shape, bytes),
+dtype one of "F64", "F32", "I32" (little-endian); helpers convert to numpy or
+torch without this module depending on either.
+"""
+import json
+import math
+import struct
+import sys
+
+PROTOCOL = 1
+_SIZES = {"F64": 8, "F32": 4, "I32": 4}
+
+
+def st_decode(buf):
+    """safetensors bytes -> {name: (dtype, shape, raw bytes)}"""
+    if len(buf) < 8:
+        raise ValueError("safetensors: shorter than 8 bytes")
+    (hl,) = struct.unpack("<Q", buf[:8])
+    header = json.loads(buf[8:8 + hl].decode("utf-8"))
+    data = buf[8 + hl:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        out[name] = (info["dtype"], list(info["shape"]), data[begin:end])
+    return out
+
+
+def st_encode(tensors):
+    """{name: (dtype, shape, raw bytes)} -> safetensors bytes (header padded to 8)"""
+    header, blobs, off = {}, [], 0
+    for name, (dtype, shape, raw) in tensors.items():
+        n = _SIZES[dtype]
+        for d in shape:
+            n *= d
+        if len(raw) != n:
+            raise ValueError("tensor %s: %d bytes for %s %s" % (name, len(raw), dtype, shape))
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + n]}
+        blobs.append(raw)
+        off += n
+    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+
+def _number(x):
+    """A loss for JSON: a number, or "nan"/"inf"/"-inf" (JSON has no NaN)."""
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return x
+
+
+def serve(make_engine, stdin=None, stdout=None):
+    """Answer compare's requests until "quit" or the end of stdin.
+    make_engine(config, params) -> engine; config is the create request's
+    "config" dict, params {name: (dtype, shape, raw)} of the initial
+    parameters (names "params/<tensor>")."""
+    rd = stdin or sys.stdin.buffer
+    wr = stdout or sys.stdout.buffer
+
+    def reply(obj, tensors=None):
+        payload = st_encode(tensors) if tensors is not None else None
+        if payload is not None:
+            obj["bytes"] = len(payload)
+        wr.write(json.dumps(obj, allow_nan=False).encode("utf-8") + b"\n")
+        if payload is not None:
+            wr.write(payload)
+        wr.flush()
+
+    engine = None
+    while True:
+        line = rd.readline()
+        if not line:
+            return
+        req = json.loads(line)
+        data = st_decode(rd.read(req["bytes"])) if "bytes" in req else {}
+        op = req["op"]
+        try:
+            if op == "quit":
+                reply({"ok": True})
+                return
+            if op == "create":
+                if req.get("protocol") != PROTOCOL:
+                    raise ValueError("this engine speaks protocol %d" % PROTOCOL)
+                engine = make_engine(req["config"], data)
+                reply({"ok": True, "protocol": PROTOCOL, "name": engine.name, "device": engine.device})
+            elif op == "step":
+                loss = engine.step(data, req["step"])
+                reply({"ok": True, "loss": _number(loss)})
+            elif op == "get":
+                reply({"ok": True}, engine.get(req["what"]))
+            elif op == "set_state":
+                engine.set_state(data)
+                reply({"ok": True})
+            elif op == "sample":
+                reply({"ok": True}, engine.sample(data, req["temperature"]))
+            else:
+                raise ValueError("unknown op %r" % op)
+        except Exception as e:  # the harness prints it and stops
+            reply({"ok": False, "error": "%s: %s" % (type(e).__name__, e)})

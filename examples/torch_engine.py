@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""microgpt in PyTorch, written the way a PyTorch user writes it: an
+nn.Module, F.scaled_dot_product_attention, F.cross_entropy, loss.backward()
+and torch.optim.Adam. compare runs it as a process engine:
+
+    build/compare --engines scalar,exec:'python3 examples/torch_engine.py --device cuda' --steps 50
+    build/compare --engines scalar,exec:'python3 examples/torch_engine.py --device cuda' --steps 50 --precision fp32
+
+--broken-rmsnorm routes RMSNorm through a "custom kernel" that writes a fresh
+output buffer outside autograd (its output has no grad_fn): the classic bug
+of a hand-written kernel dropped into a model. The forward pass is still
+right; only the gradients of everything before the first RMSNorm are lost,
+and compare fails at step 1 naming them.
+"""
+import argparse
+import bisect
+import itertools
+import math
+import os
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mg_protocol  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+ap.add_argument("--broken-rmsnorm", action="store_true")
+ARGS = ap.parse_args()
+
+
+def rmsnorm(x):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
+
+
+def rmsnorm_custom_kernel(x):
+    # what launching a custom kernel looks like: it fills a new buffer, and
+    # autograd never learns how the buffer depends on x
+    out = torch.empty_like(x)
+    with torch.no_grad():
+        out.copy_(rmsnorm(x))
+    return out
+
+
+norm = rmsnorm_custom_kernel if ARGS.broken_rmsnorm else rmsnorm
+
+
+class Block(nn.Module):
+    def __init__(self, C, NH, NKV, HS):
+        super().__init__()
+        self.NH, self.NKV, self.HS = NH, NKV, HS
+        self.attn_wq = nn.Linear(C, NH * HS, bias=False)
+        self.attn_wk = nn.Linear(C, NKV * HS, bias=False)
+        self.attn_wv = nn.Linear(C, NKV * HS, bias=False)
+        self.attn_wo = nn.Linear(C, C, bias=False)
+        self.mlp_fc1 = nn.Linear(C, 4 * C, bias=False)
+        self.mlp_fc2 = nn.Linear(4 * C, C, bias=False)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        h = norm(x)
+        q = self.attn_wq(h).view(B, T, self.NH, self.HS).transpose(1, 2)
+        k = self.attn_wk(h).view(B, T, self.NKV, self.HS).transpose(1, 2)
+        v = self.attn_wv(h).view(B, T, self.NKV, self.HS).transpose(1, 2)
+        g = self.NH // self.NKV  # query head i reads key/value head i // g
+        k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.HS ** -0.5)
+        x = x + self.attn_wo(a.transpose(1, 2).reshape(B, T, C))
+        return x + self.mlp_fc2(torch.relu(self.mlp_fc1(norm(x))))
+
+
+class GPT(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        V, C, T = c["vocab_size"], c["n_embd"], c["block_size"]
+        self.wte = nn.Embedding(V, C)
+        self.wpe = nn.Embedding(T, C)
+        self.layers = nn.ModuleList(Block(C, c["n_head"], c["n_kv_head"], c["head_dim"]) for _ in range(c["n_layer"]))
+        self.lm_head = nn.Linear(C, V, bias=False)
+
+    def forward(self, idx):
+        B, T = idx.shape
+        x = norm(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))
+        for blk in self.layers:
+            x = blk(x)
+        return self.lm_head(x)
+
+    def canonical(self):
+        """name -> parameter, with the harness's canonical names"""
+        out = {"wte": self.wte.weight, "wpe": self.wpe.weight, "lm_head": self.lm_head.weight}
+        for i, blk in enumerate(self.layers):
+            for k in ("attn_wq", "attn_wk", "attn_wv", "attn_wo", "mlp_fc1", "mlp_fc2"):
+                out["layer%d.%s" % (i, k)] = getattr(blk, k).weight
+        return out
+
+
+def to_torch(t, device, dtype):
+    kind, shape, raw = t
+    src = {"F64": torch.float64, "F32": torch.float32, "I32": torch.int32}[kind]
+    return torch.frombuffer(bytearray(raw), dtype=src).reshape(shape).to(device=device, dtype=dtype)
+
+
+def from_torch(x):
+    x = x.detach().to("cpu", torch.float64).contiguous()
+    return ("F64", list(x.shape), x.numpy().tobytes())
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, cfg, data):
+        if cfg["fault"] != "none":
+            raise ValueError("this engine has no injected faults")
+        self.cfg = cfg
+        self.dev = torch.device(ARGS.device)
+        self.dt = {"fp64": torch.float64, "fp32": torch.float32}[cfg["precision"]]
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
+        torch.backends.cudnn.allow_tf32 = False
+        self.device = "%s (torch %s)" % (torch.cuda.get_device_name(self.dev) if self.dev.type == "cuda" else "cpu",
+                                         torch.__version__)
+        self.model = GPT(cfg).to(self.dev, self.dt)
+        self.params = self.model.canonical()
+        self.load("params", data)
+        self.opt = torch.optim.Adam(self.params.values(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]),
+                                    eps=cfg["eps"])
+        self.logits = None
+
+    def load(self, prefix, data, target=None):
+        with torch.no_grad():
+            for k, p in self.params.items():
+                x = to_torch(data[prefix + "/" + k], self.dev, self.dt)
+                (p if target is None else target(p)).copy_(x)
+
+    def step(self, data, step):
+        tokens = to_torch(data["tokens"], self.dev, torch.long)
+        n = to_torch(data["n"], self.dev, torch.long)
+        B, T = tokens.shape[0], tokens.shape[1] - 1
+        self.opt.zero_grad(set_to_none=True)
+        logits = self.model(tokens[:, :T].clamp(min=0))  # inputs past n[b] are -1: padding
+        # the mean over documents of each document's mean loss
+        per_pos = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), ignore_index=-1,
+                                  reduction="none").view(B, T)
+        loss = (per_pos.sum(1) / n.to(self.dt)).mean()
+        loss.backward()
+        self.logits = logits.detach()
+        # a parameter autograd never reached has no .grad: report it as zero
+        self.grads = {k: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+                      for k, p in self.params.items()}
+        for g in self.opt.param_groups:
+            g["lr"] = self.cfg["lr"] * (1 - step / self.cfg["steps"])
+        for p in self.params.values():  # the harness's step count (after set_state)
+            st = self.opt.state.get(p)
+            if st:
+                st["step"] = torch.tensor(float(step))
+        self.opt.step()
+        return loss.item()
+
+    def get(self, what):
+        if what == "logits":
+            return {"logits": from_torch(self.logits)}
+        if what == "grads":
+            return {"grads/" + k: from_torch(g) for k, g in self.grads.items()}
+        if what == "params":
+            return {"params/" + k: from_torch(p) for k, p in self.params.items()}
+        if what == "moments":
+            out = {}
+            for k, p in self.params.items():
+                st = self.opt.state.get(p) or {}
+                out["adam_m/" + k] = from_torch(st.get("exp_avg", torch.zeros_like(p)))
+                out["adam_v/" + k] = from_torch(st.get("exp_avg_sq", torch.zeros_like(p)))
+            return out
+        raise ValueError("cannot get %r" % what)
+
+    def set_state(self, data):
+        self.load("params", data)
+        if "adam_m/wte" in data:
+            for k, p in self.params.items():
+                st = self.opt.state[p]
+                st["exp_avg"] = to_torch(data["adam_m/" + k], self.dev, self.dt)
+                st["exp_avg_sq"] = to_torch(data["adam_v/" + k], self.dev, self.dt)
+                st.setdefault("step", torch.tensor(0.0))
+
+    @torch.no_grad()
+    def sample(self, data, temperature):
+        u = to_torch(data["uniforms"], "cpu", torch.float64).tolist()
+        bos, V = self.cfg["bos"], self.cfg["vocab_size"]
+        seq, out = [bos], []
+        for pos in range(self.cfg["block_size"]):
+            logits = self.model(torch.tensor([seq], device=self.dev))[0, -1].to("cpu", torch.float64).tolist()
+            w = [x * temperature ** -1 for x in logits]
+            mx = max(w)
+            w = [math.exp(x - mx) for x in w]
+            inv = 1.0 / sum(w)
+            cum = list(itertools.accumulate(x * inv for x in w))
+            tok = bisect.bisect(cum, u[pos] * cum[-1], 0, V - 1)
+            if tok == bos:
+                break
+            out.append(tok)
+            seq.append(tok)
+        raw = torch.tensor(out, dtype=torch.int32).numpy().tobytes()
+        return {"tokens": ("I32", [len(out)], raw)}
+
+
+if __name__ == "__main__":
+    mg_protocol.serve(TorchEngine)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The outside-engine checks that need a GPU and PyTorch (docs/outside_engines.md):
+# the CUDA plugin in lockstep, the torch engine on CUDA in fp64 and fp32, its
+# --broken-rmsnorm switch (must FAIL at step 1 naming the tensors), and the
+# start-up cost of a usage error (no CUDA library is loaded for it).
+#   bash scripts/outside_gpu_check.sh [--python PY] [--steps N] [--build DIR]
+# Exits non-zero if a check that should pass fails, or the broken one passes.
+set -u
+py=python3 steps=50 build=build
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --python) py="$2"; shift 2 ;;
+    --steps) steps="$2"; shift 2 ;;
+    --build) build="$2"; shift 2 ;;
+    *) echo "outside_gpu_check: unknown flag $1" >&2; exit 2 ;;
+  esac
+done
+C="$build/compare --data data/names.txt"
+status=0
+run() {  # run NAME WANT_EXIT CMD...
+  local name="$1" want="$2"; shift 2
+  echo "=== $name: $*"
+  "$@" > "$build/gpu-$name.log" 2>&1
+  local rc=$?
+  tail -n 12 "$build/gpu-$name.log"
+  if [ "$rc" -ne "$want" ]; then echo ">>> $name: exit $rc, expected $want"; status=1; else echo ">>> $name: exit $rc as expected"; fi
+}
+echo "=== usage error: time and peak memory"
+for bin in "$build/compare_before" "$build/compare"; do
+  [ -x "$bin" ] || continue
+  /usr/bin/time -v "$bin" --engines bogus 2>&1 | grep -E "Elapsed|Maximum resident" | sed "s|^|  $bin: |"
+done
+run cuda-fp64 0 $C --engines scalar,cuda --steps "$steps" --quiet
+run cuda-fp32 0 $C --engines scalar,cuda --steps "$steps" --precision fp32 --quiet
+if "$py" -c 'import torch, numpy' 2>/dev/null; then
+  "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+  T="$py examples/torch_engine.py"
+  run torch-cuda-fp64 0 $C --engines "scalar,exec:$T --device cuda" --steps "$steps" --quiet
+  run torch-cuda-fp64-gqa-batch 0 $C --engines "scalar,exec:$T --device cuda" --steps 10 --batch 4 --n-kv-head 2 --n-layer 2 --quiet
+  run torch-cuda-fp32 0 $C --engines "scalar,exec:$T --device cuda" --steps "$steps" --precision fp32 --quiet
+  run torch-cpu-fp64 0 $C --engines "scalar,exec:$T --device cpu" --steps 10 --quiet
+  run torch-cuda-broken 1 $C --engines "scalar,exec:$T --device cuda --broken-rmsnorm" --steps "$steps"
+  grep -q "FAIL at step 1" "$build/gpu-torch-cuda-broken.log" || { echo ">>> broken: not FAIL at step 1"; status=1; }
+  grep -q "not in the reference: wte wpe" "$build/gpu-torch-cuda-broken.log" || { echo ">>> broken: wte, wpe not named"; status=1; }
+else
+  echo "SKIP torch: $py has no torch or numpy"
+fi
+exit $status

@@ -1,0 +1,247 @@
+// compare --bench end to end on the CPU engines: the table, equal work, the
+// checks that make a wrong engine fail the bench, budgets and memory
+// refusals, the trace and the Markdown file, and bad usage.
+#include <criterion/criterion.h>
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "helpers.h"
+
+// A short bench on data/names.txt: 12 steps, 2 of them warm-up, 2 runs.
+#define BENCH(...) \
+    th_tool("compare", "--bench", "--data", th_names_path(), "--steps", "12", "--warmup", "2", "--repeats", "2", \
+            "--quiet", __VA_ARGS__, NULL)
+
+// The table row of engine `eng` (and precision) at size `size`, or NULL.
+static const char *row_of(const char *out, const char *size, const char *eng, const char *prec) {
+    char key[96];
+    snprintf(key, sizeof key, "| %s | %s | %s |", size, eng, prec);
+    return strstr(out, key);
+}
+
+// The verdict cell (the last one) of the row starting at r, copied to buf.
+static const char *verdict_of(const char *r, char *buf, size_t n) {
+    buf[0] = '\0';
+    if (!r) return buf;
+    const char *end = strchr(r, '\n');
+    if (!end) return buf;
+    const char *p = end - 1;   // the closing '|'
+    const char *q = p - 1;
+    while (q > r && *q != '|') q--;
+    snprintf(buf, n, "%.*s", (int)(p - q - 2), q + 2);
+    return buf;
+}
+
+Test(bench, scalar_and_cpu_on_two_sizes_pass, .timeout = 120) {
+    ThRun r = BENCH("--engines", "scalar,cpu", "--sizes", "b1,n_embd=8,n_head=2,batch=4", "--precision", "both");
+    cr_assert_eq(r.status, 0, "exit %d\n%s%s", r.status, r.out, r.err);
+    char v[256];
+    cr_expect(strstr(verdict_of(row_of(r.out, "b1", "scalar", "fp64"), v, sizeof v), "reference"), "%s", r.out);
+    cr_expect(strstr(verdict_of(row_of(r.out, "b1", "cpu", "fp64"), v, sizeof v), "pass"), "%s", r.out);
+    cr_expect(strstr(verdict_of(row_of(r.out, "b1", "cpu", "fp32"), v, sizeof v), "pass"), "%s", r.out);
+    cr_expect(row_of(r.out, "spec1", "cpu", "fp32") != NULL, "the SPEC is a size of its own:\n%s", r.out);
+    cr_expect(row_of(r.out, "b1", "scalar", "fp32") == NULL, "the scalar engine runs once, in fp64");
+    // equal work: every document fills the block (16 positions a step at batch 1, 64 at batch 4)
+    cr_expect(strstr(r.out, "**b1**: batch=1; 12 steps; 16 positions/step"), "%s", r.out);
+    cr_expect(strstr(r.out, "**spec1**: n_embd=8,n_head=2,batch=4; 12 steps; 64 positions/step"), "%s", r.out);
+    cr_expect(strstr(r.out, "packed:") && strstr(r.out, "PASS: bench, 2 size(s)"), "%s", r.out);
+    cr_expect(strstr(r.out, "2x10 "), "2 timed runs of the 10 steps after the warm-up:\n%s", r.out);
+    th_run_free(&r);
+}
+
+// An engine that computes the wrong thing fails the bench (exit 1, FAIL in
+// its verdict), whatever its speed.
+Test(bench, an_injected_fault_fails_the_bench, .timeout = 60) {
+    const char *faults[] = {"attn-scale", "causal-mask", "rmsnorm-bwd", "grad-sign", "adam-bias"};
+    for (size_t i = 0; i < sizeof faults / sizeof *faults; i++) {
+        ThRun r = BENCH("--engines", "scalar,cpu", "--sizes", "b1", "--inject-fault", faults[i]);
+        char v[256];
+        cr_expect_eq(r.status, 1, "%s: exit %d\n%s", faults[i], r.status, r.out);
+        cr_expect(strstr(verdict_of(row_of(r.out, "b1", "cpu", "fp64"), v, sizeof v), "FAIL: step"), "%s:\n%s",
+                  faults[i], r.out);
+        cr_expect(strstr(r.out, "FAIL: bench"), "%s", r.out);
+        th_run_free(&r);
+    }
+}
+
+// Raw documents keep the data's ragged lengths; the report says which.
+Test(bench, raw_data_is_ragged_and_said, .timeout = 60) {
+    ThRun r = BENCH("--engines", "cpu", "--sizes", "b32", "--bench-data", "raw");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_expect(strstr(r.out, "data raw:"), "%s", r.out);
+    cr_expect(!strstr(r.out, "**b32**: batch=32; 12 steps; 512 positions/step"), "names are shorter than the block:\n%s",
+              r.out);
+    th_run_free(&r);
+}
+
+// The scalar engine's graph for a large size cannot fit: refused with the
+// estimate before anything is allocated; the bench still succeeds.
+Test(bench, a_size_that_cannot_fit_is_skipped_with_the_estimate, .timeout = 60) {
+    ThRun r = BENCH("--engines", "scalar", "--sizes", "e512");
+    char v[256];
+    cr_expect_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_expect(strstr(verdict_of(row_of(r.out, "e512", "scalar", "fp64"), v, sizeof v), "skipped: needs about"), "%s",
+              r.out);
+    th_run_free(&r);
+}
+
+// A slow engine times fewer steps within its budget and the table says so.
+Test(bench, the_time_budget_limits_a_slow_engine, .timeout = 60) {
+    ThRun r = th_tool("compare", "--bench", "--data", th_names_path(), "--engines", "scalar", "--sizes", "b32",
+                      "--steps", "200", "--repeats", "3", "--time-budget", "0.3", "--quiet", NULL);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    const char *row = row_of(r.out, "b32", "scalar", "fp64");
+    cr_assert(row, "%s", r.out);
+    cr_expect(strstr(row, "(budget)") && strstr(row, "1x") == strstr(row, "| 1x") + 2, "%s", r.out);
+    th_run_free(&r);
+}
+
+// Without a GPU the cuda engine's row says why; the others still run; exit 2.
+Test(bench, cuda_without_a_gpu_is_unavailable, .timeout = 60) {
+    ThRun r = BENCH("--engines", "cpu,cuda", "--sizes", "b1");
+    char v[256];
+    if (r.status == 0) {   // a machine with a GPU
+        cr_expect(strstr(verdict_of(row_of(r.out, "b1", "cuda", "fp64"), v, sizeof v), "pass"), "%s", r.out);
+    } else {
+        cr_expect_eq(r.status, 2, "%s%s", r.out, r.err);
+        cr_expect(strstr(verdict_of(row_of(r.out, "b1", "cuda", "fp64"), v, sizeof v), "unavailable: "), "%s", r.out);
+        cr_expect(strstr(verdict_of(row_of(r.out, "b1", "cpu", "fp64"), v, sizeof v), "reference"), "%s", r.out);
+    }
+    th_run_free(&r);
+}
+
+// --baseline torch adds the two PyTorch rows: timed where torch and a GPU
+// exist, otherwise skipped with the reason (never an error).
+Test(bench, the_torch_baseline_runs_or_says_why, .timeout = 300) {
+    ThRun r = BENCH("--engines", "cpu", "--sizes", "b1", "--baseline", "torch");
+    char v[256];
+    cr_expect(r.status == 0, "exit %d\n%s%s", r.status, r.out, r.err);
+    for (int k = 0; k < 2; k++) {
+        const char *eng = k ? "torch-eager" : "torch-graph";
+        verdict_of(row_of(r.out, "b1", eng, "fp64"), v, sizeof v);
+        cr_expect(strstr(v, "pass") || strstr(v, "unavailable: torch"), "%s: %s\n%s", eng, v, r.out);
+    }
+    th_run_free(&r);
+}
+
+static cJSON *load_json(const char *path) {
+    char *text = th_read_file(path, NULL);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cr_assert(j, "%s is not JSON", path);
+    return j;
+}
+
+// The trace holds one object per (size, engine, precision) with the
+// documented keys; --markdown holds the table printed on stdout.
+Test(bench, trace_and_markdown, .timeout = 60) {
+    const char *dir = th_temp_dir();
+    char tr[512], md[512];
+    snprintf(tr, sizeof tr, "%s/bench.json", dir);
+    snprintf(md, sizeof md, "%s/bench.md", dir);
+    ThRun r = BENCH("--engines", "scalar,cpu", "--sizes", "b1", "--trace", tr, "--markdown", md);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    char *mdt = th_read_file(md, NULL);
+    cr_expect(strstr(r.out, mdt) == r.out, "the Markdown file is the table printed:\n%s\n---\n%s", mdt, r.out);
+    free(mdt);
+    cJSON *j = load_json(tr);
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "kind")), "bench");
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "verdict")), "pass");
+    const cJSON *rows = cJSON_GetObjectItem(j, "bench");
+    cr_assert_eq(cJSON_GetArraySize(rows), 2);
+    const char *keys[] = {"engine", "precision", "settings", "ms_per_step_median", "ms_per_step_min",
+                          "ms_per_step_max", "tokens_per_s", "steps_timed", "peak_host_bytes", "peak_device_bytes",
+                          "verdict", "losses", "size"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *row = cJSON_GetArrayItem(rows, i);
+        for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+            cr_expect(cJSON_HasObjectItem(row, keys[k]), "row %d lacks %s", i, keys[k]);
+        cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(row, "losses")), 12);
+        cr_expect_eq(cJSON_GetObjectItem(row, "steps_timed")->valueint, 10);
+        const double lo = cJSON_GetObjectItem(row, "ms_per_step_min")->valuedouble,
+                     med = cJSON_GetObjectItem(row, "ms_per_step_median")->valuedouble,
+                     hi = cJSON_GetObjectItem(row, "ms_per_step_max")->valuedouble;
+        cr_expect(lo > 0 && lo <= med && med <= hi, "min %g median %g max %g", lo, med, hi);
+    }
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 1), "verdict")), "pass");
+    cJSON_Delete(j);
+    th_run_free(&r);
+    // the trace tool reads it: the table, and ms/step per size and engine
+    r = th_tool("trace", "inspect", tr, NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "kind \"bench\"") && strstr(r.out, "b1       scalar") && strstr(r.out, "b1       cpu"),
+              "%s", r.out);
+    th_run_free(&r);
+    char svg[512];
+    snprintf(svg, sizeof svg, "%s/bench.svg", dir);
+    r = th_tool("trace", "plot", tr, "--svg", svg, NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    char *text = th_read_file(svg, NULL);
+    cr_expect(strstr(text, "<svg") && strstr(text, ">scalar fp64</text>") && strstr(text, ">cpu fp64</text>") &&
+              strstr(text, ">b1</text>"), "%s", text);
+    free(text);
+    th_run_free(&r);
+    r = th_tool("trace", "plot", tr, NULL);
+    cr_expect(r.status == 0 && strstr(r.out, "ms/step per size and engine") && strstr(r.out, "cpu fp64"), "%s%s",
+              r.out, r.err);
+    th_run_free(&r);
+}
+
+// The reader refuses a bench trace whose rows do not hold together.
+Test(bench, a_malformed_bench_trace_is_refused) {
+    const char *bad = "{\"format\": \"microgpt-trace\", \"version\": 1, \"kind\": \"bench\", \"sizes\": [{\"name\": "
+                      "\"b1\"}], \"bench\": [{\"size\": \"b9\", \"engine\": \"cpu\", \"precision\": \"fp64\", "
+                      "\"verdict\": \"pass\"}]}";
+    const char *path = th_write_temp("bad-bench.json", bad, strlen(bad));
+    ThRun r = th_tool("trace", "inspect", path, NULL);
+    cr_expect_eq(r.status, 2, "%s", r.out);
+    cr_expect(strstr(r.err, "is of size \"b9\", which \"sizes\" does not list"), "%s", r.err);
+    th_run_free(&r);
+}
+
+static void expect_usage(ThRun r, const char *needle, const char *what) {
+    cr_expect_eq(r.status, 2, "%s: exit %d (want 2): %s", what, r.status, r.err);
+    cr_expect(strstr(r.err, needle) != NULL, "%s: message should mention '%s': %s", what, needle, r.err);
+    th_run_free(&r);
+}
+
+Test(bench, bad_usage_is_refused) {
+    expect_usage(BENCH("--engines", "cpu", "--sizes", "huge"), "unknown size 'huge'", "unknown size");
+    expect_usage(BENCH("--engines", "cpu", "--sizes", "batch=2,batch=3"), "batch is given twice", "repeated key");
+    expect_usage(BENCH("--engines", "cpu", "--sizes", "width=3"), "unknown setting 'width'", "unknown key");
+    expect_usage(BENCH("--engines", "cpu", "--sizes", "batch=0"), "batch='0'", "batch 0");
+    expect_usage(BENCH("--engines", "cpu", "--sizes", "n_embd=10,n_head=4"), "must divide", "impossible size");
+    expect_usage(th_tool("compare", "--bench", "--data", th_names_path(), "--engines", "cpu", "--steps", "5", NULL),
+                 "leaves nothing to time", "fewer steps than the warm-up");
+    expect_usage(BENCH("--engines", "cpu", "--repeats", "0"), "--repeats", "no repeats");
+    expect_usage(BENCH("--engines", "cpu", "--baseline", "jax"), "not a known baseline", "unknown baseline");
+    expect_usage(BENCH("--engines", "cpu", "--keep-going"), "does not apply to --bench", "a lockstep flag");
+    expect_usage(BENCH("--engines", "cpu", "--trace", "/"), "is a directory", "a directory as the trace");
+    expect_usage(th_tool("compare", "--engines", "scalar,cpu", "--repeats", "3", NULL), "only applies to --bench",
+                 "a bench flag without --bench");
+}
+
+// bench_scalar's --samples, --temperature and --trace do what they say: at
+// the defaults the samples are the original's (SPEC.md), and the trace is a
+// train trace of the best run with the timings.
+Test(bench, bench_scalar_samples_and_trace, .timeout = 120) {
+    char tr[512];
+    snprintf(tr, sizeof tr, "%s/bs.json", th_temp_dir());
+    ThRun r = th_tool("bench_scalar", "--data", th_names_path(), "--repeats", "1", "--trace", tr, NULL);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_expect(strstr(r.out, "sample  1      kamon\n") && strstr(r.out, "sample 20      anton\n"), "%s", r.out);
+    cJSON *j = load_json(tr);
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "kind")), "train");
+    cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "steps")), 1000);
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "samples"), 4)), "vialan");
+    cr_expect(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "bench"), "ms_per_step")->valuedouble > 0);
+    cJSON_Delete(j);
+    th_run_free(&r);
+    r = th_tool("bench_scalar", "--data", th_names_path(), "--repeats", "1", "--steps", "20", "--samples", "3",
+                "--temperature", "1.5", NULL);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_expect(strstr(r.out, "sample  3 ") && !strstr(r.out, "sample  4 ") && strstr(r.out, "temperature 1.5"), "%s",
+              r.out);
+    th_run_free(&r);
+}
