@@ -4,7 +4,7 @@
 # build/mutants/ (the real tree is never modified), rebuild what the checks
 # need, run the checks, fast ones first, and stop at the first that fails.
 # Prints a table: mutant, caught by which check, where (step or test).
-#   scripts/mutants.sh [--part cpu|gpu|all] [--keep] [NAME...]
+#   scripts/mutants.sh [--part cpu|gpu|all] [--keep] [--build-only] [NAME...]
 # --part cpu (default): mutants of the CPU engine, the scalar engine and
 # common/, checked against the CPU tensor engine (no GPU needed); gpu: the
 # CUDA kernels, checked with --engines scalar,cuda and build/test_gpu (needs
@@ -12,14 +12,17 @@
 # kit (exit 1). "harmless-*" mutants change the arithmetic but not the math
 # (a reordered sum, a softmax without the max subtracted): they must pass
 # every check, or the checks are too strict; they are reported apart.
+# --build-only: apply and build each mutant, run no check (e.g. the GPU
+# part on a machine with nvcc but no GPU). --keep: keep the last copy.
 set -u
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "mutants: $*" >&2; exit 2; }
-part=cpu keep=0 only=()
+part=cpu keep=0 build_only=0 only=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --part) [ $# -ge 2 ] || die "--part needs a value (cpu, gpu or all)"; part="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
+    --build-only) build_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
     -*) die "unknown argument '$1' (see --help)" ;;
     *) only+=("$1"); shift ;;
@@ -50,13 +53,13 @@ done
 cuda=0 backend=cpu
 if [ "$part" != cpu ]; then
   cuda=1 backend=cuda
-  command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 ||
+  [ $build_only -eq 1 ] || { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; } ||
     die "--part $part needs a GPU (nvidia-smi finds none); run --part cpu here"
 fi
 work="build/mutants"
 base="$work/base"
 targets="build/compare build/microgpt build/tests/test_shared build/tests/test_golden"
-[ $cuda -eq 1 ] && targets="$targets build/test_gpu"
+[ $cuda -eq 1 ] && targets="$targets build/test_gpu build/libmicrogpt_cuda_engine.so"
 
 # A clean copy of the tree (tracked and untracked, not ignored files) with
 # its own build; each mutant starts from a copy of it and rebuilds only what
@@ -106,6 +109,10 @@ for p in "${patches[@]}"; do
     line=$(printf '%-34s %-20s %s' "$name" "ERROR" "does not build (see $work/$name.log)")
     echo "$line"; rows+=("$line"); wrong=1; continue
   fi
+  if [ $build_only -eq 1 ]; then
+    line=$(printf '%-34s %-20s %s' "$name" "(built)" "applies and builds; no check run")
+    echo "$line"; continue
+  fi
   by="" where=""
   for c in "${checks[@]}"; do
     cname="${c%%|*}" cmd="${c#*|}"
@@ -129,6 +136,10 @@ for p in "${patches[@]}"; do
   echo "$line"; rows+=("$line")
 done
 [ $keep -eq 1 ] || rm -rf "$run_dir"
+if [ $build_only -eq 1 ]; then
+  [ $wrong -eq 0 ] || { echo "mutants: FAILED (logs in $work)"; exit 1; }
+  echo "mutants: every mutant applies and builds (--build-only: nothing checked)"; exit 0
+fi
 
 n_caught=0
 for r in "${rows[@]}"; do case "$r" in *SURVIVED*|*ERROR*) ;; *) n_caught=$((n_caught + 1)) ;; esac; done
