@@ -83,7 +83,7 @@ Test(lockstep, trace_lists_every_quantity_per_tensor_and_the_rule, .timeout = 60
     cJSON *ex = cJSON_GetObjectItem(root, "excused_steps");
     cr_expect_eq(cJSON_GetObjectItem(ex, "count")->valueint, 0);
     cr_expect_eq(cJSON_GetObjectItem(ex, "allowed")->valueint, 3);
-    cJSON *s = cJSON_GetObjectItem(root, "samples");
+    cJSON *s = cJSON_GetObjectItem(root, "sample_check");
     cr_assert(s, "the samples are in the trace");
     cr_expect(cJSON_IsTrue(cJSON_GetObjectItem(s, "ok")));
     cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(s, "names")), 3);
@@ -91,6 +91,9 @@ Test(lockstep, trace_lists_every_quantity_per_tensor_and_the_rule, .timeout = 60
     cr_expect(cJSON_GetObjectItem(mx, "rel_tensor") && cJSON_GetObjectItem(mx, "rel_step"),
               "the relative maximum names its own tensor and step");
     cJSON_Delete(root);
+    ThRun in = th_tool("trace", "inspect", tr, NULL);
+    cr_expect_eq(in.status, 0, "the trace tool reads the trace: %s%s", in.out, in.err);
+    th_run_free(&in);
 }
 
 Test(lockstep, fp64_samples_identical_and_summary_honest, .timeout = 60) {
