@@ -132,3 +132,39 @@ Test(lockstep, usage_errors) {
         th_run_free(&r);
     }
 }
+
+// scripts/parity.sh: argument errors give one message and exit 2 (no shell
+// error), and an engine that cannot run stops the suite with one message.
+static ThRun parity(const char *a, const char *b) {
+    char *const argv[] = {"/bin/bash", "scripts/parity.sh", (char *)a, (char *)b, NULL};
+    return th_run(argv);
+}
+
+Test(lockstep, parity_script_usage, .timeout = 60) {
+    static const char *const bad[][2] = {{"--backend", NULL}, {"--backend", "tpu"}, {"--steps", "x"},
+                                         {"--steps", "0"}, {"--bogus", NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ThRun r = parity(bad[i][0], bad[i][1]);
+        cr_expect_eq(r.status, 2, "%s %s: exit %d\n%s", bad[i][0], bad[i][1] ? bad[i][1] : "", r.status, r.err);
+        cr_expect(strncmp(r.err, "parity: ", 8) == 0 && strchr(r.err, '\n') == r.err + strlen(r.err) - 1,
+                  "one message: %s", r.err);
+        cr_expect(strstr(r.err, "unbound") == NULL, "%s", r.err);
+        th_run_free(&r);
+    }
+}
+
+Test(lockstep, parity_stops_at_an_unavailable_engine, .timeout = 60) {
+    char out[4300];
+    snprintf(out, sizeof out, "%s/parity-cuda", th_temp_dir());
+    char *const argv[] = {"/bin/bash", "scripts/parity.sh", "--backend", "cuda", "--steps", "1", "--out", out,
+                          "--build", (char *)th_build_dir(), NULL};
+    ThRun r = th_run(argv);
+    if (r.status == 0) {   // a machine with a GPU: the suite ran
+        cr_log_info("cuda is available here: the suite ran");
+    } else {
+        cr_expect_eq(r.status, 2, "exit %d\n%s%s", r.status, r.out, r.err);
+        cr_expect(strchr(r.err, '\n') == r.err + strlen(r.err) - 1, "one message: %s", r.err);
+        cr_expect(strstr(r.out, "parity suite") == NULL, "no summary after the stop:\n%s", r.out);
+    }
+    th_run_free(&r);
+}
