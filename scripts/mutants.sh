@@ -50,6 +50,8 @@ for p in mutants/*.patch; do
 done
 [ ${#patches[@]} -gt 0 ] || die "no mutants match (part $part${only:+, names ${only[*]}})"
 
+# the copy's own (mutated) CUDA plugin, next to its build/compare
+unset MICROGPT_CUDA_ENGINE
 cuda=0 backend=cpu
 if [ "$part" != cpu ]; then
   cuda=1 backend=cuda

@@ -7,7 +7,7 @@
 # old traces and logs are removed first). Exit 0 all passed, 1 a run failed,
 # 2 bad arguments or the engine cannot run here (e.g. no GPU for cuda).
 set -u
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "parity: $*" >&2; exit 2; }
 backend=cuda steps=1000 out="" build=build
 while [ $# -gt 0 ]; do
