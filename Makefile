@@ -88,6 +88,7 @@ deps:
 	bash scripts/install-deps.sh
 
 include tests/module.mk
+include mutants/module.mk
 
 help:
 	@echo "make            build every tool into $(BUILD)/ (CUDA=$(CUDA))"
@@ -96,6 +97,7 @@ help:
 	@echo "make test-gpu   the CUDA kernel tests (skipped with a message where there is no GPU)"
 	@echo "make bench      time the scalar engine (ms/step, nodes/step, peak memory)"
 	@echo "make parity BACKEND=cuda|cpu   the parity suite: scalar vs the tensor engine"
+	@echo "make mutants MUTANTS=cpu|gpu|all   plant each bug of mutants/ and show which check catches it"
 	@echo "make deps       install the Debian packages the build needs (root or sudo)"
 	@echo "make data       fetch data/names.txt"
 	@echo "make clean      remove $(BUILD)/"

@@ -34,7 +34,7 @@ static void usage(FILE *f) {
             "                       excused and reported (fp64 1e-12, fp32 1e-5; 0: never)\n"
             "  --tolerance T        lockstep: fixed (the table of atol/rtol) or ratio: per tensor,\n"
             "                       CAND's error against the fp64 reference, scaled by the tensor's\n"
-            "                       RMS, must be at most 2x that of the plain fp32 CPU engine run on\n"
+            "                       RMS, must be at most 4x that of the plain fp32 CPU engine run on\n"
             "                       the same state, plus 1e-6 (ratio in fp32 with an fp64 REF, else fixed)\n"
             "  --max-excused N      lockstep: more than N excused steps is a failure\n"
             "                       (default max(3, 1%% of the steps))\n"

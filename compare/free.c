@@ -11,7 +11,7 @@ int free_run(Run *r, Trace *t, cJSON *steps) {
     Options *o = r->o;
     Batch b = {0};
     double max_drift = 0;
-    int max_step = 0, diverged = 0;
+    int max_step = 0, diverged = 0, steps_run = 0;
     for (int step = 0; step < o->s.steps; step++) {
         batch_make(&b, &r->d, step, o->s.batch, o->s.block_size);
         double loss[2], dt[2];
@@ -20,6 +20,7 @@ int free_run(Run *r, Trace *t, cJSON *steps) {
             loss[k] = r->e[k]->ops->step(r->e[k], &b, step);
             dt[k] = now_seconds() - t0;
         }
+        steps_run++;
         double drift = fabs(loss[1] - loss[0]);
         if (!(drift <= max_drift)) {  // NaN sticks
             max_drift = drift;
@@ -48,14 +49,16 @@ int free_run(Run *r, Trace *t, cJSON *steps) {
     char where[160] = "";
     if (sp.n) layout_describe(&r->L, sp.max_abs_at, where, sizeof where);
     int failed = diverged || !(max_drift <= o->drift_tol);
-    printf("%s: free-running, %s (%s) vs %s (%s), %d steps, batch %d\n", failed ? "FAIL" : "PASS", o->names[0],
-           prec_name(engine_prec(o, 0)), o->names[1], prec_name(engine_prec(o, 1)), o->s.steps, o->s.batch);
+    printf("%s: free-running, %s (%s) vs %s (%s), %d of %d steps run, batch %d\n", failed ? "FAIL" : "PASS",
+           o->names[0], prec_name(engine_prec(o, 0)), o->names[1], prec_name(engine_prec(o, 1)), steps_run,
+           o->s.steps, o->s.batch);
     if (diverged) printf("  a loss is not finite: an engine diverged\n");
     printf("  largest loss difference %.3e at step %d (tolerance %.1e)\n", max_drift, max_step, o->drift_tol);
     printf("  parameters after training: largest difference %.3e at %s, largest relative %.3e\n", sp.max_abs, where,
            sp.max_rel);
     if (t->root) {
         cJSON_AddStringToObject(t->root, "verdict", failed ? "fail" : "pass");
+        cJSON_AddNumberToObject(t->root, "steps_run", steps_run);
         cJSON *dr = cJSON_AddObjectToObject(t->root, "drift");
         trace_add_number(dr, "max_abs", max_drift);
         cJSON_AddNumberToObject(dr, "step", max_step);

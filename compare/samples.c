@@ -78,7 +78,7 @@ SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const 
             len[k][i] = eng[k]->ops->sample(eng[k], &rng, o->s.temperature, ids[k] + (size_t)i * (size_t)T);
         }
     }
-    cJSON *js = root ? cJSON_AddObjectToObject(root, "samples") : NULL;
+    cJSON *js = root ? cJSON_AddObjectToObject(root, "sample_check") : NULL;
     Step S = {.o = o, .step = o->s.steps, .errors = js ? cJSON_AddArrayToObject(js, "errors") : NULL};
     double *probs[3];
     for (int k = 0; k < 3; k++) probs[k] = xmalloc((size_t)T * (size_t)V * sizeof(double));

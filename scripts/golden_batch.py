@@ -12,9 +12,11 @@ autograd). What it pins, that every engine of the harness shares:
 Summation order differs from the engines, so the losses agree to ~1e-15
 relative, not bit for bit.
 
-usage: golden_batch.py DATA BATCH STEPS [PRINT] > tests/golden/py_bB.txt
+usage: golden_batch.py DATA BATCH STEPS [PRINT] [--n-layer L] [--n-head H]
+                        [--block-size T] > tests/golden/py_NAME.txt
 (PRINT: stop after that many steps, e.g. to check batch 1 against the
-original's first steps of 1000.)
+original's first steps of 1000.) The second line of the output, "# flags:",
+gives the flags that make build/microgpt run the same settings.
 """
 import math
 import random
@@ -166,8 +168,19 @@ def flat(P):
 
 
 def main():
-    path, B, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    stop = int(sys.argv[4]) if len(sys.argv) > 4 else steps
+    global N_LAYER, N_HEAD, BLOCK
+    args = sys.argv[1:]
+    flags = {}
+    while len(args) >= 2 and args[-2].startswith('--'):
+        flags[args[-2]] = int(args[-1])
+        args = args[:-2]
+    N_LAYER = flags.pop('--n-layer', N_LAYER)
+    N_HEAD = flags.pop('--n-head', N_HEAD)
+    BLOCK = flags.pop('--block-size', BLOCK)
+    if flags or len(args) not in (3, 4) or N_EMBD % N_HEAD:
+        sys.exit(__doc__)
+    path, B, steps = args[0], int(args[1]), int(args[2])
+    stop = int(args[3]) if len(args) > 3 else steps
     random.seed(42)
     text = open(path, encoding='utf-8').read()
     docs = [l.strip() for l in text.strip().split('\n') if l.strip()]
@@ -186,7 +199,9 @@ def main():
     m1 = [[0.0] * len(r) for r in params]
     m2 = [[0.0] * len(r) for r in params]
     print(f"# {path.split('/')[-1]}, seed 42, batch {B}, {steps} steps, defaults otherwise; "
+          f"n_layer {N_LAYER}, n_head {N_HEAD}, block_size {BLOCK}; "
           f"scripts/golden_batch.py (independent float64 implementation)")
+    print(f"# flags: --batch {B} --steps {steps} --n-layer {N_LAYER} --n-head {N_HEAD} --block-size {BLOCK}")
     for s in range(stop):
         G = {'wte': zeros_like(P['wte']), 'wpe': zeros_like(P['wpe']), 'lm_head': zeros_like(P['lm_head']),
              'layers': [{k: zeros_like(v) for k, v in W.items()} for W in P['layers']]}

@@ -7,7 +7,7 @@
 # old traces and logs are removed first). Exit 0 all passed, 1 a run failed,
 # 2 bad arguments or the engine cannot run here (e.g. no GPU for cuda).
 set -u
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "parity: $*" >&2; exit 2; }
 backend=cuda steps=1000 out="" build=build
 while [ $# -gt 0 ]; do
@@ -32,11 +32,9 @@ data=data/names.txt
 mkdir -p "$out" || die "cannot create $out"
 rm -f "$out"/*.json "$out"/*.log "$out"/*.txt
 
-# Documents longer than every block: lines of six names, each capitalised
-# (52 letters + space: a vocabulary of 54, wider than a warp), 1000 lines.
+# Documents longer than every block (and a vocabulary wider than a warp).
 long="$out/long.txt"
-awk 'NF { n++; w = toupper(substr($1,1,1)) substr($1,2); line = line (line == "" ? "" : " ") w;
-          if (n % 6 == 0) { print line; line = ""; if (n == 6000) exit } }' "$data" >"$long"
+bash "$(dirname "$0")/long_data.sh" "$data" "$long" || die "cannot write $long"
 
 # name | most steps (0: --steps) | flags. Why each run is here: docs/parity.md.
 runs=(

@@ -83,7 +83,7 @@ Test(lockstep, trace_lists_every_quantity_per_tensor_and_the_rule, .timeout = 60
     cJSON *ex = cJSON_GetObjectItem(root, "excused_steps");
     cr_expect_eq(cJSON_GetObjectItem(ex, "count")->valueint, 0);
     cr_expect_eq(cJSON_GetObjectItem(ex, "allowed")->valueint, 3);
-    cJSON *s = cJSON_GetObjectItem(root, "samples");
+    cJSON *s = cJSON_GetObjectItem(root, "sample_check");
     cr_assert(s, "the samples are in the trace");
     cr_expect(cJSON_IsTrue(cJSON_GetObjectItem(s, "ok")));
     cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(s, "names")), 3);
@@ -91,6 +91,9 @@ Test(lockstep, trace_lists_every_quantity_per_tensor_and_the_rule, .timeout = 60
     cr_expect(cJSON_GetObjectItem(mx, "rel_tensor") && cJSON_GetObjectItem(mx, "rel_step"),
               "the relative maximum names its own tensor and step");
     cJSON_Delete(root);
+    ThRun in = th_tool("trace", "inspect", tr, NULL);
+    cr_expect_eq(in.status, 0, "the trace tool reads the trace: %s%s", in.out, in.err);
+    th_run_free(&in);
 }
 
 Test(lockstep, fp64_samples_identical_and_summary_honest, .timeout = 60) {
@@ -128,4 +131,40 @@ Test(lockstep, usage_errors) {
         cr_expect(strchr(r.err, '\n') == r.err + strlen(r.err) - 1, "case %zu: one line: %s", i, r.err);
         th_run_free(&r);
     }
+}
+
+// scripts/parity.sh: argument errors give one message and exit 2 (no shell
+// error), and an engine that cannot run stops the suite with one message.
+static ThRun parity(const char *a, const char *b) {
+    char *const argv[] = {"/bin/bash", "scripts/parity.sh", (char *)a, (char *)b, NULL};
+    return th_run(argv);
+}
+
+Test(lockstep, parity_script_usage, .timeout = 60) {
+    static const char *const bad[][2] = {{"--backend", NULL}, {"--backend", "tpu"}, {"--steps", "x"},
+                                         {"--steps", "0"}, {"--bogus", NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ThRun r = parity(bad[i][0], bad[i][1]);
+        cr_expect_eq(r.status, 2, "%s %s: exit %d\n%s", bad[i][0], bad[i][1] ? bad[i][1] : "", r.status, r.err);
+        cr_expect(strncmp(r.err, "parity: ", 8) == 0 && strchr(r.err, '\n') == r.err + strlen(r.err) - 1,
+                  "one message: %s", r.err);
+        cr_expect(strstr(r.err, "unbound") == NULL, "%s", r.err);
+        th_run_free(&r);
+    }
+}
+
+Test(lockstep, parity_stops_at_an_unavailable_engine, .timeout = 60) {
+    char out[4300];
+    snprintf(out, sizeof out, "%s/parity-cuda", th_temp_dir());
+    char *const argv[] = {"/bin/bash", "scripts/parity.sh", "--backend", "cuda", "--steps", "1", "--out", out,
+                          "--build", (char *)th_build_dir(), NULL};
+    ThRun r = th_run(argv);
+    if (r.status == 0) {   // a machine with a GPU: the suite ran
+        cr_log_info("cuda is available here: the suite ran");
+    } else {
+        cr_expect_eq(r.status, 2, "exit %d\n%s%s", r.status, r.out, r.err);
+        cr_expect(strchr(r.err, '\n') == r.err + strlen(r.err) - 1, "one message: %s", r.err);
+        cr_expect(strstr(r.out, "parity suite") == NULL, "no summary after the stop:\n%s", r.out);
+    }
+    th_run_free(&r);
 }

@@ -175,28 +175,32 @@ static void adam_step_of(const char *engine) {
 Test(shared, adam_constants_and_update_scalar) { adam_step_of("scalar"); }
 Test(shared, adam_constants_and_update_cpu) { adam_step_of("cpu"); }
 
-// The scalar engine at batch B against scripts/golden_batch.py's losses.
-static void golden_batch(int B) {
-    char golden[64], tr[4300], bs[16];
-    snprintf(golden, sizeof golden, "tests/golden/py_b%d.txt", B);
-    snprintf(tr, sizeof tr, "%s/b%d.json", th_temp_dir(), B);
-    snprintf(bs, sizeof bs, "%d", B);
+// The scalar engine against scripts/golden_batch.py's losses, with the
+// settings of the golden file's "# flags:" line.
+static void golden_batch(const char *name) {
+    char golden[128], tr[4300];
+    snprintf(golden, sizeof golden, "tests/golden/%s.txt", name);
+    snprintf(tr, sizeof tr, "%s/%s.json", th_temp_dir(), name);
     char *text = th_read_file(golden, NULL);
     double want[64];
     int n = 0;
+    const char *args[32] = {"--data", th_names_path(), "--samples", "0", "--trace", tr};
+    int na = 6;
+    char flags[256] = "";
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         int step;
         double x;
+        if (!strncmp(line, "# flags: ", 9)) snprintf(flags, sizeof flags, "%s", line + 9);
         if (line[0] == '#') continue;
         cr_assert_eq(sscanf(line, "%d %lf", &step, &x), 2, "%s: bad line '%s'", golden, line);
         cr_assert(n < 64 && step == n + 1);
         want[n++] = x;
     }
     free(text);
-    char steps[16];
-    snprintf(steps, sizeof steps, "%d", n);
-    ThRun r = th_tool("microgpt", "--data", th_names_path(), "--batch", bs, "--steps", steps, "--samples", "0",
-                      "--trace", tr, NULL);
+    cr_assert(flags[0], "%s has no '# flags:' line", golden);
+    for (char *f = strtok(flags, " "); f && na < 30; f = strtok(NULL, " ")) args[na++] = f;
+    args[na] = NULL;
+    ThRun r = th_tool_argv("microgpt", args);
     cr_assert_eq(r.status, 0, "%s", r.err);
     th_run_free(&r);
     char *js = th_read_file(tr, NULL);
@@ -208,14 +212,15 @@ static void golden_batch(int B) {
     for (int i = 0; i < n; i++) {
         double got = cJSON_GetObjectItem(cJSON_GetArrayItem(st, i), "loss")->valuedouble;
         double rel = fabs(got - want[i]) / fabs(want[i]);
-        cr_expect_leq(rel, 1e-12, "batch %d step %d: loss %.17g, independent implementation %.17g", B, i + 1, got,
+        cr_expect_leq(rel, 1e-12, "%s step %d: loss %.17g, independent implementation %.17g", name, i + 1, got,
                       want[i]);
         if (rel > worst) worst = rel;
     }
-    cr_log_info("batch %d: %d losses within %.1e relative of the independent implementation", B, n, worst);
+    cr_log_info("%s: %d losses within %.1e relative of the independent implementation", name, n, worst);
     cJSON_Delete(root);
     free(js);
 }
 
-Test(shared, golden_losses_at_batch_4, .timeout = 60) { golden_batch(4); }
-Test(shared, golden_losses_at_batch_8, .timeout = 60) { golden_batch(8); }
+Test(shared, golden_losses_at_batch_4, .timeout = 60) { golden_batch("py_b4"); }
+Test(shared, golden_losses_at_batch_8, .timeout = 60) { golden_batch("py_b8"); }
+Test(shared, golden_losses_batch_3_two_layers_head_8_block_8, .timeout = 60) { golden_batch("py_b3_l2_h2_t8"); }

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# The mutation kit (`make mutants`, docs/parity.md): apply each planted bug of
+# mutants/*.patch, one at a time, to a scratch copy of the tree under
+# build/mutants/ (the real tree is never modified), rebuild what the checks
+# need, run the checks, fast ones first, and stop at the first that fails.
+# Prints a table: mutant, caught by which check, where (step or test).
+#   scripts/mutants.sh [--part cpu|gpu|all] [--keep] [--build-only] [NAME...]
+# --part cpu (default): mutants of the CPU engine, the scalar engine and
+# common/, checked against the CPU tensor engine (no GPU needed); gpu: the
+# CUDA kernels, checked with --engines scalar,cuda and build/test_gpu (needs
+# a GPU and nvcc); all: both. A mutant that survives every check fails the
+# kit (exit 1). "harmless-*" mutants change the arithmetic but not the math
+# (a reordered sum, a softmax without the max subtracted): they must pass
+# every check, or the checks are too strict; they are reported apart.
+# --build-only: apply and build each mutant, run no check (e.g. the GPU
+# part on a machine with nvcc but no GPU). --keep: keep the last copy.
+set -u
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "mutants: $*" >&2; exit 2; }
+part=cpu keep=0 build_only=0 only=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --part) [ $# -ge 2 ] || die "--part needs a value (cpu, gpu or all)"; part="$2"; shift 2 ;;
+    --keep) keep=1; shift ;;
+    --build-only) build_only=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    -*) die "unknown argument '$1' (see --help)" ;;
+    *) only+=("$1"); shift ;;
+  esac
+done
+case "$part" in cpu|gpu|all) ;; *) die "--part must be cpu, gpu or all, not '$part'" ;; esac
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root" || exit 2
+[ -s data/names.txt ] || die "data/names.txt is missing: run make data (or copy names.txt there)"
+command -v git >/dev/null || die "git is not installed (apt-get install git): it applies the patches"
+if [ -z "${MICROGPT_SHARED:-}" ] && [ -d ../shared/golden ]; then export MICROGPT_SHARED="$(cd ../shared && pwd)"; fi
+[ -n "${MICROGPT_SHARED:-}" ] || die "the shared folder with the golden files is missing (../shared or MICROGPT_SHARED)"
+
+# the mutants of the part(s) asked for
+patches=()
+for p in mutants/*.patch; do
+  n=$(basename "$p" .patch)
+  pp=$(sed -n 's/^# part: //p' "$p")
+  [ "$part" = all ] || [ "$pp" = "$part" ] || continue
+  if [ ${#only[@]} -gt 0 ]; then
+    hit=0; for o in "${only[@]}"; do [ "$o" = "$n" ] && hit=1; done
+    [ $hit -eq 1 ] || continue
+  fi
+  patches+=("$p")
+done
+[ ${#patches[@]} -gt 0 ] || die "no mutants match (part $part${only:+, names ${only[*]}})"
+
+# the copy's own (mutated) CUDA plugin, next to its build/compare
+unset MICROGPT_CUDA_ENGINE
+cuda=0 backend=cpu
+if [ "$part" != cpu ]; then
+  cuda=1 backend=cuda
+  [ $build_only -eq 1 ] || { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; } ||
+    die "--part $part needs a GPU (nvidia-smi finds none); run --part cpu here"
+fi
+work="build/mutants"
+base="$work/base"
+targets="build/compare build/microgpt build/tests/test_shared build/tests/test_golden"
+[ $cuda -eq 1 ] && targets="$targets build/test_gpu build/libmicrogpt_cuda_engine.so"
+
+# A clean copy of the tree (tracked and untracked, not ignored files) with
+# its own build; each mutant starts from a copy of it and rebuilds only what
+# its patch touches.
+rm -rf "$work"
+mkdir -p "$base/data" || die "cannot create $base"
+git ls-files -co --exclude-standard -z | while IFS= read -r -d '' f; do
+  [ -f "$f" ] && { mkdir -p "$base/$(dirname "$f")"; cp -p "$f" "$base/$f"; }
+done
+cp -p data/names.txt "$base/data/"
+echo "mutants: building the unmutated copy in $base (CUDA=$cuda)"
+# shellcheck disable=SC2086
+make -C "$base" -j2 CUDA=$cuda BUILD=build $targets >"$work/base.log" 2>&1 ||
+  { tail -n 20 "$work/base.log"; die "the unmutated tree does not build (see $work/base.log)"; }
+bash scripts/long_data.sh data/names.txt "$base/data/long.txt"
+
+# name | command (run in the copy; $B is the backend). Fast and broad first;
+# then the shapes each kernel's parameters need; then the shared-code tests.
+C="build/compare --engines scalar,\$B --quiet"
+checks=(
+  "lockstep-fp64|$C --steps 4 --batch 3 --samples 5"
+  "lockstep-fp32|$C --steps 4 --batch 3 --samples 5 --precision fp32 --tolerance fixed"
+  "lockstep-fp32-ratio|$C --steps 4 --batch 3 --samples 5 --precision fp32"
+  "head6-layers3|$C --steps 3 --batch 3 --n-embd 12 --n-head 2 --n-layer 3"
+  "gqa|$C --steps 3 --batch 2 --n-kv-head 2"
+  "long-blocks|$C --steps 2 --batch 2 --data data/long.txt --block-size 40"
+  "long-wide-fp32|$C --steps 2 --batch 2 --data data/long.txt --block-size 40 --n-embd 72 --n-head 2 --precision fp32"
+  "test_shared|build/tests/test_shared --jobs 2"
+  "test_golden|build/tests/test_golden --jobs 2"
+)
+[ $cuda -eq 1 ] && checks+=("test_gpu|build/test_gpu")
+
+run_dir="$work/run"
+rows=() harmless=() survived=0 wrong=0
+printf '\n%-34s %-20s %s\n' "mutant" "caught by" "where"
+for p in "${patches[@]}"; do
+  name=$(basename "$p" .patch)
+  expect=$(sed -n 's/^# expect: //p' "$p")
+  rm -rf "$run_dir"
+  cp -a "$base" "$run_dir"
+  if ! (cd "$run_dir" && git apply "$root/$p") >"$work/$name.log" 2>&1; then
+    line=$(printf '%-34s %-20s %s' "$name" "ERROR" "the patch does not apply (see $work/$name.log)")
+    echo "$line"; rows+=("$line"); wrong=1; continue
+  fi
+  # shellcheck disable=SC2086
+  if ! make -C "$run_dir" -j2 CUDA=$cuda BUILD=build $targets >>"$work/$name.log" 2>&1; then
+    line=$(printf '%-34s %-20s %s' "$name" "ERROR" "does not build (see $work/$name.log)")
+    echo "$line"; rows+=("$line"); wrong=1; continue
+  fi
+  if [ $build_only -eq 1 ]; then
+    line=$(printf '%-34s %-20s %s' "$name" "(built)" "applies and builds; no check run")
+    echo "$line"; continue
+  fi
+  by="" where=""
+  for c in "${checks[@]}"; do
+    cname="${c%%|*}" cmd="${c#*|}"
+    out=$(cd "$run_dir" && B=$backend eval "$cmd" 2>&1)
+    rc=$?
+    [ $rc -eq 0 ] && continue
+    by="$cname"
+    where=$(printf '%s\n' "$out" | sed -n 's/^FAIL at step \([0-9]*\): \(.*\)/step \1: \2/p; s/^FAIL after training: \(.*\)/samples: \1/p; s/^samples: \(.*\): FAIL$/samples: \1/p; s/^\[FAIL\] \(.*\):.*/test \1/p' | head -n 1)
+    [ -n "$where" ] || where="exit $rc: $(printf '%s\n' "$out" | grep -m1 -E 'FAIL|rror|differ|Assert' | cut -c1-90)"
+    printf '%s\n' "$out" >>"$work/$name.log"
+    break
+  done
+  if [ "$expect" = pass ]; then
+    if [ -z "$by" ]; then res="passes every check"; else res="FAILS $by: $where (too strict?)"; wrong=1; fi
+    harmless+=("$(printf '%-34s %s -- %s' "$name" "$res" "$(sed -n 's/^# what: //p' "$p")")")
+    echo "$(printf '%-34s %-20s %s' "$name" "(harmless)" "$res")"
+    continue
+  fi
+  [ -n "$by" ] || { by="SURVIVED"; where="no check fails: $(sed -n 's/^# what: //p' "$p")"; survived=$((survived + 1)); }
+  line=$(printf '%-34s %-20s %s' "$name" "$by" "$where")
+  echo "$line"; rows+=("$line")
+done
+[ $keep -eq 1 ] || rm -rf "$run_dir"
+if [ $build_only -eq 1 ]; then
+  [ $wrong -eq 0 ] || { echo "mutants: FAILED (logs in $work)"; exit 1; }
+  echo "mutants: every mutant applies and builds (--build-only: nothing checked)"; exit 0
+fi
+
+n_caught=0
+for r in "${rows[@]}"; do case "$r" in *SURVIVED*|*ERROR*) ;; *) n_caught=$((n_caught + 1)) ;; esac; done
+echo
+echo "mutation kit ($part): ${#rows[@]} mutants, $n_caught caught, $survived survived; ${#harmless[@]} harmless"
+if [ ${#harmless[@]} -gt 0 ]; then
+  echo "harmless mutants (must pass every check):"
+  printf '  %s\n' "${harmless[@]}"
+fi
+if [ $survived -ne 0 ] || [ $wrong -ne 0 ]; then echo "mutants: FAILED (logs in $work)"; exit 1; fi
+echo "mutants: every mutant caught"
