@@ -245,3 +245,28 @@ Test(bench, bench_scalar_samples_and_trace, .timeout = 120) {
               r.out);
     th_run_free(&r);
 }
+
+// trace diff of two bench traces: a slower row, a worse verdict or a missing
+// row is a difference (exit 1); within --tolerance it is not.
+Test(bench, trace_diff_of_bench_traces) {
+#define BT(ms, verdict)                                                                                          \
+    "{\"format\": \"microgpt-trace\", \"version\": 1, \"kind\": \"bench\", \"sizes\": [{\"name\": \"b1\"}], "    \
+    "\"bench\": [{\"size\": \"b1\", \"engine\": \"cuda\", \"precision\": \"fp32\", \"verdict\": \"" verdict "\", " \
+    "\"ms_per_step_median\": " ms "}]}"
+    const char *a = th_write_temp("a.json", BT("1.0", "pass"), strlen(BT("1.0", "pass")));
+    const char *slow = th_write_temp("slow.json", BT("1.2", "pass"), strlen(BT("1.2", "pass")));
+    const char *fail = th_write_temp("fail.json", BT("0.5", "fail"), strlen(BT("0.5", "fail")));
+    ThRun r = th_tool("trace", "diff", a, slow, NULL);
+    cr_expect(r.status == 1 && strstr(r.out, "slower") && strstr(r.out, "1.200x"), "%d %s%s", r.status, r.out, r.err);
+    th_run_free(&r);
+    r = th_tool("trace", "diff", a, slow, "--tolerance", "0.5", NULL);
+    cr_expect(r.status == 0 && strstr(r.out, "0 slower"), "%d %s%s", r.status, r.out, r.err);
+    th_run_free(&r);
+    r = th_tool("trace", "diff", a, fail, NULL);
+    cr_expect(r.status == 1 && strstr(r.out, "verdict worse"), "%d %s%s", r.status, r.out, r.err);
+    th_run_free(&r);
+    r = th_tool("trace", "diff", slow, a, NULL);
+    cr_expect(r.status == 0 && strstr(r.out, "faster"), "%d %s%s", r.status, r.out, r.err);
+    th_run_free(&r);
+#undef BT
+}

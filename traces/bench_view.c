@@ -242,3 +242,54 @@ int bench_view_plot(const cJSON *root, const char *svg, int width, int height) {
     free(c);
     return rc;
 }
+
+// The row of b with the same size, engine and precision as r, or NULL.
+static const cJSON *row_like(const cJSON *rows, const cJSON *r) {
+    const cJSON *x;
+    cJSON_ArrayForEach(x, rows) {
+        if (!strcmp(str(x, "size"), str(r, "size")) && !strcmp(str(x, "engine"), str(r, "engine")) &&
+            !strcmp(str(x, "precision"), str(r, "precision")))
+            return x;
+    }
+    return NULL;
+}
+
+static int verdict_rank(const char *v) {
+    return !strcmp(v, "fail") ? 2 : (!strcmp(v, "pass") || !strcmp(v, "reference")) ? 0 : 1;
+}
+
+int bench_view_diff(const cJSON *a, const cJSON *b, double slower_tol) {
+    const cJSON *ra = cJSON_GetObjectItemCaseSensitive(a, "bench"), *rb = cJSON_GetObjectItemCaseSensitive(b, "bench");
+    printf("ms/step medians, B against A (slower by more than %.3g counts):\n", slower_tol);
+    printf("%-8s %-24s %-5s %11s %11s %8s  %s\n", "size", "engine", "prec", "A ms", "B ms", "B/A", "");
+    int worse = 0, slower = 0, faster = 0, missing = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, ra) {
+        const cJSON *q = row_like(rb, r);
+        const double ma = num(r, "ms_per_step_median"), mb = q ? num(q, "ms_per_step_median") : NAN;
+        const char *note = "";
+        if (!q) {
+            note = "missing in B";
+            missing++;
+        } else if (verdict_rank(str(q, "verdict")) > verdict_rank(str(r, "verdict"))) {
+            note = "verdict worse";
+            worse++;
+        } else if (isfinite(ma) && isfinite(mb) && mb > ma * (1 + slower_tol)) {
+            note = "slower";
+            slower++;
+        } else if (isfinite(ma) && isfinite(mb) && mb * (1 + slower_tol) < ma) {
+            note = "faster";
+            faster++;
+        }
+        char v[160] = "";
+        if (q && strcmp(str(q, "verdict"), str(r, "verdict")))
+            snprintf(v, sizeof v, " (verdict %s -> %s)", str(r, "verdict"), str(q, "verdict"));
+        printf("%-8s %-24.24s %-5s %11.4g %11.4g %7.3fx  %s%s\n", str(r, "size"), str(r, "engine"),
+               str(r, "precision"), ma, mb, mb / ma, note, v);
+    }
+    cJSON_ArrayForEach(r, rb) {
+        if (!row_like(ra, r)) printf("%-8s %-24.24s %-5s only in B\n", str(r, "size"), str(r, "engine"), str(r, "precision"));
+    }
+    printf("%d slower, %d faster, %d with a worse verdict, %d missing in B\n", slower, faster, worse, missing);
+    return slower || worse || missing ? EXIT_MISMATCH : 0;
+}

@@ -11,4 +11,10 @@ void bench_view_inspect(const cJSON *root, const char *path, int json);
 // the exit code.
 int bench_view_plot(const cJSON *root, const char *svg, int width, int height);
 
+// `trace diff A B` of two bench traces: each row of A against B's row of the
+// same size, engine and precision. Exit code 1 if a row is missing in B, its
+// verdict got worse, or its median ms/step grew by more than slower_tol
+// (relative); else 0.
+int bench_view_diff(const cJSON *a, const cJSON *b, double slower_tol);
+
 #endif

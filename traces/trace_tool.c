@@ -937,6 +937,7 @@ static int cmd_diff(int argc, char **argv) {
     const char *files[2] = {NULL, NULL};
     int nfiles = 0, flags_done = 0;
     double tol = 0;
+    int tol_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!flags_done && is_flag(a)) {
@@ -948,6 +949,7 @@ static int cmd_diff(int argc, char **argv) {
             } else if ((v = flag_value("diff", argc, argv, &i, "--tolerance"))) {
                 if (parse_double(v, &tol) || tol < 0)
                     die(EXIT_USAGE, "diff: --tolerance '%s' is not a number >= 0", v);
+                tol_given = 1;
             } else {
                 unknown_flag("diff", a);
             }
@@ -962,6 +964,13 @@ static int cmd_diff(int argc, char **argv) {
     if (A.kind != B.kind)
         die(EXIT_USAGE, "diff: %s is a %s trace but %s is a %s trace; diff compares traces of the "
             "same kind", B.path, trace_kind_name(B.kind), A.path, trace_kind_name(A.kind));
+    if (A.kind == TRACE_KIND_BENCH) {   // timings: slower by more than --tolerance (5%) counts
+        printf("A: %s (bench trace)\nB: %s (bench trace)\n", A.path, B.path);
+        int rc = bench_view_diff(A.root, B.root, tol_given ? tol : 0.05);
+        trace_data_free(&A);
+        trace_data_free(&B);
+        return rc;
+    }
 
     printf("A: %s (%s trace, %d steps)\n", A.path, trace_kind_name(A.kind), A.n_steps);
     printf("B: %s (%s trace, %d steps)\n", B.path, trace_kind_name(B.kind), B.n_steps);
