@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "atomic_file.h"
 #include "sha256.h"
 #include "util.h"
 
@@ -204,6 +205,7 @@ int dataset_load(Dataset *d, const char *path, char *err, size_t errlen) {
         free(buf);
         return fail(err, errlen, "%s: read error (is it a directory or unreadable?)", path);
     }
+    outfile_note_input(path);
     int rc = dataset_from_text(d, path, buf, n, err, errlen);
     free(buf);
     return rc;

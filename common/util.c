@@ -17,22 +17,38 @@ void set_prog_name(const char *argv0) {
 
 const char *prog_name(void) { return g_prog; }
 
-void die(int code, const char *fmt, ...) {
-    va_list ap;
+static void (*g_die_hook)(int code, const char *msg);
+
+void set_die_hook(void (*hook)(int code, const char *msg)) { g_die_hook = hook; }
+
+static __attribute__((noreturn)) void die_msg(int code, const char *msg) {
     fflush(stdout);
-    fprintf(stderr, "%s: ", g_prog);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
+    fprintf(stderr, "%s: %s\n", g_prog, msg);
+    void (*hook)(int, const char *) = g_die_hook;
+    g_die_hook = NULL;  // a failure inside the hook must not call it again
+    if (hook) hook(code, msg);
     exit(code);
 }
 
+void die(int code, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    die_msg(code, msg);
+}
+
+// Out of memory is a resource problem (exit 2), not a mismatch.
 static void alloc_fail(size_t n, const char *file, int line) {
-    fflush(stdout);
-    fprintf(stderr, "%s: out of memory: could not allocate %zu bytes (%s:%d)\n", g_prog, n, file,
-            line);
-    exit(EXIT_MISMATCH);
+    char msg[256];
+    snprintf(msg, sizeof msg, "out of memory: could not allocate %zu bytes (%s:%d)", n, file, line);
+    die_msg(EXIT_USAGE, msg);
+}
+
+void stdout_check(void) {
+    if (fflush(stdout) != 0 || ferror(stdout))
+        die(EXIT_MISMATCH, "writing standard output failed: %s", strerror(errno ? errno : EIO));
 }
 
 void *xmalloc_at(size_t n, const char *file, int line) {

@@ -5,19 +5,24 @@
 #include <stddef.h>
 #include <stdio.h>
 
-// Exit codes shared by every tool.
+// Exit codes shared by every tool (README.md, "Exit codes").
 enum {
-    EXIT_MISMATCH = 1,   // a check failed (compare), or a run hit a runtime failure
-    EXIT_USAGE = 2,      // bad flags, bad settings, bad input data, no GPU
+    EXIT_MISMATCH = 1,   // a check failed (compare), or a run failed: non-finite loss, write error
+    EXIT_USAGE = 2,      // bad flags, impossible settings, bad input data, no GPU, out of memory
 };
 
 // Print "<prog>: <message>\n" to stderr and exit with `code`.
 void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+// Called by die() (and an allocation failure) after printing, before exit:
+// the trace module writes the trace of the failed run. NULL: none.
+void set_die_hook(void (*hook)(int code, const char *msg));
+// Flush stdout; on a write error (a full disk, a closed pipe) exit 1 with a message.
+void stdout_check(void);
 // The program name used as the prefix of every message (set once in main).
 void set_prog_name(const char *argv0);
 const char *prog_name(void);
 
-// Allocation that never returns NULL: on failure prints file, line and size, exits 1.
+// Allocation that never returns NULL: on failure prints file, line and size, exits 2.
 void *xmalloc_at(size_t n, const char *file, int line);
 void *xcalloc_at(size_t n, size_t size, const char *file, int line);
 void *xrealloc_at(void *p, size_t n, const char *file, int line);

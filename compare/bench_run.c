@@ -26,6 +26,7 @@
 
 #include "bench.h"
 #include "engines.h"
+#include "common/atomic_file.h"
 #include "common/safetensors.h"
 #include "common/util.h"
 #include "traces/trace.h"
@@ -97,18 +98,6 @@ static int reset_peak_rss(void) {
     if (!f) return -1;
     int ok = fputs("5", f) >= 0;
     return fclose(f) == 0 && ok ? 0 : -1;
-}
-
-static int write_all(int fd, const void *p, size_t n) {
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 static void child_send(int fd, const ChildHeader *h, const double *losses) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine_scalar.h"
+#include "common/engine.h"
 #include "common/dataset.h"
 #include "common/model.h"
 #include "common/pyrandom.h"
@@ -54,7 +55,10 @@ int main(int argc, char **argv) {
     char err[512];
     if (dataset_load(&d, s.data_path, err, sizeof err)) die(EXIT_USAGE, "%s", err);
     Trace trace = {0};
-    if (s.trace_path) trace_open(&trace, s.trace_path, "train");
+    if (s.trace_path) {
+        trace_open(&trace, s.trace_path, "train");
+        trace_watch_signals();
+    }
 
     dataset_shuffle(&d, &rng);
     printf("num docs: %d\n", d.n_docs);
@@ -81,19 +85,16 @@ int main(int argc, char **argv) {
         steps = cJSON_AddArrayToObject(trace.root, "steps");
     }
 
+    double *grads = xmalloc(L.n_params * sizeof *grads);
     Batch b = {0};
     double t_train = now_seconds();
     for (int step = 0; step < s.steps; step++) {
+        if (trace_signal()) trace_exit_on_signal(&trace, trace_signal());
+        trace.step = step + 1;
         batch_make(&b, &d, step, s.batch, s.block_size);
         double t0 = now_seconds();
         double loss = e->ops->step(e, &b, step);
         double dt = now_seconds() - t0;
-        if (!isfinite(loss)) {
-            if (s.trace_path) trace_abandon(&trace);
-            die(EXIT_MISMATCH, "step %d: the loss is %g, not finite: training diverged; try a smaller --lr",
-                step + 1, loss);
-        }
-        printf("step %4d / %4d | loss %.4f\n", step + 1, s.steps, loss);
         if (steps) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "step", step + 1);
@@ -102,6 +103,11 @@ int main(int argc, char **argv) {
             trace_add_number(o, "time_s", dt);
             cJSON_AddItemToArray(steps, o);
         }
+        if (!isfinite(loss))
+            die(EXIT_MISMATCH, "step %d: the loss is %g, not finite: training diverged; try a smaller --lr",
+                step + 1, loss);
+        engine_check_finite(e, &L, grads, step + 1);
+        printf("step %4d / %4d | loss %.4f\n", step + 1, s.steps, loss);
     }
     t_train = now_seconds() - t_train;
 
@@ -122,7 +128,7 @@ int main(int argc, char **argv) {
     }
     if (s.trace_path) {
         trace_add_number(trace.root, "train_time_s", t_train);
-        fflush(stdout);
+        stdout_check();
         trace_commit(&trace);
     }
     free(tok);
@@ -130,5 +136,7 @@ int main(int argc, char **argv) {
     e->ops->destroy(e);
     layout_free(&L);
     dataset_free(&d);
-    return fflush(stdout) == 0 ? 0 : EXIT_MISMATCH;
+    free(grads);
+    stdout_check();
+    return 0;
 }

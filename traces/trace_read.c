@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/atomic_file.h"
 #include "common/util.h"
 #include "trace.h"
 
@@ -359,6 +360,7 @@ int trace_load(TraceData *t, const char *path, char *err, size_t errlen) {
         return fail(err, errlen, path, "not JSON (syntax error at line %d, column %d)", line, col);
     }
     free(text);
+    outfile_note_input(path);
     t->path = xstrdup(path);
     t->root = root;
     if (validate(t, err, errlen)) {

@@ -724,7 +724,8 @@ static int cmd_inspect(int argc, char **argv) {
     else if (json) inspect_json(&t);
     else inspect_text(&t);
     trace_data_free(&t);
-    return fflush(stdout) == 0 ? 0 : EXIT_MISMATCH;
+    stdout_check();
+    return 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -1076,7 +1077,7 @@ static int cmd_diff(int argc, char **argv) {
     free(vb);
     trace_data_free(&A);
     trace_data_free(&B);
-    if (fflush(stdout) != 0) return EXIT_USAGE;
+    stdout_check();
     return differ ? EXIT_MISMATCH : 0;
 }
 
@@ -1683,28 +1684,30 @@ static int cmd_plot(int argc, char **argv) {
         x1 += 1;
     }
     axis_make(&ax, x0, x1, 0, svg ? (int)(sw / 110) : (int)(tw / 12), 1);
-    // the SVG is written atomically (common/atomic_file.h); its temporary
-    // file is created before anything is printed, so a bad path comes first
-    char aerr[256];
-    if (svg && atomic_begin(svg, aerr, sizeof aerr)) die(EXIT_USAGE, "--svg %s: %s", svg, aerr);
-    for (int p = 0; p < np; p++) text_panel(&panels[p], &ax, (int)tw, (int)th);
+    // the SVG's path is checked before anything is printed (common/atomic_file.h);
+    // "--svg -" writes the SVG alone to stdout
+    char aerr[512];
+    OutFile out;
+    if (svg && outfile_open(&out, svg, aerr, sizeof aerr)) die(EXIT_USAGE, "--svg %s: %s", svg, aerr);
+    int to_stdout = svg && out.kind == OUT_STDOUT;
+    if (!to_stdout)
+        for (int p = 0; p < np; p++) text_panel(&panels[p], &ax, (int)tw, (int)th);
 
     int rc = 0;
     if (svg) {
         if (sh < 0) sh = np == 2 ? 760 : 520;
         Buf b = {0};
         svg_render(&b, panels, np, &ax, (int)sw, (int)sh);
-        if (fflush(stdout) != 0) rc = EXIT_MISMATCH;
-        if (atomic_commit(b.s, b.n, aerr, sizeof aerr))
+        if (outfile_write(&out, b.s, b.n, aerr, sizeof aerr))
             die(EXIT_MISMATCH, "--svg %s: could not write the file: %s", svg, aerr);
-        printf("wrote %s\n", svg);
+        if (!to_stdout) printf("wrote %s\n", svg);
         buf_free(&b);
     }
     for (int p = 0; p < 2; p++) panel_free(&panels[p]);
     for (int f = 0; f < nfiles; f++) trace_data_free(&t[f]);
     free(t);
     free(files);
-    if (fflush(stdout) != 0) rc = EXIT_MISMATCH;
+    stdout_check();
     return rc;
 }
 
