@@ -35,7 +35,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 PLUGIN_LDFLAGS = -shared -Wl,--version-script=include/microgpt/engine_abi.map -Wl,-z,defs
 
 # Library sources (no main); module.mk files append to these.
-LIB_SRC := common/util.c common/pyrandom.c common/dataset.c common/sha256.c \
+LIB_SRC := common/util.c common/cli.c common/pyrandom.c common/dataset.c common/sha256.c \
            common/settings.c common/model.c common/engine.c common/atomic_file.c \
            common/safetensors.c common/strbuf.c common/engine_export.c
 LIB_OBJ_EXTRA :=

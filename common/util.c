@@ -2,10 +2,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static const char *g_prog = "microgpt";
@@ -97,7 +99,43 @@ int parse_double(const char *s, double *out) {
     char *end = NULL;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || *end != '\0' || !isfinite(v)) return -1;
+    // ERANGE for an underflow is fine: 5e-324 is a finite number
+    if ((errno && !(errno == ERANGE && fabs(v) <= DBL_MIN)) || *end != '\0' || !isfinite(v)) return -1;
     *out = v;
     return 0;
+}
+
+// A number from a file such as /sys/fs/cgroup/memory.max; -1 when absent or "max".
+static double read_number(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    double x = -1;
+    if (fscanf(f, "%lf", &x) != 1) x = -1;
+    fclose(f);
+    return x;
+}
+
+double mem_available(void) {
+    double best = INFINITY;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        double kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) best = kb * 1024;
+        fclose(f);
+    }
+    double max = read_number("/sys/fs/cgroup/memory.max"), cur = read_number("/sys/fs/cgroup/memory.current");
+    if (max > 0 && cur >= 0 && max - cur < best) best = max - cur;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (double)rl.rlim_cur < best)
+        best = (double)rl.rlim_cur;
+    return best;
+}
+
+void memory_check(double need, const char *what, const char *hint) {
+    double have = mem_available();
+    if (need > have)
+        die(EXIT_USAGE, "%s needs about %.1f GiB, more than the %.1f GiB of memory available; %s", what,
+            need / 1073741824.0, have / 1073741824.0, hint);
 }

@@ -32,6 +32,13 @@ char *xstrdup_at(const char *s, const char *file, int line);
 #define xrealloc(p, n) xrealloc_at((p), (n), __FILE__, __LINE__)
 #define xstrdup(s) xstrdup_at((s), __FILE__, __LINE__)
 
+// Bytes of memory this process can still get: the least of MemAvailable,
+// the cgroup's limit less its use, and RLIMIT_AS (INFINITY when unknown).
+double mem_available(void);
+// Exit 2 when `need` bytes exceed mem_available(): "<what> needs about X GiB,
+// more than the Y GiB of memory available; <hint>".
+void memory_check(double need, const char *what, const char *hint);
+
 // Monotonic wall clock in seconds.
 double now_seconds(void);
 

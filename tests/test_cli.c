@@ -181,3 +181,38 @@ Test(cli, trace_has_the_documented_fields) {
     free(t);
     th_run_free(&r);
 }
+
+// getopt_long's conventions: --flag=value, no repeats, switches without values.
+Test(cli, flags_take_equals_and_are_given_once) {
+    ThRun r = run("--data", th_names_path(), "--steps=2", "--samples=1", "--temperature=5e-324", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "step    2 /    2"), "--steps=2 was not taken: %s", r.out);
+    th_run_free(&r);
+    REFUSED(2, "--steps is given twice", "--steps", "3", "--steps=4");
+    REFUSED(2, "--lr is given twice", "--lr", "0.1", "--lr", "0.1");
+    REFUSED(2, "--trace: empty path", "--trace=");
+    REFUSED(2, "'' is not an integer", "--steps=");
+    REFUSED(2, "unknown flag '--stepsx=3'", "--stepsx=3");
+}
+
+Test(cli, impossible_sizes_exit_2_with_the_memory_estimate) {
+    REFUSED(2, "needs about", "--data", th_names_path(), "--n-embd", "100000", "--n-head", "1");
+    REFUSED(2, "GiB of memory available", "--data", th_names_path(), "--batch", "1000000", "--n-embd", "64");
+}
+
+Test(cli, the_data_loader_caps_what_it_reads) {
+    REFUSED(2, "line 1 is longer than 1048576 bytes", "--data", "/dev/zero");
+    static char line[(1 << 20) + 8];
+    memset(line, 'a', sizeof line - 1);
+    line[sizeof line - 1] = '\n';
+    const char *p = th_write_temp("oneline.txt", line, sizeof line);
+    REFUSED(2, "oneline.txt: line 1 is longer", "--data", p);
+}
+
+// A full disk: exit 1 with a message, not 0.
+Test(cli, a_failed_write_to_stdout_is_exit_1) {
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "'%s' --data %s --steps 2 --samples 1 >/dev/full 2>/dev/null", exe(), th_names_path());
+    int st = system(cmd);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit %d", WEXITSTATUS(st));
+}
