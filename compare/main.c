@@ -19,10 +19,13 @@ int main(int argc, char **argv) {
     run_setup(&r, &o);
     for (int k = 0; k < 2; k++) r.e[k] = run_make_engine(&r, k);
     Trace t = {0};
-    if (o.s.trace_path) trace_open(&t, o.s.trace_path, "compare");
+    if (o.s.trace_path) {
+        trace_open(&t, o.s.trace_path, "compare");
+        trace_watch_signals();
+    }
     cJSON *steps = t.root ? run_trace_header(&t, &r) : NULL;
     int failed = o.mode == MODE_LOCKSTEP ? lockstep_run(&r, &t, steps) : free_run(&r, &t, steps);
-    fflush(stdout);
+    stdout_check();
     if (t.root) trace_commit(&t);
     run_teardown(&r);
     return failed ? EXIT_MISMATCH : 0;
