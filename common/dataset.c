@@ -173,17 +173,20 @@ int dataset_from_text(Dataset *d, const char *name, const char *text, size_t n, 
     // Pass 2: the vocabulary, the sorted set of code points, from a bitmap
     // over all of Unicode (136 KiB), whatever the size of the text.
     uint8_t *seen = xcalloc(0x110000 / 8, 1);
+    uint32_t lo = 0x10ffff, hi = 0;  // the range to scan
     for (int k = 0; k < ds.n; k++)
         for (size_t i = ds.start[k], e = i + ds.bytes[k]; i < e;) {
             uint32_t cp;
             i += (size_t)utf8_next(t + i, e - i, &cp);
             seen[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+            if (cp < lo) lo = cp;
+            if (cp > hi) hi = cp;
         }
     size_t nv = 0;
-    for (uint32_t c = 0; c < 0x110000; c++) nv += (seen[c >> 3] >> (c & 7)) & 1;
+    for (uint32_t c = lo; c <= hi; c++) nv += (seen[c >> 3] >> (c & 7)) & 1;
     d->vocab = xmalloc((nv ? nv : 1) * sizeof *d->vocab);
     nv = 0;
-    for (uint32_t c = 0; c < 0x110000; c++)
+    for (uint32_t c = lo; c <= hi; c++)
         if ((seen[c >> 3] >> (c & 7)) & 1) d->vocab[nv++] = c;
     free(seen);
     d->n_chars = (int)nv;

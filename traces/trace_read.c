@@ -333,34 +333,24 @@ static int validate(TraceData *t, char *err, size_t errlen) {
     return load_steps(t, err, errlen);
 }
 
-int trace_load(TraceData *t, const char *path, char *err, size_t errlen) {
+int trace_load_text(TraceData *t, const char *path, const char *text, size_t len, char *err, size_t errlen) {
     memset(t, 0, sizeof *t);
-    size_t len = 0;
-    char *text = read_all(path, &len, err, errlen);
-    if (!text) return -1;
-    if (len == 0 || strspn(text, " \t\r\n") == len) {
-        free(text);
+    if (len == 0 || strspn(text, " \t\r\n") >= len)
         return fail(err, errlen, path, "is empty, not a JSON trace");
-    }
     const char *nul = memchr(text, '\0', len);
-    if (nul) {
-        size_t off = (size_t)(nul - text);
-        free(text);
-        return fail(err, errlen, path, "not JSON (a NUL byte at offset %zu: a binary file?)", off);
-    }
+    if (nul)
+        return fail(err, errlen, path, "not JSON (a NUL byte at offset %zu: a binary file?)",
+                    (size_t)(nul - text));
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
     if (!root) {
         size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
         int line, col;
         line_col(text, off, &line, &col);
-        free(text);
         if (off >= len)
             return fail(err, errlen, path, "not JSON (the text ends early: truncated?)");
         return fail(err, errlen, path, "not JSON (syntax error at line %d, column %d)", line, col);
     }
-    free(text);
-    outfile_note_input(path);
     t->path = xstrdup(path);
     t->root = root;
     if (validate(t, err, errlen)) {
@@ -368,6 +358,17 @@ int trace_load(TraceData *t, const char *path, char *err, size_t errlen) {
         return -1;
     }
     return 0;
+}
+
+int trace_load(TraceData *t, const char *path, char *err, size_t errlen) {
+    memset(t, 0, sizeof *t);
+    size_t len = 0;
+    char *text = read_all(path, &len, err, errlen);
+    if (!text) return -1;
+    outfile_note_input(path);
+    int rc = trace_load_text(t, path, text, len, err, errlen);
+    free(text);
+    return rc;
 }
 
 void trace_data_free(TraceData *t) {

@@ -38,6 +38,8 @@ typedef struct {
 // line and column, not a microgpt trace, unsupported version or kind, a
 // malformed field). The caller owns *t afterwards (trace_data_free).
 int trace_load(TraceData *t, const char *path, char *err, size_t errlen);
+// The same from text in memory: len bytes and a NUL at text[len]; `path` names it in messages.
+int trace_load_text(TraceData *t, const char *path, const char *text, size_t len, char *err, size_t errlen);
 void trace_data_free(TraceData *t);
 
 const char *trace_kind_name(TraceKind k);
