@@ -1,6 +1,7 @@
 // The pieces the trace subcommands share (tool_common.c) and the
 // subcommands themselves: inspect (tool_inspect.c), diff (tool_diff.c),
-// plot (tool_plot.c, tool_svg.c). trace_tool.c dispatches.
+// plot (tool_plot.c, tool_svg.c), validate (tool_validate.c), export
+// (tool_export.c). trace_tool.c dispatches.
 #ifndef TRACES_TOOL_H
 #define TRACES_TOOL_H
 
@@ -71,5 +72,9 @@ void diff_usage(FILE *f);
 int cmd_diff(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 void plot_usage(FILE *f);
+int cmd_validate(int argc, char **argv);
+void validate_usage(FILE *f);
+int cmd_export(int argc, char **argv);
+void export_usage(FILE *f);
 
 #endif

@@ -179,12 +179,8 @@ void time_stats(const TraceData *t, int e, TimeStats *s) {
 // The quantity a max_err key belongs to: "loss", "logits", "grads" (tensor
 // gradients: keys ending in ".grad") or "params" (any other tensor name).
 const char *quantity_of(const char *key) {
-    if (!strcmp(key, "loss") || !strcmp(key, "logits") || !strcmp(key, "grads") ||
-        !strcmp(key, "params"))
-        return key;
-    size_t n = strlen(key);
-    if (n >= 5 && !strcmp(key + n - 5, ".grad")) return "grads";
-    return "params";
+    char tensor[64];
+    return trace_key_quantity(key, tensor);
 }
 
 

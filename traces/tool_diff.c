@@ -27,6 +27,10 @@ void diff_usage(FILE *f) {
             "dataset path are shown but do not count as differences.\n\n"
             "  --tolerance X   treat relative differences |a-b|/max(|a|,|b|) <= X as equal\n"
             "                  (losses and learning rates); samples then do not count\n"
+            "  --error-tolerance R\n"
+            "                  compare traces: the largest error of each tensor and quantity\n"
+            "                  over the run (max_abs) counts as changed when B > A*(1+R)\n"
+            "                  (worse) or B*(1+R) < A (better); default 0: any change\n"
             "  --help          this text\n\n"
             "Exit codes: 0 same (losses bit-identical, or within X, and settings equal),\n"
             "1 the traces differ, 2 bad usage or an input that is not a readable trace.\n");
@@ -218,10 +222,66 @@ static int diff_samples(const TraceData *A, const TraceData *B, int counts) {
     return counts;
 }
 
+// The largest max_abs of each (quantity, tensor) over the run.
+typedef struct {
+    const char *q;
+    const char *tensor;
+    double worst[2];
+    int step[2];
+} TensorErr;
+
+static void worst_errors(const TraceData *t, int k, TensorErr **rows, int *n, int *cap) {
+    for (int i = 0; i < t->n_steps; i++)
+        for (int j = 0; j < t->steps[i].n_errors; j++) {
+            const TraceError *e = &t->steps[i].errors[j];
+            TensorErr *r = NULL;
+            for (int m = 0; m < *n && !r; m++)
+                if ((*rows)[m].q == e->quantity && !strcmp((*rows)[m].tensor, e->tensor)) r = &(*rows)[m];
+            if (!r) {
+                if (*n == *cap) *rows = xrealloc(*rows, (size_t)(*cap = *cap ? 2 * *cap : 16) * sizeof **rows);
+                r = &(*rows)[(*n)++];
+                *r = (TensorErr){e->quantity, e->tensor, {-1, -1}, {0, 0}};
+            }
+            double x = isnan(e->max_abs) ? INFINITY : e->max_abs;  // a non-finite error is the worst
+            if (x > r->worst[k]) {
+                r->worst[k] = x;
+                r->step[k] = t->steps[i].step;
+            }
+        }
+}
+
+// Per-tensor errors of two compare traces; returns how many changed beyond R.
+static int diff_errors(const TraceData *A, const TraceData *B, double R) {
+    TensorErr *rows = NULL;
+    int n = 0, cap = 0;
+    worst_errors(A, 0, &rows, &n, &cap);
+    worst_errors(B, 1, &rows, &n, &cap);
+    if (!n) return 0;
+    int worse = 0, better = 0, shown = 0;
+    for (int m = 0; m < n; m++) {
+        const TensorErr *r = &rows[m];
+        double a = r->worst[0], b = r->worst[1];
+        const char *what = NULL;
+        if (a < 0 || b < 0) what = a < 0 ? "only in B" : "only in A";
+        else if (b > a * (1 + R)) what = "worse", worse++;
+        else if (b * (1 + R) < a) what = "better", better++;
+        if (!what) continue;
+        if (a < 0 || b < 0) worse++;
+        if (shown++ < 20)
+            printf("  %-7s %-24s A %-10s (step %d)  B %-10s (step %d)  %s\n", r->q, r->tensor,
+                   a < 0 ? "-" : fmtn("%.3e", a), r->step[0], b < 0 ? "-" : fmtn("%.3e", b), r->step[1], what);
+    }
+    if (shown > 20) printf("  ... and %d more\n", shown - 20);
+    printf("errors per tensor: %d of %d changed beyond %s (%d worse, %d better)\n", worse + better, n,
+           R > 0 ? fmtn("a factor 1+%.3g", R) : "0 (any change)", worse, better);
+    free(rows);
+    return worse + better;
+}
+
 int cmd_diff(int argc, char **argv) {
     const char *files[2] = {NULL, NULL};
     int nfiles = 0, flags_done = 0;
-    double tol = 0;
+    double tol = 0, err_tol = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!flags_done && is_flag(a)) {
@@ -233,6 +293,9 @@ int cmd_diff(int argc, char **argv) {
             } else if ((v = flag_value("diff", argc, argv, &i, "--tolerance"))) {
                 if (parse_double(v, &tol) || tol < 0)
                     die(EXIT_USAGE, "diff: --tolerance '%s' is not a number >= 0", v);
+            } else if ((v = flag_value("diff", argc, argv, &i, "--error-tolerance"))) {
+                if (parse_double(v, &err_tol) || err_tol < 0)
+                    die(EXIT_USAGE, "diff: --error-tolerance '%s' is not a number >= 0", v);
             } else {
                 unknown_flag("diff", a);
             }
@@ -324,6 +387,7 @@ int cmd_diff(int argc, char **argv) {
         } else if (x) {
             printf("verdict: both %s\n", x);
         }
+        if (diff_errors(&A, &B, err_tol)) DIFFERS("errors");
         const cJSON *fa = cJSON_GetObjectItemCaseSensitive(A.root, "first_failure");
         const cJSON *fb = cJSON_GetObjectItemCaseSensitive(B.root, "first_failure");
         if (!json_equal(fa, fb)) {

@@ -5,6 +5,8 @@
 //   trace inspect FILE [--json]
 //   trace diff A B [--tolerance X]
 //   trace plot FILE... [--svg OUT.svg] [--width N] [--height N] [--log]
+//   trace validate FILE...
+//   trace export --csv FILE [--errors] [--out OUT.csv]
 //
 // Exit codes: 0 ok (diff: same), 1 diff found differences or an output file
 // could not be written, 2 bad usage or an input that is not a readable trace.
@@ -26,6 +28,8 @@ static void usage(FILE *f) {
             "  inspect FILE [--json]          a summary of one trace\n"
             "  diff A B [--tolerance X]       compare two traces of the same kind step by step\n"
             "  plot FILE... [--svg OUT.svg]   loss curves as a text chart, optionally an SVG\n"
+            "  validate FILE...               check that files are well-formed, consistent traces\n"
+            "  export --csv FILE [--errors]   a trace as CSV (steps, or per-tensor errors)\n"
             "  help [COMMAND]                 this text, or a command's\n\n"
             "`trace COMMAND --help` describes a command and its flags.\n"
             "Exit codes: 0 ok (diff: the same), 1 diff found differences or an output file\n"
@@ -45,12 +49,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(topic, "inspect")) inspect_usage(stdout);
         else if (!strcmp(topic, "diff")) diff_usage(stdout);
         else if (!strcmp(topic, "plot")) plot_usage(stdout);
-        else die(EXIT_USAGE, "help: unknown command '%s' (commands: inspect, diff, plot)", topic);
+        else if (!strcmp(topic, "validate")) validate_usage(stdout);
+        else if (!strcmp(topic, "export")) export_usage(stdout);
+        else die(EXIT_USAGE, "help: unknown command '%s' (commands: inspect, diff, plot, validate, export)", topic);
         return 0;
     }
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "diff")) return cmd_diff(argc - 1, argv + 1);
     if (!strcmp(cmd, "plot")) return cmd_plot(argc - 1, argv + 1);
+    if (!strcmp(cmd, "validate")) return cmd_validate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
     if (is_flag(cmd)) die(EXIT_USAGE, "unknown flag '%s' before the command (see trace --help)", cmd);
-    die(EXIT_USAGE, "unknown command '%s' (commands: inspect, diff, plot; see trace --help)", cmd);
+    die(EXIT_USAGE, "unknown command '%s' (commands: inspect, diff, plot, validate, export; see trace --help)", cmd);
 }
