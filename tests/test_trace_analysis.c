@@ -122,3 +122,70 @@ Test(analysis, diff_compares_per_tensor_errors_with_a_tolerance) {
     cr_expect(strstr(r.out, "better"), "%s", r.out);
     th_run_free(&r);
 }
+
+// The plot at the edges: one step, losses near the largest double, nulls.
+Test(analysis, plot_axes_are_sane_at_any_size) {
+    static const char one[] = "{\"format\":\"microgpt-trace\",\"version\":1,\"kind\":\"train\",\"steps\":[{\"step\":1,\"loss\":3.3}]}";
+    static const char huge[] = "{\"format\":\"microgpt-trace\",\"version\":1,\"kind\":\"train\",\"steps\":["
+                               "{\"step\":1,\"loss\":1e308},{\"step\":2,\"loss\":1.7e308},{\"step\":3,\"loss\":-1.7e308},"
+                               "{\"step\":4,\"loss\":null},{\"step\":5,\"loss\":3}]}";
+    const char *p1 = th_write_temp("one.json", one, strlen(one)), *p2 = th_write_temp("huge.json", huge, strlen(huge));
+    char svg[4200];
+    snprintf(svg, sizeof svg, "%s/plot.svg", th_temp_dir());
+    ThRun r = TRACE("plot", p1, "--svg", svg);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    th_run_free(&r);
+    char *s = th_read_file(svg, NULL);
+    cr_expect(strstr(s, "text-anchor=\"middle\">1</text>"), "a 1-step run has the tick 1");
+    cr_expect(!strstr(s, ">0.2<") && !strstr(s, ">0<") && !strstr(s, ">2<"), "no 0..2 axis for one step");
+    free(s);
+    const char *lg[2] = {"--width=900", "--log"};
+    for (int k = 0; k < 2; k++) {
+        r = TRACE("plot", p2, "--svg", svg, lg[k]);
+        cr_assert_eq(r.status, 0, "%s", r.err);
+        th_run_free(&r);
+        s = th_read_file(svg, NULL);
+        cr_expect(!strstr(s, "nan") && !strstr(s, "NaN") && !strstr(s, "inf"), "non-finite numbers in the SVG");
+        free(s);
+        r = TRACE("plot", p2, lg[k][2] == 'l' ? "--log" : "--width=80");
+        cr_expect_eq(r.status, 0, "%s", r.err);
+        th_run_free(&r);
+    }
+}
+
+// Title, smoothing, tolerance line, failing and excused steps marked.
+Test(analysis, plot_title_marks_tolerance_and_smoothing) {
+    static const char cmp[] =
+        "{\"format\":\"microgpt-trace\",\"version\":1,\"kind\":\"compare\",\"mode\":\"lockstep\",\"verdict\":\"fail\","
+        "\"engines\":[{\"name\":\"scalar\",\"precision\":\"fp64\"},{\"name\":\"cuda\",\"precision\":\"fp32\"}],"
+        "\"tolerances\":{\"grads\":{\"atol\":1e-6,\"rtol\":1e-4}},\"excused_steps\":[{\"step\":3,\"reason\":\"relu\"}],"
+        "\"steps\":[{\"step\":1,\"loss\":[3,3],\"ok\":true,\"max_err\":{\"logits\":1e-7,\"wte.grad\":1e-8}},"
+        "{\"step\":2,\"loss\":[2,2],\"ok\":false,\"max_err\":{\"logits\":1e-5,\"wte.grad\":1e-5}},"
+        "{\"step\":3,\"loss\":[4,4],\"ok\":true,\"max_err\":{\"logits\":1e-7,\"wte.grad\":1e-8}},"
+        "{\"step\":4,\"loss\":[3,3],\"ok\":true,\"max_err\":{\"logits\":1e-7,\"wte.grad\":1e-8}}]}";
+    const char *p = th_write_temp("marks.json", cmp, strlen(cmp));
+    ThRun r = TRACE("plot", p, "--smooth", "3");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "scalar fp64 vs cuda fp32, lockstep, verdict fail, 4 steps"), "title: %s", r.out);
+    cr_expect(strstr(r.out, "(mean of 3)"), "smoothing in the legend: %s", r.out);
+    cr_expect(strstr(r.out, "grads atol 1e-06"), "the tolerance line: %s", r.out);
+    cr_expect(strstr(r.out, "F failing step, E excused step"), "marks: %s", r.out);
+    const char *m = strchr(r.out, 'F');
+    cr_expect(m && strchr(m, 'E'), "both marks under the axis: %s", r.out);
+    th_run_free(&r);
+    char svg[4200];
+    snprintf(svg, sizeof svg, "%s/marks.svg", th_temp_dir());
+    r = TRACE("plot", p, "--svg", svg);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    th_run_free(&r);
+    char *s = th_read_file(svg, NULL);
+    cr_expect(strstr(s, "<title>") && strstr(s, "verdict fail"), "the SVG has the title");
+    cr_expect(strstr(s, "stroke=\"#d62728\" stroke-opacity") && strstr(s, "stroke=\"#ff9f1c\" stroke-opacity"),
+              "the SVG marks failing and excused steps");
+    cr_expect(strstr(s, "stroke-dasharray=\"2 3\""), "the SVG draws the tolerance line");
+    free(s);
+    // a window needs at least one step
+    r = TRACE("plot", p, "--smooth", "0");
+    cr_expect_eq(r.status, 2, "--smooth 0 is refused");
+    th_run_free(&r);
+}

@@ -23,6 +23,11 @@ typedef struct {
     int n, cap;
     Series *s;
     const char *empty_note;  // said instead of a chart when nothing can be drawn
+    double hline;            // a horizontal line (the tolerance), NaN: none
+    char hline_label[96];
+    int n_marks;             // steps marked across the panel: failing ('F') or excused ('E')
+    double *mark_x;
+    char *mark_kind;
 } Panel;
 
 typedef struct {
@@ -33,12 +38,14 @@ typedef struct {
 } Axis;
 
 int usable(const Panel *p, double y);
+// lround(f * (n - 1)) clamped to [-1, n] (-1 also for NaN): a cell index or out of range.
+int cell_of(double f, int n);
 double axis_t(const Axis *a, double v);
 double axis_frac(const Axis *a, double v);
 void axis_make(Axis *a, double vmin, double vmax, int log_scale, int want, int extend);
 int panel_range(const Panel *p, double *x0, double *x1, double *y0, double *y1);
 const char *tick_label(double v);
 int label_width(const Axis *a);
-void svg_render(Buf *b, const Panel *panels, int np, const Axis *ax, int width, int height);
+void svg_render(Buf *b, const char *title, const Panel *panels, int np, const Axis *ax, int width, int height);
 
 #endif

@@ -1,5 +1,6 @@
 // trace plot: loss and error curves as a text chart (and an SVG, tool_svg.c).
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +36,8 @@ static Series *panel_add(Panel *p, const char *label, int n, int dashed) {
 }
 
 static void panel_free(Panel *p) {
+    free(p->mark_x);
+    free(p->mark_kind);
     for (int i = 0; i < p->n; i++) {
         free(p->s[i].label);
         free(p->s[i].x);
@@ -47,29 +50,41 @@ int usable(const Panel *p, double y) { return isfinite(y) && (!p->log || y > 0);
 
 
 double axis_t(const Axis *a, double v) { return a->log ? log10(v) : v; }
-double axis_frac(const Axis *a, double v) { return (axis_t(a, v) - a->lo) / (a->hi - a->lo); }
+// In halves, so that a range near +-1e308 does not overflow to infinity.
+double axis_frac(const Axis *a, double v) {
+    return (0.5 * axis_t(a, v) - 0.5 * a->lo) / (0.5 * a->hi - 0.5 * a->lo);
+}
+
+int cell_of(double f, int n) {
+    if (!(f >= -1.0 / n) ) return -1;  // NaN too
+    if (f > 1 + 1.0 / n) return n;
+    return (int)lround(f * (n - 1));
+}
 
 static double nice_step(double x) {
+    if (!(x > 0) || !isfinite(x)) return 1;
     double e = floor(log10(x)), f = x / pow(10, e);
     double m = f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10;
-    return m * pow(10, e);
+    double st = m * pow(10, e);
+    return isfinite(st) ? st : 5 * pow(10, e);  // near DBL_MAX
 }
 
 // Ticks at multiples of a 1/2/5 step inside [lo, hi]; when `extend`, the
 // range grows to the ticks just outside.
 static void linear_ticks(Axis *a, double lo, double hi, int want, int extend) {
-    double step = nice_step((hi - lo) / (want > 1 ? want - 1 : 1));
+    double step = nice_step((0.5 * hi - 0.5 * lo) / (want > 1 ? want - 1 : 1) * 2);
     double k0 = extend ? floor(lo / step) : ceil(lo / step - 1e-9);
     double k1 = extend ? ceil(hi / step) : floor(hi / step + 1e-9);
     a->nt = 0;
     for (double k = k0; k <= k1 && a->nt < 64; k++) {
         double v = k * step;
+        if (!isfinite(v)) continue;
         if (fabs(v) < step * 1e-9) v = 0;
         a->tick[a->nt++] = v;
     }
     if (extend) {
-        a->lo = k0 * step;
-        a->hi = k1 * step;
+        a->lo = fmax(k0 * step, -DBL_MAX);
+        a->hi = fmin(k1 * step, DBL_MAX);
     }
 }
 
@@ -80,15 +95,15 @@ void axis_make(Axis *a, double vmin, double vmax, int log_scale, int want, int e
     memset(a, 0, sizeof *a);
     a->log = log_scale;
     if (!log_scale) {
-        if (vmax - vmin <= fabs(vmax) * 1e-12) {
+        if (0.5 * vmax - 0.5 * vmin <= fabs(vmax) * 0.5e-12) {
             double pad = vmin == 0 ? 1 : fabs(vmin) * 0.05;
-            vmin -= pad;
-            vmax += pad;
+            vmin = fmax(vmin - pad, -DBL_MAX);
+            vmax = fmin(vmax + pad, DBL_MAX);
         }
         if (!extend) {
-            double pad = (vmax - vmin) * 0.03;
-            vmin -= pad;
-            vmax += pad;
+            double pad = (0.5 * vmax - 0.5 * vmin) * 0.06;
+            vmin = fmax(vmin - pad, -DBL_MAX);
+            vmax = fmin(vmax + pad, DBL_MAX);
             a->lo = vmin;
             a->hi = vmax;
         }
@@ -165,7 +180,7 @@ static int bin_columns(const Panel *p, const Axis *ax, int W, double *val, int *
                 skipped++;
                 continue;
             }
-            int c = (int)lround(axis_frac(ax, s->x[k]) * (W - 1));
+            int c = cell_of(axis_frac(ax, s->x[k]), W);
             if (c < 0 || c >= W) continue;
             if (p->use_max) v[c] = n[c] ? fmax(v[c], s->y[k]) : s->y[k];
             else v[c] += s->y[k];
@@ -214,6 +229,10 @@ static void text_panel(const Panel *p, const Axis *ax, int width, int height) {
         cnt = xrealloc(cnt, (size_t)p->n * (size_t)W * sizeof *cnt);
         double lo = y0, hi = y1;
         skipped = bin_columns(p, ax, W, val, cnt, &lo, &hi);
+        if (usable(p, p->hline)) {
+            lo = fmin(lo, p->hline);
+            hi = fmax(hi, p->hline);
+        }
         axis_make(&ay, lo, hi, p->log, want, 0);
         int l = label_width(&ay);
         if (l > lw) lw = l;
@@ -236,7 +255,7 @@ static void text_panel(const Panel *p, const Axis *ax, int width, int height) {
         for (int c = 0; c < W; c++) {
             if (!cnt[(size_t)si * W + c]) continue;
             double v = val[(size_t)si * W + c];
-            int r = (int)lround((1 - axis_frac(&ay, v)) * (H - 1));
+            int r = cell_of(1 - axis_frac(&ay, v), H);
             if (r < 0) r = 0;
             if (r >= H) r = H - 1;
             int cell = r * W + c;
@@ -251,10 +270,15 @@ static void text_panel(const Panel *p, const Axis *ax, int width, int height) {
     }
     free(val);
     free(cnt);
+    if (usable(p, p->hline)) {  // the tolerance, under the curves
+        int r = cell_of(1 - axis_frac(&ay, p->hline), H);
+        for (int c = 0; r >= 0 && r < H && c < W; c++)
+            if (grid[r * W + c] == ' ') grid[r * W + c] = '-';
+    }
     // Rows, with the y ticks at their nearest rows.
     const char **label = xcalloc((size_t)H, sizeof *label);
     for (int i = 0; i < ay.nt; i++) {
-        int r = (int)lround((1 - axis_frac(&ay, ay.tick[i])) * (H - 1));
+        int r = cell_of(1 - axis_frac(&ay, ay.tick[i]), H);
         if (r >= 0 && r < H && !label[r]) label[r] = tick_label(ay.tick[i]);
     }
     for (int r = 0; r < H; r++) {
@@ -270,7 +294,8 @@ static void text_panel(const Panel *p, const Axis *ax, int width, int height) {
     for (int i = 0; i < ax->nt; i++) {
         double f = axis_frac(ax, ax->tick[i]);
         if (f < -1e-9 || f > 1 + 1e-9) continue;
-        int c = (int)lround(f * (W - 1));
+        int c = cell_of(f, W);
+        if (c < 0 || c >= W) continue;
         line[c] = '+';
         const char *t = tick_label(ax->tick[i]);
         int l = (int)strlen(t), start = c - l / 2;
@@ -283,11 +308,24 @@ static void text_panel(const Panel *p, const Axis *ax, int width, int height) {
     while (end > 0 && labels[end] == ' ') end--;
     labels[end + 1] = '\0';
     printf("%*s +%s\n", lw, "", line);
+    if (p->n_marks) {  // failing and excused steps, under their columns
+        char *m = xmalloc((size_t)W + 1);
+        memset(m, ' ', (size_t)W);
+        m[W] = '\0';
+        for (int i = 0; i < p->n_marks; i++) {
+            int c = cell_of(axis_frac(ax, p->mark_x[i]), W);
+            if (c >= 0 && c < W && m[c] != 'F') m[c] = p->mark_kind[i];
+        }
+        printf("%*s  %s\n", lw, "", m);
+        free(m);
+    }
     printf("%*s  %s\n", lw, "", labels);
     printf("%*s  %*s\n", lw, "", W / 2 + 2, "step");
     for (int si = 0; si < p->n; si++)
         printf("%s %c %s\n", si ? "       " : "legend:", GLYPHS[si], p->s[si].label);
     if (overlap) printf("        # where curves overlap\n");
+    if (usable(p, p->hline)) printf("        - %s\n", p->hline_label);
+    if (p->n_marks) printf("        F failing step, E excused step (marked under the axis)\n");
     if (skipped)
         printf("(%d point%s not drawn: %s)\n", skipped, skipped == 1 ? "" : "s",
                p->log ? "null, zero or negative on a log scale" : "null");
@@ -302,11 +340,16 @@ static void text_panel(const Panel *p, const Axis *ax, int width, int height) {
 void plot_usage(FILE *f) {
     fprintf(f,
             "usage: trace plot FILE [FILE...] [--svg OUT.svg] [--width N] [--height N] [--log]\n"
+            "                  [--smooth N]\n"
             "Plot the loss curves of one or more traces: a text chart on stdout, each\n"
             "curve with its own glyph (a column shows the mean of the steps it covers;\n"
             "'#' where curves overlap), axes with values and a legend. Compare traces add\n"
             "both engines' losses, and a second panel with the largest logits error and\n"
-            "the largest gradient error of each step on a log scale.\n\n"
+            "the largest gradient error of each step on a log scale, with the tolerance\n"
+            "(free mode: the allowed loss drift; lockstep: the gradients' atol, the floor\n"
+            "of atol + rtol*|b|) as a line, and failing (F) and excused (E) steps marked.\n"
+            "The title names the trace, its engines and precisions, the verdict, and says\n"
+            "when a run stopped early.\n\n"
             "  --svg OUT.svg  also write the chart as an SVG line chart to OUT.svg (atomic:\n"
             "                 written to a temporary file and renamed; never partial)\n"
             "  --width N      text chart width in characters (default 80, 30..1000); with\n"
@@ -315,6 +358,8 @@ void plot_usage(FILE *f) {
             "                 SVG height in pixels instead (default 520 or 760 with two\n"
             "                 panels, 150..20000)\n"
             "  --log          log scale for the loss axis\n"
+            "  --smooth N     draw each loss curve as the mean of the N steps around each\n"
+            "                 step (null losses left out); errors are never smoothed\n"
             "  --help         this text\n\n"
             "Exit codes: 0 ok, 1 OUT.svg could not be written, 2 bad usage or an input that\n"
             "is not a readable trace.\n");
@@ -334,9 +379,85 @@ static double step_grad_err(const TraceStep *s) {
     return best;
 }
 
+// Centred moving mean over the finite values of `win` steps.
+static void smooth_series(Series *s, const TraceData *d, int e, int win) {
+    for (int i = 0; i < s->n; i++) {
+        double sum = 0;
+        int n = 0;
+        for (int j = i - win / 2; j <= i + (win - 1) / 2; j++) {
+            if (j < 0 || j >= d->n_steps || !isfinite(d->steps[j].loss[e])) continue;
+            sum += d->steps[j].loss[e];
+            n++;
+        }
+        s->y[i] = isfinite(d->steps[i].loss[e]) && n ? sum / n : NAN;
+    }
+}
+
+static void add_mark(Panel *p, double x, char kind) {
+    p->mark_x = xrealloc(p->mark_x, (size_t)(p->n_marks + 1) * sizeof *p->mark_x);
+    p->mark_kind = xrealloc(p->mark_kind, (size_t)(p->n_marks + 1));
+    p->mark_x[p->n_marks] = x;
+    p->mark_kind[p->n_marks++] = kind;
+}
+
+// Failing steps (ok false) and excused ones, on both panels.
+static void add_marks(Panel *panels, const TraceData *d) {
+    if (d->kind != TRACE_KIND_COMPARE) return;
+    for (int i = 0; i < d->n_steps; i++)
+        if (d->steps[i].ok == 0)
+            for (int p = 0; p < 2; p++) add_mark(&panels[p], d->steps[i].step, 'F');
+    const cJSON *x, *ex = cJSON_GetObjectItemCaseSensitive(d->root, "excused_steps");
+    cJSON_ArrayForEach(x, ex) {
+        double st;
+        if (trace_get_number(x, "step", &st) == 0 && isfinite(st))
+            for (int p = 0; p < 2; p++) add_mark(&panels[p], st, 'E');
+    }
+}
+
+// The tolerance of the error panel: the free mode's loss drift, or the
+// gradients' atol (the floor of atol + rtol*|b|).
+static void tolerance_line(Panel *errs, const TraceData *t, int nfiles) {
+    const TraceData *d = NULL;
+    for (int f = 0; f < nfiles; f++)
+        if (t[f].kind == TRACE_KIND_COMPARE) d = &t[f];
+    double tol = NAN, atol, rtol;
+    const cJSON *drift = cJSON_GetObjectItemCaseSensitive(d->root, "drift");
+    if (drift && trace_get_number(drift, "tol", &tol) == 0 && isfinite(tol)) {
+        snprintf(errs->hline_label, sizeof errs->hline_label, "tolerance: loss drift %s", fmtn("%.3g", tol));
+    } else {
+        tolerance_of(d, "grads", &atol, &rtol);
+        tol = atol;
+        if (isfinite(atol))
+            snprintf(errs->hline_label, sizeof errs->hline_label, "grads atol %s (tolerance floor)",
+                     fmtn("%.3g", atol));
+    }
+    errs->hline = tol;
+}
+
+// "FILE: scalar fp64 vs cpu fp32, lockstep, verdict pass" (train: the engine
+// and the steps); "(stopped at step N: reason)" for an incomplete run.
+static void plot_title(char *out, size_t n, const TraceData *t, int nfiles) {
+    Buf b = {0};
+    for (int f = 0; f < nfiles && f < 3; f++) {
+        const TraceData *d = &t[f];
+        buf_printf(&b, "%s%s: ", f ? "; " : "", d->path);
+        for (int e = 0; e < d->n_engines; e++)
+            buf_printf(&b, "%s%s%s%s", e ? " vs " : "", d->engine[e], *d->precision[e] ? " " : "", d->precision[e]);
+        const char *mode = trace_get_string(d->root, "mode"), *verdict = trace_get_string(d->root, "verdict");
+        if (mode) buf_printf(&b, ", %s", mode);
+        if (verdict) buf_printf(&b, ", verdict %s", verdict);
+        buf_printf(&b, ", %d step%s", d->n_steps, d->n_steps == 1 ? "" : "s");
+        if (d->complete == 0) buf_printf(&b, " (stopped at step %d: %s)", d->stop_step, d->stop_reason);
+    }
+    if (nfiles > 3) buf_printf(&b, "; and %d more", nfiles - 3);
+    snprintf(out, n, "%s", b.s ? b.s : "");
+    buf_free(&b);
+}
+
 int cmd_plot(int argc, char **argv) {
     const char **files = xcalloc((size_t)argc, sizeof *files);
     int nfiles = 0, flags_done = 0, log_scale = 0;
+    long smooth = 1;
     const char *svg = NULL;
     long width = -1, height = -1;
     for (int i = 1; i < argc; i++) {
@@ -355,6 +476,9 @@ int cmd_plot(int argc, char **argv) {
             } else if ((v = flag_value("plot", argc, argv, &i, "--width"))) {
                 if (parse_int(v, 1, 100000, &width))
                     die(EXIT_USAGE, "plot: --width '%s' is not a positive integer", v);
+            } else if ((v = flag_value("plot", argc, argv, &i, "--smooth"))) {
+                if (parse_int(v, 1, 1000000, &smooth))
+                    die(EXIT_USAGE, "plot: --smooth '%s' is not a number of steps >= 1", v);
             } else if ((v = flag_value("plot", argc, argv, &i, "--height"))) {
                 if (parse_int(v, 1, 100000, &height))
                     die(EXIT_USAGE, "plot: --height '%s' is not a positive integer", v);
@@ -397,6 +521,7 @@ int cmd_plot(int argc, char **argv) {
         if (t[f].kind == TRACE_KIND_BENCH) die(EXIT_USAGE, "plot: a bench trace is drawn alone (%s is one)", files[f]);
 
     Panel panels[2] = {{0}, {0}};
+    panels[0].hline = panels[1].hline = NAN;
     Panel *loss = &panels[0], *errs = &panels[1];
     loss->title = log_scale ? "loss (log scale)" : "loss";
     loss->log = log_scale;
@@ -413,6 +538,7 @@ int cmd_plot(int argc, char **argv) {
             char label[1024];
             if (d->n_engines > 1 || nfiles > 1) snprintf(label, sizeof label, "%s: %s", d->path, d->engine[e]);
             else snprintf(label, sizeof label, "%s", d->engine[e]);
+            if (smooth > 1) snprintf(label + strlen(label), sizeof label - strlen(label), " (mean of %ld)", smooth);
             if (loss->n == MAX_SERIES)
                 die(EXIT_USAGE, "plot: too many curves (at most %d: a train trace has one, a compare trace two)",
                     MAX_SERIES);
@@ -421,7 +547,9 @@ int cmd_plot(int argc, char **argv) {
                 s->x[i] = d->steps[i].step;
                 s->y[i] = d->steps[i].loss[e];
             }
+            if (smooth > 1) smooth_series(s, d, e, (int)smooth);
         }
+        add_marks(panels, d);
         if (d->kind != TRACE_KIND_COMPARE) continue;
         n_compare++;
         // logits and grads (lockstep); a trace with neither (free mode) shows
@@ -454,6 +582,7 @@ int cmd_plot(int argc, char **argv) {
             }
         }
     }
+    if (n_compare == 1) tolerance_line(errs, t, nfiles);
     errs->empty_note = have_err ? "every error is exactly 0 (nothing to draw on a log scale)"
                                 : "no per-step errors (max_err) in the trace";
     int np = n_compare ? 2 : 1;
@@ -475,25 +604,33 @@ int cmd_plot(int argc, char **argv) {
             log_scale ? ", positive" : "");
     }
     Axis ax;
-    if (x1 == x0) {
-        x0 -= 1;
-        x1 += 1;
+    if (x1 - x0 < 1) {  // one step: it sits in the middle
+        x0 -= 0.5;
+        x1 += 0.5;
     }
-    axis_make(&ax, x0, x1, 0, svg ? (int)(sw / 110) : (int)(tw / 12), 1);
+    axis_make(&ax, x0, x1, 0, svg ? (int)(sw / 110) : (int)(tw / 12), x1 - x0 > 2);
+    int k = 0;  // steps are whole numbers
+    for (int i = 0; i < ax.nt; i++)
+        if (ax.tick[i] == floor(ax.tick[i])) ax.tick[k++] = ax.tick[i];
+    ax.nt = k;
+    char title[1024];
+    plot_title(title, sizeof title, t, nfiles);
     // the SVG's path is checked before anything is printed (common/atomic_file.h);
     // "--svg -" writes the SVG alone to stdout
     char aerr[512];
     OutFile out;
     if (svg && outfile_open(&out, svg, aerr, sizeof aerr)) die(EXIT_USAGE, "--svg %s: %s", svg, aerr);
     int to_stdout = svg && out.kind == OUT_STDOUT;
-    if (!to_stdout)
+    if (!to_stdout) {
+        printf("%s\n\n", title);
         for (int p = 0; p < np; p++) text_panel(&panels[p], &ax, (int)tw, (int)th);
+    }
 
     int rc = 0;
     if (svg) {
         if (sh < 0) sh = np == 2 ? 760 : 520;
         Buf b = {0};
-        svg_render(&b, panels, np, &ax, (int)sw, (int)sh);
+        svg_render(&b, title, panels, np, &ax, (int)sw, (int)sh);
         if (outfile_write(&out, b.s, b.n, aerr, sizeof aerr))
             die(EXIT_MISMATCH, "--svg %s: could not write the file: %s", svg, aerr);
         if (!to_stdout) printf("wrote %s\n", svg);
