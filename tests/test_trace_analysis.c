@@ -189,3 +189,17 @@ Test(analysis, plot_title_marks_tolerance_and_smoothing) {
     cr_expect_eq(r.status, 2, "--smooth 0 is refused");
     th_run_free(&r);
 }
+
+// An interrupted run's trace says so first thing.
+Test(analysis, inspect_says_when_a_run_stopped_early) {
+    static const char t[] = "{\"format\":\"microgpt-trace\",\"version\":1,\"kind\":\"train\",\"complete\":false,"
+                            "\"stop_reason\":\"interrupted by SIGINT\",\"stop_step\":1,\"steps\":[{\"step\":1,\"loss\":3}]}";
+    const char *p = th_write_temp("stopped.json", t, strlen(t));
+    ThRun r = TRACE("inspect", p);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "INCOMPLETE: the run stopped after step 1: interrupted by SIGINT"), "%s", r.out);
+    th_run_free(&r);
+    r = TRACE("inspect", p, "--json");
+    cr_expect(strstr(r.out, "\"complete\":\tfalse") || strstr(r.out, "\"complete\": false"), "%s", r.out);
+    th_run_free(&r);
+}

@@ -62,6 +62,8 @@ static void inspect_text(const TraceData *t) {
     const cJSON *root = t->root;
     printf("%s: microgpt-trace version %d, kind \"%s\"\n", t->path, TRACE_VERSION,
            trace_kind_name(t->kind));
+    if (t->complete == 0)
+        printf("INCOMPLETE: the run stopped after step %d: %s\n", t->stop_step, t->stop_reason);
     const cJSON *settings = cJSON_GetObjectItemCaseSensitive(root, "settings");
     if (settings) {
         printf("settings:\n");
@@ -265,6 +267,11 @@ static void inspect_json(const TraceData *t) {
     cJSON_AddStringToObject(j, "format", TRACE_FORMAT);
     cJSON_AddNumberToObject(j, "version", TRACE_VERSION);
     cJSON_AddStringToObject(j, "kind", trace_kind_name(t->kind));
+    cJSON_AddBoolToObject(j, "complete", t->complete != 0);
+    if (t->complete == 0) {
+        cJSON_AddStringToObject(j, "stop_reason", t->stop_reason);
+        cJSON_AddNumberToObject(j, "stop_step", t->stop_step);
+    }
     const cJSON *settings = cJSON_GetObjectItemCaseSensitive(root, "settings");
     cJSON_AddItemToObject(j, "settings", settings ? dup_exact(settings) : cJSON_CreateNull());
     const cJSON *ds = cJSON_GetObjectItemCaseSensitive(root, "dataset");
