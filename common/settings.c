@@ -85,6 +85,8 @@ int settings_parse_flag(Settings *s, int argc, char **argv, int *i) {
         s->temperature = real_flag("--temperature", v);
     } else if ((v = cli_value(&s->seen, argc, argv, i, "--trace"))) {
         s->trace_path = path_flag("--trace", v);
+    } else if ((v = cli_value(&s->seen, argc, argv, i, "--timeline"))) {
+        s->timeline_path = path_flag("--timeline", v);
     } else {
         return 0;
     }
@@ -126,6 +128,8 @@ void settings_print_help(FILE *f) {
             "                       docs[(s*B+b) %% N], loss = mean of per-document means (1)\n"
             "  --trace FILE         write a JSON trace of the run to FILE ('-': stdout); a failed\n"
             "                       or interrupted run writes it too, marked incomplete\n"
+            "  --timeline FILE      write each step's phases per engine as Chrome trace-event\n"
+            "                       JSON (open it in ui.perfetto.dev or chrome://tracing)\n"
             "Flags take their value as the next argument or after '=' (--steps=3); a flag\n"
             "given twice is refused.\n");
 }

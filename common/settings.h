@@ -24,6 +24,7 @@ typedef struct {
     int samples;             // --samples     (20)
     int batch;               // --batch       (1)
     const char *trace_path;  // --trace       (none)
+    const char *timeline_path;  // --timeline (none)
     CliSeen seen;            // the flags given (a tool's own flags too: one set per command line)
 } Settings;
 

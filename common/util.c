@@ -19,16 +19,30 @@ void set_prog_name(const char *argv0) {
 
 const char *prog_name(void) { return g_prog; }
 
-static void (*g_die_hook)(int code, const char *msg);
+typedef void (*DieHook)(int code, const char *msg);
+static DieHook g_die_hook[4];
 
-void set_die_hook(void (*hook)(int code, const char *msg)) { g_die_hook = hook; }
+void add_die_hook(DieHook hook) {
+    for (int k = 0; k < 4; k++)
+        if (!g_die_hook[k] || g_die_hook[k] == hook) {
+            g_die_hook[k] = hook;
+            return;
+        }
+}
+
+void remove_die_hook(DieHook hook) {
+    for (int k = 0; k < 4; k++)
+        if (g_die_hook[k] == hook) g_die_hook[k] = NULL;
+}
 
 static __attribute__((noreturn)) void die_msg(int code, const char *msg) {
     fflush(stdout);
     fprintf(stderr, "%s: %s\n", g_prog, msg);
-    void (*hook)(int, const char *) = g_die_hook;
-    g_die_hook = NULL;  // a failure inside the hook must not call it again
-    if (hook) hook(code, msg);
+    for (int k = 0; k < 4; k++) {
+        DieHook hook = g_die_hook[k];
+        g_die_hook[k] = NULL;  // a failure inside a hook must not call it again
+        if (hook) hook(code, msg);
+    }
     exit(code);
 }
 

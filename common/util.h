@@ -13,9 +13,11 @@ enum {
 
 // Print "<prog>: <message>\n" to stderr and exit with `code`.
 void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-// Called by die() (and an allocation failure) after printing, before exit:
-// the trace module writes the trace of the failed run. NULL: none.
-void set_die_hook(void (*hook)(int code, const char *msg));
+// Hooks die() (and an allocation failure) calls after printing, before exit,
+// each at most once: the trace and the timeline of the failed run are
+// written there. At most 4.
+void add_die_hook(void (*hook)(int code, const char *msg));
+void remove_die_hook(void (*hook)(int code, const char *msg));
 // Flush stdout; on a write error (a full disk, a closed pipe) exit 1 with a message.
 void stdout_check(void);
 // The program name used as the prefix of every message (set once in main).

@@ -256,6 +256,9 @@ void cli_parse(Options *o, int argc, char **argv) {
     if ((o->against || o->export_dir) && o->s.trace_path)
         die(EXIT_USAGE, "--trace does not apply to %s (it prints its report; --export-init writes files)",
             o->against ? "--against" : "--export-init");
+    if (o->s.timeline_path && (o->bench || o->against || o->export_dir))
+        die(EXIT_USAGE, "--timeline applies to --mode lockstep and free, not to %s",
+            o->bench ? "--bench" : o->against ? "--against" : "--export-init");
     if (o->export_dir && o->n_engines) die(EXIT_USAGE, "--export-init runs no engine: drop --engines");
     if (!o->n_engines && !o->export_dir)
         die(EXIT_USAGE, "--engines is required, e.g. --engines scalar,cpu (see --help)");

@@ -32,14 +32,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     argv[argc] = NULL;
     static Settings s;  // static: longjmp must not leave it indeterminate
     settings_defaults(&s);
-    set_die_hook(back);
+    add_die_hook(back);
     if (setjmp(g_back) == 0) {
         for (int i = 1; i < argc; i++)
             if (!settings_parse_flag(&s, argc, argv, &i)) break;
         settings_validate(&s);
         if (s.n_embd % s.n_head || s.batch < 1 || !(s.temperature > 0)) abort();
     }
-    set_die_hook(NULL);
+    remove_die_hook(back);
     free(buf);
     return 0;
 }

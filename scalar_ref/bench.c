@@ -44,6 +44,7 @@ int main(int argc, char **argv) {
     }
     settings_validate(&s);
     if (s.steps < 1) die(EXIT_USAGE, "--steps must be at least 1 to time anything");
+    if (s.timeline_path) die(EXIT_USAGE, "--timeline applies to microgpt and compare, not to the benchmark");
 
     Dataset d;
     char err[512];

@@ -13,6 +13,7 @@
 #include "common/pyrandom.h"
 #include "common/settings.h"
 #include "common/util.h"
+#include "traces/timeline.h"
 #include "traces/trace.h"
 
 static void usage(FILE *f) {
@@ -24,6 +25,19 @@ static void usage(FILE *f) {
     settings_print_help(f);
     fprintf(f, "  --help               this text\n\n"
                "Exit codes: 0 ok, 1 runtime failure (e.g. the loss is not finite), 2 bad usage or data.\n");
+}
+
+// The step's phases from the engine's time counters (they follow each other).
+static void timeline_scalar_step(const Engine *e, const ScalarStats *before, double t0, int step) {
+    ScalarStats now;
+    scalar_engine_stats(e, &now);
+    const char *name[4] = {"forward", "order (DFS)", "backward", "adam"};
+    double dur[4] = {now.t_forward - before->t_forward, now.t_order - before->t_order,
+                     now.t_backward - before->t_backward, now.t_adam - before->t_adam};
+    for (int k = 0; k < 4; k++) {
+        timeline_event(0, name[k], t0, dur[k], step);
+        t0 += dur[k];
+    }
 }
 
 static void print_sample(const Dataset *d, const int *tok, int n, int idx) {
@@ -55,10 +69,12 @@ int main(int argc, char **argv) {
     char err[512];
     if (dataset_load(&d, s.data_path, err, sizeof err)) die(EXIT_USAGE, "%s", err);
     Trace trace = {0};
-    if (s.trace_path) {
-        trace_open(&trace, s.trace_path, "train");
-        trace_watch_signals();
+    if (s.trace_path) trace_open(&trace, s.trace_path, "train");
+    if (s.timeline_path) {
+        timeline_open(s.timeline_path);
+        timeline_track(0, "scalar engine");
     }
+    if (s.trace_path || s.timeline_path) trace_watch_signals();
 
     dataset_shuffle(&d, &rng);
     printf("num docs: %d\n", d.n_docs);
@@ -91,12 +107,18 @@ int main(int argc, char **argv) {
     Batch b = {0};
     double t_train = now_seconds();
     for (int step = 0; step < s.steps; step++) {
-        if (trace_signal()) trace_exit_on_signal(&trace, trace_signal());
+        if (trace_signal()) {
+            timeline_commit();
+            trace_exit_on_signal(&trace, trace_signal());
+        }
         trace.step = step + 1;
         batch_make(&b, &d, step, s.batch, s.block_size);
+        ScalarStats st0;
+        scalar_engine_stats(e, &st0);
         double t0 = now_seconds();
         double loss = e->ops->step(e, &b, step);
         double dt = now_seconds() - t0;
+        if (timeline_active()) timeline_scalar_step(e, &st0, t0, step + 1);
         if (steps) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "step", step + 1);
@@ -128,17 +150,17 @@ int main(int argc, char **argv) {
             free(text);
         }
     }
+    stdout_check();
     if (s.trace_path) {
         trace_add_number(trace.root, "train_time_s", t_train);
-        stdout_check();
         trace_commit(&trace);
     }
+    timeline_commit();
     free(tok);
     batch_free(&b);
     e->ops->destroy(e);
     layout_free(&L);
     dataset_free(&d);
     free(grads);
-    stdout_check();
     return 0;
 }

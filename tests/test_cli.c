@@ -216,3 +216,34 @@ Test(cli, a_failed_write_to_stdout_is_exit_1) {
     int st = system(cmd);
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit %d", WEXITSTATUS(st));
 }
+
+// --timeline: Chrome trace-event JSON, the four phases of every step in order.
+Test(cli, timeline_has_every_phase_of_every_step) {
+    char tl[4200];
+    snprintf(tl, sizeof tl, "%s/timeline.json", th_temp_dir());
+    ThRun r = run("--data", th_names_path(), "--steps", "3", "--samples", "0", "--timeline", tl, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    th_run_free(&r);
+    char *text = th_read_file(tl, NULL);
+    cJSON *t = cJSON_Parse(text);
+    cr_assert(t, "not JSON: %s", text);
+    cJSON *ev = cJSON_GetObjectItem(t, "traceEvents"), *e;
+    static const char *const phase[4] = {"forward", "order (DFS)", "backward", "adam"};
+    int n = 0;
+    double end = 0;
+    cJSON_ArrayForEach(e, ev) {
+        if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(e, "ph")), "X")) continue;
+        cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(e, "name")), phase[n % 4]);
+        cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "args"), "step")->valueint, n / 4 + 1);
+        double ts = cJSON_GetObjectItem(e, "ts")->valuedouble, dur = cJSON_GetObjectItem(e, "dur")->valuedouble;
+        cr_expect(ts >= end - 1e-3 && dur >= 0, "event %d overlaps the one before", n);
+        end = ts + dur;
+        n++;
+    }
+    cr_expect_eq(n, 12, "%d phase events for 3 steps", n);
+    cJSON_Delete(t);
+    free(text);
+    ThRun b = th_tool("bench_scalar", "--steps", "2", "--timeline", tl, NULL);
+    cr_expect_eq(b.status, 2, "bench_scalar refuses --timeline");
+    th_run_free(&b);
+}

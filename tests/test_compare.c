@@ -157,3 +157,22 @@ Test(compare, unwritable_trace_leaves_nothing) {
     cr_expect(strstr(r.err, "/nonexistent/x.json") != NULL, "%s", r.err);
     th_run_free(&r);
 }
+
+// --timeline: each engine's steps on its own track.
+Test(compare, timeline_has_a_track_per_engine) {
+    char tl[4200];
+    snprintf(tl, sizeof tl, "%s/cmp-timeline.json", th_temp_dir());
+    expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--timeline", tl), "with a timeline");
+    char *text = th_read_file(tl, NULL);
+    int steps[2] = {0, 0};
+    for (const char *p = strstr(text, "\"name\":\"step\""); p; p = strstr(p + 1, "\"name\":\"step\"")) {
+        const char *tid = strstr(p, "\"tid\":");
+        cr_assert(tid);
+        steps[tid[6] == '1']++;
+    }
+    cr_expect(steps[0] == 3 && steps[1] == 3, "step events: %d and %d", steps[0], steps[1]);
+    cr_expect(strstr(text, "\"name\":\"scalar\"") && strstr(text, "\"name\":\"cpu\""), "track names: %s", text);
+    free(text);
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--bench", "--timeline", tl), "--timeline applies",
+                 "a timeline of the bench");
+}

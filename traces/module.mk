@@ -1,5 +1,5 @@
 # Trace writing (shared) and the trace tool.
-LIB_SRC += traces/trace.c
+LIB_SRC += traces/trace.c traces/timeline.c
 LIB_SRC += traces/trace_read.c
 BINS += $(BUILD)/trace
 

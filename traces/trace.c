@@ -33,7 +33,7 @@ void trace_open(Trace *t, const char *path, const char *kind) {
     cJSON_AddStringToObject(t->root, "kind", kind);
     cJSON_AddFalseToObject(t->root, "complete");
     g_live = t;
-    set_die_hook(on_die);
+    add_die_hook(on_die);
 }
 
 static void unwatch(void) {
@@ -45,7 +45,7 @@ static void unwatch(void) {
 static void trace_release(Trace *t) {
     if (g_live == t) {
         g_live = NULL;
-        set_die_hook(NULL);
+        remove_die_hook(on_die);
     }
     unwatch();
     cJSON_Delete(t->root);
