@@ -24,7 +24,8 @@ static void usage(FILE *f) {
             "flags:\n");
     settings_print_help(f);
     fprintf(f, "  --help               this text\n\n"
-               "Exit codes: 0 ok, 1 runtime failure (e.g. the loss is not finite), 2 bad usage or data.\n");
+               "Exit codes: 0 ok, 1 runtime failure (a non-finite loss, gradient or parameter; an\n"
+               "output that cannot be written), 2 bad usage, bad data or not enough memory.\n");
 }
 
 // The step's phases from the engine's time counters (they follow each other).
