@@ -141,6 +141,12 @@ static int classify(OutFile *o, char *err, size_t errlen) {
         snprintf(err, errlen, "%s", strerror(errno));
         return -1;
     }
+    char dir[PATH_MAX];
+    dir_of(o->target, dir, sizeof dir);
+    if (access(dir, W_OK | X_OK) != 0) {  // the temporary file goes beside it
+        snprintf(err, errlen, "cannot create a file in %s to replace it: %s", dir, strerror(errno));
+        return -1;
+    }
     o->kind = OUT_REPLACE;
     return 0;
 }
