@@ -336,7 +336,7 @@ void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Pr
     snprintf(row->engine, sizeof row->engine, "%s", name);
     row->prec = p;
     row->peak_host_bytes = row->peak_device_bytes = NAN;
-    const double need = bench_host_bytes_estimate(name, z, p), avail = bench_mem_available();
+    const double need = bench_host_bytes_estimate(name, z, p), avail = mem_available();
     if (need > 0.75 * avail) {
         row->status = ROW_SKIPPED;
         snprintf(row->why, sizeof row->why, "needs about %.1f GiB of memory (estimate), %.1f GiB available", need / (1 << 30),

@@ -318,14 +318,3 @@ double bench_host_bytes_estimate(const char *name, const BenchSize *z, Precision
     }
     return NAN;
 }
-
-double bench_mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return NAN;
-    char line[256];
-    double kb = NAN;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024;
-}
