@@ -131,9 +131,14 @@ static int classify(OutFile *o, char *err, size_t errlen) {
         return -1;
     }
     // root may write anything: the mode bits say what the owner meant
-    if ((st.st_mode & 0222) == 0 || access(o->target, W_OK) != 0) {
+    if ((st.st_mode & 0222) == 0) {
         snprintf(err, errlen, "is read-only (mode %04o); make it writable or choose another path",
                  (unsigned)(st.st_mode & 07777));
+        return -1;
+    }
+    if (access(o->target, W_OK) != 0) {
+        snprintf(err, errlen, "is not writable by this user (mode %04o, owner uid %ld): %s",
+                 (unsigned)(st.st_mode & 07777), (long)st.st_uid, strerror(errno));
         return -1;
     }
     // replaced where it really is: through symlinks, the link itself is kept

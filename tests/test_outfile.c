@@ -248,3 +248,36 @@ Test(outfile, dev_stdout_and_dash_write_to_stdout) {
     cr_expect(strstr(r.err, "No space left"), "%s", r.err);
     th_run_free(&r);
 }
+
+// As a normal user (CI runs as root: the test drops to uid 65534 with
+// setpriv): a trace through a pipe via /dev/stdout works; another user's
+// file and a directory without write permission are refused before the run.
+Test(outfile, as_a_normal_user) {
+    if (geteuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0) {
+        cr_log_info("skipped: needs root and setpriv to become a normal user");
+        return;
+    }
+    chmod(th_temp_dir(), 0711);  // the user may pass through, not list
+    fresh_dir("user");
+    chmod(g_dir, 0755);
+    put(in_dir("roots.json"), "{}", 0644);
+    char exe[4200], cmd[9000];
+    snprintf(exe, sizeof exe, "%s/microgpt", th_build_dir());
+    const char *sp = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    snprintf(cmd, sizeof cmd, "%s '%s' --data data/names.txt --steps 1 --samples 0 --trace /dev/stdout 2>&1 | grep -c microgpt-trace >/dev/null", sp, exe);
+    int st = system(cmd);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "--trace /dev/stdout into a pipe as a normal user");
+    static const struct { const char *file, *says; } refused[2] = {
+        {"roots.json", "is not writable by this user"}, {"new.json", "cannot create a file in"}};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "out=$(%s '%s' --data data/names.txt --steps 1 --trace '%s' 2>&1); [ $? -eq 2 ] && "
+                 "printf '%%s' \"$out\" | grep -q '%s'",
+                 sp, exe, in_dir(refused[k].file), refused[k].says);
+        st = system(cmd);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: not refused with '%s'", refused[k].file, refused[k].says);
+    }
+    char *got = th_read_file(in_dir("roots.json"), NULL);
+    cr_expect_str_eq(got, "{}");
+    free(got);
+}
