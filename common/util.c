@@ -150,6 +150,6 @@ double mem_available(void) {
 void memory_check(double need, const char *what, const char *hint) {
     double have = mem_available();
     if (need > have)
-        die(EXIT_USAGE, "%s needs about %.1f GiB, more than the %.1f GiB of memory available; %s", what,
+        die(EXIT_USAGE, "not enough memory for %s: it needs about %.1f GiB, %.1f GiB are available; %s", what,
             need / 1073741824.0, have / 1073741824.0, hint);
 }

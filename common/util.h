@@ -37,8 +37,8 @@ char *xstrdup_at(const char *s, const char *file, int line);
 // Bytes of memory this process can still get: the least of MemAvailable,
 // the cgroup's limit less its use, and RLIMIT_AS (INFINITY when unknown).
 double mem_available(void);
-// Exit 2 when `need` bytes exceed mem_available(): "<what> needs about X GiB,
-// more than the Y GiB of memory available; <hint>".
+// Exit 2 when `need` bytes exceed mem_available(): "not enough memory for
+// <what>: it needs about X GiB, Y GiB are available; <hint>".
 void memory_check(double need, const char *what, const char *hint);
 
 // Monotonic wall clock in seconds.

@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
     ModelShape shape = model_shape(&s, d.vocab_size);
     ParamLayout L;
     layout_init(&L, &shape);
-    memory_check(scalar_engine_bytes(&L, &d, s.batch, s.steps), "the scalar engine, for these settings,",
+    memory_check(scalar_engine_bytes(&L, &d, s.batch, s.steps), "the scalar engine at these settings",
                  "use a smaller --batch, --n-embd, --n-layer or --block-size");
     double *init = xmalloc(L.n_params * sizeof *init);
     int *order0 = xmalloc((size_t)d.n_docs * sizeof *order0);

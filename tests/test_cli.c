@@ -196,8 +196,8 @@ Test(cli, flags_take_equals_and_are_given_once) {
 }
 
 Test(cli, impossible_sizes_exit_2_with_the_memory_estimate) {
-    REFUSED(2, "needs about", "--data", th_names_path(), "--n-embd", "100000", "--n-head", "1");
-    REFUSED(2, "GiB of memory available", "--data", th_names_path(), "--batch", "1000000", "--n-embd", "64");
+    REFUSED(2, "not enough memory for the scalar engine", "--data", th_names_path(), "--n-embd", "100000", "--n-head", "1");
+    REFUSED(2, "GiB are available", "--data", th_names_path(), "--batch", "1000000", "--n-embd", "64");
 }
 
 Test(cli, the_data_loader_caps_what_it_reads) {

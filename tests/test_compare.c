@@ -114,6 +114,8 @@ Test(compare, bad_usage_is_refused) {
     expect_usage(COMPARE("--engines", "scalar", "--bench", "--precision", "fp32"), "fp64 only",
                  "fp32 with no tensor engine");
     expect_usage(COMPARE("--engines", "cpu,cpu"), "'cpu' is named twice", "an engine against itself");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--batch", "100000", "--n-embd", "1024", "--n-head", "1"),
+                 "not enough memory for the two engines", "settings that cannot fit");
     expect_usage(COMPARE("--engines", "scalar,cpu", "--every", "2", "--every=3"), "--every is given twice",
                  "a repeated flag");
     expect_usage(COMPARE("--engines", "scalar,cpu", "--keep-going=yes"), "takes no value", "a switch with a value");
