@@ -112,6 +112,8 @@ void settings_validate(const Settings *s) {
 
 void settings_print_help(FILE *f) {
     fprintf(f,
+            "  (a flag takes its value as the next argument or after '=', --steps=3; a flag\n"
+            "  given twice is refused)\n"
             "  --data FILE          training text, one document per line, UTF-8 (data/names.txt)\n"
             "  --seed N             random seed, an integer of any size (42)\n"
             "  --steps N            training steps (1000)\n"
@@ -129,7 +131,5 @@ void settings_print_help(FILE *f) {
             "  --trace FILE         write a JSON trace of the run to FILE ('-': stdout); a failed\n"
             "                       or interrupted run writes it too, marked incomplete\n"
             "  --timeline FILE      write each step's phases per engine as Chrome trace-event\n"
-            "                       JSON (open it in ui.perfetto.dev or chrome://tracing)\n"
-            "Flags take their value as the next argument or after '=' (--steps=3); a flag\n"
-            "given twice is refused.\n");
+            "                       JSON (open it in ui.perfetto.dev or chrome://tracing)\n");
 }
