@@ -2,11 +2,34 @@
 # runs the test suite, `make help` lists the targets. Each folder adds its
 # sources through its module.mk.
 CC      := gcc
+# Sanitizer builds go to their own folders (their objects do not mix with the
+# plain build's) and leave CUDA out: nvcc's objects are not linked with the
+# sanitizer runtimes. clang when there is one: it also has float-cast-overflow.
+#   make test SANITIZE=1    ASan + UBSan, the whole test suite (build-san/)
+#   make fuzz               libFuzzer targets (fuzz/, build-fuzz/)
+HAVE_CLANG := $(shell command -v clang 2>/dev/null)
+SAN :=
+ifeq ($(SANITIZE),1)
+  CC    := $(if $(HAVE_CLANG),clang,gcc)
+  BUILD ?= build-san
+  CUDA  := 0
+  SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+endif
+ifeq ($(FUZZ),1)
+  CC    := clang
+  BUILD ?= build-fuzz
+  CUDA  := 0
+  SAN   := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+endif
+ifeq ($(CC),clang)
+  SAN += $(if $(SAN),-fsanitize=float-cast-overflow)
+endif
 BUILD   ?= build
 # Warnings are errors. No fast-math anywhere: the scalar engine's bits depend
 # on IEEE semantics, and FMA contraction is off so a*b+c rounds twice as in Python.
 # -fPIC: the library also goes into the engine plugins (shared libraries).
-CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off -D_GNU_SOURCE -fPIC -I. -Iinclude $(EXTRA_CFLAGS)
+CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off -D_GNU_SOURCE -fPIC -I. -Iinclude $(SAN) $(EXTRA_CFLAGS)
+LDFLAGS += $(SAN)
 LDLIBS  := -lcjson -lm -lpthread -ldl
 # Extra places to find headers and libraries (e.g. unpacked .deb files on a
 # machine without the packages installed): make DEPS_PREFIX=/tmp/deps
@@ -32,10 +55,10 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 # An engine plugin (include/microgpt/engine_abi.h): a shared library that
 # exports only microgpt_engine_abi_v1.
-PLUGIN_LDFLAGS = -shared -Wl,--version-script=include/microgpt/engine_abi.map -Wl,-z,defs
+PLUGIN_LDFLAGS = -shared -Wl,--version-script=include/microgpt/engine_abi.map $(if $(SAN),,-Wl,-z,defs)
 
 # Library sources (no main); module.mk files append to these.
-LIB_SRC := common/util.c common/pyrandom.c common/dataset.c common/sha256.c \
+LIB_SRC := common/util.c common/cli.c common/pyrandom.c common/dataset.c common/sha256.c \
            common/settings.c common/model.c common/engine.c common/atomic_file.c \
            common/safetensors.c common/strbuf.c common/engine_export.c
 LIB_OBJ_EXTRA :=
@@ -89,11 +112,14 @@ deps:
 
 include tests/module.mk
 include mutants/module.mk
+include fuzz/module.mk
 
 help:
 	@echo "make            build every tool into $(BUILD)/ (CUDA=$(CUDA))"
 	@echo "make run        train and sample with the scalar engine (fetches data/names.txt first)"
 	@echo "make test       the test suite (Criterion; no GPU or network needed)"
+	@echo "make test SANITIZE=1   the test suite built with ASan+UBSan (in build-san/, without CUDA)"
+	@echo "make fuzz FUZZ_SECONDS=N   libFuzzer on the dataset loader, trace reader, settings parser (N s each)"
 	@echo "make test-gpu   the CUDA kernel tests (skipped with a message where there is no GPU)"
 	@echo "make bench      time the scalar engine (ms/step, nodes/step, peak memory)"
 	@echo "make parity BACKEND=cuda|cpu   the parity suite: scalar vs the tensor engine"

@@ -1,20 +1,44 @@
-// Output files that are never seen half-written: the data goes to
-// FILE.tmp.XXXXXX beside FILE and is renamed over FILE once complete. The
-// temporary file is removed on failure, on exit (die() included) and on
-// SIGINT, SIGTERM or SIGHUP, so an interrupted run leaves FILE as it was.
-// One such file at a time per process.
+// Output files written like a careful Unix tool (traces, SVG plots, timelines):
+//   "-"                       standard output
+//   a regular file, new path  replaced atomically: the bytes go to a temporary
+//                             file in the same directory, created only when
+//                             the whole output is ready, fsync'ed and renamed
+//                             over the path; the path is never half-written
+//   a symlink                 its target is written (as above), the link kept
+//   a FIFO, a character device written in place (no rename): pipes, /dev/stdout
+// Refused with a message: a directory, a read-only file (by its mode bits, so
+// also as root, who ignores permissions), a missing directory, and an output
+// that is one of the run's inputs (same device and inode: `--data d.txt
+// --trace d.txt`). While the temporary file exists SIGINT, SIGTERM and SIGHUP
+// are held back, so only SIGKILL can leave one: the next write beside it
+// removes temporary files of processes that no longer run.
 #ifndef COMMON_ATOMIC_FILE_H
 #define COMMON_ATOMIC_FILE_H
 
+#include <limits.h>
 #include <stddef.h>
 
-// Create the temporary file (early, so that an unwritable path is reported
-// before any work). 0, or -1 with the reason in err.
-int atomic_begin(const char *path, char *err, size_t errlen);
-// Write data to it and rename it over the path. 0, or -1 with the reason in
-// err (the temporary file removed, the path untouched).
-int atomic_commit(const void *data, size_t len, char *err, size_t errlen);
-// Remove the temporary file (an error path).
-void atomic_abandon(void);
+typedef enum { OUT_STDOUT, OUT_REPLACE, OUT_IN_PLACE } OutKind;
+
+typedef struct {
+    char path[PATH_MAX];    // as given (for messages)
+    char target[PATH_MAX];  // what is written: symlinks resolved
+    OutKind kind;
+} OutFile;
+
+// Check where `path` would be written (creates nothing). 0, or -1 with the
+// reason in err (without the path).
+int outfile_open(OutFile *o, const char *path, char *err, size_t errlen);
+// Write all of data to the output (checked again first: an input may have
+// been noted since). 0, or -1 with the reason in err; a replaced file is
+// then untouched and no temporary file is left.
+int outfile_write(const OutFile *o, const void *data, size_t len, char *err, size_t errlen);
+
+// Note a file the run reads, so that no output overwrites it. Files that
+// cannot be stat'ed are ignored (reading them fails on its own).
+void outfile_note_input(const char *path);
+
+// Write all of data to fd (EINTR retried). 0, or -1 with errno set.
+int write_all(int fd, const void *data, size_t len);
 
 #endif

@@ -10,6 +10,11 @@
 
 #include "pyrandom.h"
 
+// What the loader accepts (larger inputs are refused with a message): the
+// file, and one line (a document longer than block_size is cropped anyway).
+#define DATASET_MAX_BYTES (64 << 20)
+#define DATASET_MAX_LINE (1 << 20)
+
 typedef struct {
     char *path;
     size_t n_bytes;          // size of the file
@@ -24,8 +29,10 @@ typedef struct {
     int vocab_size;          // = n_chars + 1
 } Dataset;
 
-// Read and tokenize `path` (no shuffle). Returns 0, or -1 with a message in
-// err that names the file (and the line, for invalid UTF-8).
+// Read and tokenize `path` (no shuffle) in memory linear in its size (the
+// file, 4 bytes a character, and a 136 KiB bitmap for the vocabulary).
+// Returns 0, or -1 with a message in err that names the file (and the line,
+// for invalid UTF-8 or a line over DATASET_MAX_LINE).
 int dataset_load(Dataset *d, const char *path, char *err, size_t errlen);
 // Build a dataset from text already in memory (tests); `name` is used in messages.
 int dataset_from_text(Dataset *d, const char *name, const char *text, size_t n, char *err,

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "util.h"
+
 static const char *const FAULT_NAMES[FAULT_NUM] = {
     "none", "attn-scale", "causal-mask", "rmsnorm-bwd", "grad-sign", "adam-bias", "small-grads"};
 
@@ -71,4 +73,19 @@ int engine_config_check(const EngineConfig *cfg, const double *init_params, cons
     if (m->n_head % m->n_kv_head)
         return config_fail(err, errlen, engine, "n_kv_head %d does not divide n_head %d", m->n_kv_head, m->n_head);
     return 0;
+}
+
+void engine_check_finite(Engine *e, const ParamLayout *L, double *buf, int step) {
+    static const char *const what[2] = {"gradient", "updated parameter"};
+    for (int k = 0; k < 2; k++) {
+        if (k == 0) e->ops->get_grads(e, buf);
+        else e->ops->get_params(e, buf);
+        for (size_t i = 0; i < L->n_params; i++) {
+            if (isfinite(buf[i])) continue;
+            char where[128];
+            layout_describe(L, i, where, sizeof where);
+            die(EXIT_MISMATCH, "step %d: the %s %s is %g, not finite: training diverged; try a smaller --lr",
+                step, what[k], where, buf[i]);
+        }
+    }
 }

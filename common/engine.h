@@ -93,4 +93,8 @@ struct Engine {
 int engine_config_check(const EngineConfig *cfg, const double *init_params, const char *engine, char *err,
                         size_t errlen);
 
+// After a step: exit 1 naming the step, the tensor and the element of the
+// first non-finite gradient or updated parameter (buf: n_params doubles).
+void engine_check_finite(Engine *e, const ParamLayout *L, double *buf, int step);
+
 #endif

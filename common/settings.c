@@ -1,5 +1,6 @@
 #include "settings.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "pyrandom.h"
@@ -31,12 +32,6 @@ int settings_kv_heads(const Settings *s) { return s->n_kv_head ? s->n_kv_head : 
 // Limits that keep every size product far from int overflow.
 #define MAX_SIZE 1000000L
 
-static const char *need_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) die(EXIT_USAGE, "%s needs a value (see --help)", argv[*i]);
-    *i += 1;
-    return argv[*i];
-}
-
 static int int_flag(const char *flag, const char *v, long min, long max) {
     long x;
     if (parse_int(v, min, max, &x))
@@ -50,39 +45,48 @@ static double real_flag(const char *flag, const char *v) {
     return x;
 }
 
+static const char *path_flag(const char *flag, const char *v) {
+    if (!*v) die(EXIT_USAGE, "%s: empty path", flag);
+    return v;
+}
+
+// The integer flags: name, field, range.
+static const struct {
+    const char *name;
+    size_t off;
+    long min, max;
+} INTS[] = {
+    {"--steps", offsetof(Settings, steps), 0, 1000000000L},
+    {"--n-embd", offsetof(Settings, n_embd), 1, MAX_SIZE},
+    {"--n-head", offsetof(Settings, n_head), 1, MAX_SIZE},
+    {"--n-kv-head", offsetof(Settings, n_kv_head), 1, MAX_SIZE},
+    {"--n-layer", offsetof(Settings, n_layer), 1, 1000},
+    {"--block-size", offsetof(Settings, block_size), 1, MAX_SIZE},
+    {"--samples", offsetof(Settings, samples), 0, MAX_SIZE},
+    {"--batch", offsetof(Settings, batch), 1, MAX_SIZE},
+};
+
 int settings_parse_flag(Settings *s, int argc, char **argv, int *i) {
-    const char *f = argv[*i];
-    if (!strcmp(f, "--data")) {
-        s->data_path = need_value(argc, argv, i);
-        if (!*s->data_path) die(EXIT_USAGE, "--data: empty path");
-    } else if (!strcmp(f, "--seed")) {
-        const char *v = need_value(argc, argv, i);
+    const char *v;
+    for (size_t k = 0; k < sizeof INTS / sizeof *INTS; k++)
+        if ((v = cli_value(&s->seen, argc, argv, i, INTS[k].name))) {
+            *(int *)((char *)s + INTS[k].off) = int_flag(INTS[k].name, v, INTS[k].min, INTS[k].max);
+            return 1;
+        }
+    if ((v = cli_value(&s->seen, argc, argv, i, "--data"))) {
+        s->data_path = path_flag("--data", v);
+    } else if ((v = cli_value(&s->seen, argc, argv, i, "--seed"))) {
         PyRandom probe;
         if (pyrandom_seed_text(&probe, v)) die(EXIT_USAGE, "--seed: '%s' is not an integer", v);
         s->seed = v;
-    } else if (!strcmp(f, "--steps")) {
-        s->steps = int_flag(f, need_value(argc, argv, i), 0, 1000000000L);
-    } else if (!strcmp(f, "--n-embd")) {
-        s->n_embd = int_flag(f, need_value(argc, argv, i), 1, MAX_SIZE);
-    } else if (!strcmp(f, "--n-head")) {
-        s->n_head = int_flag(f, need_value(argc, argv, i), 1, MAX_SIZE);
-    } else if (!strcmp(f, "--n-kv-head")) {
-        s->n_kv_head = int_flag(f, need_value(argc, argv, i), 1, MAX_SIZE);
-    } else if (!strcmp(f, "--n-layer")) {
-        s->n_layer = int_flag(f, need_value(argc, argv, i), 1, 1000);
-    } else if (!strcmp(f, "--block-size")) {
-        s->block_size = int_flag(f, need_value(argc, argv, i), 1, MAX_SIZE);
-    } else if (!strcmp(f, "--lr")) {
-        s->lr = real_flag(f, need_value(argc, argv, i));
-    } else if (!strcmp(f, "--temperature")) {
-        s->temperature = real_flag(f, need_value(argc, argv, i));
-    } else if (!strcmp(f, "--samples")) {
-        s->samples = int_flag(f, need_value(argc, argv, i), 0, MAX_SIZE);
-    } else if (!strcmp(f, "--batch")) {
-        s->batch = int_flag(f, need_value(argc, argv, i), 1, MAX_SIZE);
-    } else if (!strcmp(f, "--trace")) {
-        s->trace_path = need_value(argc, argv, i);
-        if (!*s->trace_path) die(EXIT_USAGE, "--trace: empty path");
+    } else if ((v = cli_value(&s->seen, argc, argv, i, "--lr"))) {
+        s->lr = real_flag("--lr", v);
+    } else if ((v = cli_value(&s->seen, argc, argv, i, "--temperature"))) {
+        s->temperature = real_flag("--temperature", v);
+    } else if ((v = cli_value(&s->seen, argc, argv, i, "--trace"))) {
+        s->trace_path = path_flag("--trace", v);
+    } else if ((v = cli_value(&s->seen, argc, argv, i, "--timeline"))) {
+        s->timeline_path = path_flag("--timeline", v);
     } else {
         return 0;
     }
@@ -108,6 +112,8 @@ void settings_validate(const Settings *s) {
 
 void settings_print_help(FILE *f) {
     fprintf(f,
+            "  (a flag takes its value as the next argument or after '=', --steps=3; a flag\n"
+            "  given twice is refused)\n"
             "  --data FILE          training text, one document per line, UTF-8 (data/names.txt)\n"
             "  --seed N             random seed, an integer of any size (42)\n"
             "  --steps N            training steps (1000)\n"
@@ -122,5 +128,8 @@ void settings_print_help(FILE *f) {
             "  --samples N          names to sample after training (20)\n"
             "  --batch B            documents per step; document b of step s is\n"
             "                       docs[(s*B+b) %% N], loss = mean of per-document means (1)\n"
-            "  --trace FILE         write a JSON trace of the run to FILE\n");
+            "  --trace FILE         write a JSON trace of the run to FILE ('-': stdout); a failed\n"
+            "                       or interrupted run writes it too, marked incomplete\n"
+            "  --timeline FILE      write each step's phases per engine as Chrome trace-event\n"
+            "                       JSON (open it in ui.perfetto.dev or chrome://tracing)\n");
 }

@@ -5,6 +5,8 @@
 
 #include <stdio.h>
 
+#include "cli.h"
+
 typedef struct {
     const char *data_path;   // --data        (data/names.txt)
     const char *seed;        // --seed        integer of any size, as text (42)
@@ -22,12 +24,15 @@ typedef struct {
     int samples;             // --samples     (20)
     int batch;               // --batch       (1)
     const char *trace_path;  // --trace       (none)
+    const char *timeline_path;  // --timeline (none)
+    CliSeen seen;            // the flags given (a tool's own flags too: one set per command line)
 } Settings;
 
 void settings_defaults(Settings *s);
 
-// If argv[*i] is one of the shared flags, consume it and its value (advancing
-// *i) and return 1; return 0 if it is not a shared flag. A bad value exits 2.
+// If argv[*i] is one of the shared flags (`--flag VALUE` or `--flag=VALUE`),
+// consume it and its value (advancing *i) and return 1; return 0 if it is
+// not a shared flag. A bad value or a repeated flag exits 2.
 int settings_parse_flag(Settings *s, int argc, char **argv, int *i);
 
 // Refuse impossible settings with a clear message, exit code 2.

@@ -262,12 +262,9 @@ static void write_trace(const Options *o, SizeResult *res, int nz, const char *c
 }
 
 static void write_markdown(const char *path, const StrBuf *t) {
-    if (!strcmp(path, "-")) {
-        fwrite(t->s, 1, t->n, stdout);
-        return;
-    }
     char err[512];
-    if (atomic_begin(path, err, sizeof err) || atomic_commit(t->s, t->n, err, sizeof err))
+    OutFile out;
+    if (outfile_open(&out, path, err, sizeof err) || outfile_write(&out, t->s, t->n, err, sizeof err))
         die(EXIT_MISMATCH, "--markdown %s: %s", path, err);
 }
 

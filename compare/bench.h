@@ -64,8 +64,6 @@ void bench_size_free(BenchSize *z);
 // Bytes of host memory engine `name` needs for size z (an estimate, to
 // refuse what cannot fit).
 double bench_host_bytes_estimate(const char *name, const BenchSize *z, Precision p);
-// Memory this machine can still give (MemAvailable), in bytes; NaN if unknown.
-double bench_mem_available(void);
 
 // bench_run.c
 // Time engine `name` at precision p on size z in a child process (so that

@@ -26,6 +26,7 @@
 
 #include "bench.h"
 #include "engines.h"
+#include "common/atomic_file.h"
 #include "common/safetensors.h"
 #include "common/util.h"
 #include "traces/trace.h"
@@ -97,18 +98,6 @@ static int reset_peak_rss(void) {
     if (!f) return -1;
     int ok = fputs("5", f) >= 0;
     return fclose(f) == 0 && ok ? 0 : -1;
-}
-
-static int write_all(int fd, const void *p, size_t n) {
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 static void child_send(int fd, const ChildHeader *h, const double *losses) {
@@ -347,7 +336,7 @@ void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Pr
     snprintf(row->engine, sizeof row->engine, "%s", name);
     row->prec = p;
     row->peak_host_bytes = row->peak_device_bytes = NAN;
-    const double need = bench_host_bytes_estimate(name, z, p), avail = bench_mem_available();
+    const double need = bench_host_bytes_estimate(name, z, p), avail = mem_available();
     if (need > 0.75 * avail) {
         row->status = ROW_SKIPPED;
         snprintf(row->why, sizeof row->why, "needs about %.1f GiB of memory (estimate), %.1f GiB available", need / (1 << 30),

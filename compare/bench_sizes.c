@@ -9,6 +9,7 @@
 #include "bench.h"
 #include "engines.h"
 #include "common/util.h"
+#include "tensor_gpu/cpu/engine_cpu.h"
 
 // The sweep: the default model at three batch sizes, then wider and deeper
 // models. Each is the default model with these settings changed.
@@ -282,7 +283,7 @@ void bench_size_free(BenchSize *z) {
 double bench_host_bytes_estimate(const char *name, const BenchSize *z, Precision p) {
     const ModelShape *m = &z->L.shape;
     const double C = m->n_embd, KV = (double)m->n_kv_head * m->head_dim, V = m->vocab_size, L = m->n_layer;
-    const double NH = m->n_head, T = m->block_size, B = z->s.batch, P = (double)z->L.n_params;
+    const double T = m->block_size, B = z->s.batch, P = (double)z->L.n_params;
     const double real = p == PREC_FP64 ? 8 : 4;
     if (!strcmp(name, "scalar")) {
         // graph nodes of the largest step: per position two per weight
@@ -302,12 +303,7 @@ double bench_host_bytes_estimate(const char *name, const BenchSize *z, Precision
         }
         return (nodes + P) * 60 * 2 + 8 * 4 * P;
     }
-    if (!strcmp(name, "cpu")) {
-        // parameters, gradients and moments, and every activation of a
-        // max_batch x block_size step with its gradient
-        const double rows = B * T;
-        return real * (4 * P + rows * (L * (24 * C + 4 * (C + 2 * KV) + 2 * NH * T) + 8 * C + 3 * V)) + 8 * 2 * P;
-    }
+    if (!strcmp(name, "cpu")) return cpu_engine_bytes(m, z->L.n_params, z->s.batch, p);
     if (!strcmp(name, "cuda")) {
         // pinned transfer buffers (the device memory is checked by the engine itself)
         const double rows = B * T;
@@ -317,15 +313,4 @@ double bench_host_bytes_estimate(const char *name, const BenchSize *z, Precision
         return real * (x + rows) + 8 * P * 2;
     }
     return NAN;
-}
-
-double bench_mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return NAN;
-    char line[256];
-    double kb = NAN;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024;
 }

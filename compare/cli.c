@@ -93,6 +93,12 @@ static void usage(FILE *f) {
                "bad data, or an engine that cannot run here (e.g. no GPU).\n");
 }
 
+static double nonneg_flag(const char *flag, const char *v) {
+    double x;
+    if (parse_double(v, &x) || x < 0) die(EXIT_USAGE, "%s: '%s' is not a number >= 0", flag, v);
+    return x;
+}
+
 // Split "a,b,c" into o->names (pointers into a copy of v).
 static void parse_engines(Options *o, const char *v) {
     char *list = xstrdup(v);   // kept for the program's life: o->names point into it
@@ -104,6 +110,10 @@ static void parse_engines(Options *o, const char *v) {
         if (!engine_known(p))
             die(EXIT_USAGE, "--engines: unknown engine '%s' (scalar, cpu, cuda, plugin:PATH.so or exec:CMD ARGS)", p);
         if (o->n_engines == MAX_ENGINES) die(EXIT_USAGE, "--engines: at most %d engines", MAX_ENGINES);
+        for (int k = 0; k < o->n_engines; k++)
+            if (!strcmp(o->names[k], p))
+                die(EXIT_USAGE, "--engines: '%s' is named twice; an engine checked against itself proves "
+                    "nothing (e.g. --engines scalar,%s)", p, strcmp(p, "scalar") ? p : "cpu");
         o->names[o->n_engines++] = p;
         if (!comma) break;
         p = comma + 1;
@@ -128,133 +138,117 @@ void cli_parse(Options *o, int argc, char **argv) {
     const char *drift_flag = NULL;
     // flags that only apply to some modes, to refuse the rest
     const char *lockstep_flag = NULL, *bench_flag = NULL, *compare_flag = NULL;
+    CliSeen *seen = &o->s.seen;  // one set for all flags: a repeat is refused
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEED_VALUE() do { if (!v) die(EXIT_USAGE, "%s needs a value (see --help)", a); i++; } while (0)
+        const char *a = argv[i], *v;
+        double x;
+        long n;
+#define VAL(name) (v = cli_value(seen, argc, argv, &i, name))
+#define SWITCH(name) cli_switch(seen, argv, i, name)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
-        } else if (!strcmp(a, "--engines")) {
-            NEED_VALUE();
-            if (o->n_engines) die(EXIT_USAGE, "--engines is given twice");
+        } else if (VAL("--engines")) {
             parse_engines(o, v);
-        } else if (!strcmp(a, "--precision")) {
-            NEED_VALUE();
+        } else if (VAL("--precision")) {
             o->b.both_precisions = 0;
             o->prec_given = 1;
             if (!strcmp(v, "fp64")) o->prec = PREC_FP64;
             else if (!strcmp(v, "fp32")) o->prec = PREC_FP32;
             else if (!strcmp(v, "both")) o->b.both_precisions = 1, bench_flag = "--precision both";
             else die(EXIT_USAGE, "--precision: '%s' is not fp64, fp32 or both", v);
-        } else if (!strcmp(a, "--mode")) {
-            NEED_VALUE();
+        } else if (VAL("--mode")) {
             if (!strcmp(v, "lockstep")) o->mode = MODE_LOCKSTEP;
             else if (!strcmp(v, "free")) o->mode = MODE_FREE;
             else die(EXIT_USAGE, "--mode: '%s' is not lockstep or free", v);
             o->mode_given = 1;
             compare_flag = "--mode";
-        } else if (!strcmp(a, "--rtol") || !strcmp(a, "--atol") || !strcmp(a, "--drift-tol") ||
-                   !strcmp(a, "--relu-margin")) {
-            NEED_VALUE();
-            double x;
-            if (parse_double(v, &x) || x < 0) die(EXIT_USAGE, "%s: '%s' is not a number >= 0", a, v);
-            if (!strcmp(a, "--rtol")) o->rtol = x, compare_flag = a;
-            else if (!strcmp(a, "--atol")) o->atol = x, compare_flag = a;
-            else if (!strcmp(a, "--drift-tol")) o->drift_tol_arg = x, drift_flag = a;
-            else o->relu_margin = x, lockstep_flag = a;
-        } else if (!strcmp(a, "--every")) {
-            NEED_VALUE();
-            long x;
-            if (parse_int(v, 1, 1000000000L, &x)) die(EXIT_USAGE, "--every: '%s' is not an integer >= 1", v);
-            o->every = (int)x;
-            compare_flag = a;
-        } else if (!strcmp(a, "--tolerance")) {
-            NEED_VALUE();
+        } else if (VAL("--rtol")) {
+            o->rtol = nonneg_flag("--rtol", v), compare_flag = "--rtol";
+        } else if (VAL("--atol")) {
+            o->atol = nonneg_flag("--atol", v), compare_flag = "--atol";
+        } else if (VAL("--drift-tol")) {
+            o->drift_tol_arg = nonneg_flag("--drift-tol", v), drift_flag = "--drift-tol";
+        } else if (VAL("--relu-margin")) {
+            o->relu_margin = nonneg_flag("--relu-margin", v), lockstep_flag = "--relu-margin";
+        } else if (VAL("--every")) {
+            if (parse_int(v, 1, 1000000000L, &n)) die(EXIT_USAGE, "--every: '%s' is not an integer >= 1", v);
+            o->every = (int)n;
+            compare_flag = "--every";
+        } else if (VAL("--tolerance")) {
             if (!strcmp(v, "fixed")) o->tol_ratio = 0;
             else if (!strcmp(v, "ratio")) o->tol_ratio = 1;
             else die(EXIT_USAGE, "--tolerance: '%s' is not fixed or ratio", v);
             o->tol_given = 1;
-            lockstep_flag = a;
-        } else if (!strcmp(a, "--max-excused")) {
-            NEED_VALUE();
-            long x;
-            if (parse_int(v, 0, 1000000000L, &x)) die(EXIT_USAGE, "--max-excused: '%s' is not an integer >= 0", v);
-            o->max_excused = (int)x;
-            lockstep_flag = a;
-        } else if (!strcmp(a, "--keep-going")) {
+            lockstep_flag = "--tolerance";
+        } else if (VAL("--max-excused")) {
+            if (parse_int(v, 0, 1000000000L, &n)) die(EXIT_USAGE, "--max-excused: '%s' is not an integer >= 0", v);
+            o->max_excused = (int)n;
+            lockstep_flag = "--max-excused";
+        } else if (SWITCH("--keep-going")) {
             o->keep_going = 1;
-            lockstep_flag = a;
-        } else if (!strcmp(a, "--quiet")) {
+            lockstep_flag = "--keep-going";
+        } else if (SWITCH("--quiet")) {
             o->quiet = 1;
-        } else if (!strcmp(a, "--bench")) {
+        } else if (SWITCH("--bench")) {
             o->bench = 1;
-        } else if (!strcmp(a, "--sizes")) {
-            NEED_VALUE();
+        } else if (VAL("--sizes")) {
             o->b.sizes = v;
-            bench_flag = a;
-        } else if (!strcmp(a, "--repeats") || !strcmp(a, "--warmup")) {
-            NEED_VALUE();
-            long x;
-            if (parse_int(v, 1, 1000000L, &x)) die(EXIT_USAGE, "%s: '%s' is not an integer from 1 to 1000000", a, v);
-            if (!strcmp(a, "--repeats")) o->b.repeats = (int)x;
-            else o->b.warmup = (int)x;
-            bench_flag = a;
-        } else if (!strcmp(a, "--time-budget")) {
-            NEED_VALUE();
-            double x;
+            bench_flag = "--sizes";
+        } else if (VAL("--repeats") || VAL("--warmup")) {
+            const char *f = a[2] == 'r' ? "--repeats" : "--warmup";
+            if (parse_int(v, 1, 1000000L, &n)) die(EXIT_USAGE, "%s: '%s' is not an integer from 1 to 1000000", f, v);
+            if (a[2] == 'r') o->b.repeats = (int)n;
+            else o->b.warmup = (int)n;
+            bench_flag = f;
+        } else if (VAL("--time-budget")) {
             if (parse_double(v, &x) || !(x > 0) || x > 1e6)
                 die(EXIT_USAGE, "--time-budget: '%s' is not a number of seconds > 0", v);
             o->b.budget_s = x;
-            bench_flag = a;
-        } else if (!strcmp(a, "--loss-rtol")) {
-            NEED_VALUE();
-            double x;
-            if (parse_double(v, &x) || !(x >= 0)) die(EXIT_USAGE, "--loss-rtol: '%s' is not a number >= 0", v);
-            o->b.loss_rtol = x;
-            bench_flag = a;
-        } else if (!strcmp(a, "--bench-data")) {
-            NEED_VALUE();
+            bench_flag = "--time-budget";
+        } else if (VAL("--loss-rtol")) {
+            o->b.loss_rtol = nonneg_flag("--loss-rtol", v);
+            bench_flag = "--loss-rtol";
+        } else if (VAL("--bench-data")) {
             if (!strcmp(v, "packed")) o->b.raw_docs = 0;
             else if (!strcmp(v, "raw")) o->b.raw_docs = 1;
             else die(EXIT_USAGE, "--bench-data: '%s' is not packed or raw", v);
-            bench_flag = a;
-        } else if (!strcmp(a, "--baseline")) {
-            NEED_VALUE();
+            bench_flag = "--bench-data";
+        } else if (VAL("--baseline")) {
             if (strcmp(v, "torch")) die(EXIT_USAGE, "--baseline: '%s' is not a known baseline (torch)", v);
             o->b.baseline = v;
-            bench_flag = a;
-        } else if (!strcmp(a, "--python") || !strcmp(a, "--markdown")) {
-            NEED_VALUE();
-            if (!*v) die(EXIT_USAGE, "%s: empty value", a);
-            if (!strcmp(a, "--python")) o->b.python = v;
-            else o->b.markdown = v;
-            bench_flag = a;
-        } else if (!strcmp(a, "--against") || !strcmp(a, "--export-init")) {
-            NEED_VALUE();
-            if (!*v) die(EXIT_USAGE, "%s: empty path", a);
-            if (!strcmp(a, "--against")) o->against = v;
-            else o->export_dir = v;
-        } else if (!strcmp(a, "--exec-timeout")) {
-            NEED_VALUE();
-            double x;
+            bench_flag = "--baseline";
+        } else if (VAL("--python")) {
+            if (!*v) die(EXIT_USAGE, "--python: empty value");
+            o->b.python = v;
+            bench_flag = "--python";
+        } else if (VAL("--markdown")) {
+            if (!*v) die(EXIT_USAGE, "--markdown: empty path");
+            o->b.markdown = v;
+            bench_flag = "--markdown";
+        } else if (VAL("--against")) {
+            if (!*v) die(EXIT_USAGE, "--against: empty path");
+            o->against = v;
+        } else if (VAL("--export-init")) {
+            if (!*v) die(EXIT_USAGE, "--export-init: empty path");
+            o->export_dir = v;
+        } else if (VAL("--exec-timeout")) {
             if (parse_double(v, &x) || !(x > 0) || x > 1e6)
                 die(EXIT_USAGE, "--exec-timeout: '%s' is not a number of seconds > 0", v);
             exec_engine_set_timeout(x);
-        } else if (!strcmp(a, "--inject-fault")) {
-            NEED_VALUE();
+        } else if (VAL("--inject-fault")) {
             o->fault = fault_from_name(v);
             if (o->fault == FAULT_NUM || o->fault == FAULT_NONE)
                 die(EXIT_USAGE, "--inject-fault: unknown fault '%s' (attn-scale, causal-mask, "
                     "rmsnorm-bwd, grad-sign, adam-bias, small-grads)", v);
-        } else {
-            int before = i;
-            if (!settings_parse_flag(&o->s, argc, argv, &i)) die(EXIT_USAGE, "unknown flag '%s' (see --help)", a);
-            if (!strcmp(argv[before], "--steps")) o->b.steps_given = 1;
-            if (!strcmp(argv[before], "--samples")) o->samples_given = 1;
+        } else if (!settings_parse_flag(&o->s, argc, argv, &i)) {
+            die(EXIT_USAGE, "unknown flag '%s' (see --help)", a);
         }
-#undef NEED_VALUE
+#undef VAL
+#undef SWITCH
     }
+    o->b.steps_given = cli_given(seen, "--steps");
+    o->samples_given = cli_given(seen, "--samples");
     if ((o->against || o->export_dir) && (o->bench || o->mode_given || lockstep_flag || bench_flag))
         die(EXIT_USAGE, "%s takes the model and data flags, --engines and the tolerances only",
             o->against ? "--against" : "--export-init");
@@ -262,6 +256,9 @@ void cli_parse(Options *o, int argc, char **argv) {
     if ((o->against || o->export_dir) && o->s.trace_path)
         die(EXIT_USAGE, "--trace does not apply to %s (it prints its report; --export-init writes files)",
             o->against ? "--against" : "--export-init");
+    if (o->s.timeline_path && (o->bench || o->against || o->export_dir))
+        die(EXIT_USAGE, "--timeline applies to --mode lockstep and free, not to %s",
+            o->bench ? "--bench" : o->against ? "--against" : "--export-init");
     if (o->export_dir && o->n_engines) die(EXIT_USAGE, "--export-init runs no engine: drop --engines");
     if (!o->n_engines && !o->export_dir)
         die(EXIT_USAGE, "--engines is required, e.g. --engines scalar,cpu (see --help)");

@@ -210,7 +210,8 @@ static cJSON *read_reply(Proc *p, const char *op, int want_payload) {
     const double deadline = now_seconds() + g_timeout;
     char *nl;
     size_t scanned = 0;
-    while (!(nl = memchr(p->rbuf + scanned, '\n', p->rlen - scanned))) {
+    // (rbuf is NULL before the first read: no pointer arithmetic on it then)
+    while (!(nl = p->rlen > scanned ? memchr(p->rbuf + scanned, '\n', p->rlen - scanned) : NULL)) {
         scanned = p->rlen;
         if (p->rlen > MAX_LINE) fail(p, "the reply to '%s' has no newline in its first %d bytes: expected one line of "
                                      "JSON", op, MAX_LINE);

@@ -21,8 +21,9 @@ static void write_file(const char *dir, const char *name, const void *data, size
     char *path = xmalloc(n);
     snprintf(path, n, "%s/%s", dir, name);
     char err[512];
-    if (atomic_begin(path, err, sizeof err)) die(EXIT_USAGE, "--export-init: %s", err);
-    if (atomic_commit(data, len, err, sizeof err)) die(EXIT_MISMATCH, "--export-init: %s", err);
+    OutFile out;
+    if (outfile_open(&out, path, err, sizeof err)) die(EXIT_USAGE, "--export-init %s: %s", path, err);
+    if (outfile_write(&out, data, len, err, sizeof err)) die(EXIT_MISMATCH, "--export-init %s: %s", path, err);
     free(path);
 }
 

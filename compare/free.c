@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "compare.h"
+#include "traces/timeline.h"
 #include "common/util.h"
 
 int free_run(Run *r, Trace *t, cJSON *steps) {
@@ -13,12 +14,18 @@ int free_run(Run *r, Trace *t, cJSON *steps) {
     double max_drift = 0;
     int max_step = 0, diverged = 0, steps_run = 0;
     for (int step = 0; step < o->s.steps; step++) {
+        if (trace_signal()) {
+            timeline_commit();
+            trace_exit_on_signal(t, trace_signal());
+        }
+        t->step = step + 1;  // a failure from here on is traced at this step
         batch_make(&b, &r->d, step, o->s.batch, o->s.block_size);
         double loss[2], dt[2];
         for (int k = 0; k < 2; k++) {
             double t0 = now_seconds();
             loss[k] = r->e[k]->ops->step(r->e[k], &b, step);
             dt[k] = now_seconds() - t0;
+            timeline_event(k, "step", t0, dt[k], step + 1);
         }
         steps_run++;
         double drift = fabs(loss[1] - loss[0]);

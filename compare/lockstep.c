@@ -12,6 +12,7 @@
 #include "check.h"
 #include "compare.h"
 #include "engines.h"
+#include "traces/timeline.h"
 #include "grad_check.h"
 #include "samples.h"
 #include "common/util.h"
@@ -198,6 +199,11 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
     cJSON *excused_list = cJSON_CreateArray();
     Totals Tx = {0};   // the excused steps' largest errors, reported apart
     for (int step = 0; step < o->s.steps; step++) {
+        if (trace_signal()) {
+            timeline_commit();
+            trace_exit_on_signal(t, trace_signal());
+        }
+        t->step = step + 1;  // a failure from here on is traced at this step
         batch_make(&b, &r->d, step, o->s.batch, o->s.block_size);
         double loss[E_NUM] = {0}, dt[E_NUM] = {0};
         size_t n_real = 0;
@@ -205,10 +211,12 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
             double t0 = now_seconds();
             loss[k] = eng[k]->ops->step(eng[k], &b, step);
             dt[k] = now_seconds() - t0;
+            timeline_event(k, "step", t0, dt[k], step + 1);
             n_real = gather_logits(eng[k], &b, V, tmp, st[k].logits);
             eng[k]->ops->get_grads(eng[k], st[k].grads);
             eng[k]->ops->get_params(eng[k], st[k].params);
             eng[k]->ops->get_moments(eng[k], st[k].m, st[k].v);
+            timeline_event(k, "read back", t0 + dt[k], now_seconds() - t0 - dt[k], step + 1);
             if (k != E_REF)
                 adam_expected(&o->s, step, p0, m0, v0, st[k].grads, st[k].exp_params, st[k].exp_m, st[k].exp_v, P);
         }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "compare.h"
+#include "traces/timeline.h"
 #include "common/util.h"
 
 int main(int argc, char **argv) {
@@ -20,10 +21,16 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 2; k++) r.e[k] = run_make_engine(&r, k);
     Trace t = {0};
     if (o.s.trace_path) trace_open(&t, o.s.trace_path, "compare");
+    if (o.s.timeline_path) {
+        timeline_open(o.s.timeline_path);
+        for (int k = 0; k < 2; k++) timeline_track(k, o.names[k]);
+    }
+    if (o.s.trace_path || o.s.timeline_path) trace_watch_signals();
     cJSON *steps = t.root ? run_trace_header(&t, &r) : NULL;
     int failed = o.mode == MODE_LOCKSTEP ? lockstep_run(&r, &t, steps) : free_run(&r, &t, steps);
-    fflush(stdout);
+    stdout_check();
     if (t.root) trace_commit(&t);
+    timeline_commit();
     run_teardown(&r);
     return failed ? EXIT_MISMATCH : 0;
 }

@@ -6,6 +6,8 @@
 #include "compare.h"
 #include "engines.h"
 #include "common/util.h"
+#include "scalar_ref/engine_scalar.h"
+#include "tensor_gpu/cpu/engine_cpu.h"
 
 void run_setup(Run *r, Options *o) {
     memset(r, 0, sizeof *r);
@@ -16,6 +18,14 @@ void run_setup(Run *r, Options *o) {
     dataset_shuffle(&r->d, &r->rng);
     ModelShape m = model_shape(&o->s, r->d.vocab_size);
     layout_init(&r->L, &m);
+    // the memory the engines need, before any of it is allocated
+    double need = 0;
+    for (int k = 0; k < o->n_engines && k < 2; k++) {
+        if (!strcmp(o->names[k], "scalar")) need += scalar_engine_bytes(&r->L, &r->d, o->s.batch, o->s.steps);
+        else if (!strcmp(o->names[k], "cpu")) need += cpu_engine_bytes(&m, r->L.n_params, o->s.batch, engine_prec(o, k));
+    }
+    memory_check(need, "the two engines at these settings",
+                 "use a smaller --batch, --n-embd, --n-layer or --block-size");
     r->init = xmalloc(r->L.n_params * sizeof *r->init);
     params_init(&r->L, &r->rng, o->s.init_std, r->init);
 }

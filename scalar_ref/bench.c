@@ -33,10 +33,10 @@ int main(int argc, char **argv) {
             settings_print_help(stdout);
             return 0;
         }
-        if (!strcmp(argv[i], "--repeats")) {
+        const char *v = cli_value(&s.seen, argc, argv, &i, "--repeats");
+        if (v) {
             long r;
-            if (i + 1 >= argc || parse_int(argv[++i], 1, 1000, &r))
-                die(EXIT_USAGE, "--repeats needs an integer in [1, 1000]");
+            if (parse_int(v, 1, 1000, &r)) die(EXIT_USAGE, "--repeats: '%s' is not an integer in [1, 1000]", v);
             repeats = (int)r;
             continue;
         }
@@ -44,6 +44,7 @@ int main(int argc, char **argv) {
     }
     settings_validate(&s);
     if (s.steps < 1) die(EXIT_USAGE, "--steps must be at least 1 to time anything");
+    if (s.timeline_path) die(EXIT_USAGE, "--timeline applies to microgpt and compare, not to the benchmark");
 
     Dataset d;
     char err[512];
@@ -51,6 +52,8 @@ int main(int argc, char **argv) {
     ModelShape shape = model_shape(&s, d.vocab_size);
     ParamLayout L;
     layout_init(&L, &shape);
+    memory_check(scalar_engine_bytes(&L, &d, s.batch, s.steps), "the scalar engine at these settings",
+                 "use a smaller --batch, --n-embd, --n-layer or --block-size");
     double *init = xmalloc(L.n_params * sizeof *init);
     int *order0 = xmalloc((size_t)d.n_docs * sizeof *order0);
     memcpy(order0, d.order, (size_t)d.n_docs * sizeof *order0);
@@ -103,6 +106,7 @@ int main(int argc, char **argv) {
     printf("    backward     %8.4f\n", best_st.t_backward / n * ms);
     printf("    adam         %8.4f\n", best_st.t_adam / n * ms);
     printf("  nodes/step     %8.0f\n", best_st.nodes / n);
+    printf("  estimated      %8.1f MiB (the check before a run)\n", scalar_engine_bytes(&L, &d, s.batch, s.steps) / 1048576.0);
     printf("  peak memory    %8.1f MiB (max RSS)\n", (double)ru.ru_maxrss / 1024.0);
     printf("  last loss      %.17g\n", last_loss);
     // sampling: the RNG goes on from the initial draws, as in the original
@@ -121,6 +125,7 @@ int main(int argc, char **argv) {
     }
     const double t_sample = now_seconds() - ts;
     if (s.samples) printf("  ms/sample      %8.4f (temperature %g)\n", 1e3 * t_sample / s.samples, s.temperature);
+    stdout_check();
     if (trace.root) {
         cJSON_AddItemToObject(trace.root, "settings", trace_settings(&s, &shape));
         cJSON_AddItemToObject(trace.root, "dataset", trace_dataset(&d));

@@ -185,3 +185,41 @@ Engine *scalar_engine_create(const EngineConfig *cfg, const double *init_params)
 }
 
 void scalar_engine_stats(const Engine *base, ScalarStats *out) { *out = ((const ScalarEngine *)base)->stats; }
+
+// Graph nodes of one document of n positions: every multiply-add is a
+// product node and a running-sum node; the rest (norms, softmax, loss) is
+// a few nodes per channel, head and position.
+static double doc_nodes(const ModelShape *m, int n) {
+    const double C = m->n_embd, KV = (double)m->n_kv_head * m->head_dim, Vn = m->vocab_size;
+    const double L = m->n_layer, NH = m->n_head;
+    double total = 0;
+    for (int p = 0; p < n; p++) {
+        double mac = L * (2 * C * C + 2 * KV * C + 8 * C * C + 2 * C * (p + 1)) + Vn * C;
+        total += 2 * mac + 8 * (L * (6 * C + NH * (p + 1)) + Vn + C);
+    }
+    return total;
+}
+
+double scalar_engine_bytes(const ParamLayout *L, const Dataset *d, int B, int steps) {
+    const ModelShape *m = &L->shape;
+    // the graph grows to the largest step's; the batches repeat after n_docs documents
+    long windows = steps < 1 ? 1 : steps;
+    if (windows > (long)d->n_docs + 1) windows = (long)d->n_docs + 1;
+    double worst = 0;
+    for (long s = 0; s < windows; s++) {
+        double nodes = 0;
+        for (int b = 0; b < B; b++) {
+            int len;
+            dataset_doc(d, (int)(((long long)s * B + b) % d->n_docs), &len);
+            nodes += doc_nodes(m, len + 1 < m->block_size ? len + 1 : m->block_size);
+        }
+        if (nodes > worst) worst = nodes;
+        if ((double)B * d->n_docs > 1e8) break;  // huge batches: the first step is representative
+    }
+    // 52 bytes a node in the arrays (node, children, chain, ordering), a
+    // quarter more for the doubling arrays (measured: 1.1-1.3x the peak RSS);
+    // the per-parameter state and the per-step logits and ReLU inputs on top
+    const double P = (double)L->n_params;
+    const double per_step = (double)B * m->block_size * (m->vocab_size + 4.0 * m->n_embd * m->n_layer);
+    return 1.25 * 52 * (worst + P) + 8 * (4 * P + per_step);
+}

@@ -2,9 +2,14 @@
 #ifndef SCALAR_ENGINE_SCALAR_H
 #define SCALAR_ENGINE_SCALAR_H
 
+#include "common/dataset.h"
 #include "common/engine.h"
 
 Engine *scalar_engine_create(const EngineConfig *cfg, const double *init_params);
+// An upper estimate of the bytes the scalar engine needs to train on d with
+// batch B for `steps` steps: its graph grows with batch x positions x model
+// size (about 52 bytes a node, two nodes a multiply-add).
+double scalar_engine_bytes(const ParamLayout *L, const Dataset *d, int B, int steps);
 // Where the time goes, summed over the steps so far (for the benchmark).
 typedef struct {
     long steps;

@@ -7,11 +7,13 @@
 #include <string.h>
 
 #include "engine_scalar.h"
+#include "common/engine.h"
 #include "common/dataset.h"
 #include "common/model.h"
 #include "common/pyrandom.h"
 #include "common/settings.h"
 #include "common/util.h"
+#include "traces/timeline.h"
 #include "traces/trace.h"
 
 static void usage(FILE *f) {
@@ -22,7 +24,21 @@ static void usage(FILE *f) {
             "flags:\n");
     settings_print_help(f);
     fprintf(f, "  --help               this text\n\n"
-               "Exit codes: 0 ok, 1 runtime failure (e.g. the loss is not finite), 2 bad usage or data.\n");
+               "Exit codes: 0 ok, 1 runtime failure (a non-finite loss, gradient or parameter; an\n"
+               "output that cannot be written), 2 bad usage, bad data or not enough memory.\n");
+}
+
+// The step's phases from the engine's time counters (they follow each other).
+static void timeline_scalar_step(const Engine *e, const ScalarStats *before, double t0, int step) {
+    ScalarStats now;
+    scalar_engine_stats(e, &now);
+    const char *name[4] = {"forward", "order (DFS)", "backward", "adam"};
+    double dur[4] = {now.t_forward - before->t_forward, now.t_order - before->t_order,
+                     now.t_backward - before->t_backward, now.t_adam - before->t_adam};
+    for (int k = 0; k < 4; k++) {
+        timeline_event(0, name[k], t0, dur[k], step);
+        t0 += dur[k];
+    }
 }
 
 static void print_sample(const Dataset *d, const int *tok, int n, int idx) {
@@ -55,6 +71,11 @@ int main(int argc, char **argv) {
     if (dataset_load(&d, s.data_path, err, sizeof err)) die(EXIT_USAGE, "%s", err);
     Trace trace = {0};
     if (s.trace_path) trace_open(&trace, s.trace_path, "train");
+    if (s.timeline_path) {
+        timeline_open(s.timeline_path);
+        timeline_track(0, "scalar engine");
+    }
+    if (s.trace_path || s.timeline_path) trace_watch_signals();
 
     dataset_shuffle(&d, &rng);
     printf("num docs: %d\n", d.n_docs);
@@ -62,6 +83,8 @@ int main(int argc, char **argv) {
     ModelShape shape = model_shape(&s, d.vocab_size);
     ParamLayout L;
     layout_init(&L, &shape);
+    memory_check(scalar_engine_bytes(&L, &d, s.batch, s.steps), "the scalar engine at these settings",
+                 "use a smaller --batch, --n-embd, --n-layer or --block-size");
     double *init = xmalloc(L.n_params * sizeof *init);
     params_init(&L, &rng, s.init_std, init);
     printf("num params: %zu\n", L.n_params);
@@ -81,19 +104,22 @@ int main(int argc, char **argv) {
         steps = cJSON_AddArrayToObject(trace.root, "steps");
     }
 
+    double *grads = xmalloc(L.n_params * sizeof *grads);
     Batch b = {0};
     double t_train = now_seconds();
     for (int step = 0; step < s.steps; step++) {
+        if (trace_signal()) {
+            timeline_commit();
+            trace_exit_on_signal(&trace, trace_signal());
+        }
+        trace.step = step + 1;
         batch_make(&b, &d, step, s.batch, s.block_size);
+        ScalarStats st0;
+        scalar_engine_stats(e, &st0);
         double t0 = now_seconds();
         double loss = e->ops->step(e, &b, step);
         double dt = now_seconds() - t0;
-        if (!isfinite(loss)) {
-            if (s.trace_path) trace_abandon(&trace);
-            die(EXIT_MISMATCH, "step %d: the loss is %g, not finite: training diverged; try a smaller --lr",
-                step + 1, loss);
-        }
-        printf("step %4d / %4d | loss %.4f\n", step + 1, s.steps, loss);
+        if (timeline_active()) timeline_scalar_step(e, &st0, t0, step + 1);
         if (steps) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "step", step + 1);
@@ -102,6 +128,11 @@ int main(int argc, char **argv) {
             trace_add_number(o, "time_s", dt);
             cJSON_AddItemToArray(steps, o);
         }
+        if (!isfinite(loss))
+            die(EXIT_MISMATCH, "step %d: the loss is %g, not finite: training diverged; try a smaller --lr",
+                step + 1, loss);
+        engine_check_finite(e, &L, grads, step + 1);
+        printf("step %4d / %4d | loss %.4f\n", step + 1, s.steps, loss);
     }
     t_train = now_seconds() - t_train;
 
@@ -120,15 +151,17 @@ int main(int argc, char **argv) {
             free(text);
         }
     }
+    stdout_check();
     if (s.trace_path) {
         trace_add_number(trace.root, "train_time_s", t_train);
-        fflush(stdout);
         trace_commit(&trace);
     }
+    timeline_commit();
     free(tok);
     batch_free(&b);
     e->ops->destroy(e);
     layout_free(&L);
     dataset_free(&d);
-    return fflush(stdout) == 0 ? 0 : EXIT_MISMATCH;
+    free(grads);
+    return 0;
 }

@@ -26,18 +26,6 @@ const char *th_names_path(void) {
     return p;
 }
 
-const char *th_shared_path(const char *rel) {
-    static char buf[8][PATH_MAX];
-    static int k;
-    const char *root = getenv("MICROGPT_SHARED");
-    char *p = buf[k++ % 8];
-    snprintf(p, PATH_MAX, "%s/%s", root && *root ? root : "../shared", rel);
-    if (!exists(p))
-        cr_assert_fail("%s is missing: the golden files come from the shared folder (../shared, or set "
-                 "MICROGPT_SHARED)", p);
-    return p;
-}
-
 const char *th_build_dir(void) {
     static char dir[PATH_MAX];
     if (!dir[0]) {

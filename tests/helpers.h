@@ -8,9 +8,6 @@
 // Path of data/names.txt; fails the test (with a message saying how to get
 // it) if it is missing.
 const char *th_names_path(void);
-// Path of a file under the shared folder (../shared by default, or
-// $MICROGPT_SHARED); fails the test if it is missing.
-const char *th_shared_path(const char *rel);
 // The build directory the running test binary lives in (its parent folder).
 const char *th_build_dir(void);
 // Read a whole file (NUL-terminated); fails the test if it cannot.

@@ -15,6 +15,13 @@ $(BUILD)/tests/libbad_plugin%.so: tests/bad_plugin.c $(LIB)
 	$(CC) $(CFLAGS) -DBAD=$* $(PLUGIN_LDFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/tests/test_outside: | $(BAD_PLUGINS)
 
+# Under SANITIZE=1 any sanitizer report fails the test that ran into it
+# (-fno-sanitize-recover); leaks are not checked (the tools exit through
+# die() without freeing), and an impossible allocation returns NULL, as
+# malloc does, so that the tools' own out-of-memory message is what is seen.
+export ASAN_OPTIONS ?= detect_leaks=0:allocator_may_return_null=1
+export UBSAN_OPTIONS ?= print_stacktrace=1
+
 # The Criterion binaries, a short parity suite on the CPU backend, then the
 # GPU tests (which say why they skip where there is no GPU).
 test: $(BINS) $(TEST_BINS) data/names.txt

@@ -1,10 +1,12 @@
 // build/microgpt's command line: every bad input is refused with one clear
-// message and exit code 2 (1 for a run that diverges), and --trace never
-// leaves a partial file.
+// message and exit code 2 (1 for a run that diverges), and --trace writes
+// what a failed or interrupted run did, marked incomplete.
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -78,12 +80,30 @@ Test(cli, malformed_flags_are_refused) {
     REFUSED(2, "is not an integer", "--samples", " 3");
 }
 
-Test(cli, divergence_is_reported_and_leaves_no_trace) {
+// The trace of a failed run: "complete": false, the message and the step.
+static void expect_incomplete(const char *path, const char *reason, int step) {
+    char *text = th_read_file(path, NULL);
+    cJSON *t = cJSON_Parse(text);
+    cr_assert(t, "the trace of the stopped run is not JSON: %s", text);
+    cr_expect(cJSON_IsFalse(cJSON_GetObjectItem(t, "complete")), "not marked incomplete");
+    const char *why = cJSON_GetStringValue(cJSON_GetObjectItem(t, "stop_reason"));
+    cr_expect(why && strstr(why, reason), "stop_reason '%s' should mention '%s'", why ? why : "(none)", reason);
+    cJSON *st = cJSON_GetObjectItem(t, "stop_step"), *steps = cJSON_GetObjectItem(t, "steps");
+    cr_assert(cJSON_IsNumber(st), "no stop_step");
+    if (step > 0) cr_expect_eq(st->valueint, step);
+    cr_expect_eq(cJSON_GetArraySize(steps), st->valueint, "the steps array ends at stop_step");
+    cJSON_Delete(t);
+    free(text);
+}
+
+Test(cli, divergence_names_the_step_and_writes_an_incomplete_trace) {
     char tr[4200];
     snprintf(tr, sizeof tr, "%s/diverged.json", th_temp_dir());
+    REFUSED(1, "step 2: the gradient wte[", "--data", th_names_path(), "--lr", "1e300", "--steps", "50",
+            "--trace", tr);
+    expect_incomplete(tr, "step 2: the gradient wte[", 2);
     REFUSED(1, "not finite", "--data", th_names_path(), "--lr", "100", "--steps", "50", "--trace", tr);
-    struct stat st;
-    cr_expect_neq(stat(tr, &st), 0, "no trace after a failed run");
+    expect_incomplete(tr, "not finite", 0);
 }
 
 Test(cli, unwritable_trace_is_refused_before_training) {
@@ -95,30 +115,53 @@ Test(cli, unwritable_trace_is_refused_before_training) {
     REFUSED(2, "is a directory", "--data", th_names_path(), "--trace", th_temp_dir());
 }
 
-// An interrupted run leaves neither the trace nor its temporary file.
-Test(cli, interrupted_run_leaves_no_partial_trace) {
-    char dir[4200], tr[4300];
-    snprintf(dir, sizeof dir, "%s/interrupt", th_temp_dir());
-    mkdir(dir, 0755);
-    snprintf(tr, sizeof tr, "%s/t.json", dir);
+// An interrupted run writes what it did, marked incomplete, dies of the
+// signal, and leaves no temporary file; an ignored signal stays ignored.
+static int run_and_signal(const char *tr, int sig, int ignore) {
     pid_t pid = fork();
     if (pid == 0) {
         freopen("/dev/null", "w", stdout);
-        execl(exe(), exe(), "--data", th_names_path(), "--steps", "100000", "--trace", tr, (char *)NULL);
+        freopen("/dev/null", "w", stderr);
+        if (ignore) signal(sig, SIG_IGN);
+        execl(exe(), exe(), "--data", th_names_path(), "--steps", ignore ? "1500" : "100000", "--trace", tr,
+              (char *)NULL);
         _exit(127);
     }
-    usleep(400 * 1000);
-    kill(pid, SIGTERM);
+    usleep(300 * 1000);
+    kill(pid, sig);
     int st;
     waitpid(pid, &st, 0);
-    cr_expect(WIFSIGNALED(st), "the run was still going when interrupted");
+    return st;
+}
+
+static int files_in(const char *dir) {
     DIR *d = opendir(dir);
     struct dirent *e;
     int files = 0;
     while ((e = readdir(d)))
-        if (e->d_name[0] != '.') files++;
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) files++;
     closedir(d);
-    cr_expect_eq(files, 0, "the interrupted run left %d file(s) in %s", files, dir);
+    return files;
+}
+
+Test(cli, interrupted_run_writes_an_incomplete_trace) {
+    char dir[4200], tr[4300];
+    snprintf(dir, sizeof dir, "%s/interrupt", th_temp_dir());
+    mkdir(dir, 0755);
+    snprintf(tr, sizeof tr, "%s/t.json", dir);
+    int sigs[2] = {SIGTERM, SIGINT};
+    for (int k = 0; k < 2; k++) {
+        int st = run_and_signal(tr, sigs[k], 0);
+        cr_expect(WIFSIGNALED(st) && WTERMSIG(st) == sigs[k], "the run should end by signal %d", sigs[k]);
+        expect_incomplete(tr, sigs[k] == SIGINT ? "interrupted by SIGINT" : "interrupted by SIGTERM", 0);
+        cr_expect_eq(files_in(dir), 1, "the interrupted run left other files in %s", dir);
+    }
+    // nohup-style: the ignored signal changes nothing, the run completes
+    int st = run_and_signal(tr, SIGTERM, 1);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "an ignored SIGTERM must not stop the run");
+    char *text = th_read_file(tr, NULL);
+    cr_expect(strstr(text, "\"complete\":\ttrue"), "the run should be complete");
+    free(text);
 }
 
 // A complete trace: the fields docs/traces.md promises, losses that
@@ -137,4 +180,70 @@ Test(cli, trace_has_the_documented_fields) {
         cr_expect(strstr(t, keys[i]) != NULL, "trace lacks %s", keys[i]);
     free(t);
     th_run_free(&r);
+}
+
+// getopt_long's conventions: --flag=value, no repeats, switches without values.
+Test(cli, flags_take_equals_and_are_given_once) {
+    ThRun r = run("--data", th_names_path(), "--steps=2", "--samples=1", "--temperature=5e-324", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "step    2 /    2"), "--steps=2 was not taken: %s", r.out);
+    th_run_free(&r);
+    REFUSED(2, "--steps is given twice", "--steps", "3", "--steps=4");
+    REFUSED(2, "--lr is given twice", "--lr", "0.1", "--lr", "0.1");
+    REFUSED(2, "--trace: empty path", "--trace=");
+    REFUSED(2, "'' is not an integer", "--steps=");
+    REFUSED(2, "unknown flag '--stepsx=3'", "--stepsx=3");
+}
+
+Test(cli, impossible_sizes_exit_2_with_the_memory_estimate) {
+    REFUSED(2, "not enough memory for the scalar engine", "--data", th_names_path(), "--n-embd", "100000", "--n-head", "1");
+    REFUSED(2, "GiB are available", "--data", th_names_path(), "--batch", "1000000", "--n-embd", "64");
+}
+
+Test(cli, the_data_loader_caps_what_it_reads) {
+    REFUSED(2, "line 1 is longer than 1048576 bytes", "--data", "/dev/zero");
+    static char line[(1 << 20) + 8];
+    memset(line, 'a', sizeof line - 1);
+    line[sizeof line - 1] = '\n';
+    const char *p = th_write_temp("oneline.txt", line, sizeof line);
+    REFUSED(2, "oneline.txt: line 1 is longer", "--data", p);
+}
+
+// A full disk: exit 1 with a message, not 0.
+Test(cli, a_failed_write_to_stdout_is_exit_1) {
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "'%s' --data %s --steps 2 --samples 1 >/dev/full 2>/dev/null", exe(), th_names_path());
+    int st = system(cmd);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit %d", WEXITSTATUS(st));
+}
+
+// --timeline: Chrome trace-event JSON, the four phases of every step in order.
+Test(cli, timeline_has_every_phase_of_every_step) {
+    char tl[4200];
+    snprintf(tl, sizeof tl, "%s/timeline.json", th_temp_dir());
+    ThRun r = run("--data", th_names_path(), "--steps", "3", "--samples", "0", "--timeline", tl, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    th_run_free(&r);
+    char *text = th_read_file(tl, NULL);
+    cJSON *t = cJSON_Parse(text);
+    cr_assert(t, "not JSON: %s", text);
+    cJSON *ev = cJSON_GetObjectItem(t, "traceEvents"), *e;
+    static const char *const phase[4] = {"forward", "order (DFS)", "backward", "adam"};
+    int n = 0;
+    double end = 0;
+    cJSON_ArrayForEach(e, ev) {
+        if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(e, "ph")), "X")) continue;
+        cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(e, "name")), phase[n % 4]);
+        cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "args"), "step")->valueint, n / 4 + 1);
+        double ts = cJSON_GetObjectItem(e, "ts")->valuedouble, dur = cJSON_GetObjectItem(e, "dur")->valuedouble;
+        cr_expect(ts >= end - 1e-3 && dur >= 0, "event %d overlaps the one before", n);
+        end = ts + dur;
+        n++;
+    }
+    cr_expect_eq(n, 12, "%d phase events for 3 steps", n);
+    cJSON_Delete(t);
+    free(text);
+    ThRun b = th_tool("bench_scalar", "--steps", "2", "--timeline", tl, NULL);
+    cr_expect_eq(b.status, 2, "bench_scalar refuses --timeline");
+    th_run_free(&b);
 }

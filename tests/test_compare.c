@@ -26,8 +26,19 @@ Test(compare, scalar_and_cpu_agree_in_fp64_and_fp32, .timeout = 120) {
     expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "10", "--batch", "5", "--n-kv-head", "2", "--n-layer",
                         "2", "--quiet"), "batch 5, GQA, 2 layers");
     expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "25", "--mode", "free", "--quiet"), "free-running");
-    expect_pass(COMPARE("--engines", "cpu,cpu", "--steps", "5", "--rtol", "0", "--atol", "0", "--quiet"),
-                "the same engine twice agrees exactly");
+}
+
+// Determinism: the same comparison twice gives bit-identical traces (an
+// engine against itself, `--engines cpu,cpu`, is refused: it proves nothing).
+Test(compare, the_same_run_twice_is_bit_identical) {
+    char a[4200], b[4200];
+    snprintf(a, sizeof a, "%s/det-a.json", th_temp_dir());
+    snprintf(b, sizeof b, "%s/det-b.json", th_temp_dir());
+    expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "5", "--quiet", "--trace", a), "first run");
+    expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "5", "--quiet", "--trace", b), "second run");
+    ThRun r = th_tool("trace", "diff", a, b, NULL);
+    cr_expect_eq(r.status, 0, "trace diff: %s", r.out);
+    th_run_free(&r);
 }
 
 // The fp32 engine must fail the fp64 tolerances: they are tight enough to see
@@ -100,8 +111,16 @@ Test(compare, bad_usage_is_refused) {
     expect_usage(COMPARE("--steps", "3"), "--engines", "no engines");
     expect_usage(COMPARE("--engines", "scalar,gpu"), "unknown engine 'gpu'", "unknown engine");
     expect_usage(COMPARE("--engines", "scalar"), "two engines", "one engine");
-    expect_usage(COMPARE("--engines", "scalar,scalar", "--precision", "fp32"), "fp64 only",
+    expect_usage(COMPARE("--engines", "scalar", "--bench", "--precision", "fp32"), "fp64 only",
                  "fp32 with no tensor engine");
+    expect_usage(COMPARE("--engines", "cpu,cpu"), "'cpu' is named twice", "an engine against itself");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--batch", "100000", "--n-embd", "1024", "--n-head", "1"),
+                 "not enough memory for the two engines", "settings that cannot fit");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--every", "2", "--every=3"), "--every is given twice",
+                 "a repeated flag");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--keep-going=yes"), "takes no value", "a switch with a value");
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--mode", "free", "--keep-going"), "only applies to --mode lockstep",
+                 "a lockstep flag in free mode");
     expect_usage(COMPARE("--engines", "cpu,scalar", "--inject-fault", "grad-sign"), "candidate",
                  "a fault in the scalar engine");
     expect_usage(COMPARE("--engines", "scalar,cpu", "--inject-fault", "typo"), "unknown fault", "unknown fault");
@@ -127,9 +146,35 @@ Test(compare, cuda_without_a_gpu_says_so) {
     th_run_free(&r);
 }
 
+Test(compare, flags_take_equals) {
+    ThRun r = COMPARE("--engines=scalar,cpu", "--steps=2", "--quiet", "--mode=free");
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "PASS: free"), "%s", r.out);
+    th_run_free(&r);
+}
+
 Test(compare, unwritable_trace_leaves_nothing) {
     ThRun r = COMPARE("--engines", "scalar,cpu", "--steps", "2", "--trace", "/nonexistent/x.json");
     cr_expect_eq(r.status, 2);
     cr_expect(strstr(r.err, "/nonexistent/x.json") != NULL, "%s", r.err);
     th_run_free(&r);
+}
+
+// --timeline: each engine's steps on its own track.
+Test(compare, timeline_has_a_track_per_engine) {
+    char tl[4200];
+    snprintf(tl, sizeof tl, "%s/cmp-timeline.json", th_temp_dir());
+    expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--timeline", tl), "with a timeline");
+    char *text = th_read_file(tl, NULL);
+    int steps[2] = {0, 0};
+    for (const char *p = strstr(text, "\"name\":\"step\""); p; p = strstr(p + 1, "\"name\":\"step\"")) {
+        const char *tid = strstr(p, "\"tid\":");
+        cr_assert(tid);
+        steps[tid[6] == '1']++;
+    }
+    cr_expect(steps[0] == 3 && steps[1] == 3, "step events: %d and %d", steps[0], steps[1]);
+    cr_expect(strstr(text, "\"name\":\"scalar\"") && strstr(text, "\"name\":\"cpu\""), "track names: %s", text);
+    free(text);
+    expect_usage(COMPARE("--engines", "scalar,cpu", "--bench", "--timeline", tl), "--timeline applies",
+                 "a timeline of the bench");
 }

@@ -3,6 +3,7 @@
 // (expected values checked with CPython 3.11).
 #include <criterion/criterion.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/dataset.h"
@@ -156,5 +157,33 @@ Test(dataset, batches_crop_long_documents_and_wrap) {
     cr_expect_eq(b.doc[0], 1);
     cr_expect_eq(b.doc[1], 0);
     batch_free(&b);
+    dataset_free(&d);
+}
+
+Test(dataset, lines_over_the_limit_and_huge_texts_are_refused) {
+    size_t n = DATASET_MAX_LINE + 2;
+    char *text = malloc(n + 6);
+    memcpy(text, "anna\n", 5);
+    memset(text + 5, 'x', n);
+    Dataset d;
+    char err[512];
+    cr_expect_eq(dataset_from_text(&d, "long.txt", text, n + 5, err, sizeof err), -1);
+    cr_expect(strstr(err, "long.txt: line 2 is longer than"), "%s", err);
+    // exactly at the limit is fine
+    cr_expect_eq(dataset_from_text(&d, "ok.txt", text, DATASET_MAX_LINE + 5, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(d.n_docs, 2);
+    dataset_free(&d);
+    free(text);
+}
+
+// The vocabulary from the whole range of Unicode, sorted, including
+// characters beyond the BMP; whitespace only where it is inside a document.
+Test(dataset, vocabulary_spans_unicode_and_ignores_stripped_whitespace) {
+    const char text[] = " b\xf0\x9f\x98\x80 a\xc3\xa9 \n\xc2\x85z\xe2\x80\xa8\r\n";
+    Dataset d = load_text(text, sizeof text - 1);
+    const uint32_t want[] = {0x20, 'a', 'b', 'z', 0xe9, 0x1f600};
+    cr_assert_eq(d.n_chars, 6, "vocab size %d", d.n_chars);
+    for (int i = 0; i < 6; i++) cr_expect_eq(d.vocab[i], want[i], "vocab[%d] = U+%04X", i, d.vocab[i]);
+    cr_expect_eq(d.n_docs, 2);
     dataset_free(&d);
 }

@@ -676,8 +676,10 @@ Test(trace_tool, plot_text_size) {
     const char *a = write_train("a.json", &t);
     ThRun r = run_tool("plot", a, "--width", "50", "--height", "8", NULL);
     cr_assert_eq(r.status, 0, "%s", r.err);
-    // 8 chart rows (title first), each at most 50 characters.
-    const char *p = strchr(r.out, '\n') + 1;
+    // The plot's title (the trace, its engine, its steps), a blank line, the
+    // panel's title, then 8 chart rows, each at most 50 characters.
+    cr_expect(strstr(r.out, "a.json: scalar fp64, 60 steps\n\n") != NULL, "title: %s", r.out);
+    const char *p = strchr(strchr(strchr(r.out, '\n') + 1, '\n') + 1, '\n') + 1;
     for (int row = 0; row < 8; row++) {
         const char *e = strchr(p, '\n');
         cr_assert(e);

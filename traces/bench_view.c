@@ -232,7 +232,8 @@ int bench_view_plot(const cJSON *root, const char *svg, int width, int height) {
     svg_chart(c, root, width > 0 ? width : 900, H, &o);
     char err[512];
     int rc = 0;
-    if (atomic_begin(svg, err, sizeof err) || atomic_commit(o.s, o.n, err, sizeof err)) {
+    OutFile out;
+    if (outfile_open(&out, svg, err, sizeof err) || outfile_write(&out, o.s, o.n, err, sizeof err)) {
         fprintf(stderr, "%s: --svg %s: %s\n", prog_name(), svg, err);
         rc = EXIT_MISMATCH;
     } else {

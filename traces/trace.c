@@ -1,50 +1,123 @@
 #include "trace.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/atomic_file.h"
 #include "common/util.h"
+#include "trace_read.h"
+
+// The trace die() writes, and the signals watched for it.
+static Trace *g_live;
+static volatile sig_atomic_t g_signal;
+static const int WATCHED[2] = {SIGINT, SIGTERM};
+static struct sigaction g_old[2];
+static int g_watching[2];
+
+static void on_die(int code, const char *msg) {
+    (void)code;
+    if (g_live) trace_stop(g_live, msg);
+}
 
 void trace_open(Trace *t, const char *path, const char *kind) {
     memset(t, 0, sizeof *t);
-    char err[256];
-    if (atomic_begin(path, err, sizeof err)) die(EXIT_USAGE, "--trace %s: %s", path, err);
+    char err[512];
+    if (outfile_open(&t->out, path, err, sizeof err)) die(EXIT_USAGE, "--trace %s: %s", path, err);
     t->path = xstrdup(path);
     t->root = cJSON_CreateObject();
     cJSON_AddStringToObject(t->root, "format", TRACE_FORMAT);
     cJSON_AddNumberToObject(t->root, "version", TRACE_VERSION);
     cJSON_AddStringToObject(t->root, "kind", kind);
+    cJSON_AddFalseToObject(t->root, "complete");
+    g_live = t;
+    add_die_hook(on_die);
+}
+
+static void unwatch(void) {
+    for (int k = 0; k < 2; k++)
+        if (g_watching[k]) sigaction(WATCHED[k], &g_old[k], NULL);
+    g_watching[0] = g_watching[1] = 0;
 }
 
 static void trace_release(Trace *t) {
+    if (g_live == t) {
+        g_live = NULL;
+        remove_die_hook(on_die);
+    }
+    unwatch();
     cJSON_Delete(t->root);
     free(t->path);
     memset(t, 0, sizeof *t);
 }
 
 void trace_abandon(Trace *t) {
-    if (!t->path) return;
-    atomic_abandon();
-    trace_release(t);
+    if (t->path) trace_release(t);
 }
 
-void trace_commit(Trace *t) {
+// Serialize and write; 0, or -1 with the reason in err.
+static int trace_write(Trace *t, char *err, size_t errlen) {
     char *text = cJSON_Print(t->root);
     if (!text) {
-        trace_abandon(t);
-        die(EXIT_MISMATCH, "trace: out of memory while serializing");
+        snprintf(err, errlen, "out of memory while serializing");
+        return -1;
     }
     size_t len = strlen(text);
     text[len] = '\n';  // replaces the NUL: the file ends with a newline
-    char err[256], path[4096];
-    snprintf(path, sizeof path, "%s", t->path);
-    int rc = atomic_commit(text, len + 1, err, sizeof err);
+    int rc = outfile_write(&t->out, text, len + 1, err, errlen);
     free(text);
+    return rc;
+}
+
+void trace_commit(Trace *t) {
+    cJSON_ReplaceItemInObject(t->root, "complete", cJSON_CreateTrue());
+    char err[512], path[4096];
+    snprintf(path, sizeof path, "%s", t->path);
+    int rc = trace_write(t, err, sizeof err);
     trace_release(t);
     if (rc) die(EXIT_MISMATCH, "--trace %s: could not write the trace: %s", path, err);
+}
+
+int trace_stop(Trace *t, const char *reason) {
+    if (!t->path) return 0;
+    cJSON_AddStringToObject(t->root, "stop_reason", reason);
+    if (t->step > 0) cJSON_AddNumberToObject(t->root, "stop_step", t->step);
+    else cJSON_AddNullToObject(t->root, "stop_step");
+    char err[512];
+    int rc = trace_write(t, err, sizeof err);
+    if (rc) fprintf(stderr, "%s: --trace %s: could not write the trace: %s\n", prog_name(), t->path, err);
+    trace_release(t);
+    return rc;
+}
+
+static void on_signal(int sig) { g_signal = sig; }
+
+void trace_watch_signals(void) {
+    for (int k = 0; k < 2; k++) {
+        struct sigaction cur;
+        if (g_watching[k] || sigaction(WATCHED[k], NULL, &cur) != 0) continue;
+        if (cur.sa_handler == SIG_IGN) continue;  // nohup, background jobs: keep ignoring
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(WATCHED[k], &sa, &g_old[k]) == 0) g_watching[k] = 1;
+    }
+}
+
+int trace_signal(void) { return (int)g_signal; }
+
+void trace_exit_on_signal(Trace *t, int sig) {
+    char reason[96];
+    snprintf(reason, sizeof reason, "interrupted by %s", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal");
+    fflush(stdout);
+    fprintf(stderr, "%s: %s after step %d; the trace so far is in %s\n", prog_name(), reason, t->step,
+            t->path);
+    trace_stop(t, reason);  // puts the handlers found back
+    raise(sig);
+    _exit(128 + sig);
 }
 
 cJSON *trace_number(double x) {
@@ -52,10 +125,7 @@ cJSON *trace_number(double x) {
     // cJSON's own printing checks its round trip only to within an epsilon;
     // print the shortest text that strtod turns back into the same bits.
     char buf[32];
-    for (int digits = 15; digits <= 17; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, x);
-        if (strtod(buf, NULL) == x) break;
-    }
+    trace_format_number(x, buf);
     return cJSON_CreateRaw(buf);
 }
 

@@ -1,13 +1,18 @@
 // Writing JSON traces (cJSON). Every tool's trace shares one envelope:
-//   {"format": "microgpt-trace", "version": 1, "kind": "train" | "compare", ...}
-// and is written to a temporary file beside FILE then renamed over it
-// (common/atomic_file.h), so an interrupted run never leaves a truncated FILE.
-// docs/traces.md describes the fields.
+//   {"format": "microgpt-trace", "version": 1, "kind": "train" | "compare",
+//    "complete": true | false, ...}
+// and is written once, at the end, as common/atomic_file.h writes outputs
+// (FILE is never half-written; "-" is stdout). A run that stops early still
+// writes its trace: die() (bad data, a non-finite loss, out of memory...)
+// and SIGINT/SIGTERM (for tools that watch for them) write it with
+// "complete": false, "stop_reason" and "stop_step". docs/traces.md
+// describes the fields.
 #ifndef TRACES_TRACE_H
 #define TRACES_TRACE_H
 
 #include <cjson/cJSON.h>
 
+#include "common/atomic_file.h"
 #include "common/dataset.h"
 #include "common/model.h"
 #include "common/settings.h"
@@ -16,18 +21,37 @@
 #define TRACE_VERSION 1
 
 typedef struct {
-    char *path;     // final path (the temporary file: common/atomic_file.h)
+    char *path;     // as given
+    OutFile out;
     cJSON *root;
+    int step;       // the step the run is at (1-based; 0 before the first): stop_step
 } Trace;
 
-// Create the trace object and its temporary file (so an unwritable path is
-// reported before the run starts: exits 2 with a message naming the path).
+// Create the trace object and check its path (so an unwritable path, or one
+// that is an input of the run, is refused before the run starts: exits 2
+// with a message naming the path). From here until trace_commit or
+// trace_abandon, die() writes the trace marked incomplete with its message.
 void trace_open(Trace *t, const char *path, const char *kind);
-// Serialize, write the temporary file, rename it to the final path.
-// Exits 1 with a message on failure (the temporary file is removed).
+// Serialize and write it marked "complete": true, free everything. Exits 1
+// with a message when it cannot be written.
 void trace_commit(Trace *t);
-// Remove the temporary file and free everything (for error paths).
+// Write it marked "complete": false with the reason and t->step, free
+// everything. Returns 0, or -1 after printing why it could not be written.
+int trace_stop(Trace *t, const char *reason);
+// Free everything without writing (the trace is not wanted after all).
 void trace_abandon(Trace *t);
+
+// Catch SIGINT and SIGTERM (only those not ignored, e.g. not under nohup)
+// so that the run loop can stop between steps and write its trace; the
+// handlers found are put back by trace_commit, trace_stop or trace_abandon.
+void trace_watch_signals(void);
+// The signal caught since trace_watch_signals, or 0. A loop calls this
+// between steps and then trace_exit_on_signal.
+int trace_signal(void);
+// Write the trace marked incomplete ("interrupted by SIGINT at step N"),
+// put back the handlers and re-raise the signal: the process ends as the
+// signal would have ended it.
+void trace_exit_on_signal(Trace *t, int sig) __attribute__((noreturn));
 
 // Building blocks shared by the tools.
 cJSON *trace_settings(const Settings *s, const ModelShape *m);

@@ -10,11 +10,30 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/atomic_file.h"
 #include "common/util.h"
 #include "trace.h"
 
 const char *trace_kind_name(TraceKind k) {
     return k == TRACE_KIND_COMPARE ? "compare" : k == TRACE_KIND_BENCH ? "bench" : "train";
+}
+
+static const char *const QUANTITIES[6] = {"loss", "logits", "grads", "params", "m", "v"};
+static const char *const SUFFIX[6] = {"", "", ".grad", "", ".m", ".v"};
+
+const char *trace_key_quantity(const char *key, char tensor[64]) {
+    snprintf(tensor, 64, "%s", key);
+    for (int q = 0; q < 6; q++)
+        if (!strcmp(key, QUANTITIES[q])) return QUANTITIES[q];
+    size_t n = strlen(key);
+    for (int q = 2; q < 6; q++) {
+        size_t k = strlen(SUFFIX[q]);
+        if (k && n > k && !strcmp(key + n - k, SUFFIX[q])) {
+            snprintf(tensor, 64, "%.*s", (int)(n - k), key);
+            return QUANTITIES[q];
+        }
+    }
+    return "params";
 }
 
 void trace_format_number(double x, char buf[32]) {
@@ -175,6 +194,97 @@ static int check_bench(TraceData *t, char *err, size_t errlen) {
     return 0;
 }
 
+static TraceError *add_error(TraceStep *s, int *cap) {
+    if (s->n_errors == *cap) {
+        *cap = *cap ? 2 * *cap : 8;
+        s->errors = xrealloc(s->errors, (size_t)*cap * sizeof *s->errors);
+    }
+    TraceError *e = &s->errors[s->n_errors++];
+    memset(e, 0, sizeof *e);
+    e->max_abs = e->max_rel = NAN;
+    e->n_bad = -1;
+    return e;
+}
+
+// The records of a compare step: from "errors" (the long layout; then the
+// max_err/max_rel maps are built from it when absent) or from the maps.
+static int load_errors(TraceData *t, TraceStep *s, const cJSON *o, int i, char *err, size_t errlen) {
+    const char *path = t->path;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "errors");
+    int cap = 0;
+    if (!list) {
+        const cJSON *v;
+        cJSON_ArrayForEach(v, s->max_err) {
+            char tensor[64];
+            const char *q = trace_key_quantity(v->string, tensor);
+            TraceError *e = add_error(s, &cap);
+            e->quantity = q;
+            snprintf(e->tensor, sizeof e->tensor, "%s", tensor);
+            if (cJSON_IsNumber(v)) e->max_abs = v->valuedouble;
+            const cJSON *r = cJSON_GetObjectItemCaseSensitive(s->max_rel, v->string);
+            if (cJSON_IsNumber(r)) e->max_rel = r->valuedouble;
+        }
+        return 0;
+    }
+    if (!cJSON_IsArray(list)) return fail(err, errlen, path, "steps[%d].errors is not an array", i);
+    int k = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, list) {
+        if (!cJSON_IsObject(r)) return fail(err, errlen, path, "steps[%d].errors[%d] is not an object", i, k);
+        const char *qs = trace_get_string(r, "quantity"), *tn = trace_get_string(r, "tensor");
+        int q = -1;
+        for (int j = 0; qs && j < 6; j++)
+            if (!strcmp(qs, QUANTITIES[j])) q = j;
+        if (q < 0)
+            return fail(err, errlen, path, "steps[%d].errors[%d].quantity is not one of %s", i, k, TRACE_QUANTITIES);
+        if (!tn) tn = QUANTITIES[q];
+        if (strlen(tn) >= 64 || !*tn)
+            return fail(err, errlen, path, "steps[%d].errors[%d].tensor is empty or longer than 63 bytes", i, k);
+        TraceError *e = add_error(s, &cap);
+        e->quantity = QUANTITIES[q];
+        snprintf(e->tensor, sizeof e->tensor, "%s", tn);
+        static const char *const nums[2] = {"max_abs", "max_rel"};
+        for (int m = 0; m < 2; m++) {
+            double x;
+            int g = trace_get_number(r, nums[m], &x);
+            if (g < 0 || (g == 0 && x < 0))
+                return fail(err, errlen, path, "steps[%d].errors[%d].%s is not a number >= 0 (or null)", i, k,
+                            nums[m]);
+            if (g == 1 && m == 0) return fail(err, errlen, path, "steps[%d].errors[%d] has no max_abs", i, k);
+            if (g == 0) *(m ? &e->max_rel : &e->max_abs) = x;
+        }
+        double nb;
+        int g = trace_get_number(r, "n_bad", &nb);
+        if (g < 0 || (g == 0 && !(nb >= 0 && nb == floor(nb) && nb < 2e9)))
+            return fail(err, errlen, path, "steps[%d].errors[%d].n_bad is not a count", i, k);
+        if (g == 0) e->n_bad = (int)nb;
+        for (int j = 0; j + 1 < s->n_errors; j++)
+            if (s->errors[j].quantity == e->quantity && !strcmp(s->errors[j].tensor, e->tensor))
+                return fail(err, errlen, path, "inconsistent: steps[%d] has two records of %s %s", i, e->quantity,
+                            e->tensor);
+        k++;
+    }
+    if (s->max_err) return 0;
+    // the maps the tools read, built from the records
+    if (!t->derived) t->derived = cJSON_CreateArray();
+    cJSON *me = cJSON_CreateObject(), *mr = cJSON_CreateObject();
+    cJSON_AddItemToArray(t->derived, me);
+    cJSON_AddItemToArray(t->derived, mr);
+    for (int j = 0; j < s->n_errors; j++) {
+        const TraceError *e = &s->errors[j];
+        char key[80];
+        int q = 0;
+        while (QUANTITIES[q] != e->quantity) q++;
+        if (!strcmp(e->tensor, e->quantity)) snprintf(key, sizeof key, "%s", e->quantity);
+        else snprintf(key, sizeof key, "%s%s", e->tensor, SUFFIX[q]);
+        cJSON_AddItemToObject(me, key, isnan(e->max_abs) ? cJSON_CreateNull() : cJSON_CreateNumber(e->max_abs));
+        cJSON_AddItemToObject(mr, key, isnan(e->max_rel) ? cJSON_CreateNull() : cJSON_CreateNumber(e->max_rel));
+    }
+    s->max_err = me;
+    s->max_rel = mr;
+    return 0;
+}
+
 static int load_steps(TraceData *t, char *err, size_t errlen) {
     const char *path = t->path;
     const cJSON *steps = cJSON_GetObjectItemCaseSensitive(t->root, "steps");
@@ -186,6 +296,7 @@ static int load_steps(TraceData *t, char *err, size_t errlen) {
     const cJSON *o;
     cJSON_ArrayForEach(o, steps) {
         TraceStep *s = &t->steps[i];
+        t->n_steps = i + 1;  // so that trace_data_free frees what this step holds
         if (!cJSON_IsObject(o)) return fail(err, errlen, path, "steps[%d] is not an object", i);
         double step;
         int r = trace_get_number(o, "step", &step);
@@ -223,7 +334,11 @@ static int load_steps(TraceData *t, char *err, size_t errlen) {
                 if (m == 0) s->max_err = e;
                 else s->max_rel = e;
             }
+            if (load_errors(t, s, o, i, err, errlen)) return -1;
         }
+        if (i > 0 && s->step <= t->steps[i - 1].step)
+            return fail(err, errlen, path, "inconsistent: steps[%d].step %d does not follow step %d", i, s->step,
+                        t->steps[i - 1].step);
         i++;
     }
     t->n_steps = n;
@@ -274,6 +389,41 @@ static void line_col(const char *text, size_t off, int *line, int *col) {
             (*col)++;
         }
     }
+}
+
+// "complete", "stop_reason", "stop_step" agree with each other and the steps.
+static int load_completeness(TraceData *t, char *err, size_t errlen) {
+    const char *path = t->path;
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(t->root, "complete");
+    t->complete = -1;
+    if (c && !cJSON_IsBool(c)) return fail(err, errlen, path, "\"complete\" is not true or false");
+    if (c) t->complete = cJSON_IsTrue(c);
+    const cJSON *why = cJSON_GetObjectItemCaseSensitive(t->root, "stop_reason");
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(t->root, "stop_step");
+    if (why && !cJSON_IsString(why)) return fail(err, errlen, path, "\"stop_reason\" is not a string");
+    if (t->complete != 0) {
+        if (why || at) return fail(err, errlen, path, "inconsistent: a complete run with a stop_reason or stop_step");
+        if (t->complete == 1 && t->kind == TRACE_KIND_TRAIN) {
+            double steps;
+            if (trace_get_number(cJSON_GetObjectItemCaseSensitive(t->root, "settings"), "steps", &steps) == 0 &&
+                steps != t->n_steps)
+                return fail(err, errlen, path, "inconsistent: complete, but %d steps of the %.0f in its settings",
+                            t->n_steps, steps);
+        }
+        return 0;
+    }
+    if (!why) return fail(err, errlen, path, "inconsistent: \"complete\": false without a stop_reason");
+    t->stop_reason = why->valuestring;
+    if (at && !cJSON_IsNull(at)) {
+        double x = cJSON_IsNumber(at) ? at->valuedouble : -1;
+        int last = t->n_steps ? t->steps[t->n_steps - 1].step : 0;
+        if (x != floor(x) || x < 1 || x != last)
+            return fail(err, errlen, path, "inconsistent: stop_step is not the last step in \"steps\" (%d)", last);
+        t->stop_step = (int)x;
+    } else if (at && t->n_steps) {
+        return fail(err, errlen, path, "inconsistent: stop_step is null but there are steps");
+    }
+    return 0;
 }
 
 static int validate(TraceData *t, char *err, size_t errlen) {
@@ -329,36 +479,29 @@ static int validate(TraceData *t, char *err, size_t errlen) {
     if (verdict && !cJSON_IsString(verdict))
         return fail(err, errlen, path, "\"verdict\" is not a string");
     if (load_engines(t, err, errlen)) return -1;
-    return load_steps(t, err, errlen);
+    if (load_steps(t, err, errlen)) return -1;
+    return load_completeness(t, err, errlen);
 }
 
-int trace_load(TraceData *t, const char *path, char *err, size_t errlen) {
+int trace_load_text(TraceData *t, const char *path, const char *text, size_t len, char *err, size_t errlen) {
     memset(t, 0, sizeof *t);
-    size_t len = 0;
-    char *text = read_all(path, &len, err, errlen);
-    if (!text) return -1;
-    if (len == 0 || strspn(text, " \t\r\n") == len) {
-        free(text);
+    t->complete = -1;
+    if (len == 0 || strspn(text, " \t\r\n") >= len)
         return fail(err, errlen, path, "is empty, not a JSON trace");
-    }
     const char *nul = memchr(text, '\0', len);
-    if (nul) {
-        size_t off = (size_t)(nul - text);
-        free(text);
-        return fail(err, errlen, path, "not JSON (a NUL byte at offset %zu: a binary file?)", off);
-    }
+    if (nul)
+        return fail(err, errlen, path, "not JSON (a NUL byte at offset %zu: a binary file?)",
+                    (size_t)(nul - text));
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
     if (!root) {
         size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
         int line, col;
         line_col(text, off, &line, &col);
-        free(text);
         if (off >= len)
             return fail(err, errlen, path, "not JSON (the text ends early: truncated?)");
         return fail(err, errlen, path, "not JSON (syntax error at line %d, column %d)", line, col);
     }
-    free(text);
     t->path = xstrdup(path);
     t->root = root;
     if (validate(t, err, errlen)) {
@@ -368,7 +511,20 @@ int trace_load(TraceData *t, const char *path, char *err, size_t errlen) {
     return 0;
 }
 
+int trace_load(TraceData *t, const char *path, char *err, size_t errlen) {
+    memset(t, 0, sizeof *t);
+    size_t len = 0;
+    char *text = read_all(path, &len, err, errlen);
+    if (!text) return -1;
+    outfile_note_input(path);
+    int rc = trace_load_text(t, path, text, len, err, errlen);
+    free(text);
+    return rc;
+}
+
 void trace_data_free(TraceData *t) {
+    for (int i = 0; t->steps && i < t->n_steps; i++) free(t->steps[i].errors);
+    cJSON_Delete(t->derived);
     cJSON_Delete(t->root);
     free(t->path);
     free(t->steps);

@@ -465,3 +465,10 @@ Engine *cpu_engine_create(const EngineConfig *cfg, const double *init_params, ch
     e->sample_probs = xmalloc((size_t)m->vocab_size * sizeof *e->sample_probs);
     return &e->base;
 }
+
+double cpu_engine_bytes(const ModelShape *m, size_t n_params, int B, Precision p) {
+    const double C = m->n_embd, KV = (double)m->n_kv_head * m->head_dim, V = m->vocab_size, L = m->n_layer;
+    const double NH = m->n_head, T = m->block_size, P = (double)n_params;
+    const double real = p == PREC_FP64 ? 8 : 4, rows = (double)B * T;
+    return real * (4 * P + rows * (L * (24 * C + 4 * (C + 2 * KV) + 2 * NH * T) + 8 * C + 3 * V)) + 8 * 2 * P;
+}

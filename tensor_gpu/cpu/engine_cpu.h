@@ -14,6 +14,11 @@
 Engine *cpu_engine_create(const EngineConfig *cfg, const double *init_params, char *err,
                           size_t errlen);
 
+// An estimate of the host bytes the engine needs for model m with P
+// parameters and batches of up to B documents: parameters, gradients and
+// moments, and every activation of a B x block_size step with its gradient.
+double cpu_engine_bytes(const ModelShape *m, size_t P, int B, Precision p);
+
 // Test-only: the fault the reference layers commit, one variable per compiled
 // precision of layers.c. The CPU engine sets it to cfg->fault at the start of
 // each step() and sample() and back to FAULT_NONE at the end; nothing else

@@ -36,6 +36,13 @@ extern "C" {
 }
 #include "tensor_gpu/cuda/engine_cuda.h"
 
+#include <nvtx3/nvToolsExt.h>
+// An NVTX range over a scope: the step's phases show in Nsight Systems.
+struct NvtxRange {
+    explicit NvtxRange(const char *name) { nvtxRangePushA(name); }
+    ~NvtxRange() { nvtxRangePop(); }
+};
+
 namespace mgpt {
 namespace {
 
@@ -466,10 +473,11 @@ template <typename real> void ImplT<real>::backward(int B, int T) {
 }
 
 template <typename real> void ImplT<real>::enqueue_step(int B, int T) {
-    forward(acts_, B, T);
-    crossentropy_forward_backward(stream_, acts_.dlogits, acts_.losses, acts_.logits, tok_d(), n_d(), B, T, V_);
-    backward(B, T);
+    { NvtxRange r("forward"); forward(acts_, B, T); }
+    { NvtxRange r("loss"); crossentropy_forward_backward(stream_, acts_.dlogits, acts_.losses, acts_.logits, tok_d(), n_d(), B, T, V_); }
+    { NvtxRange r("backward"); backward(B, T); }
     const Settings *s = cfg_.s;
+    NvtxRange r("adam");
     adam_update(stream_, params_, grads_, m_, v_, P_, sc_d(), s->beta1, s->beta2, s->eps);
 }
 
@@ -531,6 +539,7 @@ template <typename real> cudaGraphExec_t ImplT<real>::capture(int B, int T) {
 
 
 template <typename real> double ImplT<real>::step(const Batch *b, int step) {
+    NvtxRange range("cuda step");
     batch_check(b, maxB_, Tmax_, V_);
     const int B = b->B, T = b->T;
     const size_t io_bytes = fill_io(io_h_, b, step);

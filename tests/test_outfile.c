@@ -1,0 +1,283 @@
+// Output files (common/atomic_file.h) as a careful Unix tool writes them:
+// "-" is stdout, files are replaced atomically keeping their mode, symlinks'
+// targets are written, FIFOs and character devices are written in place,
+// read-only files are refused also as root (CI runs as root), an output that
+// is an input is refused, and no temporary file is ever left.
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/atomic_file.h"
+#include "helpers.h"
+
+static char g_dir[4200];  // under th_temp_dir(), short
+
+// A fresh directory per test.
+static const char *fresh_dir(const char *name) {
+    snprintf(g_dir, sizeof g_dir, "%.100s/%.100s", th_temp_dir(), name);
+    mkdir(g_dir, 0755);
+    return g_dir;
+}
+
+static const char *in_dir(const char *name) {
+    static char buf[8][4600];
+    static int k;
+    char *p = buf[k++ % 8];
+    snprintf(p, 4600, "%.4200s/%.300s", g_dir, name);
+    return p;
+}
+
+static void put(const char *path, const char *text, mode_t mode) {
+    unlink(path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert_geq(fd, 0, "create %s: %s", path, strerror(errno));
+    cr_assert_eq(write_all(fd, text, strlen(text)), 0);
+    close(fd);
+    chmod(path, mode);
+}
+
+static int entries(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n;
+}
+
+static int write_path(const char *path, const char *text, char *err, size_t n) {
+    OutFile o;
+    if (outfile_open(&o, path, err, n)) return -1;
+    return outfile_write(&o, text, strlen(text), err, n);
+}
+
+Test(outfile, a_regular_file_is_replaced_atomically_keeping_its_mode) {
+    fresh_dir("regular");
+    const char *p = in_dir("t.json");
+    put(p, "old", 0640);
+    struct stat before, after;
+    stat(p, &before);
+    char err[512];
+    cr_assert_eq(write_path(p, "new text", err, sizeof err), 0, "%s", err);
+    char *got = th_read_file(p, NULL);
+    cr_expect_str_eq(got, "new text");
+    free(got);
+    stat(p, &after);
+    cr_expect_eq(after.st_mode & 07777, 0640, "the mode was %04o", (unsigned)(after.st_mode & 07777));
+    cr_expect_neq(before.st_ino, after.st_ino, "written in place, not renamed over");
+    cr_expect_eq(entries(g_dir), 1, "a temporary file was left beside it");
+    // a new path
+    cr_assert_eq(write_path(in_dir("new.json"), "x", err, sizeof err), 0, "%s", err);
+    cr_expect_eq(entries(g_dir), 2);
+}
+
+Test(outfile, a_symlink_target_is_written_and_the_link_kept) {
+    fresh_dir("symlink");
+    put(in_dir("target.json"), "old", 0644);
+    cr_assert_eq(symlink("target.json", in_dir("link.json")), 0);
+    char err[512];
+    cr_assert_eq(write_path(in_dir("link.json"), "via link", err, sizeof err), 0, "%s", err);
+    struct stat st;
+    lstat(in_dir("link.json"), &st);
+    cr_expect(S_ISLNK(st.st_mode), "the symlink was replaced by a file");
+    char *got = th_read_file(in_dir("target.json"), NULL);
+    cr_expect_str_eq(got, "via link");
+    free(got);
+    // a dangling symlink: its target is created
+    mkdir(in_dir("sub"), 0755);
+    cr_assert_eq(symlink("sub/later.json", in_dir("dangling.json")), 0);
+    cr_assert_eq(write_path(in_dir("dangling.json"), "created", err, sizeof err), 0, "%s", err);
+    lstat(in_dir("dangling.json"), &st);
+    cr_expect(S_ISLNK(st.st_mode));
+    got = th_read_file(in_dir("sub/later.json"), NULL);
+    cr_expect_str_eq(got, "created");
+    free(got);
+}
+
+Test(outfile, a_fifo_and_character_devices_are_written_in_place) {
+    fresh_dir("fifo");
+    const char *f = in_dir("pipe");
+    cr_assert_eq(mkfifo(f, 0644), 0);
+    pid_t pid = fork();
+    if (pid == 0) {  // the reader: exit 0 when it read exactly the text
+        char buf[64] = {0};
+        int fd = open(f, O_RDONLY);
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        _exit(n == 10 && !strcmp(buf, "to a pipe\n") ? 0 : 1);
+    }
+    char err[512];
+    cr_assert_eq(write_path(f, "to a pipe\n", err, sizeof err), 0, "%s", err);
+    int st;
+    waitpid(pid, &st, 0);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the reader did not get the text");
+    struct stat s;
+    stat(f, &s);
+    cr_expect(S_ISFIFO(s.st_mode), "the FIFO was replaced");
+    cr_expect_eq(write_path("/dev/null", "gone", err, sizeof err), 0, "%s", err);
+    stat("/dev/null", &s);
+    cr_expect(S_ISCHR(s.st_mode), "/dev/null is no longer a device");
+    // a full disk is an error with the reason
+    cr_expect_eq(write_path("/dev/full", "full", err, sizeof err), -1);
+    cr_expect(strstr(err, "No space left"), "%s", err);
+}
+
+Test(outfile, read_only_files_directories_and_missing_directories_are_refused) {
+    fresh_dir("refused");
+    const char *p = in_dir("ro.json");
+    put(p, "keep me", 0444);
+    char err[512];
+    OutFile o;
+    // as root access() would allow it: the mode bits decide
+    cr_expect_eq(outfile_open(&o, p, err, sizeof err), -1, "a read-only file was accepted (uid %d)",
+                 (int)geteuid());
+    cr_expect(strstr(err, "read-only"), "%s", err);
+    char *got = th_read_file(p, NULL);
+    cr_expect_str_eq(got, "keep me");
+    free(got);
+    cr_expect_eq(outfile_open(&o, g_dir, err, sizeof err), -1);
+    cr_expect(strstr(err, "directory"), "%s", err);
+    cr_expect_eq(outfile_open(&o, in_dir("no/such/dir/t.json"), err, sizeof err), -1);
+    cr_expect(strstr(err, "does not exist"), "%s", err);
+    cr_expect_eq(outfile_open(&o, "", err, sizeof err), -1);
+}
+
+Test(outfile, an_input_of_the_run_is_refused_under_any_name) {
+    fresh_dir("inputs");
+    const char *p = in_dir("data.txt");
+    put(p, "anna\n", 0644);
+    cr_assert_eq(link(p, in_dir("hardlink.txt")), 0);
+    cr_assert_eq(symlink("data.txt", in_dir("sym.txt")), 0);
+    outfile_note_input(p);
+    char err[512];
+    OutFile o;
+    const char *names[] = {p, in_dir("hardlink.txt"), in_dir("sym.txt")};
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(outfile_open(&o, names[i], err, sizeof err), -1, "%s accepted", names[i]);
+        cr_expect(strstr(err, "input"), "%s", err);
+    }
+    char *got = th_read_file(p, NULL);
+    cr_expect_str_eq(got, "anna\n");
+    free(got);
+}
+
+Test(outfile, stale_temporary_files_of_dead_processes_are_removed) {
+    fresh_dir("stale");
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    waitpid(dead, NULL, 0);
+    char stale[256], live[256];
+    snprintf(stale, sizeof stale, ".t.json.tmp-%d-abcdef", (int)dead);
+    snprintf(live, sizeof live, ".t.json.tmp-%d-ghijkl", (int)getpid());
+    put(in_dir(stale), "", 0600);
+    put(in_dir(live), "", 0600);
+    char err[512];
+    cr_assert_eq(write_path(in_dir("t.json"), "{}", err, sizeof err), 0, "%s", err);
+    cr_expect_neq(access(in_dir(stale), F_OK), 0, "the dead process's temporary file is still there");
+    cr_expect_eq(access(in_dir(live), F_OK), 0, "a running process's temporary file was removed");
+}
+
+static void custom(int sig) { (void)sig; }
+
+Test(outfile, signal_state_is_as_before) {
+    fresh_dir("signals");
+    struct sigaction sa = {0}, now;
+    sa.sa_handler = custom;
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGTERM, SIG_IGN);
+    char err[512];
+    cr_assert_eq(write_path(in_dir("t.json"), "{}", err, sizeof err), 0, "%s", err);
+    sigaction(SIGHUP, NULL, &now);
+    cr_expect(now.sa_handler == custom, "the SIGHUP handler was changed");
+    sigaction(SIGTERM, NULL, &now);
+    cr_expect(now.sa_handler == SIG_IGN, "an ignored SIGTERM is no longer ignored");
+    sigset_t mask;
+    sigprocmask(SIG_BLOCK, NULL, &mask);
+    cr_expect(!sigismember(&mask, SIGINT) && !sigismember(&mask, SIGTERM), "signals left blocked");
+}
+
+// Through the tools: the run's own data and a trace being plotted are inputs.
+Test(outfile, tools_refuse_to_overwrite_their_inputs) {
+    fresh_dir("tools");
+    const char *d = in_dir("d.txt");
+    put(d, "anna\nbob\ncarl\n", 0644);
+    ThRun r = th_tool("microgpt", "--data", d, "--trace", d, "--steps", "1", NULL);
+    cr_expect_eq(r.status, 2, "%s", r.err);
+    cr_expect(strstr(r.err, "input"), "%s", r.err);
+    th_run_free(&r);
+    char *got = th_read_file(d, NULL);
+    cr_expect_str_eq(got, "anna\nbob\ncarl\n");
+    free(got);
+    const char *tr = in_dir("a.json");
+    r = th_tool("microgpt", "--data", d, "--trace", tr, "--steps", "2", "--samples", "0", NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    th_run_free(&r);
+    size_t n0, n1;
+    free(th_read_file(tr, &n0));
+    r = th_tool("trace", "plot", tr, "--svg", tr, NULL);
+    cr_expect_eq(r.status, 2, "%s", r.err);
+    cr_expect(strstr(r.err, "input"), "%s", r.err);
+    th_run_free(&r);
+    free(th_read_file(tr, &n1));
+    cr_expect_eq(n0, n1, "plot changed the trace it read");
+}
+
+// `--trace /dev/stdout` with stdout a regular file (as th_run makes it):
+// appended through stdout, the file is not replaced; `-` is stdout too.
+Test(outfile, dev_stdout_and_dash_write_to_stdout) {
+    const char *flags[2] = {"/dev/stdout", "-"};
+    for (int k = 0; k < 2; k++) {
+        ThRun r = th_tool("microgpt", "--data", th_names_path(), "--steps", "1", "--samples", "0", "--trace",
+                          flags[k], NULL);
+        cr_expect_eq(r.status, 0, "%s: %s", flags[k], r.err);
+        cr_expect(strstr(r.out, "num docs") && strstr(r.out, "\"microgpt-trace\""),
+                  "%s: stdout should hold the run's text and the trace: %s", flags[k], r.out);
+        th_run_free(&r);
+    }
+    ThRun r = th_tool("microgpt", "--data", th_names_path(), "--steps", "1", "--samples", "0", "--trace",
+                      "/dev/full", NULL);
+    cr_expect_eq(r.status, 1, "a full disk: exit %d", r.status);
+    cr_expect(strstr(r.err, "No space left"), "%s", r.err);
+    th_run_free(&r);
+}
+
+// As a normal user (CI runs as root: the test drops to uid 65534 with
+// setpriv): a trace through a pipe via /dev/stdout works; another user's
+// file and a directory without write permission are refused before the run.
+Test(outfile, as_a_normal_user) {
+    if (geteuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0) {
+        cr_log_info("skipped: needs root and setpriv to become a normal user");
+        return;
+    }
+    chmod(th_temp_dir(), 0711);  // the user may pass through, not list
+    fresh_dir("user");
+    chmod(g_dir, 0755);
+    put(in_dir("roots.json"), "{}", 0644);
+    char exe[4200], cmd[9000];
+    snprintf(exe, sizeof exe, "%s/microgpt", th_build_dir());
+    const char *sp = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    snprintf(cmd, sizeof cmd, "%s '%s' --data data/names.txt --steps 1 --samples 0 --trace /dev/stdout 2>&1 | grep -c microgpt-trace >/dev/null", sp, exe);
+    int st = system(cmd);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "--trace /dev/stdout into a pipe as a normal user");
+    static const struct { const char *file, *says; } refused[2] = {
+        {"roots.json", "is not writable by this user"}, {"new.json", "cannot create a file in"}};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "out=$(%s '%s' --data data/names.txt --steps 1 --trace '%s' 2>&1); [ $? -eq 2 ] && "
+                 "printf '%%s' \"$out\" | grep -q '%s'",
+                 sp, exe, in_dir(refused[k].file), refused[k].says);
+        st = system(cmd);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: not refused with '%s'", refused[k].file, refused[k].says);
+    }
+    char *got = th_read_file(in_dir("roots.json"), NULL);
+    cr_expect_str_eq(got, "{}");
+    free(got);
+}
