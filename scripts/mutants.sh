@@ -33,8 +33,6 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root" || exit 2
 [ -s data/names.txt ] || die "data/names.txt is missing: run make data (or copy names.txt there)"
 command -v git >/dev/null || die "git is not installed (apt-get install git): it applies the patches"
-if [ -z "${MICROGPT_SHARED:-}" ] && [ -d ../shared/golden ]; then export MICROGPT_SHARED="$(cd ../shared && pwd)"; fi
-[ -n "${MICROGPT_SHARED:-}" ] || die "the shared folder with the golden files is missing (../shared or MICROGPT_SHARED)"
 
 # the mutants of the part(s) asked for
 patches=()
