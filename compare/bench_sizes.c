@@ -9,6 +9,7 @@
 #include "bench.h"
 #include "engines.h"
 #include "common/util.h"
+#include "scalar_ref/engine_scalar.h"
 #include "tensor_gpu/cpu/engine_cpu.h"
 
 // The sweep: the default model at three batch sizes, then wider and deeper
@@ -282,27 +283,11 @@ void bench_size_free(BenchSize *z) {
 
 double bench_host_bytes_estimate(const char *name, const BenchSize *z, Precision p) {
     const ModelShape *m = &z->L.shape;
-    const double C = m->n_embd, KV = (double)m->n_kv_head * m->head_dim, V = m->vocab_size, L = m->n_layer;
+    const double C = m->n_embd, V = m->vocab_size, L = m->n_layer;
     const double T = m->block_size, B = z->s.batch, P = (double)z->L.n_params;
     const double real = p == PREC_FP64 ? 8 : 4;
-    if (!strcmp(name, "scalar")) {
-        // graph nodes of the largest step: per position two per weight
-        // multiply-add of every product, the attention over the earlier
-        // positions, the norms and the softmax; 60 bytes a node
-        // (scalar_ref/autograd.h: value, gradient, two local gradients,
-        // children, ordering scratch), doubled for the arena's growth
-        double nodes = 0;
-        for (int i = 0; i < z->s.steps; i++) {
-            const Batch *b = &z->batches[i];
-            double nb = 0;
-            for (int d = 0; d < b->B; d++)
-                for (int t = 0; t < b->n[d]; t++)
-                    nb += 2 * (L * (C * (C + 2 * KV) + C * C + 8 * C * C) + V * C) + L * (4 * C * (t + 1) + 40 * C) +
-                          10 * V;
-            if (nb > nodes) nodes = nb;
-        }
-        return (nodes + P) * 60 * 2 + 8 * 4 * P;
-    }
+    // the engines' own estimates (the scalar engine's graph: 1.1-1.3x its measured peak)
+    if (!strcmp(name, "scalar")) return scalar_engine_bytes(&z->L, &z->d, z->s.batch, z->s.steps);
     if (!strcmp(name, "cpu")) return cpu_engine_bytes(m, z->L.n_params, z->s.batch, p);
     if (!strcmp(name, "cuda")) {
         // pinned transfer buffers (the device memory is checked by the engine itself)
