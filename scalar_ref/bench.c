@@ -127,13 +127,7 @@ int main(int argc, char **argv) {
     if (s.samples) printf("  ms/sample      %8.4f (temperature %g)\n", 1e3 * t_sample / s.samples, s.temperature);
     stdout_check();
     if (trace.root) {
-        cJSON_AddItemToObject(trace.root, "settings", trace_settings(&s, &shape));
-        cJSON_AddItemToObject(trace.root, "dataset", trace_dataset(&d));
-        cJSON *eng = cJSON_AddObjectToObject(trace.root, "engine");
-        cJSON_AddStringToObject(eng, "name", "scalar");
-        cJSON_AddStringToObject(eng, "precision", "fp64");
-        cJSON_AddNumberToObject(trace.root, "num_params", (double)L.n_params);
-        cJSON *steps = cJSON_AddArrayToObject(trace.root, "steps");
+        cJSON *steps = trace_train_header(&trace, &s, &shape, &d, L.n_params);
         for (int i = 0; i < s.steps; i++) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "step", i + 1);

@@ -94,15 +94,7 @@ int main(int argc, char **argv) {
     free(init);
 
     cJSON *steps = NULL;
-    if (s.trace_path) {
-        cJSON_AddItemToObject(trace.root, "settings", trace_settings(&s, &shape));
-        cJSON_AddItemToObject(trace.root, "dataset", trace_dataset(&d));
-        cJSON *eng = cJSON_AddObjectToObject(trace.root, "engine");
-        cJSON_AddStringToObject(eng, "name", "scalar");
-        cJSON_AddStringToObject(eng, "precision", "fp64");
-        cJSON_AddNumberToObject(trace.root, "num_params", (double)L.n_params);
-        steps = cJSON_AddArrayToObject(trace.root, "steps");
-    }
+    if (s.trace_path) steps = trace_train_header(&trace, &s, &shape, &d, L.n_params);
 
     double *grads = xmalloc(L.n_params * sizeof *grads);
     Batch b = {0};

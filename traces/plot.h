@@ -46,6 +46,6 @@ void axis_make(Axis *a, double vmin, double vmax, int log_scale, int want, int e
 int panel_range(const Panel *p, double *x0, double *x1, double *y0, double *y1);
 const char *tick_label(double v);
 int label_width(const Axis *a);
-void svg_render(Buf *b, const char *title, const Panel *panels, int np, const Axis *ax, int width, int height);
+void svg_render(StrBuf *b, const char *title, const Panel *panels, int np, const Axis *ax, int width, int height);
 
 #endif

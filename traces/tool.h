@@ -10,12 +10,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/strbuf.h"
 #include "traces/trace_read.h"
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} Buf;
 
 typedef struct {
     int first, last;       // step indices (-1 when there are no steps)
@@ -42,8 +39,6 @@ typedef struct {
     ErrRow *r;
 } ErrTable;
 
-void buf_printf(Buf *b, const char *fmt, ...);
-void buf_free(Buf *b);
 const char *fmtn(const char *fmt, double x);
 const char *exact(double x);
 int same_bits(double a, double b);
@@ -62,8 +57,8 @@ ErrRow *err_row(ErrTable *t, const char *key);
 void take_max(double v, int i, double *best, int *best_i);
 void err_table(const TraceData *t, ErrTable *tab);
 void tolerance_of(const TraceData *t, const char *quantity, double *atol, double *rtol);
-void item_text(const cJSON *v, Buf *b);
-void failure_words(const TraceData *t, const cJSON *ff, Buf *b);
+void item_text(const cJSON *v, StrBuf *b);
+void failure_words(const TraceData *t, const cJSON *ff, StrBuf *b);
 int failed_steps(const TraceData *t);
 
 void inspect_usage(FILE *f);

@@ -18,31 +18,6 @@
 // Small helpers
 
 
-void buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void buf_printf(Buf *b, const char *fmt, ...) {
-    for (;;) {
-        size_t room = b->cap - b->n;
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s ? b->s + b->n : NULL, room, fmt, ap);
-        va_end(ap);
-        if (k < 0) die(EXIT_MISMATCH, "internal error: bad format");
-        if ((size_t)k < room) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->n <= (size_t)k) cap *= 2;
-        b->s = xrealloc(b->s, cap);
-        b->cap = cap;
-    }
-}
-
-void buf_free(Buf *b) {
-    free(b->s);
-    memset(b, 0, sizeof *b);
-}
-
 // Formatted numbers in a ring of static buffers (several per printf call).
 const char *fmtn(const char *fmt, double x) {
     static char ring[16][48];
@@ -229,42 +204,42 @@ void tolerance_of(const TraceData *t, const char *quantity, double *atol, double
 }
 
 // The value of a JSON item as short text: numbers exactly, strings as they are.
-void item_text(const cJSON *v, Buf *b) {
-    if (!v) buf_printf(b, "(absent)");
-    else if (cJSON_IsNumber(v)) buf_printf(b, "%s", exact(v->valuedouble));
-    else if (cJSON_IsString(v)) buf_printf(b, "%s", v->valuestring);
-    else if (cJSON_IsNull(v)) buf_printf(b, "null");
-    else if (cJSON_IsBool(v)) buf_printf(b, "%s", cJSON_IsTrue(v) ? "true" : "false");
+void item_text(const cJSON *v, StrBuf *b) {
+    if (!v) sb_printf(b, "(absent)");
+    else if (cJSON_IsNumber(v)) sb_printf(b, "%s", exact(v->valuedouble));
+    else if (cJSON_IsString(v)) sb_printf(b, "%s", v->valuestring);
+    else if (cJSON_IsNull(v)) sb_printf(b, "null");
+    else if (cJSON_IsBool(v)) sb_printf(b, "%s", cJSON_IsTrue(v) ? "true" : "false");
     else {
         char *s = cJSON_PrintUnformatted(v);
         if (!s) die(EXIT_MISMATCH, "out of memory");
-        if (strlen(s) > 72) buf_printf(b, "%.69s...", s);
-        else buf_printf(b, "%s", s);
+        if (strlen(s) > 72) sb_printf(b, "%.69s...", s);
+        else sb_printf(b, "%s", s);
         free(s);
     }
 }
 
 // first_failure in words, e.g. "step 7: grads of layer0.attn_wq.grad, index
 // 37 (row 2, col 5): scalar = ..., cpu = ..., |a-b| = 1.2e-10 > tolerance 1e-12".
-void failure_words(const TraceData *t, const cJSON *ff, Buf *b) {
+void failure_words(const TraceData *t, const cJSON *ff, StrBuf *b) {
     double step, index, a, bv, abs_err;
     int has_a = trace_get_number(ff, "a", &a) == 0;
     int has_b = trace_get_number(ff, "b", &bv) == 0;
-    if (trace_get_number(ff, "step", &step) == 0) buf_printf(b, "step %s: ", exact(step));
+    if (trace_get_number(ff, "step", &step) == 0) sb_printf(b, "step %s: ", exact(step));
     const char *q = trace_get_string(ff, "quantity");
     const char *tensor = trace_get_string(ff, "tensor");
-    buf_printf(b, "%s", q ? q : "a value");
-    if (tensor && (!q || strcmp(tensor, q) != 0)) buf_printf(b, " of %s", tensor);
-    buf_printf(b, " out of tolerance");
-    if (trace_get_number(ff, "index", &index) == 0) buf_printf(b, " at index %s", exact(index));
+    sb_printf(b, "%s", q ? q : "a value");
+    if (tensor && (!q || strcmp(tensor, q) != 0)) sb_printf(b, " of %s", tensor);
+    sb_printf(b, " out of tolerance");
+    if (trace_get_number(ff, "index", &index) == 0) sb_printf(b, " at index %s", exact(index));
     const cJSON *where = cJSON_GetObjectItemCaseSensitive(ff, "where");
     if (where && !cJSON_IsNull(where)) {
-        buf_printf(b, ", ");
+        sb_printf(b, ", ");
         item_text(where, b);
     }
     // As compare writes them: a is the candidate (engines[1]), b the reference (engines[0]).
     if (has_a || has_b) {
-        buf_printf(b, ": %s = %s, %s (reference) = %s", t->engine[1], has_a ? fmtn("%.17g", a) : "?",
+        sb_printf(b, ": %s = %s, %s (reference) = %s", t->engine[1], has_a ? fmtn("%.17g", a) : "?",
                    t->engine[0], has_b ? fmtn("%.17g", bv) : "?");
     }
     int has_err = trace_get_number(ff, "abs_err", &abs_err) == 0;
@@ -272,19 +247,19 @@ void failure_words(const TraceData *t, const cJSON *ff, Buf *b) {
         abs_err = fabs(a - bv);
         has_err = 1;
     }
-    if (has_err) buf_printf(b, ", |a-b| = %s", fmtn("%.3g", abs_err));
+    if (has_err) sb_printf(b, ", |a-b| = %s", fmtn("%.3g", abs_err));
     const cJSON *tol = cJSON_GetObjectItemCaseSensitive(ff, "tol");
     if (cJSON_IsNumber(tol)) {
-        buf_printf(b, " > tolerance %s", fmtn("%.3g", tol->valuedouble));
+        sb_printf(b, " > tolerance %s", fmtn("%.3g", tol->valuedouble));
     } else if (cJSON_IsObject(tol)) {
         double atol, rtol;
         int ha = trace_get_number(tol, "atol", &atol) == 0;
         int hr = trace_get_number(tol, "rtol", &rtol) == 0;
-        buf_printf(b, " beyond the tolerance");
-        if (ha) buf_printf(b, " atol %s", fmtn("%.3g", atol));
-        if (hr) buf_printf(b, "%s rtol %s", ha ? "," : "", fmtn("%.3g", rtol));
+        sb_printf(b, " beyond the tolerance");
+        if (ha) sb_printf(b, " atol %s", fmtn("%.3g", atol));
+        if (hr) sb_printf(b, "%s rtol %s", ha ? "," : "", fmtn("%.3g", rtol));
     } else if (tol && !cJSON_IsNull(tol)) {
-        buf_printf(b, " beyond the tolerance ");
+        sb_printf(b, " beyond the tolerance ");
         item_text(tol, b);
     }
 }

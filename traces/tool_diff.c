@@ -63,11 +63,11 @@ static int json_equal(const cJSON *a, const cJSON *b) {
 }
 
 static void print_value(const cJSON *v) {
-    Buf b = {0};
-    if (cJSON_IsString(v)) buf_printf(&b, "\"%s\"", v->valuestring);
+    StrBuf b = {0};
+    if (cJSON_IsString(v)) sb_printf(&b, "\"%s\"", v->valuestring);
     else item_text(v, &b);
     fputs(b.s, stdout);
-    buf_free(&b);
+    sb_free(&b);
 }
 
 // List the members of objects a and b that differ; `ignore` (may be NULL) is
@@ -78,7 +78,7 @@ static int diff_object(const char *what, const cJSON *a, const cJSON *b, const c
         return 0;
     }
     int counted = 0, shown = 0;
-    Buf out = {0};
+    StrBuf out = {0};
     const cJSON *pass[2] = {a, b};
     for (int p = 0; p < 2; p++) {
         const cJSON *x;
@@ -90,27 +90,27 @@ static int diff_object(const char *what, const cJSON *a, const cJSON *b, const c
             int count = !(ignore && !strcmp(x->string, ignore));
             counted += count;
             shown++;
-            buf_printf(&out, "  %s.%s: A = ", what, x->string);
-            Buf v = {0};
-            if (cJSON_IsString(in_a)) buf_printf(&v, "\"%s\"", in_a->valuestring);
+            sb_printf(&out, "  %s.%s: A = ", what, x->string);
+            StrBuf v = {0};
+            if (cJSON_IsString(in_a)) sb_printf(&v, "\"%s\"", in_a->valuestring);
             else item_text(in_a, &v);
-            buf_printf(&out, "%s, B = ", v.s);
+            sb_printf(&out, "%s, B = ", v.s);
             v.n = 0;
-            if (cJSON_IsString(in_b)) buf_printf(&v, "\"%s\"", in_b->valuestring);
+            if (cJSON_IsString(in_b)) sb_printf(&v, "\"%s\"", in_b->valuestring);
             else item_text(in_b, &v);
-            buf_printf(&out, "%s%s\n", v.s, count ? "" : " (not counted)");
-            buf_free(&v);
+            sb_printf(&out, "%s%s\n", v.s, count ? "" : " (not counted)");
+            sb_free(&v);
         }
     }
     if (!a || !b) {
         printf("%s: only in %s\n", what, a ? "A" : "B");
-        buf_free(&out);
+        sb_free(&out);
         return 1;
     }
     if (!shown) printf("%s: equal\n", what);
     else if (!counted) printf("%s: equal except:\n%s", what, out.s);
     else printf("%s: %d difference%s\n%s", what, counted, counted == 1 ? "" : "s", out.s);
-    buf_free(&out);
+    sb_free(&out);
     return counted;
 }
 
@@ -326,8 +326,8 @@ int cmd_diff(int argc, char **argv) {
 
     printf("A: %s (%s trace, %d steps)\n", A.path, trace_kind_name(A.kind), A.n_steps);
     printf("B: %s (%s trace, %d steps)\n", B.path, trace_kind_name(B.kind), B.n_steps);
-    Buf why = {0};
-#define DIFFERS(what) buf_printf(&why, "%s%s", why.n ? ", " : "", what)
+    StrBuf why = {0};
+#define DIFFERS(what) sb_printf(&why, "%s%s", why.n ? ", " : "", what)
     if (diff_object("settings", cJSON_GetObjectItemCaseSensitive(A.root, "settings"),
                     cJSON_GetObjectItemCaseSensitive(B.root, "settings"), NULL))
         DIFFERS("settings");
@@ -408,10 +408,10 @@ int cmd_diff(int argc, char **argv) {
                 const cJSON *f = k ? fb : fa;
                 printf("first failure %c: ", 'A' + k);
                 if (cJSON_IsObject(f)) {
-                    Buf b = {0};
+                    StrBuf b = {0};
                     failure_words(k ? &B : &A, f, &b);
                     printf("%s\n", b.s);
-                    buf_free(&b);
+                    sb_free(&b);
                 } else {
                     printf("none\n");
                 }
@@ -432,7 +432,7 @@ int cmd_diff(int argc, char **argv) {
     if (differ) printf("result: the traces differ (%s)\n", why.s);
     else if (tol > 0) printf("result: the same within the relative tolerance %s\n", fmtn("%.3g", tol));
     else printf("result: the same (losses bit-identical, settings equal)\n");
-    buf_free(&why);
+    sb_free(&why);
     free(steps);
     free(va);
     free(vb);

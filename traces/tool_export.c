@@ -26,60 +26,60 @@ void export_usage(FILE *f) {
             "not a readable trace (or --errors on a train trace).\n");
 }
 
-static void num(Buf *b, double x) {
+static void num(StrBuf *b, double x) {
     char s[32];
     trace_format_number(x, s);
-    buf_printf(b, ",%s", isfinite(x) ? s : "");
+    sb_printf(b, ",%s", isfinite(x) ? s : "");
 }
 
 // A CSV field: quoted when it holds a comma, quote or newline.
-static void field(Buf *b, const char *s) {
+static void field(StrBuf *b, const char *s) {
     if (!strpbrk(s, ",\"\n\r")) {
-        buf_printf(b, "%s", s);
+        sb_printf(b, "%s", s);
         return;
     }
-    buf_printf(b, "\"");
-    for (; *s; s++) buf_printf(b, *s == '"' ? "\"\"" : "%c", *s);
-    buf_printf(b, "\"");
+    sb_printf(b, "\"");
+    for (; *s; s++) sb_printf(b, *s == '"' ? "\"\"" : "%c", *s);
+    sb_printf(b, "\"");
 }
 
-static void step_table(const TraceData *t, Buf *b) {
+static void step_table(const TraceData *t, StrBuf *b) {
     if (t->kind == TRACE_KIND_TRAIN) {
-        buf_printf(b, "step,lr,loss,time_s\n");
+        sb_printf(b, "step,lr,loss,time_s\n");
     } else {
-        buf_printf(b, "step,lr");
+        sb_printf(b, "step,lr");
         static const char *const cols[2] = {"loss", "time_s"};
         for (int c = 0; c < 2; c++)
             for (int e = 0; e < 2; e++) {
                 char name[200];
                 snprintf(name, sizeof name, "%s_%s", cols[c], t->engine[e]);
-                buf_printf(b, ",");
+                sb_printf(b, ",");
                 field(b, name);
             }
-        buf_printf(b, ",ok\n");
+        sb_printf(b, ",ok\n");
     }
     for (int i = 0; i < t->n_steps; i++) {
         const TraceStep *s = &t->steps[i];
-        buf_printf(b, "%d", s->step);
+        sb_printf(b, "%d", s->step);
         num(b, s->lr);
         for (int e = 0; e < t->n_engines; e++) num(b, s->loss[e]);
         for (int e = 0; e < t->n_engines; e++) num(b, s->time_s[e]);
-        if (t->kind == TRACE_KIND_COMPARE) buf_printf(b, ",%s", s->ok < 0 ? "" : s->ok ? "true" : "false");
-        buf_printf(b, "\n");
+        if (t->kind == TRACE_KIND_COMPARE) sb_printf(b, ",%s", s->ok < 0 ? "" : s->ok ? "true" : "false");
+        sb_printf(b, "\n");
     }
 }
 
-static void error_table(const TraceData *t, Buf *b) {
-    buf_printf(b, "step,quantity,tensor,max_abs,max_rel,n_bad\n");
+static void error_table(const TraceData *t, StrBuf *b) {
+    sb_printf(b, "step,quantity,tensor,max_abs,max_rel,n_bad\n");
     for (int i = 0; i < t->n_steps; i++)
         for (int j = 0; j < t->steps[i].n_errors; j++) {
             const TraceError *e = &t->steps[i].errors[j];
-            buf_printf(b, "%d,%s,", t->steps[i].step, e->quantity);
+            sb_printf(b, "%d,%s,", t->steps[i].step, e->quantity);
             field(b, e->tensor);
             num(b, e->max_abs);
             num(b, e->max_rel);
-            if (e->n_bad >= 0) buf_printf(b, ",%d\n", e->n_bad);
-            else buf_printf(b, ",\n");
+            if (e->n_bad >= 0) sb_printf(b, ",%d\n", e->n_bad);
+            else sb_printf(b, ",\n");
         }
 }
 
@@ -113,12 +113,12 @@ int cmd_export(int argc, char **argv) {
     char err[512];
     OutFile o;
     if (outfile_open(&o, out, err, sizeof err)) die(EXIT_USAGE, "export: --out %s: %s", out, err);
-    Buf b = {0};
+    StrBuf b = {0};
     if (errors) error_table(&t, &b);
     else step_table(&t, &b);
     if (outfile_write(&o, b.s ? b.s : "", b.n, err, sizeof err))
         die(EXIT_MISMATCH, "export: --out %s: could not write: %s", out, err);
-    buf_free(&b);
+    sb_free(&b);
     trace_data_free(&t);
     stdout_check();
     return 0;

@@ -37,8 +37,8 @@ static void print_pairs(const cJSON *obj, const char *indent) {
     const cJSON *v;
     cJSON_ArrayForEach(v, obj) {
         if (cJSON_IsObject(v)) continue;
-        Buf b = {0};
-        buf_printf(&b, "%s=", v->string);
+        StrBuf b = {0};
+        sb_printf(&b, "%s=", v->string);
         item_text(v, &b);
         if (col && col + 1 + (int)b.n > 78) {
             putchar('\n');
@@ -46,7 +46,7 @@ static void print_pairs(const cJSON *obj, const char *indent) {
         }
         if (!col) col = printf("%s%s", indent, b.s);
         else col += printf(" %s", b.s);
-        buf_free(&b);
+        sb_free(&b);
     }
     if (col) putchar('\n');
     cJSON_ArrayForEach(v, obj) {
@@ -77,17 +77,17 @@ static void inspect_text(const TraceData *t) {
         const char *sha = trace_get_string(ds, "sha256");
         double docs, bytes, vocab;
         printf("dataset: %s", p ? p : "(no path)");
-        Buf b = {0};
+        StrBuf b = {0};
         if (trace_get_number(ds, "documents", &docs) == 0)
-            buf_printf(&b, "%s%s documents", b.n ? ", " : "", exact(docs));
+            sb_printf(&b, "%s%s documents", b.n ? ", " : "", exact(docs));
         if (trace_get_number(ds, "bytes", &bytes) == 0)
-            buf_printf(&b, "%s%s bytes", b.n ? ", " : "", exact(bytes));
+            sb_printf(&b, "%s%s bytes", b.n ? ", " : "", exact(bytes));
         if (trace_get_number(ds, "vocab_size", &vocab) == 0)
-            buf_printf(&b, "%svocab %s", b.n ? ", " : "", exact(vocab));
-        if (sha) buf_printf(&b, "%ssha256 %.12s...", b.n ? ", " : "", sha);
+            sb_printf(&b, "%svocab %s", b.n ? ", " : "", exact(vocab));
+        if (sha) sb_printf(&b, "%ssha256 %.12s...", b.n ? ", " : "", sha);
         if (b.n) printf(" (%s)", b.s);
         printf("\n");
-        buf_free(&b);
+        sb_free(&b);
     } else {
         printf("dataset: (absent)\n");
     }
@@ -108,10 +108,10 @@ static void inspect_text(const TraceData *t) {
             cJSON_ArrayForEach(q, tol) {
                 printf("  %-8s", q->string);
                 if (!cJSON_IsObject(q)) {  // a single number, e.g. "drift"
-                    Buf b = {0};
+                    StrBuf b = {0};
                     item_text(q, &b);
                     printf(" %s\n", b.s);
-                    buf_free(&b);
+                    sb_free(&b);
                     continue;
                 }
                 double atol, rtol;
@@ -165,10 +165,10 @@ static void inspect_text(const TraceData *t) {
         printf("\n");
         const cJSON *ff = cJSON_GetObjectItemCaseSensitive(root, "first_failure");
         if (cJSON_IsObject(ff)) {
-            Buf b = {0};
+            StrBuf b = {0};
             failure_words(t, ff, &b);
             printf("first failure: %s\n", b.s);
-            buf_free(&b);
+            sb_free(&b);
             double nbad;
             if (trace_get_number(ff, "elements_out_of_tolerance", &nbad) == 0)
                 printf("  elements out of tolerance at that step: %s\n", exact(nbad));
@@ -337,10 +337,10 @@ static void inspect_json(const TraceData *t) {
         const cJSON *ff = cJSON_GetObjectItemCaseSensitive(root, "first_failure");
         if (cJSON_IsObject(ff)) {
             cJSON *o = dup_exact(ff);
-            Buf b = {0};
+            StrBuf b = {0};
             failure_words(t, ff, &b);
             cJSON_AddStringToObject(o, "text", b.s);
-            buf_free(&b);
+            sb_free(&b);
             cJSON_AddItemToObject(j, "first_failure", o);
         } else {
             cJSON_AddNullToObject(j, "first_failure");

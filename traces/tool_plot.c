@@ -437,21 +437,21 @@ static void tolerance_line(Panel *errs, const TraceData *t, int nfiles) {
 // "FILE: scalar fp64 vs cpu fp32, lockstep, verdict pass" (train: the engine
 // and the steps); "(stopped at step N: reason)" for an incomplete run.
 static void plot_title(char *out, size_t n, const TraceData *t, int nfiles) {
-    Buf b = {0};
+    StrBuf b = {0};
     for (int f = 0; f < nfiles && f < 3; f++) {
         const TraceData *d = &t[f];
-        buf_printf(&b, "%s%s: ", f ? "; " : "", d->path);
+        sb_printf(&b, "%s%s: ", f ? "; " : "", d->path);
         for (int e = 0; e < d->n_engines; e++)
-            buf_printf(&b, "%s%s%s%s", e ? " vs " : "", d->engine[e], *d->precision[e] ? " " : "", d->precision[e]);
+            sb_printf(&b, "%s%s%s%s", e ? " vs " : "", d->engine[e], *d->precision[e] ? " " : "", d->precision[e]);
         const char *mode = trace_get_string(d->root, "mode"), *verdict = trace_get_string(d->root, "verdict");
-        if (mode) buf_printf(&b, ", %s", mode);
-        if (verdict) buf_printf(&b, ", verdict %s", verdict);
-        buf_printf(&b, ", %d step%s", d->n_steps, d->n_steps == 1 ? "" : "s");
-        if (d->complete == 0) buf_printf(&b, " (stopped at step %d: %s)", d->stop_step, d->stop_reason);
+        if (mode) sb_printf(&b, ", %s", mode);
+        if (verdict) sb_printf(&b, ", verdict %s", verdict);
+        sb_printf(&b, ", %d step%s", d->n_steps, d->n_steps == 1 ? "" : "s");
+        if (d->complete == 0) sb_printf(&b, " (stopped at step %d: %s)", d->stop_step, d->stop_reason);
     }
-    if (nfiles > 3) buf_printf(&b, "; and %d more", nfiles - 3);
+    if (nfiles > 3) sb_printf(&b, "; and %d more", nfiles - 3);
     snprintf(out, n, "%s", b.s ? b.s : "");
-    buf_free(&b);
+    sb_free(&b);
 }
 
 int cmd_plot(int argc, char **argv) {
@@ -598,8 +598,8 @@ int cmd_plot(int argc, char **argv) {
         any = 1;
     }
     if (!any) {
-        Buf b = {0};
-        for (int f = 0; f < nfiles; f++) buf_printf(&b, "%s%s", f ? ", " : "", files[f]);
+        StrBuf b = {0};
+        for (int f = 0; f < nfiles; f++) sb_printf(&b, "%s%s", f ? ", " : "", files[f]);
         die(EXIT_USAGE, "plot: %s: nothing to plot (no steps with a finite%s loss)", b.s,
             log_scale ? ", positive" : "");
     }
@@ -629,12 +629,12 @@ int cmd_plot(int argc, char **argv) {
     int rc = 0;
     if (svg) {
         if (sh < 0) sh = np == 2 ? 760 : 520;
-        Buf b = {0};
+        StrBuf b = {0};
         svg_render(&b, title, panels, np, &ax, (int)sw, (int)sh);
         if (outfile_write(&out, b.s, b.n, aerr, sizeof aerr))
             die(EXIT_MISMATCH, "--svg %s: could not write the file: %s", svg, aerr);
         if (!to_stdout) printf("wrote %s\n", svg);
-        buf_free(&b);
+        sb_free(&b);
     }
     for (int p = 0; p < 2; p++) panel_free(&panels[p]);
     for (int f = 0; f < nfiles; f++) trace_data_free(&t[f]);

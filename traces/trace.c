@@ -169,3 +169,13 @@ cJSON *trace_dataset(const Dataset *d) {
     for (int i = 0; i < d->n_chars; i++) cJSON_AddItemToArray(v, cJSON_CreateNumber(d->vocab[i]));
     return o;
 }
+
+cJSON *trace_train_header(Trace *t, const Settings *s, const ModelShape *m, const Dataset *d, size_t n_params) {
+    cJSON_AddItemToObject(t->root, "settings", trace_settings(s, m));
+    cJSON_AddItemToObject(t->root, "dataset", trace_dataset(d));
+    cJSON *eng = cJSON_AddObjectToObject(t->root, "engine");
+    cJSON_AddStringToObject(eng, "name", "scalar");
+    cJSON_AddStringToObject(eng, "precision", "fp64");
+    cJSON_AddNumberToObject(t->root, "num_params", (double)n_params);
+    return cJSON_AddArrayToObject(t->root, "steps");
+}

@@ -55,6 +55,9 @@ void trace_exit_on_signal(Trace *t, int sig) __attribute__((noreturn));
 
 // Building blocks shared by the tools.
 cJSON *trace_settings(const Settings *s, const ModelShape *m);
+// The head of a train trace of the scalar engine: settings, dataset, engine
+// and num_params; returns the (empty) "steps" array.
+cJSON *trace_train_header(Trace *t, const Settings *s, const ModelShape *m, const Dataset *d, size_t n_params);
 cJSON *trace_dataset(const Dataset *d);
 // A number that survives the trip through text bit for bit (the shortest of
 // 15, 16 or 17 significant digits that reads back exactly); non-finite values
