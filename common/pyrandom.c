@@ -159,7 +159,16 @@ size_t pyrandom_choice_weighted(PyRandom *r, const double *w, size_t n) {
         acc = i ? acc + w[i] : w[i];
         cum[i] = acc;
     }
-    double x = pyrandom_random(r) * (cum[n - 1] + 0.0);
+    // checked before the draw, as CPython checks them (it raises ValueError)
+    const double total = cum[n - 1] + 0.0;
+    if (!(total > 0.0) && !isnan(total))
+        die(EXIT_MISMATCH, "sampling: random.choices: Total of weights must be greater than zero (the original "
+            "raises ValueError here)");
+    if (!isfinite(total))
+        die(EXIT_MISMATCH, "sampling: random.choices: Total of weights must be finite: the probabilities are not "
+            "finite numbers (at a tiny --temperature, logits / temperature overflow); the original raises "
+            "ValueError here");
+    double x = pyrandom_random(r) * total;
     // bisect_right(cum, x, 0, n - 1)
     size_t lo = 0, hi = n - 1;
     while (lo < hi) {

@@ -29,7 +29,8 @@ uint64_t pyrandom_randbelow(PyRandom *r, uint64_t n);      // n >= 1
 // random.shuffle(x) on an array of n elements of `size` bytes each.
 void pyrandom_shuffle(PyRandom *r, void *x, size_t n, size_t size);
 double pyrandom_gauss(PyRandom *r, double mu, double sigma);
-// random.choices(range(n), weights=w)[0]
+// random.choices(range(n), weights=w)[0]; weights whose total is not > 0
+// or not finite end the program (exit 1) as CPython raises ValueError.
 size_t pyrandom_choice_weighted(PyRandom *r, const double *w, size_t n);
 
 #endif

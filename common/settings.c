@@ -1,5 +1,6 @@
 #include "settings.h"
 
+#include <float.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -107,6 +108,11 @@ void settings_validate(const Settings *s) {
         die(EXIT_USAGE, "--n-embd %d is too large (the MLP has 4*n_embd channels; at most %ld)",
             s->n_embd, MAX_SIZE / 4);
     if (!(s->temperature > 0)) die(EXIT_USAGE, "--temperature must be > 0 (got %g)", s->temperature);
+    // the original divides the logits by it as l * temperature**-1, and
+    // Python's float ** raises OverflowError when that overflows
+    if (!(1.0 / s->temperature <= DBL_MAX))
+        die(EXIT_USAGE, "--temperature %g: 1/temperature overflows a double (the original raises OverflowError "
+            "when it divides the logits); use a temperature of at least %.3g", s->temperature, 1.0 / DBL_MAX);
     if (s->lr < 0) die(EXIT_USAGE, "--lr must be >= 0 (got %g)", s->lr);
 }
 
@@ -124,7 +130,7 @@ void settings_print_help(FILE *f) {
             "  --n-layer N          transformer layers (1)\n"
             "  --block-size N       context length; longer documents are cropped (16)\n"
             "  --lr X               Adam learning rate, decayed linearly to 0 (0.01)\n"
-            "  --temperature X      sampling temperature, > 0 (0.5)\n"
+            "  --temperature X      sampling temperature, > 0 with 1/X finite (0.5)\n"
             "  --samples N          names to sample after training (20)\n"
             "  --batch B            documents per step; document b of step s is\n"
             "                       docs[(s*B+b) %% N], loss = mean of per-document means (1)\n"

@@ -65,6 +65,8 @@ Test(cli, impossible_settings_are_refused) {
     REFUSED(2, "--n-kv-head", "--n-kv-head", "3");
     REFUSED(2, "--temperature", "--temperature", "0");
     REFUSED(2, "--temperature", "--temperature", "-0.5");
+    // finite, but 1/temperature overflows: the original raises OverflowError
+    REFUSED(2, "1/temperature overflows a double", "--temperature", "5e-324");
     REFUSED(2, "--lr", "--lr", "-1");
 }
 
@@ -184,7 +186,7 @@ Test(cli, trace_has_the_documented_fields) {
 
 // getopt_long's conventions: --flag=value, no repeats, switches without values.
 Test(cli, flags_take_equals_and_are_given_once) {
-    ThRun r = run("--data", th_names_path(), "--steps=2", "--samples=1", "--temperature=5e-324", NULL);
+    ThRun r = run("--data", th_names_path(), "--steps=2", "--samples=1", "--temperature=1e-300", NULL);
     cr_expect_eq(r.status, 0, "%s", r.err);
     cr_expect(strstr(r.out, "step    2 /    2"), "--steps=2 was not taken: %s", r.out);
     th_run_free(&r);

@@ -1,6 +1,7 @@
 // CPython 3.11's random module, reimplemented in common/pyrandom.c, against
 // the test vectors of SPEC.md (each from a fresh random.seed(42)).
 #include <criterion/criterion.h>
+#include <math.h>
 #include <string.h>
 
 #include "common/dataset.h"
@@ -125,4 +126,20 @@ Test(pyrandom, names_shuffle_and_init) {
     free(p);
     layout_free(&L);
     dataset_free(&d);
+}
+
+// random.choices raises ValueError on weights whose total is not finite or
+// not > 0: the port ends the run (exit 1) rather than draw from them.
+Test(pyrandom, choices_refuses_non_finite_weights, .exit_code = 1) {
+    PyRandom r;
+    pyrandom_seed(&r, 42);
+    const double w[3] = {0.5, NAN, 0.5};
+    pyrandom_choice_weighted(&r, w, 3);
+}
+
+Test(pyrandom, choices_refuses_zero_weights, .exit_code = 1) {
+    PyRandom r;
+    pyrandom_seed(&r, 42);
+    const double w[2] = {0.0, 0.0};
+    pyrandom_choice_weighted(&r, w, 2);
 }
