@@ -24,6 +24,7 @@ int main(int argc, char **argv) {
     if (o.s.timeline_path) {
         timeline_open(o.s.timeline_path);
         for (int k = 0; k < 2; k++) timeline_track(k, o.names[k]);
+        if (o.mode == MODE_LOCKSTEP && o.tol_ratio) timeline_track(2, "cpu fp32 (the ratio rule's reference)");
     }
     if (o.s.trace_path || o.s.timeline_path) trace_watch_signals();
     cJSON *steps = t.root ? run_trace_header(&t, &r) : NULL;

@@ -174,6 +174,13 @@ Test(compare, timeline_has_a_track_per_engine) {
     }
     cr_expect(steps[0] == 3 && steps[1] == 3, "step events: %d and %d", steps[0], steps[1]);
     cr_expect(strstr(text, "\"name\":\"scalar\"") && strstr(text, "\"name\":\"cpu\""), "track names: %s", text);
+    cr_expect(!strstr(text, "ratio rule"), "no third track in fp64: %s", text);
+    free(text);
+    // fp32 lockstep runs the plain fp32 CPU engine too (the ratio rule): its track is named
+    expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "2", "--precision", "fp32", "--quiet", "--timeline", tl),
+                "fp32 with a timeline");
+    text = th_read_file(tl, NULL);
+    cr_expect(strstr(text, "\"tid\":2") && strstr(text, "ratio rule's reference"), "the third track: %s", text);
     free(text);
     expect_usage(COMPARE("--engines", "scalar,cpu", "--bench", "--timeline", tl), "--timeline applies",
                  "a timeline of the bench");
