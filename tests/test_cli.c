@@ -249,3 +249,36 @@ Test(cli, timeline_has_every_phase_of_every_step) {
     cr_expect_eq(b.status, 2, "bench_scalar refuses --timeline");
     th_run_free(&b);
 }
+
+// Not enough memory (here a 100 MB address-space limit) is exit 2 with the
+// estimate, and the trace is still written, marked incomplete with the reason.
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+Test(cli, out_of_memory_still_writes_the_trace) {
+#ifdef UNDER_ASAN
+    cr_skip_test("AddressSanitizer reserves more address space than the limit this test sets");
+#endif
+    char tr[4200], cmd[9000];
+    snprintf(tr, sizeof tr, "%s/oom.json", th_temp_dir());
+    snprintf(cmd, sizeof cmd, "ulimit -v 100000 && exec '%s/microgpt' --data '%s' --batch 64 --steps 3 --trace '%s'",
+             th_build_dir(), th_names_path(), tr);
+    char *const argv[] = {"/bin/sh", "-c", cmd, NULL};
+    ThRun r = th_run(argv);
+    cr_expect_eq(r.status, 2, "%s", r.err);
+    cr_expect(strstr(r.err, "not enough memory"), "%s", r.err);
+    char *t = th_read_file(tr, NULL);
+    cJSON *j = cJSON_Parse(t);
+    cr_assert(j, "not JSON: %s", t);
+    cr_expect(cJSON_IsFalse(cJSON_GetObjectItem(j, "complete")), "%s", t);
+    const char *why = cJSON_GetStringValue(cJSON_GetObjectItem(j, "stop_reason"));
+    cr_expect(why && strstr(why, "not enough memory"), "the reason: %s", t);
+    cJSON_Delete(j);
+    free(t);
+    th_run_free(&r);
+}
