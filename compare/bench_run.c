@@ -124,7 +124,7 @@ static void child_main(int fd, const Options *o, const BenchSize *z, const char 
     Engine *e = engine_new(name, &cfg, z->init, err, sizeof err);
     if (!e) {
         h.status = strstr(err, "no usable GPU") || strstr(err, "has no CUDA") ? ROW_UNAVAILABLE
-                   : strstr(err, "out of memory")                           ? ROW_SKIPPED
+                   : strstr(err, "out of memory") || strstr(err, "not enough")  ? ROW_SKIPPED
                                                                              : ROW_FAILED;
         snprintf(h.why, sizeof h.why, "%s", err);
         child_send(fd, &h, losses);

@@ -7,6 +7,8 @@
 // activations (the training step's, sized for max_batch x block_size, the
 // sampler's for one document, and the batch's tokens, lengths and Adam
 // scalars), plus cuBLAS's workspace if one is asked for (none by default).
+// Everything is counted before the first allocation: a size that cannot fit
+// in the free device memory is refused with the estimate.
 // ParamPtrs point into the parameter and gradient buffers tensor by tensor
 // from the layout table.
 //
@@ -246,6 +248,27 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         CUBLAS_CHECK(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST));
 
         const size_t pbytes = P_ * sizeof(real);
+        // what the engine will hold on the device, counted before anything is
+        // allocated, so that a size that cannot fit is refused with the estimate
+        io_.sc = 0;
+        io_.n = align_up(sizeof(AdamScalars));
+        io_.tok = align_up(io_.n + (size_t)maxB_ * sizeof(int));
+        io_.bytes = io_.tok + (size_t)maxB_ * (Tmax_ + 1) * sizeof(int);
+        Carver count{nullptr, 0};
+        point_acts(acts_, count, maxB_, true);
+        point_acts(sample_acts_, count, 1, false);
+        count.take<char>(io_.bytes);
+        size_t dev_free = 0, dev_total = 0;
+        CUDA_CHECK(cudaMemGetInfo(&dev_free, &dev_total));
+        const double need = 4.0 * (double)pbytes + (double)count.used;   // the workspace is already held
+        if (need > (double)dev_free) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "not enough device memory for max_batch %d x block_size %d: the engine needs "
+                     "about %.2f GiB (parameters, gradients, Adam state and activations), %.2f GiB of %.2f GiB are "
+                     "free; use a smaller --batch, --n-embd, --n-layer or --block-size", maxB_, Tmax_,
+                     need / 1073741824.0, (double)dev_free / 1073741824.0, (double)dev_total / 1073741824.0);
+            throw CudaError(msg);
+        }
         params_ = static_cast<real *>(dmalloc(pbytes, "parameters"));
         grads_ = static_cast<real *>(dmalloc(pbytes, "gradients"));
         m_ = static_cast<real *>(dmalloc(pbytes, "Adam m"));
@@ -256,15 +279,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         for (int l = 0; l < L_; l++)
             qkv_fused_[l] = P.wk[l] == P.wq[l] + (size_t)C_ * C_ && P.wv[l] == P.wk[l] + (size_t)KV_ * C_;
 
-        // activations: count, allocate once, point
-        io_.sc = 0;
-        io_.n = align_up(sizeof(AdamScalars));
-        io_.tok = align_up(io_.n + (size_t)maxB_ * sizeof(int));
-        io_.bytes = io_.tok + (size_t)maxB_ * (Tmax_ + 1) * sizeof(int);
-        Carver count{nullptr, 0};
-        point_acts(acts_, count, maxB_, true);
-        point_acts(sample_acts_, count, 1, false);
-        count.take<char>(io_.bytes);
+        // activations: counted above, allocated once, pointed
         acts_mem_ = static_cast<char *>(dmalloc(count.used, "activations"));
         Carver carve{acts_mem_, 0};
         point_acts(acts_, carve, maxB_, true);

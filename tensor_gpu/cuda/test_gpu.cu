@@ -905,6 +905,14 @@ static void refusals() {
     if (e || !strstr(err, "fault")) failf("a fault was not refused clearly (%s)", err);
     if (e) e->ops->destroy(e);
     printf("refusal of --inject-fault on cuda: \"%s\"\n", err);
+    // a batch whose activations cannot fit is refused with the estimate, before any allocation
+    const Model big(27, 16, 4, 4, 1, 16, 60000000, 1);
+    EngineConfig cb = big.cfg(PREC_FP64);
+    err[0] = '\0';
+    e = cuda_engine_create(&cb, big.init.data(), err, sizeof err);
+    if (e || !strstr(err, "not enough device memory")) failf("a size that cannot fit was not refused (%s)", err);
+    if (e) e->ops->destroy(e);
+    printf("refusal of a size that cannot fit: \"%s\"\n", err);
 }
 
 // ---------------------------------------------------------------------------
