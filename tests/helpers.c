@@ -186,3 +186,17 @@ void th_check_schema(const char *schema, const char *file, int lines) {
     int rc = system(cmd);
     cr_expect_eq(rc, 0, "%s does not match docs/schemas/%s (see stderr)", file, schema);
 }
+
+void th_expect_status(ThRun r, int status, const char *needle, const char *what) {
+    cr_expect_eq(r.status, status, "%s: exit %d (want %d)\n%s%s", what, r.status, status, r.out, r.err);
+    if (needle)
+        cr_expect(strstr(r.err, needle) || strstr(r.out, needle), "%s: the output lacks '%s':\n%s%s", what, needle,
+                  r.out, r.err);
+    th_run_free(&r);
+}
+
+void th_expect_usage(ThRun r, const char *needle, const char *what) {
+    cr_expect_eq(r.status, 2, "%s: exit %d (want 2): %s", what, r.status, r.err);
+    cr_expect(strstr(r.err, needle) != NULL, "%s: message should mention '%s': %s", what, needle, r.err);
+    th_run_free(&r);
+}

@@ -30,6 +30,11 @@ ThRun th_run(char *const argv[]);
 ThRun th_tool_argv(const char *tool, const char *const *args);
 ThRun th_tool(const char *tool, ...);
 void th_run_free(ThRun *r);
+// Expect exit code `status` and, if needle is not NULL, needle in stderr or
+// stdout; `what` names the case in the failure. Frees r.
+void th_expect_status(ThRun r, int status, const char *needle, const char *what);
+// Expect bad usage: exit 2 with needle in stderr. Frees r.
+void th_expect_usage(ThRun r, const char *needle, const char *what);
 
 // A Python interpreter for which `code` runs (e.g. "import numpy"):
 // $MICROGPT_PYTHON, else Debian's /usr/bin/python3, else python3 on PATH;

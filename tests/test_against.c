@@ -21,17 +21,9 @@ static const char *tmp(const char *name) {
     return s;
 }
 
-static void expect_status(ThRun r, int status, const char *needle, const char *what) {
-    cr_expect_eq(r.status, status, "%s: exit %d (want %d)\n%s%s", what, r.status, status, r.out, r.err);
-    if (needle)
-        cr_expect(strstr(r.err, needle) || strstr(r.out, needle), "%s: the output lacks '%s':\n%s%s", what, needle,
-                  r.out, r.err);
-    th_run_free(&r);
-}
-
 Test(against, export_writes_the_initial_weights_documents_and_batches) {
     const char *dir = tmp("export");
-    expect_status(COMPARE("--export-init", dir, "--steps", "4", "--batch", "3", "--n-kv-head", "2"), 0, "exported to",
+    th_expect_status(COMPARE("--export-init", dir, "--steps", "4", "--batch", "3", "--n-kv-head", "2"), 0, "exported to",
                   "export");
     // init.safetensors: the canonical tensors, the values params_init draws
     StFile f;
@@ -99,8 +91,8 @@ Test(against, export_writes_the_initial_weights_documents_and_batches) {
     cr_expect(strstr(txt, "\"format\":\t\"microgpt-export\""), "%s", txt);
     cr_expect(strstr(txt, "\"n_kv_head\":\t2"), "%s", txt);
     free(txt);
-    expect_status(COMPARE("--export-init", dir, "--engines", "scalar"), 2, "runs no engine", "engines");
-    expect_status(COMPARE("--export-init", "/nonexistent/x"), 2, "cannot create /nonexistent/x", "bad dir");
+    th_expect_status(COMPARE("--export-init", dir, "--engines", "scalar"), 2, "runs no engine", "engines");
+    th_expect_status(COMPARE("--export-init", "/nonexistent/x"), 2, "cannot create /nonexistent/x", "bad dir");
 }
 
 // The trace build/microgpt records is one program's run: the tensor engine
@@ -111,16 +103,16 @@ Test(against, a_recorded_training_run_is_checked_step_by_step, .timeout = 60) {
     cr_assert_eq(r.status, 0, "%s", r.err);
     th_run_free(&r);
     th_check_schema("against_trace.schema.json", trace, 0);
-    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--quiet"), 0, "PASS", "cpu reproduces scalar");
-    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--n-embd", "8", "--n-head", "2"), 2,
+    th_expect_status(COMPARE("--against", trace, "--engines", "cpu", "--quiet"), 0, "PASS", "cpu reproduces scalar");
+    th_expect_status(COMPARE("--against", trace, "--engines", "cpu", "--n-embd", "8", "--n-head", "2"), 2,
                   "recorded with n_embd 16; this run has 8", "other settings");
-    expect_status(COMPARE("--against", trace, "--engines", "scalar,cpu"), 2, "the one reference engine", "2 engines");
-    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--trace", tmp("x.json")), 2,
+    th_expect_status(COMPARE("--against", trace, "--engines", "scalar,cpu"), 2, "the one reference engine", "2 engines");
+    th_expect_status(COMPARE("--against", trace, "--engines", "cpu", "--trace", tmp("x.json")), 2,
                   "--trace does not apply to --against", "--trace");
-    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--keep-going"), 2, "--against takes", "lockstep flag");
-    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--precision", "fp32"), 2, "was recorded in fp64",
+    th_expect_status(COMPARE("--against", trace, "--engines", "cpu", "--keep-going"), 2, "--against takes", "lockstep flag");
+    th_expect_status(COMPARE("--against", trace, "--engines", "cpu", "--precision", "fp32"), 2, "was recorded in fp64",
                   "other precision");
-    expect_status(COMPARE("--against", trace, "--engines", "cpu", "--steps", "30"), 2, "a 12-step schedule",
+    th_expect_status(COMPARE("--against", trace, "--engines", "cpu", "--steps", "30"), 2, "a 12-step schedule",
                   "other schedule");
     // change step 7's loss in its last digits
     size_t len;
@@ -140,12 +132,12 @@ Test(against, a_recorded_training_run_is_checked_step_by_step, .timeout = 60) {
     memcpy(out + pre, repl, (size_t)k);
     strcpy(out + pre + k, end);
     const char *bad = th_write_temp("tampered.json", out, strlen(out));
-    expect_status(COMPARE("--against", bad, "--engines", "cpu", "--quiet"), 1, "first failure at step 7: the loss",
+    th_expect_status(COMPARE("--against", bad, "--engines", "cpu", "--quiet"), 1, "first failure at step 7: the loss",
                   "tampered");
     free(out);
     free(txt);
     const char *junk = th_write_temp("junk.json", "{\"format\": \"microgpt-trace\"", 27);
-    expect_status(COMPARE("--against", junk, "--engines", "cpu"), 2, "junk.json", "not JSON");
+    th_expect_status(COMPARE("--against", junk, "--engines", "cpu"), 2, "junk.json", "not JSON");
 }
 
 // The whole outside workflow: export, train elsewhere (numpy), check.
@@ -156,12 +148,12 @@ Test(against, an_outside_run_from_the_export_passes_and_a_broken_one_is_named, .
         cr_skip_test("no Python with numpy");
     }
     const char *dir = tmp("outside");
-    expect_status(COMPARE("--export-init", dir, "--steps", "8", "--batch", "2"), 0, NULL, "export");
+    th_expect_status(COMPARE("--export-init", dir, "--steps", "8", "--batch", "2"), 0, NULL, "export");
     char trace[600], cmd[2048];
     snprintf(trace, sizeof trace, "%s/trace.json", dir);
     snprintf(cmd, sizeof cmd, "%s examples/record_trace.py %s %s --tensors-every 4", py, dir, trace);
     cr_assert_eq(system(cmd), 0, "%s", cmd);
-    expect_status(COMPARE("--against", trace, "--engines", "scalar", "--batch", "2", "--quiet"), 0,
+    th_expect_status(COMPARE("--against", trace, "--engines", "scalar", "--batch", "2", "--quiet"), 0,
                   "8 steps (3 with tensors)", "good run");
     th_check_schema("against_trace.schema.json", trace, 0);
     snprintf(cmd, sizeof cmd, "%s/settings.json", dir);
@@ -177,6 +169,6 @@ Test(against, an_outside_run_from_the_export_passes_and_a_broken_one_is_named, .
     snprintf(cmd, sizeof cmd, "cp %s/step1.safetensors %s/step4.safetensors.bak && cp %s/init.safetensors "
              "%s/step4.safetensors", dir, dir, dir, dir);
     cr_assert_eq(system(cmd), 0);
-    expect_status(COMPARE("--against", trace, "--engines", "scalar", "--batch", "2", "--quiet"), 2,
+    th_expect_status(COMPARE("--against", trace, "--engines", "scalar", "--batch", "2", "--quiet"), 2,
                   "step4.safetensors holds 9 tensors, 0 of them logits", "foreign tensors");
 }

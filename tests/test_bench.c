@@ -200,25 +200,19 @@ Test(bench, a_malformed_bench_trace_is_refused) {
     th_run_free(&r);
 }
 
-static void expect_usage(ThRun r, const char *needle, const char *what) {
-    cr_expect_eq(r.status, 2, "%s: exit %d (want 2): %s", what, r.status, r.err);
-    cr_expect(strstr(r.err, needle) != NULL, "%s: message should mention '%s': %s", what, needle, r.err);
-    th_run_free(&r);
-}
-
 Test(bench, bad_usage_is_refused) {
-    expect_usage(BENCH("--engines", "cpu", "--sizes", "huge"), "unknown size 'huge'", "unknown size");
-    expect_usage(BENCH("--engines", "cpu", "--sizes", "batch=2,batch=3"), "batch is given twice", "repeated key");
-    expect_usage(BENCH("--engines", "cpu", "--sizes", "width=3"), "unknown setting 'width'", "unknown key");
-    expect_usage(BENCH("--engines", "cpu", "--sizes", "batch=0"), "batch='0'", "batch 0");
-    expect_usage(BENCH("--engines", "cpu", "--sizes", "n_embd=10,n_head=4"), "must divide", "impossible size");
-    expect_usage(th_tool("compare", "--bench", "--data", th_names_path(), "--engines", "cpu", "--steps", "5", NULL),
+    th_expect_usage(BENCH("--engines", "cpu", "--sizes", "huge"), "unknown size 'huge'", "unknown size");
+    th_expect_usage(BENCH("--engines", "cpu", "--sizes", "batch=2,batch=3"), "batch is given twice", "repeated key");
+    th_expect_usage(BENCH("--engines", "cpu", "--sizes", "width=3"), "unknown setting 'width'", "unknown key");
+    th_expect_usage(BENCH("--engines", "cpu", "--sizes", "batch=0"), "batch='0'", "batch 0");
+    th_expect_usage(BENCH("--engines", "cpu", "--sizes", "n_embd=10,n_head=4"), "must divide", "impossible size");
+    th_expect_usage(th_tool("compare", "--bench", "--data", th_names_path(), "--engines", "cpu", "--steps", "5", NULL),
                  "leaves nothing to time", "fewer steps than the warm-up");
-    expect_usage(BENCH("--engines", "cpu", "--repeats", "0"), "--repeats", "no repeats");
-    expect_usage(BENCH("--engines", "cpu", "--baseline", "jax"), "not a known baseline", "unknown baseline");
-    expect_usage(BENCH("--engines", "cpu", "--keep-going"), "does not apply to --bench", "a lockstep flag");
-    expect_usage(BENCH("--engines", "cpu", "--trace", "/"), "is a directory", "a directory as the trace");
-    expect_usage(th_tool("compare", "--engines", "scalar,cpu", "--repeats", "3", NULL), "only applies to --bench",
+    th_expect_usage(BENCH("--engines", "cpu", "--repeats", "0"), "--repeats", "no repeats");
+    th_expect_usage(BENCH("--engines", "cpu", "--baseline", "jax"), "not a known baseline", "unknown baseline");
+    th_expect_usage(BENCH("--engines", "cpu", "--keep-going"), "does not apply to --bench", "a lockstep flag");
+    th_expect_usage(BENCH("--engines", "cpu", "--trace", "/"), "is a directory", "a directory as the trace");
+    th_expect_usage(th_tool("compare", "--engines", "scalar,cpu", "--repeats", "3", NULL), "only applies to --bench",
                  "a bench flag without --bench");
 }
 

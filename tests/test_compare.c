@@ -101,37 +101,31 @@ Test(compare, keep_going_runs_every_step) {
     th_run_free(&r);
 }
 
-static void expect_usage(ThRun r, const char *needle, const char *what) {
-    cr_expect_eq(r.status, 2, "%s: exit %d (want 2): %s", what, r.status, r.err);
-    cr_expect(strstr(r.err, needle) != NULL, "%s: message should mention '%s': %s", what, needle, r.err);
-    th_run_free(&r);
-}
-
 Test(compare, bad_usage_is_refused) {
-    expect_usage(COMPARE("--steps", "3"), "--engines", "no engines");
-    expect_usage(COMPARE("--engines", "scalar,gpu"), "unknown engine 'gpu'", "unknown engine");
-    expect_usage(COMPARE("--engines", "scalar"), "two engines", "one engine");
-    expect_usage(COMPARE("--engines", "scalar", "--bench", "--precision", "fp32"), "fp64 only",
+    th_expect_usage(COMPARE("--steps", "3"), "--engines", "no engines");
+    th_expect_usage(COMPARE("--engines", "scalar,gpu"), "unknown engine 'gpu'", "unknown engine");
+    th_expect_usage(COMPARE("--engines", "scalar"), "two engines", "one engine");
+    th_expect_usage(COMPARE("--engines", "scalar", "--bench", "--precision", "fp32"), "fp64 only",
                  "fp32 with no tensor engine");
-    expect_usage(COMPARE("--engines", "cpu,cpu"), "'cpu' is named twice", "an engine against itself");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--batch", "100000", "--n-embd", "1024", "--n-head", "1"),
+    th_expect_usage(COMPARE("--engines", "cpu,cpu"), "'cpu' is named twice", "an engine against itself");
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--batch", "100000", "--n-embd", "1024", "--n-head", "1"),
                  "not enough memory for the two engines", "settings that cannot fit");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--every", "2", "--every=3"), "--every is given twice",
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--every", "2", "--every=3"), "--every is given twice",
                  "a repeated flag");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--keep-going=yes"), "takes no value", "a switch with a value");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--mode", "free", "--keep-going"), "only applies to --mode lockstep",
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--keep-going=yes"), "takes no value", "a switch with a value");
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--mode", "free", "--keep-going"), "only applies to --mode lockstep",
                  "a lockstep flag in free mode");
-    expect_usage(COMPARE("--engines", "cpu,scalar", "--inject-fault", "grad-sign"), "candidate",
+    th_expect_usage(COMPARE("--engines", "cpu,scalar", "--inject-fault", "grad-sign"), "candidate",
                  "a fault in the scalar engine");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--inject-fault", "typo"), "unknown fault", "unknown fault");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--precision", "fp16"), "fp16", "unknown precision");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--mode", "sideways"), "sideways", "unknown mode");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--rtol", "-1"), "--rtol", "negative tolerance");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--n-embd", "10"), "not divisible", "impossible model");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--steps", "0"), "--steps", "no steps");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--bench", "--mode", "free"), "--mode does not apply to --bench",
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--inject-fault", "typo"), "unknown fault", "unknown fault");
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--precision", "fp16"), "fp16", "unknown precision");
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--mode", "sideways"), "sideways", "unknown mode");
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--rtol", "-1"), "--rtol", "negative tolerance");
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--n-embd", "10"), "not divisible", "impossible model");
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--steps", "0"), "--steps", "no steps");
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--bench", "--mode", "free"), "--mode does not apply to --bench",
                  "bench and free");
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--sizes", "sweep"), "only applies to --bench", "bench flag alone");
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--sizes", "sweep"), "only applies to --bench", "bench flag alone");
 }
 
 // Without a GPU, asking for the CUDA engine is a usage error that says so.
@@ -182,6 +176,6 @@ Test(compare, timeline_has_a_track_per_engine) {
     text = th_read_file(tl, NULL);
     cr_expect(strstr(text, "\"tid\":2") && strstr(text, "ratio rule's reference"), "the third track: %s", text);
     free(text);
-    expect_usage(COMPARE("--engines", "scalar,cpu", "--bench", "--timeline", tl), "--timeline applies",
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--bench", "--timeline", tl), "--timeline applies",
                  "a timeline of the bench");
 }

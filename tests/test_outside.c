@@ -24,23 +24,15 @@ static const char *plugin(const char *name) {
     return p;
 }
 
-static void expect_status(ThRun r, int status, const char *needle, const char *what) {
-    cr_expect_eq(r.status, status, "%s: exit %d (want %d)\n%s%s", what, r.status, status, r.out, r.err);
-    if (needle)
-        cr_expect(strstr(r.err, needle) || strstr(r.out, needle), "%s: the output lacks '%s':\n%s%s", what, needle,
-                  r.out, r.err);
-    th_run_free(&r);
-}
-
 Test(outside, example_plugin_passes_lockstep_against_scalar, .timeout = 120) {
     const char *e = plugin("libmicrogpt_example_engine.so");
     char engines[600];
     snprintf(engines, sizeof engines, "scalar,%s", e);
-    expect_status(COMPARE("--engines", engines, "--steps", "20", "--quiet"), 0, "PASS: lockstep", "fp64");
-    expect_status(COMPARE("--engines", engines, "--steps", "20", "--precision", "fp32", "--quiet"), 0,
+    th_expect_status(COMPARE("--engines", engines, "--steps", "20", "--quiet"), 0, "PASS: lockstep", "fp64");
+    th_expect_status(COMPARE("--engines", engines, "--steps", "20", "--precision", "fp32", "--quiet"), 0,
                   "PASS: lockstep", "fp32");
     // and it is really the plugin that runs: a fault injected into it is caught
-    expect_status(COMPARE("--engines", engines, "--steps", "2", "--inject-fault", "grad-sign"), 1,
+    th_expect_status(COMPARE("--engines", engines, "--steps", "2", "--inject-fault", "grad-sign"), 1,
                   "FAIL at step 1: the gradient of lm_head[1,2]", "injected fault");
 }
 
@@ -48,18 +40,18 @@ Test(outside, example_plugin_passes_lockstep_against_scalar, .timeout = 120) {
 Test(outside, independent_naive_plugin_passes_lockstep_against_scalar, .timeout = 120) {
     char engines[600];
     snprintf(engines, sizeof engines, "scalar,%s", plugin("libmicrogpt_naive_engine.so"));
-    expect_status(COMPARE("--engines", engines, "--steps", "20", "--quiet"), 0, "PASS: lockstep", "fp64");
-    expect_status(COMPARE("--engines", engines, "--steps", "6", "--batch", "5", "--n-kv-head", "2", "--n-layer", "2",
+    th_expect_status(COMPARE("--engines", engines, "--steps", "20", "--quiet"), 0, "PASS: lockstep", "fp64");
+    th_expect_status(COMPARE("--engines", engines, "--steps", "6", "--batch", "5", "--n-kv-head", "2", "--n-layer", "2",
                           "--quiet"), 0, "PASS: lockstep", "batch 5, GQA, 2 layers");
-    expect_status(COMPARE("--engines", engines, "--steps", "2", "--precision", "fp32"), 2,
+    th_expect_status(COMPARE("--engines", engines, "--steps", "2", "--precision", "fp32"), 2,
                   "the naive engine computes in fp64 only", "fp32 refused by create");
 }
 
 Test(outside, broken_plugins_are_refused_with_the_reason) {
     char engines[600];
     snprintf(engines, sizeof engines, "scalar,plugin:%s/nonexistent.so", th_build_dir());
-    expect_status(COMPARE("--engines", engines, "--steps", "1"), 2, "cannot open shared object file", "no file");
-    expect_status(COMPARE("--engines", "scalar,plugin:nonexistent.so", "--steps", "1"), 2,
+    th_expect_status(COMPARE("--engines", engines, "--steps", "1"), 2, "cannot open shared object file", "no file");
+    th_expect_status(COMPARE("--engines", "scalar,plugin:nonexistent.so", "--steps", "1"), 2,
                   "write ./NAME.so", "a bare name");
     const struct { const char *lib, *needle; int status; } bad[] = {
         {"tests/libbad_plugin1.so", "speaks engine ABI version 2; this compare speaks version 1", 2},
@@ -70,13 +62,13 @@ Test(outside, broken_plugins_are_refused_with_the_reason) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(engines, sizeof engines, "scalar,%s", plugin(bad[i].lib));
-        expect_status(COMPARE("--engines", engines, "--steps", "1"), bad[i].status, bad[i].needle, bad[i].lib);
+        th_expect_status(COMPARE("--engines", engines, "--steps", "1"), bad[i].status, bad[i].needle, bad[i].lib);
     }
 }
 
 Test(outside, cuda_is_a_plugin_found_beside_compare) {
     setenv("MICROGPT_CUDA_ENGINE", "/nonexistent/libcuda_engine.so", 1);
-    expect_status(COMPARE("--engines", "scalar,cuda", "--steps", "1"), 2, "/nonexistent/libcuda_engine.so is missing",
+    th_expect_status(COMPARE("--engines", "scalar,cuda", "--steps", "1"), 2, "/nonexistent/libcuda_engine.so is missing",
                   "MICROGPT_CUDA_ENGINE");
     unsetenv("MICROGPT_CUDA_ENGINE");
     // without a GPU (CI) or with one, the plugin beside compare loads; a
@@ -102,13 +94,13 @@ Test(outside, numpy_engine_passes_lockstep_against_scalar, .timeout = 120) {
     // every message of the run is one of docs/schemas/exec_*.schema.json
     snprintf(plog, sizeof plog, "%s/protocol", th_temp_dir());
     setenv("MG_PROTOCOL_LOG", plog, 1);
-    expect_status(COMPARE("--engines", engines, "--steps", "20", "--quiet"), 0, "PASS: lockstep", "fp64");
+    th_expect_status(COMPARE("--engines", engines, "--steps", "20", "--quiet"), 0, "PASS: lockstep", "fp64");
     unsetenv("MG_PROTOCOL_LOG");
     snprintf(f, sizeof f, "%s.requests", plog);
     th_check_schema("exec_request.schema.json", f, 1);
     snprintf(f, sizeof f, "%s.replies", plog);
     th_check_schema("exec_reply.schema.json", f, 1);
-    expect_status(COMPARE("--engines", engines, "--steps", "10", "--batch", "4", "--n-kv-head", "2", "--n-layer", "2",
+    th_expect_status(COMPARE("--engines", engines, "--steps", "10", "--batch", "4", "--n-kv-head", "2", "--n-layer", "2",
                           "--precision", "fp32", "--quiet"), 0, "PASS: lockstep", "fp32, batch 4, GQA, 2 layers");
     // the autograd-cut bug: compare fails at step 1 and names the tensors that got no gradient
     snprintf(engines, sizeof engines, "scalar,exec:%s examples/numpy_engine.py --broken-rmsnorm", py);
@@ -167,9 +159,9 @@ Test(outside, exec_usage_errors) {
     cr_expect_eq(r.status, 2);
     cr_expect(strstr(r.err, "unknown engine 'exec:'"), "%s", r.err);
     th_run_free(&r);
-    expect_status(COMPARE("--engines", "scalar,exec:/nonexistent/engine", "--steps", "1"), 2,
+    th_expect_status(COMPARE("--engines", "scalar,exec:/nonexistent/engine", "--steps", "1"), 2,
                   "exited with status 127 (127: the shell did not find the command)", "no such command");
-    expect_status(COMPARE("--engines", "scalar,cpu", "--exec-timeout", "0"), 2, "--exec-timeout: '0'", "timeout 0");
+    th_expect_status(COMPARE("--engines", "scalar,cpu", "--exec-timeout", "0"), 2, "--exec-timeout: '0'", "timeout 0");
 }
 
 // Sampling goes through both interfaces too: from the same state and random
@@ -259,9 +251,9 @@ Test(outside, torch_engine_passes_and_its_broken_rmsnorm_is_named, .timeout = 30
     }
     char engines[800];
     snprintf(engines, sizeof engines, "scalar,exec:%s examples/torch_engine.py", py);
-    expect_status(COMPARE("--engines", engines, "--steps", "10", "--batch", "3", "--n-kv-head", "2", "--quiet"), 0,
+    th_expect_status(COMPARE("--engines", engines, "--steps", "10", "--batch", "3", "--n-kv-head", "2", "--quiet"), 0,
                   "PASS: lockstep", "torch fp64");
-    expect_status(COMPARE("--engines", engines, "--steps", "10", "--precision", "fp32", "--quiet"), 0,
+    th_expect_status(COMPARE("--engines", engines, "--steps", "10", "--precision", "fp32", "--quiet"), 0,
                   "PASS: lockstep", "torch fp32");
     snprintf(engines, sizeof engines, "scalar,exec:%s examples/torch_engine.py --broken-rmsnorm", py);
     ThRun r = COMPARE("--engines", engines, "--steps", "10");
