@@ -89,6 +89,10 @@ void run_teardown(Run *r);
 // tolerances); returns the "steps" array.
 cJSON *run_trace_header(Trace *t, Run *r);
 // A step's trace entry: its number, lr, and each engine's loss and time.
+// At the start of step `step` (0-based): a pending SIGINT/SIGTERM stops the
+// run here (trace and timeline written), and a failure from here on is
+// traced at this step.
+void run_step_begin(Trace *t, int step);
 cJSON *run_trace_step(const Options *o, int step, const double loss[2], const double dt[2]);
 
 // The modes; each returns 1 on a mismatch, 0 if the engines agree.

@@ -14,11 +14,7 @@ int free_run(Run *r, Trace *t, cJSON *steps) {
     double max_drift = 0;
     int max_step = 0, diverged = 0, steps_run = 0;
     for (int step = 0; step < o->s.steps; step++) {
-        if (trace_signal()) {
-            timeline_commit();
-            trace_exit_on_signal(t, trace_signal());
-        }
-        t->step = step + 1;  // a failure from here on is traced at this step
+        run_step_begin(t, step);
         batch_make(&b, &r->d, step, o->s.batch, o->s.block_size);
         double loss[2], dt[2];
         for (int k = 0; k < 2; k++) {

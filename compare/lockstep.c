@@ -199,11 +199,7 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
     cJSON *excused_list = cJSON_CreateArray();
     Totals Tx = {0};   // the excused steps' largest errors, reported apart
     for (int step = 0; step < o->s.steps; step++) {
-        if (trace_signal()) {
-            timeline_commit();
-            trace_exit_on_signal(t, trace_signal());
-        }
-        t->step = step + 1;  // a failure from here on is traced at this step
+        run_step_begin(t, step);
         batch_make(&b, &r->d, step, o->s.batch, o->s.block_size);
         double loss[E_NUM] = {0}, dt[E_NUM] = {0};
         size_t n_real = 0;

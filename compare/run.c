@@ -8,6 +8,7 @@
 #include "common/util.h"
 #include "scalar_ref/engine_scalar.h"
 #include "tensor_gpu/cpu/engine_cpu.h"
+#include "traces/timeline.h"
 
 void run_setup(Run *r, Options *o) {
     memset(r, 0, sizeof *r);
@@ -94,4 +95,12 @@ cJSON *run_trace_step(const Options *o, int step, const double loss[2], const do
         cJSON_AddItemToArray(ts, trace_number(dt[k]));
     }
     return so;
+}
+
+void run_step_begin(Trace *t, int step) {
+    if (trace_signal()) {
+        timeline_commit();
+        trace_exit_on_signal(t, trace_signal());
+    }
+    t->step = step + 1;
 }
