@@ -3,14 +3,11 @@
 // checked against the engines before it, and a Markdown table, a trace and
 // progress lines report it (docs/BENCHMARKS.md).
 #include <errno.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "bench.h"
 #include "engines.h"
@@ -26,15 +23,14 @@ typedef struct {
     int n_rows;
 } SizeResult;
 
-// An output path must be a writable place for a file: say so now, not after the run.
-static void check_output_path(const char *flag, const char *path) {
-    struct stat st;
-    if (!strcmp(path, "-")) return;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) die(EXIT_USAGE, "%s %s: is a directory; give a file name", flag, path);
-    char *copy = xstrdup(path);
-    const char *dir = dirname(copy);
-    if (access(dir, W_OK)) die(EXIT_USAGE, "%s %s: cannot write in %s: %s", flag, path, dir, strerror(errno));
-    free(copy);
+// An output must be writable and not one of the inputs: say so now, not
+// after the run (the trace itself is made at the end, once every child
+// process is done).
+static void check_output_path(const Options *o, const char *flag, const char *path) {
+    OutFile out;
+    char err[512];
+    outfile_note_input(o->s.data_path);
+    if (outfile_open(&out, path, err, sizeof err)) die(EXIT_USAGE, "%s %s: %s", flag, path, err);
 }
 
 static const char *status_word(RowStatus s) {
@@ -293,8 +289,8 @@ int bench_main(Options *o) {
         die(EXIT_USAGE, "--bench: --steps %d with %d warm-up step(s) leaves nothing to time: use --steps %d or more",
             o->s.steps, o->b.warmup, o->b.warmup + 5);
     if (o->b.repeats > BENCH_MAX_REPEATS) die(EXIT_USAGE, "--repeats: at most %d", BENCH_MAX_REPEATS);
-    if (o->s.trace_path) check_output_path("--trace", o->s.trace_path);
-    if (o->b.markdown) check_output_path("--markdown", o->b.markdown);
+    if (o->s.trace_path) check_output_path(o, "--trace", o->s.trace_path);
+    if (o->b.markdown) check_output_path(o, "--markdown", o->b.markdown);
     SizeResult *res = xcalloc(MAX_SIZES, sizeof *res);
     BenchSize *sizes = xcalloc(MAX_SIZES, sizeof *sizes);
     const int nz = bench_sizes_parse(o->b.sizes, &o->s, sizes, MAX_SIZES);
@@ -305,18 +301,8 @@ int bench_main(Options *o) {
     if (o->b.both_precisions) precs[0] = PREC_FP64, n_precs = 2;
     char workdir[] = "/tmp/microgpt-bench.XXXXXX";
     if (o->b.baseline && !mkdtemp(workdir)) die(EXIT_USAGE, "bench: cannot make a temporary folder: %s", strerror(errno));
-    char cpu[256] = "unknown CPU", gpu[128] = "";
-    FILE *ci = fopen("/proc/cpuinfo", "r");
-    if (ci) {
-        char line[512];
-        while (fgets(line, sizeof line, ci))
-            if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
-                snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
-                cpu[strcspn(cpu, "\n")] = '\0';
-                break;
-            }
-        fclose(ci);
-    }
+    char cpu[256], gpu[128] = "";
+    bench_host_cpu(cpu, sizeof cpu);
     Rate rates[2 * MAX_ENGINES] = {{0}};
     int failed = 0, unavailable = 0;
     for (int zi = 0; zi < nz; zi++) {

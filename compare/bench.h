@@ -75,6 +75,8 @@ void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Pr
 // version, rows[1] eager. Both are skipped with the reason where torch or a
 // GPU is missing.
 void bench_run_torch(const Options *o, const BenchSize *z, Precision p, const char *workdir, BenchRow rows[2]);
+// The host CPU's model name (/proc/cpuinfo), or "unknown CPU".
+void bench_host_cpu(char *out, size_t n);
 // Median, min and max of row->ms[0 .. repeats-1].
 void bench_row_stats(BenchRow *row);
 

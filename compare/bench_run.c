@@ -58,7 +58,7 @@ void bench_row_stats(BenchRow *row) {
     row->ms_med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static void host_cpu(char *out, size_t n) {
+void bench_host_cpu(char *out, size_t n) {
     snprintf(out, n, "unknown CPU");
     FILE *f = fopen("/proc/cpuinfo", "r");
     if (!f) return;
@@ -130,7 +130,7 @@ static void child_main(int fd, const Options *o, const BenchSize *z, const char 
         child_send(fd, &h, losses);
     }
     if (e->ops->device) snprintf(h.device, sizeof h.device, "%s", e->ops->device(e));
-    else host_cpu(h.device, sizeof h.device);
+    else bench_host_cpu(h.device, sizeof h.device);
     // Engines timed on the host clock get the time budget; the GPU ones run
     // every repeat (their runs take milliseconds).
     const int budgeted = !e->ops->run_steps;
