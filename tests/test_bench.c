@@ -212,6 +212,9 @@ Test(bench, bad_usage_is_refused) {
     th_expect_usage(BENCH("--engines", "cpu", "--baseline", "jax"), "not a known baseline", "unknown baseline");
     th_expect_usage(BENCH("--engines", "cpu", "--keep-going"), "does not apply to --bench", "a lockstep flag");
     th_expect_usage(BENCH("--engines", "cpu", "--trace", "/"), "is a directory", "a directory as the trace");
+    ThRun r = BENCH("--engines", "cpu", "--trace", th_names_path());
+    cr_expect(r.out_len == 0, "the data as the trace is refused before the run, not after: %s", r.out);
+    th_expect_usage(r, "is also an input", "the data as the trace");
     th_expect_usage(th_tool("compare", "--engines", "scalar,cpu", "--repeats", "3", NULL), "only applies to --bench",
                  "a bench flag without --bench");
 }
