@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check of the CUDA backend on a GPU machine, in one go
 # (docs/cuda_backend.md):
-#   scripts/gpu_check.sh [--build DIR] [--out DIR] [--quick]
+#   scripts/gpu_check.sh [--build DIR] [--out DIR] [--quick] [--skip NAME,...]
 # 1. unpacks .debs/*.deb into /tmp/deps (the GPU machine lacks libcjson) and
 #    builds with DEPS_PREFIX=/tmp/deps (no Criterion needed);
 # 2. nvidia-smi -L; make test-gpu (kernel and engine tests);
@@ -13,6 +13,8 @@
 #    after the wall times are removed;
 # 6. compute-sanitizer (memcheck, initcheck) over a few engine steps, if present;
 # 7. per-kernel GPU times through ncu, if present (informational).
+# --skip leaves out checks by name (deps gpu build test-gpu parity bench
+# bench-nographs determinism sanitizer profile), e.g. --skip bench,profile.
 # Logs and traces go into one tarball in --out (default $OUT, else
 # /tmp/gpu_check); a summary table is printed last. Exits 1 if any check failed.
 # Needs data/names.txt (carry it along: data/ is git-ignored).
@@ -20,12 +22,15 @@ set -u -o pipefail
 build=build
 out="${OUT:-/tmp/gpu_check}"
 steps="${PARITY_STEPS:-1000}"
+skip=","
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --quick) steps=100; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --skip) [ $# -ge 2 ] || { echo "gpu_check: --skip needs a list of check names" >&2; exit 2; }
+      skip=",$2,"; shift 2 ;;
+    -h|--help) awk 'NR>1 && !/^#/{exit} NR>1' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +47,7 @@ results=()
 check() {
   local name="$1" limit="$2"
   shift 2
+  case "$skip" in *",$name,"*) echo "=== $name: skipped (--skip)"; return 0 ;; esac
   local t0=$SECONDS
   echo
   echo "=== $name: $*"
@@ -100,17 +106,19 @@ determinism() {
   return $rc
 }
 
-# Per-kernel GPU times (Nsight Compute, if present): informational only.
+# Per-kernel GPU times (Nsight Compute, if present): informational only. The
+# sizes of issue 8's table in fp32 (where the time goes), 4 timed steps each.
 profile() {
   local ncu
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   if [ -z "$ncu" ]; then echo "ncu not found: skipped"; return 0; fi
-  local p
-  for p in fp64 fp32; do
-    echo "--- $p, batch 8, 12 steps (graph replays from step 3 of a shape)"
+  local z
+  for z in ${PROFILE_SIZES:-b256 e128 e512}; do
+    echo "--- fp32 $z: --bench --steps 4 --repeats 1 --warmup 1"
     "$ncu" --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
-      "$compare" --engines scalar,cuda --bench --steps 12 --batch 8 --precision "$p" >"$logs/profile-$p.txt" 2>&1
-    grep -E 'gpu__time_duration|Invocations|\)x\(|ms/step' "$logs/profile-$p.txt" | cut -c1-160 | head -n 90
+      "$compare" --bench --engines cuda --sizes "$z" --precision fp32 --steps 4 --repeats 1 --warmup 1 \
+      >"$logs/profile-$z.txt" 2>&1
+    grep -E 'gpu__time_duration|Invocations|\)x\(|ms/step' "$logs/profile-$z.txt" | cut -c1-160 | head -n 120
   done
   return 0
 }
@@ -129,7 +137,7 @@ sanitizer() {
   return $rc
 }
 
-export logs compare steps
+export logs compare steps PROFILE_SIZES
 export -f strip_times determinism sanitizer profile
 
 echo "gpu_check: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(hostname)"

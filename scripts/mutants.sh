@@ -4,7 +4,7 @@
 # build/mutants/ (the real tree is never modified), rebuild what the checks
 # need, run the checks, fast ones first, and stop at the first that fails.
 # Prints a table: mutant, caught by which check, where (step or test).
-#   scripts/mutants.sh [--part cpu|gpu|all] [--keep] [--build-only] [NAME...]
+#   scripts/mutants.sh [--part cpu|gpu|all] [--jobs N] [--make-jobs N] [--keep] [--build-only] [NAME...]
 # --part cpu (default): mutants of the CPU engine, the scalar engine and
 # common/, checked against the CPU tensor engine (no GPU needed); gpu: the
 # CUDA kernels, checked with --engines scalar,cuda and build/test_gpu (needs
@@ -13,15 +13,23 @@
 # (a reordered sum, a softmax without the max subtracted): they must pass
 # every check, or the checks are too strict; they are reported apart.
 # --build-only: apply and build each mutant, run no check (e.g. the GPU
-# part on a machine with nvcc but no GPU). --keep: keep the last copy.
+# part on a machine with nvcc but no GPU). --keep: keep each mutant's copy.
+# --jobs N: N mutants at a time, each in its own copy (default 1);
+# --make-jobs N: make -jN for each build (default 2).
 set -u
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "mutants: $*" >&2; exit 2; }
-part=cpu keep=0 build_only=0 only=()
+part=cpu keep=0 build_only=0 only=() jobs=1 make_jobs=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --part) [ $# -ge 2 ] || die "--part needs a value (cpu, gpu or all)"; part="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
+    --jobs)
+      case "${2:-}" in ''|*[!0-9]*|0) die "--jobs needs a whole number >= 1" ;; esac
+      jobs="$2"; shift 2 ;;
+    --make-jobs)
+      case "${2:-}" in ''|*[!0-9]*|0) die "--make-jobs needs a whole number >= 1" ;; esac
+      make_jobs="$2"; shift 2 ;;
     --build-only) build_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
     -*) die "unknown argument '$1' (see --help)" ;;
@@ -58,7 +66,11 @@ if [ "$part" != cpu ]; then
 fi
 work="build/mutants"
 base="$work/base"
-targets="build/compare build/microgpt build/tests/test_shared build/tests/test_golden"
+# The Criterion tests (test_shared, test_golden) check common/ and the scalar
+# engine; --part gpu (CUDA kernels only) needs neither, nor Criterion, which
+# the GPU machine lacks.
+targets="build/compare build/microgpt"
+[ "$part" = gpu ] || targets="$targets build/tests/test_shared build/tests/test_golden"
 [ $cuda -eq 1 ] && targets="$targets build/test_gpu build/libmicrogpt_cuda_engine.so"
 
 # A clean copy of the tree (tracked and untracked, not ignored files) with
@@ -72,7 +84,7 @@ done
 cp -p data/names.txt "$base/data/"
 echo "mutants: building the unmutated copy in $base (CUDA=$cuda)"
 # shellcheck disable=SC2086
-make -C "$base" -j2 CUDA=$cuda BUILD=build $targets >"$work/base.log" 2>&1 ||
+make -C "$base" -j"$make_jobs" CUDA=$cuda BUILD=build $targets >"$work/base.log" 2>&1 ||
   { tail -n 20 "$work/base.log"; die "the unmutated tree does not build (see $work/base.log)"; }
 bash scripts/long_data.sh data/names.txt "$base/data/long.txt"
 
@@ -87,33 +99,31 @@ checks=(
   "gqa|$C --steps 3 --batch 2 --n-kv-head 2"
   "long-blocks|$C --steps 2 --batch 2 --data data/long.txt --block-size 40"
   "long-wide-fp32|$C --steps 2 --batch 2 --data data/long.txt --block-size 40 --n-embd 72 --n-head 2 --precision fp32"
-  "test_shared|build/tests/test_shared --jobs 2"
-  "test_golden|build/tests/test_golden --jobs 2"
 )
+[ "$part" = gpu ] || checks+=("test_shared|build/tests/test_shared --jobs 2" "test_golden|build/tests/test_golden --jobs 2")
 [ $cuda -eq 1 ] && checks+=("test_gpu|build/test_gpu")
 
-run_dir="$work/run"
-rows=() harmless=() survived=0 wrong=0
-printf '\n%-34s %-20s %s\n' "mutant" "caught by" "where"
-for p in "${patches[@]}"; do
+# one_mutant PATCH: apply, build and check one mutant in its own copy; its
+# verdict goes to $work/NAME.result as "KIND|LINE" (KIND: caught, survived,
+# error, harmless, harmless-wrong, built).
+one_mutant() {
+  local p="$1" name expect run_dir by="" where="" c cname cmd out rc res
   name=$(basename "$p" .patch)
   expect=$(sed -n 's/^# expect: //p' "$p")
+  run_dir="$work/run-$name"
+  result() { printf '%s|%s\n' "$1" "$2" >"$work/$name.result"; [ $keep -eq 1 ] || rm -rf "$run_dir"; }
   rm -rf "$run_dir"
   cp -a "$base" "$run_dir"
   if ! (cd "$run_dir" && git apply "$root/$p") >"$work/$name.log" 2>&1; then
-    line=$(printf '%-34s %-20s %s' "$name" "ERROR" "the patch does not apply (see $work/$name.log)")
-    echo "$line"; rows+=("$line"); wrong=1; continue
+    result error "$(printf '%-34s %-20s %s' "$name" "ERROR" "the patch does not apply (see $work/$name.log)")"; return
   fi
   # shellcheck disable=SC2086
-  if ! make -C "$run_dir" -j2 CUDA=$cuda BUILD=build $targets >>"$work/$name.log" 2>&1; then
-    line=$(printf '%-34s %-20s %s' "$name" "ERROR" "does not build (see $work/$name.log)")
-    echo "$line"; rows+=("$line"); wrong=1; continue
+  if ! make -C "$run_dir" -j"$make_jobs" CUDA=$cuda BUILD=build $targets >>"$work/$name.log" 2>&1; then
+    result error "$(printf '%-34s %-20s %s' "$name" "ERROR" "does not build (see $work/$name.log)")"; return
   fi
   if [ $build_only -eq 1 ]; then
-    line=$(printf '%-34s %-20s %s' "$name" "(built)" "applies and builds; no check run")
-    echo "$line"; continue
+    result built "$(printf '%-34s %-20s %s' "$name" "(built)" "applies and builds; no check run")"; return
   fi
-  by="" where=""
   for c in "${checks[@]}"; do
     cname="${c%%|*}" cmd="${c#*|}"
     out=$(cd "$run_dir" && B=$backend eval "$cmd" 2>&1)
@@ -126,16 +136,40 @@ for p in "${patches[@]}"; do
     break
   done
   if [ "$expect" = pass ]; then
-    if [ -z "$by" ]; then res="passes every check"; else res="FAILS $by: $where (too strict?)"; wrong=1; fi
-    harmless+=("$(printf '%-34s %s -- %s' "$name" "$res" "$(sed -n 's/^# what: //p' "$p")")")
-    echo "$(printf '%-34s %-20s %s' "$name" "(harmless)" "$res")"
-    continue
+    if [ -z "$by" ]; then res="passes every check"; kind=harmless; else res="FAILS $by: $where (too strict?)"; kind=harmless-wrong; fi
+    result "$kind" "$(printf '%-34s %s -- %s' "$name" "$res" "$(sed -n 's/^# what: //p' "$p")")"; return
   fi
-  [ -n "$by" ] || { by="SURVIVED"; where="no check fails: $(sed -n 's/^# what: //p' "$p")"; survived=$((survived + 1)); }
-  line=$(printf '%-34s %-20s %s' "$name" "$by" "$where")
-  echo "$line"; rows+=("$line")
+  if [ -z "$by" ]; then
+    result survived "$(printf '%-34s %-20s %s' "$name" "SURVIVED" "no check fails: $(sed -n 's/^# what: //p' "$p")")"
+  else
+    result caught "$(printf '%-34s %-20s %s' "$name" "$by" "$where")"
+  fi
+}
+
+# --jobs N mutants at a time, each in its own copy; results printed in order.
+rows=() harmless=() survived=0 wrong=0
+printf '\n%-34s %-20s %s\n' "mutant" "caught by" "where"
+running=0
+for p in "${patches[@]}"; do
+  rm -f "$work/$(basename "$p" .patch).result"
+  one_mutant "$p" &
+  running=$((running + 1))
+  if [ $running -ge "$jobs" ]; then wait -n; running=$((running - 1)); fi
 done
-[ $keep -eq 1 ] || rm -rf "$run_dir"
+wait
+for p in "${patches[@]}"; do
+  name=$(basename "$p" .patch)
+  r=$(cat "$work/$name.result" 2>/dev/null) || r="error|$(printf '%-34s %-20s %s' "$name" "ERROR" "no result (see $work/$name.log)")"
+  kind="${r%%|*}" line="${r#*|}"
+  case "$kind" in
+    harmless) harmless+=("$line"); echo "$(printf '%-34s %-20s' "$name" "(harmless)") passes every check" ;;
+    harmless-wrong) harmless+=("$line"); wrong=1; echo "$line" ;;
+    built) echo "$line" ;;
+    survived) survived=$((survived + 1)); rows+=("$line"); echo "$line" ;;
+    error) wrong=1; rows+=("$line"); echo "$line" ;;
+    *) rows+=("$line"); echo "$line" ;;
+  esac
+done
 if [ $build_only -eq 1 ]; then
   [ $wrong -eq 0 ] || { echo "mutants: FAILED (logs in $work)"; exit 1; }
   echo "mutants: every mutant applies and builds (--build-only: nothing checked)"; exit 0
