@@ -69,7 +69,9 @@ class Block(nn.Module):
         k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.HS ** -0.5)
         x = x + self.attn_wo(a.transpose(1, 2).reshape(B, T, C))
-        return x + self.mlp_fc2(torch.relu(self.mlp_fc1(norm(x))))
+        pre = self.mlp_fc1(norm(x))
+        self.relu_in = pre.detach()  # kept for get("relu_inputs")
+        return x + self.mlp_fc2(torch.relu(pre))
 
 
 class GPT(nn.Module):
@@ -110,6 +112,7 @@ def from_torch(x):
 
 class TorchEngine:
     name = "torch"
+    relu_inputs = True  # get("relu_inputs"): lets compare excuse a ReLU gate that flips between precisions
 
     def __init__(self, cfg, data):
         if cfg["fault"] != "none":
@@ -145,6 +148,7 @@ class TorchEngine:
         loss = (per_pos.sum(1) / n.to(self.dt)).mean()
         loss.backward()
         self.logits = logits.detach()
+        self.n = n
         # a parameter autograd never reached has no .grad: report it as zero
         self.grads = {k: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
                       for k, p in self.params.items()}
@@ -160,6 +164,12 @@ class TorchEngine:
     def get(self, what):
         if what == "logits":
             return {"logits": from_torch(self.logits)}
+        if what == "relu_inputs":  # (L,B,T,4C), NaN at padded positions
+            r = torch.stack([blk.relu_in for blk in self.model.layers]).to(torch.float64)
+            T = r.shape[2]
+            pad = torch.arange(T, device=r.device)[None, :] >= self.n[:, None]  # (B,T)
+            r[:, pad] = float("nan")
+            return {"relu_inputs": from_torch(r)}
         if what == "grads":
             return {"grads/" + k: from_torch(g) for k, g in self.grads.items()}
         if what == "params":

@@ -22,6 +22,7 @@ run() {  # run NAME WANT_EXIT CMD...
   echo "=== $name: $*"
   "$@" > "$build/gpu-$name.log" 2>&1
   local rc=$?
+  grep -m 3 -E '^(FAIL|PASS)|excused' "$build/gpu-$name.log"
   tail -n 12 "$build/gpu-$name.log"
   if [ "$rc" -ne "$want" ]; then echo ">>> $name: exit $rc, expected $want"; status=1; else echo ">>> $name: exit $rc as expected"; fi
 }
