@@ -102,10 +102,20 @@ bench: $(BUILD)/bench_scalar data/names.txt
 	$(BUILD)/bench_scalar
 
 # The parity suite: scalar vs the tensor engine (BACKEND=cuda by default).
+# On cuda it runs once per path: layered forced, then auto (the fused step
+# wherever it fits); PARITY_JOBS runs at a time.
 BACKEND ?= cuda
 PARITY_STEPS ?= 1000
+PARITY_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CUDA_PATHS ?= layered auto
 parity: $(BUILD)/compare data/names.txt
-	bash scripts/parity.sh --backend $(BACKEND) --steps $(PARITY_STEPS) --build $(BUILD)
+ifeq ($(BACKEND),cuda)
+	@st=0; for p in $(CUDA_PATHS); do \
+	  bash scripts/parity.sh --backend cuda --path $$p --steps $(PARITY_STEPS) --jobs $(PARITY_JOBS) --build $(BUILD) || st=$$?; \
+	done; exit $$st
+else
+	bash scripts/parity.sh --backend $(BACKEND) --steps $(PARITY_STEPS) --jobs $(PARITY_JOBS) --build $(BUILD)
+endif
 
 deps:
 	bash scripts/install-deps.sh

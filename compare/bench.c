@@ -128,6 +128,25 @@ static const BenchRow *torch_graph_row(const SizeResult *sr, Precision p) {
     return NULL;
 }
 
+// An engine's device string may name the path it took after "; path "
+// (the CUDA engine: "NVIDIA H200; path fused (...)"): the table shows the
+// engine as "cuda (fused)" and the GPU by its name alone.
+static void engine_label(const BenchRow *r, char *out, size_t n) {
+    const char *p = strstr(r->device, "; path ");
+    if (!p) {
+        snprintf(out, n, "%s", r->engine);
+        return;
+    }
+    p += strlen("; path ");
+    const size_t len = strcspn(p, " ;(");
+    snprintf(out, n, "%s (%.*s)", r->engine, (int)len, p);
+}
+
+static void device_name_only(const char *device, char *out, size_t n) {
+    const char *p = strstr(device, "; path ");
+    snprintf(out, n, "%.*s", p ? (int)(p - device) : (int)strlen(device), device);
+}
+
 // The reference of the speedups: the first engine's first row, if it ran.
 static const BenchRow *ref_row(const SizeResult *sr) {
     return sr->n_rows && sr->rows[0].status == ROW_OK ? &sr->rows[0] : NULL;
@@ -160,7 +179,9 @@ static void report(const Options *o, SizeResult *res, int nz, const char *cpu, c
             fmt_ratio(tg ? tg->ms_med : NAN, r->status == ROW_OK ? r->ms_med : NAN, vt, sizeof vt);
             fmt_bytes(r->peak_host_bytes, hb, sizeof hb);
             fmt_bytes(r->peak_device_bytes, db, sizeof db);
-            sb_printf(t, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sr->z.name, r->engine, prec_name(r->prec),
+            char label[96];
+            engine_label(r, label, sizeof label);
+            sb_printf(t, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sr->z.name, label, prec_name(r->prec),
                ms, tps, vr, vt, hb, db, timed, r->verdict);
         }
     }
@@ -333,7 +354,7 @@ int bench_main(Options *o) {
                 }
                 if (row->status == ROW_OK) {
                     rate->flops_per_s = z->flops / (row->ms_med / 1e3);
-                    if (!gpu[0] && strcmp(row->device, cpu)) snprintf(gpu, sizeof gpu, "%s", row->device);
+                    if (!gpu[0] && strcmp(row->device, cpu)) device_name_only(row->device, gpu, sizeof gpu);
                     progress(o, "  %-7s %s  %.4g ms/step [%.4g-%.4g], %d run(s) of %d steps", name, prec_name(p),
                              row->ms_med, row->ms_min, row->ms_max, row->repeats, row->timed_steps);
                 } else {

@@ -16,7 +16,9 @@ static void usage(FILE *f) {
             "them. REF is the reference: an element a of CAND agrees with b of REF when\n"
             "|a-b| <= atol + rtol*|b|.\n\n"
             "  --engines REF,CAND   engines to compare, e.g. scalar,cpu or scalar,cuda (required).\n"
-            "                       An engine is scalar, cpu, cuda, plugin:PATH.so (a shared library\n"
+            "                       An engine is scalar, cpu, cuda (the fused step where the model\n"
+            "                       fits, else the layered path), cuda:fused, cuda:layered (that path\n"
+            "                       forced), plugin:PATH.so (a shared library\n"
             "                       exporting include/microgpt/engine_abi.h) or exec:'CMD ARGS' (a\n"
             "                       process speaking the protocol of docs/outside_engines.md), e.g.\n"
             "                       --engines scalar,exec:'python3 examples/numpy_engine.py'\n"
@@ -108,7 +110,7 @@ static void parse_engines(Options *o, const char *v) {
         if (comma) *comma = '\0';
         if (!*p) die(EXIT_USAGE, "--engines: '%s' has an empty engine name", v);
         if (!engine_known(p))
-            die(EXIT_USAGE, "--engines: unknown engine '%s' (scalar, cpu, cuda, plugin:PATH.so or exec:CMD ARGS)", p);
+            die(EXIT_USAGE, "--engines: unknown engine '%s' (scalar, cpu, cuda, cuda:fused, cuda:layered, plugin:PATH.so or exec:CMD ARGS)", p);
         if (o->n_engines == MAX_ENGINES) die(EXIT_USAGE, "--engines: at most %d engines", MAX_ENGINES);
         for (int k = 0; k < o->n_engines; k++)
             if (!strcmp(o->names[k], p))

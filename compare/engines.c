@@ -20,7 +20,13 @@ int engine_known(const char *name) {
     const char *rest = after(name, "plugin:");
     if (!rest) rest = after(name, "exec:");
     if (rest) return rest[strspn(rest, " \t")] != '\0';
-    return !strcmp(name, "scalar") || !strcmp(name, "cpu") || !strcmp(name, "cuda");
+    return !strcmp(name, "scalar") || !strcmp(name, "cpu") || !strcmp(name, "cuda") || engine_cuda_path(name);
+}
+
+const char *engine_cuda_path(const char *name) {
+    if (!strcmp(name, "cuda:fused")) return "fused";
+    if (!strcmp(name, "cuda:layered")) return "layered";
+    return NULL;
 }
 
 int engine_supports(const char *name, Precision p) { return strcmp(name, "scalar") || p == PREC_FP64; }
@@ -51,7 +57,8 @@ Engine *engine_new(const char *name, const EngineConfig *cfg, const double *init
         return scalar_engine_create(&c, init);
     }
     if (!strcmp(name, "cpu")) return cpu_engine_create(cfg, init, err, errlen);
-    if (!strcmp(name, "cuda")) {
+    const char *cuda_path = engine_cuda_path(name);
+    if (!strcmp(name, "cuda") || cuda_path) {
         char path[4200];
         engine_cuda_plugin_path(path, sizeof path);
         if (access(path, F_OK)) {
@@ -59,10 +66,19 @@ Engine *engine_new(const char *name, const EngineConfig *cfg, const double *init
                      "MICROGPT_CUDA_ENGINE names another path); BACKEND=cpu checks the tensor math on the CPU", path);
             return NULL;
         }
-        return plugin_engine_create(path, cfg, init, err, errlen);
+        if (!cuda_path) return plugin_engine_create(path, cfg, init, err, errlen);
+        // cuda:fused, cuda:layered: the engine reads MICROGPT_CUDA_PATH when it is made
+        const char *was = getenv("MICROGPT_CUDA_PATH");
+        char *saved = was ? strdup(was) : NULL;
+        setenv("MICROGPT_CUDA_PATH", cuda_path, 1);
+        Engine *e = plugin_engine_create(path, cfg, init, err, errlen);
+        if (saved) setenv("MICROGPT_CUDA_PATH", saved, 1);
+        else unsetenv("MICROGPT_CUDA_PATH");
+        free(saved);
+        return e;
     }
     if ((rest = after(name, "plugin:"))) return plugin_engine_create(rest, cfg, init, err, errlen);
     if ((rest = after(name, "exec:"))) return exec_engine_create(rest, cfg, init, err, errlen);
-    snprintf(err, errlen, "unknown engine '%s' (scalar, cpu, cuda, plugin:PATH.so or exec:CMD)", name);
+    snprintf(err, errlen, "unknown engine '%s' (scalar, cpu, cuda, cuda:fused, cuda:layered, plugin:PATH.so or exec:CMD)", name);
     return NULL;
 }

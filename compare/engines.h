@@ -1,5 +1,7 @@
 // The engines compare can run, by name: scalar, cpu, cuda (the CUDA backend,
-// a plugin loaded only when asked for), plugin:PATH.so (any shared library
+// a plugin loaded only when asked for; it takes the fused step where the
+// model fits, else the layered path), cuda:fused and cuda:layered (the CUDA
+// backend on that path, as MICROGPT_CUDA_PATH forces it), plugin:PATH.so (any shared library
 // exporting include/microgpt/engine_abi.h) and exec:CMD ARGS (a process that
 // speaks docs/outside_engines.md's protocol). Names may be long.
 #ifndef COMPARE_ENGINES_H
@@ -11,6 +13,8 @@
 
 // 1 if the name is one of the above (plugin: and exec: need a non-empty rest).
 int engine_known(const char *name);
+// "fused" or "layered" for cuda:fused and cuda:layered, else NULL.
+const char *engine_cuda_path(const char *name);
 // 1 if the engine computes in the given precision (the scalar engine: fp64
 // only; the outside engines say so when they are created).
 int engine_supports(const char *name, Precision p);

@@ -160,7 +160,7 @@ tar czf "$out/gpu_check.tar.gz" -C "$logs" . && echo "logs and traces: $out/gpu_
 echo
 echo "=== summary"
 grep -h -E '^test_gpu: ' "$logs/test-gpu.log" 2>/dev/null | tail -n 1
-grep -h -A 12 '^parity suite' "$logs/parity.log" 2>/dev/null
+grep -h -A 22 '^parity suite' "$logs/parity.log" 2>/dev/null
 for f in "$logs"/bench.log "$logs"/bench-nographs.log; do
   [ -f "$f" ] || continue
   echo "$(basename "$f" .log):"

@@ -3,19 +3,24 @@
 # coverage matrix of docs/parity.md (head sizes, layers, full blocks, batches,
 # grouped-query attention, both precisions, lockstep and free-running).
 #   scripts/parity.sh [--backend cuda|cpu] [--steps N] [--out DIR] [--build DIR]
+#                     [--path auto|fused|layered] [--jobs N]
 # Each run writes a compare trace and a log to DIR (build/parity/BACKEND; its
 # old traces and logs are removed first). Exit 0 all passed, 1 a run failed,
 # 2 bad arguments or the engine cannot run here (e.g. no GPU for cuda).
+# --path (cuda): MICROGPT_CUDA_PATH for every run: layered forces the layered
+# path, auto (the engine's choice: the fused step wherever it fits) and
+# fused; the summary names the path each run took. --jobs N: N runs at a time.
 set -u
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "parity: $*" >&2; exit 2; }
-backend=cuda steps=1000 out="" build=build
+backend=cuda steps=1000 out="" build=build path="" jobs=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    --backend|--steps|--out|--build)
+    --backend|--steps|--out|--build|--path|--jobs)
       [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"
       case "$1" in
         --backend) backend="$2" ;; --steps) steps="$2" ;; --out) out="$2" ;; --build) build="$2" ;;
+        --path) path="$2" ;; --jobs) jobs="$2" ;;
       esac
       shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -24,7 +29,13 @@ while [ $# -gt 0 ]; do
 done
 case "$backend" in cpu|cuda) ;; *) die "--backend must be cpu or cuda, not '$backend'" ;; esac
 case "$steps" in ''|*[!0-9]*|0) die "--steps must be a whole number >= 1, not '$steps'" ;; esac
-out="${out:-$build/parity/$backend}"
+case "$jobs" in ''|*[!0-9]*|0) die "--jobs must be a whole number >= 1, not '$jobs'" ;; esac
+case "$path" in
+  "") ;;
+  auto|fused|layered) [ "$backend" = cuda ] || die "--path is for --backend cuda"; export MICROGPT_CUDA_PATH="$path" ;;
+  *) die "--path must be auto, fused or layered, not '$path'" ;;
+esac
+out="${out:-$build/parity/$backend${path:+-$path}}"
 compare="$build/compare"
 [ -x "$compare" ] || die "$compare is missing: run make first"
 data=data/names.txt
@@ -58,18 +69,36 @@ runs=(
   "long-wide-fp32|300|--precision fp32 --data $long --block-size 40 --n-embd 72 --n-head 2 --batch 4"
   "long-wide-mqa-fp64|200|--precision fp64 --data $long --block-size 36 --n-embd 72 --n-head 2 --n-kv-head 1 --batch 2"
 )
+# steps_of RUN: the steps it runs (its cap, else --steps)
+steps_of() {
+  local rest="${1#*|}" cap n=$steps
+  cap="${rest%%|*}"
+  [ "$cap" -gt 0 ] && [ "$n" -gt "$cap" ] && n=$cap
+  echo "$n"
+}
+# --jobs runs at a time; each writes NAME.log, NAME.json and its exit status NAME.rc
+running=0
+for r in "${runs[@]}"; do
+  name="${r%%|*}" rest="${r#*|}"
+  flags="${rest#*|}"
+  (
+    # shellcheck disable=SC2086
+    "$compare" --engines "scalar,$backend" --steps "$(steps_of "$r")" $flags --quiet --trace "$out/$name.json" \
+      >"$out/$name.log" 2>&1
+    echo $? >"$out/$name.rc"
+  ) &
+  running=$((running + 1))
+  if [ $running -ge "$jobs" ]; then wait -n; running=$((running - 1)); fi
+done
+wait
 failed=0
 summary=()
 for r in "${runs[@]}"; do
-  name="${r%%|*}" rest="${r#*|}"
-  cap="${rest%%|*}" flags="${rest#*|}"
-  n=$steps
-  [ "$cap" -gt 0 ] && [ "$n" -gt "$cap" ] && n=$cap
+  name="${r%%|*}"
+  n=$(steps_of "$r")
   log="$out/$name.log"
-  # shellcheck disable=SC2086
-  "$compare" --engines "scalar,$backend" --steps "$n" $flags --quiet --trace "$out/$name.json" >"$log" 2>&1
-  rc=$?
-  if [ $rc -eq 2 ]; then
+  rc=$(cat "$out/$name.rc" 2>/dev/null || echo 1)
+  if [ "$rc" -eq 2 ]; then
     # the engine cannot run here (or bad flags): one message, stop
     echo "parity: $name: $(grep -m1 . "$log")" >&2
     exit 2
@@ -82,11 +111,17 @@ for r in "${runs[@]}"; do
   ratio=$(sed -n '/^  grads/{n;s/.*largest err\/err_cpu \([0-9.]*\).*/, grads err\/err_cpu <= \1/p}' "$log")
   drift=$(awk '/largest loss difference/{print $4" at step "$7}' "$log")
   detail="${grads:+max grad err $grads}${drift:+max loss drift $drift}"
-  summary+=("$(printf '%-20s %-5s %-9s %s' "$name" "${verdict:-ERROR}" "${ran:-$n}" "${excused:+$excused; }$detail$ratio")")
+  took=""
+  [ "$backend" = cuda ] && took=$(python3 -c 'import json,sys
+try:
+    e=json.load(open(sys.argv[1]))["engines"][1]["device"]
+    print("path "+e.split("; path ")[1].split()[0] if "; path " in e else "")
+except Exception: print("")' "$out/$name.json" 2>/dev/null)
+  summary+=("$(printf '%-20s %-5s %-9s %s' "$name" "${verdict:-ERROR}" "${ran:-$n}" "${took:+$took; }${excused:+$excused; }$detail$ratio")")
   if [ $rc -ne 0 ]; then echo "--- $name (exit $rc):"; grep -v '^ *tolerance' "$log" | tail -n 14; fi
 done
 echo
-echo "parity suite: scalar vs $backend, $steps steps (traces and logs in $out)"
+echo "parity suite: scalar vs $backend${path:+ (MICROGPT_CUDA_PATH=$path)}, $steps steps (traces and logs in $out)"
 printf '  %s\n' "${summary[@]}"
 if [ $failed -ne 0 ]; then echo "parity: FAILED"; exit 1; fi
 echo "parity: all passed"

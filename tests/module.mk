@@ -26,5 +26,5 @@ export UBSAN_OPTIONS ?= print_stacktrace=1
 # GPU tests (which say why they skip where there is no GPU).
 test: $(BINS) $(TEST_BINS) data/names.txt
 	@bash tests/run.sh $(TEST_BINS)
-	@bash scripts/parity.sh --backend cpu --steps 40 --build $(BUILD) --out $(BUILD)/parity-test
+	@bash scripts/parity.sh --backend cpu --steps 40 --jobs 2 --build $(BUILD) --out $(BUILD)/parity-test
 	@$(MAKE) --no-print-directory test-gpu

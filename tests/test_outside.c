@@ -70,12 +70,17 @@ Test(outside, cuda_is_a_plugin_found_beside_compare) {
     setenv("MICROGPT_CUDA_ENGINE", "/nonexistent/libcuda_engine.so", 1);
     th_expect_status(COMPARE("--engines", "scalar,cuda", "--steps", "1"), 2, "/nonexistent/libcuda_engine.so is missing",
                   "MICROGPT_CUDA_ENGINE");
+    // cuda:fused and cuda:layered are the same plugin with the path forced
+    th_expect_status(COMPARE("--engines", "scalar,cuda:fused", "--steps", "1"), 2,
+                     "/nonexistent/libcuda_engine.so is missing", "engine cuda:fused");
+    th_expect_status(COMPARE("--engines", "scalar,cuda:layered", "--steps", "1"), 2,
+                     "/nonexistent/libcuda_engine.so is missing", "engine cuda:layered");
     unsetenv("MICROGPT_CUDA_ENGINE");
     // without a GPU (CI) or with one, the plugin beside compare loads; a
     // usage error does not load it at all
     ThRun r = COMPARE("--engines", "cuda,bogus");
     cr_expect_eq(r.status, 2);
-    cr_expect(strstr(r.err, "unknown engine 'bogus' (scalar, cpu, cuda, plugin:PATH.so or exec:CMD ARGS)"), "%s",
+    cr_expect(strstr(r.err, "unknown engine 'bogus' (scalar, cpu, cuda, cuda:fused, cuda:layered, plugin:PATH.so or exec:CMD ARGS)"), "%s",
               r.err);
     th_run_free(&r);
 }

@@ -12,7 +12,12 @@
 // ParamPtrs point into the parameter and gradient buffers tensor by tensor
 // from the layout table.
 //
-// A step uploads the batch (one copy), runs forward, the fused cross-entropy,
+// Two paths (MICROGPT_CUDA_PATH=auto|fused|layered, auto by default): a
+// model that fits in one block's shared memory takes the fused step
+// (fused.cuh: the whole step one cooperative kernel, many steps one launch);
+// every other model the layered one, below. device() names the path taken.
+//
+// A layered step uploads the batch (one copy), runs forward, the fused cross-entropy,
 // backward and Adam (CUDA graph replay once a shape (B,T) has been seen
 // twice), copies the per-position losses back and synchronizes once; the
 // mean loss is taken on the host in the reference's order. Everything else
@@ -27,6 +32,7 @@
 #include <vector>
 
 #include "tensor_gpu/cuda/cuda_check.cuh"
+#include "tensor_gpu/cuda/fused.cuh"
 #include "tensor_gpu/cuda/kernels.cuh"
 
 extern "C" {
@@ -146,11 +152,14 @@ template <typename real> class ImplT final : public Impl {
     void set_state(const double *p, const double *m, const double *v) override;
     int sample(PyRandom *r, double temperature, int *out) override;
     void get_relu_inputs(double *out) override;
-    const char *device() const override { return device_name_.c_str(); }
+    const char *device() const override { return device_label_.c_str(); }
     void run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) override;
     size_t device_bytes() const override { return device_bytes_; }
 
   private:
+    void choose_path();
+    void launch_fused(const char *io, size_t io_stride, const int *shapes, int B0, int T0, int nsteps, real *losses,
+                      size_t loss_stride);
     void release() noexcept;
     void point_params(ParamPtrs<real> &p, real *buf, const ParamLayout *L);
     size_t point_acts(Acts<real> &a, Carver &c, int B, bool train);
@@ -174,6 +183,14 @@ template <typename real> class ImplT final : public Impl {
     int C_, NH_, NKV_, HS_, KV_, QKV_, V_, L_, Tmax_, maxB_;
     size_t P_ = 0;
     std::string device_name_;
+    std::string device_label_;      // device() : the GPU's name and the path taken
+    bool fused_ = false;            // the fused step (fused.cuh) instead of the layered one
+    FusedArgs<real> fa_{};          // its launch arguments but the per-launch ones
+    FusedModel fm_{};
+    int fused_grid_ = 0;
+    size_t fused_smem_ = 0;
+    real *fused_partials_ = nullptr;   // (fused_grid_, P)
+    int *run_shapes_d_ = nullptr, *run_shapes_h_ = nullptr;   // run_steps: (n, 2) B and T per step
     cudaStream_t stream_ = nullptr;
     cublasHandle_t blas_ = nullptr;
     void *workspace_ = nullptr;
@@ -247,6 +264,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         CUBLAS_CHECK(cublasSetAtomicsMode(blas_, CUBLAS_ATOMICS_NOT_ALLOWED));
         CUBLAS_CHECK(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST));
 
+        choose_path();
         const size_t pbytes = P_ * sizeof(real);
         // what the engine will hold on the device, counted before anything is
         // allocated, so that a size that cannot fit is refused with the estimate
@@ -258,6 +276,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         point_acts(acts_, count, maxB_, true);
         point_acts(sample_acts_, count, 1, false);
         count.take<char>(io_.bytes);
+        if (fused_) count.take<real>((size_t)fused_grid_ * P_);
         size_t dev_free = 0, dev_total = 0;
         CUDA_CHECK(cudaMemGetInfo(&dev_free, &dev_total));
         const double need = 4.0 * (double)pbytes + (double)count.used;   // the workspace is already held
@@ -285,6 +304,23 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         point_acts(acts_, carve, maxB_, true);
         point_acts(sample_acts_, carve, 1, false);
         io_d_ = carve.take<char>(io_.bytes);
+        if (fused_) {
+            fused_partials_ = carve.take<real>((size_t)fused_grid_ * P_);
+            fa_.m = fm_;
+            fa_.params = params_;
+            fa_.grads = grads_;
+            fa_.adam_m = m_;
+            fa_.adam_v = v_;
+            fa_.partials = fused_partials_;
+            fa_.off_sc = io_.sc;
+            fa_.off_n = io_.n;
+            fa_.off_tok = io_.tok;
+            fa_.logits = acts_.logits;
+            for (int l = 0; l < L_; l++) fa_.fch[l] = acts_.layer[l].fch;
+            fa_.beta1 = (real)cfg->s->beta1;
+            fa_.beta2 = (real)cfg->s->beta2;
+            fa_.eps = (real)cfg->s->eps;
+        }
 
         io_h_ = static_cast<char *>(HOST_MALLOC_PINNED(io_.bytes, "batch upload"));
         const size_t rows = (size_t)maxB_ * Tmax_;
@@ -333,7 +369,7 @@ template <typename real> void ImplT<real>::release() noexcept {
     }
     for (auto &ev : ev_)
         if (ev) warn(cudaEventDestroy(ev), "cudaEventDestroy"), ev = nullptr;
-    void *dev[] = {workspace_, params_, grads_, m_, v_, acts_mem_, run_io_d_, run_loss_d_};
+    void *dev[] = {workspace_, params_, grads_, m_, v_, acts_mem_, run_io_d_, run_loss_d_, run_shapes_d_};
     for (void *p : dev)
         if (p) warn(cudaFree(p), "cudaFree");
     workspace_ = nullptr;
@@ -341,13 +377,93 @@ template <typename real> void ImplT<real>::release() noexcept {
     acts_mem_ = nullptr;
     run_io_d_ = nullptr;
     run_loss_d_ = nullptr;
-    void *host[] = {io_h_, losses_h_, xfer_h_, run_io_h_, run_loss_h_};
+    run_shapes_d_ = nullptr;
+    void *host[] = {io_h_, losses_h_, xfer_h_, run_io_h_, run_loss_h_, run_shapes_h_};
     for (void *p : host)
         if (p) warn(cudaFreeHost(p), "cudaFreeHost");
     io_h_ = run_io_h_ = nullptr;
+    run_shapes_h_ = nullptr;
     losses_h_ = xfer_h_ = run_loss_h_ = nullptr;
     run_cap_ = 0;
     if (stream_) warn(cudaStreamDestroy(stream_), "cudaStreamDestroy"), stream_ = nullptr;
+}
+
+// The path: MICROGPT_CUDA_PATH=fused or layered forces one (fused refuses a
+// model it cannot take, with the reason); auto (the default) takes the fused
+// step wherever it fits.
+template <typename real> void ImplT<real>::choose_path() {
+    const char *env = getenv("MICROGPT_CUDA_PATH");
+    const std::string want = env && *env ? env : "auto";
+    if (want != "auto" && want != "fused" && want != "layered")
+        throw CudaError("MICROGPT_CUDA_PATH='" + want + "' is not auto, fused or layered");
+    char why[256] = "";
+    if (want != "layered") {
+        const ParamLayout *L = cfg_.L;
+        fm_ = FusedModel{};
+        fm_.V = V_, fm_.C = C_, fm_.NH = NH_, fm_.NKV = NKV_, fm_.HS = HS_, fm_.L = L_, fm_.Tmax = Tmax_;
+        fm_.P = P_;
+        bool adjacent = L_ <= FUSED_MAX_LAYERS;
+        for (int i = 0; i < L->n_tensors; i++) {
+            const ParamTensor *t = &L->t[i];
+            const int l = t->layer;
+            if (l >= FUSED_MAX_LAYERS) continue;
+            switch (t->kind) {
+            case P_WTE: fm_.wte = t->offset; break;
+            case P_WPE: fm_.wpe = t->offset; break;
+            case P_LM_HEAD: fm_.lm_head = t->offset; break;
+            case P_ATTN_WQ: fm_.wq[l] = t->offset; break;
+            case P_ATTN_WK: adjacent = adjacent && t->offset == fm_.wq[l] + (size_t)C_ * C_; break;
+            case P_ATTN_WV: adjacent = adjacent && t->offset == fm_.wq[l] + (size_t)(C_ + KV_) * C_; break;
+            case P_ATTN_WO: fm_.wo[l] = t->offset; break;
+            case P_MLP_FC1: fm_.fc1[l] = t->offset; break;
+            case P_MLP_FC2: fm_.fc2[l] = t->offset; break;
+            default: break;
+            }
+        }
+        FusedSmem sm;
+        size_t bytes = 0;
+        int ok = 0;
+        if (!adjacent) {
+            snprintf(why, sizeof why, "n_layer %d is over %d, or the layout does not keep wq, wk, wv adjacent", L_,
+                     FUSED_MAX_LAYERS);
+        } else if (fused_plan<real>(fm_, &sm, &bytes, why, sizeof why) == 0) {
+            const int g = fused_grid<real>(bytes, maxB_, why, sizeof why);
+            if (g > 0) {
+                ok = 1;
+                fa_.s = sm;
+                fused_grid_ = g;
+                fused_smem_ = bytes;
+            }
+        }
+        if (!ok && want == "fused")
+            throw CudaError(std::string("MICROGPT_CUDA_PATH=fused: the fused step cannot take this model: ") + why +
+                            "; unset MICROGPT_CUDA_PATH (auto) or set it to layered");
+        fused_ = ok;
+    }
+    char label[512];
+    if (fused_)
+        snprintf(label, sizeof label, "%s; path fused (%d blocks, %.1f KB shared memory each)", device_name_.c_str(),
+                 fused_grid_, fused_smem_ / 1024.0);
+    else
+        snprintf(label, sizeof label, "%s; path layered%s%s%s", device_name_.c_str(), why[0] ? " (fused: " : "", why,
+                 why[0] ? ")" : "");
+    device_label_ = label;
+}
+
+// One launch of the fused step over nsteps batch records.
+template <typename real>
+void ImplT<real>::launch_fused(const char *io, size_t io_stride, const int *shapes, int B0, int T0, int nsteps,
+                               real *losses, size_t loss_stride) {
+    FusedArgs<real> a = fa_;
+    a.io = io;
+    a.io_stride = io_stride;
+    a.shapes = shapes;
+    a.B0 = B0;
+    a.T0 = T0;
+    a.nsteps = nsteps;
+    a.losses = losses;
+    a.loss_stride = loss_stride;
+    fused_train<real>(stream_, a, fused_grid_, fused_smem_);
 }
 
 // Point p into buf (P elements, canonical layout), tensor by tensor from the table.
@@ -558,9 +674,10 @@ template <typename real> double ImplT<real>::step(const Batch *b, int step) {
     batch_check(b, maxB_, Tmax_, V_);
     const int B = b->B, T = b->T;
     const size_t io_bytes = fill_io(io_h_, b, step);
-    cudaGraphExec_t exec = use_graphs_ ? graph_for(B, T) : nullptr;   // captures before the upload
+    cudaGraphExec_t exec = use_graphs_ && !fused_ ? graph_for(B, T) : nullptr;   // captures before the upload
     CUDA_CHECK(cudaMemcpyAsync(io_d_, io_h_, io_bytes, cudaMemcpyHostToDevice, stream_));
-    if (exec) CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+    if (fused_) launch_fused(io_d_, 0, nullptr, B, T, 1, acts_.losses, 0);
+    else if (exec) CUDA_CHECK(cudaGraphLaunch(exec, stream_));
     else enqueue_step(B, T);
     CUDA_CHECK(cudaMemcpyAsync(losses_h_, acts_.losses, (size_t)B * T * sizeof(real), cudaMemcpyDeviceToHost,
                                stream_));
@@ -593,17 +710,20 @@ template <typename real>
 void ImplT<real>::run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) {
     const size_t rows = (size_t)maxB_ * Tmax_;
     if ((size_t)n > run_cap_) {
-        for (void *p : {(void *)run_io_d_, (void *)run_loss_d_})
+        for (void *p : {(void *)run_io_d_, (void *)run_loss_d_, (void *)run_shapes_d_})
             if (p) CUDA_CHECK(cudaFree(p));
-        for (void *p : {(void *)run_io_h_, (void *)run_loss_h_})
+        for (void *p : {(void *)run_io_h_, (void *)run_loss_h_, (void *)run_shapes_h_})
             if (p) CUDA_CHECK(cudaFreeHost(p));
         run_io_d_ = nullptr, run_loss_d_ = nullptr, run_io_h_ = nullptr, run_loss_h_ = nullptr;
+        run_shapes_d_ = nullptr, run_shapes_h_ = nullptr;
         run_cap_ = 0;
         const size_t io_stride = align_up(io_.bytes);
         run_io_d_ = static_cast<char *>(dmalloc((size_t)n * io_stride, "run_steps batches"));
         run_loss_d_ = static_cast<real *>(dmalloc((size_t)n * rows * sizeof(real), "run_steps losses"));
         run_io_h_ = static_cast<char *>(HOST_MALLOC_PINNED((size_t)n * io_stride, "run_steps batches"));
         run_loss_h_ = static_cast<real *>(HOST_MALLOC_PINNED((size_t)n * rows * sizeof(real), "run_steps losses"));
+        run_shapes_d_ = static_cast<int *>(dmalloc((size_t)n * 2 * sizeof(int), "run_steps shapes"));
+        run_shapes_h_ = static_cast<int *>(HOST_MALLOC_PINNED((size_t)n * 2 * sizeof(int), "run_steps shapes"));
         run_cap_ = (size_t)n;
     }
     if (!ev_[0])
@@ -613,13 +733,18 @@ void ImplT<real>::run_steps(const Batch *bs, int first, int n, double *losses, d
     for (int i = 0; i < n; i++) {
         batch_check(&bs[i], maxB_, Tmax_, V_);
         io_bytes[i] = fill_io(run_io_h_ + (size_t)i * io_stride, &bs[i], first + i);
+        run_shapes_h_[2 * i] = bs[i].B;
+        run_shapes_h_[2 * i + 1] = bs[i].T;
         // every shape's graph exists before the clock starts
         const size_t key = (size_t)(bs[i].B - 1) * Tmax_ + (bs[i].T - 1);
-        if (use_graphs_ && !graphs_[key]) capture(bs[i].B, bs[i].T);
+        if (use_graphs_ && !fused_ && !graphs_[key]) capture(bs[i].B, bs[i].T);
     }
     CUDA_CHECK(cudaMemcpyAsync(run_io_d_, run_io_h_, (size_t)n * io_stride, cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(run_shapes_d_, run_shapes_h_, (size_t)n * 2 * sizeof(int), cudaMemcpyHostToDevice,
+                               stream_));
     CUDA_CHECK(cudaEventRecord(ev_[0], stream_));
-    for (int i = 0; i < n; i++) {
+    if (fused_) launch_fused(run_io_d_, io_stride, run_shapes_d_, 0, 0, n, run_loss_d_, rows);
+    for (int i = 0; i < n && !fused_; i++) {
         const int B = bs[i].B, T = bs[i].T;
         CUDA_CHECK(cudaMemcpyAsync(io_d_, run_io_d_ + (size_t)i * io_stride, io_bytes[i], cudaMemcpyDeviceToDevice,
                                    stream_));

@@ -119,6 +119,8 @@ struct KernelStat {
 static std::map<std::string, KernelStat> g_stats[2];   // [0] fp64, [1] fp32
 static std::vector<std::string> g_order[2];
 
+static const char *prec_name_of(Precision p) { return p == PREC_FP64 ? "fp64" : "fp32"; }
+
 template <typename real> int prec_index() { return sizeof(real) == sizeof(float) ? 1 : 0; }
 
 static void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -896,6 +898,125 @@ static void run_steps_vs_step(Precision p, Rng &r) {
         if (e) e->ops->destroy(e);
 }
 
+// The path the engine took, from its device() string ("...; path fused ...").
+static std::string path_of(Engine *e) {
+    const char *d = e->ops->device(e), *p = strstr(d, "; path ");
+    return p ? std::string(p + 7, strcspn(p + 7, " ;(")) : std::string("?");
+}
+
+// The fused step against the CPU engine over the shapes its indexing depends
+// on (head size, grouped heads, layers, block length, batch, vocabulary):
+// lockstep, 3 steps each from the CPU engine's state, ragged batches with a
+// full-block document; loss, logits, gradients and the updated parameters
+// within tolerance (the update: the reference's Adam on the engine's own
+// gradients, bit for bit, as engine_vs_cpu checks).
+static void fused_vs_cpu_shapes(Precision p, Rng &r) {
+    const bool fp64 = p == PREC_FP64;
+    struct S { int V, C, NH, NKV, L, T, B; const char *why; };
+    const std::vector<S> shapes = {
+        {27, 16, 4, 4, 1, 16, 1, "the default model, batch 1"},
+        {27, 16, 4, 4, 1, 16, 32, "the default model, batch 32 (several documents a block)"},
+        {28, 15, 3, 1, 2, 9, 5, "head size 5, multi-query, 2 layers"},
+        {11, 12, 2, 2, 3, 7, 3, "head size 6, 3 layers, small vocabulary"},
+        {40, 8, 8, 2, 4, 12, 4, "head size 1, 4 query heads a kv head, 4 layers, V > 32"},
+        {27, 24, 4, 2, 1, 1, 6, "block size 1"},
+        {27, 16, 1, 1, 1, 33, 3, "head size 16 (one head), block 33"},
+    };
+    setenv("MICROGPT_CUDA_PATH", "fused", 1);
+    int failed = 0;
+    for (const S &z : shapes) {
+        const Model mdl(z.V, z.C, z.NH, z.NKV, z.L, z.T, z.B, 4321 + z.C);
+        const EngineConfig c = mdl.cfg(p);
+        char err[512] = "";
+        Engine *cpu = cpu_engine_create(&c, mdl.init.data(), err, sizeof err);
+        Engine *gpu = cpu ? make_cuda(mdl, p) : nullptr;
+        if (!cpu || !gpu) {
+            if (!cpu) failf("cpu_engine_create: %s", err);
+            if (cpu) cpu->ops->destroy(cpu);
+            failed++;
+            continue;
+        }
+        if (path_of(gpu) != "fused") failf("fused shapes (%s): the engine took path %s", z.why, path_of(gpu).c_str());
+        const size_t P = mdl.L.n_params, V = (size_t)z.V, H = 4 * (size_t)z.C;
+        const Tol t_loss = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-6, 1e-5}, t_logit = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-5, 1e-5},
+                  t_grad = fp64 ? Tol{1e-15, 1e-11} : Tol{1e-6, 1e-4};
+        const double margin = fp64 ? 1e-12 : 1e-6;
+        std::vector<double> la((size_t)z.B * z.T * V), lb(la.size()), ga(P), gb(P), pa(P), pb(P), ma(P), mb(P), va(P),
+            vb(P), relu((size_t)z.L * z.B * z.T * H);
+        std::vector<double> p0(mdl.init), m0(P, 0.0), v0(P, 0.0);
+        const int before = g_failures;
+        for (int step = 0; step < 3; step++) {
+            HostBatch hb(r, z.B, z.T, z.V);
+            hb.n[0] = z.T;   // a document that fills the block
+            const Batch *b = &hb.b;
+            const double l_cpu = cpu->ops->step(cpu, b, step), l_gpu = gpu->ops->step(gpu, b, step);
+            close("loss", step + 1, &l_gpu, &l_cpu, 1, t_loss, nullptr);
+            cpu->ops->get_logits(cpu, lb.data());
+            gpu->ops->get_logits(gpu, la.data());
+            close("logits", step + 1, la.data(), lb.data(), la.size(), t_logit, nullptr);
+            gpu->ops->get_relu_inputs(gpu, relu.data());
+            bool near_zero = false;
+            for (double x : relu) near_zero = near_zero || (!std::isnan(x) && std::fabs(x) < margin);
+            cpu->ops->get_grads(cpu, gb.data());
+            gpu->ops->get_grads(gpu, ga.data());
+            if (!near_zero) close("grads", step + 1, ga.data(), gb.data(), P, t_grad, nullptr);
+            ref_adam_step(p, mdl.s, step, p0, ga, m0, v0);
+            gpu->ops->get_params(gpu, pa.data());
+            gpu->ops->get_moments(gpu, ma.data(), va.data());
+            if (max_abs_diff(pa, p0) != 0 || max_abs_diff(ma, m0) != 0 || max_abs_diff(va, v0) != 0)
+                failf("fused shapes (%s), step %d: the update differs from the reference's Adam on the engine's "
+                      "gradients", z.why, step + 1);
+            cpu->ops->get_params(cpu, pb.data());
+            cpu->ops->get_moments(cpu, mb.data(), vb.data());
+            gpu->ops->set_state(gpu, pb.data(), mb.data(), vb.data());
+            p0 = pb, m0 = mb, v0 = vb;
+        }
+        if (g_failures != before) {
+            failed++;
+            printf("  fused vs cpu %s: V %d C %d NH %d NKV %d L %d T %d B %d (%s): FAIL\n", prec_name_of(p), z.V, z.C,
+                   z.NH, z.NKV, z.L, z.T, z.B, z.why);
+        }
+        gpu->ops->destroy(gpu);
+        cpu->ops->destroy(cpu);
+    }
+    unsetenv("MICROGPT_CUDA_PATH");
+    printf("fused step vs cpu engine, %s, lockstep, %zu shapes x 3 steps (head sizes 1..16, MQA/GQA, 1-4 layers, "
+           "block 1..33, batch 1..32, full-block documents): %s\n", prec_name_of(p), shapes.size(),
+           failed ? "FAIL" : "PASS");
+}
+
+// The path choice: auto takes the fused step where it fits and the layered
+// one where not; a forced fused path that cannot take the model, or an
+// unknown value, is refused with the reason.
+static void path_choice() {
+    const Model small(27, 16, 4, 4, 1, 16, 8, 1), big(27, 256, 4, 4, 2, 64, 8, 1);
+    Engine *e = make_cuda(small, PREC_FP64);
+    const std::string ps = e ? path_of(e) : "?";
+    if (e) e->ops->destroy(e);
+    e = make_cuda(big, PREC_FP32);
+    const std::string pb = e ? path_of(e) : "?";
+    if (e) e->ops->destroy(e);
+    if (ps != "fused" || pb != "layered")
+        failf("auto path: the default model took %s (want fused), n_embd 256 block 64 took %s (want layered)",
+              ps.c_str(), pb.c_str());
+    char err[512] = "";
+    setenv("MICROGPT_CUDA_PATH", "fused", 1);
+    EngineConfig c = big.cfg(PREC_FP64);
+    e = cuda_engine_create(&c, big.init.data(), err, sizeof err);
+    if (e || !strstr(err, "fused step cannot take")) failf("a forced fused path was not refused (%s)", err);
+    if (e) e->ops->destroy(e);
+    printf("refusal of MICROGPT_CUDA_PATH=fused for n_embd 256: \"%s\"\n", err);
+    setenv("MICROGPT_CUDA_PATH", "sideways", 1);
+    err[0] = '\0';
+    c = small.cfg(PREC_FP64);
+    e = cuda_engine_create(&c, small.init.data(), err, sizeof err);
+    if (e || !strstr(err, "not auto, fused or layered")) failf("an unknown MICROGPT_CUDA_PATH was not refused (%s)", err);
+    if (e) e->ops->destroy(e);
+    unsetenv("MICROGPT_CUDA_PATH");
+    printf("auto path: default model %s, n_embd 256 %s: %s\n", ps.c_str(), pb.c_str(),
+           ps == "fused" && pb == "layered" ? "PASS" : "FAIL");
+}
+
 static void refusals() {
     const Model mdl(27, 16, 4, 2, 1, 16, 2, 1);
     EngineConfig c = mdl.cfg(PREC_FP64);
@@ -975,12 +1096,22 @@ int main(int argc, char **argv) {
         kernel_tests<float>(shapes, r, h);
         CUBLAS_CHECK(cublasDestroy(h));
         printf("\n");
-        engine_vs_cpu(PREC_FP64, r);
-        engine_vs_cpu(PREC_FP32, r);
-        determinism(PREC_FP64, r);
-        determinism(PREC_FP32, r);
-        run_steps_vs_step(PREC_FP64, r);
-        run_steps_vs_step(PREC_FP32, r);
+        // the engine tests on each path (MICROGPT_CUDA_PATH forces one)
+        for (const char *path : {"layered", "fused"}) {
+            printf("\n--- path %s\n", path);
+            setenv("MICROGPT_CUDA_PATH", path, 1);
+            engine_vs_cpu(PREC_FP64, r);
+            engine_vs_cpu(PREC_FP32, r);
+            determinism(PREC_FP64, r);
+            determinism(PREC_FP32, r);
+            run_steps_vs_step(PREC_FP64, r);
+            run_steps_vs_step(PREC_FP32, r);
+            unsetenv("MICROGPT_CUDA_PATH");
+        }
+        printf("\n");
+        fused_vs_cpu_shapes(PREC_FP64, r);
+        fused_vs_cpu_shapes(PREC_FP32, r);
+        path_choice();
         refusals();
         CUDA_CHECK(cudaDeviceSynchronize());
     } catch (const std::exception &x) {

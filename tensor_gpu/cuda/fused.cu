@@ -1,0 +1,481 @@
+// The fused training step (fused.cuh): one cooperative kernel per run of
+// steps. The per-document math is tensor_gpu/cpu/layers.c's, position by
+// position, with the same sums in the same order where one thread takes a
+// sum (products over the input channels, softmax rows, rmsnorm rows); only
+// the gradient sums over documents are grouped differently (per block, then
+// over blocks in block order).
+//
+// Inside a block every phase is a loop of the block's threads over the
+// phase's independent outputs, then __syncthreads(). Shapes (per document):
+// n positions (n <= T <= Tmax), C channels, NH query heads, NKV kv heads, HS
+// head size, KV = NKV*HS, Q = C + 2KV (q | k | v), H = 4C, V vocab.
+#include <cooperative_groups.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "tensor_gpu/cuda/cuda_check.cuh"
+#include "tensor_gpu/cuda/fused.cuh"
+#include "tensor_gpu/layers.h"
+
+namespace cg = cooperative_groups;
+
+namespace mgpt {
+namespace {
+
+__device__ __forceinline__ double f_exp(double x) { return exp(x); }
+__device__ __forceinline__ float f_exp(float x) { return expf(x); }
+__device__ __forceinline__ double f_log(double x) { return log(x); }
+__device__ __forceinline__ float f_log(float x) { return logf(x); }
+__device__ __forceinline__ double f_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float f_sqrt(float x) { return sqrtf(x); }
+
+#define FOR_BLOCK(i, count) for (int i = (int)threadIdx.x; i < (count); i += (int)blockDim.x)
+
+// out[t,o] = in[t,:] . W[o,:] (+ res[t,o]) for t < n, o < OC; with RELU_IN
+// the input is relu(in).
+template <bool RELU_IN, typename real>
+__device__ void mm_fwd(real *out, int ldo, const real *in, int ldi, const real *W, int ldw, int n, int IC, int OC,
+                       const real *res, int ldr) {
+    FOR_BLOCK(idx, n * OC) {
+        const int t = idx / OC, o = idx - t * OC;
+        const real *x = in + t * ldi, *w = W + o * ldw;
+        real s = 0;
+        for (int i = 0; i < IC; i++) {
+            const real xi = RELU_IN ? (x[i] > 0 ? x[i] : (real)0) : x[i];
+            s += w[i] * xi;
+        }
+        if (res) s = s + res[t * ldr + o];
+        out[t * ldo + o] = s;
+    }
+}
+
+// dinp[t,i] = sum_o dout[t,o] W[o,i] for t < n, i < IC; with gate, 0 where
+// gate[t,i] <= 0 (the ReLU's backward).
+template <typename real>
+__device__ void mm_bwd_inp(real *dinp, int ldn, const real *dout, int ldd, const real *W, int ldw, int n, int IC,
+                           int OC, const real *gate, int ldg) {
+    FOR_BLOCK(idx, n * IC) {
+        const int t = idx / IC, i = idx - t * IC;
+        const real *d = dout + t * ldd;
+        real s = 0;
+        for (int o = 0; o < OC; o++) s += d[o] * W[o * ldw + i];
+        if (gate && !(gate[t * ldg + i] > 0)) s = 0;
+        dinp[t * ldn + i] = s;
+    }
+}
+
+// G[o,i] += sum_{t<n} dout[t,o] in[t,i] (G flat, row stride IC); with
+// RELU_IN the input is relu(in).
+template <bool RELU_IN, typename real>
+__device__ void mm_bwd_w(real *G, const real *dout, int ldd, const real *in, int ldi, int n, int IC, int OC) {
+    FOR_BLOCK(idx, OC * IC) {
+        const int o = idx / IC, i = idx - o * IC;
+        real s = 0;
+        for (int t = 0; t < n; t++) {
+            const real x = in[t * ldi + i];
+            s += dout[t * ldd + o] * (RELU_IN ? (x > 0 ? x : (real)0) : x);
+        }
+        G[idx] += s;
+    }
+}
+
+// out = inp * rstd per row, rstd = (mean(inp^2) + eps)^-0.5; one thread a row.
+template <typename real> __device__ void rms_fwd(real *out, real *rstd, const real *inp, int ld, int n, int C) {
+    FOR_BLOCK(t, n) {
+        const real *x = inp + t * ld;
+        real ss = 0;
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        const real ms = ss * ((real)1 / (real)C);
+        const real s = (real)1 / f_sqrt(ms + (real)RMSNORM_EPS);
+        for (int c = 0; c < C; c++) out[t * ld + c] = x[c] * s;
+        rstd[t] = s;
+    }
+}
+
+// dinp (+)= s*dy - (s^3/C)(dy.x) x per row (layers.c's rmsnorm_backward).
+template <typename real>
+__device__ void rms_bwd(real *dinp, const real *dout, const real *inp, const real *rstd, int ld, int n, int C,
+                        bool acc) {
+    FOR_BLOCK(t, n) {
+        const real *x = inp + t * ld, *dy = dout + t * ld;
+        real *dx = dinp + t * ld;
+        const real s = rstd[t];
+        real dot = 0;
+        for (int c = 0; c < C; c++) dot += dy[c] * x[c];
+        const real k = s * s * s * dot / (real)C;
+        for (int c = 0; c < C; c++) {
+            const real g = s * dy[c] - k * x[c];
+            dx[c] = acc ? dx[c] + g : g;
+        }
+    }
+}
+
+// The (B,T) positions and lengths of step s.
+struct StepIn {
+    int B, T;
+    const int *n, *tok;
+    const AdamScalars *sc;
+};
+
+template <typename real> __device__ StepIn step_in(const FusedArgs<real> &a, int s) {
+    StepIn in;
+    const char *rec = a.io + (size_t)s * a.io_stride;
+    in.B = a.shapes ? a.shapes[2 * s] : a.B0;
+    in.T = a.shapes ? a.shapes[2 * s + 1] : a.T0;
+    in.n = reinterpret_cast<const int *>(rec + a.off_n);
+    in.tok = reinterpret_cast<const int *>(rec + a.off_tok);
+    in.sc = reinterpret_cast<const AdamScalars *>(rec + a.off_sc);
+    return in;
+}
+
+// One document's forward, loss and backward; its gradient added into the
+// block's accumulator. b: the document, in: the step, last: write the
+// logits and ReLU inputs out.
+template <typename real>
+__device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn &in, int b, real *losses, bool last) {
+    const FusedModel &m = a.m;
+    const FusedSmem &s = a.s;
+    const int C = m.C, NH = m.NH, HS = m.HS, KV = m.NKV * m.HS, Q = C + 2 * KV, H = 4 * C, V = m.V, Tm = m.Tmax;
+    const int group = m.NH / m.NKV;
+    const int ldC = C + 1, ldQ = Q + 1, ldH = H + 1, ldV = V + 1;
+    const int n = in.n[b], T = in.T;
+    const int *tok = in.tok + (size_t)b * (T + 1);   // inputs at t, targets at t+1
+    const real scale = (real)1 / f_sqrt((real)HS);
+    real *G = sm + s.grad;
+
+    // x0 = rmsnorm(wte[tok] + wpe[t])                                    (n,C)
+    real *enc = sm + s.enc, *x0 = sm + s.x0;
+    FOR_BLOCK(idx, n * C) {
+        const int t = idx / C, c = idx - t * C;
+        enc[t * ldC + c] = sm[s.w_wte + tok[t] * ldC + c] + sm[s.w_wpe + t * ldC + c];
+    }
+    __syncthreads();
+    rms_fwd(x0, sm + s.r0, enc, ldC, n, C);
+    __syncthreads();
+    const real *x = x0;   // the residual stream
+    for (int l = 0; l < m.L; l++) {
+        real *ln1 = sm + s.ln1[l], *qkv = sm + s.qkv[l], *att = sm + s.att[l], *atty = sm + s.atty[l];
+        real *res2 = sm + s.res2[l], *ln2 = sm + s.ln2[l], *fch = sm + s.fch[l], *res3 = sm + s.res3[l];
+        rms_fwd(ln1, sm + s.r1[l], x, ldC, n, C);
+        __syncthreads();
+        mm_fwd<false>(qkv, ldQ, ln1, ldC, sm + s.w_qkv[l], ldC, n, C, Q, (const real *)nullptr, 0);   // (n,Q)
+        __syncthreads();
+        // scores att[h,t,u] = q[t,h] . k[u,h/group] * scale, u <= t     (NH,n,n)
+        FOR_BLOCK(idx, NH * n * n) {
+            const int h = idx / (n * n), r = idx - h * n * n, t = r / n, u = r - t * n;
+            if (u > t) continue;
+            const real *qt = qkv + t * ldQ + h * HS, *ku = qkv + u * ldQ + C + (h / group) * HS;
+            real dot = 0;
+            for (int j = 0; j < HS; j++) dot += qt[j] * ku[j];
+            att[(h * Tm + t) * Tm + u] = dot * scale;
+        }
+        __syncthreads();
+        FOR_BLOCK(row, NH * n) {   // softmax of each row over u <= t
+            const int h = row / n, t = row - h * n;
+            real *ar = att + (h * Tm + t) * Tm;
+            real mx = -(real)INFINITY;
+            for (int u = 0; u <= t; u++) mx = ar[u] > mx ? ar[u] : mx;
+            real sum = 0;
+            for (int u = 0; u <= t; u++) {
+                ar[u] = f_exp(ar[u] - mx);
+                sum += ar[u];
+            }
+            const real inv = (real)1 / sum;
+            for (int u = 0; u <= t; u++) ar[u] *= inv;
+        }
+        __syncthreads();
+        FOR_BLOCK(idx, n * C) {   // atty[t,c] = sum_u att[h,t,u] v[u, kv channel of c]   (n,C)
+            const int t = idx / C, c = idx - t * C, h = c / HS, j = c - h * HS;
+            const real *ar = att + (h * Tm + t) * Tm, *v = qkv + C + KV + (h / group) * HS + j;
+            real o = 0;
+            for (int u = 0; u <= t; u++) o += ar[u] * v[u * ldQ];
+            atty[t * ldC + c] = o;
+        }
+        __syncthreads();
+        mm_fwd<false>(res2, ldC, atty, ldC, sm + s.w_wo[l], ldC, n, C, C, x, ldC);   // wo + residual
+        __syncthreads();
+        rms_fwd(ln2, sm + s.r2[l], res2, ldC, n, C);
+        __syncthreads();
+        mm_fwd<false>(fch, ldH, ln2, ldC, sm + s.w_fc1[l], ldC, n, C, H, (const real *)nullptr, 0);   // (n,H)
+        __syncthreads();
+        mm_fwd<true>(res3, ldC, fch, ldH, sm + s.w_fc2[l], ldH, n, H, C, res2, ldC);   // fc2(relu) + residual
+        __syncthreads();
+        if (last) {
+            real *fo = a.fch[l] + (size_t)b * T * H;
+            FOR_BLOCK(idx, n * H) {
+                const int t = idx / H, i = idx - t * H;
+                fo[(size_t)t * H + i] = fch[t * ldH + i];
+            }
+        }
+        x = res3;
+    }
+    real *lg = sm + s.logits;
+    mm_fwd<false>(lg, ldV, x, ldC, sm + s.w_lm, ldC, n, C, V, (const real *)nullptr, 0);   // (n,V)
+    __syncthreads();
+    if (last) {
+        real *lo = a.logits + (size_t)b * T * V;
+        FOR_BLOCK(idx, n * V) {
+            const int t = idx / V, o = idx - t * V;
+            lo[(size_t)t * V + o] = lg[t * ldV + o];
+        }
+        __syncthreads();   // the loss overwrites the logits with their gradient
+    }
+    // cross-entropy per position; the logits become dlogits = (p - onehot) w
+    const real w = (real)1 / ((real)n * (real)in.B);
+    FOR_BLOCK(t, n) {
+        real *l = lg + t * ldV;
+        const int target = tok[t + 1];
+        real mx = l[0];
+        for (int i = 1; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+        const real lt = l[target];
+        real sum = 0;
+        for (int i = 0; i < V; i++) {
+            l[i] = f_exp(l[i] - mx);
+            sum += l[i];
+        }
+        const real inv = (real)1 / sum;
+        for (int i = 0; i < V; i++) l[i] = (l[i] * inv - (real)(i == target)) * w;
+        losses[(size_t)b * T + t] = f_log(sum) - (lt - mx);
+    }
+    __syncthreads();
+
+    // backward
+    real *dx = sm + s.dx, *dh = sm + s.dh, *dln = sm + s.dln, *dqkv = sm + s.dqkv, *datty = sm + s.datty,
+         *dpre = sm + s.dpre;
+    mm_bwd_inp(dx, ldC, lg, ldV, sm + s.w_lm, ldC, n, C, V, (const real *)nullptr, 0);
+    mm_bwd_w<false>(G + m.lm_head, lg, ldV, x, ldC, n, C, V);
+    __syncthreads();
+    for (int l = m.L - 1; l >= 0; l--) {
+        const real *x_in = l ? sm + s.res3[l - 1] : x0;
+        const real *ln1 = sm + s.ln1[l], *qkv = sm + s.qkv[l], *att = sm + s.att[l], *atty = sm + s.atty[l];
+        const real *res2 = sm + s.res2[l], *ln2 = sm + s.ln2[l], *fch = sm + s.fch[l];
+        // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2; dx is d res3
+        mm_bwd_inp(dh, ldH, dx, ldC, sm + s.w_fc2[l], ldH, n, H, C, fch, ldH);
+        mm_bwd_w<true>(G + m.fc2[l], dx, ldC, fch, ldH, n, H, C);
+        __syncthreads();
+        mm_bwd_inp(dln, ldC, dh, ldH, sm + s.w_fc1[l], ldC, n, C, H, (const real *)nullptr, 0);
+        mm_bwd_w<false>(G + m.fc1[l], dh, ldH, ln2, ldC, n, C, H);
+        __syncthreads();
+        rms_bwd(dx, dln, res2, sm + s.r2[l], ldC, n, C, true);   // dx: d res2
+        __syncthreads();
+        // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
+        mm_bwd_inp(datty, ldC, dx, ldC, sm + s.w_wo[l], ldC, n, C, C, (const real *)nullptr, 0);
+        mm_bwd_w<false>(G + m.wo[l], dx, ldC, atty, ldC, n, C, C);
+        __syncthreads();
+        FOR_BLOCK(idx, NH * n * n) {   // datt[h,t,u] = datty[t,h] . v[u]
+            const int h = idx / (n * n), r = idx - h * n * n, t = r / n, u = r - t * n;
+            if (u > t) continue;
+            const real *d = datty + t * ldC + h * HS, *v = qkv + u * ldQ + C + KV + (h / group) * HS;
+            real da = 0;
+            for (int j = 0; j < HS; j++) da += d[j] * v[j];
+            dpre[(h * Tm + t) * Tm + u] = da;
+        }
+        __syncthreads();
+        FOR_BLOCK(row, NH * n) {   // softmax backward: dpre = att (datt - sum att datt) scale
+            const int h = row / n, t = row - h * n;
+            const real *ar = att + (h * Tm + t) * Tm;
+            real *dr = dpre + (h * Tm + t) * Tm;
+            real wsum = 0;
+            for (int u = 0; u <= t; u++) wsum += ar[u] * dr[u];
+            for (int u = 0; u <= t; u++) dr[u] = ar[u] * (dr[u] - wsum) * scale;
+        }
+        __syncthreads();
+        FOR_BLOCK(idx, n * Q) {   // dq | dk | dv                             (n,Q)
+            const int t = idx / Q, c = idx - t * Q;
+            real g = 0;
+            if (c < C) {   // dq[t,c] = sum_{u<=t} dpre[h,t,u] k[u]
+                const int h = c / HS, j = c - h * HS;
+                const real *dr = dpre + (h * Tm + t) * Tm, *k = qkv + C + (h / group) * HS + j;
+                for (int u = 0; u <= t; u++) g += dr[u] * k[u * ldQ];
+            } else if (c < C + KV) {   // dk[t,kc] = sum_{r>=t} sum_{h of kv head} dpre[h,r,t] q[r,h]
+                const int kh = (c - C) / HS, j = (c - C) - kh * HS;
+                for (int r = t; r < n; r++)
+                    for (int h = kh * group; h < (kh + 1) * group; h++)
+                        g += dpre[(h * Tm + r) * Tm + t] * qkv[r * ldQ + h * HS + j];
+            } else {   // dv[t,kc] = sum_{r>=t} sum_h att[h,r,t] datty[r,h]
+                const int kh = (c - C - KV) / HS, j = (c - C - KV) - kh * HS;
+                for (int r = t; r < n; r++)
+                    for (int h = kh * group; h < (kh + 1) * group; h++)
+                        g += att[(h * Tm + r) * Tm + t] * datty[r * ldC + h * HS + j];
+            }
+            dqkv[t * ldQ + c] = g;
+        }
+        __syncthreads();
+        mm_bwd_inp(dln, ldC, dqkv, ldQ, sm + s.w_qkv[l], ldC, n, C, Q, (const real *)nullptr, 0);
+        mm_bwd_w<false>(G + m.wq[l], dqkv, ldQ, ln1, ldC, n, C, Q);
+        __syncthreads();
+        rms_bwd(dx, dln, x_in, sm + s.r1[l], ldC, n, C, true);   // dx: d x_in
+        __syncthreads();
+    }
+    // x0 = rmsnorm(enc): d enc into dln, then into the embedding rows
+    rms_bwd(dln, dx, enc, sm + s.r0, ldC, n, C, false);
+    __syncthreads();
+    FOR_BLOCK(c, C) {   // one thread a channel, positions in order: repeated tokens add in order
+        for (int t = 0; t < n; t++) {
+            G[m.wte + (size_t)tok[t] * C + c] += dln[t * ldC + c];
+            G[m.wpe + (size_t)t * C + c] += dln[t * ldC + c];
+        }
+    }
+    __syncthreads();
+}
+
+// Copy the rows x cols matrix at src (row stride cols) to dst (row stride cols+1).
+template <typename real> __device__ void load_padded(real *dst, const real *src, int rows, int cols) {
+    FOR_BLOCK(idx, rows * cols) {
+        const int r = idx / cols, c = idx - r * cols;
+        dst[r * (cols + 1) + c] = src[idx];
+    }
+}
+
+template <typename real> __global__ void __launch_bounds__(FUSED_THREADS) fused_train_kernel(const FusedArgs<real> a) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    real *sm = reinterpret_cast<real *>(smem_raw);
+    cg::grid_group grid = cg::this_grid();
+    const FusedModel &m = a.m;
+    const int C = m.C, KV = m.NKV * m.HS, H = 4 * C;
+    const size_t P = m.P;
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, nthreads = (size_t)gridDim.x * blockDim.x;
+    for (int st = 0; st < a.nsteps; st++) {
+        const StepIn in = step_in(a, st);
+        const bool last = st == a.nsteps - 1;
+        // the weights of this step into shared memory; the accumulator to 0
+        load_padded(sm + a.s.w_wte, a.params + m.wte, m.V, C);
+        load_padded(sm + a.s.w_wpe, a.params + m.wpe, m.Tmax, C);
+        load_padded(sm + a.s.w_lm, a.params + m.lm_head, m.V, C);
+        for (int l = 0; l < m.L; l++) {
+            load_padded(sm + a.s.w_qkv[l], a.params + m.wq[l], C + 2 * KV, C);
+            load_padded(sm + a.s.w_wo[l], a.params + m.wo[l], C, C);
+            load_padded(sm + a.s.w_fc1[l], a.params + m.fc1[l], H, C);
+            load_padded(sm + a.s.w_fc2[l], a.params + m.fc2[l], C, H);
+        }
+        real *G = sm + a.s.grad;
+        for (size_t i = threadIdx.x; i < P; i += blockDim.x) G[i] = 0;
+        __syncthreads();
+        real *losses = a.losses + (size_t)st * a.loss_stride;
+        for (int b = blockIdx.x; b < in.B; b += gridDim.x) train_document(a, sm, in, b, losses, last);
+        real *part = a.partials + (size_t)blockIdx.x * P;
+        for (size_t i = threadIdx.x; i < P; i += blockDim.x) part[i] = G[i];
+        grid.sync();
+        // the gradient: the blocks' partials in block order; then Adam as adam_kernel
+        const int used = in.B < (int)gridDim.x ? in.B : (int)gridDim.x;
+        const real lr = (real)in.sc->lr, rc1 = (real)in.sc->c1, rc2 = (real)in.sc->c2;
+        const real b1 = a.beta1, b2 = a.beta2, ep = a.eps;
+        for (size_t i = tid; i < P; i += nthreads) {
+            real gi = a.partials[i];
+            for (int k = 1; k < used; k++) gi += a.partials[(size_t)k * P + i];
+            a.grads[i] = gi;
+            const real mi = b1 * a.adam_m[i] + ((real)1 - b1) * gi;
+            const real vi = b2 * a.adam_v[i] + ((real)1 - b2) * (gi * gi);
+            a.adam_m[i] = mi;
+            a.adam_v[i] = vi;
+            const real m_hat = mi / rc1;
+            const real v_hat = vi / rc2;
+            a.params[i] -= (lr * m_hat) / (f_sqrt(v_hat) + ep);
+        }
+        grid.sync();   // the next step reads the updated parameters
+    }
+}
+
+}  // namespace
+
+template <typename real>
+int fused_plan(const FusedModel &m, FusedSmem *s, size_t *smem_bytes, char *why, size_t whylen) {
+    if (m.L < 1 || m.L > FUSED_MAX_LAYERS) {
+        snprintf(why, whylen, "n_layer %d is outside the fused step's 1..%d", m.L, FUSED_MAX_LAYERS);
+        return -1;
+    }
+    const size_t C = (size_t)m.C, KV = (size_t)m.NKV * m.HS, Q = C + 2 * KV, H = 4 * C, V = (size_t)m.V,
+                 T = (size_t)m.Tmax, NH = (size_t)m.NH;
+    size_t at = 0;
+    auto take = [&at](size_t count) {
+        const size_t here = at;
+        at += (count + 1) / 2 * 2;   // keep every buffer 16-byte aligned for double
+        return here;
+    };
+    memset(s, 0, sizeof *s);
+    s->w_wte = take(V * (C + 1));
+    s->w_wpe = take(T * (C + 1));
+    s->w_lm = take(V * (C + 1));
+    for (int l = 0; l < m.L; l++) {
+        s->w_qkv[l] = take(Q * (C + 1));
+        s->w_wo[l] = take(C * (C + 1));
+        s->w_fc1[l] = take(H * (C + 1));
+        s->w_fc2[l] = take(C * (H + 1));
+    }
+    s->grad = take(m.P);
+    s->enc = take(T * (C + 1));
+    s->x0 = take(T * (C + 1));
+    s->r0 = take(T);
+    for (int l = 0; l < m.L; l++) {
+        s->ln1[l] = take(T * (C + 1));
+        s->r1[l] = take(T);
+        s->qkv[l] = take(T * (Q + 1));
+        s->att[l] = take(NH * T * T);
+        s->atty[l] = take(T * (C + 1));
+        s->res2[l] = take(T * (C + 1));
+        s->ln2[l] = take(T * (C + 1));
+        s->r2[l] = take(T);
+        s->fch[l] = take(T * (H + 1));
+        s->res3[l] = take(T * (C + 1));
+    }
+    s->logits = take(T * (V + 1));
+    s->dx = take(T * (C + 1));
+    s->dh = take(T * (H + 1));
+    s->dln = take(T * (C + 1));
+    s->dqkv = take(T * (Q + 1));
+    s->datty = take(T * (C + 1));
+    s->dpre = take(NH * T * T);
+    s->elems = at;
+    *smem_bytes = at * sizeof(real);
+    int dev = 0, limit = 0, coop = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+    if (!coop) {
+        snprintf(why, whylen, "the device cannot launch cooperative kernels");
+        return -1;
+    }
+    if (*smem_bytes > (size_t)limit) {
+        snprintf(why, whylen, "the model needs %.1f KB of shared memory per block (weights, gradient and one "
+                 "document's activations at block_size %d), the device gives %.1f KB", *smem_bytes / 1024.0,
+                 m.Tmax, limit / 1024.0);
+        return -1;
+    }
+    return 0;
+}
+
+template <typename real> int fused_grid(size_t smem_bytes, int max_batch, char *why, size_t whylen) {
+    CUDA_CHECK(cudaFuncSetAttribute(fused_train_kernel<real>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)smem_bytes));
+    int dev = 0, sms = 0, per_sm = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_train_kernel<real>, FUSED_THREADS,
+                                                             smem_bytes));
+    if (per_sm < 1) {
+        snprintf(why, whylen, "no block of the fused step fits on a multiprocessor (%.1f KB of shared memory)",
+                 smem_bytes / 1024.0);
+        return 0;
+    }
+    const int resident = per_sm * sms;
+    return max_batch < resident ? max_batch : resident;
+}
+
+template <typename real> void fused_train(cudaStream_t st, const FusedArgs<real> &a, int grid, size_t smem_bytes) {
+    void *args[] = {const_cast<FusedArgs<real> *>(&a)};
+    CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void *>(fused_train_kernel<real>), dim3(grid),
+                                           dim3(FUSED_THREADS), args, smem_bytes, st));
+    KERNEL_CHECK("fused_train_kernel");
+}
+
+#define MGPT_FUSED_INSTANTIATE(real)                                                                       \
+    template int fused_plan<real>(const FusedModel &, FusedSmem *, size_t *, char *, size_t);              \
+    template int fused_grid<real>(size_t, int, char *, size_t);                                            \
+    template void fused_train<real>(cudaStream_t, const FusedArgs<real> &, int, size_t);
+
+MGPT_FUSED_INSTANTIATE(double)
+MGPT_FUSED_INSTANTIATE(float)
+
+}  // namespace mgpt
