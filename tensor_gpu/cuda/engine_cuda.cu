@@ -426,7 +426,7 @@ template <typename real> void ImplT<real>::choose_path() {
         if (!adjacent) {
             snprintf(why, sizeof why, "n_layer %d is over %d, or the layout does not keep wq, wk, wv adjacent", L_,
                      FUSED_MAX_LAYERS);
-        } else if (fused_plan<real>(fm_, &sm, &bytes, why, sizeof why) == 0) {
+        } else if (fused_plan<real>(fm_, maxB_, &sm, &bytes, why, sizeof why) == 0) {
             const int g = fused_grid<real>(bytes, maxB_, why, sizeof why);
             if (g > 0) {
                 ok = 1;
@@ -442,8 +442,9 @@ template <typename real> void ImplT<real>::choose_path() {
     }
     char label[512];
     if (fused_)
-        snprintf(label, sizeof label, "%s; path fused (%d blocks, %.1f KB shared memory each)", device_name_.c_str(),
-                 fused_grid_, fused_smem_ / 1024.0);
+        snprintf(label, sizeof label, "%s; path fused (%d block%s, %.1f KB shared memory each%s)",
+                 device_name_.c_str(), fused_grid_, fused_grid_ == 1 ? "" : "s", fused_smem_ / 1024.0,
+                 fa_.s.resident ? ", parameters resident" : "");
     else
         snprintf(label, sizeof label, "%s; path layered%s%s%s", device_name_.c_str(), why[0] ? " (fused: " : "", why,
                  why[0] ? ")" : "");

@@ -1,12 +1,13 @@
 // The fused training step (fused.cuh): one cooperative kernel per run of
 // steps. The per-document math is tensor_gpu/cpu/layers.c's, position by
-// position, with the same sums in the same order where one thread takes a
-// sum (products over the input channels, softmax rows, rmsnorm rows); only
-// the gradient sums over documents are grouped differently (per block, then
-// over blocks in block order).
+// position; the sums are grouped differently: the products over four
+// interleaved partial sums (latency: a chain of dependent adds is what a
+// small product waits on), row reductions (rmsnorm, softmax, the loss) over
+// a warp's fixed butterfly, the gradient over documents per block and then
+// over blocks in block order. Every order is fixed: deterministic.
 //
-// Inside a block every phase is a loop of the block's threads over the
-// phase's independent outputs, then __syncthreads(). Shapes (per document):
+// Inside a block every phase is a loop of the block's threads (or warps) over
+// the phase's independent outputs, then __syncthreads(). Shapes (per document):
 // n positions (n <= T <= Tmax), C channels, NH query heads, NKV kv heads, HS
 // head size, KV = NKV*HS, Q = C + 2KV (q | k | v), H = 4C, V vocab.
 #include <cooperative_groups.h>
@@ -32,6 +33,41 @@ __device__ __forceinline__ double f_sqrt(double x) { return sqrt(x); }
 __device__ __forceinline__ float f_sqrt(float x) { return sqrtf(x); }
 
 #define FOR_BLOCK(i, count) for (int i = (int)threadIdx.x; i < (count); i += (int)blockDim.x)
+// each warp a row: lane takes the row's elements lane, lane+32, ...
+#define FOR_WARP_ROW(row, count) \
+    for (int row = (int)(threadIdx.x / 32); row < (count); row += (int)(blockDim.x / 32))
+
+template <typename real> __device__ __forceinline__ real warp_sum(real x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+template <typename real> __device__ __forceinline__ real warp_max(real x) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const real y = __shfl_xor_sync(0xffffffffu, x, o);
+        x = y > x ? y : x;
+    }
+    return x;
+}
+
+// sum_{i<K} a[i*sa] * b[i*sb] over four interleaved partial sums, as
+// (s0+s1)+(s2+s3); with RELU_B, b is relu(b).
+template <bool RELU_B, typename real>
+__device__ __forceinline__ real dot(const real *a, int sa, const real *b, int sb, int K) {
+    real s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    auto bv = [&](int i) {
+        const real x = b[i * sb];
+        return RELU_B ? (x > 0 ? x : (real)0) : x;
+    };
+    int i = 0;
+    for (; i + 3 < K; i += 4) {
+        s0 += a[i * sa] * bv(i);
+        s1 += a[(i + 1) * sa] * bv(i + 1);
+        s2 += a[(i + 2) * sa] * bv(i + 2);
+        s3 += a[(i + 3) * sa] * bv(i + 3);
+    }
+    for (; i < K; i++) s0 += a[i * sa] * bv(i);
+    return (s0 + s1) + (s2 + s3);
+}
 
 // out[t,o] = in[t,:] . W[o,:] (+ res[t,o]) for t < n, o < OC; with RELU_IN
 // the input is relu(in).
@@ -40,12 +76,7 @@ __device__ void mm_fwd(real *out, int ldo, const real *in, int ldi, const real *
                        const real *res, int ldr) {
     FOR_BLOCK(idx, n * OC) {
         const int t = idx / OC, o = idx - t * OC;
-        const real *x = in + t * ldi, *w = W + o * ldw;
-        real s = 0;
-        for (int i = 0; i < IC; i++) {
-            const real xi = RELU_IN ? (x[i] > 0 ? x[i] : (real)0) : x[i];
-            s += w[i] * xi;
-        }
+        real s = dot<RELU_IN>(W + o * ldw, 1, in + t * ldi, 1, IC);
         if (res) s = s + res[t * ldr + o];
         out[t * ldo + o] = s;
     }
@@ -58,9 +89,7 @@ __device__ void mm_bwd_inp(real *dinp, int ldn, const real *dout, int ldd, const
                            int OC, const real *gate, int ldg) {
     FOR_BLOCK(idx, n * IC) {
         const int t = idx / IC, i = idx - t * IC;
-        const real *d = dout + t * ldd;
-        real s = 0;
-        for (int o = 0; o < OC; o++) s += d[o] * W[o * ldw + i];
+        real s = dot<false>(dout + t * ldd, 1, W + i, ldw, OC);
         if (gate && !(gate[t * ldg + i] > 0)) s = 0;
         dinp[t * ldn + i] = s;
     }
@@ -72,25 +101,22 @@ template <bool RELU_IN, typename real>
 __device__ void mm_bwd_w(real *G, const real *dout, int ldd, const real *in, int ldi, int n, int IC, int OC) {
     FOR_BLOCK(idx, OC * IC) {
         const int o = idx / IC, i = idx - o * IC;
-        real s = 0;
-        for (int t = 0; t < n; t++) {
-            const real x = in[t * ldi + i];
-            s += dout[t * ldd + o] * (RELU_IN ? (x > 0 ? x : (real)0) : x);
-        }
-        G[idx] += s;
+        G[idx] += dot<RELU_IN>(dout + o, ldd, in + i, ldi, n);
     }
 }
 
-// out = inp * rstd per row, rstd = (mean(inp^2) + eps)^-0.5; one thread a row.
+// out = inp * rstd per row, rstd = (mean(inp^2) + eps)^-0.5; one warp a row.
 template <typename real> __device__ void rms_fwd(real *out, real *rstd, const real *inp, int ld, int n, int C) {
-    FOR_BLOCK(t, n) {
+    const int lane = threadIdx.x % 32;
+    FOR_WARP_ROW(t, n) {
         const real *x = inp + t * ld;
         real ss = 0;
-        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        for (int c = lane; c < C; c += 32) ss += x[c] * x[c];
+        ss = warp_sum(ss);
         const real ms = ss * ((real)1 / (real)C);
         const real s = (real)1 / f_sqrt(ms + (real)RMSNORM_EPS);
-        for (int c = 0; c < C; c++) out[t * ld + c] = x[c] * s;
-        rstd[t] = s;
+        for (int c = lane; c < C; c += 32) out[t * ld + c] = x[c] * s;
+        if (lane == 0) rstd[t] = s;
     }
 }
 
@@ -98,14 +124,16 @@ template <typename real> __device__ void rms_fwd(real *out, real *rstd, const re
 template <typename real>
 __device__ void rms_bwd(real *dinp, const real *dout, const real *inp, const real *rstd, int ld, int n, int C,
                         bool acc) {
-    FOR_BLOCK(t, n) {
+    const int lane = threadIdx.x % 32;
+    FOR_WARP_ROW(t, n) {
         const real *x = inp + t * ld, *dy = dout + t * ld;
         real *dx = dinp + t * ld;
         const real s = rstd[t];
-        real dot = 0;
-        for (int c = 0; c < C; c++) dot += dy[c] * x[c];
-        const real k = s * s * s * dot / (real)C;
-        for (int c = 0; c < C; c++) {
+        real d = 0;
+        for (int c = lane; c < C; c += 32) d += dy[c] * x[c];
+        d = warp_sum(d);
+        const real k = s * s * s * d / (real)C;
+        for (int c = lane; c < C; c += 32) {
             const real g = s * dy[c] - k * x[c];
             dx[c] = acc ? dx[c] + g : g;
         }
@@ -143,6 +171,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     const int n = in.n[b], T = in.T;
     const int *tok = in.tok + (size_t)b * (T + 1);   // inputs at t, targets at t+1
     const real scale = (real)1 / f_sqrt((real)HS);
+    const int lane = threadIdx.x % 32;
     real *G = sm + s.grad;
 
     // x0 = rmsnorm(wte[tok] + wpe[t])                                    (n,C)
@@ -167,31 +196,28 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             const int h = idx / (n * n), r = idx - h * n * n, t = r / n, u = r - t * n;
             if (u > t) continue;
             const real *qt = qkv + t * ldQ + h * HS, *ku = qkv + u * ldQ + C + (h / group) * HS;
-            real dot = 0;
-            for (int j = 0; j < HS; j++) dot += qt[j] * ku[j];
-            att[(h * Tm + t) * Tm + u] = dot * scale;
+            att[(h * Tm + t) * Tm + u] = dot<false>(qt, 1, ku, 1, HS) * scale;
         }
         __syncthreads();
-        FOR_BLOCK(row, NH * n) {   // softmax of each row over u <= t
+        FOR_WARP_ROW(row, NH * n) {   // softmax of each row over u <= t
             const int h = row / n, t = row - h * n;
             real *ar = att + (h * Tm + t) * Tm;
             real mx = -(real)INFINITY;
-            for (int u = 0; u <= t; u++) mx = ar[u] > mx ? ar[u] : mx;
+            for (int u = lane; u <= t; u += 32) mx = ar[u] > mx ? ar[u] : mx;
+            mx = warp_max(mx);
             real sum = 0;
-            for (int u = 0; u <= t; u++) {
+            for (int u = lane; u <= t; u += 32) {
                 ar[u] = f_exp(ar[u] - mx);
                 sum += ar[u];
             }
-            const real inv = (real)1 / sum;
-            for (int u = 0; u <= t; u++) ar[u] *= inv;
+            const real inv = (real)1 / warp_sum(sum);
+            for (int u = lane; u <= t; u += 32) ar[u] *= inv;
         }
         __syncthreads();
         FOR_BLOCK(idx, n * C) {   // atty[t,c] = sum_u att[h,t,u] v[u, kv channel of c]   (n,C)
             const int t = idx / C, c = idx - t * C, h = c / HS, j = c - h * HS;
             const real *ar = att + (h * Tm + t) * Tm, *v = qkv + C + KV + (h / group) * HS + j;
-            real o = 0;
-            for (int u = 0; u <= t; u++) o += ar[u] * v[u * ldQ];
-            atty[t * ldC + c] = o;
+            atty[t * ldC + c] = dot<false>(ar, 1, v, ldQ, t + 1);
         }
         __syncthreads();
         mm_fwd<false>(res2, ldC, atty, ldC, sm + s.w_wo[l], ldC, n, C, C, x, ldC);   // wo + residual
@@ -224,20 +250,23 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     }
     // cross-entropy per position; the logits become dlogits = (p - onehot) w
     const real w = (real)1 / ((real)n * (real)in.B);
-    FOR_BLOCK(t, n) {
+    FOR_WARP_ROW(t, n) {   // one warp a position
         real *l = lg + t * ldV;
         const int target = tok[t + 1];
-        real mx = l[0];
-        for (int i = 1; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+        real mx = -(real)INFINITY;
+        for (int i = lane; i < V; i += 32) mx = l[i] > mx ? l[i] : mx;
+        mx = warp_max(mx);
         const real lt = l[target];
+        __syncwarp();   // every lane has read l[target] before it is overwritten
         real sum = 0;
-        for (int i = 0; i < V; i++) {
+        for (int i = lane; i < V; i += 32) {
             l[i] = f_exp(l[i] - mx);
             sum += l[i];
         }
+        sum = warp_sum(sum);
         const real inv = (real)1 / sum;
-        for (int i = 0; i < V; i++) l[i] = (l[i] * inv - (real)(i == target)) * w;
-        losses[(size_t)b * T + t] = f_log(sum) - (lt - mx);
+        for (int i = lane; i < V; i += 32) l[i] = (l[i] * inv - (real)(i == target)) * w;
+        if (lane == 0) losses[(size_t)b * T + t] = f_log(sum) - (lt - mx);
     }
     __syncthreads();
 
@@ -268,18 +297,17 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             const int h = idx / (n * n), r = idx - h * n * n, t = r / n, u = r - t * n;
             if (u > t) continue;
             const real *d = datty + t * ldC + h * HS, *v = qkv + u * ldQ + C + KV + (h / group) * HS;
-            real da = 0;
-            for (int j = 0; j < HS; j++) da += d[j] * v[j];
-            dpre[(h * Tm + t) * Tm + u] = da;
+            dpre[(h * Tm + t) * Tm + u] = dot<false>(d, 1, v, 1, HS);
         }
         __syncthreads();
-        FOR_BLOCK(row, NH * n) {   // softmax backward: dpre = att (datt - sum att datt) scale
+        FOR_WARP_ROW(row, NH * n) {   // softmax backward: dpre = att (datt - sum att datt) scale
             const int h = row / n, t = row - h * n;
             const real *ar = att + (h * Tm + t) * Tm;
             real *dr = dpre + (h * Tm + t) * Tm;
             real wsum = 0;
-            for (int u = 0; u <= t; u++) wsum += ar[u] * dr[u];
-            for (int u = 0; u <= t; u++) dr[u] = ar[u] * (dr[u] - wsum) * scale;
+            for (int u = lane; u <= t; u += 32) wsum += ar[u] * dr[u];
+            wsum = warp_sum(wsum);
+            for (int u = lane; u <= t; u += 32) dr[u] = ar[u] * (dr[u] - wsum) * scale;
         }
         __syncthreads();
         FOR_BLOCK(idx, n * Q) {   // dq | dk | dv                             (n,Q)
@@ -288,7 +316,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             if (c < C) {   // dq[t,c] = sum_{u<=t} dpre[h,t,u] k[u]
                 const int h = c / HS, j = c - h * HS;
                 const real *dr = dpre + (h * Tm + t) * Tm, *k = qkv + C + (h / group) * HS + j;
-                for (int u = 0; u <= t; u++) g += dr[u] * k[u * ldQ];
+                g = dot<false>(dr, 1, k, ldQ, t + 1);
             } else if (c < C + KV) {   // dk[t,kc] = sum_{r>=t} sum_{h of kv head} dpre[h,r,t] q[r,h]
                 const int kh = (c - C) / HS, j = (c - C) - kh * HS;
                 for (int r = t; r < n; r++)
@@ -321,58 +349,89 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     __syncthreads();
 }
 
-// Copy the rows x cols matrix at src (row stride cols) to dst (row stride cols+1).
-template <typename real> __device__ void load_padded(real *dst, const real *src, int rows, int cols) {
-    FOR_BLOCK(idx, rows * cols) {
-        const int r = idx / cols, c = idx - r * cols;
-        dst[r * (cols + 1) + c] = src[idx];
+// The weights of the table from the canonical buffer src into shared memory
+// (padded rows), or back (to_global).
+template <typename real> __device__ void copy_weights(const FusedSmem &s, real *sm, real *flat, bool to_global) {
+    for (int k = 0; k < s.n_tensors; k++) {
+        const FusedTensor &w = s.tensors[k];
+        FOR_BLOCK(idx, w.rows * w.cols) {
+            const int r = idx / w.cols, c = idx - r * w.cols;
+            real &here = sm[w.smem + (size_t)r * (w.cols + 1) + c];
+            if (to_global) flat[w.flat + idx] = here;
+            else here = flat[w.flat + idx];
+        }
     }
+}
+
+// Adam as adam_kernel (kernels.cu), on one parameter.
+template <typename real>
+__device__ __forceinline__ void adam_one(real &p, real g, real &m, real &v, real lr, real rc1, real rc2, real b1,
+                                         real b2, real ep) {
+    const real mi = b1 * m + ((real)1 - b1) * g;
+    const real vi = b2 * v + ((real)1 - b2) * (g * g);
+    m = mi;
+    v = vi;
+    const real m_hat = mi / rc1;
+    const real v_hat = vi / rc2;
+    p -= (lr * m_hat) / (f_sqrt(v_hat) + ep);
 }
 
 template <typename real> __global__ void __launch_bounds__(FUSED_THREADS) fused_train_kernel(const FusedArgs<real> a) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     real *sm = reinterpret_cast<real *>(smem_raw);
-    cg::grid_group grid = cg::this_grid();
     const FusedModel &m = a.m;
-    const int C = m.C, KV = m.NKV * m.HS, H = 4 * C;
+    const FusedSmem &s = a.s;
     const size_t P = m.P;
+    real *G = sm + s.grad;
+    const real b1 = a.beta1, b2 = a.beta2, ep = a.eps;
+    if (s.resident) {
+        // one block: parameters and moments stay in shared memory for the launch
+        real *M = sm + s.adam_m, *Vm = sm + s.adam_v;
+        copy_weights(s, sm, a.params, false);
+        for (size_t i = threadIdx.x; i < P; i += blockDim.x) M[i] = a.adam_m[i], Vm[i] = a.adam_v[i];
+        for (int st = 0; st < a.nsteps; st++) {
+            const StepIn in = step_in(a, st);
+            for (size_t i = threadIdx.x; i < P; i += blockDim.x) G[i] = 0;
+            __syncthreads();
+            real *losses = a.losses + (size_t)st * a.loss_stride;
+            for (int b = 0; b < in.B; b++) train_document(a, sm, in, b, losses, st == a.nsteps - 1);
+            const real lr = (real)in.sc->lr, rc1 = (real)in.sc->c1, rc2 = (real)in.sc->c2;
+            for (int k = 0; k < s.n_tensors; k++) {
+                const FusedTensor &w = s.tensors[k];
+                FOR_BLOCK(idx, w.rows * w.cols) {
+                    const int r = idx / w.cols, c = idx - r * w.cols;
+                    const size_t f = w.flat + idx;
+                    adam_one(sm[w.smem + (size_t)r * (w.cols + 1) + c], G[f], M[f], Vm[f], lr, rc1, rc2, b1, b2, ep);
+                }
+            }
+            __syncthreads();
+        }
+        copy_weights(s, sm, a.params, true);
+        for (size_t i = threadIdx.x; i < P; i += blockDim.x)
+            a.adam_m[i] = M[i], a.adam_v[i] = Vm[i], a.grads[i] = G[i];
+        return;
+    }
+    cg::grid_group grid = cg::this_grid();
     const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, nthreads = (size_t)gridDim.x * blockDim.x;
     for (int st = 0; st < a.nsteps; st++) {
         const StepIn in = step_in(a, st);
-        const bool last = st == a.nsteps - 1;
         // the weights of this step into shared memory; the accumulator to 0
-        load_padded(sm + a.s.w_wte, a.params + m.wte, m.V, C);
-        load_padded(sm + a.s.w_wpe, a.params + m.wpe, m.Tmax, C);
-        load_padded(sm + a.s.w_lm, a.params + m.lm_head, m.V, C);
-        for (int l = 0; l < m.L; l++) {
-            load_padded(sm + a.s.w_qkv[l], a.params + m.wq[l], C + 2 * KV, C);
-            load_padded(sm + a.s.w_wo[l], a.params + m.wo[l], C, C);
-            load_padded(sm + a.s.w_fc1[l], a.params + m.fc1[l], H, C);
-            load_padded(sm + a.s.w_fc2[l], a.params + m.fc2[l], C, H);
-        }
-        real *G = sm + a.s.grad;
+        copy_weights(s, sm, a.params, false);
         for (size_t i = threadIdx.x; i < P; i += blockDim.x) G[i] = 0;
         __syncthreads();
         real *losses = a.losses + (size_t)st * a.loss_stride;
-        for (int b = blockIdx.x; b < in.B; b += gridDim.x) train_document(a, sm, in, b, losses, last);
+        for (int b = blockIdx.x; b < in.B; b += gridDim.x) train_document(a, sm, in, b, losses, st == a.nsteps - 1);
         real *part = a.partials + (size_t)blockIdx.x * P;
         for (size_t i = threadIdx.x; i < P; i += blockDim.x) part[i] = G[i];
         grid.sync();
-        // the gradient: the blocks' partials in block order; then Adam as adam_kernel
+        // the gradient: the blocks' partials in block order; then Adam
         const int used = in.B < (int)gridDim.x ? in.B : (int)gridDim.x;
         const real lr = (real)in.sc->lr, rc1 = (real)in.sc->c1, rc2 = (real)in.sc->c2;
-        const real b1 = a.beta1, b2 = a.beta2, ep = a.eps;
         for (size_t i = tid; i < P; i += nthreads) {
             real gi = a.partials[i];
             for (int k = 1; k < used; k++) gi += a.partials[(size_t)k * P + i];
             a.grads[i] = gi;
-            const real mi = b1 * a.adam_m[i] + ((real)1 - b1) * gi;
-            const real vi = b2 * a.adam_v[i] + ((real)1 - b2) * (gi * gi);
-            a.adam_m[i] = mi;
-            a.adam_v[i] = vi;
-            const real m_hat = mi / rc1;
-            const real v_hat = vi / rc2;
-            a.params[i] -= (lr * m_hat) / (f_sqrt(v_hat) + ep);
+            adam_one(a.params[i], gi, a.adam_m[i], a.adam_v[i], lr, rc1, rc2, b1, b2, ep);
         }
         grid.sync();   // the next step reads the updated parameters
     }
@@ -381,7 +440,7 @@ template <typename real> __global__ void __launch_bounds__(FUSED_THREADS) fused_
 }  // namespace
 
 template <typename real>
-int fused_plan(const FusedModel &m, FusedSmem *s, size_t *smem_bytes, char *why, size_t whylen) {
+int fused_plan(const FusedModel &m, int max_batch, FusedSmem *s, size_t *smem_bytes, char *why, size_t whylen) {
     if (m.L < 1 || m.L > FUSED_MAX_LAYERS) {
         snprintf(why, whylen, "n_layer %d is outside the fused step's 1..%d", m.L, FUSED_MAX_LAYERS);
         return -1;
@@ -395,14 +454,18 @@ int fused_plan(const FusedModel &m, FusedSmem *s, size_t *smem_bytes, char *why,
         return here;
     };
     memset(s, 0, sizeof *s);
-    s->w_wte = take(V * (C + 1));
-    s->w_wpe = take(T * (C + 1));
-    s->w_lm = take(V * (C + 1));
+    auto weight = [&](size_t *slot, size_t flat, size_t rows, size_t cols) {
+        *slot = take(rows * (cols + 1));
+        s->tensors[s->n_tensors++] = FusedTensor{flat, *slot, (int)rows, (int)cols};
+    };
+    weight(&s->w_wte, m.wte, V, C);
+    weight(&s->w_wpe, m.wpe, T, C);
+    weight(&s->w_lm, m.lm_head, V, C);
     for (int l = 0; l < m.L; l++) {
-        s->w_qkv[l] = take(Q * (C + 1));
-        s->w_wo[l] = take(C * (C + 1));
-        s->w_fc1[l] = take(H * (C + 1));
-        s->w_fc2[l] = take(C * (H + 1));
+        weight(&s->w_qkv[l], m.wq[l], Q, C);
+        weight(&s->w_wo[l], m.wo[l], C, C);
+        weight(&s->w_fc1[l], m.fc1[l], H, C);
+        weight(&s->w_fc2[l], m.fc2[l], C, H);
     }
     s->grad = take(m.P);
     s->enc = take(T * (C + 1));
@@ -427,12 +490,18 @@ int fused_plan(const FusedModel &m, FusedSmem *s, size_t *smem_bytes, char *why,
     s->dqkv = take(T * (Q + 1));
     s->datty = take(T * (C + 1));
     s->dpre = take(NH * T * T);
-    s->elems = at;
-    *smem_bytes = at * sizeof(real);
     int dev = 0, limit = 0, coop = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+    // a grid of one block keeps Adam's moments beside the weights when they fit
+    if (max_batch == 1 && (at + 2 * ((m.P + 1) / 2 * 2)) * sizeof(real) <= (size_t)limit) {
+        s->resident = 1;
+        s->adam_m = take(m.P);
+        s->adam_v = take(m.P);
+    }
+    s->elems = at;
+    *smem_bytes = at * sizeof(real);
     if (!coop) {
         snprintf(why, whylen, "the device cannot launch cooperative kernels");
         return -1;
@@ -471,7 +540,7 @@ template <typename real> void fused_train(cudaStream_t st, const FusedArgs<real>
 }
 
 #define MGPT_FUSED_INSTANTIATE(real)                                                                       \
-    template int fused_plan<real>(const FusedModel &, FusedSmem *, size_t *, char *, size_t);              \
+    template int fused_plan<real>(const FusedModel &, int, FusedSmem *, size_t *, char *, size_t);              \
     template int fused_grid<real>(size_t, int, char *, size_t);                                            \
     template void fused_train<real>(cudaStream_t, const FusedArgs<real> &, int, size_t);
 

@@ -29,7 +29,8 @@
 namespace mgpt {
 
 constexpr int FUSED_MAX_LAYERS = 4;
-constexpr int FUSED_THREADS = 256;
+constexpr int FUSED_THREADS = 512;
+constexpr int FUSED_MAX_TENSORS = 3 + 4 * FUSED_MAX_LAYERS;   // wq|wk|wv count as one
 
 // The model and where its tensors are: element offsets into the flat
 // canonical parameter buffer (common/model.h). wq, wk and wv must be
@@ -44,7 +45,21 @@ struct FusedModel {
 // The shared-memory layout (element offsets from its start). Weights are
 // stored with a row stride of cols+1 (odd: no bank conflicts when the
 // threads of a warp read consecutive rows); activations with widths+1.
+// A weight matrix: at `flat` in the canonical buffer (row stride cols), at
+// `smem` in shared memory (row stride cols+1).
+struct FusedTensor {
+    size_t flat, smem;
+    int rows, cols;
+};
+
 struct FusedSmem {
+    FusedTensor tensors[FUSED_MAX_TENSORS];
+    int n_tensors;
+    // resident (a grid of one block): the parameters stay in shared memory
+    // for the whole launch and Adam's moments too (flat, at adam_m, adam_v);
+    // the global buffers are read at the start and written at the end
+    int resident;
+    size_t adam_m, adam_v;
     // weights (padded rows) and the gradient accumulator (flat, canonical layout)
     size_t w_wte, w_wpe, w_lm, w_qkv[FUSED_MAX_LAYERS], w_wo[FUSED_MAX_LAYERS], w_fc1[FUSED_MAX_LAYERS],
         w_fc2[FUSED_MAX_LAYERS];
@@ -82,9 +97,11 @@ template <typename real> struct FusedArgs {
 };
 
 // The layout for model m, and whether it can run on this device: 0, or -1
-// with the reason in why. *smem_bytes the block's shared memory.
+// with the reason in why. *smem_bytes the block's shared memory. With
+// max_batch 1 the grid is one block, and the layout is resident where the
+// moments fit too.
 template <typename real>
-int fused_plan(const FusedModel &m, FusedSmem *s, size_t *smem_bytes, char *why, size_t whylen);
+int fused_plan(const FusedModel &m, int max_batch, FusedSmem *s, size_t *smem_bytes, char *why, size_t whylen);
 // The grid for max_batch documents (at most one block per document, and no
 // more than can be resident at once); sets the kernel's shared-memory
 // attribute. 0 with why when none fits.
