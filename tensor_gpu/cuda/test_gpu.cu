@@ -1098,6 +1098,15 @@ static void refusals() {
     if (e || !strstr(err, "not enough device memory")) failf("a size that cannot fit was not refused (%s)", err);
     if (e) e->ops->destroy(e);
     printf("refusal of a size that cannot fit: \"%s\"\n", err);
+    // a split-K setting that is neither 0 nor 1
+    setenv("MICROGPT_DW_SPLIT", "yes", 1);
+    c.fault = FAULT_NONE;
+    err[0] = '\0';
+    e = cuda_engine_create(&c, mdl.init.data(), err, sizeof err);
+    unsetenv("MICROGPT_DW_SPLIT");
+    if (e || !strstr(err, "MICROGPT_DW_SPLIT")) failf("MICROGPT_DW_SPLIT=yes was not refused (%s)", err);
+    if (e) e->ops->destroy(e);
+    printf("refusal of MICROGPT_DW_SPLIT=yes: \"%s\"\n", err);
 }
 
 // ---------------------------------------------------------------------------
