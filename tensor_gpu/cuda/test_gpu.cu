@@ -773,7 +773,7 @@ static double max_abs_diff(const std::vector<double> &a, const std::vector<doubl
 // in fp32 reaches 1e-6 for dg ~ 1e-11. That difference is still printed.)
 static void engine_vs_cpu(Precision p, Rng &r) {
     const bool fp64 = p == PREC_FP64;
-    const Model mdl(27, 16, 4, 2, 2, 16, 32, 42);   // batches of 17..32 x 16 rows: split-K weight gradients
+    const Model mdl(27, 16, 4, 2, 2, 16, 32, 42);   // batches of 19, 20 and 32: split-K weight gradients
     const EngineConfig c = mdl.cfg(p);
     char err[512] = "";
     Engine *cpu = cpu_engine_create(&c, mdl.init.data(), err, sizeof err);
