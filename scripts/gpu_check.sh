@@ -11,10 +11,12 @@
 #    scripts/gpu_bench.sh;
 # 5. determinism: two identical compare runs with --trace, compared with cmp
 #    after the wall times are removed;
-# 6. compute-sanitizer (memcheck, initcheck) over a few engine steps, if present;
-# 7. per-kernel GPU times through ncu, if present (informational).
+# 6. compute-sanitizer (memcheck, initcheck) over a few engine steps, if present
+#    (batch 32 among them: split-K weight gradients);
+# 7. per-kernel GPU times through ncu, if present, and test_gpu --bench (the
+#    weight gradients and the embedding backward, old vs new) (informational).
 # --skip leaves out checks by name (deps gpu build test-gpu parity bench
-# bench-nographs determinism sanitizer profile), e.g. --skip bench,profile.
+# bench-nographs determinism sanitizer profile kernel-bench), e.g. --skip bench,profile.
 # Logs and traces go into one tarball in --out (default $OUT, else
 # /tmp/gpu_check); a summary table is printed last. Exits 1 if any check failed.
 # Needs data/names.txt (carry it along: data/ is git-ignored).
@@ -133,6 +135,7 @@ sanitizer() {
     "$cs" --tool "$tool" --error-exitcode 9 "$compare" --engines scalar,cuda --steps 6 --batch 4 --n-layer 2 \
       --n-kv-head 2 --quiet || rc=1
     "$cs" --tool "$tool" --error-exitcode 9 "$compare" --engines scalar,cuda --precision fp32 --steps 4 --quiet || rc=1
+    "$cs" --tool "$tool" --error-exitcode 9 "$compare" --engines scalar,cuda --steps 2 --batch 32 --quiet || rc=1
   done
   return $rc
 }
@@ -153,6 +156,7 @@ check bench-nographs 120 env MICROGPT_CUDA_GRAPHS=0 "$compare" --bench --engines
 check determinism 300 bash -c determinism
 check sanitizer 300 bash -c sanitizer
 check profile 240 bash -c profile
+check kernel-bench 120 "$build/test_gpu" --bench
 
 cp -r "$build/parity" "$logs/parity" 2>/dev/null
 tar czf "$out/gpu_check.tar.gz" -C "$logs" . && echo "logs and traces: $out/gpu_check.tar.gz"

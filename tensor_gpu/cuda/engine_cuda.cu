@@ -6,7 +6,8 @@
 // m and v (P elements each, canonical layout of common/model.h) and the
 // activations (the training step's, sized for max_batch x block_size, the
 // sampler's for one document, and the batch's tokens, lengths and Adam
-// scalars), plus cuBLAS's workspace if one is asked for (none by default).
+// scalars, and the scratch of the split-K weight gradients), plus cuBLAS's
+// workspace if one is asked for (none by default).
 // Everything is counted before the first allocation: a size that cannot fit
 // in the free device memory is refused with the estimate.
 // ParamPtrs point into the parameter and gradient buffers tensor by tensor
@@ -22,6 +23,7 @@
 // twice), copies the per-position losses back and synchronizes once; the
 // mean loss is taken on the host in the reference's order. Everything else
 // (logits, gradients, ReLU inputs) stays on the device until asked for.
+#include <climits>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
@@ -69,6 +71,17 @@ size_t cublas_workspace_bytes() {
         throw CudaError(std::string("MICROGPT_CUBLAS_WORKSPACE='") + s + "' is not a number of bytes (0 .. 16 GiB)");
     return (size_t)b;
 }
+
+// Whether the weight gradients are split over the rows (kernels.cuh,
+// matmul_backward): MICROGPT_DW_SPLIT=0 turns it off (one cuBLAS product
+// each, as before the split; for timing the two).
+bool dw_split_enabled() {
+    const char *s = getenv("MICROGPT_DW_SPLIT");
+    if (!s || !*s || !strcmp(s, "1")) return true;
+    if (!strcmp(s, "0")) return false;
+    throw CudaError(std::string("MICROGPT_DW_SPLIT='") + s + "' is not 0 (off) or 1 (on, the default)");
+}
+
 constexpr size_t ALIGN = 256;
 
 size_t align_up(size_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
@@ -194,6 +207,7 @@ template <typename real> class ImplT final : public Impl {
     cudaStream_t stream_ = nullptr;
     cublasHandle_t blas_ = nullptr;
     void *workspace_ = nullptr;
+    DwScratch<real> dws_{nullptr, 0, 0};   // the split-K weight gradients' (in acts_mem_)
     real *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
     ParamPtrs<real> P, G;
     std::vector<char> qkv_fused_;   // [layer] wq, wk, wv adjacent: one product for q, k and v
@@ -272,11 +286,21 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         io_.n = align_up(sizeof(AdamScalars));
         io_.tok = align_up(io_.n + (size_t)maxB_ * sizeof(int));
         io_.bytes = io_.tok + (size_t)maxB_ * (Tmax_ + 1) * sizeof(int);
+        // the split-K scratch: room for the largest weight gradient's partials at max_batch
+        const size_t rows = (size_t)maxB_ * Tmax_;
+        const int dw_rows = rows < (size_t)INT_MAX ? (int)rows : INT_MAX;
+        if (dw_split_enabled()) dws_.sms = prop.multiProcessorCount;
+        const int dw_shapes[][2] = {{C_, V_}, {4 * C_, C_}, {C_, 4 * C_}, {C_, C_}, {C_, QKV_}, {C_, KV_}};
+        for (const auto &d : dw_shapes) {   // (IC, OC) of each weight's product
+            const size_t c = dw_scratch_count(dw_rows, d[0], d[1], dws_.sms);
+            if (c > dws_.count) dws_.count = c;
+        }
         Carver count{nullptr, 0};
         point_acts(acts_, count, maxB_, true);
         point_acts(sample_acts_, count, 1, false);
         count.take<char>(io_.bytes);
         if (fused_) count.take<real>((size_t)fused_grid_ * P_);
+        count.take<real>(dws_.count);
         size_t dev_free = 0, dev_total = 0;
         CUDA_CHECK(cudaMemGetInfo(&dev_free, &dev_total));
         const double need = 4.0 * (double)pbytes + (double)count.used;   // the workspace is already held
@@ -321,9 +345,9 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
             fa_.beta2 = (real)cfg->s->beta2;
             fa_.eps = (real)cfg->s->eps;
         }
+        dws_.p = carve.take<real>(dws_.count);
 
         io_h_ = static_cast<char *>(HOST_MALLOC_PINNED(io_.bytes, "batch upload"));
-        const size_t rows = (size_t)maxB_ * Tmax_;
         losses_h_ = static_cast<real *>(HOST_MALLOC_PINNED(rows * sizeof(real), "losses"));
         xfer_count_ = P_;
         if (rows * V_ > xfer_count_) xfer_count_ = rows * V_;
@@ -575,27 +599,27 @@ template <typename real> void ImplT<real>::backward(int B, int T) {
     cudaStream_t st = stream_;
     Acts<real> &a = acts_;
     const real *x_last = L_ ? a.layer[L_ - 1].res3 : a.x0;
-    matmul_backward(blas_, a.dx, false, G.lm_head, false, a.dlogits, V_, x_last, P.lm_head, N, C, V_);
+    matmul_backward(blas_, a.dx, false, G.lm_head, false, a.dlogits, V_, x_last, P.lm_head, N, C, V_, dws_);
     for (int l = L_ - 1; l >= 0; l--) {
         const LayerActs<real> &la = a.layer[l];
         const real *x_in = l ? a.layer[l - 1].res3 : a.x0;
         // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2
-        matmul_backward(blas_, a.dfch_relu, false, G.fc2[l], false, a.dx, C, la.fch_relu, P.fc2[l], N, 4 * C, C);
+        matmul_backward(blas_, a.dfch_relu, false, G.fc2[l], false, a.dx, C, la.fch_relu, P.fc2[l], N, 4 * C, C, dws_);
         relu_backward(st, a.dfch, a.dfch_relu, la.fch, (size_t)N * 4 * C, false);
-        matmul_backward(blas_, a.dln, false, G.fc1[l], false, a.dfch, 4 * C, la.ln2, P.fc1[l], N, C, 4 * C);
+        matmul_backward(blas_, a.dln, false, G.fc1[l], false, a.dfch, 4 * C, la.ln2, P.fc1[l], N, C, 4 * C, dws_);
         rmsnorm_backward(st, a.dx, a.dln, la.res2, la.ln2_rstd, N, C, true);
         // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
-        matmul_backward(blas_, a.datty, false, G.wo[l], false, a.dx, C, la.atty, P.wo[l], N, C, C);
+        matmul_backward(blas_, a.datty, false, G.wo[l], false, a.dx, C, la.atty, P.wo[l], N, C, C, dws_);
         const real *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
         real *dq = a.dqkv, *dk = a.dqkv + C, *dv = a.dqkv + C + KV_;
         attention_backward(st, dq, QKV_, dk, dv, QKV_, a.dpre, a.datty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_,
                            NKV_, HS_, false);
         if (qkv_fused_[l]) {
-            matmul_backward(blas_, a.dln, false, G.wq[l], false, a.dqkv, QKV_, la.ln1, P.wq[l], N, C, QKV_);
+            matmul_backward(blas_, a.dln, false, G.wq[l], false, a.dqkv, QKV_, la.ln1, P.wq[l], N, C, QKV_, dws_);
         } else {
-            matmul_backward(blas_, a.dln, false, G.wq[l], false, dq, QKV_, la.ln1, P.wq[l], N, C, C);
-            matmul_backward(blas_, a.dln, true, G.wk[l], false, dk, QKV_, la.ln1, P.wk[l], N, C, KV_);
-            matmul_backward(blas_, a.dln, true, G.wv[l], false, dv, QKV_, la.ln1, P.wv[l], N, C, KV_);
+            matmul_backward(blas_, a.dln, false, G.wq[l], false, dq, QKV_, la.ln1, P.wq[l], N, C, C, dws_);
+            matmul_backward(blas_, a.dln, true, G.wk[l], false, dk, QKV_, la.ln1, P.wk[l], N, C, KV_, dws_);
+            matmul_backward(blas_, a.dln, true, G.wv[l], false, dv, QKV_, la.ln1, P.wv[l], N, C, KV_, dws_);
         }
         rmsnorm_backward(st, a.dx, a.dln, x_in, la.ln1_rstd, N, C, true);
     }

@@ -191,59 +191,60 @@ void encoder_rmsnorm_forward(cudaStream_t st, real *enc, real *x0, real *rstd0, 
     KERNEL_CHECK("encoder_rmsnorm_kernel");
 }
 
-// One thread per element of dwte (V,C) then of dwpe (Tw,C). The block first
-// stages the tokens of a chunk of positions in shared memory (-1 at padding);
-// each thread then adds the positions that use its element, in (b,t) order -
-// the reference's order, so the sums carry its bits.
-constexpr int ENC_CHUNK = 2048;   // positions staged at a time (8 KiB)
+// Block (x, y): x < V the token v = x (a row of dwte), else the position
+// t = x - V (a row of dwpe); channels c = 32y + lane. Warp w sums its own
+// contiguous range of the N positions (dwte: the ones holding token v, found
+// 32 at a time with a ballot) or of the B documents (dwpe: those with t <
+// n[b]), in order; warp 0 then adds the 8 partial sums in warp order. The
+// tokens are read B*T times per block row, the gradient rows once.
+constexpr int ENC_WARPS = 8;
 
 template <typename real>
 __global__ void encoder_backward_kernel(real *dwte, real *dwpe, const real *dout, const int *tokens,
-                                        const int *n, int B, int T, int C, int V, int Tw, bool acc) {
-    __shared__ int tok_s[ENC_CHUNK];
-    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const size_t nwte = (size_t)V * C, nwpe = (size_t)Tw * C;
-    const bool is_wte = i < nwte, is_wpe = !is_wte && i < nwte + nwpe;
-    int v = -2, t = 0, c = 0;
+                                        const int *n, int B, int T, int C, int V, bool acc) {
+    __shared__ real part[ENC_WARPS][WARP];
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int c = blockIdx.y * WARP + lane;
+    const bool is_wte = (int)blockIdx.x < V;
+    const int row = is_wte ? (int)blockIdx.x : (int)blockIdx.x - V;   // v, or t
     real s = 0;
     if (is_wte) {
-        v = (int)(i / C);
-        c = (int)(i % C);
-        if (acc) s = dwte[i];
-    } else if (is_wpe) {
-        t = (int)((i - nwte) / C);
-        c = (int)((i - nwte) % C);
-        if (acc) s = dwpe[i - nwte];
-    }
-    const int P = B * T;   // positions p = b*T + t
-    for (int p0 = 0; p0 < P; p0 += ENC_CHUNK) {
-        const int np = P - p0 < ENC_CHUNK ? P - p0 : ENC_CHUNK;
-        __syncthreads();   // the previous chunk is done with
-        for (int k = threadIdx.x; k < np; k += blockDim.x) {
-            const int p = p0 + k, b = p / T, tt = p % T;
-            tok_s[k] = tt < n[b] ? tokens[(size_t)b * (T + 1) + tt] : -1;
-        }
-        __syncthreads();
-        if (is_wte) {
-            for (int k = 0; k < np; k++)
-                if (tok_s[k] == v) s += dout[(size_t)(p0 + k) * C + c];
-        } else if (is_wpe && t < T) {
-            for (int b = 0; b < B; b++) {
-                const int k = b * T + t - p0;
-                if (k >= 0 && k < np && tok_s[k] >= 0) s += dout[((size_t)b * T + t) * C + c];
+        const int P = B * T, per = (P + ENC_WARPS - 1) / ENC_WARPS;
+        const int p0 = warp * per, p1 = P < p0 + per ? P : p0 + per;
+        for (int base = p0; base < p1; base += WARP) {   // warp-uniform
+            const int p = base + lane;
+            bool hit = false;
+            if (p < p1) {
+                const int b = p / T, t = p % T;
+                hit = t < n[b] && tokens[(size_t)b * (T + 1) + t] == row;
+            }
+            for (unsigned m = __ballot_sync(FULL_MASK, hit); m; m &= m - 1) {   // the hits in order
+                const int k = __ffs(m) - 1;
+                if (c < C) s += dout[(size_t)(base + k) * C + c];
             }
         }
+    } else if (row < T) {
+        const int per = (B + ENC_WARPS - 1) / ENC_WARPS;
+        const int b0 = warp * per, b1 = B < b0 + per ? B : b0 + per;
+        for (int b = b0; b < b1; b++)
+            if (row < n[b] && c < C) s += dout[((size_t)b * T + row) * C + c];
     }
-    if (is_wte) dwte[i] = s;
-    else if (is_wpe) dwpe[i - nwte] = s;
+    part[warp][lane] = s;
+    __syncthreads();
+    if (warp != 0 || c >= C) return;
+    real tot = part[0][lane];
+    for (int w = 1; w < ENC_WARPS; w++) tot += part[w][lane];
+    real *g = (is_wte ? dwte : dwpe) + (size_t)row * C + c;
+    if (!acc) *g = tot;
+    else if (is_wte || row < T) *g += tot;   // rows t >= T of dwpe: left as they are
 }
 
 template <typename real>
 void encoder_backward(cudaStream_t st, real *dwte, real *dwpe, const real *dout, const int *tokens,
                       const int *n, int B, int T, int C, int V, int Tw, bool acc) {
-    const size_t threads = ((size_t)V + (size_t)Tw) * C;
-    encoder_backward_kernel<real><<<blocks_for(threads, EW_THREADS), EW_THREADS, 0, st>>>(
-        dwte, dwpe, dout, tokens, n, B, T, C, V, Tw, acc);
+    const dim3 grid(blocks_for((size_t)V + (size_t)Tw, 1), blocks_for((size_t)C, WARP));
+    encoder_backward_kernel<real><<<grid, ENC_WARPS * WARP, 0, st>>>(dwte, dwpe, dout, tokens, n, B, T, C, V,
+                                                                     acc);
     KERNEL_CHECK("encoder_backward_kernel");
 }
 
@@ -370,16 +371,82 @@ static void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, i
     CUBLAS_CHECK(cublasSgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
 }
 
+// S products of the same shape, operand i at A + i*sa, B + i*sb, C + i*sc
+static void gemm_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                         double alpha, const double *A, int lda, long long sa, const double *B, int ldb,
+                         long long sb, double beta, double *C, int ldc, long long sc, int S) {
+    CUBLAS_CHECK(cublasDgemmStridedBatched(h, ta, tb, m, n, k, &alpha, A, lda, sa, B, ldb, sb, &beta, C, ldc, sc, S));
+}
+
+static void gemm_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                         float alpha, const float *A, int lda, long long sa, const float *B, int ldb, long long sb,
+                         float beta, float *C, int ldc, long long sc, int S) {
+    CUBLAS_CHECK(cublasSgemmStridedBatched(h, ta, tb, m, n, k, &alpha, A, lda, sa, B, ldb, sb, &beta, C, ldc, sc, S));
+}
+
 template <typename real>
 void matmul_forward(cublasHandle_t h, real *out, int ldo, const real *inp, const real *w, int N, int IC, int OC) {
     gemm(h, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, (real)1, w, IC, inp, IC, (real)0, out, ldo);
 }
 
+// S chunks of K = ceil(N/S) rows, at least DW_MIN_ROWS each; S = 1: none
+static DwSplit split_rows(int N, long long S) {
+    if (S > N / DW_MIN_ROWS) S = N / DW_MIN_ROWS;
+    if (S < 2) return DwSplit{1, N};
+    const int K = (int)((N + S - 1) / S);
+    return DwSplit{(N + K - 1) / K, K};   // ceil(N/K) <= S chunks: the last one N - (S-1)K rows
+}
+
+DwSplit dw_split(int N, int IC, int OC, int sms) {
+    const long long tiles = (long long)((OC + 127) / 128) * ((IC + 127) / 128);
+    return split_rows(N, sms > 0 ? 2LL * sms / tiles : 1);
+}
+
+size_t dw_scratch_count(int N, int IC, int OC, int sms) {
+    const DwSplit sp = dw_split(N, IC, OC, sms);
+    return sp.S > 1 ? (size_t)sp.S * OC * IC : 0;
+}
+
+// dw (+)= the sum of the S partials (S,count) at part, in chunk order.
+template <typename real>
+__global__ void dw_reduce_kernel(real *dw, const real *part, int S, size_t count, bool acc) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+        real s = part[i];
+        for (int j = 1; j < S; j++) s += part[(size_t)j * count + i];
+        dw[i] = acc ? dw[i] + s : s;
+    }
+}
+
+// dw^T (IC,OC) (+)= inp^T (IC,N) * dout (N,OC), split over the N rows when
+// the split pays and the scratch holds it (kernels.cuh).
+template <typename real>
+static void matmul_dw(cublasHandle_t h, real *dw, bool acc, const real *dout, int ldd, const real *inp, int N,
+                      int IC, int OC, const DwScratch<real> &ws) {
+    DwSplit sp = dw_split(N, IC, OC, ws.sms);
+    const size_t count = (size_t)OC * IC;
+    if (sp.S > 1 && (!ws.p || (size_t)sp.S * count > ws.count))   // as many chunks as the scratch holds
+        sp = split_rows(N, ws.p ? (long long)(ws.count / count) : 0);
+    if (sp.S <= 1) {
+        gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, (real)1, inp, IC, dout, ldd, acc ? (real)1 : (real)0, dw, IC);
+        return;
+    }
+    const int K = sp.K, full = N / K, tail = N - full * K;   // full chunks of K rows, then one of tail rows
+    gemm_batched(h, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, K, (real)1, inp, IC, (long long)K * IC, dout, ldd,
+                 (long long)K * ldd, (real)0, ws.p, IC, (long long)count, full);
+    if (tail)
+        gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, tail, (real)1, inp + (size_t)full * K * IC, IC,
+             dout + (size_t)full * K * ldd, ldd, (real)0, ws.p + (size_t)full * count, IC);
+    cudaStream_t st = nullptr;
+    CUBLAS_CHECK(cublasGetStream(h, &st));
+    dw_reduce_kernel<real><<<ew_blocks(count), EW_THREADS, 0, st>>>(dw, ws.p, full + (tail ? 1 : 0), count, acc);
+    KERNEL_CHECK("dw_reduce_kernel");
+}
+
 template <typename real>
 void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw, const real *dout,
-                     int ldd, const real *inp, const real *w, int N, int IC, int OC) {
+                     int ldd, const real *inp, const real *w, int N, int IC, int OC, const DwScratch<real> &ws) {
     if (dinp) gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, (real)1, w, IC, dout, ldd, acc_dinp ? (real)1 : (real)0, dinp, IC);
-    if (dw) gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, (real)1, inp, IC, dout, ldd, acc_dw ? (real)1 : (real)0, dw, IC);
+    if (dw) matmul_dw(h, dw, acc_dw, dout, ldd, inp, N, IC, OC, ws);
 }
 
 // ---------------------------------------------------------------------------
@@ -655,7 +722,7 @@ void adam_update(cudaStream_t st, real *p, const real *g, real *m, real *v, size
     template void relu_backward<real>(cudaStream_t, real *, const real *, const real *, size_t, bool);        \
     template void matmul_forward<real>(cublasHandle_t, real *, int, const real *, const real *, int, int, int); \
     template void matmul_backward<real>(cublasHandle_t, real *, bool, real *, bool, const real *, int,        \
-                                        const real *, const real *, int, int, int);                          \
+                                        const real *, const real *, int, int, int, const DwScratch<real> &); \
     template void attention_forward<real>(cudaStream_t, real *, real *, const real *, int, const real *,      \
                                           const real *, int, const int *, int, int, int, int, int);          \
     template void attention_backward<real>(cudaStream_t, real *, int, real *, real *, int, real *,            \

@@ -41,8 +41,10 @@ void encoder_rmsnorm_forward(cudaStream_t st, real *enc, real *x0, real *rstd0, 
                              const int *tokens, const int *n, const real *wte, const real *wpe, int B,
                              int T, int C);
 // dwte (V,C) and dwpe (Tw,C) with Tw >= T rows (the wpe table has block_size
-// rows; rows t >= T get nothing). Deterministic gather: one thread per
-// gradient element sums the positions that use it, in (b,t) order.
+// rows; rows t >= T get nothing). Deterministic gather, one launch: a block
+// per (token or position, 32 channels); its 8 warps each sum a fixed range
+// of positions (of documents for dwpe) in order, then the 8 partial sums are
+// added in warp order. No atomics; the order differs from the reference's.
 template <typename real>
 void encoder_backward(cudaStream_t st, real *dwte, real *dwpe, const real *dout, const int *tokens,
                       const int *n, int B, int T, int C, int V, int Tw, bool acc);
@@ -72,9 +74,33 @@ template <typename real>
 void matmul_forward(cublasHandle_t h, real *out, int ldo, const real *inp, const real *w, int N, int IC, int OC);
 // dinp (N,IC) (+)= dout @ w; dw (OC,IC) (+)= dout^T @ inp; dout (N,OC) row
 // stride ldd. dinp or dw may be NULL (skipped).
+//
+// dw is a product with k = N (all B*T rows) and a small output, which cuBLAS
+// runs on as many blocks as dw has tiles (1..16 for this model), each looping
+// over all N rows. So dw is split over the rows (split-K): the N rows in S
+// chunks of K rows (the last one shorter when S does not divide N), the S
+// partial products (S,OC,IC) by one strided-batched product (plus one for the
+// short chunk) into the scratch, then one kernel adds the S partials in chunk
+// order into dw. Deterministic (no atomics, a fixed order); the rounding
+// differs from one product's. S = 1 (one plain product) where dw already
+// fills the GPU, the rows are few, or the scratch is too small.
+template <typename real> struct DwScratch {
+    real *p;       // device scratch of `count` reals (NULL, 0: never split)
+    size_t count;
+    int sms;       // the GPU's multiprocessor count, which S is chosen for
+};
+struct DwSplit {
+    int S, K;      // S partial products of K rows, the last of N - (S-1)K rows
+};
+// The split of dw for N rows: about two waves of blocks (dw's 128x128 tiles
+// times S), chunks of at least DW_MIN_ROWS rows.
+constexpr int DW_MIN_ROWS = 128;
+DwSplit dw_split(int N, int IC, int OC, int sms);
+// The scratch reals the split of this product needs (0 when it is not split).
+size_t dw_scratch_count(int N, int IC, int OC, int sms);
 template <typename real>
 void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw, const real *dout,
-                     int ldd, const real *inp, const real *w, int N, int IC, int OC);
+                     int ldd, const real *inp, const real *w, int N, int IC, int OC, const DwScratch<real> &ws);
 
 // ---- causal grouped-query attention --------------------------------------------
 // q (B,T,·) row stride ldq, head h at channels [h*HS, (h+1)*HS); k, v row

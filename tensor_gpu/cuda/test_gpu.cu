@@ -3,10 +3,13 @@
 //   1. every kernel against its function in tensor_gpu/cpu/layers.c (the
 //      _f64 and _f32 builds), on fresh random inputs of several shapes (sizes
 //      that are not powers of two, T = 1, T > 32, head size > 32, ragged
-//      batches, grouped-query heads, B*T > 2048), outputs poisoned with NaN before each
+//      batches, grouped-query heads, B*T = 4096), outputs poisoned with NaN before each
 //      launch so that an element left unwritten fails; backward kernels both
-//      overwriting (poisoned) and accumulating (onto random gradients);
-//   2. the engine against the CPU engine, in lockstep over several steps;
+//      overwriting (poisoned) and accumulating (onto random gradients); the
+//      weight gradients both as one cuBLAS product and split-K (a short last
+//      chunk, a scratch that holds fewer chunks, two runs the same bits);
+//   2. the engine against the CPU engine, in lockstep over several steps
+//      (batches up to 32 x 16 rows: its weight gradients split-K);
 //   3. determinism: two engines from the same initial weights give the same
 //      bits over several steps (graph replay included), and so does an
 //      engine without CUDA graphs;
@@ -15,7 +18,10 @@
 // no usable GPU it says why and exits 0 (after checking that the engine
 // refuses with that message).
 //
-//   build/test_gpu [--seed N]
+//   build/test_gpu [--seed N] [--bench]
+// --bench instead times the weight gradients (one product vs split-K) and
+// the embedding backward (the former gather vs the kernel) at issue 8's
+// sizes, in microseconds per call.
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
@@ -268,6 +274,18 @@ template <typename X> struct DevBuf {
 
 static const cudaStream_t ST = 0;   // the tests launch on the default stream
 
+// The gradient a backward check starts from: when it accumulates, random (and
+// uploaded into d); when it overwrites, 0 (and d poisoned).
+template <typename real> static std::vector<real> grad_start(Rng &r, DevBuf<real> &d, bool acc) {
+    if (!acc) {
+        d.poison();
+        return std::vector<real>(d.n, 0);
+    }
+    std::vector<real> h = randn<real>(r, d.n);
+    d.up(h);
+    return h;
+}
+
 // ---------------------------------------------------------------------------
 // per-kernel tests
 
@@ -303,15 +321,7 @@ template <typename real> static void test_encoder(const Shape &s, Rng &r) {
     const std::vector<real> dout = randn<real>(r, (size_t)N * C);
     DevBuf<real> d_dout(dout), d_dwte((size_t)V * C), d_dwpe((size_t)Tw * C);
     for (int acc = 0; acc < 2; acc++) {
-        std::vector<real> dwte = acc ? randn<real>(r, (size_t)V * C) : std::vector<real>((size_t)V * C, 0);
-        std::vector<real> dwpe = acc ? randn<real>(r, (size_t)Tw * C) : std::vector<real>((size_t)Tw * C, 0);
-        if (acc) {
-            d_dwte.up(dwte);
-            d_dwpe.up(dwpe);
-        } else {
-            d_dwte.poison();
-            d_dwpe.poison();
-        }
+        std::vector<real> dwte = grad_start(r, d_dwte, acc), dwpe = grad_start(r, d_dwpe, acc);
         encoder_backward(ST, d_dwte.p, d_dwpe.p, d_dout.p, d_tok.p, d_n.p, B, T, C, V, Tw, acc != 0);
         ref_encoder_backward(dwte.data(), dwpe.data(), dout.data(), tok.data(), n.data(), B, T, C);
         check("encoder_backward", acc ? "dwte (+=)" : "dwte", s, d_dwte.down(), dwte);
@@ -369,7 +379,7 @@ template <typename real> static std::vector<real> columns(const std::vector<real
     return y;
 }
 
-template <typename real> static void test_matmul(const Shape &s, Rng &r, cublasHandle_t h) {
+template <typename real> static void test_matmul(const Shape &s, Rng &r, cublasHandle_t h, int sms) {
     const int N = s.N(), C = s.C;
     const int cases[][2] = {{C, C}, {C, 4 * C}, {4 * C, C}, {C, s.V}, {C, C + 2 * s.KV()}};
     for (const auto &cs : cases) {
@@ -390,20 +400,80 @@ template <typename real> static void test_matmul(const Shape &s, Rng &r, cublasH
         for (int i = 0; i < N; i++)
             for (int j = 0; j < OC; j++) doutw[(size_t)i * ld + j] = dout[(size_t)i * OC + j];
         DevBuf<real> d_dout(doutw), d_dinp((size_t)N * IC), d_dw((size_t)OC * IC);
-        for (int acc = 0; acc < 2; acc++) {
-            std::vector<real> dinp = acc ? randn<real>(r, (size_t)N * IC) : std::vector<real>((size_t)N * IC, 0);
-            std::vector<real> dw = acc ? randn<real>(r, (size_t)OC * IC) : std::vector<real>((size_t)OC * IC, 0);
-            if (acc) {
-                d_dinp.up(dinp);
-                d_dw.up(dw);
-            } else {
-                d_dinp.poison();
-                d_dw.poison();
+        // one cuBLAS product for dw, then (where these rows get split) the split-K dw
+        const size_t nscr = dw_scratch_count(N, IC, OC, sms);
+        DevBuf<real> d_scr(nscr);
+        for (int split = 0; split < (nscr ? 2 : 1); split++) {
+            const DwScratch<real> ws = split ? DwScratch<real>{d_scr.p, nscr, sms} : DwScratch<real>{nullptr, 0, sms};
+            const char *name = split ? "matmul_backward (split-K dw)" : "matmul_backward (cuBLAS)";
+            for (int acc = 0; acc < 2; acc++) {
+                std::vector<real> dinp = grad_start(r, d_dinp, acc), dw = grad_start(r, d_dw, acc);
+                d_scr.poison();
+                matmul_backward(h, d_dinp.p, acc != 0, d_dw.p, acc != 0, d_dout.p, ld, d_inp.p, d_w.p, N, IC, OC, ws);
+                ref_matmul_backward(dinp.data(), dw.data(), dout.data(), inp.data(), w.data(), N, IC, OC);
+                check(name, acc ? "dinp (+=)" : "dinp", s, d_dinp.down(), dinp);
+                check(name, acc ? "dw (+=)" : "dw", s, d_dw.down(), dw);
             }
-            matmul_backward(h, d_dinp.p, acc != 0, d_dw.p, acc != 0, d_dout.p, ld, d_inp.p, d_w.p, N, IC, OC);
+        }
+    }
+}
+
+// The split-K dw on its own (dinp NULL), at row counts it splits: S dividing
+// N and not (a short last chunk), small and wide weights, the split a
+// smaller scratch allows, overwriting (poisoned) and accumulating, and two
+// runs giving the same bits. dw_split must split each of them.
+template <typename real> static void test_dw_split(Rng &r, cublasHandle_t h, int sms) {
+    struct Case {
+        int N, IC, OC, max_parts;   // max_parts: the scratch holds that many partials (0: all it asks)
+    };
+    const Case cases[] = {
+        {4096, 16, 27, 0},    // the default model's lm_head at batch 256: S divides N
+        {4096, 64, 16, 0},    // mlp_fc2
+        {4099, 16, 16, 0},    // a short last chunk
+        {1000, 48, 40, 0},    // a few chunks, the last one short
+        {2777, 256, 192, 0},  // 2 x 2 tiles of 128 x 128, a short last chunk
+        {4096, 16, 27, 3},    // a scratch of 3 partials: 3 chunks, the last one short
+        {300, 24, 20, 0},     // 2 chunks of 150 rows
+    };
+    for (const Case &c : cases) {
+        const int N = c.N, IC = c.IC, OC = c.OC, ld = OC + 5;
+        const Shape s{1, N, IC, 1, 1, OC};   // in the messages: T = N rows, C = IC, V = OC
+        DwSplit sp = dw_split(N, IC, OC, sms);
+        size_t nscr = dw_scratch_count(N, IC, OC, sms);
+        if (c.max_parts) nscr = (size_t)c.max_parts * OC * IC;
+        if (sp.S < 2 || !nscr) {
+            failf("dw_split(N %d, IC %d, OC %d, %d SMs) does not split (S %d): the test expects it to", N, IC, OC,
+                  sms, sp.S);
+            continue;
+        }
+        const std::vector<real> inp = randn<real>(r, (size_t)N * IC), dout = randn<real>(r, (size_t)N * OC);
+        std::vector<real> doutw((size_t)N * ld, (real)NAN);
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < OC; j++) doutw[(size_t)i * ld + j] = dout[(size_t)i * OC + j];
+        const std::vector<real> w((size_t)OC * IC, 0);
+        DevBuf<real> d_inp(inp), d_dout(doutw), d_dw((size_t)OC * IC), d_scr(nscr);
+        const DwScratch<real> ws{d_scr.p, nscr, sms};
+        std::vector<real> dinp((size_t)N * IC);   // the reference computes it too; not compared here
+        for (int acc = 0; acc < 2; acc++) {
+            std::vector<real> dw = acc ? randn<real>(r, (size_t)OC * IC) : std::vector<real>((size_t)OC * IC, 0);
+            const std::vector<real> dw0 = dw;
+            std::vector<real> got[2];
+            for (int run = 0; run < 2; run++) {
+                if (acc) d_dw.up(dw0);
+                else d_dw.poison();
+                d_scr.poison();
+                matmul_backward(h, (real *)nullptr, false, d_dw.p, acc != 0, d_dout.p, ld, d_inp.p, (const real *)nullptr,
+                                N, IC, OC, ws);
+                got[run] = d_dw.down();
+            }
             ref_matmul_backward(dinp.data(), dw.data(), dout.data(), inp.data(), w.data(), N, IC, OC);
-            check("matmul_backward (cuBLAS)", acc ? "dinp (+=)" : "dinp", s, d_dinp.down(), dinp);
-            check("matmul_backward (cuBLAS)", acc ? "dw (+=)" : "dw", s, d_dw.down(), dw);
+            char what[96];
+            snprintf(what, sizeof what, "dw%s, dinp NULL, scratch for %d partials", acc ? " (+=)" : "",
+                     (int)(nscr / ((size_t)OC * IC)));
+            check("matmul_backward (split-K dw)", what, s, got[0], dw);
+            if (memcmp(got[0].data(), got[1].data(), got[0].size() * sizeof(real)))
+                failf("%s split-K dw (N %d, IC %d, OC %d): two runs on the same inputs differ", prec_name<real>(), N,
+                      IC, OC);
         }
     }
 }
@@ -548,11 +618,13 @@ template <typename real> static void test_adam(const Shape &s, Rng &r) {
     }
 }
 
-template <typename real> static void kernel_tests(const std::vector<Shape> &shapes, Rng &r, cublasHandle_t h) {
+template <typename real>
+static void kernel_tests(const std::vector<Shape> &shapes, Rng &r, cublasHandle_t h, int sms) {
+    test_dw_split<real>(r, h, sms);
     for (const Shape &s : shapes) {
         test_encoder<real>(s, r);
         test_rmsnorm<real>(s, r);
-        test_matmul<real>(s, r, h);
+        test_matmul<real>(s, r, h, sms);
         test_attention<real>(s, r);
         test_relu<real>(s, r);
         test_crossentropy<real>(s, r);
@@ -703,7 +775,7 @@ static double max_abs_diff(const std::vector<double> &a, const std::vector<doubl
 // in fp32 reaches 1e-6 for dg ~ 1e-11. That difference is still printed.)
 static void engine_vs_cpu(Precision p, Rng &r) {
     const bool fp64 = p == PREC_FP64;
-    const Model mdl(27, 16, 4, 2, 2, 16, 8, 42);
+    const Model mdl(27, 16, 4, 2, 2, 16, 32, 42);   // batches of 19, 20 and 32: split-K weight gradients
     const EngineConfig c = mdl.cfg(p);
     char err[512] = "";
     Engine *cpu = cpu_engine_create(&c, mdl.init.data(), err, sizeof err);
@@ -721,9 +793,10 @@ static void engine_vs_cpu(Precision p, Rng &r) {
     const Tol t_loss = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-6, 1e-5}, t_logit = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-5, 1e-5},
               t_grad = fp64 ? Tol{1e-15, 1e-11} : Tol{1e-6, 1e-4};
     const double margin = fp64 ? 1e-12 : 1e-6;   // a ReLU input this close to 0 may flip
-    const std::vector<Step> sched = {{8, 16}, {3, 5}, {1, 1}, {8, 16}, {5, 16}, {2, 9}, {8, 16}, {1, 16}};
-    std::vector<double> la((size_t)8 * 16 * V), lb(la.size()), ga(P), gb(P), pa(P), pb(P), ma(P), mb(P), va(P), vb(P);
-    std::vector<double> relu((size_t)m.n_layer * 8 * 16 * H);
+    const std::vector<Step> sched = {{8, 16}, {3, 5}, {1, 1}, {32, 16}, {5, 16}, {2, 9}, {20, 16}, {1, 16}, {19, 15}};
+    const size_t rows = (size_t)mdl.max_batch * m.block_size;
+    std::vector<double> la(rows * V), lb(la.size()), ga(P), gb(P), pa(P), pb(P), ma(P), mb(P), va(P), vb(P);
+    std::vector<double> relu((size_t)m.n_layer * rows * H);
     // the state the CUDA engine starts the step from
     std::vector<double> p0(mdl.init), m0(P, 0.0), v0(P, 0.0);
     double worst[5] = {0, 0, 0, 0, 0};
@@ -779,7 +852,7 @@ static void engine_vs_cpu(Precision p, Rng &r) {
         m0 = mb;
         v0 = vb;
     }
-    printf("engine vs cpu engine, %s, lockstep, %zu steps (V 27, C 16, NH 4, NKV 2, 2 layers, batches up to 8): "
+    printf("engine vs cpu engine, %s, lockstep, %zu steps (V 27, C 16, NH 4, NKV 2, 2 layers, batches up to 32): "
            "max |diff| loss %.2e, logits %.2e, grads %.2e%s; Adam on the engine's gradients reproduced bit for bit "
            "(parameters vs the cpu engine's: max |diff| %.2e)%s\n",
            fp64 ? "fp64" : "fp32", sched.size(), worst[0], worst[1], worst[2],
@@ -829,14 +902,16 @@ static std::vector<double> snapshot(Engine *e, const Model &mdl, const Batch *b,
 // Shapes repeat so that graphs get captured (second sight) and replayed.
 static void determinism(Precision p, Rng &r) {
     const bool fp64 = p == PREC_FP64;
-    const Model mdl(27, 16, 4, 2, 2, 16, 8, 1234);
+    const Model mdl(27, 16, 4, 2, 2, 16, 32, 1234);
     Engine *e1 = make_cuda(mdl, p), *e2 = make_cuda(mdl, p);
     setenv("MICROGPT_CUDA_GRAPHS", "0", 1);
     Engine *e3 = make_cuda(mdl, p);
     unsetenv("MICROGPT_CUDA_GRAPHS");
     if (e1 && e2 && e3) {
-        const std::vector<Step> sched = {{8, 16}, {8, 16}, {8, 16}, {3, 7}, {8, 16}, {3, 7}, {3, 7},
-                                         {1, 1},  {1, 1},  {1, 1},  {8, 16}, {5, 12}};
+        // and 32 x 16 and 23 x 13 rows: split-K weight gradients (a short last chunk in the second)
+        const std::vector<Step> sched = {{8, 16}, {8, 16}, {8, 16}, {3, 7},   {8, 16},  {3, 7},   {3, 7},   {1, 1},
+                                         {1, 1},  {1, 1},  {8, 16}, {5, 12}, {32, 16}, {32, 16}, {32, 16}, {23, 13},
+                                         {23, 13}, {23, 13}};
         int diff_runs = 0, diff_graphs = 0;
         for (size_t k = 0; k < sched.size(); k++) {
             HostBatch hb(r, sched[k].B, sched[k].T, mdl.shape().vocab_size);
@@ -1017,6 +1092,116 @@ static void path_choice() {
            ps == "fused" && pb == "layered" ? "PASS" : "FAIL");
 }
 
+// ---------------------------------------------------------------------------
+// --bench: GPU time per call of the weight gradients and the embedding
+// backward at issue 8's sizes, before (one cuBLAS product with k = N; the
+// one-thread-per-element gather below) and after (split-K; the block-per-row
+// kernel of kernels.cu).
+
+// The embedding backward as it was: one thread per gradient element scans
+// every position (tokens staged in shared memory). Kept only as the bench's
+// "before".
+constexpr int OLD_ENC_CHUNK = 2048;
+template <typename real>
+__global__ void old_encoder_backward_kernel(real *dwte, real *dwpe, const real *dout, const int *tokens, const int *n,
+                                            int B, int T, int C, int V, int Tw) {
+    __shared__ int tok_s[OLD_ENC_CHUNK];
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t nwte = (size_t)V * C, nwpe = (size_t)Tw * C;
+    const bool is_wte = i < nwte, is_wpe = !is_wte && i < nwte + nwpe;
+    const int v = is_wte ? (int)(i / C) : -2, t = is_wpe ? (int)((i - nwte) / C) : 0, c = (int)(i % C);
+    real s = 0;
+    for (int p0 = 0; p0 < B * T; p0 += OLD_ENC_CHUNK) {
+        const int np = B * T - p0 < OLD_ENC_CHUNK ? B * T - p0 : OLD_ENC_CHUNK;
+        __syncthreads();
+        for (int k = threadIdx.x; k < np; k += blockDim.x) {
+            const int p = p0 + k;
+            tok_s[k] = p % T < n[p / T] ? tokens[(size_t)(p / T) * (T + 1) + p % T] : -1;
+        }
+        __syncthreads();
+        if (is_wte) {
+            for (int k = 0; k < np; k++)
+                if (tok_s[k] == v) s += dout[(size_t)(p0 + k) * C + c];
+        } else if (is_wpe && t < T) {
+            for (int b = 0; b < B; b++) {
+                const int k = b * T + t - p0;
+                if (k >= 0 && k < np && tok_s[k] >= 0) s += dout[((size_t)b * T + t) * C + c];
+            }
+        }
+    }
+    if (is_wte) dwte[i] = s;
+    else if (is_wpe) dwpe[i - nwte] = s;
+}
+
+// Mean GPU time of one call of f, in microseconds (3 warm-up calls, then 20 timed).
+template <typename F> static double time_us(F f) {
+    for (int i = 0; i < 3; i++) f();
+    cudaEvent_t e0, e1;
+    CUDA_CHECK(cudaEventCreate(&e0));
+    CUDA_CHECK(cudaEventCreate(&e1));
+    const int reps = 20;
+    CUDA_CHECK(cudaEventRecord(e0, ST));
+    for (int i = 0; i < reps; i++) f();
+    CUDA_CHECK(cudaEventRecord(e1, ST));
+    CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    CUDA_CHECK(cudaEventDestroy(e0));
+    CUDA_CHECK(cudaEventDestroy(e1));
+    return 1e3 * ms / reps;
+}
+
+template <typename real> static void bench(cublasHandle_t h, int sms, Rng &r) {
+    struct Cfg {
+        const char *name;
+        int B, T, C, V;
+    };
+    const Cfg cfgs[] = {{"default model (C 16, T 16) at batch 256", 256, 16, 16, 27},
+                        {"C 128 (T 16) at batch 256", 256, 16, 128, 27},
+                        {"C 512 (T 64) at batch 64", 64, 64, 512, 28}};
+    for (const Cfg &g : cfgs) {
+        const int N = g.B * g.T, C = g.C;
+        printf("%s %s, N = %d rows:\n", prec_name<real>(), g.name, N);
+        const struct {
+            const char *w;
+            int IC, OC;
+        } prods[] = {{"lm_head", C, g.V}, {"mlp_fc2", 4 * C, C}, {"mlp_fc1", C, 4 * C}, {"attn_wo", C, C},
+                     {"attn_wqkv", C, 3 * C}};
+        for (const auto &pr : prods) {
+            const int IC = pr.IC, OC = pr.OC;
+            const std::vector<real> inp = randn<real>(r, (size_t)N * IC), dout = randn<real>(r, (size_t)N * OC);
+            const size_t nscr = dw_scratch_count(N, IC, OC, sms);
+            DevBuf<real> d_inp(inp), d_dout(dout), d_dw((size_t)OC * IC), d_scr(nscr);
+            const DwScratch<real> none{nullptr, 0, sms}, ws{d_scr.p, nscr, sms};
+            const double t0 = time_us([&] {
+                matmul_backward(h, (real *)nullptr, false, d_dw.p, false, d_dout.p, OC, d_inp.p, (const real *)nullptr, N,
+                                IC, OC, none);
+            });
+            const double t1 = time_us([&] {
+                matmul_backward(h, (real *)nullptr, false, d_dw.p, false, d_dout.p, OC, d_inp.p, (const real *)nullptr, N,
+                                IC, OC, ws);
+            });
+            const DwSplit sp = dw_split(N, IC, OC, sms);
+            printf("  dW %-9s (OC %4d, IC %4d): one product %8.1f us; split-K S %3d x %4d rows %8.1f us (%.1fx)\n",
+                   pr.w, OC, IC, t0, sp.S, sp.K, t1, t0 / t1);
+        }
+        const int B = g.B, T = g.T, V = g.V;
+        const std::vector<int> n = make_lengths(r, B, T), tok = make_tokens(r, n, T, V);
+        const std::vector<real> dout = randn<real>(r, (size_t)N * C);
+        DevBuf<int> d_n(n), d_tok(tok);
+        DevBuf<real> d_dout(dout), d_dwte((size_t)V * C), d_dwpe((size_t)T * C);
+        const double t0 = time_us([&] {
+            old_encoder_backward_kernel<real><<<(unsigned)(((size_t)(V + T) * C + 255) / 256), 256, 0, ST>>>(
+                d_dwte.p, d_dwpe.p, d_dout.p, d_tok.p, d_n.p, B, T, C, V, T);
+            KERNEL_CHECK("old_encoder_backward_kernel");
+        });
+        const double t1 = time_us(
+            [&] { encoder_backward(ST, d_dwte.p, d_dwpe.p, d_dout.p, d_tok.p, d_n.p, B, T, C, V, T, false); });
+        printf("  encoder_backward (V %d, ragged lengths): one thread per element %8.1f us; block per row %8.1f us "
+               "(%.1fx)\n", V, t0, t1, t0 / t1);
+    }
+}
+
 static void refusals() {
     const Model mdl(27, 16, 4, 2, 1, 16, 2, 1);
     EngineConfig c = mdl.cfg(PREC_FP64);
@@ -1034,6 +1219,15 @@ static void refusals() {
     if (e || !strstr(err, "not enough device memory")) failf("a size that cannot fit was not refused (%s)", err);
     if (e) e->ops->destroy(e);
     printf("refusal of a size that cannot fit: \"%s\"\n", err);
+    // a split-K setting that is neither 0 nor 1
+    setenv("MICROGPT_DW_SPLIT", "yes", 1);
+    c.fault = FAULT_NONE;
+    err[0] = '\0';
+    e = cuda_engine_create(&c, mdl.init.data(), err, sizeof err);
+    unsetenv("MICROGPT_DW_SPLIT");
+    if (e || !strstr(err, "MICROGPT_DW_SPLIT")) failf("MICROGPT_DW_SPLIT=yes was not refused (%s)", err);
+    if (e) e->ops->destroy(e);
+    printf("refusal of MICROGPT_DW_SPLIT=yes: \"%s\"\n", err);
 }
 
 // ---------------------------------------------------------------------------
@@ -1041,15 +1235,22 @@ static void refusals() {
 int main(int argc, char **argv) {
     set_prog_name(argv[0]);
     uint64_t seed = (uint64_t)time(nullptr) ^ ((uint64_t)getpid() << 16);
+    bool do_bench = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             seed = strtoull(argv[++i], nullptr, 10);
+        } else if (!strcmp(argv[i], "--bench")) {
+            do_bench = true;
         } else {
-            fprintf(stderr, "usage: %s [--seed N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--seed N] [--bench]\n", argv[0]);
             return 2;
         }
     }
     char why[512];
+    if (!cuda_available(why, sizeof why) && do_bench) {
+        fprintf(stderr, "test_gpu: --bench needs a GPU: %s\n", why);
+        return 2;
+    }
     if (!cuda_available(why, sizeof why)) {
         // still check that the engine refuses with that message
         const Model mdl(27, 16, 4, 4, 1, 16, 1, 1);
@@ -1081,6 +1282,12 @@ int main(int argc, char **argv) {
         printf("test_gpu: %s (compute capability %d.%d, %d SMs), CUDA runtime %d, driver %d, cuBLAS %d; seed %llu\n",
                prop.name, prop.major, prop.minor, prop.multiProcessorCount, rt, drv, cb, (unsigned long long)seed);
         Rng r(seed);
+        if (do_bench) {
+            bench<float>(h, prop.multiProcessorCount, r);
+            bench<double>(h, prop.multiProcessorCount, r);
+            CUBLAS_CHECK(cublasDestroy(h));
+            return 0;
+        }
 
         // B, T, C, NH, NKV, V
         const std::vector<Shape> shapes = {
@@ -1090,10 +1297,12 @@ int main(int argc, char **argv) {
             {2, 37, 24, 6, 3, 50},   // T > 32: keys in two chunks of a warp; V > 32
             {5, 9, 80, 2, 1, 67},    // head size 40 > 32, C > 64
             {8, 16, 16, 4, 4, 27},   // batch 8
-            {70, 33, 8, 2, 1, 13},   // 2310 positions: the embedding backward stages them in two chunks
+            {70, 33, 8, 2, 1, 13},   // 2310 positions, ragged
+            {256, 16, 16, 4, 2, 27}, // the default model at batch 256: every weight gradient split-K
+            {37, 61, 48, 4, 2, 40},  // 2257 rows, ragged: split-K with a short last chunk; 2 channel blocks
         };
-        kernel_tests<double>(shapes, r, h);
-        kernel_tests<float>(shapes, r, h);
+        kernel_tests<double>(shapes, r, h, prop.multiProcessorCount);
+        kernel_tests<float>(shapes, r, h, prop.multiProcessorCount);
         CUBLAS_CHECK(cublasDestroy(h));
         printf("\n");
         // the engine tests on each path (MICROGPT_CUDA_PATH forces one)
