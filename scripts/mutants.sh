@@ -58,9 +58,9 @@ done
 
 # the copy's own (mutated) CUDA plugin, next to its build/compare
 unset MICROGPT_CUDA_ENGINE
-cuda=0 backend=cpu
+cuda=0
 if [ "$part" != cpu ]; then
-  cuda=1 backend=cuda
+  cuda=1
   [ $build_only -eq 1 ] || { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; } ||
     die "--part $part needs a GPU (nvidia-smi finds none); run --part cpu here"
 fi
@@ -93,6 +93,7 @@ bash scripts/long_data.sh data/names.txt "$base/data/long.txt"
 C="build/compare --engines scalar,\$B --quiet"
 checks=(
   "lockstep-fp64|$C --steps 4 --batch 3 --samples 5"
+  "lockstep-b1|$C --steps 4 --batch 1"
   "lockstep-fp32|$C --steps 4 --batch 3 --samples 5 --precision fp32 --tolerance fixed"
   "lockstep-fp32-ratio|$C --steps 4 --batch 3 --samples 5 --precision fp32"
   "head6-layers3|$C --steps 3 --batch 3 --n-embd 12 --n-head 2 --n-layer 3"
@@ -124,9 +125,17 @@ one_mutant() {
   if [ $build_only -eq 1 ]; then
     result built "$(printf '%-34s %-20s %s' "$name" "(built)" "applies and builds; no check run")"; return
   fi
+  # the engine the compare checks run: cpu for the CPU part's mutants; for
+  # the GPU part's, the CUDA path the mutated code is on (the fused step's
+  # file: cuda:fused, every other kernel: cuda:layered)
+  local be=cpu
+  if [ "$(sed -n 's/^# part: //p' "$p")" = gpu ]; then
+    be=cuda:layered
+    grep -q '^+++ b/tensor_gpu/cuda/fused.cu' "$p" && be=cuda:fused
+  fi
   for c in "${checks[@]}"; do
     cname="${c%%|*}" cmd="${c#*|}"
-    out=$(cd "$run_dir" && B=$backend eval "$cmd" 2>&1)
+    out=$(cd "$run_dir" && B=$be eval "$cmd" 2>&1)
     rc=$?
     [ $rc -eq 0 ] && continue
     by="$cname"
