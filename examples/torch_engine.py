@@ -14,6 +14,7 @@ and compare fails at step 1 naming them.
 """
 import argparse
 import bisect
+import contextlib
 import itertools
 import math
 import os
@@ -22,6 +23,7 @@ import sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mg_protocol  # noqa: E402
@@ -29,7 +31,17 @@ import mg_protocol  # noqa: E402
 ap = argparse.ArgumentParser()
 ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 ap.add_argument("--broken-rmsnorm", action="store_true")
+# SDPA's math backend computes attention the way the reference does; PyTorch's
+# default on CUDA in fp32 is its memory-efficient kernel, whose backward
+# recomputes the softmax from its log-sum-exp: a different algorithm, whose
+# fp32 dq error reached 6x the plain fp32 reference's on an H200, over the
+# ratio rule's k = 4 (docs/outside_engines.md). --attention auto uses it.
+ap.add_argument("--attention", choices=("math", "auto"), default="math")
 ARGS = ap.parse_args()
+
+
+def attention_backend():
+    return sdpa_kernel(SDPBackend.MATH) if ARGS.attention == "math" else contextlib.nullcontext()
 
 
 def rmsnorm(x):
@@ -141,7 +153,8 @@ class TorchEngine:
         n = to_torch(data["n"], self.dev, torch.long)
         B, T = tokens.shape[0], tokens.shape[1] - 1
         self.opt.zero_grad(set_to_none=True)
-        logits = self.model(tokens[:, :T].clamp(min=0))  # inputs past n[b] are -1: padding
+        with attention_backend():
+            logits = self.model(tokens[:, :T].clamp(min=0))  # inputs past n[b] are -1: padding
         # the mean over documents of each document's mean loss
         per_pos = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), ignore_index=-1,
                                   reduction="none").view(B, T)
@@ -198,7 +211,9 @@ class TorchEngine:
         bos, V = self.cfg["bos"], self.cfg["vocab_size"]
         seq, out = [bos], []
         for pos in range(self.cfg["block_size"]):
-            logits = self.model(torch.tensor([seq], device=self.dev))[0, -1].to("cpu", torch.float64).tolist()
+            with attention_backend():
+                out = self.model(torch.tensor([seq], device=self.dev))
+            logits = out[0, -1].to("cpu", torch.float64).tolist()
             w = [x * temperature ** -1 for x in logits]
             mx = max(w)
             w = [math.exp(x - mx) for x in w]

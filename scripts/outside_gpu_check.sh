@@ -40,6 +40,13 @@ if "$py" -c 'import numpy, torch, torch.nn.functional as F; F.scaled_dot_product
   run torch-cuda-fp64-gqa-batch 0 $C --engines "scalar,exec:$T --device cuda" --steps 10 --batch 4 --n-kv-head 2 --n-layer 2 --quiet
   run torch-cuda-fp32 0 $C --engines "scalar,exec:$T --device cuda" --steps "$steps" --precision fp32 --quiet
   run torch-cpu-fp64 0 $C --engines "scalar,exec:$T --device cpu" --steps 10 --quiet
+  # informational: PyTorch's own SDPA choice (memory-efficient in fp32) under
+  # the ratio rule, and under the fixed tolerances (docs/outside_engines.md)
+  for tol in ratio fixed; do
+    echo "=== torch-cuda-fp32-sdpa-auto ($tol): informational"
+    $C --engines "scalar,exec:$T --device cuda --attention auto" --steps "$steps" --precision fp32 --tolerance $tol \
+      --quiet 2>&1 | grep -m 3 -E '^(PASS|FAIL)|ratio rule: exec'
+  done
   run torch-cuda-broken 1 $C --engines "scalar,exec:$T --device cuda --broken-rmsnorm" --steps "$steps"
   grep -q "FAIL at step 1" "$build/gpu-torch-cuda-broken.log" || { echo ">>> broken: not FAIL at step 1"; status=1; }
   grep -q "not in the reference: wte wpe" "$build/gpu-torch-cuda-broken.log" || { echo ">>> broken: wte, wpe not named"; status=1; }
