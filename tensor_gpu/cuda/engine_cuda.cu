@@ -153,7 +153,10 @@ struct Impl {
 template <typename real> class ImplT final : public Impl {
   public:
     ImplT(const EngineConfig *cfg, const double *init);
-    ~ImplT() override { release(); }
+    ~ImplT() override {
+        if (fused_) fused_profile_report();
+        release();
+    }
     double step(const Batch *b, int step) override;
     void get_logits(double *out) override;
     void get_grads(double *out) override { download_flat(out, grads_); }

@@ -32,6 +32,38 @@ __device__ __forceinline__ float f_log(float x) { return logf(x); }
 __device__ __forceinline__ double f_sqrt(double x) { return sqrt(x); }
 __device__ __forceinline__ float f_sqrt(float x) { return sqrtf(x); }
 
+// Profiling (make FUSED_PROFILE=1 in a build of its own; off, PHASE is
+// nothing): thread 0 of block 0 adds each phase's cycles (clock64, from the
+// barrier before it to the one after it) into g_prof; the engine prints them
+// per step when it is destroyed (fused_profile_report).
+#define FUSED_PHASES(X)                                                                                        \
+    X(load) X(embed) X(rms) X(qkv) X(scores) X(softmax) X(att_v) X(wo) X(fc1) X(fc2) X(lm_head) X(loss)        \
+        X(lm_head_bwd) X(fc2_bwd) X(fc1_bwd) X(rms_bwd) X(wo_bwd) X(datt) X(softmax_bwd) X(dqkv) X(qkv_bwd)     \
+            X(embed_bwd) X(out) X(partials) X(reduce_adam)
+#define FUSED_PHASE_ID(name) FP_##name,
+enum FusedPhase { FUSED_PHASES(FUSED_PHASE_ID) FP_NUM };
+#ifdef FUSED_PROFILE
+__device__ unsigned long long g_prof[FP_NUM + 1];   // [FP_NUM]: steps
+__shared__ long long prof_last;
+#define PHASE(k)                                                                                               \
+    do {                                                                                                       \
+        if (blockIdx.x == 0 && threadIdx.x == 0) {                                                             \
+            const long long t_ = clock64();                                                                    \
+            g_prof[FP_##k] += (unsigned long long)(t_ - prof_last);                                            \
+            prof_last = t_;                                                                                    \
+        }                                                                                                      \
+    } while (0)
+#define PHASE_START()                                                                                          \
+    do {                                                                                                       \
+        if (blockIdx.x == 0 && threadIdx.x == 0) prof_last = clock64(), g_prof[FP_NUM]++;                      \
+    } while (0)
+#else
+#define PHASE(k) \
+    do {         \
+    } while (0)
+#define PHASE_START() PHASE(load)
+#endif
+
 #define FOR_BLOCK(i, count) for (int i = (int)threadIdx.x; i < (count); i += (int)blockDim.x)
 // each warp a row: lane takes the row's elements lane, lane+32, ...
 #define FOR_WARP_ROW(row, count) \
@@ -181,16 +213,20 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         enc[t * ldC + c] = sm[s.w_wte + tok[t] * ldC + c] + sm[s.w_wpe + t * ldC + c];
     }
     __syncthreads();
+    PHASE(embed);
     rms_fwd(x0, sm + s.r0, enc, ldC, n, C);
     __syncthreads();
+    PHASE(rms);
     const real *x = x0;   // the residual stream
     for (int l = 0; l < m.L; l++) {
         real *ln1 = sm + s.ln1[l], *qkv = sm + s.qkv[l], *att = sm + s.att[l], *atty = sm + s.atty[l];
         real *res2 = sm + s.res2[l], *ln2 = sm + s.ln2[l], *fch = sm + s.fch[l], *res3 = sm + s.res3[l];
         rms_fwd(ln1, sm + s.r1[l], x, ldC, n, C);
         __syncthreads();
+        PHASE(rms);
         mm_fwd<false>(qkv, ldQ, ln1, ldC, sm + s.w_qkv[l], ldC, n, C, Q, (const real *)nullptr, 0);   // (n,Q)
         __syncthreads();
+        PHASE(qkv);
         // scores att[h,t,u] = q[t,h] . k[u,h/group] * scale, u <= t     (NH,n,n)
         FOR_BLOCK(idx, NH * n * n) {
             const int h = idx / (n * n), r = idx - h * n * n, t = r / n, u = r - t * n;
@@ -199,6 +235,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             att[(h * Tm + t) * Tm + u] = dot<false>(qt, 1, ku, 1, HS) * scale;
         }
         __syncthreads();
+        PHASE(scores);
         FOR_WARP_ROW(row, NH * n) {   // softmax of each row over u <= t
             const int h = row / n, t = row - h * n;
             real *ar = att + (h * Tm + t) * Tm;
@@ -214,20 +251,26 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             for (int u = lane; u <= t; u += 32) ar[u] *= inv;
         }
         __syncthreads();
+        PHASE(softmax);
         FOR_BLOCK(idx, n * C) {   // atty[t,c] = sum_u att[h,t,u] v[u, kv channel of c]   (n,C)
             const int t = idx / C, c = idx - t * C, h = c / HS, j = c - h * HS;
             const real *ar = att + (h * Tm + t) * Tm, *v = qkv + C + KV + (h / group) * HS + j;
             atty[t * ldC + c] = dot<false>(ar, 1, v, ldQ, t + 1);
         }
         __syncthreads();
+        PHASE(att_v);
         mm_fwd<false>(res2, ldC, atty, ldC, sm + s.w_wo[l], ldC, n, C, C, x, ldC);   // wo + residual
         __syncthreads();
+        PHASE(wo);
         rms_fwd(ln2, sm + s.r2[l], res2, ldC, n, C);
         __syncthreads();
+        PHASE(rms);
         mm_fwd<false>(fch, ldH, ln2, ldC, sm + s.w_fc1[l], ldC, n, C, H, (const real *)nullptr, 0);   // (n,H)
         __syncthreads();
+        PHASE(fc1);
         mm_fwd<true>(res3, ldC, fch, ldH, sm + s.w_fc2[l], ldH, n, H, C, res2, ldC);   // fc2(relu) + residual
         __syncthreads();
+        PHASE(fc2);
         if (last) {
             real *fo = a.fch[l] + (size_t)b * T * H;
             FOR_BLOCK(idx, n * H) {
@@ -240,6 +283,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     real *lg = sm + s.logits;
     mm_fwd<false>(lg, ldV, x, ldC, sm + s.w_lm, ldC, n, C, V, (const real *)nullptr, 0);   // (n,V)
     __syncthreads();
+    PHASE(lm_head);
     if (last) {
         real *lo = a.logits + (size_t)b * T * V;
         FOR_BLOCK(idx, n * V) {
@@ -247,6 +291,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             lo[(size_t)t * V + o] = lg[t * ldV + o];
         }
         __syncthreads();   // the loss overwrites the logits with their gradient
+        PHASE(out);
     }
     // cross-entropy per position; the logits become dlogits = (p - onehot) w
     const real w = (real)1 / ((real)n * (real)in.B);
@@ -269,6 +314,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         if (lane == 0) losses[(size_t)b * T + t] = f_log(sum) - (lt - mx);
     }
     __syncthreads();
+    PHASE(loss);
 
     // backward
     real *dx = sm + s.dx, *dh = sm + s.dh, *dln = sm + s.dln, *dqkv = sm + s.dqkv, *datty = sm + s.datty,
@@ -276,6 +322,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     mm_bwd_inp(dx, ldC, lg, ldV, sm + s.w_lm, ldC, n, C, V, (const real *)nullptr, 0);
     mm_bwd_w<false>(G + m.lm_head, lg, ldV, x, ldC, n, C, V);
     __syncthreads();
+    PHASE(lm_head_bwd);
     for (int l = m.L - 1; l >= 0; l--) {
         const real *x_in = l ? sm + s.res3[l - 1] : x0;
         const real *ln1 = sm + s.ln1[l], *qkv = sm + s.qkv[l], *att = sm + s.att[l], *atty = sm + s.atty[l];
@@ -284,15 +331,19 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         mm_bwd_inp(dh, ldH, dx, ldC, sm + s.w_fc2[l], ldH, n, H, C, fch, ldH);
         mm_bwd_w<true>(G + m.fc2[l], dx, ldC, fch, ldH, n, H, C);
         __syncthreads();
+        PHASE(fc2_bwd);
         mm_bwd_inp(dln, ldC, dh, ldH, sm + s.w_fc1[l], ldC, n, C, H, (const real *)nullptr, 0);
         mm_bwd_w<false>(G + m.fc1[l], dh, ldH, ln2, ldC, n, C, H);
         __syncthreads();
+        PHASE(fc1_bwd);
         rms_bwd(dx, dln, res2, sm + s.r2[l], ldC, n, C, true);   // dx: d res2
         __syncthreads();
+        PHASE(rms_bwd);
         // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
         mm_bwd_inp(datty, ldC, dx, ldC, sm + s.w_wo[l], ldC, n, C, C, (const real *)nullptr, 0);
         mm_bwd_w<false>(G + m.wo[l], dx, ldC, atty, ldC, n, C, C);
         __syncthreads();
+        PHASE(wo_bwd);
         FOR_BLOCK(idx, NH * n * n) {   // datt[h,t,u] = datty[t,h] . v[u]
             const int h = idx / (n * n), r = idx - h * n * n, t = r / n, u = r - t * n;
             if (u > t) continue;
@@ -300,6 +351,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             dpre[(h * Tm + t) * Tm + u] = dot<false>(d, 1, v, 1, HS);
         }
         __syncthreads();
+        PHASE(datt);
         FOR_WARP_ROW(row, NH * n) {   // softmax backward: dpre = att (datt - sum att datt) scale
             const int h = row / n, t = row - h * n;
             const real *ar = att + (h * Tm + t) * Tm;
@@ -310,6 +362,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             for (int u = lane; u <= t; u += 32) dr[u] = ar[u] * (dr[u] - wsum) * scale;
         }
         __syncthreads();
+        PHASE(softmax_bwd);
         FOR_BLOCK(idx, n * Q) {   // dq | dk | dv                             (n,Q)
             const int t = idx / Q, c = idx - t * Q;
             real g = 0;
@@ -331,15 +384,19 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             dqkv[t * ldQ + c] = g;
         }
         __syncthreads();
+        PHASE(dqkv);
         mm_bwd_inp(dln, ldC, dqkv, ldQ, sm + s.w_qkv[l], ldC, n, C, Q, (const real *)nullptr, 0);
         mm_bwd_w<false>(G + m.wq[l], dqkv, ldQ, ln1, ldC, n, C, Q);
         __syncthreads();
+        PHASE(qkv_bwd);
         rms_bwd(dx, dln, x_in, sm + s.r1[l], ldC, n, C, true);   // dx: d x_in
         __syncthreads();
+        PHASE(rms_bwd);
     }
     // x0 = rmsnorm(enc): d enc into dln, then into the embedding rows
     rms_bwd(dln, dx, enc, sm + s.r0, ldC, n, C, false);
     __syncthreads();
+    PHASE(rms_bwd);
     FOR_BLOCK(c, C) {   // one thread a channel, positions in order: repeated tokens add in order
         for (int t = 0; t < n; t++) {
             G[m.wte + (size_t)tok[t] * C + c] += dln[t * ldC + c];
@@ -347,6 +404,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         }
     }
     __syncthreads();
+    PHASE(embed_bwd);
 }
 
 // The weights of the table from the canonical buffer src into shared memory
@@ -393,6 +451,7 @@ template <typename real> __global__ void __launch_bounds__(FUSED_THREADS) fused_
             const StepIn in = step_in(a, st);
             for (size_t i = threadIdx.x; i < P; i += blockDim.x) G[i] = 0;
             __syncthreads();
+            PHASE_START();
             real *losses = a.losses + (size_t)st * a.loss_stride;
             for (int b = 0; b < in.B; b++) train_document(a, sm, in, b, losses, st == a.nsteps - 1);
             const real lr = (real)in.sc->lr, rc1 = (real)in.sc->c1, rc2 = (real)in.sc->c2;
@@ -405,6 +464,7 @@ template <typename real> __global__ void __launch_bounds__(FUSED_THREADS) fused_
                 }
             }
             __syncthreads();
+            PHASE(reduce_adam);
         }
         copy_weights(s, sm, a.params, true);
         for (size_t i = threadIdx.x; i < P; i += blockDim.x)
@@ -416,14 +476,17 @@ template <typename real> __global__ void __launch_bounds__(FUSED_THREADS) fused_
     for (int st = 0; st < a.nsteps; st++) {
         const StepIn in = step_in(a, st);
         // the weights of this step into shared memory; the accumulator to 0
+        PHASE_START();
         copy_weights(s, sm, a.params, false);
         for (size_t i = threadIdx.x; i < P; i += blockDim.x) G[i] = 0;
         __syncthreads();
+        PHASE(load);
         real *losses = a.losses + (size_t)st * a.loss_stride;
         for (int b = blockIdx.x; b < in.B; b += gridDim.x) train_document(a, sm, in, b, losses, st == a.nsteps - 1);
         real *part = a.partials + (size_t)blockIdx.x * P;
         for (size_t i = threadIdx.x; i < P; i += blockDim.x) part[i] = G[i];
         grid.sync();
+        PHASE(partials);
         // the gradient: the blocks' partials in block order; then Adam
         const int used = in.B < (int)gridDim.x ? in.B : (int)gridDim.x;
         const real lr = (real)in.sc->lr, rc1 = (real)in.sc->c1, rc2 = (real)in.sc->c2;
@@ -434,6 +497,7 @@ template <typename real> __global__ void __launch_bounds__(FUSED_THREADS) fused_
             adam_one(a.params[i], gi, a.adam_m[i], a.adam_v[i], lr, rc1, rc2, b1, b2, ep);
         }
         grid.sync();   // the next step reads the updated parameters
+        PHASE(reduce_adam);
     }
 }
 
@@ -537,6 +601,28 @@ template <typename real> void fused_train(cudaStream_t st, const FusedArgs<real>
     CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void *>(fused_train_kernel<real>), dim3(grid),
                                            dim3(FUSED_THREADS), args, smem_bytes, st));
     KERNEL_CHECK("fused_train_kernel");
+}
+
+void fused_profile_report() {
+#ifdef FUSED_PROFILE
+    unsigned long long prof[FP_NUM + 1] = {0};
+    if (cudaMemcpyFromSymbol(prof, g_prof, sizeof prof) != cudaSuccess || !prof[FP_NUM]) {
+        cudaGetLastError();
+        return;
+    }
+    static const char *names[] = {
+#define FUSED_PHASE_NAME(name) #name,
+        FUSED_PHASES(FUSED_PHASE_NAME)};
+    unsigned long long total = 0;
+    for (int k = 0; k < FP_NUM; k++) total += prof[k];
+    fprintf(stderr, "fused profile (block 0, cycles per step over %llu steps; total %.0f):\n", prof[FP_NUM],
+            (double)total / prof[FP_NUM]);
+    for (int k = 0; k < FP_NUM; k++)
+        if (prof[k])
+            fprintf(stderr, "  %-12s %9.0f  %5.1f%%\n", names[k], (double)prof[k] / prof[FP_NUM], 100.0 * prof[k] / total);
+    const unsigned long long zero[FP_NUM + 1] = {0};
+    if (cudaMemcpyToSymbol(g_prof, zero, sizeof zero) != cudaSuccess) cudaGetLastError();
+#endif
 }
 
 #define MGPT_FUSED_INSTANTIATE(real)                                                                       \

@@ -106,6 +106,9 @@ int fused_plan(const FusedModel &m, int max_batch, FusedSmem *s, size_t *smem_by
 // more than can be resident at once); sets the kernel's shared-memory
 // attribute. 0 with why when none fits.
 template <typename real> int fused_grid(size_t smem_bytes, int max_batch, char *why, size_t whylen);
+// Built with FUSED_PROFILE (make FUSED_PROFILE=1): print block 0's cycles
+// per phase and step to stderr, then reset them; otherwise nothing.
+void fused_profile_report();
 // Enqueue the cooperative launch on st.
 template <typename real> void fused_train(cudaStream_t st, const FusedArgs<real> &a, int grid, size_t smem_bytes);
 

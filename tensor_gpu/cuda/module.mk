@@ -14,7 +14,7 @@ NVCC_ARCH ?= -gencode arch=compute_90,code=[sm_90,compute_90]
 # they round as the reference does. Warnings are errors.
 NVCCFLAGS := -std=c++17 -O2 -g -lineinfo $(NVCC_ARCH) --fmad=false -Werror all-warnings \
              -Xcompiler -Wall,-Wextra,-Werror,-ffp-contract=off,-fPIC -D_GNU_SOURCE -I. -Iinclude \
-             $(if $(DEPS_PREFIX),-I$(DEPS_PREFIX)/usr/include)
+             $(if $(DEPS_PREFIX),-I$(DEPS_PREFIX)/usr/include) $(if $(FUSED_PROFILE),-DFUSED_PROFILE)
 
 CUDA_SRC := tensor_gpu/cuda/kernels.cu tensor_gpu/cuda/fused.cu tensor_gpu/cuda/engine_cuda.cu
 CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
