@@ -82,6 +82,17 @@ bool dw_split_enabled() {
     throw CudaError(std::string("MICROGPT_DW_SPLIT='") + s + "' is not 0 (off) or 1 (on, the default)");
 }
 
+// cuBLAS's math mode: pedantic (the default: no TF32, no reduced-precision
+// shortcuts), or MICROGPT_CUBLAS_MATH=default (CUBLAS_DEFAULT_MATH: still no
+// TF32 unless NVIDIA_TF32_OVERRIDE says so, but cuBLAS may pick from more
+// kernels), to measure whether the choice costs time.
+cublasMath_t cublas_math_mode() {
+    const char *s = getenv("MICROGPT_CUBLAS_MATH");
+    if (!s || !*s || !strcmp(s, "pedantic")) return CUBLAS_PEDANTIC_MATH;
+    if (!strcmp(s, "default")) return CUBLAS_DEFAULT_MATH;
+    throw CudaError(std::string("MICROGPT_CUBLAS_MATH='") + s + "' is not pedantic or default");
+}
+
 constexpr size_t ALIGN = 256;
 
 size_t align_up(size_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
@@ -277,7 +288,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         const size_t ws = cublas_workspace_bytes();
         if (ws) workspace_ = dmalloc(ws, "cuBLAS workspace");
         CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, ws));
-        CUBLAS_CHECK(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH));
+        CUBLAS_CHECK(cublasSetMathMode(blas_, cublas_math_mode()));
         CUBLAS_CHECK(cublasSetAtomicsMode(blas_, CUBLAS_ATOMICS_NOT_ALLOWED));
         CUBLAS_CHECK(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST));
 
