@@ -465,7 +465,7 @@ template <typename real> void ImplT<real>::choose_path() {
             snprintf(why, sizeof why, "n_layer %d is over %d, or the layout does not keep wq, wk, wv adjacent", L_,
                      FUSED_MAX_LAYERS);
         } else if (fused_plan<real>(fm_, maxB_, &sm, &bytes, why, sizeof why) == 0) {
-            const int g = fused_grid<real>(bytes, maxB_, why, sizeof why);
+            const int g = fused_grid<real>(&sm, bytes, maxB_, why, sizeof why);
             if (g > 0) {
                 ok = 1;
                 fa_.s = sm;

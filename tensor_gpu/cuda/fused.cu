@@ -434,7 +434,11 @@ __device__ __forceinline__ void adam_one(real &p, real g, real &m, real &v, real
     p -= (lr * m_hat) / (f_sqrt(v_hat) + ep);
 }
 
-template <typename real> __global__ void __launch_bounds__(FUSED_THREADS) fused_train_kernel(const FusedArgs<real> a) {
+// MINB: the blocks per multiprocessor the registers must allow (launch
+// bounds): 2 where shared memory lets two blocks share a multiprocessor and
+// the grid has more than one block, else 1 (every register for latency).
+template <typename real, int MINB>
+__global__ void __launch_bounds__(FUSED_THREADS, MINB) fused_train_kernel(const FusedArgs<real> a) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     real *sm = reinterpret_cast<real *>(smem_raw);
     const FusedModel &m = a.m;
@@ -579,14 +583,20 @@ int fused_plan(const FusedModel &m, int max_batch, FusedSmem *s, size_t *smem_by
     return 0;
 }
 
-template <typename real> int fused_grid(size_t smem_bytes, int max_batch, char *why, size_t whylen) {
-    CUDA_CHECK(cudaFuncSetAttribute(fused_train_kernel<real>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)smem_bytes));
-    int dev = 0, sms = 0, per_sm = 0;
+template <typename real> const void *fused_kernel(int minb) {
+    return minb == 2 ? reinterpret_cast<const void *>(fused_train_kernel<real, 2>)
+                     : reinterpret_cast<const void *>(fused_train_kernel<real, 1>);
+}
+
+template <typename real> int fused_grid(FusedSmem *s, size_t smem_bytes, int max_batch, char *why, size_t whylen) {
+    int dev = 0, sms = 0, per_sm = 0, sm_bytes = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sm_bytes, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    s->minb = max_batch > 1 && 2 * (smem_bytes + 1024) <= (size_t)sm_bytes ? 2 : 1;
+    const void *k = fused_kernel<real>(s->minb);
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes));
     CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fused_train_kernel<real>, FUSED_THREADS,
-                                                             smem_bytes));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, FUSED_THREADS, smem_bytes));
     if (per_sm < 1) {
         snprintf(why, whylen, "no block of the fused step fits on a multiprocessor (%.1f KB of shared memory)",
                  smem_bytes / 1024.0);
@@ -598,8 +608,8 @@ template <typename real> int fused_grid(size_t smem_bytes, int max_batch, char *
 
 template <typename real> void fused_train(cudaStream_t st, const FusedArgs<real> &a, int grid, size_t smem_bytes) {
     void *args[] = {const_cast<FusedArgs<real> *>(&a)};
-    CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void *>(fused_train_kernel<real>), dim3(grid),
-                                           dim3(FUSED_THREADS), args, smem_bytes, st));
+    CUDA_CHECK(cudaLaunchCooperativeKernel(fused_kernel<real>(a.s.minb), dim3(grid), dim3(FUSED_THREADS), args,
+                                           smem_bytes, st));
     KERNEL_CHECK("fused_train_kernel");
 }
 
@@ -627,7 +637,7 @@ void fused_profile_report() {
 
 #define MGPT_FUSED_INSTANTIATE(real)                                                                       \
     template int fused_plan<real>(const FusedModel &, int, FusedSmem *, size_t *, char *, size_t);              \
-    template int fused_grid<real>(size_t, int, char *, size_t);                                            \
+    template int fused_grid<real>(FusedSmem *, size_t, int, char *, size_t);                                            \
     template void fused_train<real>(cudaStream_t, const FusedArgs<real> &, int, size_t);
 
 MGPT_FUSED_INSTANTIATE(double)

@@ -60,6 +60,7 @@ struct FusedSmem {
     // the global buffers are read at the start and written at the end
     int resident;
     size_t adam_m, adam_v;
+    int minb;   // the kernel's blocks per multiprocessor (launch bounds), set by fused_grid
     // weights (padded rows) and the gradient accumulator (flat, canonical layout)
     size_t w_wte, w_wpe, w_lm, w_qkv[FUSED_MAX_LAYERS], w_wo[FUSED_MAX_LAYERS], w_fc1[FUSED_MAX_LAYERS],
         w_fc2[FUSED_MAX_LAYERS];
@@ -105,7 +106,7 @@ int fused_plan(const FusedModel &m, int max_batch, FusedSmem *s, size_t *smem_by
 // The grid for max_batch documents (at most one block per document, and no
 // more than can be resident at once); sets the kernel's shared-memory
 // attribute. 0 with why when none fits.
-template <typename real> int fused_grid(size_t smem_bytes, int max_batch, char *why, size_t whylen);
+template <typename real> int fused_grid(FusedSmem *s, size_t smem_bytes, int max_batch, char *why, size_t whylen);
 // Built with FUSED_PROFILE (make FUSED_PROFILE=1): print block 0's cycles
 // per phase and step to stderr, then reset them; otherwise nothing.
 void fused_profile_report();
