@@ -7,6 +7,7 @@
 # 2. compare --bench --sizes sweep --baseline torch (cuda picks its path;
 #    cuda:layered beside it at the sizes the fused step takes), as Markdown
 #    and a trace, with the SM clock sampled by nvidia-smi during the run;
+#    e128 and e512 again with MICROGPT_CUBLAS_MATH=default;
 # 3. unless --no-profile: the fused step's per-phase cycles at b1 and b256
 #    (build-prof), and ncu's per-kernel times of the layered path at e128
 #    and e512 (fp32, 3 timed steps).
@@ -48,7 +49,12 @@ build/compare --bench --engines cuda --sizes e64,e128,e512 --precision "$prec" -
   --repeats "$repeats" --steps "$steps" --quiet --trace "$logs/bench-large.json" --markdown "$logs/bench-large.md" \
   >"$logs/bench-large.log" 2>&1
 rc2=$?
+# cuBLAS's math mode: pedantic (the engine's default) against default (more kernels, fp64 tensor cores)
+MICROGPT_CUBLAS_MATH=default build/compare --bench --engines cuda --sizes e128,e512 --precision "$prec" \
+  --repeats "$repeats" --steps "$steps" --quiet --trace "$logs/bench-mathdefault.json" >"$logs/bench-mathdefault.log" 2>&1
 kill $smi 2>/dev/null
+echo "--- the same with MICROGPT_CUBLAS_MATH=default:"
+grep -E '^\| e' "$logs/bench-mathdefault.log"
 for f in "$logs"/bench-small.log "$logs"/bench-large.log; do
   grep -E '^(\||Machine|- \*\*)' "$f"
   grep -E 'FAIL|rror' "$f" | head -n 5
