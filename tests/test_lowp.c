@@ -11,17 +11,8 @@
 
 #include "tensor_gpu/lowp.h"
 
-static uint32_t bits(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
-}
-
-static float from_bits(uint32_t u) {
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
+static uint32_t bits(float x) { return lowp_bits(x); }
+static float from_bits(uint32_t u) { return lowp_float(u); }
 
 // a and b are the same float, bit for bit (so -0 is not +0)
 #define EXPECT_SAME(a, b, ...) cr_expect(bits(a) == bits(b), __VA_ARGS__)

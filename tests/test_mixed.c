@@ -48,14 +48,6 @@ Test(mixed, truncation_instead_of_rounding_is_caught_at_step_1, .timeout = 60) {
     }
 }
 
-static cJSON *load_json(const char *path) {
-    char *text = th_read_file(path, NULL);
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    cr_assert(root, "%s is JSON", path);
-    return root;
-}
-
 // At an initial loss scale of 2^24 the scaled gradients overflow fp16 until
 // the scale has halved to 2^19: steps 1-4 and 7 are skipped (measured). A
 // skipped step is compared as one (forward as usual; no update at all),
@@ -74,7 +66,7 @@ Test(mixed, fp16_skipped_steps_are_compared_counted_and_limited, .timeout = 60) 
                             "step 1\n") != NULL,
               "the summary counts them:\n%s", r.out);
     th_run_free(&r);
-    cJSON *root = load_json(tr);
+    cJSON *root = th_load_json(tr);
     cJSON *sk = cJSON_GetObjectItem(root, "skipped_steps");
     cr_assert(sk, "the trace has skipped_steps");
     cr_expect_eq(cJSON_GetObjectItem(sk, "count")->valueint, 5);
