@@ -74,6 +74,9 @@ Test(mixed, fp16_skipped_steps_are_compared_counted_and_limited, .timeout = 60) 
     cJSON *s1 = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "steps"), 0);
     cr_expect(cJSON_GetObjectItem(s1, "skipped_loss_scale") != NULL, "step 1 is marked skipped in the trace");
     cJSON_Delete(root);
+    th_expect_status(th_tool("trace", "inspect", tr, NULL), 0,
+                     "skipped updates (fp16 loss scaling, a gradient overflowed): 5 (allowed 5), the first at step 1",
+                     "trace inspect shows the skipped steps");
     // the default limit, max(3, 1% of the steps), is exceeded
     ThRun many = COMPARE("--engines", "scalar,cpu", "--precision", "fp16", "--loss-scale", "16777216", "--steps", "10",
                          "--batch", "3", "--quiet");
