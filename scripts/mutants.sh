@@ -70,7 +70,7 @@ base="$work/base"
 # engine; --part gpu (CUDA kernels only) needs neither, nor Criterion, which
 # the GPU machine lacks.
 targets="build/compare build/microgpt"
-[ "$part" = gpu ] || targets="$targets build/tests/test_shared build/tests/test_golden build/tests/test_lowp build/tests/test_cpu_engine"
+[ "$part" = gpu ] || targets="$targets build/tests/test_shared build/tests/test_golden build/tests/test_lowp build/tests/test_cpu_engine build/tests/test_cpu_layers"
 [ $cuda -eq 1 ] && targets="$targets build/test_gpu build/libmicrogpt_cuda_engine.so"
 
 # A clean copy of the tree (tracked and untracked, not ignored files) with
@@ -109,7 +109,7 @@ checks=(
   "lockstep-tf32|$C --steps 4 --batch 3 --precision tf32"
   "fp16-overflow|$C --steps 8 --batch 3 --precision fp16 --loss-scale 16777216 --max-excused 5"
   "test_lowp|build/tests/test_lowp --jobs 2"
-  "test_cpu_mixed|build/tests/test_cpu_engine --jobs 2 --filter 'cpu_engine/mixed*'")
+  "test_cpu_mixed|build/tests/test_cpu_engine --jobs 2 --filter 'cpu_engine/mixed*' && build/tests/test_cpu_layers --jobs 2 --filter 'cpu_layers/mixed*'")
 [ "$part" = gpu ] || checks+=("test_shared|build/tests/test_shared --jobs 2" "test_golden|build/tests/test_golden --jobs 2")
 [ $cuda -eq 1 ] && checks+=("test_gpu|build/test_gpu")
 

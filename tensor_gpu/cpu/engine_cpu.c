@@ -14,10 +14,11 @@
 // bf16, fp16, tf32: the mixed-precision recipe of docs/mixed_precision.md,
 // emulated on the fp32 build. The buffers are float (fp32 master weights,
 // gradients, moments, activations); every matrix product goes through
-// mm_forward/mm_backward, which round both operands to the low precision
-// (round-to-nearest-even, tensor_gpu/lowp.h), accumulate in fp32, and for
-// bf16/fp16 round the activation (and activation-gradient) outputs. fp16
-// also scales the loss (dynamic, as torch's GradScaler).
+// mm_forward/mm_backward to the recipe's products (tensor_gpu/cpu/mixed.c),
+// which round both operands to the low precision (round-to-nearest-even,
+// tensor_gpu/lowp.h), accumulate in fp32, and for bf16/fp16 round the
+// activation (and activation-gradient) outputs. fp16 also scales the loss
+// (dynamic, as torch's GradScaler).
 #include "tensor_gpu/cpu/engine_cpu.h"
 
 #include <math.h>
@@ -29,6 +30,7 @@
 #include "common/util.h"
 #include "tensor_gpu/layers.h"
 #include "tensor_gpu/lowp.h"
+#include "tensor_gpu/mixed.h"
 
 // Call layer function `fn` in the engine's precision. The buffers are void *,
 // which converts to double * or float * implicitly.
@@ -72,9 +74,7 @@ typedef struct {
 
 // The mixed-precision recipe's state (unused in fp64 and fp32).
 typedef struct {
-    float (*round)(float);    // to bf16, fp16 or tf32, nearest even
-    int round_out;            // bf16/fp16: products write low-precision activations
-    float *a, *w, *d, *t;     // scratch: rounded input, weight, output gradient; dinp
+    MixedMM mm;               // the products (tensor_gpu/cpu/mixed.c)
     // fp16 loss scaling, as torch.cuda.amp.GradScaler with its defaults
     double scale;             // the next step's loss scale
     int good_steps;           // steps since the scale last changed
@@ -217,44 +217,23 @@ static void set_layers_fault(const CpuEngine *e, Fault f) {
 // ---------------------------------------------------------------------------
 // the matrix products, plain or by the mixed-precision recipe
 
-// dst = src rounded to the recipe's low precision (count floats); returns dst.
-static const float *lowp_copy(const CpuEngine *e, float *dst, const void *src, size_t count) {
-    const float *x = src;
-    for (size_t i = 0; i < count; i++) dst[i] = e->mx.round(x[i]);
-    return dst;
-}
-
-// out = inp @ w^T (layers.h); mixed: on rounded operands, fp32 sums, the
-// output rounded for bf16/fp16 (autocast stores a product in bf16/fp16).
+// out = inp @ w^T (layers.h), or the recipe's product (mixed.h).
 static void mm_forward(CpuEngine *e, void *out, const void *inp, const void *w, int N, int IC, int OC) {
     if (!e->mixed) {
         LAYER(e, matmul_forward, out, inp, w, N, IC, OC);
         return;
     }
-    const float *a = lowp_copy(e, e->mx.a, inp, (size_t)N * IC), *b = lowp_copy(e, e->mx.w, w, (size_t)OC * IC);
-    matmul_forward_f32(out, a, b, N, IC, OC);
-    if (e->mx.round_out) {
-        float *o = out;
-        for (size_t i = 0; i < (size_t)N * OC; i++) o[i] = e->mx.round(o[i]);
-    }
+    mixed_matmul_forward(&e->mx.mm, out, inp, w, N, IC, OC);
 }
 
-// dinp += dout @ w, dw += dout^T @ inp (layers.h); mixed: all three operands
-// rounded, fp32 sums; dw stays fp32 (the master gradient), the product for
-// dinp is rounded (bf16/fp16) before it is added, in fp32, to dinp.
+// dinp += dout @ w, dw += dout^T @ inp (layers.h), or the recipe's (mixed.h).
 static void mm_backward(CpuEngine *e, void *dinp, void *dw, const void *dout, const void *inp, const void *w, int N,
                         int IC, int OC) {
     if (!e->mixed) {
         LAYER(e, matmul_backward, dinp, dw, dout, inp, w, N, IC, OC);
         return;
     }
-    const size_t NI = (size_t)N * IC;
-    const float *d = lowp_copy(e, e->mx.d, dout, (size_t)N * OC), *a = lowp_copy(e, e->mx.a, inp, NI);
-    const float *b = lowp_copy(e, e->mx.w, w, (size_t)OC * IC);
-    memset(e->mx.t, 0, NI * sizeof(float));
-    matmul_backward_f32(e->mx.t, dw, d, a, b, N, IC, OC);
-    float *dx = dinp;
-    for (size_t i = 0; i < NI; i++) dx[i] += e->mx.round_out ? e->mx.round(e->mx.t[i]) : e->mx.t[i];
+    mixed_matmul_backward(&e->mx.mm, dinp, dw, dout, inp, w, N, IC, OC);
 }
 
 // ---------------------------------------------------------------------------
@@ -506,10 +485,7 @@ static void cpu_destroy(Engine *base) {
     free(e->relu_out);
     free(e->sample_tokens);
     free(e->sample_probs);
-    free(e->mx.a);
-    free(e->mx.t);
-    free(e->mx.d);
-    free(e->mx.w);
+    if (e->mixed) mixed_mm_free(&e->mx.mm);
     free(e);
 }
 
@@ -549,22 +525,16 @@ static float trunc_bf16(float x) { return lowp_float(lowp_bits(x) & 0xffff0000u)
 static float trunc_tf32(float x) { return lowp_float(lowp_bits(x) & 0xffffe000u); }
 static float trunc_fp16(float x) { return round_fp16(trunc_tf32(x)); }
 
-// The recipe's rounding, its scratch (sized for the largest product: rows
-// N = max_batch*T, widths C, 4C and V) and fp16's loss scale.
+// The recipe's products (sized for the largest: rows N = max_batch*T, widths
+// C, 4C and V) and fp16's loss scale.
 static void mixed_init(CpuEngine *e, const EngineConfig *cfg) {
     const ModelShape *m = &e->m;
     const size_t N = (size_t)cfg->max_batch * (size_t)m->block_size, C = (size_t)m->n_embd;
     const size_t V = (size_t)m->vocab_size, wide = 4 * C > V ? 4 * C : V;
-    const int tr = cfg->fault == FAULT_LOWP_TRUNCATE;
-    e->mx.round = cfg->precision == PREC_BF16   ? (tr ? trunc_bf16 : round_bf16)
-                  : cfg->precision == PREC_FP16 ? (tr ? trunc_fp16 : round_fp16)
-                                                : (tr ? trunc_tf32 : round_tf32);
-    if (cpu_lowp_round_test) e->mx.round = cpu_lowp_round_test;
-    e->mx.round_out = cfg->precision != PREC_TF32;
-    e->mx.a = xmalloc(N * 4 * C * sizeof(float));
-    e->mx.t = xmalloc(N * 4 * C * sizeof(float));
-    e->mx.d = xmalloc(N * wide * sizeof(float));
-    e->mx.w = xmalloc(wide * C * sizeof(float));
+    float (*round)(float) = cpu_lowp_round_test;
+    if (!round && cfg->fault == FAULT_LOWP_TRUNCATE)
+        round = cfg->precision == PREC_BF16 ? trunc_bf16 : cfg->precision == PREC_FP16 ? trunc_fp16 : trunc_tf32;
+    mixed_mm_init(&e->mx.mm, cfg->precision, N, wide, wide * C, round);
     e->mx.scale = e->mx.used_scale = cfg->loss_scale > 0 ? cfg->loss_scale : SCALE_INIT;
 }
 
@@ -621,6 +591,6 @@ double cpu_engine_bytes(const ModelShape *m, size_t n_params, int B, Precision p
     const double NH = m->n_head, T = m->block_size, P = (double)n_params;
     const double real = p == PREC_FP64 ? 8 : 4, rows = (double)B * T;
     const double wide = 4 * C > V ? 4 * C : V;   // mixed: the rounding scratch (mixed_init)
-    const double mixed = precision_is_mixed(p) ? 4 * (rows * (8 * C + wide) + wide * C) : 0;
+    const double mixed = precision_is_mixed(p) ? 4 * (3 * rows * wide + wide * C) : 0;
     return real * (4 * P + rows * (L * (24 * C + 4 * (C + 2 * KV) + 2 * NH * T) + 8 * C + 3 * V)) + 8 * 2 * P + mixed;
 }
