@@ -8,7 +8,19 @@
 #include "util.h"
 
 static const char *const FAULT_NAMES[FAULT_NUM] = {
-    "none", "attn-scale", "causal-mask", "rmsnorm-bwd", "grad-sign", "adam-bias", "small-grads"};
+    "none", "attn-scale", "causal-mask", "rmsnorm-bwd", "grad-sign", "adam-bias", "small-grads", "lowp-truncate"};
+
+static const char *const PREC_NAMES[PREC_NUM] = {"fp64", "fp32", "bf16", "fp16", "tf32"};
+
+const char *precision_name(Precision p) { return (p >= 0 && p < PREC_NUM) ? PREC_NAMES[p] : "?"; }
+
+Precision precision_from_name(const char *name) {
+    for (int p = 0; p < PREC_NUM; p++)
+        if (!strcmp(name, PREC_NAMES[p])) return (Precision)p;
+    return PREC_NUM;
+}
+
+int precision_is_mixed(Precision p) { return p == PREC_BF16 || p == PREC_FP16 || p == PREC_TF32; }
 
 const char *fault_name(Fault f) { return (f >= 0 && f < FAULT_NUM) ? FAULT_NAMES[f] : "?"; }
 
@@ -55,8 +67,9 @@ int engine_config_check(const EngineConfig *cfg, const double *init_params, cons
                         size_t errlen) {
     if (!cfg || !cfg->s || !cfg->L) return config_fail(err, errlen, engine, "config without settings or parameter layout");
     if (!init_params) return config_fail(err, errlen, engine, "no initial parameters");
-    if (cfg->precision != PREC_FP64 && cfg->precision != PREC_FP32)
-        return config_fail(err, errlen, engine, "unknown precision %d (fp64 or fp32)", (int)cfg->precision);
+    if ((int)cfg->precision < 0 || cfg->precision >= PREC_NUM)
+        return config_fail(err, errlen, engine, "unknown precision %d (fp64, fp32, bf16, fp16 or tf32)",
+                           (int)cfg->precision);
     if ((int)cfg->fault < 0 || cfg->fault >= FAULT_NUM)
         return config_fail(err, errlen, engine, "unknown fault %d", (int)cfg->fault);
     if (cfg->max_batch < 1)

@@ -11,7 +11,18 @@
 #include "pyrandom.h"
 #include "settings.h"
 
-typedef enum { PREC_FP64 = 0, PREC_FP32 = 1 } Precision;
+// fp64 and fp32: every tensor in that type. bf16, fp16 and tf32: the
+// mixed-precision recipe of docs/mixed_precision.md (fp32 master weights,
+// gradients and Adam state; matrix products on operands rounded to the low
+// precision with fp32 accumulation; fp16 with dynamic loss scaling).
+typedef enum { PREC_FP64 = 0, PREC_FP32 = 1, PREC_BF16 = 2, PREC_FP16 = 3, PREC_TF32 = 4, PREC_NUM } Precision;
+
+// "fp64", "fp32", "bf16", "fp16", "tf32" ("?" for anything else).
+const char *precision_name(Precision p);
+// PREC_NUM if the name is none of those.
+Precision precision_from_name(const char *name);
+// 1 for the mixed-precision recipes (bf16, fp16, tf32).
+int precision_is_mixed(Precision p);
 
 // Test-only faults a tensor engine can be told to commit, so that tests can
 // show the comparator catches them (see compare --inject-fault).
@@ -23,6 +34,7 @@ typedef enum {
     FAULT_GRAD_SIGN,      // one element of the lm_head gradient has its sign flipped
     FAULT_ADAM_BIAS,      // Adam's second-moment bias correction uses beta1
     FAULT_SMALL_GRADS,    // gradients smaller than 1e-6 in magnitude are dropped (set to 0)
+    FAULT_LOWP_TRUNCATE,  // mixed precisions: rounding to bf16/fp16/tf32 truncates the dropped bits
     FAULT_NUM
 } Fault;
 
@@ -43,6 +55,7 @@ typedef struct {
     Precision precision;
     Fault fault;
     int max_batch;           // largest B that step() will be given
+    double loss_scale;       // fp16: the initial loss scale (0: the default, 65536 = 2^16)
 } EngineConfig;
 
 typedef struct Engine Engine;
@@ -79,6 +92,12 @@ typedef struct {
     int (*run_steps)(Engine *e, const Batch *batches, int first, int n, double *losses, double *seconds);
     // Optional (may be NULL): bytes of device memory the engine holds.
     size_t (*device_bytes)(Engine *e);
+    // Optional (may be NULL; only fp16 has a reason to): after step(), 1 if
+    // the step's update was skipped because a loss-scaled gradient
+    // overflowed (as torch's GradScaler skips it: parameters and moments
+    // unchanged, the scale halved), else 0. *scale gets the loss scale the
+    // step used.
+    int (*step_skipped)(Engine *e, double *scale);
 } EngineOps;
 
 struct Engine {

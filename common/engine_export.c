@@ -10,6 +10,11 @@
 
 #include "util.h"
 
+// mg_config.precision carries a Precision as it is
+_Static_assert((int)MG_FP64 == (int)PREC_FP64 && (int)MG_FP32 == (int)PREC_FP32 && (int)MG_BF16 == (int)PREC_BF16 &&
+                   (int)MG_FP16 == (int)PREC_FP16 && (int)MG_TF32 == (int)PREC_TF32,
+               "the ABI's precision values are common/engine.h's");
+
 struct mg_engine {
     Engine *e;
     Settings s;
@@ -52,7 +57,7 @@ static mg_engine *x_create(const mg_config *c, const double *init, char *err, si
         free(m);
         return NULL;
     }
-    EngineConfig cfg = {.s = &m->s, .L = &m->L, .precision = c->precision == MG_FP32 ? PREC_FP32 : PREC_FP64,
+    EngineConfig cfg = {.s = &m->s, .L = &m->L, .precision = (Precision)c->precision,
                         .fault = (Fault)c->fault, .max_batch = c->max_batch};
     m->e = g_create(&cfg, init, err, errlen);
     if (!m->e) {

@@ -134,8 +134,8 @@ int against_main(Options *o) {
     else if (td.precision[0][0] && strcmp(td.precision[0], "fp64"))
         die(EXIT_USAGE, "--against: %s: precision '%s' (fp64 or fp32)", o->against, td.precision[0]);
     if (o->prec_given && o->prec != tp)
-        die(EXIT_USAGE, "--against: %s was recorded in %s; --precision says %s", o->against, prec_name(tp),
-            prec_name(o->prec));
+        die(EXIT_USAGE, "--against: %s was recorded in %s; --precision says %s", o->against, precision_name(tp),
+            precision_name(o->prec));
     if (!o->prec_given && tp == PREC_FP32) {
         o->prec = tp;
         for (int q = 0; q < Q_NUM; q++) {
@@ -253,8 +253,8 @@ int against_main(Options *o) {
         free(zero_note);
     }
     printf("%s: %s (recorded by %s, %s) against %s (%s), %d steps (%d with tensors), batch %d\n",
-           f.failed ? "FAIL" : "PASS", o->against, td.engine[0], prec_name(o->prec), o->names[0],
-           prec_name(engine_prec(o, 0)), td.n_steps, n_tensor_steps, o->s.batch);
+           f.failed ? "FAIL" : "PASS", o->against, td.engine[0], precision_name(o->prec), o->names[0],
+           precision_name(engine_prec(o, 0)), td.n_steps, n_tensor_steps, o->s.batch);
     if (f.failed) printf("  first failure at step %d: %s\n", f.step, f.what);
     printf("  largest differences: loss %.3e (tolerance %.0e)", worst[Q_LOSS], o->drift_tol);
     if (n_tensor_steps)

@@ -89,14 +89,14 @@ static void verify(const Options *o, SizeResult *sr) {
             if (ref_of[k]) {
                 size_t len = strlen(r->checked_against);
                 snprintf(r->checked_against + len, sizeof r->checked_against - len, "%s%s %s", len ? ", " : "",
-                         sr->rows[k].engine, prec_name(sr->rows[k].prec));
+                         sr->rows[k].engine, precision_name(sr->rows[k].prec));
             }
         r->checked = r->checked_against[0] != '\0';
         if (bad_step >= 0) {
             const BenchRow *ref = &sr->rows[bad_ref];
             r->fail = 1;
             snprintf(r->verdict, sizeof r->verdict, "FAIL: step %d loss %.12g, %s %s %.12g (rel diff %.1e > %.0e)",
-                     bad_step + 1, r->losses[bad_step], ref->engine, prec_name(ref->prec), ref->losses[bad_step],
+                     bad_step + 1, r->losses[bad_step], ref->engine, precision_name(ref->prec), ref->losses[bad_step],
                      fabs(r->losses[bad_step] - ref->losses[bad_step]) / fabs(ref->losses[bad_step]), bad_tol);
         } else if (!r->checked) {
             snprintf(r->verdict, sizeof r->verdict, "reference");
@@ -157,7 +157,7 @@ static void report(const Options *o, SizeResult *res, int nz, const char *cpu, c
        o->s.steps, o->b.warmup, o->b.repeats);
     sb_printf(t, "Machine: %s%s%s. Speedups are ratios of median ms/step: over the first engine listed (%s, %s; \"-\" "
           "where it did not run) and over torch-graph in the same precision.\n\n",
-       cpu, gpu[0] ? "; GPU " : "", gpu, o->names[0], prec_name(engine_supports(o->names[0], o->prec) ? (o->b.both_precisions ? PREC_FP64 : o->prec) : PREC_FP64));
+       cpu, gpu[0] ? "; GPU " : "", gpu, o->names[0], precision_name(engine_supports(o->names[0], o->prec) ? (o->b.both_precisions ? PREC_FP64 : o->prec) : PREC_FP64));
     sb_printf(t, "| size | engine | precision | ms/step median [min-max] | tokens/s | vs %s | vs torch-graph | host MiB | "
           "device MiB | timed | verdict |\n",
        o->names[0]);
@@ -181,7 +181,7 @@ static void report(const Options *o, SizeResult *res, int nz, const char *cpu, c
             fmt_bytes(r->peak_device_bytes, db, sizeof db);
             char label[96];
             engine_label(r, label, sizeof label);
-            sb_printf(t, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sr->z.name, label, prec_name(r->prec),
+            sb_printf(t, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sr->z.name, label, precision_name(r->prec),
                ms, tps, vr, vt, hb, db, timed, r->verdict);
         }
     }
@@ -197,7 +197,7 @@ static void report(const Options *o, SizeResult *res, int nz, const char *cpu, c
             const BenchRow *r = &res[zi].rows[i];
             if (r->status == ROW_OK && r->why[0]) {
                 if (!notes++) sb_printf(t, "\nNotes:\n\n");
-                sb_printf(t, "- %s %s %s: %s\n", res[zi].z.name, r->engine, prec_name(r->prec), r->why);
+                sb_printf(t, "- %s %s %s: %s\n", res[zi].z.name, r->engine, precision_name(r->prec), r->why);
             }
         }
 }
@@ -207,7 +207,7 @@ static cJSON *row_json(const Options *o, const SizeResult *sr, const BenchRow *r
     const BenchSize *z = &sr->z;
     cJSON_AddStringToObject(x, "size", z->name);
     cJSON_AddStringToObject(x, "engine", r->engine);
-    cJSON_AddStringToObject(x, "precision", prec_name(r->prec));
+    cJSON_AddStringToObject(x, "precision", precision_name(r->prec));
     cJSON_AddStringToObject(x, "status", status_word(r->status));
     if (r->why[0]) cJSON_AddStringToObject(x, "why", r->why);
     cJSON_AddStringToObject(x, "device", r->device);
@@ -355,10 +355,10 @@ int bench_main(Options *o) {
                 if (row->status == ROW_OK) {
                     rate->flops_per_s = z->flops / (row->ms_med / 1e3);
                     if (!gpu[0] && strcmp(row->device, cpu)) device_name_only(row->device, gpu, sizeof gpu);
-                    progress(o, "  %-7s %s  %.4g ms/step [%.4g-%.4g], %d run(s) of %d steps", name, prec_name(p),
+                    progress(o, "  %-7s %s  %.4g ms/step [%.4g-%.4g], %d run(s) of %d steps", name, precision_name(p),
                              row->ms_med, row->ms_min, row->ms_max, row->repeats, row->timed_steps);
                 } else {
-                    progress(o, "  %-7s %s  %s: %s", name, prec_name(p), status_word(row->status), row->why);
+                    progress(o, "  %-7s %s  %s: %s", name, precision_name(p), status_word(row->status), row->why);
                 }
                 if (row->status == ROW_UNAVAILABLE) unavailable = 1;
             }
@@ -371,10 +371,10 @@ int bench_main(Options *o) {
                 for (int k = 0; k < 2; k++)
                     if (rows[k].status == ROW_OK)
                         progress(o, "  %-7s %s  %.4g ms/step [%.4g-%.4g], %d run(s) of %d steps", rows[k].engine,
-                                 prec_name(precs[pi]), rows[k].ms_med, rows[k].ms_min, rows[k].ms_max, rows[k].repeats,
+                                 precision_name(precs[pi]), rows[k].ms_med, rows[k].ms_min, rows[k].ms_max, rows[k].repeats,
                                  rows[k].timed_steps);
                     else
-                        progress(o, "  %s %s  %s: %s", rows[k].engine, prec_name(precs[pi]),
+                        progress(o, "  %s %s  %s: %s", rows[k].engine, precision_name(precs[pi]),
                                  status_word(rows[k].status), rows[k].why);
             }
         verify(o, sr);

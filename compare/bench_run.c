@@ -449,7 +449,7 @@ static int export_size(const BenchSize *z, Precision p, const char *path, char *
                 {"batch", B},                  {"steps", S},                  {"beta1", z->s.beta1},
                 {"beta2", z->s.beta2},         {"eps", z->s.eps}};
     for (size_t i = 0; i < sizeof nums / sizeof *nums; i++) cJSON_AddItemToObject(js, nums[i].key, trace_number(nums[i].v));
-    cJSON_AddStringToObject(js, "precision", prec_name(p));
+    cJSON_AddStringToObject(js, "precision", precision_name(p));
     cJSON *pn = cJSON_AddArrayToObject(js, "params");
     for (int i = 0; i < L->n_tensors; i++) cJSON_AddItemToArray(pn, cJSON_CreateString(L->t[i].name));
     char *settings = cJSON_PrintUnformatted(js);
@@ -514,8 +514,8 @@ void bench_run_torch(const Options *o, const BenchSize *z, Precision p, const ch
         return;
     }
     char in[4300], out[4300], err[512];
-    snprintf(in, sizeof in, "%s/%s-%s.safetensors", workdir, z->name, prec_name(p));
-    snprintf(out, sizeof out, "%s/%s-%s.json", workdir, z->name, prec_name(p));
+    snprintf(in, sizeof in, "%s/%s-%s.safetensors", workdir, z->name, precision_name(p));
+    snprintf(out, sizeof out, "%s/%s-%s.json", workdir, z->name, precision_name(p));
     if (export_size(z, p, in, err, sizeof err)) {
         torch_skip(rows, ROW_FAILED, err);
         return;

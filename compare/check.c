@@ -47,8 +47,9 @@ ErrStats check(Step *S, Quantity q, const char *tensor, const char *legacy_key, 
         ref_err = scaled_err(ra, rb, n);
         cand_err = scaled_err(a, b, n);
         rms = rms_of(b, n);
-        bound = o->ratio[q].k * ref_err + o->ratio[q].floor;
-        tol = ratio_tolerance(o->ratio[q], ref_err, rms);
+        const RatioRule rr = ratio_for_tensor(o->ratio[q], q, tensor);
+        bound = ratio_bound(rr, ref_err);
+        tol = ratio_tolerance(rr, ref_err, rms);
     }
     ErrStats s = {0};
     err_compare(a, b, n, tol, &s);
@@ -137,10 +138,15 @@ void failure_print(const Options *o, const Failure *f) {
            "tolerance)\n",
            o->names[1], f->a, update ? "expected" : o->names[0], f->b, quantity_what(f->q), f->abs_err, f->tol,
            f->n_bad, f->tensor);
-    if (f->ratio)
-        printf("  ratio rule: %s's error is %.3g of the tensor's RMS %.3g; allowed %.3g = %g x %.3g (the plain fp32 "
-               "CPU engine's error) + %g\n",
-               o->names[1], f->cand_err, f->rms, f->bound, o->ratio[f->q].k, f->ref_err, o->ratio[f->q].floor);
+    if (f->ratio) {
+        const RatioRule *r = &o->ratio[f->q];
+        printf("  ratio rule: %s's error is %.3g of the tensor's RMS %.3g; allowed %.3g = %s%g x %.3g (the %s CPU "
+               "engine's error) + %g",
+               o->names[1], f->cand_err, f->rms, f->bound, r->cap > 0 ? "min(" : "", r->k, f->ref_err,
+               precision_name(engine_prec(o, 1)), r->floor);
+        if (r->cap > 0) printf(", cap %g: the largest error the recipe was measured to make, with a margin)", r->cap);
+        printf("\n");
+    }
     if (f->others[0]) printf("  out of tolerance at step %d: %s\n", f->step, f->others);
 }
 
@@ -180,9 +186,10 @@ void totals_print(const Options *o, const Totals *T) {
             char we[128], wq[128];
             where_text(&T->err[q], we, sizeof we);
             where_text(&T->ratio[q], wq, sizeof wq);
-            printf("          ratio rule: worst err %.3e of RMS%s vs fp32 cpu %.3e, allowed %.3e; largest "
+            printf("          ratio rule: worst err %.3e of RMS%s vs %s cpu %.3e, allowed %.3e; largest "
                    "err/err_cpu %.2f%s\n",
-                   T->err[q].v, we, T->err_ref[q], T->err_bound[q], T->ratio[q].v, wq);
+                   T->err[q].v, we, precision_name(engine_prec(o, 1)), T->err_ref[q], T->err_bound[q], T->ratio[q].v,
+                   wq);
         } else {
             printf("          tolerance atol %.0e, rtol %.0e\n", o->tol[q].atol, o->tol[q].rtol);
         }

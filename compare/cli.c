@@ -1,4 +1,5 @@
 // compare's command line: options, usage, parsing.
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,24 +23,36 @@ static void usage(FILE *f) {
             "                       exporting include/microgpt/engine_abi.h) or exec:'CMD ARGS' (a\n"
             "                       process speaking the protocol of docs/outside_engines.md), e.g.\n"
             "                       --engines scalar,exec:'python3 examples/numpy_engine.py'\n"
-            "  --precision P        fp64 or fp32: the precision of the tensor engines; the scalar\n"
-            "                       engine is always fp64 (fp64); --bench also takes both\n"
+            "  --precision P        fp64, fp32, bf16, fp16 or tf32: the precision of the tensor\n"
+            "                       engines; the scalar engine is always fp64 (fp64); --bench also\n"
+            "                       takes both (fp64 and fp32). bf16, fp16, tf32: the mixed-precision\n"
+            "                       recipe of docs/mixed_precision.md (fp32 master state, products on\n"
+            "                       operands rounded to nearest even, fp32 sums; cpu emulates it)\n"
+            "  --loss-scale X       fp16: the initial loss scale, a power of two (65536); dynamic as\n"
+            "                       torch's GradScaler: an overflowed step is skipped, the scale halved\n"
             "  --mode M             lockstep: every step both start from REF's parameters and Adam\n"
             "                       state; every logit, the loss and every gradient tensor are\n"
             "                       compared with REF's, and CAND's updated parameters with Adam\n"
             "                       applied in fp64 to CAND's own gradients (default)\n"
             "                       free: both train on their own; the loss curves are compared\n"
             "  --rtol X, --atol X   override the tolerance of every compared quantity\n"
-            "  --drift-tol X        free mode: largest allowed |loss difference| (fp64 1e-9, fp32 2e-3)\n"
+            "  --drift-tol X        free mode: largest allowed |loss difference| (fp64 1e-9, fp32 2e-3,\n"
+            "                       bf16, fp16 and tf32 3e-2)\n"
+            "  --drift-window W     free mode: compare the mean loss of the last W steps (1; 50 for\n"
+            "                       bf16, fp16 and tf32)\n"
             "  --relu-margin X      lockstep: a step whose gradients differ only because a ReLU input\n"
             "                       within X of 0 fell on different sides in the two engines is\n"
-            "                       excused and reported (fp64 1e-12, fp32 1e-5; 0: never)\n"
+            "                       excused and reported (fp64 1e-12, fp32 1e-5, bf16 1e-2, fp16 and\n"
+            "                       tf32 1e-3; 0: never)\n"
             "  --tolerance T        lockstep: fixed (the table of atol/rtol) or ratio: per tensor,\n"
             "                       CAND's error against the fp64 reference, scaled by the tensor's\n"
             "                       RMS, must be at most 4x that of the plain fp32 CPU engine run on\n"
-            "                       the same state, plus 1e-6 (ratio in fp32 with an fp64 REF, else fixed)\n"
-            "  --max-excused N      lockstep: more than N excused steps is a failure\n"
-            "                       (default max(3, 1%% of the steps))\n"
+            "                       the same state, plus 1e-6 (ratio in fp32 with an fp64 REF, else fixed);\n"
+            "                       bf16, fp16, tf32: k x that of the CPU emulation + floor, at most a\n"
+            "                       cap (measured, docs/mixed_precision.md); no fixed table (give\n"
+            "                       --rtol and --atol)\n"
+            "  --max-excused N      lockstep: more than N excused steps is a failure, and more than N\n"
+            "                       fp16 steps skipped by loss scaling (default max(3, 1%% of the steps))\n"
             "  --samples N          lockstep: at the end both engines sample N names from REF's final\n"
             "                       state; the names and each step's probabilities are compared\n"
             "  --keep-going         lockstep: go on after a failing step (exit 1 at the end)\n"
@@ -56,8 +69,9 @@ static void usage(FILE *f) {
             "                       order (documents.txt) and every step's batch (batches.safetensors)\n"
             "  --inject-fault F     test only: make CAND (the second engine) commit fault F\n"
             "                       (attn-scale, causal-mask, rmsnorm-bwd, grad-sign, adam-bias,\n"
-            "                       small-grads: the cpu engine drops gradients below 1e-6)\n"
-            "                       to show the check catches it\n"
+            "                       small-grads: the cpu engine drops gradients below 1e-6,\n"
+            "                       lowp-truncate: with bf16, fp16 or tf32 the cpu engine truncates\n"
+            "                       instead of rounding to nearest) to show the check catches it\n"
             "  --help               this text\n"
             "\n"
             "benchmark (docs/BENCHMARKS.md):\n"
@@ -155,10 +169,15 @@ void cli_parse(Options *o, int argc, char **argv) {
         } else if (VAL("--precision")) {
             o->b.both_precisions = 0;
             o->prec_given = 1;
-            if (!strcmp(v, "fp64")) o->prec = PREC_FP64;
-            else if (!strcmp(v, "fp32")) o->prec = PREC_FP32;
-            else if (!strcmp(v, "both")) o->b.both_precisions = 1, bench_flag = "--precision both";
-            else die(EXIT_USAGE, "--precision: '%s' is not fp64, fp32 or both", v);
+            if (!strcmp(v, "both")) o->b.both_precisions = 1, bench_flag = "--precision both";
+            else if ((o->prec = precision_from_name(v)) == PREC_NUM)
+                die(EXIT_USAGE, "--precision: '%s' is not fp64, fp32, bf16, fp16, tf32 (or both, with --bench)", v);
+        } else if (VAL("--loss-scale")) {
+            // a power of two, so that scaling and unscaling are exact
+            if (parse_double(v, &x) || !(x >= 0x1p-24 && x <= 0x1p100) || frexp(x, &(int){0}) != 0.5)
+                die(EXIT_USAGE, "--loss-scale: '%s' is not a power of two from 2^-24 to 2^100 (e.g. 65536)", v);
+            o->loss_scale = x;
+            compare_flag = "--loss-scale";
         } else if (VAL("--mode")) {
             if (!strcmp(v, "lockstep")) o->mode = MODE_LOCKSTEP;
             else if (!strcmp(v, "free")) o->mode = MODE_FREE;
@@ -171,6 +190,10 @@ void cli_parse(Options *o, int argc, char **argv) {
             o->atol = nonneg_flag("--atol", v), compare_flag = "--atol";
         } else if (VAL("--drift-tol")) {
             o->drift_tol_arg = nonneg_flag("--drift-tol", v), drift_flag = "--drift-tol";
+        } else if (VAL("--drift-window")) {
+            if (parse_int(v, 1, 1000000L, &n)) die(EXIT_USAGE, "--drift-window: '%s' is not an integer from 1 to 1000000", v);
+            o->drift_window = (int)n;
+            drift_flag = "--drift-window";
         } else if (VAL("--relu-margin")) {
             o->relu_margin = nonneg_flag("--relu-margin", v), lockstep_flag = "--relu-margin";
         } else if (VAL("--every")) {
@@ -242,7 +265,7 @@ void cli_parse(Options *o, int argc, char **argv) {
             o->fault = fault_from_name(v);
             if (o->fault == FAULT_NUM || o->fault == FAULT_NONE)
                 die(EXIT_USAGE, "--inject-fault: unknown fault '%s' (attn-scale, causal-mask, "
-                    "rmsnorm-bwd, grad-sign, adam-bias, small-grads)", v);
+                    "rmsnorm-bwd, grad-sign, adam-bias, small-grads, lowp-truncate)", v);
         } else if (!settings_parse_flag(&o->s, argc, argv, &i)) {
             die(EXIT_USAGE, "unknown flag '%s' (see --help)", a);
         }
@@ -271,7 +294,7 @@ void cli_parse(Options *o, int argc, char **argv) {
         if (compare_flag || lockstep_flag)
             die(EXIT_USAGE, "%s does not apply to --bench (the bench checks every step's loss against the "
                 "first engine's within --drift-tol)", compare_flag ? compare_flag : lockstep_flag);
-        if (drift_flag) die(EXIT_USAGE, "--drift-tol applies to --mode free; the bench takes --loss-rtol");
+        if (drift_flag) die(EXIT_USAGE, "%s applies to --mode free; the bench takes --loss-rtol", drift_flag);
         if (!o->b.steps_given) o->s.steps = 100;
         if (o->b.python && !o->b.baseline) die(EXIT_USAGE, "--python: only with --baseline torch");
     } else {
@@ -280,47 +303,74 @@ void cli_parse(Options *o, int argc, char **argv) {
             die(EXIT_USAGE, "--engines: name exactly two engines, REF,CAND (e.g. scalar,cpu); only --bench "
                 "takes %s", o->n_engines < 2 ? "one" : "more");
         if (o->mode == MODE_FREE && lockstep_flag) die(EXIT_USAGE, "%s only applies to --mode lockstep", lockstep_flag);
+        if (o->mode != MODE_FREE && drift_flag) die(EXIT_USAGE, "%s only applies to --mode free", drift_flag);
     }
     settings_validate(&o->s);
     if (o->s.steps < 1) die(EXIT_USAGE, "--steps must be at least 1 to compare anything");
     int any_tensor = 0;
     for (int k = 0; k < o->n_engines; k++) any_tensor |= engine_supports(o->names[k], PREC_FP32);
-    if ((o->prec == PREC_FP32 || o->b.both_precisions) && !any_tensor && !o->against && !o->export_dir)
+    if ((o->prec != PREC_FP64 || o->b.both_precisions) && !any_tensor && !o->against && !o->export_dir)
         die(EXIT_USAGE, "--precision %s: the scalar engine computes in fp64 only; compare it "
-            "with a tensor engine (cpu or cuda)", o->b.both_precisions ? "both" : "fp32");
+            "with a tensor engine (cpu or cuda)", o->b.both_precisions ? "both" : precision_name(o->prec));
+    const int mixed = precision_is_mixed(o->prec);
+    if (o->fault == FAULT_LOWP_TRUNCATE && !mixed)
+        die(EXIT_USAGE, "--inject-fault lowp-truncate: only the mixed precisions round to a low precision "
+            "(--precision bf16, fp16 or tf32)");
+    if (mixed && o->bench)
+        die(EXIT_USAGE, "--bench --precision %s: no engine runs %s for speed yet (the CPU engine's is an emulation "
+            "for checking; the CUDA engine has no mixed-precision recipe yet): bench fp32 or fp64",
+            precision_name(o->prec), precision_name(o->prec));
+    if (mixed && (o->against || o->export_dir))
+        die(EXIT_USAGE, "%s: fp64 or fp32 only (a recorded run in %s is not supported yet)",
+            o->against ? "--against" : "--export-init", precision_name(o->prec));
+    if (o->loss_scale > 0 && o->prec != PREC_FP16)
+        die(EXIT_USAGE, "--loss-scale: only fp16 scales the loss (--precision fp16)");
     if (o->fault != FAULT_NONE && (o->n_engines < 2 || !strcmp(o->names[1], "scalar")))
         die(EXIT_USAGE, "--inject-fault: faults are injected into the candidate engine (the second), and the "
             "scalar engine has none; put a tensor engine second, e.g. --engines scalar,cpu");
+    // mixed precisions have no fixed table: the rule is the ratio rule with
+    // a cap (tolerance.c), or the fixed rule with both --rtol and --atol
+    if (mixed && (o->rtol >= 0) != (o->atol >= 0))
+        die(EXIT_USAGE, "--precision %s has no fixed tolerance table: give both --rtol and --atol, or neither "
+            "(the ratio rule)", precision_name(o->prec));
     for (int q = 0; q < Q_NUM; q++) {
         o->tol[q] = tolerance_default(o->prec, (Quantity)q);
         if (o->rtol >= 0) o->tol[q].rtol = o->rtol;
         if (o->atol >= 0) o->tol[q].atol = o->atol;
     }
-    // the ratio rule needs an fp64 reference and a candidate in fp32
-    int ratio_possible = o->n_engines >= 2 && engine_prec(o, 0) == PREC_FP64 && engine_prec(o, 1) == PREC_FP32;
+    // the ratio rule needs an fp64 reference and a candidate in fp32 or a mixed precision
+    const Precision cp = o->n_engines >= 2 ? engine_prec(o, 1) : PREC_FP64;
+    int ratio_possible = o->n_engines >= 2 && engine_prec(o, 0) == PREC_FP64 && cp != PREC_FP64;
     if (!o->tol_given)   // --rtol/--atol alone mean the fixed rule
         o->tol_ratio = ratio_possible && o->mode == MODE_LOCKSTEP && !o->bench && o->rtol < 0 && o->atol < 0;
     else if (o->tol_ratio && !ratio_possible)
-        die(EXIT_USAGE, "--tolerance ratio: the rule measures an fp32 candidate against an fp64 reference; "
-            "use --precision fp32 with an fp64 reference, e.g. --engines scalar,cuda --precision fp32");
+        die(EXIT_USAGE, "--tolerance ratio: the rule measures an fp32 (or bf16, fp16, tf32) candidate against an "
+            "fp64 reference; use it with an fp64 reference, e.g. --engines scalar,cuda --precision fp32");
     if (o->tol_ratio && (o->rtol >= 0 || o->atol >= 0))
         die(EXIT_USAGE, "--rtol/--atol set fixed tolerances: use them with --tolerance fixed, not ratio");
-    for (int q = 0; q < Q_NUM; q++) o->ratio[q] = ratio_default((Quantity)q);
+    if (mixed && o->mode == MODE_LOCKSTEP && !o->bench && !o->tol_ratio && o->rtol < 0)
+        die(EXIT_USAGE, "--precision %s: lockstep judges it by the ratio rule, which needs an fp64 reference "
+            "(e.g. --engines scalar,cpu --precision %s); or give --tolerance fixed with --rtol and --atol",
+            precision_name(o->prec), precision_name(o->prec));
+    for (int q = 0; q < Q_NUM; q++) o->ratio[q] = ratio_default(cp, (Quantity)q);
     o->drift_tol = drift_tol_for(o, o->prec);
-    if (o->relu_margin < 0) o->relu_margin = o->prec == PREC_FP64 ? 1e-12 : 1e-5;
+    if (o->relu_margin < 0) o->relu_margin = relu_margin_default(o->prec);
 }
 
 double drift_tol_for(const Options *o, Precision p) {
     if (o->drift_tol_arg >= 0) return o->drift_tol_arg;
-    return p == PREC_FP64 ? 1e-9 : 2e-3;
+    return drift_tol_default(p);
+}
+
+int drift_window_for(const Options *o) {
+    if (o->drift_window > 0) return o->drift_window;
+    return precision_is_mixed(o->prec) ? 50 : 1;
 }
 
 int max_excused_for(const Options *o) {
     if (o->max_excused >= 0) return o->max_excused;
     return o->s.steps / 100 > 3 ? o->s.steps / 100 : 3;
 }
-
-const char *prec_name(Precision p) { return p == PREC_FP64 ? "fp64" : "fp32"; }
 
 Precision engine_prec(const Options *o, int k) {
     return engine_supports(o->names[k], PREC_FP32) ? o->prec : PREC_FP64;

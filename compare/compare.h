@@ -48,6 +48,7 @@ typedef struct {
     double rtol, atol;        // --rtol/--atol (< 0: not given)
     double drift_tol_arg;     // --drift-tol (< 0: not given)
     double drift_tol;         // for o->prec
+    int drift_window;         // --drift-window (0: not given)
     double relu_margin;
     int keep_going, quiet, every;
     const char *against;      // --against TRACE: check a recorded trace (against.c)
@@ -59,15 +60,18 @@ typedef struct {
     RatioRule ratio[Q_NUM];   // the ratio rule per quantity
     int max_excused;          // --max-excused (< 0: max(3, 1% of the steps))
     int samples_given;        // --samples appeared: compare the sampled names at the end
+    double loss_scale;        // --loss-scale: fp16's initial loss scale (0: the default, 2^16)
 } Options;
 
 // cli.c: parse argv into o; bad usage exits 2 with a message.
 void cli_parse(Options *o, int argc, char **argv);
-const char *prec_name(Precision p);
 // The precision engine k computes in (the scalar engine: always fp64).
 Precision engine_prec(const Options *o, int k);
 // The loss-drift tolerance for a precision: --drift-tol, else fp64 1e-9, fp32 2e-3.
 double drift_tol_for(const Options *o, Precision p);
+
+// Free mode's window: --drift-window, else 1 (fp64, fp32) or 50 (mixed).
+int drift_window_for(const Options *o);
 
 // The excused steps lockstep allows: --max-excused, else max(3, steps/100).
 int max_excused_for(const Options *o);

@@ -475,7 +475,7 @@ static void add_config(cJSON *c, const EngineConfig *cfg) {
     trace_add_number(c, "beta1", s->beta1);
     trace_add_number(c, "beta2", s->beta2);
     trace_add_number(c, "eps", s->eps);
-    cJSON_AddStringToObject(c, "precision", cfg->precision == PREC_FP32 ? "fp32" : "fp64");
+    cJSON_AddStringToObject(c, "precision", precision_name(cfg->precision));
     cJSON_AddNumberToObject(c, "max_batch", cfg->max_batch);
     cJSON_AddStringToObject(c, "fault", fault_name(cfg->fault));
     cJSON *ts = cJSON_AddArrayToObject(c, "tensors");

@@ -2,8 +2,12 @@
 // logits, the loss, every gradient tensor and the update (parameters and
 // Adam's moments m and v) are compared; at the end (--samples N) the sampled
 // names and their probabilities (samples.c). Under the ratio rule a third
-// engine, the plain fp32 CPU engine, runs the same step from the same state
-// and measures what fp32 rounding alone gives (check.c, docs/compare.md).
+// engine, the CPU engine in the candidate's precision (plain fp32, or the
+// emulation of a mixed-precision recipe), runs the same step from the same
+// state and measures what that precision's rounding alone gives (check.c,
+// docs/compare.md, docs/mixed_precision.md). An fp16 step that loss scaling
+// skipped is compared as one: the forward as usual, the update against no
+// update at all, the (overflowed) gradients not; it is counted and printed.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,13 +21,15 @@
 #include "samples.h"
 #include "common/util.h"
 
-enum { E_REF, E_CAND, E_F32, E_NUM };   // E_F32: the ratio rule's fp32 CPU engine
+enum { E_REF, E_CAND, E_F32, E_NUM };   // E_F32: the ratio rule's CPU engine (fp32 or the mixed recipe)
 
 // What an engine holds after a step, in float64; for the candidate and the
 // fp32 engine also the update they should have made (exp_*).
 typedef struct {
     double *logits, *grads, *params, *m, *v;   // logits: the real positions only, gathered
     double *exp_params, *exp_m, *exp_v;
+    int skipped;                               // fp16: loss scaling skipped the update
+    double scale;                              // the loss scale the step used
 } State;
 
 typedef struct {
@@ -109,12 +115,13 @@ static int relu_flips(Run *r, const Batch *b, double *relu[2], double margin, ch
     return 1;
 }
 
-static Engine *make_f32_engine(Run *r) {
-    EngineConfig cfg = {.s = &r->o->s, .L = &r->L, .precision = PREC_FP32, .fault = FAULT_NONE,
-                        .max_batch = r->o->s.batch};
+static Engine *make_ratio_engine(Run *r) {
+    const Precision p = engine_prec(r->o, 1);
+    EngineConfig cfg = {.s = &r->o->s, .L = &r->L, .precision = p, .fault = FAULT_NONE,
+                        .max_batch = r->o->s.batch, .loss_scale = r->o->loss_scale};
     char err[512] = "";
     Engine *e = engine_new("cpu", &cfg, r->init, err, sizeof err);
-    if (!e) die(EXIT_USAGE, "the ratio rule's fp32 cpu engine: %s", err);
+    if (!e) die(EXIT_USAGE, "the ratio rule's %s cpu engine: %s", precision_name(p), err);
     return e;
 }
 
@@ -137,6 +144,7 @@ static void compare_step(Step *S, Run *r, const Batch *b, State *st, double loss
     static const Quantity qs[] = {Q_GRADS, Q_PARAMS, Q_M, Q_V};
     for (size_t qi = 0; qi < sizeof qs / sizeof qs[0]; qi++) {
         Quantity q = qs[qi];
+        if (q == Q_GRADS && c->skipped) continue;   // they overflowed: the update is checked to be none
         for (int k = 0; k < r->L.n_tensors; k++) {
             const ParamTensor *pt = &r->L.t[k];
             const size_t o = pt->offset;
@@ -174,7 +182,7 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
     const int V = r->L.shape.vocab_size;
     const size_t nlog = (size_t)o->s.batch * (size_t)o->s.block_size * (size_t)V;
     const int ne = o->tol_ratio ? 3 : 2;
-    Engine *eng[E_NUM] = {r->e[0], r->e[1], o->tol_ratio ? make_f32_engine(r) : NULL};
+    Engine *eng[E_NUM] = {r->e[0], r->e[1], o->tol_ratio ? make_ratio_engine(r) : NULL};
     State st[E_NUM] = {0};
     for (int k = 0; k < ne; k++) {
         State *s = &st[k];
@@ -195,7 +203,7 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
     if (r->e[0]->ops->get_relu_inputs && r->e[1]->ops->get_relu_inputs)
         for (int k = 0; k < 2; k++) relu[k] = xmalloc(nrelu * sizeof(double));
     const int allowed = max_excused_for(o);
-    int n_excused = 0, steps_run = 0;
+    int n_excused = 0, steps_run = 0, n_skipped = 0, first_skipped = 0;
     cJSON *excused_list = cJSON_CreateArray();
     Totals Tx = {0};   // the excused steps' largest errors, reported apart
     for (int step = 0; step < o->s.steps; step++) {
@@ -213,8 +221,15 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
             eng[k]->ops->get_params(eng[k], st[k].params);
             eng[k]->ops->get_moments(eng[k], st[k].m, st[k].v);
             timeline_event(k, "read back", t0 + dt[k], now_seconds() - t0 - dt[k], step + 1);
-            if (k != E_REF)
+            st[k].skipped = eng[k]->ops->step_skipped && eng[k]->ops->step_skipped(eng[k], &st[k].scale);
+            if (k == E_REF) continue;
+            if (st[k].skipped) {   // what a skipped update leaves: the state it started from
+                memcpy(st[k].exp_params, p0, P * sizeof(double));
+                memcpy(st[k].exp_m, m0, P * sizeof(double));
+                memcpy(st[k].exp_v, v0, P * sizeof(double));
+            } else {
                 adam_expected(&o->s, step, p0, m0, v0, st[k].grads, st[k].exp_params, st[k].exp_m, st[k].exp_v, P);
+            }
         }
         steps_run++;
         Step S = {.o = o, .step = step + 1};
@@ -227,6 +242,13 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         }
         compare_step(&S, r, &b, st, loss, n_real);
         int ok = !S.f.failed;
+        char skip_note[96] = "";
+        if (st[E_CAND].skipped) {
+            if (!n_skipped++) first_skipped = step + 1;
+            snprintf(skip_note, sizeof skip_note, " (update skipped: fp16 gradient overflow at loss scale %g)",
+                     st[E_CAND].scale);
+            if (so) cJSON_AddNumberToObject(so, "skipped_loss_scale", st[E_CAND].scale);
+        }
         // A ReLU whose input is within rounding of 0 may open in one engine
         // and stay shut in the other: the forward agrees (the unit's output
         // is ~0 either way) but every gradient through that unit differs by
@@ -256,12 +278,12 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
             if (excused) cJSON_AddStringToObject(so, "excused", why);
             cJSON_AddItemToArray(steps, so);
         }
-        if (!ok || (!o->quiet && ((step + 1) % o->every == 0 || step == 0 || step + 1 == o->s.steps))) {
+        if (!ok || skip_note[0] || (!o->quiet && ((step + 1) % o->every == 0 || step == 0 || step + 1 == o->s.steps))) {
             printf("step %4d | loss %.6f | loss %.1e | logits %.1e | grads %.1e (rel %.1e) | params %.1e | m %.1e | "
-                   "v %.1e | %s%s\n",
+                   "v %.1e | %s%s%s\n",
                    step + 1, loss[E_REF], S.T.abs[Q_LOSS].v, S.T.abs[Q_LOGITS].v, S.T.abs[Q_GRADS].v,
                    S.T.rel[Q_GRADS].v, S.T.abs[Q_PARAMS].v, S.T.abs[Q_M].v, S.T.abs[Q_V].v,
-                   ok ? "ok" : excused ? "excused: " : "FAIL", why);
+                   ok ? "ok" : excused ? "excused: " : "FAIL", why, skip_note);
             if (excused) printf("           excused errors: %s (first: %s, |a-b| %.3g > %.3g)\n", S.f.others,
                                 S.f.where, S.f.abs_err, S.f.tol);
         }
@@ -274,7 +296,7 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         for (int k = 1; k < ne; k++) eng[k]->ops->set_state(eng[k], p0, m0, v0);
     }
     int failed = f.failed;
-    int too_many_excused = n_excused > allowed;
+    int too_many_excused = n_excused > allowed, too_many_skipped = n_skipped > allowed;
     SampleResult sr = {0};
     int sampled = o->samples_given && o->s.samples > 0 && (!failed || o->keep_going) && steps_run == o->s.steps;
     if (sampled) {
@@ -284,11 +306,18 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         if (sr.failed) failed = 1;
     }
     if (f.failed) failure_print(o, &f);
-    failed |= too_many_excused;
+    failed |= too_many_excused | too_many_skipped;
     printf("%s: lockstep, %s (%s) vs %s (%s), %d of %d steps run, batch %d, %s rule%s\n", failed ? "FAIL" : "PASS",
-           o->names[0], prec_name(engine_prec(o, 0)), o->names[1], prec_name(engine_prec(o, 1)), steps_run,
+           o->names[0], precision_name(engine_prec(o, 0)), o->names[1], precision_name(engine_prec(o, 1)), steps_run,
            o->s.steps, o->s.batch, o->tol_ratio ? "ratio" : "fixed",
-           o->tol_ratio ? " (vs the plain fp32 cpu engine on the same state)" : "");
+           o->tol_ratio ? (engine_prec(o, 1) == PREC_FP32 ? " (vs the plain fp32 cpu engine on the same state)"
+                                                           : " (vs the cpu engine's emulation on the same state)")
+                        : "");
+    if (n_skipped || engine_prec(o, 1) == PREC_FP16) {
+        printf("skipped updates (fp16 loss scaling: a gradient overflowed): %d (allowed %d)", n_skipped, allowed);
+        if (n_skipped) printf(", the first at step %d", first_skipped);
+        printf("%s\n", too_many_skipped ? ": too many, the run fails (--max-excused N allows more)" : "");
+    }
     printf("excused steps: %d (allowed %d)%s\n", n_excused, allowed,
            too_many_excused ? ": too many, the run fails (--max-excused N allows more)" : "");
     if (n_excused) {
@@ -311,6 +340,12 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         cJSON_AddStringToObject(t->root, "tolerance_rule", o->tol_ratio ? "ratio" : "fixed");
         if (f.failed) failure_to_json(cJSON_AddObjectToObject(t->root, "first_failure"), &f);
         else cJSON_AddNullToObject(t->root, "first_failure");
+        if (n_skipped || engine_prec(o, 1) == PREC_FP16) {
+            cJSON *sk = cJSON_AddObjectToObject(t->root, "skipped_steps");
+            cJSON_AddNumberToObject(sk, "count", n_skipped);
+            cJSON_AddNumberToObject(sk, "allowed", allowed);
+            cJSON_AddNumberToObject(sk, "first", first_skipped);
+        }
         cJSON *ex = cJSON_AddObjectToObject(t->root, "excused_steps");
         cJSON_AddNumberToObject(ex, "count", n_excused);
         cJSON_AddNumberToObject(ex, "allowed", allowed);

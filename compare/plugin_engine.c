@@ -163,7 +163,7 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
     mg_config c = {.vocab_size = m->vocab_size, .n_embd = m->n_embd, .n_head = m->n_head,
                    .n_kv_head = m->n_kv_head, .head_dim = m->head_dim, .n_layer = m->n_layer,
                    .block_size = m->block_size, .steps = s->steps, .lr = s->lr, .beta1 = s->beta1,
-                   .beta2 = s->beta2, .eps = s->eps, .precision = cfg->precision == PREC_FP32 ? MG_FP32 : MG_FP64,
+                   .beta2 = s->beta2, .eps = s->eps, .precision = (int)cfg->precision,
                    .max_batch = cfg->max_batch, .fault = (int)cfg->fault, .n_params = L->n_params,
                    .n_tensors = L->n_tensors, .tensors = p->ti};
     char e2[512] = "";

@@ -34,7 +34,8 @@ void run_setup(Run *r, Options *o) {
 Engine *run_make_engine(Run *r, int k) {
     const Options *o = r->o;
     EngineConfig cfg = {.s = &o->s, .L = &r->L, .precision = engine_prec(o, k),
-                        .fault = k == 1 ? o->fault : FAULT_NONE, .max_batch = o->s.batch};
+                        .fault = k == 1 ? o->fault : FAULT_NONE, .max_batch = o->s.batch,
+                        .loss_scale = o->loss_scale};
     char err[512] = "";
     Engine *e = engine_new(o->names[k], &cfg, r->init, err, sizeof err);
     if (!e) die(EXIT_USAGE, "engine %s: %s", o->names[k], err);
@@ -58,12 +59,12 @@ cJSON *run_trace_header(Trace *t, Run *r) {
     for (int k = 0; k < 2; k++) {
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "name", o->names[k]);
-        cJSON_AddStringToObject(e, "precision", prec_name(engine_prec(o, k)));
+        cJSON_AddStringToObject(e, "precision", precision_name(engine_prec(o, k)));
         if (r->e[k] && r->e[k]->ops->device) cJSON_AddStringToObject(e, "device", r->e[k]->ops->device(r->e[k]));
         cJSON_AddItemToArray(eng, e);
     }
     cJSON_AddStringToObject(t->root, "mode", o->bench ? "bench" : o->mode == MODE_LOCKSTEP ? "lockstep" : "free");
-    cJSON_AddStringToObject(t->root, "precision", prec_name(o->prec));
+    cJSON_AddStringToObject(t->root, "precision", precision_name(o->prec));
     if (o->fault != FAULT_NONE) cJSON_AddStringToObject(t->root, "injected_fault", fault_name(o->fault));
     cJSON *tol = cJSON_AddObjectToObject(t->root, "tolerances");
     for (int q = 0; q < Q_NUM; q++) {
@@ -77,8 +78,11 @@ cJSON *run_trace_header(Trace *t, Run *r) {
             cJSON *x = cJSON_GetObjectItem(tol, quantity_name((Quantity)q));
             trace_add_number(x, "ratio_k", o->ratio[q].k);
             trace_add_number(x, "ratio_floor", o->ratio[q].floor);
+            if (o->ratio[q].cap > 0) trace_add_number(x, "ratio_cap", o->ratio[q].cap);   // mixed precisions
         }
     trace_add_number(tol, "drift", o->drift_tol);
+    if (o->mode == MODE_FREE) cJSON_AddNumberToObject(tol, "drift_window", drift_window_for(o));
+    if (o->loss_scale > 0) trace_add_number(tol, "loss_scale", o->loss_scale);
     trace_add_number(tol, "relu_margin", o->relu_margin);
     cJSON_AddNumberToObject(t->root, "num_params", (double)r->L.n_params);
     return cJSON_AddArrayToObject(t->root, "steps");

@@ -137,7 +137,7 @@ SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const 
             snprintf(res.note, sizeof res.note, "sample %d differs at position %d: %s drew %s, %s drew %s; %s's "
                      "own probabilities there give %s for the same draw%s", i + 1, j, o->names[0], sb, o->names[1],
                      sa, o->names[1], pick == ta ? sa : "another token",
-                     res.explained ? " (fp32 rounding decides a draw at a boundary; later names not compared)"
+                     res.explained ? " (rounding decides a draw at a boundary; later names not compared)"
                                    : ": its sampler disagrees with its own forward");
             if (!res.explained) res.failed = 1;
         }

@@ -42,11 +42,26 @@ typedef struct {
 // The fp32 error-ratio rule (--tolerance ratio, docs/compare.md): per
 // tensor, with errors scaled by the RMS of the expected values,
 //     err(candidate) <= k * err(plain fp32 CPU reference) + floor
-// where both errors are taken against the same fp64 expectation.
+// where both errors are taken against the same fp64 expectation. For the
+// mixed precisions the reference is the CPU emulation of the candidate's
+// recipe, and the bound is also capped: err(candidate) <= cap, the largest
+// error the recipe itself was measured to make (with a margin), so that the
+// emulation, which is its own ratio reference, is held to something too.
 typedef struct {
     double k, floor;
+    double cap;   // 0: none (fp32)
 } RatioRule;
-RatioRule ratio_default(Quantity q);
+// The rule for a candidate computing in p (fp32 or a mixed precision).
+RatioRule ratio_default(Precision p, Quantity q);
+// The rule for one tensor: r, without the cap for the gradient of mlp_fc1
+// (ReLU gate flips dominate its error: tolerance.c).
+RatioRule ratio_for_tensor(RatioRule r, Quantity q, const char *tensor);
+// min(k * ref_err + floor, cap): the largest scaled error allowed.
+double ratio_bound(RatioRule r, double ref_err);
+// Free mode's default loss band for a precision (--drift-tol).
+double drift_tol_default(Precision p);
+// Lockstep's default --relu-margin for a precision.
+double relu_margin_default(Precision p);
 // Root mean square of x (n elements; NaN if any is NaN).
 double rms_of(const double *x, size_t n);
 // max|a - b| / rms(b) (max|a-b| itself when rms(b) is 0; NaN if any is NaN).

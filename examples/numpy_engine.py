@@ -45,6 +45,8 @@ class NumpyEngine:
 
     def __init__(self, cfg, data):
         self.cfg = cfg
+        if cfg["precision"] not in ("fp64", "fp32"):
+            raise ValueError("this engine computes in fp64 or fp32, not %s" % cfg["precision"])
         self.dt = {"fp64": np.float64, "fp32": np.float32}[cfg["precision"]]
         if cfg["fault"] != "none":
             raise ValueError("this engine has no injected faults")

@@ -131,6 +131,8 @@ class TorchEngine:
             raise ValueError("this engine has no injected faults")
         self.cfg = cfg
         self.dev = torch.device(ARGS.device)
+        if cfg["precision"] not in ("fp64", "fp32"):
+            raise ValueError("this engine computes in fp64 or fp32, not %s" % cfg["precision"])
         self.dt = {"fp64": torch.float64, "fp32": torch.float32}[cfg["precision"]]
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
         torch.backends.cudnn.allow_tf32 = False

@@ -70,7 +70,7 @@ base="$work/base"
 # engine; --part gpu (CUDA kernels only) needs neither, nor Criterion, which
 # the GPU machine lacks.
 targets="build/compare build/microgpt"
-[ "$part" = gpu ] || targets="$targets build/tests/test_shared build/tests/test_golden"
+[ "$part" = gpu ] || targets="$targets build/tests/test_shared build/tests/test_golden build/tests/test_lowp build/tests/test_cpu_engine build/tests/test_cpu_layers"
 [ $cuda -eq 1 ] && targets="$targets build/test_gpu build/libmicrogpt_cuda_engine.so"
 
 # A clean copy of the tree (tracked and untracked, not ignored files) with
@@ -101,6 +101,16 @@ checks=(
   "long-blocks|$C --steps 2 --batch 2 --data data/long.txt --block-size 40"
   "long-wide-fp32|$C --steps 2 --batch 2 --data data/long.txt --block-size 40 --n-embd 72 --n-head 2 --precision fp32"
 )
+# The mixed-precision recipes (docs/mixed_precision.md) run on the CPU engine
+# only (the CUDA engine refuses them, which would count as a catch): lockstep
+# in bf16 and tf32, fp16 past an overflow (steps 1-4 and 7 skipped at 2^24), the
+# rounding's unit tests and the recipe's engine tests.
+[ "$part" = gpu ] || checks+=(
+  "lockstep-bf16|$C --steps 4 --batch 3 --samples 5 --precision bf16"
+  "lockstep-tf32|$C --steps 4 --batch 3 --precision tf32"
+  "fp16-overflow|$C --steps 8 --batch 3 --precision fp16 --loss-scale 16777216 --max-excused 5"
+  "test_lowp|build/tests/test_lowp --jobs 2"
+  "test_cpu_mixed|build/tests/test_cpu_engine --jobs 2 --filter 'cpu_engine/mixed*' && build/tests/test_cpu_layers --jobs 2 --filter 'cpu_layers/mixed*'")
 [ "$part" = gpu ] || checks+=("test_shared|build/tests/test_shared --jobs 2" "test_golden|build/tests/test_golden --jobs 2")
 [ $cuda -eq 1 ] && checks+=("test_gpu|build/test_gpu")
 

@@ -4,11 +4,16 @@
 # reversed and harmless-cpu-attn-softmax-nomax applied: other summation
 # orders, no max shift) against the CPU engine, on the same lockstep states,
 # over the shapes of the parity matrix. Needs python3.
-#   scripts/ratio_measure.sh [STEPS]      (300)
+#   scripts/ratio_measure.sh [STEPS] [PRECISION]      (300, fp32)
+# PRECISION bf16, fp16 or tf32: the same for the mixed-precision recipe's
+# emulation (docs/mixed_precision.md); the table's "cpu err max" column is
+# then the emulation's own largest error against the fp64 oracle (the cap).
 set -eu
 cd "$(dirname "$0")/.."
 steps="${1:-300}"
-w=build/ratio-measure
+prec="${2:-fp32}"
+case "$prec" in fp32|bf16|fp16|tf32) ;; *) echo "ratio_measure: precision '$prec' is not fp32, bf16, fp16 or tf32" >&2; exit 2 ;; esac
+w=build/ratio-measure-$prec
 rm -rf "$w" && mkdir -p "$w/src/data"
 git ls-files -co --exclude-standard -z | while IFS= read -r -d '' f; do
   [ -f "$f" ] && { mkdir -p "$w/src/$(dirname "$f")"; cp -p "$f" "$w/src/$f"; }
@@ -29,7 +34,7 @@ for c in "${cfgs[@]}"; do
   for which in clean cand; do
     bin=build/compare; [ $which = cand ] && bin="$w/src/build/compare"
     # shellcheck disable=SC2086
-    "$bin" --engines scalar,cpu --precision fp32 --steps "$s" $f --quiet --keep-going \
+    "$bin" --engines scalar,cpu --precision "$prec" --steps "$s" $f --quiet --keep-going --max-excused 1000000 \
       --trace "$w/$n-$which.json" >"$w/$n-$which.log"
   done
   pairs+=("$w/$n-cand.json" "$w/$n-clean.json")

@@ -11,6 +11,14 @@
                                        CPU engine's from CLEAN (a second
                                        sound fp32 engine built as the CPU
                                        engine: scripts/ratio_measure.sh)
+  ratio_stats.py --caps TRACE...       the candidate's own err_rms per
+                                       quantity and tensor kind (layer
+                                       number dropped): for scalar,cpu runs
+                                       in bf16/fp16/tf32 the emulation's
+                                       error against the fp64 oracle, the
+                                       measurement behind the mixed
+                                       precisions' caps
+                                       (docs/mixed_precision.md)
 
 Prints per quantity the distribution of err/err_cpu and, for several k, the
 largest err - k*err_cpu: the floor that k needs.
@@ -28,7 +36,24 @@ def entries(path):
             yield e
 
 
+def caps(files):
+    errs = collections.defaultdict(list)   # (quantity, tensor kind) -> [err_rms]
+    for p in files:
+        for e in entries(p):
+            if e.get('err_rms') is not None:
+                kind = e['tensor'].split('.', 1)[1] if e['tensor'].startswith('layer') else e['tensor']
+                errs[(e['quantity'], kind)].append(e['err_rms'])
+    if not errs:
+        sys.exit('ratio_stats: no errors entries with err_rms (a lockstep trace under the ratio rule?)')
+    print(f"{'quantity':8} {'tensor':10} {'n':>6} {'p50':>9} {'p99':>9} {'max':>9}")
+    for (q, k), v in sorted(errs.items()):
+        v.sort()
+        print(f'{q:8} {k:10} {len(v):6} {v[len(v) // 2]:9.2e} {v[min(len(v) - 1, int(.99 * len(v)))]:9.2e} {v[-1]:9.2e}')
+
+
 def main(argv):
+    if argv and argv[0] == '--caps':
+        return caps(argv[1:])
     pairs = collections.defaultdict(list)   # quantity -> [(err, err_cpu)]
     if argv and argv[0] == '--pair':
         files = argv[1:]

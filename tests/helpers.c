@@ -1,5 +1,6 @@
 #include "helpers.h"
 
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -199,4 +200,12 @@ void th_expect_usage(ThRun r, const char *needle, const char *what) {
     cr_expect_eq(r.status, 2, "%s: exit %d (want 2): %s", what, r.status, r.err);
     cr_expect(strstr(r.err, needle) != NULL, "%s: message should mention '%s': %s", what, needle, r.err);
     th_run_free(&r);
+}
+
+cJSON *th_load_json(const char *path) {
+    char *text = th_read_file(path, NULL);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    cr_assert(root, "%s is not JSON", path);
+    return root;
 }

@@ -12,6 +12,9 @@ const char *th_names_path(void);
 const char *th_build_dir(void);
 // Read a whole file (NUL-terminated); fails the test if it cannot.
 char *th_read_file(const char *path, size_t *len);
+// Parse a JSON file (cJSON *, freed with cJSON_Delete); fails the test if it
+// cannot be read or is not JSON.
+struct cJSON *th_load_json(const char *path);
 // Write text to a fresh file in a temporary directory; returns its path.
 const char *th_write_temp(const char *name, const void *data, size_t len);
 // A fresh temporary directory (one per test process).

@@ -125,14 +125,6 @@ Test(bench, the_torch_baseline_runs_or_says_why, .timeout = 300) {
     th_run_free(&r);
 }
 
-static cJSON *load_json(const char *path) {
-    char *text = th_read_file(path, NULL);
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    cr_assert(j, "%s is not JSON", path);
-    return j;
-}
-
 // The trace holds one object per (size, engine, precision) with the
 // documented keys; --markdown holds the table printed on stdout.
 Test(bench, trace_and_markdown, .timeout = 60) {
@@ -145,7 +137,7 @@ Test(bench, trace_and_markdown, .timeout = 60) {
     char *mdt = th_read_file(md, NULL);
     cr_expect(strstr(r.out, mdt) == r.out, "the Markdown file is the table printed:\n%s\n---\n%s", mdt, r.out);
     free(mdt);
-    cJSON *j = load_json(tr);
+    cJSON *j = th_load_json(tr);
     cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "kind")), "bench");
     cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "verdict")), "pass");
     const cJSON *rows = cJSON_GetObjectItem(j, "bench");
@@ -228,7 +220,7 @@ Test(bench, bench_scalar_samples_and_trace, .timeout = 120) {
     ThRun r = th_tool("bench_scalar", "--data", th_names_path(), "--repeats", "1", "--trace", tr, NULL);
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_expect(strstr(r.out, "sample  1      kamon\n") && strstr(r.out, "sample 20      anton\n"), "%s", r.out);
-    cJSON *j = load_json(tr);
+    cJSON *j = th_load_json(tr);
     cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "kind")), "train");
     cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "steps")), 1000);
     cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "samples"), 4)), "vialan");

@@ -118,7 +118,7 @@ Test(compare, bad_usage_is_refused) {
     th_expect_usage(COMPARE("--engines", "cpu,scalar", "--inject-fault", "grad-sign"), "candidate",
                  "a fault in the scalar engine");
     th_expect_usage(COMPARE("--engines", "scalar,cpu", "--inject-fault", "typo"), "unknown fault", "unknown fault");
-    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--precision", "fp16"), "fp16", "unknown precision");
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--precision", "fp8"), "fp8", "unknown precision");
     th_expect_usage(COMPARE("--engines", "scalar,cpu", "--mode", "sideways"), "sideways", "unknown mode");
     th_expect_usage(COMPARE("--engines", "scalar,cpu", "--rtol", "-1"), "--rtol", "negative tolerance");
     th_expect_usage(COMPARE("--engines", "scalar,cpu", "--n-embd", "10"), "not divisible", "impossible model");

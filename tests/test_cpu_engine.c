@@ -19,6 +19,7 @@
 #include "common/util.h"
 #include "scalar_ref/engine_scalar.h"
 #include "tensor_gpu/cpu/engine_cpu.h"
+#include "tensor_gpu/lowp.h"
 
 // Elementwise tolerances, per compared tensor (each parameter tensor apart):
 //   |a - b| <= atol + rtol*|b| + frac*max|b over the tensor|
@@ -435,6 +436,170 @@ Test(cpu_engine, sample_keeps_logits) {
 }
 
 // ---------------------------------------------------------------------------
+// the mixed-precision recipes (docs/mixed_precision.md)
+
+// Where the recipe rounds: bf16 and fp16 store every product (the logits
+// among them) in the low precision; tf32 rounds only the operands, so its
+// logits are fp32; the master gradients and weights stay fp32 in all three
+// (not every gradient is a bf16 value); the loss is near the fp32 engine's.
+Test(cpu_engine, mixed_precisions_round_where_the_recipe_says) {
+    Setup u;
+    setup_make(&u, 12, 4, 2, 2, 8);
+    static const Precision ps[3] = {PREC_BF16, PREC_FP16, PREC_TF32};
+    float (*const rnd[3])(float) = {round_bf16, round_fp16, round_bf16};
+    Batch batch;
+    memset(&batch, 0, sizeof batch);
+    batch_make(&batch, &u.d, 0, 4, u.s.block_size);
+    Engine *f32 = cpu_new(&u, PREC_FP32, FAULT_NONE, 4);
+    const double loss32 = f32->ops->step(f32, &batch, 0);
+    const size_t nl = (size_t)4 * (size_t)batch.T * (size_t)u.L.shape.vocab_size, P = u.L.n_params;
+    double *l = xmalloc(nl * sizeof *l), *g = xmalloc(P * sizeof *g);
+    for (int k = 0; k < 3; k++) {
+        Engine *e = cpu_new(&u, ps[k], FAULT_NONE, 4);
+        const double loss = e->ops->step(e, &batch, 0);
+        cr_expect(fabs(loss - loss32) < 2e-2 * loss32, "%s loss %.9g vs fp32 %.9g", precision_name(ps[k]), loss,
+                  loss32);
+        e->ops->get_logits(e, l);
+        size_t real = 0, low = 0;
+        for (size_t i = 0; i < nl; i++) {
+            if (isnan(l[i])) continue;   // padding
+            real++;
+            low += (double)rnd[k]((float)l[i]) == l[i];
+        }
+        if (ps[k] == PREC_TF32)
+            cr_expect(low < real / 2, "tf32 logits are fp32 (only %zu of %zu are bf16 values by chance)", low, real);
+        else
+            cr_expect_eq(low, real, "%s: every logit is a %s value (%zu of %zu)", precision_name(ps[k]),
+                         precision_name(ps[k]), low, real);
+        e->ops->get_grads(e, g);
+        size_t g_low = 0;
+        for (size_t i = 0; i < P; i++) g_low += (double)round_bf16((float)g[i]) == g[i];
+        cr_expect(g_low < P / 2, "%s: the master gradients are fp32 (%zu of %zu are bf16 values)",
+                  precision_name(ps[k]), g_low, P);
+        e->ops->destroy(e);
+    }
+    free(l);
+    free(g);
+    f32->ops->destroy(f32);
+    batch_free(&batch);
+    setup_free(&u);
+}
+
+static float no_rounding(float x) { return x; }
+
+// The recipe's plumbing apart from its rounding: with the rounding made the
+// identity, every mixed precision computes what the fp32 engine computes, up
+// to fp32's own rounding (an activation gradient is summed apart before it
+// is added, where fp32 adds the products into it directly), over 5 steps at
+// batch 4 with GQA and 2 layers. A product that overwrote instead of
+// accumulating, or read the wrong operand, would be off by a whole term.
+Test(cpu_engine, mixed_recipe_without_rounding_is_fp32) {
+    Setup u;
+    setup_make(&u, 12, 4, 2, 2, 8);
+    static const Precision ps[3] = {PREC_BF16, PREC_FP16, PREC_TF32};
+    cpu_lowp_round_test = no_rounding;
+    for (int k = 0; k < 3; k++) {
+        Engine *a = cpu_new(&u, PREC_FP32, FAULT_NONE, 4), *b = cpu_new(&u, ps[k], FAULT_NONE, 4);
+        const size_t P = u.L.n_params;
+        double *ga = xmalloc(P * sizeof *ga), *gb = xmalloc(P * sizeof *gb);
+        double *pa = xmalloc(P * sizeof *pa), *pb = xmalloc(P * sizeof *pb);
+        Batch batch;
+        memset(&batch, 0, sizeof batch);
+        double worst_g = 0, worst_p = 0, worst_l = 0;
+        for (int step = 0; step < 5; step++) {
+            batch_make(&batch, &u.d, step, 4, u.s.block_size);
+            const double la = a->ops->step(a, &batch, step), lb = b->ops->step(b, &batch, step);
+            worst_l = fmax(worst_l, fabs(la - lb) / la);
+            a->ops->get_grads(a, ga), b->ops->get_grads(b, gb);
+            a->ops->get_params(a, pa), b->ops->get_params(b, pb);
+            for (int t = 0; t < u.L.n_tensors; t++) {   // each tensor against its own largest gradient
+                const ParamTensor *pt = &u.L.t[t];
+                double mx = 0, d = 0;
+                for (size_t i = pt->offset; i < pt->offset + pt->size; i++) {
+                    mx = fmax(mx, fabs(ga[i]));
+                    d = fmax(d, fabs(ga[i] - gb[i]));
+                }
+                worst_g = fmax(worst_g, mx > 0 ? d / mx : d);
+            }
+            for (size_t i = 0; i < P; i++) worst_p = fmax(worst_p, fabs(pa[i] - pb[i]));
+            b->ops->set_state(b, pa, NULL, NULL);   // both go on from fp32's parameters
+        }
+        cr_log_info("%s without rounding vs fp32: loss %.2e, grads %.2e of each tensor's max, params %.2e",
+                    precision_name(ps[k]), worst_l, worst_g, worst_p);
+        cr_expect(worst_l < 1e-6, "%s: loss differs by %.3g", precision_name(ps[k]), worst_l);
+        cr_expect(worst_g < 1e-5, "%s: gradients differ by %.3g of the tensor's max", precision_name(ps[k]), worst_g);
+        cr_expect(worst_p < 1e-3, "%s: parameters differ by %.3g", precision_name(ps[k]), worst_p);
+        free(ga), free(gb), free(pa), free(pb);
+        batch_free(&batch);
+        a->ops->destroy(a), b->ops->destroy(b);
+    }
+    cpu_lowp_round_test = NULL;
+    setup_free(&u);
+}
+
+// fp16 scales the loss like torch's GradScaler: a step whose scaled
+// gradients overflow fp16 is skipped (parameters and moments untouched, bit
+// for bit) and halves the scale; a step that does not overflow updates.
+Test(cpu_engine, mixed_fp16_overflow_skips_the_update_and_halves_the_scale) {
+    Setup u;
+    setup_make(&u, 12, 4, 2, 2, 8);
+    EngineConfig c = config(&u, PREC_FP16, FAULT_NONE, 4);
+    c.loss_scale = 0x1p40;   // dlogits * 2^40 is far past fp16's 65504
+    char err[256] = "";
+    Engine *e = cpu_engine_create(&c, u.init, err, sizeof err);
+    cr_assert(e, "%s", err);
+    const size_t P = u.L.n_params;
+    double *p0 = xmalloc(P * sizeof *p0), *p1 = xmalloc(P * sizeof *p1), *m = xmalloc(P * sizeof *m),
+           *v = xmalloc(P * sizeof *v), *g = xmalloc(P * sizeof *g);
+    Batch batch;
+    memset(&batch, 0, sizeof batch);
+    batch_make(&batch, &u.d, 0, 4, u.s.block_size);
+    e->ops->get_params(e, p0);
+    const double loss = e->ops->step(e, &batch, 0);
+    cr_expect(isfinite(loss), "the forward is not scaled: loss %g", loss);
+    double scale = 0;
+    cr_expect(e->ops->step_skipped(e, &scale) == 1, "an overflowing step is skipped");
+    cr_expect_eq(scale, 0x1p40, "at the scale it used (%g)", scale);
+    e->ops->get_grads(e, g);
+    size_t bad = 0;
+    for (size_t i = 0; i < P; i++) bad += !isfinite(g[i]);
+    cr_expect(bad > 0, "its gradients overflowed");
+    e->ops->get_params(e, p1);
+    e->ops->get_moments(e, m, v);
+    for (size_t i = 0; i < P; i++) {
+        cr_assert(p1[i] == p0[i], "parameter %zu changed in a skipped step", i);
+        cr_assert(m[i] == 0 && v[i] == 0, "moment %zu changed in a skipped step", i);
+    }
+    e->ops->step(e, &batch, 1);
+    e->ops->step_skipped(e, &scale);
+    cr_expect_eq(scale, 0x1p39, "the next step uses half the scale (%g)", scale);
+    e->ops->destroy(e);
+    // at a scale that fits, the step updates, and power-of-two scales agree
+    // closely (exactly but where fp16 underflows)
+    double *q = xmalloc(P * sizeof *q);
+    for (int k = 0; k < 2; k++) {
+        c.loss_scale = k ? 0x1p12 : 0x1p8;
+        e = cpu_engine_create(&c, u.init, err, sizeof err);
+        cr_assert(e, "%s", err);
+        e->ops->step(e, &batch, 0);
+        cr_expect(e->ops->step_skipped(e, &scale) == 0, "scale %g: not skipped", c.loss_scale);
+        e->ops->get_params(e, k ? q : p1);
+        e->ops->destroy(e);
+    }
+    double worst = 0, moved = 0;
+    for (size_t i = 0; i < P; i++) {
+        worst = fmax(worst, fabs(q[i] - p1[i]));
+        moved = fmax(moved, fabs(p1[i] - p0[i]));
+    }
+    cr_expect(moved > 1e-3, "the update moved the parameters (by %g)", moved);
+    cr_expect(worst < 1e-2 * moved, "scales 2^8 and 2^12 give nearly the same update (%g of %g)", worst, moved);
+    free(q);
+    free(p0), free(p1), free(m), free(v), free(g);
+    batch_free(&batch);
+    setup_free(&u);
+}
+
+// ---------------------------------------------------------------------------
 // bad configs
 
 static void expect_refused(EngineConfig c, const double *init, const char *needle) {
@@ -450,7 +615,7 @@ Test(cpu_engine, bad_config) {
     setup_make(&u, 12, 4, 2, 2, 8);
     expect_refused(config(&u, PREC_FP64, FAULT_NONE, 0), u.init, "max_batch");
     expect_refused(config(&u, PREC_FP64, FAULT_NONE, -3), u.init, "max_batch");
-    expect_refused(config(&u, (Precision)7, FAULT_NONE, 1), u.init, "precision");
+    expect_refused(config(&u, PREC_NUM, FAULT_NONE, 1), u.init, "precision");
     expect_refused(config(&u, PREC_FP64, FAULT_NUM, 1), u.init, "fault");
     expect_refused(config(&u, PREC_FP64, FAULT_NONE, 1), NULL, "parameters");
     ParamLayout bad = u.L;   // n_head that does not divide over the kv heads

@@ -6,7 +6,9 @@
 //  - backwards accumulate: the gradients start from random values, not zeros;
 //  - forwards against direct computations, and zeros at padded positions;
 //  - cross-entropy's loss and dlogits, Adam against a hand computation;
-//  - every _f32 function against its _f64 twin on the same inputs.
+//  - every _f32 function against its _f64 twin on the same inputs;
+//  - the mixed-precision products against the exact product of the rounded
+//    operands.
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <math.h>
@@ -16,6 +18,8 @@
 #include "common/pyrandom.h"
 #include "common/util.h"
 #include "tensor_gpu/layers.h"
+#include "tensor_gpu/lowp.h"
+#include "tensor_gpu/mixed.h"
 
 // Finite differences in fp64: central, step FD_H. An analytic gradient g
 // passes where |g - fd| <= FD_ATOL + FD_RTOL * |fd|.
@@ -575,4 +579,95 @@ Test(cpu_layers, adam) {
     check_adam(0, 1);
     check_adam(3, 0);
     check_adam(57, 0);
+}
+
+// ---------------------------------------------------------------------------
+// the mixed-precision recipe's products (tensor_gpu/mixed.h) against the
+// exact product of the rounded operands, computed in double: for bf16 and
+// fp16 each output is that exact value rounded to L, except where the fp32
+// sum lands on the other side of an L rounding boundary (one L ulp, rare);
+// tf32's outputs are the fp32 sums (within fp32 summation error of the
+// exact value, and farther from the unrounded operands' product); dinp and
+// dw accumulate onto what they held.
+
+// The largest difference from the exact product allowed: one ulp of L at x
+// (bf16, fp16: a rounding boundary crossed), or fp32 summation error over
+// terms whose magnitudes sum to sabs (tf32).
+static double lowp_slack(Precision p, double x, double sabs) {
+    int e;
+    frexp(fabs(x), &e);   // |x| in [2^(e-1), 2^e)
+    if (p == PREC_BF16) return ldexp(1.0, e - 1 - 7) * 1.0001;
+    if (p == PREC_FP16) return fmax(ldexp(1.0, e - 1 - 10), 0x1p-24) * 1.0001;
+    return 0x1p-18 * sabs;
+}
+
+static void check_mixed_matmul(Precision p, int N, int IC, int OC) {
+    float (*rnd)(float) = p == PREC_BF16 ? round_bf16 : p == PREC_FP16 ? round_fp16 : round_tf32;
+    MixedMM mm;
+    mixed_mm_init(&mm, p, (size_t)N, (size_t)(IC > OC ? IC : OC), (size_t)IC * OC, NULL);
+    double *x = rand_vec((size_t)N * IC, 1.0), *w = rand_vec((size_t)OC * IC, 0.5);
+    double *dy = rand_vec((size_t)N * OC, 1.0), *dx0 = rand_vec((size_t)N * IC, 1.0);
+    double *dw0 = rand_vec((size_t)OC * IC, 1.0);
+    float *x32 = to_f32(x, (size_t)N * IC), *w32 = to_f32(w, (size_t)OC * IC), *dy32 = to_f32(dy, (size_t)N * OC);
+    float *out = xmalloc((size_t)N * OC * sizeof *out);
+    float *dx = to_f32(dx0, (size_t)N * IC), *dw = to_f32(dw0, (size_t)OC * IC);
+    mixed_matmul_forward(&mm, out, x32, w32, N, IC, OC);
+    mixed_matmul_backward(&mm, dx, dw, dy32, x32, w32, N, IC, OC);
+#define R(v) ((double)rnd((float)(v)))
+    long exact = 0, total = 0, apart = 0;
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) {   // out[i,o] = L(sum_c rx[i,c] rw[o,c])
+            double s = 0, sabs = 0, plain = 0;
+            for (int c = 0; c < IC; c++) {
+                const double t = R(x[(size_t)i * IC + c]) * R(w[(size_t)o * IC + c]);
+                s += t, sabs += fabs(t), plain += x[(size_t)i * IC + c] * w[(size_t)o * IC + c];
+            }
+            const double want = p == PREC_TF32 ? s : R(s), got = out[(size_t)i * OC + o];
+            cr_assert(fabs(got - want) <= lowp_slack(p, want, sabs), "%s forward [%d,%d]: %.9g, want %.9g",
+                      precision_name(p), i, o, got, want);
+            exact += got == want, total++;
+            apart += fabs(got - plain) > lowp_slack(PREC_TF32, want, sabs);   // the operands were rounded
+        }
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < IC; c++) {   // dx[i,c] = dx0 + L(sum_o rdy[i,o] rw[o,c]), the sum rounded alone
+            double s = 0, sabs = 0;
+            for (int o = 0; o < OC; o++) {
+                const double t = R(dy[(size_t)i * OC + o]) * R(w[(size_t)o * IC + c]);
+                s += t, sabs += fabs(t);
+            }
+            const double part = p == PREC_TF32 ? s : R(s);
+            const double want = (double)((float)dx0[(size_t)i * IC + c] + (float)part), got = dx[(size_t)i * IC + c];
+            cr_assert(fabs(got - want) <= lowp_slack(p, part, sabs) + 0x1p-23 * fabs(want),
+                      "%s dinp [%d,%d]: %.9g, want %.9g", precision_name(p), i, c, got, want);
+            exact += got == want, total++;
+        }
+    for (int o = 0; o < OC; o++)
+        for (int c = 0; c < IC; c++) {   // dw[o,c] = dw0 + sum_i rdy[i,o] rx[i,c], in fp32: not rounded to L
+            double s = dw0[(size_t)o * IC + c];
+            for (int i = 0; i < N; i++) s += R(dy[(size_t)i * OC + o]) * R(x[(size_t)i * IC + c]);
+            const double got = dw[(size_t)o * IC + c];
+            cr_assert(fabs(got - s) <= 1e-5 * (1 + fabs(s)), "%s dw [%d,%d]: %.9g, want %.9g (fp32 sums)",
+                      precision_name(p), o, c, got, s);
+        }
+#undef R
+    cr_log_info("%s %dx%dx%d: %ld of %ld outputs exactly the rounded exact product; %ld of %ld forward outputs "
+                "away from the unrounded operands' product", precision_name(p), N, IC, OC, exact, total, apart,
+                (long)N * OC);
+    if (p != PREC_TF32)
+        cr_expect(exact >= total * 99 / 100, "%s: only %ld of %ld outputs exact", precision_name(p), exact, total);
+    cr_expect(apart >= (long)N * OC / 2, "%s: the operands were not rounded (%ld of %ld outputs differ)",
+              precision_name(p), apart, (long)N * OC);
+    free(x); free(w); free(dy); free(dx0); free(dw0);
+    free(x32); free(w32); free(dy32); free(out); free(dx); free(dw);
+    mixed_mm_free(&mm);
+}
+
+Test(cpu_layers, mixed_matmul) {
+    seed(17);
+    static const Precision ps[3] = {PREC_BF16, PREC_FP16, PREC_TF32};
+    for (int k = 0; k < 3; k++) {
+        check_mixed_matmul(ps[k], 5, 7, 9);
+        check_mixed_matmul(ps[k], 13, 16, 64);
+        check_mixed_matmul(ps[k], 8, 64, 27);
+    }
 }

@@ -11,14 +11,6 @@
 
 #define COMPARE(...) th_tool("compare", "--data", th_names_path(), __VA_ARGS__, NULL)
 
-static cJSON *load_trace(const char *path) {
-    char *text = th_read_file(path, NULL);
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    cr_assert(root, "%s is JSON", path);
-    return root;
-}
-
 static const char *temp_path(const char *name) {
     static char p[4][4300];
     static int k;
@@ -57,7 +49,7 @@ Test(lockstep, trace_lists_every_quantity_per_tensor_and_the_rule, .timeout = 60
                       tr, "--quiet");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     th_run_free(&r);
-    cJSON *root = load_trace(tr);
+    cJSON *root = th_load_json(tr);
     cr_expect_str_eq(cJSON_GetObjectItem(root, "tolerance_rule")->valuestring, "ratio");
     cr_expect_eq(cJSON_GetObjectItem(root, "steps_run")->valueint, 3);
     cJSON *step = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "steps"), 0);

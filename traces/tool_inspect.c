@@ -186,6 +186,20 @@ static void inspect_text(const TraceData *t) {
             printf("drift (free mode): max |a-b| %s", hm ? fmtn("%.3g", ma) : "?");
             if (hs) printf(" at step %s", exact(step));
             if (ht) printf(", tolerance %s", fmtn("%.3g", tol));
+            double win;
+            if (trace_get_number(drift, "window", &win) == 0 && win > 1)
+                printf(" (the mean of the last %s steps)", exact(win));
+            printf("\n");
+        }
+        const cJSON *sk = cJSON_GetObjectItemCaseSensitive(root, "skipped_steps");
+        if (sk) {   // fp16 loss scaling (docs/mixed_precision.md): never silent
+            double n = 0, allowed = 0, first = 0;
+            trace_get_number(sk, "count", &n);
+            trace_get_number(sk, "allowed", &allowed);
+            trace_get_number(sk, "first", &first);
+            printf("skipped updates (fp16 loss scaling, a gradient overflowed): %s (allowed %s)", exact(n),
+                   exact(allowed));
+            if (n > 0) printf(", the first at step %s", exact(first));
             printf("\n");
         }
         ErrTable tab;

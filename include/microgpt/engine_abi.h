@@ -40,8 +40,14 @@ extern "C" {
 #define MICROGPT_ENGINE_ABI_VERSION 1
 #define MICROGPT_ENGINE_ABI_SYMBOL "microgpt_engine_abi_v1"
 
-/* Precision a run asks for (compare --precision). */
-enum { MG_FP64 = 0, MG_FP32 = 1 };
+/* Precision a run asks for (compare --precision). MG_BF16, MG_FP16 and
+ * MG_TF32 ask for the mixed-precision recipe of docs/mixed_precision.md (fp32
+ * master weights, gradients and Adam state; every matrix product on operands
+ * rounded to the low precision, fp32 accumulation; fp16 with dynamic loss
+ * scaling). An engine that lacks one refuses it in create(). ABI v1 has no
+ * entry to report a step skipped by loss scaling: such a step shows as a
+ * mismatch of the gradients and the update. */
+enum { MG_FP64 = 0, MG_FP32 = 1, MG_BF16 = 2, MG_FP16 = 3, MG_TF32 = 4 };
 
 /* One parameter tensor of the canonical layout. */
 typedef struct {
@@ -62,7 +68,7 @@ typedef struct {
     int block_size;     /* T max */
     int steps;          /* the run's number of steps: the lr schedule's horizon */
     double lr, beta1, beta2, eps;
-    int precision;      /* MG_FP64 or MG_FP32: refuse one you do not compute in */
+    int precision;      /* MG_FP64, MG_FP32, MG_BF16, ...: refuse one you do not compute in */
     int max_batch;      /* the largest B step() will be given */
     int fault;          /* 0; test-only faults of compare --inject-fault are 1..: refuse those you lack */
     size_t n_params;

@@ -10,6 +10,15 @@
 // elementwise), so they need none. Buffers are typed by the precision:
 // double for fp64, float for fp32, held as void * and handed to the _f64 or
 // _f32 layer by the LAYER() macro.
+//
+// bf16, fp16, tf32: the mixed-precision recipe of docs/mixed_precision.md,
+// emulated on the fp32 build. The buffers are float (fp32 master weights,
+// gradients, moments, activations); every matrix product goes through
+// mm_forward/mm_backward to the recipe's products (tensor_gpu/cpu/mixed.c),
+// which round both operands to the low precision (round-to-nearest-even,
+// tensor_gpu/lowp.h), accumulate in fp32, and for bf16/fp16 round the
+// activation (and activation-gradient) outputs. fp16 also scales the loss
+// (dynamic, as torch's GradScaler).
 #include "tensor_gpu/cpu/engine_cpu.h"
 
 #include <math.h>
@@ -20,6 +29,8 @@
 
 #include "common/util.h"
 #include "tensor_gpu/layers.h"
+#include "tensor_gpu/lowp.h"
+#include "tensor_gpu/mixed.h"
 
 // Call layer function `fn` in the engine's precision. The buffers are void *,
 // which converts to double * or float * implicitly.
@@ -61,10 +72,25 @@ typedef struct {
     void *dfch, *dfch_relu;   // (B,T,4C)
 } Acts;
 
+// The mixed-precision recipe's state (unused in fp64 and fp32).
+typedef struct {
+    MixedMM mm;               // the products (tensor_gpu/cpu/mixed.c)
+    // fp16 loss scaling, as torch.cuda.amp.GradScaler with its defaults
+    double scale;             // the next step's loss scale
+    int good_steps;           // steps since the scale last changed
+    int skipped;              // the last step's update was skipped
+    double used_scale;        // the scale the last step used
+} Mixed;
+
+#define SCALE_GROWTH_INTERVAL 2000   // GradScaler: double the scale after 2000 clean steps
+#define SCALE_INIT 65536.0           // GradScaler's init_scale, 2^16
+
 typedef struct {
     Engine base;
     ModelShape m;
-    int fp32;                 // cfg.precision == PREC_FP32
+    int fp32;                 // float buffers: every precision but fp64
+    int mixed;                // bf16, fp16 or tf32 (precision_is_mixed)
+    Mixed mx;
     size_t es;                // bytes per element
     size_t P;                 // number of parameters
     void *params_mem, *grads_mem, *m_mem, *v_mem;   // (P) each, canonical layout
@@ -189,6 +215,28 @@ static void set_layers_fault(const CpuEngine *e, Fault f) {
 }
 
 // ---------------------------------------------------------------------------
+// the matrix products, plain or by the mixed-precision recipe
+
+// out = inp @ w^T (layers.h), or the recipe's product (mixed.h).
+static void mm_forward(CpuEngine *e, void *out, const void *inp, const void *w, int N, int IC, int OC) {
+    if (!e->mixed) {
+        LAYER(e, matmul_forward, out, inp, w, N, IC, OC);
+        return;
+    }
+    mixed_matmul_forward(&e->mx.mm, out, inp, w, N, IC, OC);
+}
+
+// dinp += dout @ w, dw += dout^T @ inp (layers.h), or the recipe's (mixed.h).
+static void mm_backward(CpuEngine *e, void *dinp, void *dw, const void *dout, const void *inp, const void *w, int N,
+                        int IC, int OC) {
+    if (!e->mixed) {
+        LAYER(e, matmul_backward, dinp, dw, dout, inp, w, N, IC, OC);
+        return;
+    }
+    mixed_matmul_backward(&e->mx.mm, dinp, dw, dout, inp, w, N, IC, OC);
+}
+
+// ---------------------------------------------------------------------------
 // the model
 
 // Forward pass of B documents (tokens (B,T+1), n[b] positions each) up to the logits.
@@ -205,20 +253,20 @@ static void forward(CpuEngine *e, const int *tokens, const int *n, int B, int T)
     for (int l = 0; l < m->n_layer; l++) {
         LayerActs *la = &a->layer[l];
         LAYER(e, rmsnorm_forward, la->ln1, la->ln1_rstd, x, N, C);
-        LAYER(e, matmul_forward, la->q, la->ln1, p->wq[l], N, C, C);
-        LAYER(e, matmul_forward, la->k, la->ln1, p->wk[l], N, C, KV);
-        LAYER(e, matmul_forward, la->v, la->ln1, p->wv[l], N, C, KV);
+        mm_forward(e, la->q, la->ln1, p->wq[l], N, C, C);
+        mm_forward(e, la->k, la->ln1, p->wk[l], N, C, KV);
+        mm_forward(e, la->v, la->ln1, p->wv[l], N, C, KV);
         LAYER(e, attention_forward, la->atty, la->att, la->q, la->k, la->v, n, B, T, NH, NKV, HS);
-        LAYER(e, matmul_forward, la->attproj, la->atty, p->wo[l], N, C, C);
+        mm_forward(e, la->attproj, la->atty, p->wo[l], N, C, C);
         LAYER(e, residual_forward, la->res2, la->attproj, x, (size_t)N * C);
         LAYER(e, rmsnorm_forward, la->ln2, la->ln2_rstd, la->res2, N, C);
-        LAYER(e, matmul_forward, la->fch, la->ln2, p->fc1[l], N, C, 4 * C);
+        mm_forward(e, la->fch, la->ln2, p->fc1[l], N, C, 4 * C);
         LAYER(e, relu_forward, la->fch_relu, la->fch, (size_t)N * 4 * C);
-        LAYER(e, matmul_forward, la->fcproj, la->fch_relu, p->fc2[l], N, 4 * C, C);
+        mm_forward(e, la->fcproj, la->fch_relu, p->fc2[l], N, 4 * C, C);
         LAYER(e, residual_forward, la->res3, la->fcproj, la->res2, (size_t)N * C);
         x = la->res3;
     }
-    LAYER(e, matmul_forward, a->logits, x, p->lm_head, N, C, V);
+    mm_forward(e, a->logits, x, p->lm_head, N, C, V);
 }
 
 // Backward pass from a->dlogits into the (zeroed) gradients. Each layer
@@ -234,30 +282,30 @@ static void backward(CpuEngine *e, const int *tokens, const int *n, int B, int T
 
     void *x_last = m->n_layer ? a->layer[m->n_layer - 1].res3 : a->x0;
     zero(e, a->dx, NC);
-    LAYER(e, matmul_backward, a->dx, g->lm_head, a->dlogits, x_last, p->lm_head, N, C, V);
+    mm_backward(e, a->dx, g->lm_head, a->dlogits, x_last, p->lm_head, N, C, V);
     for (int l = m->n_layer - 1; l >= 0; l--) {
         LayerActs *la = &a->layer[l];
         void *x_in = l ? a->layer[l - 1].res3 : a->x0;
         // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2
         zero(e, a->dfch_relu, N4C);
-        LAYER(e, matmul_backward, a->dfch_relu, g->fc2[l], a->dx, la->fch_relu, p->fc2[l], N, 4 * C, C);
+        mm_backward(e, a->dfch_relu, g->fc2[l], a->dx, la->fch_relu, p->fc2[l], N, 4 * C, C);
         zero(e, a->dfch, N4C);
         LAYER(e, relu_backward, a->dfch, a->dfch_relu, la->fch, N4C);
         zero(e, a->dln, NC);
-        LAYER(e, matmul_backward, a->dln, g->fc1[l], a->dfch, la->ln2, p->fc1[l], N, C, 4 * C);
+        mm_backward(e, a->dln, g->fc1[l], a->dfch, la->ln2, p->fc1[l], N, C, 4 * C);
         LAYER(e, rmsnorm_backward, a->dx, a->dln, la->res2, la->ln2_rstd, N, C);
         // attention: res2 = wo(attention(wq, wk, wv of rmsnorm(x_in))) + x_in
         zero(e, a->datty, NC);
-        LAYER(e, matmul_backward, a->datty, g->wo[l], a->dx, la->atty, p->wo[l], N, C, C);
+        mm_backward(e, a->datty, g->wo[l], a->dx, la->atty, p->wo[l], N, C, C);
         zero(e, a->dq, NC);
         zero(e, a->dk, NKVs);
         zero(e, a->dv, NKVs);
         LAYER(e, attention_backward, a->dq, a->dk, a->dv, a->datty, la->att, la->q, la->k, la->v, n,
               B, T, NH, NKV, HS);
         zero(e, a->dln, NC);
-        LAYER(e, matmul_backward, a->dln, g->wq[l], a->dq, la->ln1, p->wq[l], N, C, C);
-        LAYER(e, matmul_backward, a->dln, g->wk[l], a->dk, la->ln1, p->wk[l], N, C, KV);
-        LAYER(e, matmul_backward, a->dln, g->wv[l], a->dv, la->ln1, p->wv[l], N, C, KV);
+        mm_backward(e, a->dln, g->wq[l], a->dq, la->ln1, p->wq[l], N, C, C);
+        mm_backward(e, a->dln, g->wk[l], a->dk, la->ln1, p->wk[l], N, C, KV);
+        mm_backward(e, a->dln, g->wv[l], a->dv, la->ln1, p->wv[l], N, C, KV);
         LAYER(e, rmsnorm_backward, a->dx, a->dln, x_in, la->ln1_rstd, N, C);
     }
     // x0 = rmsnorm(wte[tok] + wpe[t])
@@ -270,6 +318,27 @@ static void backward(CpuEngine *e, const int *tokens, const int *n, int B, int T
 // ---------------------------------------------------------------------------
 // EngineOps
 
+static double cpu_step_end(CpuEngine *e, const Batch *b, double loss);
+
+// fp16: divide the gradients by the step's loss scale (exact); 1 if one of
+// them is inf or NaN (the scaled backward overflowed fp16).
+static int unscale_grads(CpuEngine *e) {
+    float *g = e->grads_mem;
+    const float inv = (float)(1.0 / e->mx.used_scale);
+    int bad = 0;
+    for (size_t i = 0; i < e->P; i++) {
+        g[i] *= inv;
+        bad |= !isfinite(g[i]);
+    }
+    return bad;
+}
+
+static int cpu_step_skipped(Engine *base, double *scale) {
+    CpuEngine *e = (CpuEngine *)base;
+    if (scale) *scale = e->mx.used_scale;
+    return e->mx.skipped;
+}
+
 static double cpu_step(Engine *base, const Batch *b, int step) {
     CpuEngine *e = (CpuEngine *)base;
     const Settings *s = e->base.cfg.s;
@@ -281,8 +350,23 @@ static double cpu_step(Engine *base, const Batch *b, int step) {
     forward(e, b->tokens, b->n, B, T);
     double loss = LAYER(e, crossentropy_forward_backward, a->dlogits, a->losses, a->logits,
                         b->tokens, b->n, B, T, V);
+    const int scaled = e->base.cfg.precision == PREC_FP16;
+    if (scaled) {   // fp16: backward from loss * scale (exact: the scale is a power of 2)
+        e->mx.used_scale = e->mx.scale;
+        for (int d = 0; d < B; d++) {   // the real positions: padding carries no gradient
+            float *dl = (float *)a->dlogits + (size_t)d * T * V;
+            for (size_t i = 0; i < (size_t)b->n[d] * V; i++) dl[i] *= (float)e->mx.scale;
+        }
+    }
     zero(e, e->grads_mem, e->P);
     backward(e, b->tokens, b->n, B, T);
+    if (scaled && unscale_grads(e)) {
+        // as GradScaler: an inf or NaN gradient skips the update and halves the scale
+        e->mx.skipped = 1;
+        e->mx.scale *= 0.5;
+        e->mx.good_steps = 0;
+        return cpu_step_end(e, b, loss);
+    }
     if (e->base.cfg.fault == FAULT_GRAD_SIGN) {   // test-only
         if (e->fp32) ((float *)e->grads_mem)[e->lm_flip] *= -1.0f;
         else ((double *)e->grads_mem)[e->lm_flip] *= -1.0;
@@ -294,6 +378,17 @@ static double cpu_step(Engine *base, const Batch *b, int step) {
         }
     LAYER(e, adam_update, e->params_mem, e->grads_mem, e->m_mem, e->v_mem, e->P,
           lr_at(s->lr, step, s->steps), s->beta1, s->beta2, s->eps, step);
+    if (scaled) {
+        e->mx.skipped = 0;
+        if (++e->mx.good_steps == SCALE_GROWTH_INTERVAL) e->mx.scale *= 2.0, e->mx.good_steps = 0;
+    }
+    return cpu_step_end(e, b, loss);
+}
+
+// After a step (done or skipped): keep what the comparator reads back.
+static double cpu_step_end(CpuEngine *e, const Batch *b, double loss) {
+    const int B = b->B, T = b->T, V = e->m.vocab_size;
+    Acts *a = &e->acts;
 
     // keep the logits (the sampler reuses the activations), NaN at padding
     const size_t row = (size_t)T * (size_t)V;
@@ -390,6 +485,7 @@ static void cpu_destroy(Engine *base) {
     free(e->relu_out);
     free(e->sample_tokens);
     free(e->sample_probs);
+    if (e->mixed) mixed_mm_free(&e->mx.mm);
     free(e);
 }
 
@@ -404,6 +500,7 @@ static const EngineOps CPU_OPS = {
     .set_state = cpu_set_state,
     .sample = cpu_sample,
     .get_relu_inputs = cpu_relu_inputs,
+    .step_skipped = cpu_step_skipped,
 };
 
 // ---------------------------------------------------------------------------
@@ -418,6 +515,27 @@ static Engine *fail(char *err, size_t errlen, const char *fmt, ...) {
         va_end(ap);
     }
     return NULL;
+}
+
+float (*cpu_lowp_round_test)(float) = NULL;
+
+// Test-only (FAULT_LOWP_TRUNCATE): the dropped bits cut off instead of
+// rounded (fp16: the mantissa cut to 10 bits, then fp16's range applied).
+static float trunc_bf16(float x) { return lowp_float(lowp_bits(x) & 0xffff0000u); }
+static float trunc_tf32(float x) { return lowp_float(lowp_bits(x) & 0xffffe000u); }
+static float trunc_fp16(float x) { return round_fp16(trunc_tf32(x)); }
+
+// The recipe's products (sized for the largest: rows N = max_batch*T, widths
+// C, 4C and V) and fp16's loss scale.
+static void mixed_init(CpuEngine *e, const EngineConfig *cfg) {
+    const ModelShape *m = &e->m;
+    const size_t N = (size_t)cfg->max_batch * (size_t)m->block_size, C = (size_t)m->n_embd;
+    const size_t V = (size_t)m->vocab_size, wide = 4 * C > V ? 4 * C : V;
+    float (*round)(float) = cpu_lowp_round_test;
+    if (!round && cfg->fault == FAULT_LOWP_TRUNCATE)
+        round = cfg->precision == PREC_BF16 ? trunc_bf16 : cfg->precision == PREC_FP16 ? trunc_fp16 : trunc_tf32;
+    mixed_mm_init(&e->mx.mm, cfg->precision, N, wide, wide * C, round);
+    e->mx.scale = e->mx.used_scale = cfg->loss_scale > 0 ? cfg->loss_scale : SCALE_INIT;
 }
 
 Engine *cpu_engine_create(const EngineConfig *cfg, const double *init_params, char *err,
@@ -436,7 +554,8 @@ Engine *cpu_engine_create(const EngineConfig *cfg, const double *init_params, ch
     e->base.ops = &CPU_OPS;
     e->base.cfg = *cfg;
     e->m = *m;
-    e->fp32 = cfg->precision == PREC_FP32;
+    e->fp32 = cfg->precision != PREC_FP64;
+    e->mixed = precision_is_mixed(cfg->precision);
     e->es = e->fp32 ? sizeof(float) : sizeof(double);
     e->P = cfg->L->n_params;
 
@@ -463,6 +582,7 @@ Engine *cpu_engine_create(const EngineConfig *cfg, const double *init_params, ch
                           (size_t)m->n_embd * sizeof *e->relu_out);
     e->sample_tokens = xmalloc((size_t)(m->block_size + 1) * sizeof *e->sample_tokens);
     e->sample_probs = xmalloc((size_t)m->vocab_size * sizeof *e->sample_probs);
+    if (e->mixed) mixed_init(e, cfg);
     return &e->base;
 }
 
@@ -470,5 +590,7 @@ double cpu_engine_bytes(const ModelShape *m, size_t n_params, int B, Precision p
     const double C = m->n_embd, KV = (double)m->n_kv_head * m->head_dim, V = m->vocab_size, L = m->n_layer;
     const double NH = m->n_head, T = m->block_size, P = (double)n_params;
     const double real = p == PREC_FP64 ? 8 : 4, rows = (double)B * T;
-    return real * (4 * P + rows * (L * (24 * C + 4 * (C + 2 * KV) + 2 * NH * T) + 8 * C + 3 * V)) + 8 * 2 * P;
+    const double wide = 4 * C > V ? 4 * C : V;   // mixed: the rounding scratch (mixed_init)
+    const double mixed = precision_is_mixed(p) ? 4 * (3 * rows * wide + wide * C) : 0;
+    return real * (4 * P + rows * (L * (24 * C + 4 * (C + 2 * KV) + 2 * NH * T) + 8 * C + 3 * V)) + 8 * 2 * P + mixed;
 }

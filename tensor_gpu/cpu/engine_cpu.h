@@ -1,6 +1,8 @@
 // The tensor engine on the CPU: the model of tensor_gpu/layers.h run on the
-// plain-C reference layers (tensor_gpu/cpu/layers.c), in float64 or float32.
-// It is the reference the CUDA backend is checked against, layer by layer.
+// plain-C reference layers (tensor_gpu/cpu/layers.c), in float64 or float32,
+// and the mixed-precision recipes bf16, fp16 and tf32 emulated on float32
+// (docs/mixed_precision.md). It is the reference the CUDA backend is checked
+// against, layer by layer.
 #ifndef TENSOR_GPU_CPU_ENGINE_CPU_H
 #define TENSOR_GPU_CPU_ENGINE_CPU_H
 
@@ -8,7 +10,7 @@
 
 #include "common/engine.h"
 
-// An engine for cfg (precision fp64 or fp32, any Fault) with the parameters
+// An engine for cfg (any precision, any Fault) with the parameters
 // init_params (canonical layout, cfg->L->n_params values); the Adam moments
 // start at zero. Returns NULL with a message in err if the config is bad.
 Engine *cpu_engine_create(const EngineConfig *cfg, const double *init_params, char *err,
@@ -25,5 +27,11 @@ double cpu_engine_bytes(const ModelShape *m, size_t P, int B, Precision p);
 // should write it.
 extern Fault layers_fault_f64;
 extern Fault layers_fault_f32;
+
+// Test-only: when not NULL, engines created from then on round with this
+// function wherever the mixed-precision recipes round (tests set the
+// identity, to check the recipe's plumbing against the fp32 engine apart
+// from its rounding). NULL everywhere else.
+extern float (*cpu_lowp_round_test)(float);
 
 #endif

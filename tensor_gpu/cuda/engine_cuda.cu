@@ -1070,6 +1070,11 @@ extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *ini
         return fail(err, errlen, "cuda engine: fault injection (--inject-fault %s) is not implemented on CUDA; "
                     "inject faults into the CPU tensor engine instead (--engines scalar,cpu)",
                     fault_name(cfg->fault));
+    if (precision_is_mixed(cfg->precision))
+        return fail(err, errlen, "cuda engine: --precision %s is not implemented on CUDA yet (its recipe, "
+                    "docs/mixed_precision.md, runs on the CPU engine as an emulation): use --engines scalar,cpu "
+                    "--precision %s, or fp32/fp64 on cuda", precision_name(cfg->precision),
+                    precision_name(cfg->precision));
     const ModelShape *m = &cfg->L->shape;
     // cuBLAS takes int dimensions: the largest is rows N or a width of 4C, V or C+2KV
     const double rows = (double)cfg->max_batch * m->block_size;
