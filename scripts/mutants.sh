@@ -55,6 +55,11 @@ for p in mutants/*.patch; do
   patches+=("$p")
 done
 [ ${#patches[@]} -gt 0 ] || die "no mutants match (part $part${only:+, names ${only[*]}})"
+# every mutant of every part must still apply to the tree as it is (so that a
+# CPU-only run, as in CI, notices a GPU mutant left stale by an edit)
+stale=()
+for p in mutants/*.patch; do git apply --check "$p" 2>/dev/null || stale+=("$(basename "$p" .patch)"); done
+[ ${#stale[@]} -eq 0 ] || die "these mutants no longer apply to the tree (regenerate them): ${stale[*]}"
 
 # the copy's own (mutated) CUDA plugin, next to its build/compare
 unset MICROGPT_CUDA_ENGINE
