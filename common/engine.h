@@ -60,6 +60,13 @@ typedef struct {
 
 typedef struct Engine Engine;
 
+// One phase of a step, for the timeline (--timeline): its name and duration.
+typedef struct {
+    const char *name;
+    double seconds;
+} EnginePhase;
+#define ENGINE_MAX_PHASES 8
+
 typedef struct {
     const char *name;
     void (*destroy)(Engine *e);
@@ -98,6 +105,10 @@ typedef struct {
     // unchanged, the scale halved), else 0. *scale gets the loss scale the
     // step used.
     int (*step_skipped)(Engine *e, double *scale);
+    // Optional (may be NULL; in-process engines only, not the plugin ABI):
+    // the phases of the last step() in order with their host-clock
+    // durations; returns how many (at most ENGINE_MAX_PHASES).
+    int (*step_phases)(Engine *e, EnginePhase *out);
 } EngineOps;
 
 struct Engine {

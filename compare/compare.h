@@ -97,6 +97,9 @@ cJSON *run_trace_header(Trace *t, Run *r);
 // run here (trace and timeline written), and a failure from here on is
 // traced at this step.
 void run_step_begin(Trace *t, int step);
+// The timeline of engine k's step (--timeline): the step [t0, t0+dt) and,
+// inside it, the phases the engine reports (EngineOps.step_phases).
+void run_timeline_step(Engine *e, int k, double t0, double dt, int step);
 cJSON *run_trace_step(const Options *o, int step, const double loss[2], const double dt[2]);
 
 // The modes; each returns 1 on a mismatch, 0 if the engines agree.

@@ -27,7 +27,7 @@ int free_run(Run *r, Trace *t, cJSON *steps) {
             double t0 = now_seconds();
             loss[k] = r->e[k]->ops->step(r->e[k], &b, step);
             dt[k] = now_seconds() - t0;
-            timeline_event(k, "step", t0, dt[k], step + 1);
+            run_timeline_step(r->e[k], k, t0, dt[k], step + 1);
             double scale;
             if (r->e[k]->ops->step_skipped && r->e[k]->ops->step_skipped(r->e[k], &scale)) {
                 n_skipped[k]++;   // fp16 loss scaling: an overflow skipped the update; never silent

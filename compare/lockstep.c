@@ -215,7 +215,7 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
             double t0 = now_seconds();
             loss[k] = eng[k]->ops->step(eng[k], &b, step);
             dt[k] = now_seconds() - t0;
-            timeline_event(k, "step", t0, dt[k], step + 1);
+            run_timeline_step(eng[k], k, t0, dt[k], step + 1);
             n_real = gather_logits(eng[k], &b, V, tmp, st[k].logits);
             eng[k]->ops->get_grads(eng[k], st[k].grads);
             eng[k]->ops->get_params(eng[k], st[k].params);

@@ -101,6 +101,18 @@ cJSON *run_trace_step(const Options *o, int step, const double loss[2], const do
     return so;
 }
 
+void run_timeline_step(Engine *e, int k, double t0, double dt, int step) {
+    if (!timeline_active()) return;
+    timeline_event(k, "step", t0, dt, step);
+    if (!e->ops->step_phases) return;
+    EnginePhase ph[ENGINE_MAX_PHASES];
+    const int n = e->ops->step_phases(e, ph);
+    for (int i = 0; i < n && i < ENGINE_MAX_PHASES; i++) {
+        timeline_event(k, ph[i].name, t0, ph[i].seconds, step);
+        t0 += ph[i].seconds;
+    }
+}
+
 void run_step_begin(Trace *t, int step) {
     if (trace_signal()) {
         timeline_commit();

@@ -18,6 +18,7 @@ typedef struct {
     double *relu_in;      // (L,B,T,4C) ReLU inputs of the last step
     int last_B, last_T;
     ScalarStats stats;
+    double last_phase[4];   // the last step's forward, order, backward, adam (s)
 } ScalarEngine;
 
 static void adam(ScalarEngine *e, int step) {
@@ -80,7 +81,15 @@ static double scalar_step(Engine *base, const Batch *b, int step) {
     st->t_order += t2 - t1;
     st->t_backward += t3 - t2;
     st->t_adam += t4 - t3;
+    e->last_phase[0] = t1 - t0, e->last_phase[1] = t2 - t1, e->last_phase[2] = t3 - t2, e->last_phase[3] = t4 - t3;
     return value;
+}
+
+static int scalar_step_phases(Engine *base, EnginePhase *out) {
+    const ScalarEngine *e = (const ScalarEngine *)base;
+    static const char *name[4] = {"forward", "order (DFS)", "backward", "adam"};
+    for (int k = 0; k < 4; k++) out[k] = (EnginePhase){name[k], e->last_phase[k]};
+    return 4;
 }
 
 static void scalar_logits(Engine *base, double *out) {
@@ -164,6 +173,7 @@ static const EngineOps SCALAR_OPS = {
     .set_state = scalar_set_state,
     .sample = scalar_sample,
     .get_relu_inputs = scalar_relu_inputs,
+    .step_phases = scalar_step_phases,
 };
 
 Engine *scalar_engine_create(const EngineConfig *cfg, const double *init_params) {

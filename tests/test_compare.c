@@ -169,6 +169,17 @@ Test(compare, timeline_has_a_track_per_engine) {
     cr_expect(steps[0] == 3 && steps[1] == 3, "step events: %d and %d", steps[0], steps[1]);
     cr_expect(strstr(text, "\"name\":\"scalar\"") && strstr(text, "\"name\":\"cpu\""), "track names: %s", text);
     cr_expect(!strstr(text, "ratio rule"), "no third track in fp64: %s", text);
+    // inside each step, the engine's phases: the scalar engine's four, the cpu engine's four
+    static const char *phases[] = {"forward", "order (DFS)", "backward", "adam", "loss"};
+    for (size_t i = 0; i < sizeof phases / sizeof *phases; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\"name\":\"%s\"", phases[i]);
+        int count = 0;
+        for (const char *p = strstr(text, want); p; p = strstr(p + 1, want)) count++;
+        const int expect = !strcmp(phases[i], "forward") || !strcmp(phases[i], "backward") || !strcmp(phases[i], "adam")
+                               ? 6 : 3;
+        cr_expect_eq(count, expect, "phase %s: %d events, want %d", phases[i], count, expect);
+    }
     free(text);
     // fp32 lockstep runs the plain fp32 CPU engine too (the ratio rule): its track is named
     expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "2", "--precision", "fp32", "--quiet", "--timeline", tl),

@@ -103,6 +103,7 @@ typedef struct {
     int last_B, last_T;
     int *sample_tokens;       // (block_size+1) the sampler's prefix
     double *sample_probs;     // (V)
+    double phase[4];          // the last step's forward, loss, backward, adam (s)
 } CpuEngine;
 
 // ---------------------------------------------------------------------------
@@ -333,6 +334,13 @@ static int unscale_grads(CpuEngine *e) {
     return bad;
 }
 
+static int cpu_step_phases(Engine *base, EnginePhase *out) {
+    const CpuEngine *e = (const CpuEngine *)base;
+    static const char *name[4] = {"forward", "loss", "backward", "adam"};
+    for (int k = 0; k < 4; k++) out[k] = (EnginePhase){name[k], e->phase[k]};
+    return 4;
+}
+
 static int cpu_step_skipped(Engine *base, double *scale) {
     CpuEngine *e = (CpuEngine *)base;
     if (scale) *scale = e->mx.used_scale;
@@ -347,9 +355,13 @@ static double cpu_step(Engine *base, const Batch *b, int step) {
     batch_check(b, e->base.cfg.max_batch, e->m.block_size, e->m.vocab_size);
     set_layers_fault(e, e->base.cfg.fault);
 
+    double t[5];
+    t[0] = now_seconds();
     forward(e, b->tokens, b->n, B, T);
+    t[1] = now_seconds();
     double loss = LAYER(e, crossentropy_forward_backward, a->dlogits, a->losses, a->logits,
                         b->tokens, b->n, B, T, V);
+    t[2] = now_seconds();
     const int scaled = e->base.cfg.precision == PREC_FP16;
     if (scaled) {   // fp16: backward from loss * scale (exact: the scale is a power of 2)
         e->mx.used_scale = e->mx.scale;
@@ -360,6 +372,9 @@ static double cpu_step(Engine *base, const Batch *b, int step) {
     }
     zero(e, e->grads_mem, e->P);
     backward(e, b->tokens, b->n, B, T);
+    t[3] = now_seconds();
+    for (int k = 0; k < 3; k++) e->phase[k] = t[k + 1] - t[k];
+    e->phase[3] = 0;
     if (scaled && unscale_grads(e)) {
         // as GradScaler: an inf or NaN gradient skips the update and halves the scale
         e->mx.skipped = 1;
@@ -378,6 +393,7 @@ static double cpu_step(Engine *base, const Batch *b, int step) {
         }
     LAYER(e, adam_update, e->params_mem, e->grads_mem, e->m_mem, e->v_mem, e->P,
           lr_at(s->lr, step, s->steps), s->beta1, s->beta2, s->eps, step);
+    e->phase[3] = now_seconds() - t[3];
     if (scaled) {
         e->mx.skipped = 0;
         if (++e->mx.good_steps == SCALE_GROWTH_INTERVAL) e->mx.scale *= 2.0, e->mx.good_steps = 0;
@@ -501,6 +517,7 @@ static const EngineOps CPU_OPS = {
     .sample = cpu_sample,
     .get_relu_inputs = cpu_relu_inputs,
     .step_skipped = cpu_step_skipped,
+    .step_phases = cpu_step_phases,
 };
 
 // ---------------------------------------------------------------------------
