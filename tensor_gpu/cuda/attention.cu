@@ -1,0 +1,622 @@
+// Causal grouped-query attention, forward and backward (the contract is in
+// kernels.cuh and tensor_gpu/layers.h; tensor_gpu/cpu/layers.c is the
+// reference). Two implementations of each:
+//
+//   tiled (the default): one thread block per (document b, head). The
+//     block copies the head's rows t < n[b] of q, k, v (backward: k, v,
+//     dout, att; then q, dout, att, dpre) into shared memory, zero-padded to
+//     a multiple of 4 rows and columns, and computes the T x T products with
+//     each thread owning a 4 x 4 register tile (only the tiles on or below
+//     the diagonal, only the rows of the document); the softmax and its
+//     backward take one warp per row. Work and traffic scale with n[b], not T.
+//   rows (the fallback): one warp per query row (dkv: per key row), reading
+//     q, k, v from global memory; no shared memory.
+//
+// Which runs (attention_forward_path / attention_backward_path): the tiled
+// kernels whenever their shared memory fits the device's opt-in limit per
+// block (queried once per precision; 227 KiB on an H100/H200), i.e. with
+// P = 4*ceil(T/4), L = 4*ceil(HS/4) + 1, S = P + 1 elements of 4 (fp32) or 8
+// (fp64) bytes:
+//   forward (3 P L + P S), dq (3 P L + 2 P S), dkv (4 P L + 2 P S).
+// On an H200 the tiled kernels take e.g. fp32 T <= 128 at HS <= 64 and
+// T <= 64 at HS <= 160; fp64 T <= 64 at HS <= 64 (the bench's e512 in both
+// precisions) and T <= 32 at HS <= 160; longer blocks and wider heads run on
+// the rows kernels (any T and HS). The backward picks its two kernels
+// together (both tiled or both rows).
+//
+// Rounding (--fmad=false): every dot product (scores, dout.v) and every
+// weighted sum (att @ v, dpre @ k) is summed by one thread in the reference's
+// order (j, then s, ascending), so they carry the reference's bits given the
+// same inputs; the softmax's sum of exponentials and the backward's row sum
+// use a warp's fixed butterfly, and dk, dv sum the positions of one query
+// head at a time (the reference interleaves the heads). No atomics: the same
+// inputs give the same bits on every run.
+#include "tensor_gpu/cuda/kernels.cuh"
+
+#include <cmath>
+#include <string>
+
+#include "tensor_gpu/cuda/cuda_check.cuh"
+#include "tensor_gpu/cuda/device_util.cuh"
+
+namespace mgpt {
+
+// ---------------------------------------------------------------------------
+// rows: one warp per row (the fallback for shapes the tiled kernels cannot hold)
+
+// One warp per query row (b, h, t). Keys s <= t are taken 32 at a time, one per
+// lane: the lane's score, then the chunk's max and sum of exponentials folded
+// into the running max m and sum l (online softmax), and the running output
+// rescaled by exp(m_old - m_new). Lane j%32 owns out[j] and lane s%32 owns
+// att[s]. The scores are kept in att and turned into weights at the end.
+template <typename real>
+__global__ void attention_forward_rows_kernel(real *out, real *att, const real *q, int ldq, const real *k,
+                                         const real *v, int ldkv, const int *n, int B, int T, int NH,
+                                         int NKV, int HS, real scale) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)B * NH * T) return;
+    const int t = (int)(row % T), h = (int)(row / T % NH), b = (int)(row / ((size_t)T * NH));
+    const int C = NH * HS, kvo = (h / (NH / NKV)) * HS;
+    real *a = att + row * T;                                 // (T) rows are (b,h,t)
+    real *o = out + ((size_t)b * T + t) * C + h * HS;        // (HS)
+    if (t >= n[b]) {                                         // padding
+        for (int s = lane; s < T; s += WARP) a[s] = 0;
+        for (int j = lane; j < HS; j += WARP) o[j] = 0;
+        return;
+    }
+    const real *qt = q + ((size_t)b * T + t) * ldq + h * HS;
+    const real *kb = k + (size_t)b * T * ldkv + kvo;
+    const real *vb = v + (size_t)b * T * ldkv + kvo;
+    for (int j = lane; j < HS; j += WARP) o[j] = 0;
+    real m = neg_inf<real>(), l = 0;
+    for (int base = 0; base <= t; base += WARP) {
+        const int s = base + lane;
+        const bool valid = s <= t;
+        real score = neg_inf<real>();
+        if (valid) {
+            const real *ks = kb + (size_t)s * ldkv;
+            real dot = 0;
+            for (int j = 0; j < HS; j++) dot += qt[j] * ks[j];
+            score = dot * scale;
+            a[s] = score;
+        }
+        const real m_new = warp_max(m > score ? m : score);   // finite: key `base` is valid
+        const real corr = m == neg_inf<real>() ? (real)0 : r_exp(m - m_new);   // first chunk: nothing to rescale
+        const real p = valid ? r_exp(score - m_new) : (real)0;
+        l = l * corr + warp_sum(p);
+        for (int j = 0; j < HS; j++) {
+            const real pv = warp_sum(valid ? p * vb[(size_t)s * ldkv + j] : (real)0);
+            if (lane == (j & (WARP - 1))) o[j] = o[j] * corr + pv;
+        }
+        m = m_new;
+    }
+    const real inv = (real)1 / l;
+    for (int j = lane; j < HS; j += WARP) o[j] *= inv;
+    for (int s = lane; s < T; s += WARP) a[s] = s <= t ? r_exp(a[s] - m) * inv : (real)0;
+}
+
+template <typename real>
+static void attention_forward_rows(cudaStream_t st, real *out, real *att, const real *q, int ldq, const real *k,
+                       const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS) {
+    const real scale = (real)1 / std::sqrt((real)HS);
+    attention_forward_rows_kernel<real><<<row_blocks((size_t)B * NH * T), ROW_THREADS, 0, st>>>(
+        out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS, scale);
+    KERNEL_CHECK("attention_forward_rows_kernel");
+}
+
+// Per query row (b,h,t): datt[s] = dout.v[s]; wsum = sum_s att[s] datt[s];
+// dpre[s] = att[s] (datt[s] - wsum) scale (kept for the dk kernel); dq (+)=
+// sum_s dpre[s] k[s]. One warp per row; lanes over keys.
+template <typename real>
+__global__ void attention_backward_dq_rows_kernel(real *dq, int lddq, real *dpre, const real *dout, const real *att,
+                                             const real *k, const real *v, int ldkv, const int *n, int B, int T,
+                                             int NH, int NKV, int HS, real scale, bool acc) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)B * NH * T) return;
+    const int t = (int)(row % T), h = (int)(row / T % NH), b = (int)(row / ((size_t)T * NH));
+    const int C = NH * HS, kvo = (h / (NH / NKV)) * HS;
+    real *dqt = dq + ((size_t)b * T + t) * lddq + h * HS;
+    if (!acc)
+        for (int j = lane; j < HS; j += WARP) dqt[j] = 0;
+    if (t >= n[b]) return;   // padded rows add nothing
+    const real *a = att + row * T, *d = dout + ((size_t)b * T + t) * C + h * HS;
+    real *dp = dpre + row * T;
+    const real *kb = k + (size_t)b * T * ldkv + kvo;
+    const real *vb = v + (size_t)b * T * ldkv + kvo;
+    real wsum = 0;
+    for (int base = 0; base <= t; base += WARP) {   // pass 1: datt (kept in dpre) and wsum
+        const int s = base + lane;
+        real w = 0;
+        if (s <= t) {
+            const real *vs = vb + (size_t)s * ldkv;
+            real datt = 0;
+            for (int j = 0; j < HS; j++) datt += d[j] * vs[j];
+            dp[s] = datt;
+            w = a[s] * datt;
+        }
+        wsum += warp_sum(w);
+    }
+    for (int base = 0; base <= t; base += WARP) {   // pass 2: dpre and dq
+        const int s = base + lane;
+        const bool valid = s <= t;
+        real g = 0;
+        if (valid) {
+            g = a[s] * (dp[s] - wsum) * scale;
+            dp[s] = g;
+        }
+        for (int j = 0; j < HS; j++) {
+            const real sum = warp_sum(valid ? g * kb[(size_t)s * ldkv + j] : (real)0);
+            if (lane == (j & (WARP - 1))) dqt[j] += sum;
+        }
+    }
+}
+
+// Per key row (b, kv head g, s): dk[s] (+)= sum_{h in g} sum_{s<=t<n} dpre[b,h,t,s] q[t,h];
+// dv[s] (+)= sum_h sum_t att[b,h,t,s] dout[t,h]. One warp per row; lanes over
+// query positions; heads in order. No atomics: each gradient row has one owner.
+template <typename real>
+__global__ void attention_backward_dkv_rows_kernel(real *dk, real *dv, int lddkv, const real *dpre, const real *att,
+                                              const real *dout, const real *q, int ldq, const int *n, int B,
+                                              int T, int NH, int NKV, int HS, bool acc) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)B * NKV * T) return;
+    const int s = (int)(row % T), g = (int)(row / T % NKV), b = (int)(row / ((size_t)T * NKV));
+    const int C = NH * HS, group = NH / NKV, nb = n[b];
+    real *dks = dk + ((size_t)b * T + s) * lddkv + g * HS;
+    real *dvs = dv + ((size_t)b * T + s) * lddkv + g * HS;
+    if (!acc)
+        for (int j = lane; j < HS; j += WARP) dks[j] = dvs[j] = 0;
+    if (s >= nb) return;
+    for (int h = g * group; h < (g + 1) * group; h++) {
+        const size_t arow = ((size_t)b * NH + h) * T;   // row (b,h,0) of att and dpre
+        for (int base = s; base < nb; base += WARP) {
+            const int t = base + lane;
+            const bool valid = t < nb;
+            const real aw = valid ? att[(arow + t) * T + s] : (real)0;
+            const real gw = valid ? dpre[(arow + t) * T + s] : (real)0;
+            const real *dt = dout + ((size_t)b * T + (valid ? t : s)) * C + h * HS;
+            const real *qt = q + ((size_t)b * T + (valid ? t : s)) * ldq + h * HS;
+            for (int j = 0; j < HS; j++) {
+                const real sv = warp_sum(aw * dt[j]);
+                const real sk = warp_sum(gw * qt[j]);
+                if (lane == (j & (WARP - 1))) {
+                    dvs[j] += sv;
+                    dks[j] += sk;
+                }
+            }
+        }
+    }
+}
+
+template <typename real>
+static void attention_backward_rows(cudaStream_t st, real *dq, int lddq, real *dk, real *dv, int lddkv, real *dpre,
+                        const real *dout, const real *att, const real *q, int ldq, const real *k,
+                        const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
+                        bool acc) {
+    const real scale = (real)1 / std::sqrt((real)HS);
+    attention_backward_dq_rows_kernel<real><<<row_blocks((size_t)B * NH * T), ROW_THREADS, 0, st>>>(
+        dq, lddq, dpre, dout, att, k, v, ldkv, n, B, T, NH, NKV, HS, scale, acc);
+    KERNEL_CHECK("attention_backward_dq_rows_kernel");
+    attention_backward_dkv_rows_kernel<real><<<row_blocks((size_t)B * NKV * T), ROW_THREADS, 0, st>>>(
+        dk, dv, lddkv, dpre, att, dout, q, ldq, n, B, T, NH, NKV, HS, acc);
+    KERNEL_CHECK("attention_backward_dkv_rows_kernel");
+}
+
+// ---------------------------------------------------------------------------
+// tiled: one block per (document, head), the head in shared memory
+
+constexpr int TILE = 4;              // each thread's register tile: TILE x TILE outputs
+constexpr int TILED_THREADS = 256;   // the most threads per block
+
+__host__ __device__ __forceinline__ int pad4(int x) { return (x + TILE - 1) / TILE * TILE; }
+
+// The shared-memory geometry of a head: P rows (T padded to TILE); L the
+// row stride of a (P, HS) matrix, S of a (P, P) matrix: odd strides, so that
+// a warp reading one column of different rows spreads over the banks.
+struct TileDims {
+    int P, L, S;
+    __host__ __device__ TileDims(int T, int HS) : P(pad4(T)), L(pad4(HS) + 1), S(pad4(T) + 1) {}
+};
+
+// The document's length, clamped to [0, T] (a longer n would index past the block).
+__device__ __forceinline__ int doc_len(const int *n, int b, int T) {
+    const int nb = n[b];
+    return nb < 0 ? 0 : (nb > T ? T : nb);
+}
+
+// dst (P, L) = rows [0, nb) of the head slice src (row stride ld, HS
+// columns); 0 in rows nb..P-1 and columns HS..pad4(HS)-1.
+template <typename real>
+__device__ void load_head(real *dst, const real *src, int ld, int nb, int HS, const TileDims &d) {
+    const int W = pad4(HS);
+    for (int i = threadIdx.x; i < d.P * W; i += blockDim.x) {
+        const int r = i / W, c = i % W;
+        dst[r * d.L + c] = r < nb && c < HS ? src[(size_t)r * ld + c] : (real)0;
+    }
+}
+
+// dst (P, S) = the causal part (s <= t < nb) of the (T, T) matrix src; 0
+// elsewhere (above the diagonal, padded rows), so that products over s or t
+// may run over whole tiles.
+template <typename real>
+__device__ void load_causal(real *dst, const real *src, int T, int nb, const TileDims &d) {
+    for (int i = threadIdx.x; i < d.P * d.P; i += blockDim.x) {
+        const int t = i / d.P, s = i % d.P;
+        dst[t * d.S + s] = t < nb && s <= t ? src[(size_t)t * T + s] : (real)0;
+    }
+}
+
+// The tile (ti, si) of number idx on or below the diagonal: idx = ti(ti+1)/2 + si, si <= ti.
+__device__ __forceinline__ void lower_tile(int idx, int &ti, int &si) {
+    int r = (int)((sqrtf(8.0f * (float)idx + 1.0f) - 1.0f) * 0.5f);
+    while (r * (r + 1) / 2 > idx) r--;
+    while ((r + 1) * (r + 2) / 2 <= idx) r++;
+    ti = r;
+    si = idx - r * (r + 1) / 2;
+}
+
+// out (P, S): out[t][s] = (sum_j a[t][j] b[s][j]) * mul for the tiles on or
+// below the diagonal of rows < nb (a, b (P, L); j ascending from 0, as the
+// reference's dot products). Entries above the diagonal inside a diagonal
+// tile are computed too; the row pass overwrites them.
+template <typename real>
+__device__ void tiles_abt(real *out, const real *a, const real *b, int nb, int HS, real mul, const TileDims &d) {
+    const int NT = (nb + TILE - 1) / TILE;
+    for (int idx = threadIdx.x; idx < NT * (NT + 1) / 2; idx += blockDim.x) {
+        int ti, si;
+        lower_tile(idx, ti, si);
+        const real *ar = a + ti * TILE * d.L, *br = b + si * TILE * d.L;
+        real acc[TILE][TILE];
+        for (int r = 0; r < TILE; r++)
+            for (int c = 0; c < TILE; c++) acc[r][c] = 0;
+        for (int j = 0; j < HS; j++) {
+            real x[TILE], y[TILE];
+            for (int r = 0; r < TILE; r++) x[r] = ar[r * d.L + j];
+            for (int c = 0; c < TILE; c++) y[c] = br[c * d.L + j];
+            for (int r = 0; r < TILE; r++)
+                for (int c = 0; c < TILE; c++) acc[r][c] += x[r] * y[c];
+        }
+        real *o = out + ti * TILE * d.S + si * TILE;
+        for (int r = 0; r < TILE; r++)
+            for (int c = 0; c < TILE; c++) o[r * d.S + c] = acc[r][c] * mul;
+    }
+}
+
+// dst[t][j] (+)= sum_{s <= t} p[t][s] x[s][j] for t < nb, j < HS (dst in
+// global memory, row stride ldd; acc: starting from dst, as the reference
+// adds into it; else from 0). p (P, S) is 0 above the diagonal and on rows
+// >= nb, x (P, L). A thread's tile is 4 consecutive rows by the columns jc +
+// c*JW (c < 4): neighbouring threads read neighbouring columns of x and write
+// neighbouring outputs. s ascends from 0, as in the reference.
+template <typename real>
+__device__ void tiles_pv(real *dst, int ldd, bool acc, const real *p, const real *x, int nb, int HS,
+                         const TileDims &d) {
+    const int NT = (nb + TILE - 1) / TILE, JW = (HS + TILE - 1) / TILE;
+    for (int idx = threadIdx.x; idx < NT * JW; idx += blockDim.x) {
+        const int t0 = idx / JW * TILE, jc = idx % JW;
+        const int send = nb < t0 + TILE ? nb : t0 + TILE;   // keys up to the tile's last row
+        real o[TILE][TILE];
+        for (int r = 0; r < TILE; r++)
+            for (int c = 0; c < TILE; c++) {
+                const int t = t0 + r, j = jc + c * JW;
+                o[r][c] = acc && t < nb && j < HS ? dst[(size_t)t * ldd + j] : (real)0;
+            }
+        for (int s = 0; s < send; s++) {
+            real w[TILE], y[TILE];
+            for (int r = 0; r < TILE; r++) w[r] = p[(t0 + r) * d.S + s];
+            for (int c = 0; c < TILE; c++) y[c] = x[s * d.L + jc + c * JW];
+            for (int r = 0; r < TILE; r++)
+                for (int c = 0; c < TILE; c++) o[r][c] += w[r] * y[c];
+        }
+        for (int r = 0; r < TILE; r++)
+            for (int c = 0; c < TILE; c++) {
+                const int t = t0 + r, j = jc + c * JW;
+                if (t < nb && j < HS) dst[(size_t)t * ldd + j] = o[r][c];
+            }
+    }
+}
+
+// Rows [r0, r1) of a head slice (HS columns, row stride ld) set to 0.
+template <typename real> __device__ void zero_rows(real *dst, int ld, int r0, int r1, int HS) {
+    for (int i = threadIdx.x; i < (r1 - r0) * HS; i += blockDim.x) dst[(size_t)(r0 + i / HS) * ld + i % HS] = 0;
+}
+
+// Forward, one block per (b, h): S = q k^T * scale (lower tiles), then per
+// row (one warp) the causal softmax into S and att, then out = S v.
+template <typename real>
+__global__ void __launch_bounds__(TILED_THREADS)
+attention_forward_tiled_kernel(real *out, real *att, const real *q, int ldq, const real *k, const real *v,
+                               int ldkv, const int *n, int T, int NH, int NKV, int HS, real scale) {
+    extern __shared__ __align__(16) unsigned char smem_bytes[];
+    const TileDims d(T, HS);
+    const int b = blockIdx.x / NH, h = blockIdx.x % NH, nb = doc_len(n, b, T);
+    const int C = NH * HS, kvo = (h / (NH / NKV)) * HS;
+    real *Q = reinterpret_cast<real *>(smem_bytes), *K = Q + d.P * d.L, *V = K + d.P * d.L, *S = V + d.P * d.L;
+    load_head(Q, q + (size_t)b * T * ldq + h * HS, ldq, nb, HS, d);
+    load_head(K, k + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
+    load_head(V, v + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
+    __syncthreads();
+    tiles_abt(S, Q, K, nb, HS, scale, d);
+    __syncthreads();
+    const int lane = threadIdx.x % WARP;
+    real *ab = att + (size_t)blockIdx.x * T * T;   // (T,T) of (b,h)
+    for (int t = threadIdx.x / WARP; t < d.P; t += blockDim.x / WARP) {   // whole warps per row
+        real *sr = S + t * d.S;
+        real *ar = t < T ? ab + (size_t)t * T : nullptr;
+        if (t >= nb) {   // padding (and the pad rows of S)
+            for (int s = lane; s < d.P; s += WARP) {
+                sr[s] = 0;
+                if (ar && s < T) ar[s] = 0;
+            }
+            continue;
+        }
+        real mx = neg_inf<real>();
+        for (int s = lane; s <= t; s += WARP) mx = sr[s] > mx ? sr[s] : mx;
+        mx = warp_max(mx);   // finite: key 0 is always there
+        real sum = 0;
+        for (int s = lane; s <= t; s += WARP) {
+            const real e = r_exp(sr[s] - mx);
+            sr[s] = e;
+            sum += e;
+        }
+        const real inv = (real)1 / warp_sum(sum);
+        for (int s = lane; s < d.P; s += WARP) {
+            const real a = s <= t ? sr[s] * inv : (real)0;
+            sr[s] = a;
+            if (s < T) ar[s] = a;
+        }
+    }
+    __syncthreads();
+    real *ob = out + (size_t)b * T * C + h * HS;   // (T,HS) of row stride C
+    tiles_pv(ob, C, false, S, V, nb, HS, d);
+    zero_rows(ob, C, nb, T, HS);
+}
+
+// Backward 1, one block per (b, h): D = dout v^T (lower tiles); per row (one
+// warp) wsum = sum_s att[s] D[s] and dpre[s] = att[s] (D[s] - wsum) scale,
+// into D and the dpre scratch (rows < nb, s <= t); then dq (+)= D k.
+template <typename real>
+__global__ void __launch_bounds__(TILED_THREADS)
+attention_backward_dq_tiled_kernel(real *dq, int lddq, real *dpre, const real *dout, const real *att,
+                                   const real *k, const real *v, int ldkv, const int *n, int T, int NH, int NKV,
+                                   int HS, real scale, bool acc) {
+    extern __shared__ __align__(16) unsigned char smem_bytes[];
+    const TileDims d(T, HS);
+    const int b = blockIdx.x / NH, h = blockIdx.x % NH, nb = doc_len(n, b, T);
+    const int C = NH * HS, kvo = (h / (NH / NKV)) * HS;
+    real *K = reinterpret_cast<real *>(smem_bytes), *V = K + d.P * d.L, *dO = V + d.P * d.L;
+    real *A = dO + d.P * d.L, *D = A + d.P * d.S;
+    const size_t ao = (size_t)blockIdx.x * T * T;   // (T,T) of (b,h) in att and dpre
+    load_head(K, k + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
+    load_head(V, v + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
+    load_head(dO, dout + (size_t)b * T * C + h * HS, C, nb, HS, d);
+    load_causal(A, att + ao, T, nb, d);
+    __syncthreads();
+    tiles_abt(D, dO, V, nb, HS, (real)1, d);
+    __syncthreads();
+    const int lane = threadIdx.x % WARP;
+    for (int t = threadIdx.x / WARP; t < d.P; t += blockDim.x / WARP) {   // whole warps per row
+        real *dr = D + t * d.S;
+        const real *ar = A + t * d.S;
+        if (t >= nb) {   // padded rows add nothing
+            for (int s = lane; s < d.P; s += WARP) dr[s] = 0;
+            continue;
+        }
+        real w = 0;
+        for (int s = lane; s <= t; s += WARP) w += ar[s] * dr[s];
+        const real wsum = warp_sum(w);
+        real *pr = dpre + ao + (size_t)t * T;
+        for (int s = lane; s < d.P; s += WARP) {
+            const real g = s <= t ? ar[s] * (dr[s] - wsum) * scale : (real)0;
+            dr[s] = g;
+            if (s <= t) pr[s] = g;
+        }
+    }
+    __syncthreads();
+    real *dqb = dq + (size_t)b * T * lddq + h * HS;
+    tiles_pv(dqb, lddq, acc, D, K, nb, HS, d);
+    if (!acc) zero_rows(dqb, lddq, nb, T, HS);
+}
+
+// Backward 2, one block per (b, kv head g): for each of its query heads in
+// order, dk[s] += sum_{s <= t < nb} dpre[t][s] q[t] and dv[s] += sum_t
+// att[t][s] dout[t], in (P, L) accumulators in shared memory owned tile by
+// tile by one thread; then written out (rows >= nb: 0, or kept with acc).
+template <typename real>
+__global__ void __launch_bounds__(TILED_THREADS)
+attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *dpre, const real *att,
+                                    const real *dout, const real *q, int ldq, const int *n, int T, int NH, int NKV,
+                                    int HS, bool acc) {
+    extern __shared__ __align__(16) unsigned char smem_bytes[];
+    const TileDims d(T, HS);
+    const int b = blockIdx.x / NKV, g = blockIdx.x % NKV, nb = doc_len(n, b, T);
+    const int C = NH * HS, group = NH / NKV, W = pad4(HS);
+    real *Q = reinterpret_cast<real *>(smem_bytes), *dO = Q + d.P * d.L, *A = dO + d.P * d.L;
+    real *Pd = A + d.P * d.S, *dK = Pd + d.P * d.S, *dV = dK + d.P * d.L;
+    real *dkb = dk + (size_t)b * T * lddkv + g * HS, *dvb = dv + (size_t)b * T * lddkv + g * HS;
+    for (int i = threadIdx.x; i < d.P * W; i += blockDim.x) {
+        const int r = i / W, c = i % W;
+        const bool mine = acc && r < nb && c < HS;
+        dK[r * d.L + c] = mine ? dkb[(size_t)r * lddkv + c] : (real)0;
+        dV[r * d.L + c] = mine ? dvb[(size_t)r * lddkv + c] : (real)0;
+    }
+    const int NT = (nb + TILE - 1) / TILE, JW = W / TILE;
+    for (int h = g * group; h < (g + 1) * group; h++) {
+        __syncthreads();   // the previous head's products are done with Q, dO, A, Pd
+        const size_t ao = ((size_t)b * NH + h) * T * T;
+        load_head(Q, q + (size_t)b * T * ldq + h * HS, ldq, nb, HS, d);
+        load_head(dO, dout + (size_t)b * T * C + h * HS, C, nb, HS, d);
+        load_causal(A, att + ao, T, nb, d);
+        load_causal(Pd, dpre + ao, T, nb, d);
+        __syncthreads();
+        // tile: key rows s0..s0+3, columns jc + c*JW; queries t >= s0 (att
+        // and dpre are 0 for t < s, so the rows below a tile's first add 0)
+        for (int idx = threadIdx.x; idx < NT * JW; idx += blockDim.x) {
+            const int s0 = idx / JW * TILE, jc = idx % JW;
+            real gk[TILE][TILE], gv[TILE][TILE];
+            for (int r = 0; r < TILE; r++)
+                for (int c = 0; c < TILE; c++) {
+                    gk[r][c] = dK[(s0 + r) * d.L + jc + c * JW];
+                    gv[r][c] = dV[(s0 + r) * d.L + jc + c * JW];
+                }
+            for (int t = s0; t < nb; t++) {
+                real pa[TILE], pp[TILE], xq[TILE], xd[TILE];
+                for (int r = 0; r < TILE; r++) {
+                    pa[r] = A[t * d.S + s0 + r];
+                    pp[r] = Pd[t * d.S + s0 + r];
+                }
+                for (int c = 0; c < TILE; c++) {
+                    xq[c] = Q[t * d.L + jc + c * JW];
+                    xd[c] = dO[t * d.L + jc + c * JW];
+                }
+                for (int r = 0; r < TILE; r++)
+                    for (int c = 0; c < TILE; c++) {
+                        gk[r][c] += pp[r] * xq[c];
+                        gv[r][c] += pa[r] * xd[c];
+                    }
+            }
+            for (int r = 0; r < TILE; r++)
+                for (int c = 0; c < TILE; c++) {
+                    dK[(s0 + r) * d.L + jc + c * JW] = gk[r][c];
+                    dV[(s0 + r) * d.L + jc + c * JW] = gv[r][c];
+                }
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < T * HS; i += blockDim.x) {
+        const int r = i / HS, c = i % HS;
+        if (r < nb) {
+            dkb[(size_t)r * lddkv + c] = dK[r * d.L + c];
+            dvb[(size_t)r * lddkv + c] = dV[r * d.L + c];
+        } else if (!acc) {
+            dkb[(size_t)r * lddkv + c] = 0;
+            dvb[(size_t)r * lddkv + c] = 0;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// dispatch
+
+enum TiledKernel { TK_FORWARD, TK_DQ, TK_DKV };
+
+// Shared memory of one block of a tiled kernel, in bytes (the layouts above).
+template <typename real> static size_t tiled_bytes(TiledKernel which, int T, int HS) {
+    const TileDims d(T, HS);
+    const size_t hl = (size_t)d.P * d.L, ss = (size_t)d.P * d.S;
+    const size_t elems = which == TK_FORWARD ? 3 * hl + ss : which == TK_DQ ? 3 * hl + 2 * ss : 4 * hl + 2 * ss;
+    return elems * sizeof(real);
+}
+
+// The device's opt-in shared memory per block, queried once per precision;
+// the tiled kernels are allowed that much dynamic shared memory (they have no
+// static shared memory). The first call runs outside any graph capture (the
+// engine's first step of a shape is eager).
+template <typename real> static size_t tiled_limit() {
+    static const size_t limit = [] {
+        int dev = 0, optin = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tiled_kernel<real>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+        CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dq_tiled_kernel<real>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+        CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkv_tiled_kernel<real>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+        return (size_t)optin;
+    }();
+    return limit;
+}
+
+// Threads per block: enough for the larger product's tiles (whole warps,
+// 64 to TILED_THREADS); the loops stride over whatever is left.
+static int tiled_threads(int T, int HS) {
+    const int NT = pad4(T) / TILE, JW = pad4(HS) / TILE;
+    const int tiles = NT * (NT + 1) / 2 > NT * JW ? NT * (NT + 1) / 2 : NT * JW;
+    int th = (tiles + WARP - 1) / WARP * WARP;
+    if (th < 2 * WARP) th = 2 * WARP;
+    return th > TILED_THREADS ? TILED_THREADS : th;
+}
+
+template <typename real> AttnPath attention_forward_path(int T, int HS) {
+    return tiled_bytes<real>(TK_FORWARD, T, HS) <= tiled_limit<real>() ? AttnPath::Tiled : AttnPath::Rows;
+}
+
+template <typename real> AttnPath attention_backward_path(int T, int HS) {
+    const size_t lim = tiled_limit<real>();
+    return tiled_bytes<real>(TK_DQ, T, HS) <= lim && tiled_bytes<real>(TK_DKV, T, HS) <= lim ? AttnPath::Tiled
+                                                                                               : AttnPath::Rows;
+}
+
+const char *attn_path_name(AttnPath p) {
+    return p == AttnPath::Tiled ? "tiled" : p == AttnPath::Rows ? "rows" : "auto";
+}
+
+// Auto resolved; Tiled on a shape it cannot hold is refused.
+static AttnPath resolve(AttnPath asked, AttnPath fits, const char *what, int T, int HS) {
+    if (asked == AttnPath::Auto) return fits;
+    if (asked == AttnPath::Tiled && fits != AttnPath::Tiled)
+        throw CudaError(std::string(what) + ": the tiled kernels do not fit in shared memory at T=" +
+                        std::to_string(T) + " HS=" + std::to_string(HS) + " (use the rows kernels)");
+    return asked;
+}
+
+template <typename real>
+void attention_forward(cudaStream_t st, real *out, real *att, const real *q, int ldq, const real *k,
+                       const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
+                       AttnPath path) {
+    if (resolve(path, attention_forward_path<real>(T, HS), "attention_forward", T, HS) == AttnPath::Rows) {
+        attention_forward_rows(st, out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS);
+        return;
+    }
+    if ((size_t)B * NH == 0) return;
+    const real scale = (real)1 / std::sqrt((real)HS);
+    attention_forward_tiled_kernel<real><<<blocks_for((size_t)B * NH, 1), tiled_threads(T, HS),
+                                           tiled_bytes<real>(TK_FORWARD, T, HS), st>>>(
+        out, att, q, ldq, k, v, ldkv, n, T, NH, NKV, HS, scale);
+    KERNEL_CHECK("attention_forward_tiled_kernel");
+}
+
+template <typename real>
+void attention_backward(cudaStream_t st, real *dq, int lddq, real *dk, real *dv, int lddkv, real *dpre,
+                        const real *dout, const real *att, const real *q, int ldq, const real *k,
+                        const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
+                        bool acc, AttnPath path) {
+    if (resolve(path, attention_backward_path<real>(T, HS), "attention_backward", T, HS) == AttnPath::Rows) {
+        attention_backward_rows(st, dq, lddq, dk, dv, lddkv, dpre, dout, att, q, ldq, k, v, ldkv, n, B, T, NH,
+                                NKV, HS, acc);
+        return;
+    }
+    if ((size_t)B * NH == 0) return;
+    const real scale = (real)1 / std::sqrt((real)HS);
+    const int th = tiled_threads(T, HS);
+    attention_backward_dq_tiled_kernel<real><<<blocks_for((size_t)B * NH, 1), th, tiled_bytes<real>(TK_DQ, T, HS),
+                                               st>>>(dq, lddq, dpre, dout, att, k, v, ldkv, n, T, NH, NKV, HS,
+                                                     scale, acc);
+    KERNEL_CHECK("attention_backward_dq_tiled_kernel");
+    attention_backward_dkv_tiled_kernel<real><<<blocks_for((size_t)B * NKV, 1), th,
+                                                tiled_bytes<real>(TK_DKV, T, HS), st>>>(
+        dk, dv, lddkv, dpre, att, dout, q, ldq, n, T, NH, NKV, HS, acc);
+    KERNEL_CHECK("attention_backward_dkv_tiled_kernel");
+}
+
+// ---------------------------------------------------------------------------
+// instantiations
+
+#define MGPT_INSTANTIATE_ATTENTION(real)                                                                        \
+    template AttnPath attention_forward_path<real>(int, int);                                                  \
+    template AttnPath attention_backward_path<real>(int, int);                                                 \
+    template void attention_forward<real>(cudaStream_t, real *, real *, const real *, int, const real *,      \
+                                          const real *, int, const int *, int, int, int, int, int, AttnPath); \
+    template void attention_backward<real>(cudaStream_t, real *, int, real *, real *, int, real *,            \
+                                           const real *, const real *, const real *, int, const real *,      \
+                                           const real *, int, const int *, int, int, int, int, int, bool,    \
+                                           AttnPath);
+
+MGPT_INSTANTIATE_ATTENTION(double)
+MGPT_INSTANTIATE_ATTENTION(float)
+
+}  // namespace mgpt
