@@ -18,10 +18,12 @@
 // P = 4*ceil(T/4), L = 4*ceil(HS/4) + 1, S = P + 1 elements of 4 (fp32) or 8
 // (fp64) bytes:
 //   forward (3 P L + P S), dq (3 P L + 2 P S), dkv (4 P L + 2 P S).
-// On an H200 the tiled kernels take e.g. fp32 T <= 128 at HS <= 64 and
-// T <= 64 at HS <= 160; fp64 T <= 64 at HS <= 64 (the bench's e512 in both
-// precisions) and T <= 32 at HS <= 160; longer blocks and wider heads run on
-// the rows kernels (any T and HS). The backward picks its two kernels
+// On an H200 (227 KiB) that is, forward and backward:
+//   fp32: T <= 64 at HS <= 280 and 192; T <= 128 at HS <= 104 and 48;
+//   fp64: T <= 32 at HS <= 288 and 208; T <= 64 at HS <= 128 and 80;
+// (the bench's e512, T 64 and HS 64, tiled in both precisions); longer
+// blocks (T 256 always) and wider heads run on the rows kernels, which take
+// any T and HS. The backward picks its two kernels
 // together (both tiled or both rows).
 //
 // Rounding (--fmad=false): every dot product (scores, dout.v) and every

@@ -406,41 +406,75 @@ template <typename real> static void test_matmul(const Shape &s, Rng &r, cublasH
     }
 }
 
-template <typename real> static void test_attention(const Shape &s, Rng &r) {
-    const int B = s.B, T = s.T, C = s.C, NH = s.NH, NKV = s.NKV, HS = s.HS(), KV = s.KV(), N = s.N();
-    const int QKV = C + 2 * KV;
-    const std::vector<int> n = make_lengths(r, B, T);
-    const std::vector<real> q = randn<real>(r, (size_t)N * C), k = randn<real>(r, (size_t)N * KV),
-                            v = randn<real>(r, (size_t)N * KV);
-    std::vector<real> qkv((size_t)N * QKV);
-    for (int i = 0; i < N; i++) {
-        for (int j = 0; j < C; j++) qkv[(size_t)i * QKV + j] = q[(size_t)i * C + j];
-        for (int j = 0; j < KV; j++) {
-            qkv[(size_t)i * QKV + C + j] = k[(size_t)i * KV + j];
-            qkv[(size_t)i * QKV + C + KV + j] = v[(size_t)i * KV + j];
-        }
+// The inputs of one attention shape, on the host and the device, and the
+// reference's outputs.
+template <typename real> struct AttnCase {
+    const Shape s;
+    const int B, T, C, NH, NKV, HS, KV, N, QKV;
+    const size_t natt;
+    std::vector<int> n;
+    std::vector<real> q, k, v, qkv, out, att, dout;
+    DevBuf<int> d_n;
+    DevBuf<real> d_q, d_k, d_v, d_qkv, d_dout, d_attr;
+    AttnCase(const Shape &sh, Rng &r)
+        : s(sh), B(sh.B), T(sh.T), C(sh.C), NH(sh.NH), NKV(sh.NKV), HS(sh.HS()), KV(sh.KV()), N(sh.N()),
+          QKV(C + 2 * KV), natt((size_t)B * NH * T * T), n(make_lengths(r, B, T)), q(randn<real>(r, (size_t)N * C)),
+          k(randn<real>(r, (size_t)N * KV)), v(randn<real>(r, (size_t)N * KV)), qkv(interleave(q, k, v)),
+          out((size_t)N * C), att(reference()), dout(randn<real>(r, (size_t)N * C)), d_n(n), d_q(q), d_k(k),
+          d_v(v), d_qkv(qkv), d_dout(dout), d_attr(att) {}
+    // the reference forward: fills out, returns att
+    std::vector<real> reference() {
+        std::vector<real> w(natt);
+        ref_attention_forward(out.data(), w.data(), q.data(), k.data(), v.data(), n.data(), B, T, NH, NKV, HS);
+        return w;
     }
-    const size_t natt = (size_t)B * NH * T * T;
-    DevBuf<int> d_n(n);
-    DevBuf<real> d_q(q), d_k(k), d_v(v), d_qkv(qkv), d_out((size_t)N * C), d_att(natt);
-    std::vector<real> out((size_t)N * C), att(natt);
-    ref_attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), n.data(), B, T, NH, NKV, HS);
+    // (N, C+2KV) rows q|k|v: the engine's layout
+    std::vector<real> interleave(const std::vector<real> &a, const std::vector<real> &b, const std::vector<real> &c) const {
+        std::vector<real> x((size_t)N * QKV);
+        for (int i = 0; i < N; i++) {
+            for (int j = 0; j < C; j++) x[(size_t)i * QKV + j] = a[(size_t)i * C + j];
+            for (int j = 0; j < KV; j++) {
+                x[(size_t)i * QKV + C + j] = b[(size_t)i * KV + j];
+                x[(size_t)i * QKV + C + KV + j] = c[(size_t)i * KV + j];
+            }
+        }
+        return x;
+    }
+};
 
+// The device results of one implementation, kept to compare the automatic
+// choice with bit for bit: out, att, and dq, dk, dv (acc = false).
+template <typename real> struct AttnResult {
+    std::vector<real> out, att, dq, dk, dv;
+};
+
+// One shape through one implementation (path: Tiled or Rows, or Auto),
+// checked against the reference: forward with q, k, v apart and side by side;
+// backward overwriting (outputs poisoned) and accumulating, apart and side
+// by side. The kernel names in the table carry the path.
+template <typename real> static AttnResult<real> test_attention_path(AttnCase<real> &a, AttnPath path, Rng &r) {
+    const Shape &s = a.s;
+    const int B = a.B, T = a.T, C = a.C, NH = a.NH, NKV = a.NKV, HS = a.HS, KV = a.KV, N = a.N, QKV = a.QKV;
+    const std::string fname = std::string("attention_forward (") + attn_path_name(path) + ")";
+    const std::string bname = std::string("attention_backward (") + attn_path_name(path) + ")";
+    AttnResult<real> res;
+    DevBuf<real> d_out((size_t)N * C), d_att(a.natt);
     d_out.poison();
     d_att.poison();
-    attention_forward(ST, d_out.p, d_att.p, d_q.p, C, d_k.p, d_v.p, KV, d_n.p, B, T, NH, NKV, HS);
-    check("attention_forward", "out", s, d_out.down(), out);
-    check("attention_forward", "att", s, d_att.down(), att);
+    attention_forward(ST, d_out.p, d_att.p, a.d_q.p, C, a.d_k.p, a.d_v.p, KV, a.d_n.p, B, T, NH, NKV, HS, path);
+    res.out = d_out.down();
+    res.att = d_att.down();
+    check(fname.c_str(), "out", s, res.out, a.out);
+    check(fname.c_str(), "att", s, res.att, a.att);
     d_out.poison();
     d_att.poison();
-    attention_forward(ST, d_out.p, d_att.p, d_qkv.p, QKV, d_qkv.p + C, d_qkv.p + C + KV, QKV, d_n.p, B, T, NH, NKV,
-                      HS);
-    check("attention_forward", "out (q|k|v in one buffer)", s, d_out.down(), out);
-    check("attention_forward", "att (q|k|v in one buffer)", s, d_att.down(), att);
+    attention_forward(ST, d_out.p, d_att.p, a.d_qkv.p, QKV, a.d_qkv.p + C, a.d_qkv.p + C + KV, QKV, a.d_n.p, B, T, NH,
+                      NKV, HS, path);
+    check(fname.c_str(), "out (q|k|v in one buffer)", s, d_out.down(), a.out);
+    check(fname.c_str(), "att (q|k|v in one buffer)", s, d_att.down(), a.att);
 
     // backward from the reference's att
-    const std::vector<real> dout = randn<real>(r, (size_t)N * C);
-    DevBuf<real> d_dout(dout), d_attr(att), d_dpre(natt);
+    DevBuf<real> d_dpre(a.natt);
     DevBuf<real> d_dq((size_t)N * C), d_dk((size_t)N * KV), d_dv((size_t)N * KV), d_dqkv((size_t)N * QKV);
     for (int acc = 0; acc < 2; acc++) {
         std::vector<real> dq = acc ? randn<real>(r, (size_t)N * C) : std::vector<real>((size_t)N * C, 0);
@@ -456,32 +490,97 @@ template <typename real> static void test_attention(const Shape &s, Rng &r) {
             d_dv.poison();
         }
         d_dpre.poison();   // scratch: only what the first kernel writes may be read
-        attention_backward(ST, d_dq.p, C, d_dk.p, d_dv.p, KV, d_dpre.p, d_dout.p, d_attr.p, d_q.p, C, d_k.p, d_v.p,
-                           KV, d_n.p, B, T, NH, NKV, HS, acc != 0);
-        ref_attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), att.data(), q.data(), k.data(),
-                               v.data(), n.data(), B, T, NH, NKV, HS);
-        check("attention_backward", acc ? "dq (+=)" : "dq", s, d_dq.down(), dq);
-        check("attention_backward", acc ? "dk (+=)" : "dk", s, d_dk.down(), dk);
-        check("attention_backward", acc ? "dv (+=)" : "dv", s, d_dv.down(), dv);
+        attention_backward(ST, d_dq.p, C, d_dk.p, d_dv.p, KV, d_dpre.p, a.d_dout.p, a.d_attr.p, a.d_q.p, C, a.d_k.p,
+                           a.d_v.p, KV, a.d_n.p, B, T, NH, NKV, HS, acc != 0, path);
+        ref_attention_backward(dq.data(), dk.data(), dv.data(), a.dout.data(), a.att.data(), a.q.data(), a.k.data(),
+                               a.v.data(), a.n.data(), B, T, NH, NKV, HS);
+        const std::vector<real> gq = d_dq.down(), gk = d_dk.down(), gv = d_dv.down();
+        check(bname.c_str(), acc ? "dq (+=)" : "dq", s, gq, dq);
+        check(bname.c_str(), acc ? "dk (+=)" : "dk", s, gk, dk);
+        check(bname.c_str(), acc ? "dv (+=)" : "dv", s, gv, dv);
         if (!acc) {   // and in the engine's layout: q|k|v and dq|dk|dv side by side
+            res.dq = gq;
+            res.dk = gk;
+            res.dv = gv;
             d_dqkv.poison();
             d_dpre.poison();
-            attention_backward(ST, d_dqkv.p, QKV, d_dqkv.p + C, d_dqkv.p + C + KV, QKV, d_dpre.p, d_dout.p, d_attr.p,
-                               d_qkv.p, QKV, d_qkv.p + C, d_qkv.p + C + KV, QKV, d_n.p, B, T, NH, NKV, HS, false);
+            attention_backward(ST, d_dqkv.p, QKV, d_dqkv.p + C, d_dqkv.p + C + KV, QKV, d_dpre.p, a.d_dout.p,
+                               a.d_attr.p, a.d_qkv.p, QKV, a.d_qkv.p + C, a.d_qkv.p + C + KV, QKV, a.d_n.p, B, T, NH,
+                               NKV, HS, false, path);
             const std::vector<real> g = d_dqkv.down();
-            std::vector<real> gq((size_t)N * C), gk((size_t)N * KV), gv((size_t)N * KV);
+            std::vector<real> sq((size_t)N * C), sk((size_t)N * KV), sv((size_t)N * KV);
             for (int i = 0; i < N; i++) {
-                for (int j = 0; j < C; j++) gq[(size_t)i * C + j] = g[(size_t)i * QKV + j];
+                for (int j = 0; j < C; j++) sq[(size_t)i * C + j] = g[(size_t)i * QKV + j];
                 for (int j = 0; j < KV; j++) {
-                    gk[(size_t)i * KV + j] = g[(size_t)i * QKV + C + j];
-                    gv[(size_t)i * KV + j] = g[(size_t)i * QKV + C + KV + j];
+                    sk[(size_t)i * KV + j] = g[(size_t)i * QKV + C + j];
+                    sv[(size_t)i * KV + j] = g[(size_t)i * QKV + C + KV + j];
                 }
             }
-            check("attention_backward", "dq (q|k|v in one buffer)", s, gq, dq);
-            check("attention_backward", "dk (q|k|v in one buffer)", s, gk, dk);
-            check("attention_backward", "dv (q|k|v in one buffer)", s, gv, dv);
+            check(bname.c_str(), "dq (q|k|v in one buffer)", s, sq, dq);
+            check(bname.c_str(), "dk (q|k|v in one buffer)", s, sk, dk);
+            check(bname.c_str(), "dv (q|k|v in one buffer)", s, sv, dv);
         }
     }
+    return res;
+}
+
+// Which implementation Auto took, per precision: [0] tiled, [1] rows (forward
+// and backward counted apart); main() requires both to have been exercised.
+static int g_attn_auto[2][2];
+
+template <typename real> static bool same_bits(const std::vector<real> &x, const std::vector<real> &y) {
+    return x.size() == y.size() && !std::memcmp(x.data(), y.data(), x.size() * sizeof(real));
+}
+
+// Both implementations of one shape against the reference (the tiled one
+// where it fits; forcing it where it does not must be refused), then the
+// automatic choice, which must give the bits of the path it names.
+template <typename real> static void test_attention(const Shape &s, Rng &r) {
+    AttnCase<real> a(s, r);
+    const AttnPath fwd = attention_forward_path<real>(a.T, a.HS), bwd = attention_backward_path<real>(a.T, a.HS);
+    const bool tiled_fits = fwd == AttnPath::Tiled && bwd == AttnPath::Tiled;
+    AttnResult<real> tiled, rows = test_attention_path(a, AttnPath::Rows, r);
+    if (tiled_fits) {
+        tiled = test_attention_path(a, AttnPath::Tiled, r);
+    } else {   // at least one of the two does not fit: forcing it must be refused with the reason
+        bool refused = false;
+        std::string msg;
+        try {
+            test_attention_path(a, AttnPath::Tiled, r);
+        } catch (const CudaError &x) {
+            msg = x.what();
+            refused = strstr(x.what(), "do not fit in shared memory") != nullptr;
+        }
+        if (!refused)
+            failf("%s attention [%s]: the tiled kernels do not fit (forward %s, backward %s) but forcing them was "
+                  "not refused (%s)", prec_name<real>(), s.str().c_str(), attn_path_name(fwd), attn_path_name(bwd),
+                  msg.empty() ? "no error" : msg.c_str());
+        // the half that fits, alone
+        if (fwd == AttnPath::Tiled) {
+            DevBuf<real> d_out((size_t)a.N * a.C), d_att(a.natt);
+            d_out.poison();
+            d_att.poison();
+            attention_forward(ST, d_out.p, d_att.p, a.d_q.p, a.C, a.d_k.p, a.d_v.p, a.KV, a.d_n.p, a.B, a.T, a.NH,
+                              a.NKV, a.HS, AttnPath::Tiled);
+            tiled.out = d_out.down();
+            tiled.att = d_att.down();
+            check("attention_forward (tiled)", "out", s, tiled.out, a.out);
+            check("attention_forward (tiled)", "att", s, tiled.att, a.att);
+        }
+    }
+    const AttnResult<real> au = test_attention_path(a, AttnPath::Auto, r);
+    const AttnResult<real> &fe = fwd == AttnPath::Tiled ? tiled : rows, &be = bwd == AttnPath::Tiled ? tiled : rows;
+    if (!same_bits(au.out, fe.out) || !same_bits(au.att, fe.att))
+        failf("%s attention_forward [%s]: auto does not give the bits of the %s kernels it names", prec_name<real>(),
+              s.str().c_str(), attn_path_name(fwd));
+    if (!be.dq.empty() && (!same_bits(au.dq, be.dq) || !same_bits(au.dk, be.dk) || !same_bits(au.dv, be.dv)))
+        failf("%s attention_backward [%s]: auto does not give the bits of the %s kernels it names", prec_name<real>(),
+              s.str().c_str(), attn_path_name(bwd));
+    const int pi = prec_index<real>();
+    g_attn_auto[pi][fwd == AttnPath::Tiled ? 0 : 1]++;
+    g_attn_auto[pi][bwd == AttnPath::Tiled ? 0 : 1]++;
+    printf("  %s attention [%s]: auto takes %s (forward), %s (backward)\n", prec_name<real>(), s.str().c_str(),
+           attn_path_name(fwd), attn_path_name(bwd));
 }
 
 template <typename real> static void test_relu(const Shape &s, Rng &r) {
@@ -971,8 +1070,32 @@ int main(int argc, char **argv) {
             {8, 16, 16, 4, 4, 27},   // batch 8
             {70, 33, 8, 2, 1, 13},   // 2310 positions: the embedding backward stages them in two chunks
         };
+        // and attention alone at the head sizes and lengths its kernels
+        // treat apart: HS 1, 5, 6, 8, 36, 64, 128 (register tiles of 4, a
+        // warp's 32 lanes), T up to 256 (T = 256 with HS 128 takes the rows
+        // kernels: too large for shared memory; fp64 T = 96 with HS 64:
+        // a tiled forward and a rows backward), MHA, GQA and MQA
+        const std::vector<Shape> attn_shapes = {
+            {2, 5, 4, 4, 4, 11},      // HS 1
+            {3, 6, 10, 2, 2, 11},     // HS 5
+            {2, 11, 12, 2, 1, 11},    // HS 6, one kv head
+            {3, 3, 32, 4, 2, 11},     // HS 8, T 3
+            {2, 40, 72, 2, 2, 11},    // HS 36, T 40
+            {2, 70, 10, 2, 2, 11},    // HS 5, T 70
+            {2, 64, 128, 2, 1, 11},   // HS 64, T 64 (the e512 bench's head), one kv head
+            {1, 33, 128, 1, 1, 11},   // HS 128
+            {2, 96, 256, 4, 2, 11},   // HS 64, T 96
+            {2, 256, 256, 2, 1, 11},  // HS 128, T 256
+        };
+        printf("attention: the implementation auto takes per shape\n");
+        for (const Shape &s : attn_shapes) test_attention<double>(s, r);
+        for (const Shape &s : attn_shapes) test_attention<float>(s, r);
         kernel_tests<double>(shapes, r, h);
         kernel_tests<float>(shapes, r, h);
+        for (int pi = 0; pi < 2; pi++)   // so that both implementations were checked under auto
+            if (!g_attn_auto[pi][0] || !g_attn_auto[pi][1])
+                failf("%s attention: auto took the tiled kernels %d time(s) and the rows kernels %d time(s) over "
+                      "the test shapes: expected both", pi ? "fp32" : "fp64", g_attn_auto[pi][0], g_attn_auto[pi][1]);
         CUBLAS_CHECK(cublasDestroy(h));
         printf("\n");
         engine_vs_cpu(PREC_FP64, r);
