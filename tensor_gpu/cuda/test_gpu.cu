@@ -16,6 +16,10 @@
 // refuses with that message).
 //
 //   build/test_gpu [--seed N]
+//   build/test_gpu --attn-bench [CALLS] [--attn-size e512|e128|e16|gqa]
+// --attn-bench: instead of the tests, times the attention kernels (rows
+// against tiled) at issue 8's sizes (scripts/attn_bench.sh); exits 2
+// without a GPU.
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
@@ -1015,19 +1019,203 @@ static void refusals() {
 }
 
 // ---------------------------------------------------------------------------
+// --attn-bench: the attention kernels timed, rows against tiled, at issue 8's
+// sizes (every position real, q|k|v side by side as in the engine), with
+// CUDA events over `iters` calls after 3 warm-up calls; the tiled results
+// are checked against the rows ones first. Exits 1 if they disagree.
+
+struct AttnEvents {
+    cudaEvent_t a = nullptr, b = nullptr;
+    AttnEvents() {
+        CUDA_CHECK(cudaEventCreate(&a));
+        CUDA_CHECK(cudaEventCreate(&b));
+    }
+    AttnEvents(const AttnEvents &) = delete;
+    AttnEvents &operator=(const AttnEvents &) = delete;
+    ~AttnEvents() {
+        cudaEventDestroy(a);
+        cudaEventDestroy(b);
+    }
+    // microseconds per call of f over iters calls
+    template <typename F> double time(int iters, F f) {
+        for (int i = 0; i < 3; i++) f();
+        CUDA_CHECK(cudaEventRecord(a, ST));
+        for (int i = 0; i < iters; i++) f();
+        CUDA_CHECK(cudaEventRecord(b, ST));
+        CUDA_CHECK(cudaEventSynchronize(b));
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+        return 1000.0 * ms / iters;
+    }
+};
+
+template <typename real> static void attn_bench_one(const char *name, int B, int T, int NH, int NKV, int HS, int iters,
+                                                    Rng &r) {
+    const int C = NH * HS, KV = NKV * HS, QKV = C + 2 * KV, N = B * T;
+    const size_t natt = (size_t)B * NH * T * T;
+    const Shape s{B, T, C, NH, NKV, 1};
+    DevBuf<int> d_n(std::vector<int>((size_t)B, T));
+    DevBuf<real> qkv(randn<real>(r, (size_t)N * QKV)), dout(randn<real>(r, (size_t)N * C));
+    DevBuf<real> out((size_t)N * C), att(natt), dpre(natt), dqkv((size_t)N * QKV);
+    const real *q = qkv.p, *k = qkv.p + C, *v = qkv.p + C + KV;
+    AttnEvents ev;
+    const AttnPath fp = attention_forward_path<real>(T, HS), bp = attention_backward_path<real>(T, HS);
+    double us[2][2] = {{0, 0}, {0, 0}};   // [rows, tiled][forward, backward]
+    std::vector<real> ref[2];
+    for (int pi = 0; pi < 2; pi++) {
+        const AttnPath p = pi ? AttnPath::Tiled : AttnPath::Rows;
+        const bool fwd_ok = !pi || fp == AttnPath::Tiled, bwd_ok = !pi || bp == AttnPath::Tiled;
+        if (fwd_ok) {
+            us[pi][0] = ev.time(iters, [&] {
+                attention_forward(ST, out.p, att.p, q, QKV, k, v, QKV, d_n.p, B, T, NH, NKV, HS, p);
+            });
+            const std::vector<real> o = out.down(), a = att.down();
+            if (!pi) {
+                ref[0] = o;
+                ref[1] = a;
+            } else {
+                check("bench: attention_forward tiled vs rows", "out", s, o, ref[0]);
+                check("bench: attention_forward tiled vs rows", "att", s, a, ref[1]);
+            }
+        }
+        // the backward's att: the rows forward's, for both paths
+        attention_forward(ST, out.p, att.p, q, QKV, k, v, QKV, d_n.p, B, T, NH, NKV, HS, AttnPath::Rows);
+        if (bwd_ok) {
+            us[pi][1] = ev.time(iters, [&] {
+                attention_backward(ST, dqkv.p, QKV, dqkv.p + C, dqkv.p + C + KV, QKV, dpre.p, dout.p, att.p, q, QKV,
+                                   k, v, QKV, d_n.p, B, T, NH, NKV, HS, false, p);
+            });
+            const std::vector<real> g = dqkv.down();
+            if (!pi) ref[0] = g;
+            else check("bench: attention_backward tiled vs rows", "dq|dk|dv", s, g, ref[0]);
+        }
+    }
+    auto cell = [](double t) {
+        char b[32];
+        if (t > 0) snprintf(b, sizeof b, "%9.1f", t);
+        else snprintf(b, sizeof b, "%9s", "(no fit)");
+        return std::string(b);
+    };
+    auto ratio = [](double a, double b) {
+        char x[32];
+        if (a > 0 && b > 0) snprintf(x, sizeof x, "%6.1fx", a / b);
+        else snprintf(x, sizeof x, "%7s", "-");
+        return std::string(x);
+    };
+    printf("%-5s %-5s B=%-3d T=%-3d NH=%d NKV=%d HS=%-3d | forward rows %s tiled %s %s | backward (dq+dkv) rows %s "
+           "tiled %s %s\n", prec_name<real>(), name, B, T, NH, NKV, HS, cell(us[0][0]).c_str(), cell(us[1][0]).c_str(),
+           ratio(us[0][0], us[1][0]).c_str(), cell(us[0][1]).c_str(), cell(us[1][1]).c_str(),
+           ratio(us[0][1], us[1][1]).c_str());
+}
+
+static void attn_bench(int iters, const char *only, Rng &r) {
+    printf("attention kernels, us per call (CUDA events, mean of %d calls after 3 warm-up), rows = the warp-per-row "
+           "kernels, tiled = the shared-memory kernels\n", iters);
+    struct Size { const char *name; int B, T, NH, NKV, HS; };
+    const Size sizes[] = {
+        {"e512", 64, 64, 8, 8, 64},    // n_embd 512, 8 heads, block 64, batch 64
+        {"e128", 256, 16, 4, 4, 32},   // n_embd 128, 4 heads, block 16, batch 256
+        {"e16", 256, 16, 4, 4, 4},     // n_embd 16, 4 heads, block 16, batch 256
+        {"gqa", 64, 64, 8, 2, 64},     // e512 with 2 kv heads
+    };
+    bool any = false;
+    for (int pi = 0; pi < 2; pi++)
+        for (const Size &z : sizes) {
+            if (only && strcmp(only, z.name)) continue;
+            any = true;
+            if (pi) attn_bench_one<double>(z.name, z.B, z.T, z.NH, z.NKV, z.HS, iters, r);
+            else attn_bench_one<float>(z.name, z.B, z.T, z.NH, z.NKV, z.HS, iters, r);
+        }
+    if (!any) failf("--attn-size %s: no such size (e512, e128, e16, gqa)", only);
+}
+
+// 1-4 of the list at the top.
+static void all_tests(Rng &r, cublasHandle_t h) {
+    // B, T, C, NH, NKV, V
+    const std::vector<Shape> shapes = {
+        {1, 1, 16, 4, 4, 27},    // T = 1, one document
+        {3, 7, 12, 3, 1, 11},    // nothing a power of two; three query heads share one kv head
+        {4, 16, 16, 4, 2, 27},   // the default model with grouped-query attention
+        {2, 37, 24, 6, 3, 50},   // T > 32: keys in two chunks of a warp; V > 32
+        {5, 9, 80, 2, 1, 67},    // head size 40 > 32, C > 64
+        {8, 16, 16, 4, 4, 27},   // batch 8
+        {70, 33, 8, 2, 1, 13},   // 2310 positions: the embedding backward stages them in two chunks
+    };
+    // and attention alone at the head sizes and lengths its kernels
+    // treat apart: HS 1, 5, 6, 8, 36, 64, 128 (register tiles of 4, a
+    // warp's 32 lanes), T up to 256 (T = 256 with HS 128 takes the rows
+    // kernels: too large for shared memory; fp64 T = 96 with HS 64:
+    // a tiled forward and a rows backward), MHA, GQA and MQA
+    const std::vector<Shape> attn_shapes = {
+        {2, 5, 4, 4, 4, 11},      // HS 1
+        {3, 6, 10, 2, 2, 11},     // HS 5
+        {2, 11, 12, 2, 1, 11},    // HS 6, one kv head
+        {3, 3, 32, 4, 2, 11},     // HS 8, T 3
+        {2, 40, 72, 2, 2, 11},    // HS 36, T 40
+        {2, 70, 10, 2, 2, 11},    // HS 5, T 70
+        {2, 64, 128, 2, 1, 11},   // HS 64, T 64 (the e512 bench's head), one kv head
+        {1, 33, 128, 1, 1, 11},   // HS 128
+        {2, 96, 256, 4, 2, 11},   // HS 64, T 96
+        {2, 256, 256, 2, 1, 11},  // HS 128, T 256
+    };
+    printf("attention: the implementation auto takes per shape\n");
+    for (const Shape &s : attn_shapes) test_attention<double>(s, r);
+    for (const Shape &s : attn_shapes) test_attention<float>(s, r);
+    kernel_tests<double>(shapes, r, h);
+    kernel_tests<float>(shapes, r, h);
+    for (int pi = 0; pi < 2; pi++)   // so that both implementations were checked under auto
+        if (!g_attn_auto[pi][0] || !g_attn_auto[pi][1])
+            failf("%s attention: auto took the tiled kernels %d time(s) and the rows kernels %d time(s) over "
+                  "the test shapes: expected both", pi ? "fp32" : "fp64", g_attn_auto[pi][0], g_attn_auto[pi][1]);
+    printf("\n");
+    engine_vs_cpu(PREC_FP64, r);
+    engine_vs_cpu(PREC_FP32, r);
+    determinism(PREC_FP64, r);
+    determinism(PREC_FP32, r);
+    run_steps_vs_step(PREC_FP64, r);
+    run_steps_vs_step(PREC_FP32, r);
+    refusals();
+}
+
+// ---------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
     set_prog_name(argv[0]);
     uint64_t seed = (uint64_t)time(nullptr) ^ ((uint64_t)getpid() << 16);
+    int bench_iters = 0;   // --attn-bench: > 0
+    const char *bench_size = nullptr;   // --attn-size: one size only
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             seed = strtoull(argv[++i], nullptr, 10);
+        } else if (!strcmp(argv[i], "--attn-bench")) {
+            bench_iters = 20;
+            if (i + 1 < argc && argv[i + 1][0] != '-') {
+                char *end = nullptr;
+                const long it = strtol(argv[++i], &end, 10);
+                if (*end || it < 1 || it > 100000) {
+                    fprintf(stderr, "%s: --attn-bench takes a number of calls from 1 to 100000, not '%s'\n", argv[0],
+                            argv[i]);
+                    return 2;
+                }
+                bench_iters = (int)it;
+            }
+        } else if (!strcmp(argv[i], "--attn-size") && i + 1 < argc) {
+            bench_size = argv[++i];
+            if (strcmp(bench_size, "e512") && strcmp(bench_size, "e128") && strcmp(bench_size, "e16") &&
+                strcmp(bench_size, "gqa")) {
+                fprintf(stderr, "%s: --attn-size takes e512, e128, e16 or gqa, not '%s'\n", argv[0], bench_size);
+                return 2;
+            }
         } else {
-            fprintf(stderr, "usage: %s [--seed N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--seed N] [--attn-bench [CALLS] [--attn-size e512|e128|e16|gqa]]\n", argv[0]);
             return 2;
         }
     }
     char why[512];
+    if (bench_iters && !cuda_available(why, sizeof why)) {
+        fprintf(stderr, "%s: --attn-bench needs a GPU: %s\n", argv[0], why);
+        return 2;
+    }
     if (!cuda_available(why, sizeof why)) {
         // still check that the engine refuses with that message
         const Model mdl(27, 16, 4, 4, 1, 16, 1, 1);
@@ -1059,52 +1247,11 @@ int main(int argc, char **argv) {
         printf("test_gpu: %s (compute capability %d.%d, %d SMs), CUDA runtime %d, driver %d, cuBLAS %d; seed %llu\n",
                prop.name, prop.major, prop.minor, prop.multiProcessorCount, rt, drv, cb, (unsigned long long)seed);
         Rng r(seed);
-
-        // B, T, C, NH, NKV, V
-        const std::vector<Shape> shapes = {
-            {1, 1, 16, 4, 4, 27},    // T = 1, one document
-            {3, 7, 12, 3, 1, 11},    // nothing a power of two; three query heads share one kv head
-            {4, 16, 16, 4, 2, 27},   // the default model with grouped-query attention
-            {2, 37, 24, 6, 3, 50},   // T > 32: keys in two chunks of a warp; V > 32
-            {5, 9, 80, 2, 1, 67},    // head size 40 > 32, C > 64
-            {8, 16, 16, 4, 4, 27},   // batch 8
-            {70, 33, 8, 2, 1, 13},   // 2310 positions: the embedding backward stages them in two chunks
-        };
-        // and attention alone at the head sizes and lengths its kernels
-        // treat apart: HS 1, 5, 6, 8, 36, 64, 128 (register tiles of 4, a
-        // warp's 32 lanes), T up to 256 (T = 256 with HS 128 takes the rows
-        // kernels: too large for shared memory; fp64 T = 96 with HS 64:
-        // a tiled forward and a rows backward), MHA, GQA and MQA
-        const std::vector<Shape> attn_shapes = {
-            {2, 5, 4, 4, 4, 11},      // HS 1
-            {3, 6, 10, 2, 2, 11},     // HS 5
-            {2, 11, 12, 2, 1, 11},    // HS 6, one kv head
-            {3, 3, 32, 4, 2, 11},     // HS 8, T 3
-            {2, 40, 72, 2, 2, 11},    // HS 36, T 40
-            {2, 70, 10, 2, 2, 11},    // HS 5, T 70
-            {2, 64, 128, 2, 1, 11},   // HS 64, T 64 (the e512 bench's head), one kv head
-            {1, 33, 128, 1, 1, 11},   // HS 128
-            {2, 96, 256, 4, 2, 11},   // HS 64, T 96
-            {2, 256, 256, 2, 1, 11},  // HS 128, T 256
-        };
-        printf("attention: the implementation auto takes per shape\n");
-        for (const Shape &s : attn_shapes) test_attention<double>(s, r);
-        for (const Shape &s : attn_shapes) test_attention<float>(s, r);
-        kernel_tests<double>(shapes, r, h);
-        kernel_tests<float>(shapes, r, h);
-        for (int pi = 0; pi < 2; pi++)   // so that both implementations were checked under auto
-            if (!g_attn_auto[pi][0] || !g_attn_auto[pi][1])
-                failf("%s attention: auto took the tiled kernels %d time(s) and the rows kernels %d time(s) over "
-                      "the test shapes: expected both", pi ? "fp32" : "fp64", g_attn_auto[pi][0], g_attn_auto[pi][1]);
+        if (bench_iters)
+            attn_bench(bench_iters, bench_size, r);
+        else
+            all_tests(r, h);
         CUBLAS_CHECK(cublasDestroy(h));
-        printf("\n");
-        engine_vs_cpu(PREC_FP64, r);
-        engine_vs_cpu(PREC_FP32, r);
-        determinism(PREC_FP64, r);
-        determinism(PREC_FP32, r);
-        run_steps_vs_step(PREC_FP64, r);
-        run_steps_vs_step(PREC_FP32, r);
-        refusals();
         CUDA_CHECK(cudaDeviceSynchronize());
     } catch (const std::exception &x) {
         failf("%s", x.what());
