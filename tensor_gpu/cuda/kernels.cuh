@@ -88,8 +88,8 @@ void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool
 //     shapes whose shared memory would not fit.
 // Auto takes Tiled where it fits the device's shared memory per block
 // (attention_forward_path / attention_backward_path say which); Tiled on a
-// shape that does not fit throws. Both compute the same sums in the same
-// per-element order up to the softmax's reductions.
+// shape that does not fit throws. Both are deterministic and agree with the
+// reference to rounding (attention.cu says which shapes fit).
 enum class AttnPath { Auto, Tiled, Rows };
 // The path Auto takes for T positions and head size HS on the current device.
 template <typename real> AttnPath attention_forward_path(int T, int HS);
