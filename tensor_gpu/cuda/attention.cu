@@ -229,27 +229,58 @@ __device__ __forceinline__ int doc_len(const int *n, int b, int T) {
     return nb < 0 ? 0 : (nb > T ? T : nb);
 }
 
-// dst (P, L) = rows [0, nb) of the head slice src (row stride ld, HS
-// columns); 0 in rows nb..P-1 and columns HS..pad4(HS)-1.
-template <typename real>
-__device__ void load_head(real *dst, const real *src, int ld, int nb, int HS, const TileDims &d) {
-    const int W = pad4(HS);
-    for (int i = threadIdx.x; i < d.P * W; i += blockDim.x) {
-        const int r = i / W, c = i % W;
-        dst[r * d.L + c] = r < nb && c < HS ? src[(size_t)r * ld + c] : (real)0;
+// dst[r * lds + c] = get(r, c) for r < rows, c < cols, the block's threads
+// over the elements in order (neighbouring threads, neighbouring columns),
+// each with LOAD_UNROLL loads in flight before it stores them (the copies are
+// bound by the latency of global memory). (r, c) are stepped, not divided.
+constexpr int LOAD_UNROLL = 8;
+template <typename real, typename Get>
+__device__ __forceinline__ void load_matrix(real *dst, int lds, int rows, int cols, Get get) {
+    const int count = rows * cols, st = blockDim.x;
+    if (count == 0) return;
+    const int dr = st / cols, dc = st % cols;
+    int r = threadIdx.x / cols, c = threadIdx.x % cols;
+    for (int i0 = threadIdx.x; i0 < count; i0 += LOAD_UNROLL * st) {
+        real x[LOAD_UNROLL];
+        int at[LOAD_UNROLL];
+#pragma unroll
+        for (int u = 0; u < LOAD_UNROLL; u++) {
+            at[u] = r * lds + c;
+            x[u] = r < rows ? get(r, c) : (real)0;
+            r += dr;
+            c += dc;
+            if (c >= cols) {
+                c -= cols;
+                r++;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < LOAD_UNROLL; u++)
+            if (i0 + u * st < count) dst[at[u]] = x[u];
     }
 }
 
+// dst (P, L) = rows [0, nb) of the head slice src (row stride ld, HS
+// columns); 0 in rows nb..pad4(nb)-1 and columns HS..pad4(HS)-1, which
+// whole tiles read. Rows from pad4(nb) on are never read.
+template <typename real>
+__device__ void load_head(real *dst, const real *src, int ld, int nb, int HS, const TileDims &d) {
+    load_matrix(dst, d.L, pad4(nb), pad4(HS),
+                [=](int r, int c) { return r < nb && c < HS ? src[(size_t)r * ld + c] : (real)0; });
+}
+
 // dst (P, S) = the causal part (s <= t < nb) of the (T, T) matrix src; 0
-// elsewhere (above the diagonal, padded rows), so that products over s or t
-// may run over whole tiles.
+// elsewhere up to pad4(nb) (above the diagonal, padded rows), so that
+// products over s or t may run over whole tiles.
 template <typename real>
 __device__ void load_causal(real *dst, const real *src, int T, int nb, const TileDims &d) {
-    for (int i = threadIdx.x; i < d.P * d.P; i += blockDim.x) {
-        const int t = i / d.P, s = i % d.P;
-        dst[t * d.S + s] = t < nb && s <= t ? src[(size_t)t * T + s] : (real)0;
-    }
+    load_matrix(dst, d.S, pad4(nb), pad4(nb),
+                [=](int t, int s) { return t < nb && s <= t ? src[(size_t)t * T + s] : (real)0; });
 }
+
+// Tile row k of NT in the order 0, NT-1, 1, NT-2, ...: neighbouring threads
+// (one warp) pair a row with few causal keys and one with many.
+__device__ __forceinline__ int balanced_row(int k, int NT) { return k % 2 == 0 ? k / 2 : NT - 1 - k / 2; }
 
 // The tile (ti, si) of number idx on or below the diagonal: idx = ti(ti+1)/2 + si, si <= ti.
 __device__ __forceinline__ void lower_tile(int idx, int &ti, int &si) {
@@ -290,15 +321,16 @@ __device__ void tiles_abt(real *out, const real *a, const real *b, int nb, int H
 // dst[t][j] (+)= sum_{s <= t} p[t][s] x[s][j] for t < nb, j < HS (dst in
 // global memory, row stride ldd; acc: starting from dst, as the reference
 // adds into it; else from 0). p (P, S) is 0 above the diagonal and on rows
-// >= nb, x (P, L). A thread's tile is 4 consecutive rows by the columns jc +
-// c*JW (c < 4): neighbouring threads read neighbouring columns of x and write
-// neighbouring outputs. s ascends from 0, as in the reference.
+// >= nb, x (P, L). A thread's tile is 4 consecutive rows (in the order of
+// balanced_row) by the columns jc + c*JW (c < 4): neighbouring threads read
+// neighbouring columns of x and write neighbouring outputs. s ascends from
+// 0, as in the reference.
 template <typename real>
 __device__ void tiles_pv(real *dst, int ldd, bool acc, const real *p, const real *x, int nb, int HS,
                          const TileDims &d) {
     const int NT = (nb + TILE - 1) / TILE, JW = (HS + TILE - 1) / TILE;
     for (int idx = threadIdx.x; idx < NT * JW; idx += blockDim.x) {
-        const int t0 = idx / JW * TILE, jc = idx % JW;
+        const int t0 = balanced_row(idx / JW, NT) * TILE, jc = idx % JW;
         const int send = nb < t0 + TILE ? nb : t0 + TILE;   // keys up to the tile's last row
         real o[TILE][TILE];
         for (int r = 0; r < TILE; r++)
@@ -439,12 +471,11 @@ attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *d
     real *Q = reinterpret_cast<real *>(smem_bytes), *dO = Q + d.P * d.L, *A = dO + d.P * d.L;
     real *Pd = A + d.P * d.S, *dK = Pd + d.P * d.S, *dV = dK + d.P * d.L;
     real *dkb = dk + (size_t)b * T * lddkv + g * HS, *dvb = dv + (size_t)b * T * lddkv + g * HS;
-    for (int i = threadIdx.x; i < d.P * W; i += blockDim.x) {
-        const int r = i / W, c = i % W;
-        const bool mine = acc && r < nb && c < HS;
-        dK[r * d.L + c] = mine ? dkb[(size_t)r * lddkv + c] : (real)0;
-        dV[r * d.L + c] = mine ? dvb[(size_t)r * lddkv + c] : (real)0;
-    }
+    // the accumulators: the gradients so far (acc) or 0
+    load_matrix(dK, d.L, pad4(nb), W,
+                [=](int r, int c) { return acc && r < nb && c < HS ? dkb[(size_t)r * lddkv + c] : (real)0; });
+    load_matrix(dV, d.L, pad4(nb), W,
+                [=](int r, int c) { return acc && r < nb && c < HS ? dvb[(size_t)r * lddkv + c] : (real)0; });
     const int NT = (nb + TILE - 1) / TILE, JW = W / TILE;
     for (int h = g * group; h < (g + 1) * group; h++) {
         __syncthreads();   // the previous head's products are done with Q, dO, A, Pd
@@ -457,7 +488,7 @@ attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *d
         // tile: key rows s0..s0+3, columns jc + c*JW; queries t >= s0 (att
         // and dpre are 0 for t < s, so the rows below a tile's first add 0)
         for (int idx = threadIdx.x; idx < NT * JW; idx += blockDim.x) {
-            const int s0 = idx / JW * TILE, jc = idx % JW;
+            const int s0 = balanced_row(idx / JW, NT) * TILE, jc = idx % JW;
             real gk[TILE][TILE], gv[TILE][TILE];
             for (int r = 0; r < TILE; r++)
                 for (int c = 0; c < TILE; c++) {
