@@ -229,24 +229,26 @@ __device__ __forceinline__ int doc_len(const int *n, int b, int T) {
     return nb < 0 ? 0 : (nb > T ? T : nb);
 }
 
-// dst[r * lds + c] = get(r, c) for r < rows, c < cols, the block's threads
-// over the elements in order (neighbouring threads, neighbouring columns),
-// each with LOAD_UNROLL loads in flight before it stores them (the copies are
-// bound by the latency of global memory). (r, c) are stepped, not divided.
+// put(r, c, get(r, c)) for r < rows, c < cols, the block's threads over the
+// elements in order (neighbouring threads, neighbouring columns), each with
+// LOAD_UNROLL loads in flight before it stores them (the copies are bound by
+// the latency of global memory). (r, c) are stepped, not divided. X: a real
+// or a 16-byte vector of them.
 constexpr int LOAD_UNROLL = 8;
-template <typename real, typename Get>
-__device__ __forceinline__ void load_matrix(real *dst, int lds, int rows, int cols, Get get) {
+template <typename X, typename Get, typename Put>
+__device__ __forceinline__ void load_matrix(int rows, int cols, Get get, Put put) {
     const int count = rows * cols, st = blockDim.x;
     if (count == 0) return;
     const int dr = st / cols, dc = st % cols;
     int r = threadIdx.x / cols, c = threadIdx.x % cols;
     for (int i0 = threadIdx.x; i0 < count; i0 += LOAD_UNROLL * st) {
-        real x[LOAD_UNROLL];
-        int at[LOAD_UNROLL];
+        X x[LOAD_UNROLL];
+        int rr[LOAD_UNROLL], cc[LOAD_UNROLL];
 #pragma unroll
         for (int u = 0; u < LOAD_UNROLL; u++) {
-            at[u] = r * lds + c;
-            x[u] = r < rows ? get(r, c) : (real)0;
+            rr[u] = r;
+            cc[u] = c;
+            x[u] = r < rows ? get(r, c) : X{};
             r += dr;
             c += dc;
             if (c >= cols) {
@@ -256,26 +258,80 @@ __device__ __forceinline__ void load_matrix(real *dst, int lds, int rows, int co
         }
 #pragma unroll
         for (int u = 0; u < LOAD_UNROLL; u++)
-            if (i0 + u * st < count) dst[at[u]] = x[u];
+            if (i0 + u * st < count) put(rr[u], cc[u], x[u]);
     }
+}
+
+// 16-byte loads: N reals at a time, where the rows allow it.
+template <typename real> struct Vec16;
+template <> struct Vec16<float> {
+    using V = float4;
+    static constexpr int N = 4;
+    __device__ static float at(const V &v, int e) { return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w; }
+};
+template <> struct Vec16<double> {
+    using V = double2;
+    static constexpr int N = 2;
+    __device__ static double at(const V &v, int e) { return e == 0 ? v.x : v.y; }
+};
+// rows starting at src with a stride of ld reals are all 16-byte aligned
+template <typename real> __device__ __forceinline__ bool aligned16(const real *src, size_t ld) {
+    return (reinterpret_cast<size_t>(src) % 16 == 0) && ld % Vec16<real>::N == 0;
 }
 
 // dst (P, L) = rows [0, nb) of the head slice src (row stride ld, HS
 // columns); 0 in rows nb..pad4(nb)-1 and columns HS..pad4(HS)-1, which
-// whole tiles read. Rows from pad4(nb) on are never read.
+// whole tiles read. Rows from pad4(nb) on are never read. 16-byte loads when
+// HS is a multiple of 4 (no padding columns) and the rows are aligned.
 template <typename real>
 __device__ void load_head(real *dst, const real *src, int ld, int nb, int HS, const TileDims &d) {
-    load_matrix(dst, d.L, pad4(nb), pad4(HS),
-                [=](int r, int c) { return r < nb && c < HS ? src[(size_t)r * ld + c] : (real)0; });
+    using W = Vec16<real>;
+    if (HS % TILE == 0 && aligned16(src, ld)) {
+        load_matrix<typename W::V>(
+            pad4(nb), HS / W::N,
+            [=](int r, int c) {
+                return r < nb ? *reinterpret_cast<const typename W::V *>(src + (size_t)r * ld + c * W::N)
+                              : typename W::V{};
+            },
+            [=](int r, int c, const typename W::V &x) {
+#pragma unroll
+                for (int e = 0; e < W::N; e++) dst[r * d.L + c * W::N + e] = W::at(x, e);
+            });
+        return;
+    }
+    load_matrix<real>(
+        pad4(nb), pad4(HS), [=](int r, int c) { return r < nb && c < HS ? src[(size_t)r * ld + c] : (real)0; },
+        [=](int r, int c, real x) { dst[r * d.L + c] = x; });
 }
 
 // dst (P, S) = the causal part (s <= t < nb) of the (T, T) matrix src; 0
 // elsewhere up to pad4(nb) (above the diagonal, padded rows), so that
-// products over s or t may run over whole tiles.
+// products over s or t may run over whole tiles. 16-byte loads when T is a
+// multiple of 4 and src aligned: they read the whole of rows t < nb up to
+// pad4(nb) <= T, so those must have been written (att is whole; the dpre
+// scratch's rows t < n[b] are written whole by the dq kernel).
 template <typename real>
 __device__ void load_causal(real *dst, const real *src, int T, int nb, const TileDims &d) {
-    load_matrix(dst, d.S, pad4(nb), pad4(nb),
-                [=](int t, int s) { return t < nb && s <= t ? src[(size_t)t * T + s] : (real)0; });
+    using W = Vec16<real>;
+    if (T % TILE == 0 && aligned16(src, (size_t)T)) {
+        load_matrix<typename W::V>(
+            pad4(nb), pad4(nb) / W::N,
+            [=](int t, int c) {
+                return t < nb ? *reinterpret_cast<const typename W::V *>(src + (size_t)t * T + c * W::N)
+                              : typename W::V{};
+            },
+            [=](int t, int c, const typename W::V &x) {
+#pragma unroll
+                for (int e = 0; e < W::N; e++) {
+                    const int s = c * W::N + e;
+                    dst[t * d.S + s] = t < nb && s <= t ? W::at(x, e) : (real)0;
+                }
+            });
+        return;
+    }
+    load_matrix<real>(
+        pad4(nb), pad4(nb), [=](int t, int s) { return t < nb && s <= t ? src[(size_t)t * T + s] : (real)0; },
+        [=](int t, int s, real x) { dst[t * d.S + s] = x; });
 }
 
 // Tile row k of NT in the order 0, NT-1, 1, NT-2, ...: neighbouring threads
@@ -411,7 +467,8 @@ attention_forward_tiled_kernel(real *out, real *att, const real *q, int ldq, con
 
 // Backward 1, one block per (b, h): D = dout v^T (lower tiles); per row (one
 // warp) wsum = sum_s att[s] D[s] and dpre[s] = att[s] (D[s] - wsum) scale,
-// into D and the dpre scratch (rows < nb, s <= t); then dq (+)= D k.
+// into D and the dpre scratch (rows < nb, 0 above the diagonal); then dq
+// (+)= D k.
 template <typename real>
 __global__ void __launch_bounds__(TILED_THREADS)
 attention_backward_dq_tiled_kernel(real *dq, int lddq, real *dpre, const real *dout, const real *att,
@@ -446,7 +503,7 @@ attention_backward_dq_tiled_kernel(real *dq, int lddq, real *dpre, const real *d
         for (int s = lane; s < d.P; s += WARP) {
             const real g = s <= t ? ar[s] * (dr[s] - wsum) * scale : (real)0;
             dr[s] = g;
-            if (s <= t) pr[s] = g;
+            if (s < T) pr[s] = g;   // whole rows: the dkv kernel's 16-byte loads read them
         }
     }
     __syncthreads();
@@ -472,10 +529,13 @@ attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *d
     real *Pd = A + d.P * d.S, *dK = Pd + d.P * d.S, *dV = dK + d.P * d.L;
     real *dkb = dk + (size_t)b * T * lddkv + g * HS, *dvb = dv + (size_t)b * T * lddkv + g * HS;
     // the accumulators: the gradients so far (acc) or 0
-    load_matrix(dK, d.L, pad4(nb), W,
-                [=](int r, int c) { return acc && r < nb && c < HS ? dkb[(size_t)r * lddkv + c] : (real)0; });
-    load_matrix(dV, d.L, pad4(nb), W,
-                [=](int r, int c) { return acc && r < nb && c < HS ? dvb[(size_t)r * lddkv + c] : (real)0; });
+    if (acc) {
+        load_head(dK, dkb, lddkv, nb, HS, d);
+        load_head(dV, dvb, lddkv, nb, HS, d);
+    } else {
+        load_matrix<real>(pad4(nb), W, [](int, int) { return (real)0; },
+                          [=](int r, int c, real x) { dK[r * d.L + c] = dV[r * d.L + c] = x; });
+    }
     const int NT = (nb + TILE - 1) / TILE, JW = W / TILE;
     for (int h = g * group; h < (g + 1) * group; h++) {
         __syncthreads();   // the previous head's products are done with Q, dO, A, Pd
