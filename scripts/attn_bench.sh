@@ -37,18 +37,16 @@ if [ $test = 1 ]; then
 fi
 build/test_gpu --attn-bench "$calls" || rc=1
 if [ $ncu = 1 ]; then
-  if command -v ncu >/dev/null; then
-    # per size: each kernel's mean time over its launches (4 per path and
-    # precision: 3 warm-up calls and one timed)
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [ -n "$ncu_bin" ]; then
+    # per size, each attention kernel's time (ncu's per-kernel summary over
+    # its launches: 3 warm-up calls and one timed, per path and precision)
     for z in e512 e128 e16 gqa; do
-      ncu --kernel-name regex:attention --metrics gpu__time_duration.sum --print-units base --csv \
-          build/test_gpu --attn-bench 1 --attn-size "$z" >"/tmp/attn_bench_ncu_$z.csv" 2>"/tmp/attn_bench_ncu_$z.err" ||
-        { rc=1; tail -5 "/tmp/attn_bench_ncu_$z.err"; continue; }
-      echo "ncu, $z:"
-      awk -F'","' '$0 ~ /gpu__time_duration/ { k = $5; sub(/\(.*/, "", k); sub(/^void mgpt::/, "", k);
-             v = $NF; gsub(/[",]/, "", v); t[k] += v; c[k]++ }
-           END { for (k in t) printf "  %-50s %9.1f us (mean of %d launches)\n", k, t[k] / c[k] / 1000, c[k] }' \
-          "/tmp/attn_bench_ncu_$z.csv" | sort
+      echo "--- ncu, $z"
+      "$ncu_bin" --clock-control none --kernel-name regex:attention --metrics gpu__time_duration.sum \
+        --print-summary per-kernel build/test_gpu --attn-bench 1 --attn-size "$z" >"/tmp/attn_bench_ncu_$z.txt" 2>&1 ||
+        { rc=1; tail -5 "/tmp/attn_bench_ncu_$z.txt"; continue; }
+      grep -E 'attention_|gpu__time_duration' "/tmp/attn_bench_ncu_$z.txt" | cut -c1-160
     done
   else
     echo "attn_bench: ncu not found; per-kernel times skipped"
