@@ -14,6 +14,7 @@
 #include <string>
 
 #include "tensor_gpu/cuda/cuda_check.cuh"
+#include "tensor_gpu/cuda/device_util.cuh"
 
 extern "C" {
 #include "tensor_gpu/layers.h"   // RMSNORM_EPS
@@ -90,50 +91,6 @@ void *host_malloc_pinned(size_t bytes, const char *what, const char *file, int l
     throw CudaError(format("CUDA error at %s:%d: cudaMallocHost of %zu bytes (%s, pinned host memory) "
                            "failed: %s (%s)", file, line, bytes, what, cudaGetErrorName(e),
                            cudaGetErrorString(e)));
-}
-
-// ---------------------------------------------------------------------------
-// device helpers
-
-#define FULL_MASK 0xffffffffu
-constexpr int WARP = 32;
-constexpr int ROW_THREADS = 128;   // warp-per-row kernels: 4 rows per block
-constexpr int EW_THREADS = 256;    // elementwise kernels
-
-__device__ __forceinline__ double r_exp(double x) { return exp(x); }
-__device__ __forceinline__ float r_exp(float x) { return expf(x); }
-__device__ __forceinline__ double r_log(double x) { return log(x); }
-__device__ __forceinline__ float r_log(float x) { return logf(x); }
-__device__ __forceinline__ double r_sqrt(double x) { return sqrt(x); }
-__device__ __forceinline__ float r_sqrt(float x) { return sqrtf(x); }
-
-template <typename real> __device__ __forceinline__ real neg_inf() { return -(real)INFINITY; }
-
-// Butterfly reductions: every lane ends with the same bits (each level adds
-// the same two values in either order, and IEEE addition commutes).
-template <typename real> __device__ __forceinline__ real warp_sum(real x) {
-    for (int o = WARP / 2; o > 0; o >>= 1) x += __shfl_xor_sync(FULL_MASK, x, o);
-    return x;
-}
-template <typename real> __device__ __forceinline__ real warp_max(real x) {
-    for (int o = WARP / 2; o > 0; o >>= 1) {
-        real y = __shfl_xor_sync(FULL_MASK, x, o);
-        x = y > x ? y : x;
-    }
-    return x;
-}
-
-static unsigned blocks_for(size_t threads, int per_block) {
-    size_t b = (threads + (size_t)per_block - 1) / (size_t)per_block;
-    if (b == 0) b = 1;
-    if (b > 0x7fffffffu) throw CudaError(format("a launch of %zu threads is too large for one grid", threads));
-    return (unsigned)b;
-}
-static unsigned row_blocks(size_t rows) { return blocks_for(rows * WARP, ROW_THREADS); }
-static unsigned ew_blocks(size_t count) {
-    size_t b = (count + EW_THREADS - 1) / EW_THREADS;
-    if (b > 65536) b = 65536;   // grid-stride loops cover the rest
-    return b ? (unsigned)b : 1u;
 }
 
 // rmsnorm of one row by one warp: out = x * s, s = 1/sqrt(mean(x^2) + eps),
@@ -450,170 +407,6 @@ void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool
 }
 
 // ---------------------------------------------------------------------------
-// attention
-
-// One warp per query row (b, h, t). Keys s <= t are taken 32 at a time, one per
-// lane: the lane's score, then the chunk's max and sum of exponentials folded
-// into the running max m and sum l (online softmax), and the running output
-// rescaled by exp(m_old - m_new). Lane j%32 owns out[j] and lane s%32 owns
-// att[s]. The scores are kept in att and turned into weights at the end.
-template <typename real>
-__global__ void attention_forward_kernel(real *out, real *att, const real *q, int ldq, const real *k,
-                                         const real *v, int ldkv, const int *n, int B, int T, int NH,
-                                         int NKV, int HS, real scale) {
-    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
-    const int lane = threadIdx.x % WARP;
-    if (row >= (size_t)B * NH * T) return;
-    const int t = (int)(row % T), h = (int)(row / T % NH), b = (int)(row / ((size_t)T * NH));
-    const int C = NH * HS, kvo = (h / (NH / NKV)) * HS;
-    real *a = att + row * T;                                 // (T) rows are (b,h,t)
-    real *o = out + ((size_t)b * T + t) * C + h * HS;        // (HS)
-    if (t >= n[b]) {                                         // padding
-        for (int s = lane; s < T; s += WARP) a[s] = 0;
-        for (int j = lane; j < HS; j += WARP) o[j] = 0;
-        return;
-    }
-    const real *qt = q + ((size_t)b * T + t) * ldq + h * HS;
-    const real *kb = k + (size_t)b * T * ldkv + kvo;
-    const real *vb = v + (size_t)b * T * ldkv + kvo;
-    for (int j = lane; j < HS; j += WARP) o[j] = 0;
-    real m = neg_inf<real>(), l = 0;
-    for (int base = 0; base <= t; base += WARP) {
-        const int s = base + lane;
-        const bool valid = s <= t;
-        real score = neg_inf<real>();
-        if (valid) {
-            const real *ks = kb + (size_t)s * ldkv;
-            real dot = 0;
-            for (int j = 0; j < HS; j++) dot += qt[j] * ks[j];
-            score = dot * scale;
-            a[s] = score;
-        }
-        const real m_new = warp_max(m > score ? m : score);   // finite: key `base` is valid
-        const real corr = m == neg_inf<real>() ? (real)0 : r_exp(m - m_new);   // first chunk: nothing to rescale
-        const real p = valid ? r_exp(score - m_new) : (real)0;
-        l = l * corr + warp_sum(p);
-        for (int j = 0; j < HS; j++) {
-            const real pv = warp_sum(valid ? p * vb[(size_t)s * ldkv + j] : (real)0);
-            if (lane == (j & (WARP - 1))) o[j] = o[j] * corr + pv;
-        }
-        m = m_new;
-    }
-    const real inv = (real)1 / l;
-    for (int j = lane; j < HS; j += WARP) o[j] *= inv;
-    for (int s = lane; s < T; s += WARP) a[s] = s <= t ? r_exp(a[s] - m) * inv : (real)0;
-}
-
-template <typename real>
-void attention_forward(cudaStream_t st, real *out, real *att, const real *q, int ldq, const real *k,
-                       const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS) {
-    const real scale = (real)1 / std::sqrt((real)HS);
-    attention_forward_kernel<real><<<row_blocks((size_t)B * NH * T), ROW_THREADS, 0, st>>>(
-        out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS, scale);
-    KERNEL_CHECK("attention_forward_kernel");
-}
-
-// Per query row (b,h,t): datt[s] = dout.v[s]; wsum = sum_s att[s] datt[s];
-// dpre[s] = att[s] (datt[s] - wsum) scale (kept for the dk kernel); dq (+)=
-// sum_s dpre[s] k[s]. One warp per row; lanes over keys.
-template <typename real>
-__global__ void attention_backward_dq_kernel(real *dq, int lddq, real *dpre, const real *dout, const real *att,
-                                             const real *k, const real *v, int ldkv, const int *n, int B, int T,
-                                             int NH, int NKV, int HS, real scale, bool acc) {
-    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
-    const int lane = threadIdx.x % WARP;
-    if (row >= (size_t)B * NH * T) return;
-    const int t = (int)(row % T), h = (int)(row / T % NH), b = (int)(row / ((size_t)T * NH));
-    const int C = NH * HS, kvo = (h / (NH / NKV)) * HS;
-    real *dqt = dq + ((size_t)b * T + t) * lddq + h * HS;
-    if (!acc)
-        for (int j = lane; j < HS; j += WARP) dqt[j] = 0;
-    if (t >= n[b]) return;   // padded rows add nothing
-    const real *a = att + row * T, *d = dout + ((size_t)b * T + t) * C + h * HS;
-    real *dp = dpre + row * T;
-    const real *kb = k + (size_t)b * T * ldkv + kvo;
-    const real *vb = v + (size_t)b * T * ldkv + kvo;
-    real wsum = 0;
-    for (int base = 0; base <= t; base += WARP) {   // pass 1: datt (kept in dpre) and wsum
-        const int s = base + lane;
-        real w = 0;
-        if (s <= t) {
-            const real *vs = vb + (size_t)s * ldkv;
-            real datt = 0;
-            for (int j = 0; j < HS; j++) datt += d[j] * vs[j];
-            dp[s] = datt;
-            w = a[s] * datt;
-        }
-        wsum += warp_sum(w);
-    }
-    for (int base = 0; base <= t; base += WARP) {   // pass 2: dpre and dq
-        const int s = base + lane;
-        const bool valid = s <= t;
-        real g = 0;
-        if (valid) {
-            g = a[s] * (dp[s] - wsum) * scale;
-            dp[s] = g;
-        }
-        for (int j = 0; j < HS; j++) {
-            const real sum = warp_sum(valid ? g * kb[(size_t)s * ldkv + j] : (real)0);
-            if (lane == (j & (WARP - 1))) dqt[j] += sum;
-        }
-    }
-}
-
-// Per key row (b, kv head g, s): dk[s] (+)= sum_{h in g} sum_{s<=t<n} dpre[b,h,t,s] q[t,h];
-// dv[s] (+)= sum_h sum_t att[b,h,t,s] dout[t,h]. One warp per row; lanes over
-// query positions; heads in order. No atomics: each gradient row has one owner.
-template <typename real>
-__global__ void attention_backward_dkv_kernel(real *dk, real *dv, int lddkv, const real *dpre, const real *att,
-                                              const real *dout, const real *q, int ldq, const int *n, int B,
-                                              int T, int NH, int NKV, int HS, bool acc) {
-    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
-    const int lane = threadIdx.x % WARP;
-    if (row >= (size_t)B * NKV * T) return;
-    const int s = (int)(row % T), g = (int)(row / T % NKV), b = (int)(row / ((size_t)T * NKV));
-    const int C = NH * HS, group = NH / NKV, nb = n[b];
-    real *dks = dk + ((size_t)b * T + s) * lddkv + g * HS;
-    real *dvs = dv + ((size_t)b * T + s) * lddkv + g * HS;
-    if (!acc)
-        for (int j = lane; j < HS; j += WARP) dks[j] = dvs[j] = 0;
-    if (s >= nb) return;
-    for (int h = g * group; h < (g + 1) * group; h++) {
-        const size_t arow = ((size_t)b * NH + h) * T;   // row (b,h,0) of att and dpre
-        for (int base = s; base < nb; base += WARP) {
-            const int t = base + lane;
-            const bool valid = t < nb;
-            const real aw = valid ? att[(arow + t) * T + s] : (real)0;
-            const real gw = valid ? dpre[(arow + t) * T + s] : (real)0;
-            const real *dt = dout + ((size_t)b * T + (valid ? t : s)) * C + h * HS;
-            const real *qt = q + ((size_t)b * T + (valid ? t : s)) * ldq + h * HS;
-            for (int j = 0; j < HS; j++) {
-                const real sv = warp_sum(aw * dt[j]);
-                const real sk = warp_sum(gw * qt[j]);
-                if (lane == (j & (WARP - 1))) {
-                    dvs[j] += sv;
-                    dks[j] += sk;
-                }
-            }
-        }
-    }
-}
-
-template <typename real>
-void attention_backward(cudaStream_t st, real *dq, int lddq, real *dk, real *dv, int lddkv, real *dpre,
-                        const real *dout, const real *att, const real *q, int ldq, const real *k,
-                        const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
-                        bool acc) {
-    const real scale = (real)1 / std::sqrt((real)HS);
-    attention_backward_dq_kernel<real><<<row_blocks((size_t)B * NH * T), ROW_THREADS, 0, st>>>(
-        dq, lddq, dpre, dout, att, k, v, ldkv, n, B, T, NH, NKV, HS, scale, acc);
-    KERNEL_CHECK("attention_backward_dq_kernel");
-    attention_backward_dkv_kernel<real><<<row_blocks((size_t)B * NKV * T), ROW_THREADS, 0, st>>>(
-        dk, dv, lddkv, dpre, att, dout, q, ldq, n, B, T, NH, NKV, HS, acc);
-    KERNEL_CHECK("attention_backward_dkv_kernel");
-}
-
-// ---------------------------------------------------------------------------
 // cross-entropy: one warp per row (b,t); the exponentials are kept in dlogits
 // between the two passes, as the reference does.
 
@@ -723,11 +516,6 @@ void adam_update(cudaStream_t st, real *p, const real *g, real *m, real *v, size
     template void matmul_forward<real>(cublasHandle_t, real *, int, const real *, const real *, int, int, int); \
     template void matmul_backward<real>(cublasHandle_t, real *, bool, real *, bool, const real *, int,        \
                                         const real *, const real *, int, int, int, const DwScratch<real> &); \
-    template void attention_forward<real>(cudaStream_t, real *, real *, const real *, int, const real *,      \
-                                          const real *, int, const int *, int, int, int, int, int);          \
-    template void attention_backward<real>(cudaStream_t, real *, int, real *, real *, int, real *,            \
-                                           const real *, const real *, const real *, int, const real *,      \
-                                           const real *, int, const int *, int, int, int, int, int, bool);   \
     template void crossentropy_forward_backward<real>(cudaStream_t, real *, real *, const real *, const int *, \
                                                       const int *, int, int, int);                           \
     template double crossentropy_mean<real>(const real *, const int *, int, int);                            \

@@ -102,25 +102,40 @@ template <typename real>
 void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw, const real *dout,
                      int ldd, const real *inp, const real *w, int N, int IC, int OC, const DwScratch<real> &ws);
 
-// ---- causal grouped-query attention --------------------------------------------
+// ---- causal grouped-query attention (attention.cu) ------------------------------
 // q (B,T,·) row stride ldq, head h at channels [h*HS, (h+1)*HS); k, v row
 // stride ldkv, kv head h/(NH/NKV); out (B,T,C) with C = NH*HS; att
 // (B,NH,T,T) the softmax weights (0 above the diagonal and on padded rows).
-// One warp per query row, keys in chunks of 32 lanes, online softmax (running
-// max and sum, -inf masked, the first chunk's rescale guarded).
+//
+// Two implementations (`path`; the engine leaves it at Auto):
+//   Tiled: one thread block per (document, head) with the head's rows of the
+//     document in shared memory and the T x T products in register tiles;
+//   Rows: one warp per query (or key) row reading global memory, for the
+//     shapes whose shared memory would not fit.
+// Auto takes Tiled where it fits the device's shared memory per block
+// (attention_forward_path / attention_backward_path say which); Tiled on a
+// shape that does not fit throws. Both are deterministic and agree with the
+// reference to rounding (attention.cu says which shapes fit).
+enum class AttnPath { Auto, Tiled, Rows };
+// The path Auto takes for T positions and head size HS on the current device.
+template <typename real> AttnPath attention_forward_path(int T, int HS);
+template <typename real> AttnPath attention_backward_path(int T, int HS);
+const char *attn_path_name(AttnPath p);   // "auto", "tiled", "rows"
+
 template <typename real>
 void attention_forward(cudaStream_t st, real *out, real *att, const real *q, int ldq, const real *k,
-                       const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS);
+                       const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
+                       AttnPath path = AttnPath::Auto);
 // dq (row stride lddq), dk and dv (row stride lddkv) (+)= the gradients;
-// dpre (B,NH,T,T) is scratch (the softmax backward per query row). Two
-// kernels: one warp per query row for dq and dpre, then one warp per key row
-// of each kv head for dk and dv, summing its query heads and positions in a
-// fixed order (no atomics, deterministic with grouped heads).
+// dpre (B,NH,T,T) is scratch (the softmax backward per query row, rows t <
+// n[b], keys s <= t). Two kernels: per query head dq and dpre, then per kv
+// head dk and dv, summing its query heads in a fixed order (no atomics,
+// deterministic with grouped heads).
 template <typename real>
 void attention_backward(cudaStream_t st, real *dq, int lddq, real *dk, real *dv, int lddkv, real *dpre,
                         const real *dout, const real *att, const real *q, int ldq, const real *k,
                         const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
-                        bool acc);
+                        bool acc, AttnPath path = AttnPath::Auto);
 
 // ---- softmax cross-entropy, fused forward + backward ---------------------------
 // losses[b,t] = -log softmax(logits[b,t])[target]; dlogits = (probs -

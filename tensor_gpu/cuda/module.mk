@@ -3,7 +3,8 @@
 # into $(BUILD)/libmicrogpt_cuda.a and the engine plugin
 # $(BUILD)/libmicrogpt_cuda_engine.so; $(BUILD)/test_gpu checks them against
 # the CPU reference (`make test-gpu`; it skips with a message where there is
-# no GPU). CUDA=0: a stand-in (no_cuda.c) whose engine reports that the build
+# no GPU), and $(BUILD)/test_attn_emu runs the tiled attention kernels on the
+# CPU (no GPU needed). CUDA=0: a stand-in (no_cuda.c) whose engine reports that the build
 # has none.
 ifeq ($(CUDA),1)
 
@@ -16,7 +17,7 @@ NVCCFLAGS := -std=c++17 -O2 -g -lineinfo $(NVCC_ARCH) --fmad=false -Werror all-w
              -Xcompiler -Wall,-Wextra,-Werror,-ffp-contract=off,-fPIC -D_GNU_SOURCE -I. -Iinclude \
              $(if $(DEPS_PREFIX),-I$(DEPS_PREFIX)/usr/include) $(if $(FUSED_PROFILE),-DFUSED_PROFILE)
 
-CUDA_SRC := tensor_gpu/cuda/kernels.cu tensor_gpu/cuda/fused.cu tensor_gpu/cuda/engine_cuda.cu
+CUDA_SRC := tensor_gpu/cuda/kernels.cu tensor_gpu/cuda/attention.cu tensor_gpu/cuda/fused.cu tensor_gpu/cuda/engine_cuda.cu
 CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
 CUDA_LIB := $(BUILD)/libmicrogpt_cuda.a
 CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
@@ -43,7 +44,20 @@ BINS += $(TEST_GPU)
 $(TEST_GPU): $(BUILD)/obj/tensor_gpu/cuda/test_gpu.o $(CUDA_LIB) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 
-test-gpu: $(TEST_GPU)
+# The tiled attention kernels' own code run on the CPU (emu/cuda_runtime.h:
+# threads for CUDA threads) against the reference: no GPU needed, so it runs
+# wherever the CUDA code compiles (CI included). C++20 (std::barrier).
+TEST_ATTN_EMU := $(BUILD)/test_attn_emu
+BINS += $(TEST_ATTN_EMU)
+EMU_CXXFLAGS := -std=c++20 -O1 -g -Wall -Wextra -Werror -Wno-unknown-pragmas -ffp-contract=off -D_GNU_SOURCE \
+                -Itensor_gpu/cuda/emu -I. -Iinclude
+$(TEST_ATTN_EMU): tensor_gpu/cuda/test_attn_emu.cc tensor_gpu/cuda/attention_tiled.cuh tensor_gpu/cuda/device_util.cuh \
+                  tensor_gpu/cuda/cuda_check.cuh tensor_gpu/cuda/emu/cuda_runtime.h tensor_gpu/cuda/emu/cublas_v2.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) $(LDFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+
+test-gpu: $(TEST_ATTN_EMU) $(TEST_GPU)
+	$(TEST_ATTN_EMU)
 	$(TEST_GPU)
 
 else

@@ -19,9 +19,12 @@
 // refuses with that message).
 //
 //   build/test_gpu [--seed N] [--bench]
+//   build/test_gpu --attn-bench [CALLS] [--attn-size e512|e128|e16|gqa]
 // --bench instead times the weight gradients (one product vs split-K) and
 // the embedding backward (the former gather vs the kernel) at issue 8's
-// sizes, in microseconds per call.
+// sizes, in microseconds per call. --attn-bench: instead of the tests, times
+// the attention kernels (rows against tiled) at issue 8's sizes
+// (scripts/attn_bench.sh). Both exit 2 without a GPU.
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
@@ -478,41 +481,75 @@ template <typename real> static void test_dw_split(Rng &r, cublasHandle_t h, int
     }
 }
 
-template <typename real> static void test_attention(const Shape &s, Rng &r) {
-    const int B = s.B, T = s.T, C = s.C, NH = s.NH, NKV = s.NKV, HS = s.HS(), KV = s.KV(), N = s.N();
-    const int QKV = C + 2 * KV;
-    const std::vector<int> n = make_lengths(r, B, T);
-    const std::vector<real> q = randn<real>(r, (size_t)N * C), k = randn<real>(r, (size_t)N * KV),
-                            v = randn<real>(r, (size_t)N * KV);
-    std::vector<real> qkv((size_t)N * QKV);
-    for (int i = 0; i < N; i++) {
-        for (int j = 0; j < C; j++) qkv[(size_t)i * QKV + j] = q[(size_t)i * C + j];
-        for (int j = 0; j < KV; j++) {
-            qkv[(size_t)i * QKV + C + j] = k[(size_t)i * KV + j];
-            qkv[(size_t)i * QKV + C + KV + j] = v[(size_t)i * KV + j];
-        }
+// The inputs of one attention shape, on the host and the device, and the
+// reference's outputs.
+template <typename real> struct AttnCase {
+    const Shape s;
+    const int B, T, C, NH, NKV, HS, KV, N, QKV;
+    const size_t natt;
+    std::vector<int> n;
+    std::vector<real> q, k, v, qkv, out, att, dout;
+    DevBuf<int> d_n;
+    DevBuf<real> d_q, d_k, d_v, d_qkv, d_dout, d_attr;
+    AttnCase(const Shape &sh, Rng &r)
+        : s(sh), B(sh.B), T(sh.T), C(sh.C), NH(sh.NH), NKV(sh.NKV), HS(sh.HS()), KV(sh.KV()), N(sh.N()),
+          QKV(C + 2 * KV), natt((size_t)B * NH * T * T), n(make_lengths(r, B, T)), q(randn<real>(r, (size_t)N * C)),
+          k(randn<real>(r, (size_t)N * KV)), v(randn<real>(r, (size_t)N * KV)), qkv(interleave(q, k, v)),
+          out((size_t)N * C), att(reference()), dout(randn<real>(r, (size_t)N * C)), d_n(n), d_q(q), d_k(k),
+          d_v(v), d_qkv(qkv), d_dout(dout), d_attr(att) {}
+    // the reference forward: fills out, returns att
+    std::vector<real> reference() {
+        std::vector<real> w(natt);
+        ref_attention_forward(out.data(), w.data(), q.data(), k.data(), v.data(), n.data(), B, T, NH, NKV, HS);
+        return w;
     }
-    const size_t natt = (size_t)B * NH * T * T;
-    DevBuf<int> d_n(n);
-    DevBuf<real> d_q(q), d_k(k), d_v(v), d_qkv(qkv), d_out((size_t)N * C), d_att(natt);
-    std::vector<real> out((size_t)N * C), att(natt);
-    ref_attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), n.data(), B, T, NH, NKV, HS);
+    // (N, C+2KV) rows q|k|v: the engine's layout
+    std::vector<real> interleave(const std::vector<real> &a, const std::vector<real> &b, const std::vector<real> &c) const {
+        std::vector<real> x((size_t)N * QKV);
+        for (int i = 0; i < N; i++) {
+            for (int j = 0; j < C; j++) x[(size_t)i * QKV + j] = a[(size_t)i * C + j];
+            for (int j = 0; j < KV; j++) {
+                x[(size_t)i * QKV + C + j] = b[(size_t)i * KV + j];
+                x[(size_t)i * QKV + C + KV + j] = c[(size_t)i * KV + j];
+            }
+        }
+        return x;
+    }
+};
 
+// The device results of one implementation, kept to compare the automatic
+// choice with bit for bit: out, att, and dq, dk, dv (acc = false).
+template <typename real> struct AttnResult {
+    std::vector<real> out, att, dq, dk, dv;
+};
+
+// One shape through one implementation (path: Tiled or Rows, or Auto),
+// checked against the reference: forward with q, k, v apart and side by side;
+// backward overwriting (outputs poisoned) and accumulating, apart and side
+// by side. The kernel names in the table carry the path.
+template <typename real> static AttnResult<real> test_attention_path(AttnCase<real> &a, AttnPath path, Rng &r) {
+    const Shape &s = a.s;
+    const int B = a.B, T = a.T, C = a.C, NH = a.NH, NKV = a.NKV, HS = a.HS, KV = a.KV, N = a.N, QKV = a.QKV;
+    const std::string fname = std::string("attention_forward (") + attn_path_name(path) + ")";
+    const std::string bname = std::string("attention_backward (") + attn_path_name(path) + ")";
+    AttnResult<real> res;
+    DevBuf<real> d_out((size_t)N * C), d_att(a.natt);
     d_out.poison();
     d_att.poison();
-    attention_forward(ST, d_out.p, d_att.p, d_q.p, C, d_k.p, d_v.p, KV, d_n.p, B, T, NH, NKV, HS);
-    check("attention_forward", "out", s, d_out.down(), out);
-    check("attention_forward", "att", s, d_att.down(), att);
+    attention_forward(ST, d_out.p, d_att.p, a.d_q.p, C, a.d_k.p, a.d_v.p, KV, a.d_n.p, B, T, NH, NKV, HS, path);
+    res.out = d_out.down();
+    res.att = d_att.down();
+    check(fname.c_str(), "out", s, res.out, a.out);
+    check(fname.c_str(), "att", s, res.att, a.att);
     d_out.poison();
     d_att.poison();
-    attention_forward(ST, d_out.p, d_att.p, d_qkv.p, QKV, d_qkv.p + C, d_qkv.p + C + KV, QKV, d_n.p, B, T, NH, NKV,
-                      HS);
-    check("attention_forward", "out (q|k|v in one buffer)", s, d_out.down(), out);
-    check("attention_forward", "att (q|k|v in one buffer)", s, d_att.down(), att);
+    attention_forward(ST, d_out.p, d_att.p, a.d_qkv.p, QKV, a.d_qkv.p + C, a.d_qkv.p + C + KV, QKV, a.d_n.p, B, T, NH,
+                      NKV, HS, path);
+    check(fname.c_str(), "out (q|k|v in one buffer)", s, d_out.down(), a.out);
+    check(fname.c_str(), "att (q|k|v in one buffer)", s, d_att.down(), a.att);
 
     // backward from the reference's att
-    const std::vector<real> dout = randn<real>(r, (size_t)N * C);
-    DevBuf<real> d_dout(dout), d_attr(att), d_dpre(natt);
+    DevBuf<real> d_dpre(a.natt);
     DevBuf<real> d_dq((size_t)N * C), d_dk((size_t)N * KV), d_dv((size_t)N * KV), d_dqkv((size_t)N * QKV);
     for (int acc = 0; acc < 2; acc++) {
         std::vector<real> dq = acc ? randn<real>(r, (size_t)N * C) : std::vector<real>((size_t)N * C, 0);
@@ -528,32 +565,97 @@ template <typename real> static void test_attention(const Shape &s, Rng &r) {
             d_dv.poison();
         }
         d_dpre.poison();   // scratch: only what the first kernel writes may be read
-        attention_backward(ST, d_dq.p, C, d_dk.p, d_dv.p, KV, d_dpre.p, d_dout.p, d_attr.p, d_q.p, C, d_k.p, d_v.p,
-                           KV, d_n.p, B, T, NH, NKV, HS, acc != 0);
-        ref_attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), att.data(), q.data(), k.data(),
-                               v.data(), n.data(), B, T, NH, NKV, HS);
-        check("attention_backward", acc ? "dq (+=)" : "dq", s, d_dq.down(), dq);
-        check("attention_backward", acc ? "dk (+=)" : "dk", s, d_dk.down(), dk);
-        check("attention_backward", acc ? "dv (+=)" : "dv", s, d_dv.down(), dv);
+        attention_backward(ST, d_dq.p, C, d_dk.p, d_dv.p, KV, d_dpre.p, a.d_dout.p, a.d_attr.p, a.d_q.p, C, a.d_k.p,
+                           a.d_v.p, KV, a.d_n.p, B, T, NH, NKV, HS, acc != 0, path);
+        ref_attention_backward(dq.data(), dk.data(), dv.data(), a.dout.data(), a.att.data(), a.q.data(), a.k.data(),
+                               a.v.data(), a.n.data(), B, T, NH, NKV, HS);
+        const std::vector<real> gq = d_dq.down(), gk = d_dk.down(), gv = d_dv.down();
+        check(bname.c_str(), acc ? "dq (+=)" : "dq", s, gq, dq);
+        check(bname.c_str(), acc ? "dk (+=)" : "dk", s, gk, dk);
+        check(bname.c_str(), acc ? "dv (+=)" : "dv", s, gv, dv);
         if (!acc) {   // and in the engine's layout: q|k|v and dq|dk|dv side by side
+            res.dq = gq;
+            res.dk = gk;
+            res.dv = gv;
             d_dqkv.poison();
             d_dpre.poison();
-            attention_backward(ST, d_dqkv.p, QKV, d_dqkv.p + C, d_dqkv.p + C + KV, QKV, d_dpre.p, d_dout.p, d_attr.p,
-                               d_qkv.p, QKV, d_qkv.p + C, d_qkv.p + C + KV, QKV, d_n.p, B, T, NH, NKV, HS, false);
+            attention_backward(ST, d_dqkv.p, QKV, d_dqkv.p + C, d_dqkv.p + C + KV, QKV, d_dpre.p, a.d_dout.p,
+                               a.d_attr.p, a.d_qkv.p, QKV, a.d_qkv.p + C, a.d_qkv.p + C + KV, QKV, a.d_n.p, B, T, NH,
+                               NKV, HS, false, path);
             const std::vector<real> g = d_dqkv.down();
-            std::vector<real> gq((size_t)N * C), gk((size_t)N * KV), gv((size_t)N * KV);
+            std::vector<real> sq((size_t)N * C), sk((size_t)N * KV), sv((size_t)N * KV);
             for (int i = 0; i < N; i++) {
-                for (int j = 0; j < C; j++) gq[(size_t)i * C + j] = g[(size_t)i * QKV + j];
+                for (int j = 0; j < C; j++) sq[(size_t)i * C + j] = g[(size_t)i * QKV + j];
                 for (int j = 0; j < KV; j++) {
-                    gk[(size_t)i * KV + j] = g[(size_t)i * QKV + C + j];
-                    gv[(size_t)i * KV + j] = g[(size_t)i * QKV + C + KV + j];
+                    sk[(size_t)i * KV + j] = g[(size_t)i * QKV + C + j];
+                    sv[(size_t)i * KV + j] = g[(size_t)i * QKV + C + KV + j];
                 }
             }
-            check("attention_backward", "dq (q|k|v in one buffer)", s, gq, dq);
-            check("attention_backward", "dk (q|k|v in one buffer)", s, gk, dk);
-            check("attention_backward", "dv (q|k|v in one buffer)", s, gv, dv);
+            check(bname.c_str(), "dq (q|k|v in one buffer)", s, sq, dq);
+            check(bname.c_str(), "dk (q|k|v in one buffer)", s, sk, dk);
+            check(bname.c_str(), "dv (q|k|v in one buffer)", s, sv, dv);
         }
     }
+    return res;
+}
+
+// Which implementation Auto took, per precision: [0] tiled, [1] rows (forward
+// and backward counted apart); main() requires both to have been exercised.
+static int g_attn_auto[2][2];
+
+template <typename real> static bool same_bits(const std::vector<real> &x, const std::vector<real> &y) {
+    return x.size() == y.size() && !std::memcmp(x.data(), y.data(), x.size() * sizeof(real));
+}
+
+// Both implementations of one shape against the reference (the tiled one
+// where it fits; forcing it where it does not must be refused), then the
+// automatic choice, which must give the bits of the path it names.
+template <typename real> static void test_attention(const Shape &s, Rng &r) {
+    AttnCase<real> a(s, r);
+    const AttnPath fwd = attention_forward_path<real>(a.T, a.HS), bwd = attention_backward_path<real>(a.T, a.HS);
+    const bool tiled_fits = fwd == AttnPath::Tiled && bwd == AttnPath::Tiled;
+    AttnResult<real> tiled, rows = test_attention_path(a, AttnPath::Rows, r);
+    if (tiled_fits) {
+        tiled = test_attention_path(a, AttnPath::Tiled, r);
+    } else {   // at least one of the two does not fit: forcing it must be refused with the reason
+        bool refused = false;
+        std::string msg;
+        try {
+            test_attention_path(a, AttnPath::Tiled, r);
+        } catch (const CudaError &x) {
+            msg = x.what();
+            refused = strstr(x.what(), "do not fit in shared memory") != nullptr;
+        }
+        if (!refused)
+            failf("%s attention [%s]: the tiled kernels do not fit (forward %s, backward %s) but forcing them was "
+                  "not refused (%s)", prec_name<real>(), s.str().c_str(), attn_path_name(fwd), attn_path_name(bwd),
+                  msg.empty() ? "no error" : msg.c_str());
+        // the half that fits, alone
+        if (fwd == AttnPath::Tiled) {
+            DevBuf<real> d_out((size_t)a.N * a.C), d_att(a.natt);
+            d_out.poison();
+            d_att.poison();
+            attention_forward(ST, d_out.p, d_att.p, a.d_q.p, a.C, a.d_k.p, a.d_v.p, a.KV, a.d_n.p, a.B, a.T, a.NH,
+                              a.NKV, a.HS, AttnPath::Tiled);
+            tiled.out = d_out.down();
+            tiled.att = d_att.down();
+            check("attention_forward (tiled)", "out", s, tiled.out, a.out);
+            check("attention_forward (tiled)", "att", s, tiled.att, a.att);
+        }
+    }
+    const AttnResult<real> au = test_attention_path(a, AttnPath::Auto, r);
+    const AttnResult<real> &fe = fwd == AttnPath::Tiled ? tiled : rows, &be = bwd == AttnPath::Tiled ? tiled : rows;
+    if (!same_bits(au.out, fe.out) || !same_bits(au.att, fe.att))
+        failf("%s attention_forward [%s]: auto does not give the bits of the %s kernels it names", prec_name<real>(),
+              s.str().c_str(), attn_path_name(fwd));
+    if (!be.dq.empty() && (!same_bits(au.dq, be.dq) || !same_bits(au.dk, be.dk) || !same_bits(au.dv, be.dv)))
+        failf("%s attention_backward [%s]: auto does not give the bits of the %s kernels it names", prec_name<real>(),
+              s.str().c_str(), attn_path_name(bwd));
+    const int pi = prec_index<real>();
+    g_attn_auto[pi][fwd == AttnPath::Tiled ? 0 : 1]++;
+    g_attn_auto[pi][bwd == AttnPath::Tiled ? 0 : 1]++;
+    printf("  %s attention [%s]: auto takes %s (forward), %s (backward)\n", prec_name<real>(), s.str().c_str(),
+           attn_path_name(fwd), attn_path_name(bwd));
 }
 
 template <typename real> static void test_relu(const Shape &s, Rng &r) {
@@ -1231,24 +1333,216 @@ static void refusals() {
 }
 
 // ---------------------------------------------------------------------------
+// --attn-bench: the attention kernels timed, rows against tiled, at issue 8's
+// sizes (every position real, q|k|v side by side as in the engine), with
+// CUDA events over `iters` calls after 3 warm-up calls; the tiled results
+// are checked against the rows ones first. Exits 1 if they disagree.
+
+struct AttnEvents {
+    cudaEvent_t a = nullptr, b = nullptr;
+    AttnEvents() {
+        CUDA_CHECK(cudaEventCreate(&a));
+        CUDA_CHECK(cudaEventCreate(&b));
+    }
+    AttnEvents(const AttnEvents &) = delete;
+    AttnEvents &operator=(const AttnEvents &) = delete;
+    ~AttnEvents() {
+        cudaEventDestroy(a);
+        cudaEventDestroy(b);
+    }
+    // microseconds per call of f over iters calls
+    template <typename F> double time(int iters, F f) {
+        for (int i = 0; i < 3; i++) f();
+        CUDA_CHECK(cudaEventRecord(a, ST));
+        for (int i = 0; i < iters; i++) f();
+        CUDA_CHECK(cudaEventRecord(b, ST));
+        CUDA_CHECK(cudaEventSynchronize(b));
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+        return 1000.0 * ms / iters;
+    }
+};
+
+template <typename real> static void attn_bench_one(const char *name, int B, int T, int NH, int NKV, int HS, int iters,
+                                                    Rng &r) {
+    const int C = NH * HS, KV = NKV * HS, QKV = C + 2 * KV, N = B * T;
+    const size_t natt = (size_t)B * NH * T * T;
+    const Shape s{B, T, C, NH, NKV, 1};
+    DevBuf<int> d_n(std::vector<int>((size_t)B, T));
+    DevBuf<real> qkv(randn<real>(r, (size_t)N * QKV)), dout(randn<real>(r, (size_t)N * C));
+    DevBuf<real> out((size_t)N * C), att(natt), dpre(natt), dqkv((size_t)N * QKV);
+    const real *q = qkv.p, *k = qkv.p + C, *v = qkv.p + C + KV;
+    AttnEvents ev;
+    const AttnPath fp = attention_forward_path<real>(T, HS), bp = attention_backward_path<real>(T, HS);
+    double us[2][2] = {{0, 0}, {0, 0}};   // [rows, tiled][forward, backward]
+    std::vector<real> ref[2];
+    for (int pi = 0; pi < 2; pi++) {
+        const AttnPath p = pi ? AttnPath::Tiled : AttnPath::Rows;
+        const bool fwd_ok = !pi || fp == AttnPath::Tiled, bwd_ok = !pi || bp == AttnPath::Tiled;
+        if (fwd_ok) {
+            us[pi][0] = ev.time(iters, [&] {
+                attention_forward(ST, out.p, att.p, q, QKV, k, v, QKV, d_n.p, B, T, NH, NKV, HS, p);
+            });
+            const std::vector<real> o = out.down(), a = att.down();
+            if (!pi) {
+                ref[0] = o;
+                ref[1] = a;
+            } else {
+                check("bench: attention_forward tiled vs rows", "out", s, o, ref[0]);
+                check("bench: attention_forward tiled vs rows", "att", s, a, ref[1]);
+            }
+        }
+        // the backward's att: the rows forward's, for both paths
+        attention_forward(ST, out.p, att.p, q, QKV, k, v, QKV, d_n.p, B, T, NH, NKV, HS, AttnPath::Rows);
+        if (bwd_ok) {
+            us[pi][1] = ev.time(iters, [&] {
+                attention_backward(ST, dqkv.p, QKV, dqkv.p + C, dqkv.p + C + KV, QKV, dpre.p, dout.p, att.p, q, QKV,
+                                   k, v, QKV, d_n.p, B, T, NH, NKV, HS, false, p);
+            });
+            const std::vector<real> g = dqkv.down();
+            if (!pi) ref[0] = g;
+            else check("bench: attention_backward tiled vs rows", "dq|dk|dv", s, g, ref[0]);
+        }
+    }
+    auto cell = [](double t) {
+        char b[32];
+        if (t > 0) snprintf(b, sizeof b, "%9.1f", t);
+        else snprintf(b, sizeof b, "%9s", "(no fit)");
+        return std::string(b);
+    };
+    auto ratio = [](double a, double b) {
+        char x[32];
+        if (a > 0 && b > 0) snprintf(x, sizeof x, "%6.1fx", a / b);
+        else snprintf(x, sizeof x, "%7s", "-");
+        return std::string(x);
+    };
+    printf("%-5s %-5s B=%-3d T=%-3d NH=%d NKV=%d HS=%-3d | forward rows %s tiled %s %s | backward (dq+dkv) rows %s "
+           "tiled %s %s\n", prec_name<real>(), name, B, T, NH, NKV, HS, cell(us[0][0]).c_str(), cell(us[1][0]).c_str(),
+           ratio(us[0][0], us[1][0]).c_str(), cell(us[0][1]).c_str(), cell(us[1][1]).c_str(),
+           ratio(us[0][1], us[1][1]).c_str());
+}
+
+static void attn_bench(int iters, const char *only, Rng &r) {
+    printf("attention kernels, us per call (CUDA events, mean of %d calls after 3 warm-up), rows = the warp-per-row "
+           "kernels, tiled = the shared-memory kernels\n", iters);
+    struct Size { const char *name; int B, T, NH, NKV, HS; };
+    const Size sizes[] = {
+        {"e512", 64, 64, 8, 8, 64},    // n_embd 512, 8 heads, block 64, batch 64
+        {"e128", 256, 16, 4, 4, 32},   // n_embd 128, 4 heads, block 16, batch 256
+        {"e16", 256, 16, 4, 4, 4},     // n_embd 16, 4 heads, block 16, batch 256
+        {"gqa", 64, 64, 8, 2, 64},     // e512 with 2 kv heads
+    };
+    bool any = false;
+    for (int pi = 0; pi < 2; pi++)
+        for (const Size &z : sizes) {
+            if (only && strcmp(only, z.name)) continue;
+            any = true;
+            if (pi) attn_bench_one<double>(z.name, z.B, z.T, z.NH, z.NKV, z.HS, iters, r);
+            else attn_bench_one<float>(z.name, z.B, z.T, z.NH, z.NKV, z.HS, iters, r);
+        }
+    if (!any) failf("--attn-size %s: no such size (e512, e128, e16, gqa)", only);
+}
+
+// 1-4 of the list at the top.
+static void all_tests(Rng &r, cublasHandle_t h, int sms) {
+    // B, T, C, NH, NKV, V
+    const std::vector<Shape> shapes = {
+        {1, 1, 16, 4, 4, 27},    // T = 1, one document
+        {3, 7, 12, 3, 1, 11},    // nothing a power of two; three query heads share one kv head
+        {4, 16, 16, 4, 2, 27},   // the default model with grouped-query attention
+        {2, 37, 24, 6, 3, 50},   // T > 32: keys in two chunks of a warp; V > 32
+        {5, 9, 80, 2, 1, 67},    // head size 40 > 32, C > 64
+        {8, 16, 16, 4, 4, 27},   // batch 8
+        {70, 33, 8, 2, 1, 13},   // 2310 positions, ragged
+        {256, 16, 16, 4, 2, 27}, // the default model at batch 256: every weight gradient split-K
+        {37, 61, 48, 4, 2, 40},  // 2257 rows, ragged: split-K with a short last chunk; 2 channel blocks
+    };
+    // and attention alone at the head sizes and lengths its kernels
+    // treat apart: HS 1, 5, 6, 8, 36, 64, 128 (register tiles of 4, a
+    // warp's 32 lanes), T up to 256 (T = 256 with HS 128 takes the rows
+    // kernels: too large for shared memory; fp64 T = 96 with HS 64:
+    // a tiled forward and a rows backward), MHA, GQA and MQA
+    const std::vector<Shape> attn_shapes = {
+        {2, 5, 4, 4, 4, 11},      // HS 1
+        {3, 6, 10, 2, 2, 11},     // HS 5
+        {2, 11, 12, 2, 1, 11},    // HS 6, one kv head
+        {3, 3, 32, 4, 2, 11},     // HS 8, T 3
+        {2, 40, 72, 2, 2, 11},    // HS 36, T 40
+        {2, 70, 10, 2, 2, 11},    // HS 5, T 70
+        {2, 64, 128, 2, 1, 11},   // HS 64, T 64 (the e512 bench's head), one kv head
+        {1, 33, 128, 1, 1, 11},   // HS 128
+        {2, 96, 256, 4, 2, 11},   // HS 64, T 96
+        {2, 256, 256, 2, 1, 11},  // HS 128, T 256
+    };
+    printf("attention: the implementation auto takes per shape\n");
+    for (const Shape &s : attn_shapes) test_attention<double>(s, r);
+    for (const Shape &s : attn_shapes) test_attention<float>(s, r);
+    kernel_tests<double>(shapes, r, h, sms);
+    kernel_tests<float>(shapes, r, h, sms);
+    for (int pi = 0; pi < 2; pi++)   // so that both implementations were checked under auto
+        if (!g_attn_auto[pi][0] || !g_attn_auto[pi][1])
+            failf("%s attention: auto took the tiled kernels %d time(s) and the rows kernels %d time(s) over "
+                  "the test shapes: expected both", pi ? "fp32" : "fp64", g_attn_auto[pi][0], g_attn_auto[pi][1]);
+    printf("\n");
+    // the engine tests on each path (MICROGPT_CUDA_PATH forces one)
+    for (const char *path : {"layered", "fused"}) {
+        printf("\n--- path %s\n", path);
+        setenv("MICROGPT_CUDA_PATH", path, 1);
+        engine_vs_cpu(PREC_FP64, r);
+        engine_vs_cpu(PREC_FP32, r);
+        determinism(PREC_FP64, r);
+        determinism(PREC_FP32, r);
+        run_steps_vs_step(PREC_FP64, r);
+        run_steps_vs_step(PREC_FP32, r);
+        unsetenv("MICROGPT_CUDA_PATH");
+    }
+    printf("\n");
+    fused_vs_cpu_shapes(PREC_FP64, r);
+    fused_vs_cpu_shapes(PREC_FP32, r);
+    path_choice();
+    refusals();
+}
+
+// ---------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
     set_prog_name(argv[0]);
     uint64_t seed = (uint64_t)time(nullptr) ^ ((uint64_t)getpid() << 16);
-    bool do_bench = false;
+    bool do_bench = false;  // --bench
+    int bench_iters = 0;   // --attn-bench: > 0
+    const char *bench_size = nullptr;   // --attn-size: one size only
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             seed = strtoull(argv[++i], nullptr, 10);
         } else if (!strcmp(argv[i], "--bench")) {
             do_bench = true;
+        } else if (!strcmp(argv[i], "--attn-bench")) {
+            bench_iters = 20;
+            if (i + 1 < argc && argv[i + 1][0] != '-') {
+                char *end = nullptr;
+                const long it = strtol(argv[++i], &end, 10);
+                if (*end || it < 1 || it > 100000) {
+                    fprintf(stderr, "%s: --attn-bench takes a number of calls from 1 to 100000, not '%s'\n", argv[0],
+                            argv[i]);
+                    return 2;
+                }
+                bench_iters = (int)it;
+            }
+        } else if (!strcmp(argv[i], "--attn-size") && i + 1 < argc) {
+            bench_size = argv[++i];
+            if (strcmp(bench_size, "e512") && strcmp(bench_size, "e128") && strcmp(bench_size, "e16") &&
+                strcmp(bench_size, "gqa")) {
+                fprintf(stderr, "%s: --attn-size takes e512, e128, e16 or gqa, not '%s'\n", argv[0], bench_size);
+                return 2;
+            }
         } else {
-            fprintf(stderr, "usage: %s [--seed N] [--bench]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--seed N] [--bench | --attn-bench [CALLS] [--attn-size e512|e128|e16|gqa]]\n", argv[0]);
             return 2;
         }
     }
     char why[512];
-    if (!cuda_available(why, sizeof why) && do_bench) {
-        fprintf(stderr, "test_gpu: --bench needs a GPU: %s\n", why);
+    if ((do_bench || bench_iters) && !cuda_available(why, sizeof why)) {
+        fprintf(stderr, "%s: %s needs a GPU: %s\n", argv[0], do_bench ? "--bench" : "--attn-bench", why);
         return 2;
     }
     if (!cuda_available(why, sizeof why)) {
@@ -1285,43 +1579,12 @@ int main(int argc, char **argv) {
         if (do_bench) {
             bench<float>(h, prop.multiProcessorCount, r);
             bench<double>(h, prop.multiProcessorCount, r);
-            CUBLAS_CHECK(cublasDestroy(h));
-            return 0;
+        } else if (bench_iters) {
+            attn_bench(bench_iters, bench_size, r);
+        } else {
+            all_tests(r, h, prop.multiProcessorCount);
         }
-
-        // B, T, C, NH, NKV, V
-        const std::vector<Shape> shapes = {
-            {1, 1, 16, 4, 4, 27},    // T = 1, one document
-            {3, 7, 12, 3, 1, 11},    // nothing a power of two; three query heads share one kv head
-            {4, 16, 16, 4, 2, 27},   // the default model with grouped-query attention
-            {2, 37, 24, 6, 3, 50},   // T > 32: keys in two chunks of a warp; V > 32
-            {5, 9, 80, 2, 1, 67},    // head size 40 > 32, C > 64
-            {8, 16, 16, 4, 4, 27},   // batch 8
-            {70, 33, 8, 2, 1, 13},   // 2310 positions, ragged
-            {256, 16, 16, 4, 2, 27}, // the default model at batch 256: every weight gradient split-K
-            {37, 61, 48, 4, 2, 40},  // 2257 rows, ragged: split-K with a short last chunk; 2 channel blocks
-        };
-        kernel_tests<double>(shapes, r, h, prop.multiProcessorCount);
-        kernel_tests<float>(shapes, r, h, prop.multiProcessorCount);
         CUBLAS_CHECK(cublasDestroy(h));
-        printf("\n");
-        // the engine tests on each path (MICROGPT_CUDA_PATH forces one)
-        for (const char *path : {"layered", "fused"}) {
-            printf("\n--- path %s\n", path);
-            setenv("MICROGPT_CUDA_PATH", path, 1);
-            engine_vs_cpu(PREC_FP64, r);
-            engine_vs_cpu(PREC_FP32, r);
-            determinism(PREC_FP64, r);
-            determinism(PREC_FP32, r);
-            run_steps_vs_step(PREC_FP64, r);
-            run_steps_vs_step(PREC_FP32, r);
-            unsetenv("MICROGPT_CUDA_PATH");
-        }
-        printf("\n");
-        fused_vs_cpu_shapes(PREC_FP64, r);
-        fused_vs_cpu_shapes(PREC_FP32, r);
-        path_choice();
-        refusals();
         CUDA_CHECK(cudaDeviceSynchronize());
     } catch (const std::exception &x) {
         failf("%s", x.what());

@@ -1,0 +1,96 @@
+// A CPU stand-in for the few CUDA features that the tiled attention kernels
+// (attention_tiled.cuh) and the device helpers use, so that test_attn_emu.cc
+// can run the kernels' own code without a GPU. Included instead of the real
+// <cuda_runtime.h> (-Itensor_gpu/cuda/emu first); C++20, threads.
+//
+// emu_launch(grid, threads, body) runs body once per CUDA thread of each
+// block: one std::thread per CUDA thread, blocks one after another, with
+// threadIdx and blockIdx set. __syncthreads is a barrier of the block's
+// threads; __shfl_xor_sync a barrier of the warp's 32 threads around an
+// exchange through memory (so every lane of a warp must call it, as on the
+// // GPU). Shared memory is one static buffer (1 MiB) filled with NaN (all bits
+// set) before each block, so that reading an element no thread wrote shows up.
+#ifndef TENSOR_GPU_CUDA_EMU_CUDA_RUNTIME_H
+#define TENSOR_GPU_CUDA_EMU_CUDA_RUNTIME_H
+
+#include <barrier>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__
+#define __align__(n) __attribute__((aligned(n)))
+
+typedef int cudaError_t;
+typedef struct CUstream_st *cudaStream_t;
+constexpr cudaError_t cudaSuccess = 0;
+
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) double2 { double x, y; };
+struct emu_dim3 { unsigned x, y, z; };
+
+namespace mgpt {
+// the kernels' extern __shared__ array (block-scope extern declarations in
+// namespace mgpt name this one)
+constexpr size_t EMU_SMEM_BYTES = (size_t)1 << 20;
+alignas(16) inline unsigned char smem_bytes[EMU_SMEM_BYTES];
+}  // namespace mgpt
+
+inline thread_local emu_dim3 threadIdx, blockIdx;
+inline emu_dim3 blockDim;
+
+struct EmuBlock {
+    std::barrier<> block;
+    std::vector<std::unique_ptr<std::barrier<>>> warps;
+    std::vector<double> lanes;   // the shuffles' exchange, one slot per thread
+    explicit EmuBlock(int threads) : block(threads), lanes((size_t)threads) {
+        for (int w = 0; w < threads / 32; w++) warps.push_back(std::make_unique<std::barrier<>>(32));
+    }
+};
+inline EmuBlock *emu_block;
+
+inline void __syncthreads() { emu_block->block.arrive_and_wait(); }
+
+// float and double both travel through a double exactly
+template <typename T> T __shfl_xor_sync(unsigned, T x, int o) {
+    const unsigned tid = threadIdx.x, w = tid / 32, lane = tid % 32;
+    emu_block->lanes[tid] = (double)x;
+    emu_block->warps[w]->arrive_and_wait();
+    const T y = (T)emu_block->lanes[w * 32 + (lane ^ (unsigned)o)];
+    emu_block->warps[w]->arrive_and_wait();   // nobody overwrites a slot before it is read
+    return y;
+}
+
+// Runs `body` as the kernel of a grid of `grid` blocks of `threads` threads
+// (a multiple of 32): the threads are made once and take the blocks in
+// order, a barrier between blocks.
+inline void emu_launch(int grid, int threads, const std::function<void()> &body) {
+    blockDim = {(unsigned)threads, 1, 1};
+    EmuBlock blk(threads);
+    emu_block = &blk;
+    std::vector<std::thread> th;
+    th.reserve((size_t)threads);
+    for (int t = 0; t < threads; t++)
+        th.emplace_back([t, grid, &blk, &body] {
+            threadIdx = {(unsigned)t, 0, 0};
+            for (int b = 0; b < grid; b++) {
+                if (t == 0) std::memset(mgpt::smem_bytes, 0xff, sizeof mgpt::smem_bytes);
+                blockIdx = {(unsigned)b, 0, 0};
+                blk.block.arrive_and_wait();   // shared memory poisoned before anyone starts
+                body();
+                blk.block.arrive_and_wait();   // the block done before the next one's poison
+            }
+        });
+    for (auto &x : th) x.join();
+    emu_block = nullptr;
+}
+
+#endif

@@ -1,0 +1,192 @@
+// test_attn_emu: the tiled attention kernels (attention_tiled.cuh), their own
+// code, run on the CPU under the stand-in of emu/cuda_runtime.h and checked
+// against the CPU reference (tensor_gpu/cpu/layers.c), so that a machine
+// without a GPU (CI) still tests their indexing, padding, tiling,
+// grouped-query sums and shared-memory use. What it cannot test is the GPU
+// itself (timing, the real shuffles and barriers, the launch limits):
+// test_gpu does that.
+//
+// Shapes: head sizes 1, 4, 5, 6, 8, 36, 64 (register tiles of 4, 16-byte
+// loads or not), T from 1 to 70 (one and several warps of keys), MHA, GQA,
+// MQA, ragged documents; blocks of 64, 96 and 256 threads; q|k|v side by
+// side (the engine's layout) with the rows 16-byte aligned and, again,
+// shifted by one element (the scalar copies); backward overwriting (outputs
+// NaN first) and accumulating. Exits 1 on any mismatch.
+//
+//   build/test_attn_emu [--seed N]
+#include "tensor_gpu/cuda/attention_tiled.cuh"
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "tensor_gpu/layers.h"
+}
+
+using namespace mgpt;
+
+static int g_fail = 0, g_checks = 0;
+
+static void ref_forward(double *o, double *a, const double *q, const double *k, const double *v, const int *n, int B,
+                        int T, int NH, int NKV, int HS) {
+    attention_forward_f64(o, a, q, k, v, n, B, T, NH, NKV, HS);
+}
+static void ref_forward(float *o, float *a, const float *q, const float *k, const float *v, const int *n, int B,
+                        int T, int NH, int NKV, int HS) {
+    attention_forward_f32(o, a, q, k, v, n, B, T, NH, NKV, HS);
+}
+static void ref_backward(double *dq, double *dk, double *dv, const double *d, const double *a, const double *q,
+                         const double *k, const double *v, const int *n, int B, int T, int NH, int NKV, int HS) {
+    attention_backward_f64(dq, dk, dv, d, a, q, k, v, n, B, T, NH, NKV, HS);
+}
+static void ref_backward(float *dq, float *dk, float *dv, const float *d, const float *a, const float *q,
+                         const float *k, const float *v, const int *n, int B, int T, int NH, int NKV, int HS) {
+    attention_backward_f32(dq, dk, dv, d, a, q, k, v, n, B, T, NH, NKV, HS);
+}
+
+// max|got - want| / max|want| within the tolerance of test_gpu, every element finite
+template <typename real>
+static void check(const char *what, const std::string &shape, const real *got, const std::vector<real> &want,
+                  size_t stride, size_t cols, size_t off) {
+    double max_ref = 0, max_err = 0;
+    size_t bad = 0, first_bad = 0;
+    const size_t rows = want.size() / cols;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < cols; j++) {
+            const double g = got[i * stride + off + j], w = want[i * cols + j];
+            if (!std::isfinite(g) || !std::isfinite(w)) {
+                if (!bad++) first_bad = i * cols + j;
+                continue;
+            }
+            max_ref = std::fabs(w) > max_ref ? std::fabs(w) : max_ref;
+            max_err = std::fabs(g - w) > max_err ? std::fabs(g - w) : max_err;
+        }
+    const double rel = max_err == 0 ? 0 : max_err / (max_ref > 0 ? max_ref : 1e-300);
+    const double tol = sizeof(real) == 8 ? 1e-12 : 1e-5;
+    g_checks++;
+    if (bad || rel > tol) {
+        g_fail++;
+        if (bad)
+            printf("FAIL: %s [%s]: %zu element(s) not finite, the first [%zu]\n", what, shape.c_str(), bad, first_bad);
+        else
+            printf("FAIL: %s [%s]: relative error %.3e > %.0e\n", what, shape.c_str(), rel, tol);
+    }
+}
+
+// (N, C+2KV) rows a|b|c
+template <typename real>
+static void interleave(real *x, const std::vector<real> &a, const std::vector<real> &b, const std::vector<real> &c,
+                       int N, int C, int KV) {
+    const int ld = C + 2 * KV;
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < C; j++) x[(size_t)i * ld + j] = a[(size_t)i * C + j];
+        for (int j = 0; j < KV; j++) {
+            x[(size_t)i * ld + C + j] = b[(size_t)i * KV + j];
+            x[(size_t)i * ld + C + KV + j] = c[(size_t)i * KV + j];
+        }
+    }
+}
+
+// A buffer of n reals starting `shift` elements after a 16-byte boundary.
+template <typename real> struct Buf {
+    std::vector<real> mem;
+    real *p;
+    Buf(size_t n, int shift, real fill) : mem(n + 16 / sizeof(real) + (size_t)shift, fill) {
+        uintptr_t a = reinterpret_cast<uintptr_t>(mem.data());
+        a = (a + 15) / 16 * 16;
+        p = reinterpret_cast<real *>(a) + shift;
+    }
+};
+
+template <typename real>
+static void run(int B, int T, int NH, int NKV, int HS, int threads, int shift, std::mt19937_64 &rng) {
+    const int C = NH * HS, KV = NKV * HS, QKV = C + 2 * KV, N = B * T;
+    const size_t natt = (size_t)B * NH * T * T;
+    char name[160];
+    snprintf(name, sizeof name, "%s B=%d T=%d NH=%d NKV=%d HS=%d, %d threads, rows %s", sizeof(real) == 8 ? "fp64" : "fp32",
+             B, T, NH, NKV, HS, threads, shift ? "shifted" : "aligned");
+    const std::string sh = name;
+    std::normal_distribution<double> nd;
+    auto randn = [&](size_t c) {
+        std::vector<real> x(c);
+        for (auto &e : x) e = (real)nd(rng);
+        return x;
+    };
+    std::vector<int> n((size_t)B);
+    for (int b = 0; b < B; b++) n[b] = 1 + (int)(rng() % (uint64_t)T);
+    n[0] = T;
+    if (B > 1) n[B - 1] = 1;
+    const std::vector<real> q = randn((size_t)N * C), k = randn((size_t)N * KV), v = randn((size_t)N * KV),
+                            dout = randn((size_t)N * C);
+    Buf<real> qkv((size_t)N * QKV, shift, 0);
+    interleave(qkv.p, q, k, v, N, C, KV);
+    std::vector<real> out((size_t)N * C), att(natt);
+    ref_forward(out.data(), att.data(), q.data(), k.data(), v.data(), n.data(), B, T, NH, NKV, HS);
+    const real scale = (real)1 / std::sqrt((real)HS);
+
+    Buf<real> o((size_t)N * C, 0, (real)NAN), a(natt, 0, (real)NAN);
+    emu_launch(B * NH, threads, [&] {
+        attention_forward_tiled_kernel<real>(o.p, a.p, qkv.p, QKV, qkv.p + C, qkv.p + C + KV, QKV, n.data(), T, NH,
+                                             NKV, HS, scale);
+    });
+    check("forward out", sh, o.p, out, C, C, 0);
+    check("forward att", sh, a.p, att, T, T, 0);
+
+    Buf<real> at(natt, 0, 0);   // the backward from the reference's att
+    for (size_t i = 0; i < natt; i++) at.p[i] = att[i];
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<real> dq = acc ? randn((size_t)N * C) : std::vector<real>((size_t)N * C, 0);
+        std::vector<real> dk = acc ? randn((size_t)N * KV) : std::vector<real>((size_t)N * KV, 0);
+        std::vector<real> dv = acc ? randn((size_t)N * KV) : std::vector<real>((size_t)N * KV, 0);
+        Buf<real> g((size_t)N * QKV, shift, (real)NAN), dpre(natt, 0, (real)NAN);
+        if (acc) interleave(g.p, dq, dk, dv, N, C, KV);
+        emu_launch(B * NH, threads, [&] {
+            attention_backward_dq_tiled_kernel<real>(g.p, QKV, dpre.p, dout.data(), at.p, qkv.p + C, qkv.p + C + KV,
+                                                     QKV, n.data(), T, NH, NKV, HS, scale, acc != 0);
+        });
+        emu_launch(B * NKV, threads, [&] {
+            attention_backward_dkv_tiled_kernel<real>(g.p + C, g.p + C + KV, QKV, dpre.p, at.p, dout.data(), qkv.p,
+                                                      QKV, n.data(), T, NH, NKV, HS, acc != 0);
+        });
+        ref_backward(dq.data(), dk.data(), dv.data(), dout.data(), att.data(), q.data(), k.data(), v.data(), n.data(),
+                     B, T, NH, NKV, HS);
+        check(acc ? "backward dq (+=)" : "backward dq", sh, g.p, dq, QKV, C, 0);
+        check(acc ? "backward dk (+=)" : "backward dk", sh, g.p, dk, QKV, KV, C);
+        check(acc ? "backward dv (+=)" : "backward dv", sh, g.p, dv, QKV, KV, C + KV);
+    }
+}
+
+int main(int argc, char **argv) {
+    unsigned long long seed = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+            seed = strtoull(argv[++i], nullptr, 10);
+        } else {
+            fprintf(stderr, "usage: %s [--seed N]\n", argv[0]);
+            return 2;
+        }
+    }
+    std::mt19937_64 rng(seed);
+    // B, T, NH, NKV, HS, threads
+    const int shapes[][6] = {
+        {1, 1, 4, 4, 4, 64},   {3, 7, 3, 1, 4, 96},    {4, 16, 4, 2, 4, 64},  {2, 37, 6, 3, 4, 64},
+        {2, 5, 4, 4, 1, 64},   {3, 6, 2, 2, 5, 96},    {2, 11, 2, 1, 6, 64},  {3, 3, 4, 2, 8, 64},
+        {2, 40, 2, 2, 36, 96}, {2, 70, 2, 2, 5, 96},  {2, 64, 2, 1, 64, 256}, {2, 9, 2, 1, 40, 96},
+    };
+    for (const auto &s : shapes)
+        for (int shift = 0; shift < 2; shift++) {
+            run<double>(s[0], s[1], s[2], s[3], s[4], s[5], shift, rng);
+            run<float>(s[0], s[1], s[2], s[3], s[4], s[5], shift, rng);
+        }
+    if (g_fail) {
+        printf("test_attn_emu: FAILED (%d of %d checks; seed %llu)\n", g_fail, g_checks, seed);
+        return 1;
+    }
+    printf("test_attn_emu: the tiled attention kernels, run on the CPU, match the reference: %d checks passed "
+           "(seed %llu)\n", g_checks, seed);
+    return 0;
+}
