@@ -15,7 +15,8 @@
 # --build-only: apply and build each mutant, run no check (e.g. the GPU
 # part on a machine with nvcc but no GPU). --keep: keep each mutant's copy.
 # --jobs N: N mutants at a time, each in its own copy (default 1);
-# --make-jobs N: make -jN for each build (default 2).
+# --make-jobs N: make -jN for each build (default 2). MUTANTS_GATE=FILE:
+# each mutant's checks wait while FILE exists (its build does not).
 set -u
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "mutants: $*" >&2; exit 2; }
@@ -148,6 +149,9 @@ one_mutant() {
     be=cuda:layered
     grep -q '^+++ b/tensor_gpu/cuda/fused.cu' "$p" && be=cuda:fused
   fi
+  # MUTANTS_GATE=FILE: build now, check only once FILE is gone (so that a
+  # benchmark on the same GPU runs alone while the mutants build)
+  while [ -n "${MUTANTS_GATE:-}" ] && [ -e "$MUTANTS_GATE" ]; do sleep 2; done
   for c in "${checks[@]}"; do
     cname="${c%%|*}" cmd="${c#*|}"
     out=$(cd "$run_dir" && B=$be eval "$cmd" 2>&1)
