@@ -142,12 +142,14 @@ one_mutant() {
     result built "$(printf '%-34s %-20s %s' "$name" "(built)" "applies and builds; no check run")"; return
   fi
   # the engine the compare checks run: cpu for the CPU part's mutants; for
-  # the GPU part's, the CUDA path the mutated code is on (the fused step's
-  # file: cuda:fused, every other kernel: cuda:layered)
+  # the GPU part's, the CUDA path the mutated code is on: every kernel but
+  # the fused step's on cuda:layered; the fused step's on cuda, whose own
+  # choice takes it wherever the check's model fits (a check whose model does
+  # not fit runs the layered path, which the mutant leaves alone)
   local be=cpu
   if [ "$(sed -n 's/^# part: //p' "$p")" = gpu ]; then
     be=cuda:layered
-    grep -q '^+++ b/tensor_gpu/cuda/fused.cu' "$p" && be=cuda:fused
+    grep -q '^+++ b/tensor_gpu/cuda/fused.cu' "$p" && be=cuda
   fi
   # MUTANTS_GATE=FILE: build now, check only once FILE is gone (so that a
   # benchmark on the same GPU runs alone while the mutants build)

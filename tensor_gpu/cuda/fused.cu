@@ -273,9 +273,9 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         PHASE(fc2);
         if (last) {
             real *fo = a.fch[l] + (size_t)b * T * H;
-            FOR_BLOCK(idx, n * H) {
+            FOR_BLOCK(idx, T * H) {   // 0 at padding: every byte the host reads back is written
                 const int t = idx / H, i = idx - t * H;
-                fo[(size_t)t * H + i] = fch[t * ldH + i];
+                fo[(size_t)t * H + i] = t < n ? fch[t * ldH + i] : (real)0;
             }
         }
         x = res3;
@@ -286,9 +286,9 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     PHASE(lm_head);
     if (last) {
         real *lo = a.logits + (size_t)b * T * V;
-        FOR_BLOCK(idx, n * V) {
+        FOR_BLOCK(idx, T * V) {
             const int t = idx / V, o = idx - t * V;
-            lo[(size_t)t * V + o] = lg[t * ldV + o];
+            lo[(size_t)t * V + o] = t < n ? lg[t * ldV + o] : (real)0;
         }
         __syncthreads();   // the loss overwrites the logits with their gradient
         PHASE(out);
@@ -313,6 +313,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         for (int i = lane; i < V; i += 32) l[i] = (l[i] * inv - (real)(i == target)) * w;
         if (lane == 0) losses[(size_t)b * T + t] = f_log(sum) - (lt - mx);
     }
+    for (int t = n + (int)threadIdx.x; t < T; t += (int)blockDim.x) losses[(size_t)b * T + t] = 0;   // padding
     __syncthreads();
     PHASE(loss);
 

@@ -1375,7 +1375,7 @@ template <typename real> static void attn_bench_one(const char *name, int B, int
     AttnEvents ev;
     const AttnPath fp = attention_forward_path<real>(T, HS), bp = attention_backward_path<real>(T, HS);
     double us[2][2] = {{0, 0}, {0, 0}};   // [rows, tiled][forward, backward]
-    std::vector<real> ref[2];
+    std::vector<real> ref[3];   // the rows kernels' out, att and dq|dk|dv
     for (int pi = 0; pi < 2; pi++) {
         const AttnPath p = pi ? AttnPath::Tiled : AttnPath::Rows;
         const bool fwd_ok = !pi || fp == AttnPath::Tiled, bwd_ok = !pi || bp == AttnPath::Tiled;
@@ -1400,8 +1400,8 @@ template <typename real> static void attn_bench_one(const char *name, int B, int
                                    k, v, QKV, d_n.p, B, T, NH, NKV, HS, false, p);
             });
             const std::vector<real> g = dqkv.down();
-            if (!pi) ref[0] = g;
-            else check("bench: attention_backward tiled vs rows", "dq|dk|dv", s, g, ref[0]);
+            if (!pi) ref[2] = g;
+            else check("bench: attention_backward tiled vs rows", "dq|dk|dv", s, g, ref[2]);
         }
     }
     auto cell = [](double t) {
