@@ -373,14 +373,12 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
                 g = dot<false>(dr, 1, k, ldQ, t + 1);
             } else if (c < C + KV) {   // dk[t,kc] = sum_{r>=t} sum_{h of kv head} dpre[h,r,t] q[r,h]
                 const int kh = (c - C) / HS, j = (c - C) - kh * HS;
-                for (int r = t; r < n; r++)
-                    for (int h = kh * group; h < (kh + 1) * group; h++)
-                        g += dpre[(h * Tm + r) * Tm + t] * qkv[r * ldQ + h * HS + j];
+                for (int h = kh * group; h < (kh + 1) * group; h++)   // over r = t .. n-1
+                    g += dot<false>(dpre + (h * Tm + t) * Tm + t, Tm, qkv + t * ldQ + h * HS + j, ldQ, n - t);
             } else {   // dv[t,kc] = sum_{r>=t} sum_h att[h,r,t] datty[r,h]
                 const int kh = (c - C - KV) / HS, j = (c - C - KV) - kh * HS;
-                for (int r = t; r < n; r++)
-                    for (int h = kh * group; h < (kh + 1) * group; h++)
-                        g += att[(h * Tm + r) * Tm + t] * datty[r * ldC + h * HS + j];
+                for (int h = kh * group; h < (kh + 1) * group; h++)
+                    g += dot<false>(att + (h * Tm + t) * Tm + t, Tm, datty + t * ldC + h * HS + j, ldC, n - t);
             }
             dqkv[t * ldQ + c] = g;
         }
@@ -410,15 +408,24 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
 
 // The weights of the table from the canonical buffer src into shared memory
 // (padded rows), or back (to_global).
-template <typename real> __device__ void copy_weights(const FusedSmem &s, real *sm, real *flat, bool to_global) {
-    for (int k = 0; k < s.n_tensors; k++) {
-        const FusedTensor &w = s.tensors[k];
-        FOR_BLOCK(idx, w.rows * w.cols) {
-            const int r = idx / w.cols, c = idx - r * w.cols;
-            real &here = sm[w.smem + (size_t)r * (w.cols + 1) + c];
-            if (to_global) flat[w.flat + idx] = here;
-            else here = flat[w.flat + idx];
-        }
+// Where flat parameter i sits in shared memory. The table covers [0, P) in
+// canonical order (fused_plan checks it), so one scan finds its tensor; one
+// loop over all P parameters keeps every thread busy (a loop per tensor
+// would run 3 + 4L short loops one after another).
+__device__ __forceinline__ size_t smem_of(const FusedSmem &s, size_t i) {
+    int k = 0;
+    while (k + 1 < s.n_tensors && s.tensors[k + 1].flat <= i) k++;
+    const FusedTensor &w = s.tensors[k];
+    const int idx = (int)(i - w.flat), r = idx / w.cols, c = idx - r * w.cols;
+    return w.smem + (size_t)r * (w.cols + 1) + c;
+}
+
+template <typename real>
+__device__ void copy_weights(const FusedSmem &s, real *sm, real *flat, size_t P, bool to_global) {
+    for (size_t i = threadIdx.x; i < P; i += blockDim.x) {
+        real &here = sm[smem_of(s, i)];
+        if (to_global) flat[i] = here;
+        else here = flat[i];
     }
 }
 
@@ -450,7 +457,7 @@ __global__ void __launch_bounds__(FUSED_THREADS, MINB) fused_train_kernel(const 
     if (s.resident) {
         // one block: parameters and moments stay in shared memory for the launch
         real *M = sm + s.adam_m, *Vm = sm + s.adam_v;
-        copy_weights(s, sm, a.params, false);
+        copy_weights(s, sm, a.params, P, false);
         for (size_t i = threadIdx.x; i < P; i += blockDim.x) M[i] = a.adam_m[i], Vm[i] = a.adam_v[i];
         for (int st = 0; st < a.nsteps; st++) {
             const StepIn in = step_in(a, st);
@@ -460,18 +467,12 @@ __global__ void __launch_bounds__(FUSED_THREADS, MINB) fused_train_kernel(const 
             real *losses = a.losses + (size_t)st * a.loss_stride;
             for (int b = 0; b < in.B; b++) train_document(a, sm, in, b, losses, st == a.nsteps - 1);
             const real lr = (real)in.sc->lr, rc1 = (real)in.sc->c1, rc2 = (real)in.sc->c2;
-            for (int k = 0; k < s.n_tensors; k++) {
-                const FusedTensor &w = s.tensors[k];
-                FOR_BLOCK(idx, w.rows * w.cols) {
-                    const int r = idx / w.cols, c = idx - r * w.cols;
-                    const size_t f = w.flat + idx;
-                    adam_one(sm[w.smem + (size_t)r * (w.cols + 1) + c], G[f], M[f], Vm[f], lr, rc1, rc2, b1, b2, ep);
-                }
-            }
+            for (size_t i = threadIdx.x; i < P; i += blockDim.x)
+                adam_one(sm[smem_of(s, i)], G[i], M[i], Vm[i], lr, rc1, rc2, b1, b2, ep);
             __syncthreads();
             PHASE(reduce_adam);
         }
-        copy_weights(s, sm, a.params, true);
+        copy_weights(s, sm, a.params, P, true);
         for (size_t i = threadIdx.x; i < P; i += blockDim.x)
             a.adam_m[i] = M[i], a.adam_v[i] = Vm[i], a.grads[i] = G[i];
         return;
@@ -482,7 +483,7 @@ __global__ void __launch_bounds__(FUSED_THREADS, MINB) fused_train_kernel(const 
         const StepIn in = step_in(a, st);
         // the weights of this step into shared memory; the accumulator to 0
         PHASE_START();
-        copy_weights(s, sm, a.params, false);
+        copy_weights(s, sm, a.params, P, false);
         for (size_t i = threadIdx.x; i < P; i += blockDim.x) G[i] = 0;
         __syncthreads();
         PHASE(load);
@@ -535,6 +536,14 @@ int fused_plan(const FusedModel &m, int max_batch, FusedSmem *s, size_t *smem_by
         weight(&s->w_wo[l], m.wo[l], C, C);
         weight(&s->w_fc1[l], m.fc1[l], H, C);
         weight(&s->w_fc2[l], m.fc2[l], C, H);
+    }
+    for (int k = 0; k < s->n_tensors; k++) {   // smem_of: the table covers [0, P) in order
+        const FusedTensor &w = s->tensors[k];
+        const size_t end = k + 1 < s->n_tensors ? s->tensors[k + 1].flat : m.P;
+        if (w.flat + (size_t)w.rows * w.cols != end) {
+            snprintf(why, whylen, "the parameter layout is not the canonical one the fused step reads");
+            return -1;
+        }
     }
     s->grad = take(m.P);
     s->enc = take(T * (C + 1));
