@@ -354,8 +354,12 @@ static DwSplit split_rows(int N, long long S) {
     return DwSplit{(N + K - 1) / K, K};   // ceil(N/K) <= S chunks: the last one N - (S-1)K rows
 }
 
-DwSplit dw_split(int N, int IC, int OC, int sms) {
+DwSplit dw_split(int N, int IC, int OC, int sms, int real_bytes) {
     const long long tiles = (long long)((OC + 127) / 128) * ((IC + 127) / 128);
+    // fp64: from 16 output tiles on, the partials' traffic costs what the
+    // split gains (H200, test_gpu --bench: n_embd 512, N 4096: attn_wo 67 us
+    // plain vs 70 split, mlp_fc1 163 vs 200, mlp_fc2 160 vs 238)
+    if (real_bytes == 8 && tiles >= 16) return DwSplit{1, N};
     return split_rows(N, sms > 0 ? 2LL * sms / tiles : 1);
 }
 
@@ -379,7 +383,7 @@ __global__ void dw_reduce_kernel(real *dw, const real *part, int S, size_t count
 template <typename real>
 static void matmul_dw(cublasHandle_t h, real *dw, bool acc, const real *dout, int ldd, const real *inp, int N,
                       int IC, int OC, const DwScratch<real> &ws) {
-    DwSplit sp = dw_split(N, IC, OC, ws.sms);
+    DwSplit sp = dw_split(N, IC, OC, ws.sms, (int)sizeof(real));
     const size_t count = (size_t)OC * IC;
     if (sp.S > 1 && (!ws.p || (size_t)sp.S * count > ws.count))   // as many chunks as the scratch holds
         sp = split_rows(N, ws.p ? (long long)(ws.count / count) : 0);

@@ -95,7 +95,7 @@ struct DwSplit {
 // The split of dw for N rows: about two waves of blocks (dw's 128x128 tiles
 // times S), chunks of at least DW_MIN_ROWS rows.
 constexpr int DW_MIN_ROWS = 128;
-DwSplit dw_split(int N, int IC, int OC, int sms);
+DwSplit dw_split(int N, int IC, int OC, int sms, int real_bytes = 4);   // real_bytes 8: fp64
 // The scratch reals the split of this product needs (0 when it is not split).
 size_t dw_scratch_count(int N, int IC, int OC, int sms);
 template <typename real>

@@ -1283,7 +1283,7 @@ template <typename real> static void bench(cublasHandle_t h, int sms, Rng &r) {
                 matmul_backward(h, (real *)nullptr, false, d_dw.p, false, d_dout.p, OC, d_inp.p, (const real *)nullptr, N,
                                 IC, OC, ws);
             });
-            const DwSplit sp = dw_split(N, IC, OC, sms);
+            const DwSplit sp = dw_split(N, IC, OC, sms, (int)sizeof(real));
             printf("  dW %-9s (OC %4d, IC %4d): one product %8.1f us; split-K S %3d x %4d rows %8.1f us (%.1fx)\n",
                    pr.w, OC, IC, t0, sp.S, sp.K, t1, t0 / t1);
         }
