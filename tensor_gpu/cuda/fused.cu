@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "tensor_gpu/cuda/cuda_check.cuh"
+#include "tensor_gpu/cuda/device_util.cuh"
 #include "tensor_gpu/cuda/fused.cuh"
 #include "tensor_gpu/layers.h"
 
@@ -25,12 +26,6 @@ namespace cg = cooperative_groups;
 namespace mgpt {
 namespace {
 
-__device__ __forceinline__ double f_exp(double x) { return exp(x); }
-__device__ __forceinline__ float f_exp(float x) { return expf(x); }
-__device__ __forceinline__ double f_log(double x) { return log(x); }
-__device__ __forceinline__ float f_log(float x) { return logf(x); }
-__device__ __forceinline__ double f_sqrt(double x) { return sqrt(x); }
-__device__ __forceinline__ float f_sqrt(float x) { return sqrtf(x); }
 
 // Profiling (make FUSED_PROFILE=1 in a build of its own; off, PHASE is
 // nothing): thread 0 of block 0 adds each phase's cycles (clock64, from the
@@ -69,17 +64,6 @@ __shared__ long long prof_last;
 #define FOR_WARP_ROW(row, count) \
     for (int row = (int)(threadIdx.x / 32); row < (count); row += (int)(blockDim.x / 32))
 
-template <typename real> __device__ __forceinline__ real warp_sum(real x) {
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-    return x;
-}
-template <typename real> __device__ __forceinline__ real warp_max(real x) {
-    for (int o = 16; o > 0; o >>= 1) {
-        const real y = __shfl_xor_sync(0xffffffffu, x, o);
-        x = y > x ? y : x;
-    }
-    return x;
-}
 
 // sum_{i<K} a[i*sa] * b[i*sb] over four interleaved partial sums, as
 // (s0+s1)+(s2+s3); with RELU_B, b is relu(b).
@@ -146,7 +130,7 @@ template <typename real> __device__ void rms_fwd(real *out, real *rstd, const re
         for (int c = lane; c < C; c += 32) ss += x[c] * x[c];
         ss = warp_sum(ss);
         const real ms = ss * ((real)1 / (real)C);
-        const real s = (real)1 / f_sqrt(ms + (real)RMSNORM_EPS);
+        const real s = (real)1 / r_sqrt(ms + (real)RMSNORM_EPS);
         for (int c = lane; c < C; c += 32) out[t * ld + c] = x[c] * s;
         if (lane == 0) rstd[t] = s;
     }
@@ -202,7 +186,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     const int ldC = C + 1, ldQ = Q + 1, ldH = H + 1, ldV = V + 1;
     const int n = in.n[b], T = in.T;
     const int *tok = in.tok + (size_t)b * (T + 1);   // inputs at t, targets at t+1
-    const real scale = (real)1 / f_sqrt((real)HS);
+    const real scale = (real)1 / r_sqrt((real)HS);
     const int lane = threadIdx.x % 32;
     real *G = sm + s.grad;
 
@@ -244,7 +228,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             mx = warp_max(mx);
             real sum = 0;
             for (int u = lane; u <= t; u += 32) {
-                ar[u] = f_exp(ar[u] - mx);
+                ar[u] = r_exp(ar[u] - mx);
                 sum += ar[u];
             }
             const real inv = (real)1 / warp_sum(sum);
@@ -305,13 +289,13 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         __syncwarp();   // every lane has read l[target] before it is overwritten
         real sum = 0;
         for (int i = lane; i < V; i += 32) {
-            l[i] = f_exp(l[i] - mx);
+            l[i] = r_exp(l[i] - mx);
             sum += l[i];
         }
         sum = warp_sum(sum);
         const real inv = (real)1 / sum;
         for (int i = lane; i < V; i += 32) l[i] = (l[i] * inv - (real)(i == target)) * w;
-        if (lane == 0) losses[(size_t)b * T + t] = f_log(sum) - (lt - mx);
+        if (lane == 0) losses[(size_t)b * T + t] = r_log(sum) - (lt - mx);
     }
     for (int t = n + (int)threadIdx.x; t < T; t += (int)blockDim.x) losses[(size_t)b * T + t] = 0;   // padding
     __syncthreads();
@@ -439,7 +423,7 @@ __device__ __forceinline__ void adam_one(real &p, real g, real &m, real &v, real
     v = vi;
     const real m_hat = mi / rc1;
     const real v_hat = vi / rc2;
-    p -= (lr * m_hat) / (f_sqrt(v_hat) + ep);
+    p -= (lr * m_hat) / (r_sqrt(v_hat) + ep);
 }
 
 // MINB: the blocks per multiprocessor the registers must allow (launch
