@@ -1,6 +1,9 @@
 // The tensor engine on CUDA behind the engine interface (common/engine.h):
 // the model of tensor_gpu/cpu/engine_cpu.c, layer for layer, on the kernels
-// of kernels.cu and cuBLAS, in fp64 or fp32 (ImplT<double>, ImplT<float>).
+// of kernels.cu and cuBLAS, in fp64 or fp32 (ImplT<double>, ImplT<float>),
+// or by the mixed-precision recipe in bf16 or tf32 (ImplT<float> with its
+// products from mixed.cuh: fp32 master weights, Adam state and everything
+// but the products' rounding; docs/mixed_precision.md). fp16 is refused.
 //
 // Device memory: one cudaMalloc each for the parameters, the gradients, Adam's
 // m and v (P elements each, canonical layout of common/model.h) and the
@@ -31,11 +34,13 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "tensor_gpu/cuda/cuda_check.cuh"
 #include "tensor_gpu/cuda/fused.cuh"
 #include "tensor_gpu/cuda/kernels.cuh"
+#include "tensor_gpu/cuda/mixed.cuh"
 
 extern "C" {
 #include "common/engine.h"
@@ -199,6 +204,14 @@ template <typename real> class ImplT final : public Impl {
     void upload_flat(real *dev, const double *in);
     size_t fill_io(char *dst, const Batch *b, int step) const;
     cudaGraphExec_t capture(int B, int T);
+    // The products of forward() and backward(): these members hide the
+    // namespace's matmul_forward/matmul_backward there, so the call sites
+    // read as in fp32 and go to the recipe's products (mixed.cuh) in bf16
+    // and tf32.
+    void matmul_forward(cublasHandle_t h, real *out, int ldo, const real *inp, const real *w, int N, int IC, int OC);
+    void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw, const real *dout,
+                         int ldd, const real *inp, const real *w, int N, int IC, int OC, const DwScratch<real> &ws);
+    void carve_mixed(Carver &c);
     void *dmalloc(size_t bytes, const char *what) {
         void *p = DEVICE_MALLOC(bytes, what);
         device_bytes_ += bytes;
@@ -221,6 +234,11 @@ template <typename real> class ImplT final : public Impl {
     cudaStream_t stream_ = nullptr;
     cublasHandle_t blas_ = nullptr;
     void *workspace_ = nullptr;
+    // bf16, tf32: the recipe's products, on a second handle that allows
+    // tensor cores (blas_ is pedantic), their scratch in acts_mem_
+    bool mixed_ = false;
+    cublasHandle_t blas_lowp_ = nullptr;
+    MixedMM mx_{};
     DwScratch<real> dws_{nullptr, 0, 0};   // the split-K weight gradients' (in acts_mem_)
     real *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
     ParamPtrs<real> P, G;
@@ -291,6 +309,23 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         CUBLAS_CHECK(cublasSetMathMode(blas_, cublas_math_mode()));
         CUBLAS_CHECK(cublasSetAtomicsMode(blas_, CUBLAS_ATOMICS_NOT_ALLOWED));
         CUBLAS_CHECK(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST));
+        mixed_ = precision_is_mixed(cfg->precision);
+        if (mixed_) {
+            if (sizeof(real) != sizeof(float) || cfg->precision == PREC_FP16)
+                throw CudaError(std::string("internal error: no CUDA recipe for ") + precision_name(cfg->precision));
+            mx_.lp = cfg->precision == PREC_BF16 ? Lowp::BF16 : Lowp::TF32;
+            // The recipe's products need tensor cores, which pedantic math
+            // may deny: their own handle in the default math mode, the
+            // compute type of each cublasGemmEx asking for them explicitly
+            // (bf16: CUBLAS_COMPUTE_32F; tf32: CUBLAS_COMPUTE_32F_FAST_TF32).
+            CUBLAS_CHECK(cublasCreate(&blas_lowp_));
+            CUBLAS_CHECK(cublasSetStream(blas_lowp_, stream_));
+            CUBLAS_CHECK(cublasSetWorkspace(blas_lowp_, workspace_, ws));   // one stream: shared safely
+            CUBLAS_CHECK(cublasSetMathMode(blas_lowp_, CUBLAS_DEFAULT_MATH));
+            CUBLAS_CHECK(cublasSetAtomicsMode(blas_lowp_, CUBLAS_ATOMICS_NOT_ALLOWED));
+            CUBLAS_CHECK(cublasSetPointerMode(blas_lowp_, CUBLAS_POINTER_MODE_HOST));
+            mx_.h = blas_lowp_;
+        }
 
         choose_path();
         const size_t pbytes = P_ * sizeof(real);
@@ -303,7 +338,8 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         // the split-K scratch: room for the largest weight gradient's partials at max_batch
         const size_t rows = (size_t)maxB_ * Tmax_;
         const int dw_rows = rows < (size_t)INT_MAX ? (int)rows : INT_MAX;
-        if (dw_split_enabled()) dws_.sms = prop.multiProcessorCount;
+        // (the mixed products' weight gradients are one product each: no split)
+        if (dw_split_enabled() && !mixed_) dws_.sms = prop.multiProcessorCount;
         const int dw_shapes[][2] = {{C_, V_}, {4 * C_, C_}, {C_, 4 * C_}, {C_, C_}, {C_, QKV_}, {C_, KV_}};
         for (const auto &d : dw_shapes) {   // (IC, OC) of each weight's product
             const size_t c = dw_scratch_count(dw_rows, d[0], d[1], dws_.sms);
@@ -315,6 +351,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         count.take<char>(io_.bytes);
         if (fused_) count.take<real>((size_t)fused_grid_ * P_);
         count.take<real>(dws_.count);
+        carve_mixed(count);
         size_t dev_free = 0, dev_total = 0;
         CUDA_CHECK(cudaMemGetInfo(&dev_free, &dev_total));
         const double need = 4.0 * (double)pbytes + (double)count.used;   // the workspace is already held
@@ -360,6 +397,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
             fa_.eps = (real)cfg->s->eps;
         }
         dws_.p = carve.take<real>(dws_.count);
+        carve_mixed(carve);
 
         io_h_ = static_cast<char *>(HOST_MALLOC_PINNED(io_.bytes, "batch upload"));
         losses_h_ = static_cast<real *>(HOST_MALLOC_PINNED(rows * sizeof(real), "losses"));
@@ -399,12 +437,13 @@ template <typename real> void ImplT<real>::release() noexcept {
     };
     for (auto &g : graphs_)
         if (g) warn(cudaGraphExecDestroy(g), "cudaGraphExecDestroy"), g = nullptr;
-    if (blas_) {
-        cublasStatus_t s = cublasDestroy(blas_);
-        if (s != CUBLAS_STATUS_SUCCESS)
-            fprintf(stderr, "cuda engine: warning: cublasDestroy failed: %s\n", cublas_status_name(s));
-        blas_ = nullptr;
-    }
+    for (cublasHandle_t *h : {&blas_, &blas_lowp_})
+        if (*h) {
+            cublasStatus_t s = cublasDestroy(*h);
+            if (s != CUBLAS_STATUS_SUCCESS)
+                fprintf(stderr, "cuda engine: warning: cublasDestroy failed: %s\n", cublas_status_name(s));
+            *h = nullptr;
+        }
     for (auto &ev : ev_)
         if (ev) warn(cudaEventDestroy(ev), "cudaEventDestroy"), ev = nullptr;
     void *dev[] = {workspace_, params_, grads_, m_, v_, acts_mem_, run_io_d_, run_loss_d_, run_shapes_d_};
@@ -435,7 +474,14 @@ template <typename real> void ImplT<real>::choose_path() {
     if (want != "auto" && want != "fused" && want != "layered")
         throw CudaError("MICROGPT_CUDA_PATH='" + want + "' is not auto, fused or layered");
     char why[256] = "";
-    if (want != "layered") {
+    if (mixed_) {   // the fused step has no mixed-precision recipe
+        snprintf(why, sizeof why, "it runs fp64 and fp32 only; %s runs on the layered path",
+                 precision_name(cfg_.precision));
+        if (want == "fused")
+            throw CudaError(std::string("MICROGPT_CUDA_PATH=fused: the fused step cannot take this model: ") + why +
+                            "; unset MICROGPT_CUDA_PATH (auto) or set it to layered");
+    }
+    if (want != "layered" && !mixed_) {
         const ParamLayout *L = cfg_.L;
         fm_ = FusedModel{};
         fm_.V = V_, fm_.C = C_, fm_.NH = NH_, fm_.NKV = NKV_, fm_.HS = HS_, fm_.L = L_, fm_.Tmax = Tmax_;
@@ -526,6 +572,43 @@ template <typename real> void ImplT<real>::point_params(ParamPtrs<real> &p, real
                                  " in the layout table");
         }
     }
+}
+
+// bf16, tf32: the recipe's scratch (mixed.cuh) from c, for the largest
+// product at max_batch x block_size rows: widths up to 4C, V or C+2KV,
+// weights up to that times C.
+template <typename real> void ImplT<real>::carve_mixed(Carver &c) {
+    if (!mixed_) return;
+    const size_t rows = (size_t)maxB_ * Tmax_, C = (size_t)C_;
+    size_t wide = 4 * C;
+    if ((size_t)V_ > wide) wide = (size_t)V_;
+    if ((size_t)QKV_ > wide) wide = (size_t)QKV_;
+    mx_.cap = rows * wide;
+    mx_.wcap = wide * C;
+    const size_t es = lowp_elem_bytes(mx_.lp);
+    mx_.a = c.take<char>(mx_.cap * es);
+    mx_.d = c.take<char>(mx_.cap * es);
+    mx_.w = c.take<char>(mx_.wcap * es);
+    mx_.t = c.take<float>(mx_.cap);
+}
+
+template <typename real>
+void ImplT<real>::matmul_forward(cublasHandle_t h, real *out, int ldo, const real *inp, const real *w, int N, int IC,
+                                 int OC) {
+    if constexpr (std::is_same<real, float>::value) {
+        if (mixed_) return mixed_matmul_forward(mx_, out, ldo, inp, w, N, IC, OC);
+    }
+    mgpt::matmul_forward(h, out, ldo, inp, w, N, IC, OC);
+}
+
+template <typename real>
+void ImplT<real>::matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw,
+                                  const real *dout, int ldd, const real *inp, const real *w, int N, int IC, int OC,
+                                  const DwScratch<real> &ws) {
+    if constexpr (std::is_same<real, float>::value) {
+        if (mixed_) return mixed_matmul_backward(mx_, dinp, acc_dinp, dw, acc_dw, dout, ldd, inp, w, N, IC, OC);
+    }
+    mgpt::matmul_backward(h, dinp, acc_dinp, dw, acc_dw, dout, ldd, inp, w, N, IC, OC, ws);
 }
 
 // Point every activation of a into c, sized for B documents of block_size positions.
@@ -1070,11 +1153,10 @@ extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *ini
         return fail(err, errlen, "cuda engine: fault injection (--inject-fault %s) is not implemented on CUDA; "
                     "inject faults into the CPU tensor engine instead (--engines scalar,cpu)",
                     fault_name(cfg->fault));
-    if (precision_is_mixed(cfg->precision))
-        return fail(err, errlen, "cuda engine: --precision %s is not implemented on CUDA yet (its recipe, "
-                    "docs/mixed_precision.md, runs on the CPU engine as an emulation): use --engines scalar,cpu "
-                    "--precision %s, or fp32/fp64 on cuda", precision_name(cfg->precision),
-                    precision_name(cfg->precision));
+    if (cfg->precision == PREC_FP16)   // bf16 and tf32 run the recipe (ImplT<float>, mixed.cuh)
+        return fail(err, errlen, "cuda engine: --precision fp16 is not implemented on CUDA yet (its loss "
+                    "scaling; the recipe, docs/mixed_precision.md, runs on the CPU engine as an emulation): use "
+                    "--engines scalar,cpu --precision fp16, or bf16, tf32, fp32 or fp64 on cuda");
     const ModelShape *m = &cfg->L->shape;
     // cuBLAS takes int dimensions: the largest is rows N or a width of 4C, V or C+2KV
     const double rows = (double)cfg->max_batch * m->block_size;
@@ -1085,7 +1167,7 @@ extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *ini
     if (!cuda_available(why, sizeof why)) return fail(err, errlen, "cuda engine: %s", why);
     Impl *impl = nullptr;
     try {
-        if (cfg->precision == PREC_FP32) impl = new ImplT<float>(cfg, init_params);
+        if (cfg->precision != PREC_FP64) impl = new ImplT<float>(cfg, init_params);   // fp32, bf16, tf32
         else impl = new ImplT<double>(cfg, init_params);
         CudaEngine *e = new CudaEngine;
         e->base.ops = &CUDA_OPS;
