@@ -212,6 +212,11 @@ template <typename real> class ImplT final : public Impl {
     void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw, const real *dout,
                          int ldd, const real *inp, const real *w, int N, int IC, int OC, const DwScratch<real> &ws);
     void carve_mixed(Carver &c);
+    bool stacked_qkv(const real *w) const {   // w is a layer's stacked (C+2KV, C) wq|wk|wv
+        for (int l = 0; l < L_; l++)
+            if (qkv_fused_[l] && w == P.wq[l]) return true;
+        return false;
+    }
     void *dmalloc(size_t bytes, const char *what) {
         void *p = DEVICE_MALLOC(bytes, what);
         device_bytes_ += bytes;
@@ -606,6 +611,18 @@ void ImplT<real>::matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, r
                                   const real *dout, int ldd, const real *inp, const real *w, int N, int IC, int OC,
                                   const DwScratch<real> &ws) {
     if constexpr (std::is_same<real, float>::value) {
+        if (mixed_ && OC == QKV_ && stacked_qkv(w)) {
+            // The stacked q|k|v product: the recipe rounds each of the three
+            // input gradients on its own before they are added (never the
+            // sum once), so three products; dW's rows are q's, k's, v's.
+            const size_t CC = (size_t)C_ * C_, KC = (size_t)KV_ * C_;
+            mixed_matmul_backward(mx_, dinp, acc_dinp, dw, acc_dw, dout, ldd, inp, w, N, IC, C_);
+            mixed_matmul_backward(mx_, dinp, true, dw ? dw + CC : nullptr, acc_dw, dout + C_, ldd, inp, w + CC, N, IC,
+                                  KV_);
+            mixed_matmul_backward(mx_, dinp, true, dw ? dw + CC + KC : nullptr, acc_dw, dout + C_ + KV_, ldd, inp,
+                                  w + CC + KC, N, IC, KV_);
+            return;
+        }
         if (mixed_) return mixed_matmul_backward(mx_, dinp, acc_dinp, dw, acc_dw, dout, ldd, inp, w, N, IC, OC);
     }
     mgpt::matmul_backward(h, dinp, acc_dinp, dw, acc_dw, dout, ldd, inp, w, N, IC, OC, ws);
