@@ -1,9 +1,10 @@
 // The tensor engine on CUDA behind the engine interface (common/engine.h):
 // the model of tensor_gpu/cpu/engine_cpu.c, layer for layer, on the kernels
 // of kernels.cu and cuBLAS, in fp64 or fp32 (ImplT<double>, ImplT<float>),
-// or by the mixed-precision recipe in bf16 or tf32 (ImplT<float> with its
-// products from mixed.cuh: fp32 master weights, Adam state and everything
-// but the products' rounding; docs/mixed_precision.md). fp16 is refused.
+// or by the mixed-precision recipe in bf16, fp16 or tf32 (ImplT<float> with
+// its products from mixed.cuh: fp32 master weights, Adam state and
+// everything but the products' rounding; fp16 with dynamic loss scaling;
+// docs/mixed_precision.md).
 //
 // Device memory: one cudaMalloc each for the parameters, the gradients, Adam's
 // m and v (P elements each, canonical layout of common/model.h) and the
@@ -148,7 +149,7 @@ template <typename real> struct Acts {
 // The batch as uploaded: Adam's scalars, n (maxB), tokens (maxB, T+1); the
 // same byte layout on the host (pinned) and on the device.
 struct IoLayout {
-    size_t sc, n, tok, bytes;
+    size_t sc, ls, n, tok, bytes;   // ls: fp16's {scale, 1/scale} (floats)
 };
 
 struct Impl {
@@ -164,6 +165,7 @@ struct Impl {
     virtual const char *device() const = 0;
     virtual void run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) = 0;
     virtual size_t device_bytes() const = 0;
+    virtual int step_skipped(double *scale) const = 0;
 };
 
 template <typename real> class ImplT final : public Impl {
@@ -187,6 +189,10 @@ template <typename real> class ImplT final : public Impl {
     const char *device() const override { return device_label_.c_str(); }
     void run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) override;
     size_t device_bytes() const override { return device_bytes_; }
+    int step_skipped(double *scale) const override {
+        if (scale) *scale = used_scale_;
+        return skipped_;
+    }
 
   private:
     void choose_path();
@@ -244,6 +250,16 @@ template <typename real> class ImplT final : public Impl {
     bool mixed_ = false;
     cublasHandle_t blas_lowp_ = nullptr;
     MixedMM mx_{};
+    // fp16's loss scaling, as torch's GradScaler and the CPU engine: the next
+    // step's scale, the last step's, clean steps since the scale changed,
+    // whether the last step's update was skipped; on the device a flag (a
+    // gradient overflowed) and the parameters, m and v from before Adam
+    // (restored when the flag is set), in acts_mem_; the flag's pinned copy
+    bool fp16_ = false;
+    double scale_ = 0, used_scale_ = 0;
+    int good_steps_ = 0, skipped_ = 0;
+    int *bad_d_ = nullptr, *bad_h_ = nullptr;
+    real *snap_ = nullptr;   // (3P) params | m | v
     DwScratch<real> dws_{nullptr, 0, 0};   // the split-K weight gradients' (in acts_mem_)
     real *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
     ParamPtrs<real> P, G;
@@ -274,6 +290,7 @@ template <typename real> class ImplT final : public Impl {
     const int *tok_d() const { return reinterpret_cast<const int *>(io_d_ + io_.tok); }
     const int *n_d() const { return reinterpret_cast<const int *>(io_d_ + io_.n); }
     const AdamScalars *sc_d() const { return reinterpret_cast<const AdamScalars *>(io_d_ + io_.sc); }
+    const float *ls_d() const { return reinterpret_cast<const float *>(io_d_ + io_.ls); }
 };
 
 // ---------------------------------------------------------------------------
@@ -316,13 +333,15 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         CUBLAS_CHECK(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST));
         mixed_ = precision_is_mixed(cfg->precision);
         if (mixed_) {
-            if (sizeof(real) != sizeof(float) || cfg->precision == PREC_FP16)
-                throw CudaError(std::string("internal error: no CUDA recipe for ") + precision_name(cfg->precision));
-            mx_.lp = cfg->precision == PREC_BF16 ? Lowp::BF16 : Lowp::TF32;
+            if (sizeof(real) != sizeof(float))
+                throw CudaError(std::string("internal error: no fp64 recipe for ") + precision_name(cfg->precision));
+            mx_.lp = cfg->precision == PREC_BF16 ? Lowp::BF16 : cfg->precision == PREC_FP16 ? Lowp::FP16 : Lowp::TF32;
+            fp16_ = cfg->precision == PREC_FP16;
+            scale_ = used_scale_ = cfg->loss_scale > 0 ? cfg->loss_scale : 65536.0;   // GradScaler's 2^16
             // The recipe's products need tensor cores, which pedantic math
             // may deny: their own handle in the default math mode, the
             // compute type of each cublasGemmEx asking for them explicitly
-            // (bf16: CUBLAS_COMPUTE_32F; tf32: CUBLAS_COMPUTE_32F_FAST_TF32).
+            // (bf16, fp16: CUBLAS_COMPUTE_32F; tf32: CUBLAS_COMPUTE_32F_FAST_TF32).
             CUBLAS_CHECK(cublasCreate(&blas_lowp_));
             CUBLAS_CHECK(cublasSetStream(blas_lowp_, stream_));
             CUBLAS_CHECK(cublasSetWorkspace(blas_lowp_, workspace_, ws));   // one stream: shared safely
@@ -337,7 +356,8 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         // what the engine will hold on the device, counted before anything is
         // allocated, so that a size that cannot fit is refused with the estimate
         io_.sc = 0;
-        io_.n = align_up(sizeof(AdamScalars));
+        io_.ls = sizeof(AdamScalars);
+        io_.n = align_up(io_.ls + 2 * sizeof(float));
         io_.tok = align_up(io_.n + (size_t)maxB_ * sizeof(int));
         io_.bytes = io_.tok + (size_t)maxB_ * (Tmax_ + 1) * sizeof(int);
         // the split-K scratch: room for the largest weight gradient's partials at max_batch
@@ -410,6 +430,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         if (rows * V_ > xfer_count_) xfer_count_ = rows * V_;
         if ((size_t)L_ * rows * 4 * C_ > xfer_count_) xfer_count_ = (size_t)L_ * rows * 4 * C_;
         xfer_h_ = static_cast<real *>(HOST_MALLOC_PINNED(xfer_count_ * sizeof(real), "transfers"));
+        if (fp16_) bad_h_ = static_cast<int *>(HOST_MALLOC_PINNED(sizeof(int), "fp16 overflow flag"));
         probs_.assign((size_t)V_, 0.0);
         sample_tok_.assign((size_t)Tmax_ + 1, 0);
         last_n_.assign((size_t)maxB_, 0);
@@ -460,10 +481,11 @@ template <typename real> void ImplT<real>::release() noexcept {
     run_io_d_ = nullptr;
     run_loss_d_ = nullptr;
     run_shapes_d_ = nullptr;
-    void *host[] = {io_h_, losses_h_, xfer_h_, run_io_h_, run_loss_h_, run_shapes_h_};
+    void *host[] = {io_h_, losses_h_, xfer_h_, run_io_h_, run_loss_h_, run_shapes_h_, bad_h_};
     for (void *p : host)
         if (p) warn(cudaFreeHost(p), "cudaFreeHost");
     io_h_ = run_io_h_ = nullptr;
+    bad_h_ = nullptr;
     run_shapes_h_ = nullptr;
     losses_h_ = xfer_h_ = run_loss_h_ = nullptr;
     run_cap_ = 0;
@@ -595,6 +617,10 @@ template <typename real> void ImplT<real>::carve_mixed(Carver &c) {
     mx_.d = c.take<char>(mx_.cap * es);
     mx_.w = c.take<char>(mx_.wcap * es);
     mx_.t = c.take<float>(mx_.cap);
+    if (fp16_) {
+        bad_d_ = c.take<int>(1);
+        snap_ = c.take<real>(3 * P_);
+    }
 }
 
 template <typename real>
@@ -745,10 +771,27 @@ template <typename real> void ImplT<real>::backward(int B, int T) {
 template <typename real> void ImplT<real>::enqueue_step(int B, int T) {
     { NvtxRange r("forward"); forward(acts_, B, T); }
     { NvtxRange r("loss"); crossentropy_forward_backward(stream_, acts_.dlogits, acts_.losses, acts_.logits, tok_d(), n_d(), B, T, V_); }
+    if constexpr (std::is_same<real, float>::value) {
+        // fp16: the backward from loss x scale (padding's dlogits are 0 either way)
+        if (fp16_) loss_scale_apply(stream_, acts_.dlogits, (size_t)B * T * V_, ls_d());
+    }
     { NvtxRange r("backward"); backward(B, T); }
     const Settings *s = cfg_.s;
     NvtxRange r("adam");
+    if constexpr (std::is_same<real, float>::value) {
+        if (fp16_) {   // the gradients divided by the scale; the state Adam starts from kept
+            CUDA_CHECK(cudaMemsetAsync(bad_d_, 0, sizeof(int), stream_));
+            loss_unscale_check(stream_, grads_, P_, ls_d(), bad_d_);
+            for (int k = 0; k < 3; k++)
+                CUDA_CHECK(cudaMemcpyAsync(snap_ + k * P_, k == 0 ? params_ : k == 1 ? m_ : v_, P_ * sizeof(real),
+                                           cudaMemcpyDeviceToDevice, stream_));
+        }
+    }
     adam_update(stream_, params_, grads_, m_, v_, P_, sc_d(), s->beta1, s->beta2, s->eps);
+    if constexpr (std::is_same<real, float>::value) {
+        if (fp16_)   // an overflowed gradient: the update undone (GradScaler skips it)
+            for (int k = 0; k < 3; k++) restore_if(stream_, k == 0 ? params_ : k == 1 ? m_ : v_, snap_ + k * P_, P_, bad_d_);
+    }
 }
 
 template <typename real> void ImplT<real>::disable_graphs(const char *why) {
@@ -820,7 +863,14 @@ template <typename real> double ImplT<real>::step(const Batch *b, int step) {
     else enqueue_step(B, T);
     CUDA_CHECK(cudaMemcpyAsync(losses_h_, acts_.losses, (size_t)B * T * sizeof(real), cudaMemcpyDeviceToHost,
                                stream_));
+    if (fp16_) CUDA_CHECK(cudaMemcpyAsync(bad_h_, bad_d_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));   // the step's one synchronization
+    if (fp16_) {   // GradScaler: halve the scale after an overflow, double it after 2000 clean steps
+        used_scale_ = scale_;
+        skipped_ = *bad_h_ != 0;
+        if (skipped_) scale_ *= 0.5, good_steps_ = 0;
+        else if (++good_steps_ == 2000) scale_ *= 2.0, good_steps_ = 0;
+    }
     last_B_ = B;
     last_T_ = T;
     memcpy(last_n_.data(), b->n, (size_t)B * sizeof(int));
@@ -833,6 +883,8 @@ template <typename real> size_t ImplT<real>::fill_io(char *dst, const Batch *b, 
     const Settings *s = cfg_.s;
     const AdamScalars sc = adam_scalars(lr_at(s->lr, step, s->steps), s->beta1, s->beta2, step);
     memcpy(dst + io_.sc, &sc, sizeof sc);
+    const float ls[2] = {(float)scale_, (float)(1.0 / scale_)};   // fp16 (as the CPU engine rounds them)
+    if (fp16_) memcpy(dst + io_.ls, ls, sizeof ls);
     memcpy(dst + io_.n, b->n, (size_t)b->B * sizeof(int));
     const size_t ntok = (size_t)b->B * (size_t)(b->T + 1);
     memcpy(dst + io_.tok, b->tokens, ntok * sizeof(int));
@@ -848,6 +900,8 @@ template <typename real> size_t ImplT<real>::fill_io(char *dst, const Batch *b, 
 template <typename real>
 void ImplT<real>::run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) {
     const size_t rows = (size_t)maxB_ * Tmax_;
+    if (fp16_)   // its scale changes between steps on the host
+        throw CudaError("run_steps (the benchmark) does not run fp16; use step()");
     if ((size_t)n > run_cap_) {
         for (void *p : {(void *)run_io_d_, (void *)run_loss_d_, (void *)run_shapes_d_})
             if (p) CUDA_CHECK(cudaFree(p));
@@ -1079,6 +1133,8 @@ int cuda_run_steps(Engine *e, const Batch *bs, int first, int n, double *losses,
 
 size_t cuda_device_bytes(Engine *e) { return impl_of(e)->device_bytes(); }
 
+int cuda_step_skipped(Engine *e, double *scale) { return impl_of(e)->step_skipped(scale); }
+
 void cuda_relu_inputs(Engine *e, double *out) {
     try {
         impl_of(e)->get_relu_inputs(out);
@@ -1103,6 +1159,7 @@ EngineOps make_ops() {
     o.get_relu_inputs = cuda_relu_inputs;
     o.run_steps = cuda_run_steps;
     o.device_bytes = cuda_device_bytes;
+    o.step_skipped = cuda_step_skipped;
     return o;
 }
 
@@ -1170,10 +1227,6 @@ extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *ini
         return fail(err, errlen, "cuda engine: fault injection (--inject-fault %s) is not implemented on CUDA; "
                     "inject faults into the CPU tensor engine instead (--engines scalar,cpu)",
                     fault_name(cfg->fault));
-    if (cfg->precision == PREC_FP16)   // bf16 and tf32 run the recipe (ImplT<float>, mixed.cuh)
-        return fail(err, errlen, "cuda engine: --precision fp16 is not implemented on CUDA yet (its loss "
-                    "scaling; the recipe, docs/mixed_precision.md, runs on the CPU engine as an emulation): use "
-                    "--engines scalar,cpu --precision fp16, or bf16, tf32, fp32 or fp64 on cuda");
     const ModelShape *m = &cfg->L->shape;
     // cuBLAS takes int dimensions: the largest is rows N or a width of 4C, V or C+2KV
     const double rows = (double)cfg->max_batch * m->block_size;
@@ -1184,7 +1237,7 @@ extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *ini
     if (!cuda_available(why, sizeof why)) return fail(err, errlen, "cuda engine: %s", why);
     Impl *impl = nullptr;
     try {
-        if (cfg->precision != PREC_FP64) impl = new ImplT<float>(cfg, init_params);   // fp32, bf16, tf32
+        if (cfg->precision != PREC_FP64) impl = new ImplT<float>(cfg, init_params);   // fp32, bf16, fp16, tf32
         else impl = new ImplT<double>(cfg, init_params);
         CudaEngine *e = new CudaEngine;
         e->base.ops = &CUDA_OPS;

@@ -5,6 +5,7 @@
 #include "tensor_gpu/cuda/mixed.cuh"
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "tensor_gpu/cuda/cuda_check.cuh"
 
@@ -34,24 +35,62 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int rows, i
         dst[i] = bf16_of(src[i / cols * lds + i % cols]);
 }
 
+// x rounded to fp16 by lowp.h, as a __half (the conversion of an fp16 value,
+// or of +-inf or NaN, is exact)
+__device__ inline __half fp16_of(float x) { return __float2half_rn(round_fp16(x)); }
+
+__global__ void to_fp16_kernel(__half *dst, const float *src, int rows, int cols, int lds) {
+    const size_t count = (size_t)rows * cols;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = fp16_of(src[i / cols * lds + i % cols]);
+}
+
 __global__ void to_tf32_kernel(float *dst, const float *src, int rows, int cols, int lds) {
     const size_t count = (size_t)rows * cols;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
         dst[i] = round_tf32(src[i / cols * lds + i % cols]);
 }
 
-__global__ void round_bf16_kernel(float *x, int rows, int cols, int ld) {
+// x rounded to L where the recipe stores L: bf16, fp16; tf32 keeps fp32
+__device__ inline float round_out(Lowp lp, float x) {
+    return lp == Lowp::BF16 ? round_bf16(x) : lp == Lowp::FP16 ? round_fp16(x) : x;
+}
+
+__global__ void round_kernel(Lowp lp, float *x, int rows, int cols, int ld) {
     const size_t count = (size_t)rows * cols;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
         float *p = x + i / cols * ld + i % cols;
-        *p = round_bf16(*p);
+        *p = round_out(lp, *p);
     }
 }
 
 // dinp (+)= rnd(t), elementwise over count; as the CPU's zeroed dinp += rnd(t)
-__global__ void add_rounded_kernel(float *dinp, const float *t, size_t count, bool acc, bool rnd) {
+__global__ void add_rounded_kernel(Lowp lp, float *dinp, const float *t, size_t count, bool acc) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
-        dinp[i] = (acc ? dinp[i] : 0.0f) + (rnd ? round_bf16(t[i]) : t[i]);
+        dinp[i] = (acc ? dinp[i] : 0.0f) + round_out(lp, t[i]);
+}
+
+__global__ void scale_kernel(float *x, size_t n, const float *ls) {
+    const float s = ls[0];
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] *= s;
+}
+
+__global__ void unscale_check_kernel(float *g, size_t n, const float *ls, int *bad) {
+    const float inv = ls[1];
+    bool b = false;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float x = g[i] * inv;
+        g[i] = x;
+        b = b || !isfinite(x);
+    }
+    if (b) *bad = 1;
+}
+
+__global__ void restore_kernel(float *dst, const float *src, size_t n, const int *flag) {
+    if (!*flag) return;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = src[i];
 }
 
 cudaStream_t stream_of(cublasHandle_t h) {
@@ -64,8 +103,8 @@ cudaStream_t stream_of(cublasHandle_t h) {
 void gemm_lowp(const MixedMM &m, cublasOperation_t ta, cublasOperation_t tb, int M, int Nn, int K, const void *A,
                int lda, const void *B, int ldb, float beta, float *C, int ldc) {
     const float alpha = 1.0f;
-    const cudaDataType_t ty = m.lp == Lowp::BF16 ? CUDA_R_16BF : CUDA_R_32F;
-    const cublasComputeType_t ct = m.lp == Lowp::BF16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+    const cudaDataType_t ty = m.lp == Lowp::BF16 ? CUDA_R_16BF : m.lp == Lowp::FP16 ? CUDA_R_16F : CUDA_R_32F;
+    const cublasComputeType_t ct = m.lp == Lowp::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     CUBLAS_CHECK(cublasGemmEx(m.h, ta, tb, M, Nn, K, &alpha, A, ty, lda, B, ty, ldb, &beta, C, CUDA_R_32F, ldc, ct,
                               CUBLAS_GEMM_DEFAULT));
 }
@@ -77,22 +116,40 @@ void check_fits(const MixedMM &m, size_t acts, size_t weights) {
 
 }  // namespace
 
-size_t lowp_elem_bytes(Lowp lp) { return lp == Lowp::BF16 ? sizeof(__nv_bfloat16) : sizeof(float); }
+size_t lowp_elem_bytes(Lowp lp) { return lp == Lowp::TF32 ? sizeof(float) : 2; }
 
 void lowp_convert(cudaStream_t st, Lowp lp, void *dst, const float *src, int rows, int cols, int lds) {
     const unsigned g = blocks_for((size_t)rows * cols);
     if (lp == Lowp::BF16) {
         to_bf16_kernel<<<g, THREADS, 0, st>>>(static_cast<__nv_bfloat16 *>(dst), src, rows, cols, lds);
         KERNEL_CHECK("to_bf16_kernel");
+    } else if (lp == Lowp::FP16) {
+        to_fp16_kernel<<<g, THREADS, 0, st>>>(static_cast<__half *>(dst), src, rows, cols, lds);
+        KERNEL_CHECK("to_fp16_kernel");
     } else {
         to_tf32_kernel<<<g, THREADS, 0, st>>>(static_cast<float *>(dst), src, rows, cols, lds);
         KERNEL_CHECK("to_tf32_kernel");
     }
 }
 
-void round_bf16_inplace(cudaStream_t st, float *x, int rows, int cols, int ld) {
-    round_bf16_kernel<<<blocks_for((size_t)rows * cols), THREADS, 0, st>>>(x, rows, cols, ld);
-    KERNEL_CHECK("round_bf16_kernel");
+void lowp_round_inplace(cudaStream_t st, Lowp lp, float *x, int rows, int cols, int ld) {
+    round_kernel<<<blocks_for((size_t)rows * cols), THREADS, 0, st>>>(lp, x, rows, cols, ld);
+    KERNEL_CHECK("round_kernel");
+}
+
+void loss_scale_apply(cudaStream_t st, float *x, size_t n, const float *ls) {
+    scale_kernel<<<blocks_for(n), THREADS, 0, st>>>(x, n, ls);
+    KERNEL_CHECK("scale_kernel");
+}
+
+void loss_unscale_check(cudaStream_t st, float *g, size_t n, const float *ls, int *bad) {
+    unscale_check_kernel<<<blocks_for(n), THREADS, 0, st>>>(g, n, ls, bad);
+    KERNEL_CHECK("unscale_check_kernel");
+}
+
+void restore_if(cudaStream_t st, float *dst, const float *src, size_t n, const int *flag) {
+    restore_kernel<<<blocks_for(n), THREADS, 0, st>>>(dst, src, n, flag);
+    KERNEL_CHECK("restore_kernel");
 }
 
 // Row-major X (rows, cols) is column-major X^T, as in kernels.cu:
@@ -106,7 +163,7 @@ void mixed_matmul_forward(const MixedMM &m, float *out, int ldo, const float *in
     lowp_convert(st, m.lp, m.a, inp, N, IC, IC);
     lowp_convert(st, m.lp, m.w, w, OC, IC, IC);
     gemm_lowp(m, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, m.w, IC, m.a, IC, 0.0f, out, ldo);
-    if (m.lp == Lowp::BF16) round_bf16_inplace(st, out, N, OC, ldo);
+    if (m.lp != Lowp::TF32) lowp_round_inplace(st, m.lp, out, N, OC, ldo);
 }
 
 void mixed_matmul_backward(const MixedMM &m, float *dinp, bool acc_dinp, float *dw, bool acc_dw, const float *dout,
@@ -118,7 +175,7 @@ void mixed_matmul_backward(const MixedMM &m, float *dinp, bool acc_dinp, float *
         lowp_convert(st, m.lp, m.w, w, OC, IC, IC);
         gemm_lowp(m, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, m.w, IC, m.d, OC, 0.0f, m.t, IC);
         const size_t count = (size_t)N * IC;
-        add_rounded_kernel<<<blocks_for(count), THREADS, 0, st>>>(dinp, m.t, count, acc_dinp, m.lp == Lowp::BF16);
+        add_rounded_kernel<<<blocks_for(count), THREADS, 0, st>>>(m.lp, dinp, m.t, count, acc_dinp);
         KERNEL_CHECK("add_rounded_kernel");
     }
     if (dw) {
