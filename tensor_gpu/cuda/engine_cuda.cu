@@ -212,8 +212,8 @@ template <typename real> class ImplT final : public Impl {
     cudaGraphExec_t capture(int B, int T);
     // The products of forward() and backward(): these members hide the
     // namespace's matmul_forward/matmul_backward there, so the call sites
-    // read as in fp32 and go to the recipe's products (mixed.cuh) in bf16
-    // and tf32.
+    // read as in fp32 and go to the recipe's products (mixed.cuh) in bf16,
+    // fp16 and tf32.
     void matmul_forward(cublasHandle_t h, real *out, int ldo, const real *inp, const real *w, int N, int IC, int OC);
     void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw, const real *dout,
                          int ldd, const real *inp, const real *w, int N, int IC, int OC, const DwScratch<real> &ws);
@@ -245,7 +245,7 @@ template <typename real> class ImplT final : public Impl {
     cudaStream_t stream_ = nullptr;
     cublasHandle_t blas_ = nullptr;
     void *workspace_ = nullptr;
-    // bf16, tf32: the recipe's products, on a second handle that allows
+    // bf16, fp16, tf32: the recipe's products, on a second handle that allows
     // tensor cores (blas_ is pedantic), their scratch in acts_mem_
     bool mixed_ = false;
     cublasHandle_t blas_lowp_ = nullptr;
@@ -601,9 +601,9 @@ template <typename real> void ImplT<real>::point_params(ParamPtrs<real> &p, real
     }
 }
 
-// bf16, tf32: the recipe's scratch (mixed.cuh) from c, for the largest
+// bf16, fp16, tf32: the recipe's scratch (mixed.cuh) from c, for the largest
 // product at max_batch x block_size rows: widths up to 4C, V or C+2KV,
-// weights up to that times C.
+// weights up to that times C; fp16: the overflow flag and the state copies.
 template <typename real> void ImplT<real>::carve_mixed(Carver &c) {
     if (!mixed_) return;
     const size_t rows = (size_t)maxB_ * Tmax_, C = (size_t)C_;
