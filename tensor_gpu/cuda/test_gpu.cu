@@ -1346,7 +1346,7 @@ static void test_lowp_kernels(Rng &r) {
 // |fp32 sum - exact| <= (K + 4) 2^-21 sum|terms| (each of the K additions
 // errs by at most 2 ulps of a partial sum of magnitude <= sum|terms|).
 struct Exact {
-    double v, bound;
+    double v, bound, gamma;   // gamma: the bound per unit of sum|terms|, (K + 4) 2^-21
 };
 
 static Exact exact_dot(const float *a, size_t sa, const float *b, size_t sb, int K, float (*rnd)(float)) {
@@ -1356,7 +1356,7 @@ static Exact exact_dot(const float *a, size_t sa, const float *b, size_t sb, int
         s += t;
         m += std::fabs(t);
     }
-    return Exact{s, (K + 4) * std::ldexp(m, -21)};
+    return Exact{s, (K + 4) * std::ldexp(m, -21), (K + 4) * std::ldexp(1.0, -21)};
 }
 
 static float identity(float x) { return x; }
@@ -1390,7 +1390,9 @@ static void check_mixed(const char *kernel, const char *what, Lowp lp, bool l_ou
             }
             if (!start) ok = ok && g == rout(g) && g >= lo && g <= hi;
         } else {
-            const double tol = b + std::ldexp(std::fabs(s0) + std::fabs(e) + b, -22);
+            // accumulating (dw with beta 1): cuBLAS may sum onto s0, which
+            // then counts among the terms
+            const double tol = b + ex[i].gamma * std::fabs(s0) + std::ldexp(std::fabs(s0) + std::fabs(e) + b, -22);
             ok = std::fabs((double)g - (s0 + e)) <= tol && std::fabs((double)g - c) <= 2 * tol;
         }
         const double d = std::fabs((double)g - c);
@@ -1612,13 +1614,13 @@ static void engine_vs_cpu_mixed(Precision p, Rng &r) {
                 failf("%s engine vs cpu, step %d: gradient of tensor %d (kind %d, layer %d) max|diff|/rms %.3e > %.1f",
                       pn, step + 1, t, (int)pt->kind, pt->layer, e, cap_grads);
         }
-        ref_adam_step(PREC_FP32, mdl.s, step, p0, ga, m0, v0);
+        if (sk_gpu != 1) ref_adam_step(PREC_FP32, mdl.s, step, p0, ga, m0, v0);   // a skipped step: no update
         gpu->ops->get_params(gpu, pa.data());
         gpu->ops->get_moments(gpu, ma.data(), va.data());
         const double dp = max_abs_diff(pa, p0), dm = max_abs_diff(ma, m0), dv = max_abs_diff(va, v0);
         if (dp != 0 || dm != 0 || dv != 0)
-            failf("%s engine vs cpu, step %d: the update differs from fp32 Adam on the engine's gradients (params "
-                  "%.3e, m %.3e, v %.3e)", pn, step + 1, dp, dm, dv);
+            failf("%s engine vs cpu, step %d: the update differs from %s (params %.3e, m %.3e, v %.3e)", pn, step + 1,
+                  sk_gpu == 1 ? "none (a skipped step)" : "fp32 Adam on the engine's gradients", dp, dm, dv);
         if (g_failures != before) failed_steps++;
         cpu->ops->get_params(cpu, pb.data());
         cpu->ops->get_moments(cpu, mb.data(), vb.data());
