@@ -3,6 +3,7 @@
 #include "plugin_engine.h"
 
 #include <dlfcn.h>
+#include <stddef.h>
 #include <microgpt/engine_abi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,8 @@ static const char *p_device(Engine *e) { return P(e)->abi->device(P(e)->impl); }
 
 static size_t p_device_bytes(Engine *e) { return P(e)->abi->device_bytes(P(e)->impl); }
 
+static int p_step_skipped(Engine *e, double *scale) { return P(e)->abi->step_skipped(P(e)->impl, scale); }
+
 static int p_run_steps(Engine *e, const Batch *b, int first, int n, double *losses, double *seconds) {
     Plugin *p = P(e);
     p->runs = xrealloc(p->runs, (size_t)(n > 0 ? n : 1) * sizeof *p->runs);
@@ -140,7 +143,9 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
                  MICROGPT_ENGINE_ABI_VERSION);
         return NULL;
     }
-    if (abi->size < sizeof(mg_engine_abi)) {
+    // a table from before step_skipped (the last entry) ends where it begins
+    const size_t has_skipped = offsetof(mg_engine_abi, step_skipped) + sizeof abi->step_skipped;
+    if (abi->size < offsetof(mg_engine_abi, step_skipped)) {
         snprintf(err, errlen, "the plugin %s: its ABI table has %u bytes, version %d has %zu: rebuild it against "
                  "this tree's include/microgpt/engine_abi.h", path, (unsigned)abi->size, MICROGPT_ENGINE_ABI_VERSION,
                  sizeof(mg_engine_abi));
@@ -165,7 +170,7 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
                    .block_size = m->block_size, .steps = s->steps, .lr = s->lr, .beta1 = s->beta1,
                    .beta2 = s->beta2, .eps = s->eps, .precision = (int)cfg->precision,
                    .max_batch = cfg->max_batch, .fault = (int)cfg->fault, .n_params = L->n_params,
-                   .n_tensors = L->n_tensors, .tensors = p->ti};
+                   .n_tensors = L->n_tensors, .tensors = p->ti, .loss_scale = cfg->loss_scale};
     char e2[512] = "";
     p->impl = abi->create(&c, init, e2, sizeof e2);
     if (!p->impl) {
@@ -183,7 +188,8 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
                          .device = abi->device ? p_device : NULL,
                          .get_relu_inputs = abi->get_relu_inputs ? p_relu : NULL,
                          .run_steps = abi->run_steps ? p_run_steps : NULL,
-                         .device_bytes = abi->device_bytes ? p_device_bytes : NULL};
+                         .device_bytes = abi->device_bytes ? p_device_bytes : NULL,
+                         .step_skipped = abi->size >= has_skipped && abi->step_skipped ? p_step_skipped : NULL};
     p->base.ops = &p->ops;
     p->base.cfg = *cfg;
     return &p->base;

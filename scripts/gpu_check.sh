@@ -12,7 +12,7 @@
 # 5. determinism: two identical compare runs with --trace, compared with cmp
 #    after the wall times are removed;
 # 6. compute-sanitizer (memcheck, initcheck) over a few engine steps, if present
-#    (batch 32 among them: split-K weight gradients);
+#    (batch 32 among them: split-K weight gradients; bf16 and tf32);
 # 7. per-kernel GPU times through ncu, if present, and test_gpu --bench (the
 #    weight gradients and the embedding backward, old vs new) (informational).
 # --skip leaves out checks by name (deps gpu build test-gpu parity bench
@@ -88,6 +88,7 @@ determinism() {
     "free-fp64|--mode free --precision fp64 --batch 8 --n-layer 2 --n-kv-head 2 --steps $steps"
     "free-fp32|--mode free --precision fp32 --batch 8 --n-layer 2 --n-kv-head 2 --steps $steps --drift-tol 1"
     "lockstep-fp64|--precision fp64 --batch 4 --n-kv-head 2 --steps 200"
+    "free-bf16|--mode free --precision bf16 --batch 8 --n-layer 2 --n-kv-head 2 --steps $steps --drift-tol 1"
   )
   local r name flags i rc=0
   for r in "${runs[@]}"; do
@@ -136,6 +137,10 @@ sanitizer() {
       --n-kv-head 2 --quiet || rc=1
     "$cs" --tool "$tool" --error-exitcode 9 "$compare" --engines scalar,cuda --precision fp32 --steps 4 --quiet || rc=1
     "$cs" --tool "$tool" --error-exitcode 9 "$compare" --engines scalar,cuda --steps 2 --batch 32 --quiet || rc=1
+    "$cs" --tool "$tool" --error-exitcode 9 "$compare" --engines scalar,cuda --precision bf16 --steps 3 --batch 4 \
+      --n-layer 2 --n-kv-head 2 --quiet || rc=1
+    "$cs" --tool "$tool" --error-exitcode 9 "$compare" --engines scalar,cuda --precision tf32 --steps 2 --batch 4 \
+      --quiet || rc=1
   done
   return $rc
 }

@@ -115,16 +115,37 @@ Test(mixed, bad_usage_is_refused) {
     th_expect_usage(COMPARE("--engines", "scalar", "--bench", "--precision", "bf16"), "fp64 only", "bf16 and scalar");
 }
 
-// The CUDA engine has no mixed-precision recipe yet and says so (before it
-// looks for a GPU, so this holds on a machine without one).
-Test(mixed, cuda_refuses_the_mixed_precisions) {
+// fp16's loss scale and its skipped steps cross the plugin ABI
+// (mg_config.loss_scale, mg_engine_abi.step_skipped): the CPU engine as a
+// plugin, from 2^24, skips and reports the steps the built-in one does.
+Test(mixed, fp16_skips_cross_the_plugin_abi) {
+    char so[4300];
+    snprintf(so, sizeof so, "scalar,plugin:%s/libmicrogpt_example_engine.so", th_build_dir());
+    ThRun r = COMPARE("--engines", so, "--precision", "fp16", "--loss-scale", "16777216", "--steps", "8", "--batch",
+                      "3", "--max-excused", "5", "--quiet");
+    cr_expect_eq(r.status, 0, "exit %d\n%s%s", r.status, r.out, r.err);
+    cr_expect(strstr(r.out, "skipped updates (fp16 loss scaling: a gradient overflowed): 5 (allowed 5), the first at "
+                            "step 1") != NULL, "the plugin's skips are not reported:\n%s", r.out);
+    th_run_free(&r);
+}
+
+// The CUDA engine runs the three mixed precisions (the layered path): on a
+// machine without a GPU none is refused as not implemented, each gets as far
+// as the GPU check; where there is a GPU, each runs and passes.
+Test(mixed, cuda_takes_the_mixed_precisions) {
     char so[4300];
     snprintf(so, sizeof so, "%s/libmicrogpt_cuda_engine.so", th_build_dir());
     if (access(so, F_OK)) {
         cr_log_info("no CUDA engine in this build (%s): nothing to check", so);
         return;
     }
-    for (int k = 0; k < 3; k++)
-        th_expect_status(COMPARE("--engines", "scalar,cuda", "--precision", PRECS[k], "--steps", "2"), 2,
-                         "is not implemented on CUDA yet", PRECS[k]);
+    for (int k = 0; k < 3; k++) {
+        ThRun r = COMPARE("--engines", "scalar,cuda", "--precision", PRECS[k], "--steps", "2");
+        cr_expect(strstr(r.out, "not implemented on CUDA") == NULL && strstr(r.err, "not implemented on CUDA") == NULL,
+                  "%s on cuda is refused as not implemented:\n%s%s", PRECS[k], r.out, r.err);
+        cr_expect(r.status == 0 || (r.status == 2 && strstr(r.err, "no usable GPU") != NULL),
+                  "%s on cuda: exit %d, neither a passing run nor the missing GPU:\n%s%s", PRECS[k], r.status, r.out,
+                  r.err);
+        th_run_free(&r);
+    }
 }

@@ -4,7 +4,8 @@
  * A plugin is a shared library that exports one C function,
  *     const mg_engine_abi *microgpt_engine_abi_v1(void);
  * returning a table of function pointers whose abi_version is
- * MICROGPT_ENGINE_ABI_VERSION and whose size is sizeof(mg_engine_abi).
+ * MICROGPT_ENGINE_ABI_VERSION and whose size is sizeof(mg_engine_abi) (or,
+ * for a plugin built before step_skipped was added, the size up to it).
  * compare refuses a plugin without the symbol, with another version, or with
  * a required entry NULL, and says which.
  *
@@ -44,9 +45,9 @@ extern "C" {
  * MG_TF32 ask for the mixed-precision recipe of docs/mixed_precision.md (fp32
  * master weights, gradients and Adam state; every matrix product on operands
  * rounded to the low precision, fp32 accumulation; fp16 with dynamic loss
- * scaling). An engine that lacks one refuses it in create(). ABI v1 has no
- * entry to report a step skipped by loss scaling: such a step shows as a
- * mismatch of the gradients and the update. */
+ * scaling). An engine that lacks one refuses it in create(). A step skipped
+ * by fp16 loss scaling is reported through step_skipped (optional): without
+ * it, such a step shows as a mismatch of the gradients and the update. */
 enum { MG_FP64 = 0, MG_FP32 = 1, MG_BF16 = 2, MG_FP16 = 3, MG_TF32 = 4 };
 
 /* One parameter tensor of the canonical layout. */
@@ -74,6 +75,7 @@ typedef struct {
     size_t n_params;
     int n_tensors;
     const mg_tensor_info *tensors;   /* canonical order */
+    double loss_scale;  /* MG_FP16: the initial loss scale (0: the default, 65536 = 2^16; a power of two) */
 } mg_config;
 
 /* A batch of B documents; document b trains n[b] positions (1 <= n[b] <= T):
@@ -131,6 +133,10 @@ typedef struct {
     /* NULL, or what went wrong in the last call: compare then stops with the
      * message and exit code 1. */
     const char *(*error)(mg_engine *e);
+    /* Optional, after step(): 1 if that step's update was skipped (fp16 loss
+     * scaling: a gradient overflowed; parameters and moments untouched), with
+     * the scale it used in *scale; else 0. */
+    int (*step_skipped)(mg_engine *e, double *scale);
 } mg_engine_abi;
 
 /* The one symbol a plugin exports. */

@@ -1,6 +1,10 @@
 // The tensor engine on CUDA behind the engine interface (common/engine.h):
 // the model of tensor_gpu/cpu/engine_cpu.c, layer for layer, on the kernels
-// of kernels.cu and cuBLAS, in fp64 or fp32 (ImplT<double>, ImplT<float>).
+// of kernels.cu and cuBLAS, in fp64 or fp32 (ImplT<double>, ImplT<float>),
+// or by the mixed-precision recipe in bf16, fp16 or tf32 (ImplT<float> with
+// its products from mixed.cuh: fp32 master weights, Adam state and
+// everything but the products' rounding; fp16 with dynamic loss scaling;
+// docs/mixed_precision.md).
 //
 // Device memory: one cudaMalloc each for the parameters, the gradients, Adam's
 // m and v (P elements each, canonical layout of common/model.h) and the
@@ -31,11 +35,13 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "tensor_gpu/cuda/cuda_check.cuh"
 #include "tensor_gpu/cuda/fused.cuh"
 #include "tensor_gpu/cuda/kernels.cuh"
+#include "tensor_gpu/cuda/mixed.cuh"
 
 extern "C" {
 #include "common/engine.h"
@@ -143,7 +149,7 @@ template <typename real> struct Acts {
 // The batch as uploaded: Adam's scalars, n (maxB), tokens (maxB, T+1); the
 // same byte layout on the host (pinned) and on the device.
 struct IoLayout {
-    size_t sc, n, tok, bytes;
+    size_t sc, ls, n, tok, bytes;   // ls: fp16's {scale, 1/scale} (floats)
 };
 
 struct Impl {
@@ -159,6 +165,7 @@ struct Impl {
     virtual const char *device() const = 0;
     virtual void run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) = 0;
     virtual size_t device_bytes() const = 0;
+    virtual int step_skipped(double *scale) const = 0;
 };
 
 template <typename real> class ImplT final : public Impl {
@@ -182,6 +189,10 @@ template <typename real> class ImplT final : public Impl {
     const char *device() const override { return device_label_.c_str(); }
     void run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) override;
     size_t device_bytes() const override { return device_bytes_; }
+    int step_skipped(double *scale) const override {
+        if (scale) *scale = used_scale_;
+        return skipped_;
+    }
 
   private:
     void choose_path();
@@ -199,6 +210,19 @@ template <typename real> class ImplT final : public Impl {
     void upload_flat(real *dev, const double *in);
     size_t fill_io(char *dst, const Batch *b, int step) const;
     cudaGraphExec_t capture(int B, int T);
+    // The products of forward() and backward(): these members hide the
+    // namespace's matmul_forward/matmul_backward there, so the call sites
+    // read as in fp32 and go to the recipe's products (mixed.cuh) in bf16,
+    // fp16 and tf32.
+    void matmul_forward(cublasHandle_t h, real *out, int ldo, const real *inp, const real *w, int N, int IC, int OC);
+    void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw, const real *dout,
+                         int ldd, const real *inp, const real *w, int N, int IC, int OC, const DwScratch<real> &ws);
+    void carve_mixed(Carver &c);
+    bool stacked_qkv(const real *w) const {   // w is a layer's stacked (C+2KV, C) wq|wk|wv
+        for (int l = 0; l < L_; l++)
+            if (qkv_fused_[l] && w == P.wq[l]) return true;
+        return false;
+    }
     void *dmalloc(size_t bytes, const char *what) {
         void *p = DEVICE_MALLOC(bytes, what);
         device_bytes_ += bytes;
@@ -221,6 +245,21 @@ template <typename real> class ImplT final : public Impl {
     cudaStream_t stream_ = nullptr;
     cublasHandle_t blas_ = nullptr;
     void *workspace_ = nullptr;
+    // bf16, fp16, tf32: the recipe's products, on a second handle that allows
+    // tensor cores (blas_ is pedantic), their scratch in acts_mem_
+    bool mixed_ = false;
+    cublasHandle_t blas_lowp_ = nullptr;
+    MixedMM mx_{};
+    // fp16's loss scaling, as torch's GradScaler and the CPU engine: the next
+    // step's scale, the last step's, clean steps since the scale changed,
+    // whether the last step's update was skipped; on the device a flag (a
+    // gradient overflowed) and the parameters, m and v from before Adam
+    // (restored when the flag is set), in acts_mem_; the flag's pinned copy
+    bool fp16_ = false;
+    double scale_ = 0, used_scale_ = 0;
+    int good_steps_ = 0, skipped_ = 0;
+    int *bad_d_ = nullptr, *bad_h_ = nullptr;
+    real *snap_ = nullptr;   // (3P) params | m | v
     DwScratch<real> dws_{nullptr, 0, 0};   // the split-K weight gradients' (in acts_mem_)
     real *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
     ParamPtrs<real> P, G;
@@ -251,6 +290,7 @@ template <typename real> class ImplT final : public Impl {
     const int *tok_d() const { return reinterpret_cast<const int *>(io_d_ + io_.tok); }
     const int *n_d() const { return reinterpret_cast<const int *>(io_d_ + io_.n); }
     const AdamScalars *sc_d() const { return reinterpret_cast<const AdamScalars *>(io_d_ + io_.sc); }
+    const float *ls_d() const { return reinterpret_cast<const float *>(io_d_ + io_.ls); }
 };
 
 // ---------------------------------------------------------------------------
@@ -291,19 +331,40 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         CUBLAS_CHECK(cublasSetMathMode(blas_, cublas_math_mode()));
         CUBLAS_CHECK(cublasSetAtomicsMode(blas_, CUBLAS_ATOMICS_NOT_ALLOWED));
         CUBLAS_CHECK(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST));
+        mixed_ = precision_is_mixed(cfg->precision);
+        if (mixed_) {
+            if (sizeof(real) != sizeof(float))
+                throw CudaError(std::string("internal error: no fp64 recipe for ") + precision_name(cfg->precision));
+            mx_.lp = cfg->precision == PREC_BF16 ? Lowp::BF16 : cfg->precision == PREC_FP16 ? Lowp::FP16 : Lowp::TF32;
+            fp16_ = cfg->precision == PREC_FP16;
+            scale_ = used_scale_ = cfg->loss_scale > 0 ? cfg->loss_scale : 65536.0;   // GradScaler's 2^16
+            // The recipe's products need tensor cores, which pedantic math
+            // may deny: their own handle in the default math mode, the
+            // compute type of each cublasGemmEx asking for them explicitly
+            // (bf16, fp16: CUBLAS_COMPUTE_32F; tf32: CUBLAS_COMPUTE_32F_FAST_TF32).
+            CUBLAS_CHECK(cublasCreate(&blas_lowp_));
+            CUBLAS_CHECK(cublasSetStream(blas_lowp_, stream_));
+            CUBLAS_CHECK(cublasSetWorkspace(blas_lowp_, workspace_, ws));   // one stream: shared safely
+            CUBLAS_CHECK(cublasSetMathMode(blas_lowp_, CUBLAS_DEFAULT_MATH));
+            CUBLAS_CHECK(cublasSetAtomicsMode(blas_lowp_, CUBLAS_ATOMICS_NOT_ALLOWED));
+            CUBLAS_CHECK(cublasSetPointerMode(blas_lowp_, CUBLAS_POINTER_MODE_HOST));
+            mx_.h = blas_lowp_;
+        }
 
         choose_path();
         const size_t pbytes = P_ * sizeof(real);
         // what the engine will hold on the device, counted before anything is
         // allocated, so that a size that cannot fit is refused with the estimate
         io_.sc = 0;
-        io_.n = align_up(sizeof(AdamScalars));
+        io_.ls = sizeof(AdamScalars);
+        io_.n = align_up(io_.ls + 2 * sizeof(float));
         io_.tok = align_up(io_.n + (size_t)maxB_ * sizeof(int));
         io_.bytes = io_.tok + (size_t)maxB_ * (Tmax_ + 1) * sizeof(int);
         // the split-K scratch: room for the largest weight gradient's partials at max_batch
         const size_t rows = (size_t)maxB_ * Tmax_;
         const int dw_rows = rows < (size_t)INT_MAX ? (int)rows : INT_MAX;
-        if (dw_split_enabled()) dws_.sms = prop.multiProcessorCount;
+        // (the mixed products' weight gradients are one product each: no split)
+        if (dw_split_enabled() && !mixed_) dws_.sms = prop.multiProcessorCount;
         const int dw_shapes[][2] = {{C_, V_}, {4 * C_, C_}, {C_, 4 * C_}, {C_, C_}, {C_, QKV_}, {C_, KV_}};
         for (const auto &d : dw_shapes) {   // (IC, OC) of each weight's product
             const size_t c = dw_scratch_count(dw_rows, d[0], d[1], dws_.sms);
@@ -315,6 +376,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         count.take<char>(io_.bytes);
         if (fused_) count.take<real>((size_t)fused_grid_ * P_);
         count.take<real>(dws_.count);
+        carve_mixed(count);
         size_t dev_free = 0, dev_total = 0;
         CUDA_CHECK(cudaMemGetInfo(&dev_free, &dev_total));
         const double need = 4.0 * (double)pbytes + (double)count.used;   // the workspace is already held
@@ -360,6 +422,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
             fa_.eps = (real)cfg->s->eps;
         }
         dws_.p = carve.take<real>(dws_.count);
+        carve_mixed(carve);
 
         io_h_ = static_cast<char *>(HOST_MALLOC_PINNED(io_.bytes, "batch upload"));
         losses_h_ = static_cast<real *>(HOST_MALLOC_PINNED(rows * sizeof(real), "losses"));
@@ -367,6 +430,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
         if (rows * V_ > xfer_count_) xfer_count_ = rows * V_;
         if ((size_t)L_ * rows * 4 * C_ > xfer_count_) xfer_count_ = (size_t)L_ * rows * 4 * C_;
         xfer_h_ = static_cast<real *>(HOST_MALLOC_PINNED(xfer_count_ * sizeof(real), "transfers"));
+        if (fp16_) bad_h_ = static_cast<int *>(HOST_MALLOC_PINNED(sizeof(int), "fp16 overflow flag"));
         probs_.assign((size_t)V_, 0.0);
         sample_tok_.assign((size_t)Tmax_ + 1, 0);
         last_n_.assign((size_t)maxB_, 0);
@@ -399,12 +463,13 @@ template <typename real> void ImplT<real>::release() noexcept {
     };
     for (auto &g : graphs_)
         if (g) warn(cudaGraphExecDestroy(g), "cudaGraphExecDestroy"), g = nullptr;
-    if (blas_) {
-        cublasStatus_t s = cublasDestroy(blas_);
-        if (s != CUBLAS_STATUS_SUCCESS)
-            fprintf(stderr, "cuda engine: warning: cublasDestroy failed: %s\n", cublas_status_name(s));
-        blas_ = nullptr;
-    }
+    for (cublasHandle_t *h : {&blas_, &blas_lowp_})
+        if (*h) {
+            cublasStatus_t s = cublasDestroy(*h);
+            if (s != CUBLAS_STATUS_SUCCESS)
+                fprintf(stderr, "cuda engine: warning: cublasDestroy failed: %s\n", cublas_status_name(s));
+            *h = nullptr;
+        }
     for (auto &ev : ev_)
         if (ev) warn(cudaEventDestroy(ev), "cudaEventDestroy"), ev = nullptr;
     void *dev[] = {workspace_, params_, grads_, m_, v_, acts_mem_, run_io_d_, run_loss_d_, run_shapes_d_};
@@ -416,10 +481,11 @@ template <typename real> void ImplT<real>::release() noexcept {
     run_io_d_ = nullptr;
     run_loss_d_ = nullptr;
     run_shapes_d_ = nullptr;
-    void *host[] = {io_h_, losses_h_, xfer_h_, run_io_h_, run_loss_h_, run_shapes_h_};
+    void *host[] = {io_h_, losses_h_, xfer_h_, run_io_h_, run_loss_h_, run_shapes_h_, bad_h_};
     for (void *p : host)
         if (p) warn(cudaFreeHost(p), "cudaFreeHost");
     io_h_ = run_io_h_ = nullptr;
+    bad_h_ = nullptr;
     run_shapes_h_ = nullptr;
     losses_h_ = xfer_h_ = run_loss_h_ = nullptr;
     run_cap_ = 0;
@@ -435,7 +501,14 @@ template <typename real> void ImplT<real>::choose_path() {
     if (want != "auto" && want != "fused" && want != "layered")
         throw CudaError("MICROGPT_CUDA_PATH='" + want + "' is not auto, fused or layered");
     char why[256] = "";
-    if (want != "layered") {
+    if (mixed_) {   // the fused step has no mixed-precision recipe
+        snprintf(why, sizeof why, "it runs fp64 and fp32 only; %s runs on the layered path",
+                 precision_name(cfg_.precision));
+        if (want == "fused")
+            throw CudaError(std::string("MICROGPT_CUDA_PATH=fused: the fused step cannot take this model: ") + why +
+                            "; unset MICROGPT_CUDA_PATH (auto) or set it to layered");
+    }
+    if (want != "layered" && !mixed_) {
         const ParamLayout *L = cfg_.L;
         fm_ = FusedModel{};
         fm_.V = V_, fm_.C = C_, fm_.NH = NH_, fm_.NKV = NKV_, fm_.HS = HS_, fm_.L = L_, fm_.Tmax = Tmax_;
@@ -526,6 +599,59 @@ template <typename real> void ImplT<real>::point_params(ParamPtrs<real> &p, real
                                  " in the layout table");
         }
     }
+}
+
+// bf16, fp16, tf32: the recipe's scratch (mixed.cuh) from c, for the largest
+// product at max_batch x block_size rows: widths up to 4C, V or C+2KV,
+// weights up to that times C; fp16: the overflow flag and the state copies.
+template <typename real> void ImplT<real>::carve_mixed(Carver &c) {
+    if (!mixed_) return;
+    const size_t rows = (size_t)maxB_ * Tmax_, C = (size_t)C_;
+    size_t wide = 4 * C;
+    if ((size_t)V_ > wide) wide = (size_t)V_;
+    if ((size_t)QKV_ > wide) wide = (size_t)QKV_;
+    mx_.cap = rows * wide;
+    mx_.wcap = wide * C;
+    const size_t es = lowp_elem_bytes(mx_.lp);
+    mx_.a = c.take<char>(mx_.cap * es);
+    mx_.d = c.take<char>(mx_.cap * es);
+    mx_.w = c.take<char>(mx_.wcap * es);
+    mx_.t = c.take<float>(mx_.cap);
+    if (fp16_) {
+        bad_d_ = c.take<int>(1);
+        snap_ = c.take<real>(3 * P_);
+    }
+}
+
+template <typename real>
+void ImplT<real>::matmul_forward(cublasHandle_t h, real *out, int ldo, const real *inp, const real *w, int N, int IC,
+                                 int OC) {
+    if constexpr (std::is_same<real, float>::value) {
+        if (mixed_) return mixed_matmul_forward(mx_, out, ldo, inp, w, N, IC, OC);
+    }
+    mgpt::matmul_forward(h, out, ldo, inp, w, N, IC, OC);
+}
+
+template <typename real>
+void ImplT<real>::matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw,
+                                  const real *dout, int ldd, const real *inp, const real *w, int N, int IC, int OC,
+                                  const DwScratch<real> &ws) {
+    if constexpr (std::is_same<real, float>::value) {
+        if (mixed_ && OC == QKV_ && stacked_qkv(w)) {
+            // The stacked q|k|v product: the recipe rounds each of the three
+            // input gradients on its own before they are added (never the
+            // sum once), so three products; dW's rows are q's, k's, v's.
+            const size_t CC = (size_t)C_ * C_, KC = (size_t)KV_ * C_;
+            mixed_matmul_backward(mx_, dinp, acc_dinp, dw, acc_dw, dout, ldd, inp, w, N, IC, C_);
+            mixed_matmul_backward(mx_, dinp, true, dw ? dw + CC : nullptr, acc_dw, dout + C_, ldd, inp, w + CC, N, IC,
+                                  KV_);
+            mixed_matmul_backward(mx_, dinp, true, dw ? dw + CC + KC : nullptr, acc_dw, dout + C_ + KV_, ldd, inp,
+                                  w + CC + KC, N, IC, KV_);
+            return;
+        }
+        if (mixed_) return mixed_matmul_backward(mx_, dinp, acc_dinp, dw, acc_dw, dout, ldd, inp, w, N, IC, OC);
+    }
+    mgpt::matmul_backward(h, dinp, acc_dinp, dw, acc_dw, dout, ldd, inp, w, N, IC, OC, ws);
 }
 
 // Point every activation of a into c, sized for B documents of block_size positions.
@@ -645,10 +771,27 @@ template <typename real> void ImplT<real>::backward(int B, int T) {
 template <typename real> void ImplT<real>::enqueue_step(int B, int T) {
     { NvtxRange r("forward"); forward(acts_, B, T); }
     { NvtxRange r("loss"); crossentropy_forward_backward(stream_, acts_.dlogits, acts_.losses, acts_.logits, tok_d(), n_d(), B, T, V_); }
+    if constexpr (std::is_same<real, float>::value) {
+        // fp16: the backward from loss x scale (padding's dlogits are 0 either way)
+        if (fp16_) loss_scale_apply(stream_, acts_.dlogits, (size_t)B * T * V_, ls_d());
+    }
     { NvtxRange r("backward"); backward(B, T); }
     const Settings *s = cfg_.s;
     NvtxRange r("adam");
+    if constexpr (std::is_same<real, float>::value) {
+        if (fp16_) {   // the gradients divided by the scale; the state Adam starts from kept
+            CUDA_CHECK(cudaMemsetAsync(bad_d_, 0, sizeof(int), stream_));
+            loss_unscale_check(stream_, grads_, P_, ls_d(), bad_d_);
+            for (int k = 0; k < 3; k++)
+                CUDA_CHECK(cudaMemcpyAsync(snap_ + k * P_, k == 0 ? params_ : k == 1 ? m_ : v_, P_ * sizeof(real),
+                                           cudaMemcpyDeviceToDevice, stream_));
+        }
+    }
     adam_update(stream_, params_, grads_, m_, v_, P_, sc_d(), s->beta1, s->beta2, s->eps);
+    if constexpr (std::is_same<real, float>::value) {
+        if (fp16_)   // an overflowed gradient: the update undone (GradScaler skips it)
+            for (int k = 0; k < 3; k++) restore_if(stream_, k == 0 ? params_ : k == 1 ? m_ : v_, snap_ + k * P_, P_, bad_d_);
+    }
 }
 
 template <typename real> void ImplT<real>::disable_graphs(const char *why) {
@@ -720,7 +863,14 @@ template <typename real> double ImplT<real>::step(const Batch *b, int step) {
     else enqueue_step(B, T);
     CUDA_CHECK(cudaMemcpyAsync(losses_h_, acts_.losses, (size_t)B * T * sizeof(real), cudaMemcpyDeviceToHost,
                                stream_));
+    if (fp16_) CUDA_CHECK(cudaMemcpyAsync(bad_h_, bad_d_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));   // the step's one synchronization
+    if (fp16_) {   // GradScaler: halve the scale after an overflow, double it after 2000 clean steps
+        used_scale_ = scale_;
+        skipped_ = *bad_h_ != 0;
+        if (skipped_) scale_ *= 0.5, good_steps_ = 0;
+        else if (++good_steps_ == 2000) scale_ *= 2.0, good_steps_ = 0;
+    }
     last_B_ = B;
     last_T_ = T;
     memcpy(last_n_.data(), b->n, (size_t)B * sizeof(int));
@@ -733,6 +883,8 @@ template <typename real> size_t ImplT<real>::fill_io(char *dst, const Batch *b, 
     const Settings *s = cfg_.s;
     const AdamScalars sc = adam_scalars(lr_at(s->lr, step, s->steps), s->beta1, s->beta2, step);
     memcpy(dst + io_.sc, &sc, sizeof sc);
+    const float ls[2] = {(float)scale_, (float)(1.0 / scale_)};   // fp16 (as the CPU engine rounds them)
+    if (fp16_) memcpy(dst + io_.ls, ls, sizeof ls);
     memcpy(dst + io_.n, b->n, (size_t)b->B * sizeof(int));
     const size_t ntok = (size_t)b->B * (size_t)(b->T + 1);
     memcpy(dst + io_.tok, b->tokens, ntok * sizeof(int));
@@ -748,6 +900,8 @@ template <typename real> size_t ImplT<real>::fill_io(char *dst, const Batch *b, 
 template <typename real>
 void ImplT<real>::run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) {
     const size_t rows = (size_t)maxB_ * Tmax_;
+    if (fp16_)   // its scale changes between steps on the host
+        throw CudaError("run_steps (the benchmark) does not run fp16; use step()");
     if ((size_t)n > run_cap_) {
         for (void *p : {(void *)run_io_d_, (void *)run_loss_d_, (void *)run_shapes_d_})
             if (p) CUDA_CHECK(cudaFree(p));
@@ -979,6 +1133,8 @@ int cuda_run_steps(Engine *e, const Batch *bs, int first, int n, double *losses,
 
 size_t cuda_device_bytes(Engine *e) { return impl_of(e)->device_bytes(); }
 
+int cuda_step_skipped(Engine *e, double *scale) { return impl_of(e)->step_skipped(scale); }
+
 void cuda_relu_inputs(Engine *e, double *out) {
     try {
         impl_of(e)->get_relu_inputs(out);
@@ -1003,6 +1159,7 @@ EngineOps make_ops() {
     o.get_relu_inputs = cuda_relu_inputs;
     o.run_steps = cuda_run_steps;
     o.device_bytes = cuda_device_bytes;
+    o.step_skipped = cuda_step_skipped;
     return o;
 }
 
@@ -1070,11 +1227,6 @@ extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *ini
         return fail(err, errlen, "cuda engine: fault injection (--inject-fault %s) is not implemented on CUDA; "
                     "inject faults into the CPU tensor engine instead (--engines scalar,cpu)",
                     fault_name(cfg->fault));
-    if (precision_is_mixed(cfg->precision))
-        return fail(err, errlen, "cuda engine: --precision %s is not implemented on CUDA yet (its recipe, "
-                    "docs/mixed_precision.md, runs on the CPU engine as an emulation): use --engines scalar,cpu "
-                    "--precision %s, or fp32/fp64 on cuda", precision_name(cfg->precision),
-                    precision_name(cfg->precision));
     const ModelShape *m = &cfg->L->shape;
     // cuBLAS takes int dimensions: the largest is rows N or a width of 4C, V or C+2KV
     const double rows = (double)cfg->max_batch * m->block_size;
@@ -1085,7 +1237,7 @@ extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *ini
     if (!cuda_available(why, sizeof why)) return fail(err, errlen, "cuda engine: %s", why);
     Impl *impl = nullptr;
     try {
-        if (cfg->precision == PREC_FP32) impl = new ImplT<float>(cfg, init_params);
+        if (cfg->precision != PREC_FP64) impl = new ImplT<float>(cfg, init_params);   // fp32, bf16, fp16, tf32
         else impl = new ImplT<double>(cfg, init_params);
         CudaEngine *e = new CudaEngine;
         e->base.ops = &CUDA_OPS;

@@ -17,7 +17,7 @@ NVCCFLAGS := -std=c++17 -O2 -g -lineinfo $(NVCC_ARCH) --fmad=false -Werror all-w
              -Xcompiler -Wall,-Wextra,-Werror,-ffp-contract=off,-fPIC -D_GNU_SOURCE -I. -Iinclude \
              $(if $(DEPS_PREFIX),-I$(DEPS_PREFIX)/usr/include) $(if $(FUSED_PROFILE),-DFUSED_PROFILE)
 
-CUDA_SRC := tensor_gpu/cuda/kernels.cu tensor_gpu/cuda/attention.cu tensor_gpu/cuda/fused.cu tensor_gpu/cuda/engine_cuda.cu
+CUDA_SRC := tensor_gpu/cuda/kernels.cu tensor_gpu/cuda/attention.cu tensor_gpu/cuda/fused.cu tensor_gpu/cuda/mixed.cu tensor_gpu/cuda/engine_cuda.cu
 CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
 CUDA_LIB := $(BUILD)/libmicrogpt_cuda.a
 CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++

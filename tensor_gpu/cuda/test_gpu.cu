@@ -40,6 +40,10 @@
 
 #include "tensor_gpu/cuda/cuda_check.cuh"
 #include "tensor_gpu/cuda/kernels.cuh"
+#include "tensor_gpu/cuda/mixed.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 extern "C" {
 #include "common/engine.h"
@@ -49,6 +53,8 @@ extern "C" {
 #include "common/util.h"
 #include "tensor_gpu/cpu/engine_cpu.h"
 #include "tensor_gpu/layers.h"
+#include "tensor_gpu/lowp.h"
+#include "tensor_gpu/mixed.h"
 }
 #include "tensor_gpu/cuda/engine_cuda.h"
 
@@ -829,7 +835,7 @@ static Engine *make_cuda(const Model &mdl, Precision p) {
     const EngineConfig c = mdl.cfg(p);
     char err[512] = "";
     Engine *e = cuda_engine_create(&c, mdl.init.data(), err, sizeof err);
-    if (!e) failf("cuda_engine_create (%s): %s", p == PREC_FP64 ? "fp64" : "fp32", err);
+    if (!e) failf("cuda_engine_create (%s): %s", precision_name(p), err);
     return e;
 }
 
@@ -1003,7 +1009,6 @@ static std::vector<double> snapshot(Engine *e, const Model &mdl, const Batch *b,
 // graphs, over the same batches: every reported value identical to the bit.
 // Shapes repeat so that graphs get captured (second sight) and replayed.
 static void determinism(Precision p, Rng &r) {
-    const bool fp64 = p == PREC_FP64;
     const Model mdl(27, 16, 4, 2, 2, 16, 32, 1234);
     Engine *e1 = make_cuda(mdl, p), *e2 = make_cuda(mdl, p);
     setenv("MICROGPT_CUDA_GRAPHS", "0", 1);
@@ -1023,16 +1028,16 @@ static void determinism(Precision p, Rng &r) {
                                       s3 = snapshot(e3, mdl, &hb.b, l3);
             if (memcmp(s1.data(), s2.data(), s1.size() * sizeof(double))) {
                 diff_runs++;
-                failf("determinism %s step %zu: two engines from the same state differ", fp64 ? "fp64" : "fp32", k + 1);
+                failf("determinism %s step %zu: two engines from the same state differ", precision_name(p), k + 1);
             }
             if (memcmp(s1.data(), s3.data(), s1.size() * sizeof(double))) {
                 diff_graphs++;
                 failf("determinism %s step %zu: the engine with CUDA graphs differs from the one without",
-                      fp64 ? "fp64" : "fp32", k + 1);
+                      precision_name(p), k + 1);
             }
         }
         printf("determinism, %s, %zu steps (graphs captured and replayed): two engines %s; with vs without CUDA "
-               "graphs %s\n", fp64 ? "fp64" : "fp32", sched.size(), diff_runs ? "DIFFER: FAIL" : "bit-identical: PASS",
+               "graphs %s\n", precision_name(p), sched.size(), diff_runs ? "DIFFER: FAIL" : "bit-identical: PASS",
                diff_graphs ? "DIFFER: FAIL" : "bit-identical: PASS");
     }
     for (Engine *e : {e1, e2, e3})
@@ -1062,13 +1067,13 @@ static void run_steps_vs_step(Precision p, Rng &r) {
         const std::vector<double> s1 = snapshot(e1, mdl, last, l1.back()), s2 = snapshot(e2, mdl, last, l2.back());
         const bool same_l = !memcmp(l1.data(), l2.data(), l1.size() * sizeof(double));
         const bool same_s = !memcmp(s1.data(), s2.data(), s1.size() * sizeof(double));
-        if (rc || !(sec > 0)) failf("run_steps %s: returned %d, %g s", fp64 ? "fp64" : "fp32", rc, sec);
-        if (!same_l) failf("run_steps %s: the losses differ from step()'s", fp64 ? "fp64" : "fp32");
-        if (!same_s) failf("run_steps %s: the state after the run differs from step()'s", fp64 ? "fp64" : "fp32");
+        if (rc || !(sec > 0)) failf("run_steps %s: returned %d, %g s", precision_name(p), rc, sec);
+        if (!same_l) failf("run_steps %s: the losses differ from step()'s", precision_name(p));
+        if (!same_s) failf("run_steps %s: the state after the run differs from step()'s", precision_name(p));
         const size_t dev = e2->ops->device_bytes(e2);
         if (dev < 4 * mdl.L.n_params * (fp64 ? 8 : 4)) failf("device_bytes %zu is less than the parameters hold", dev);
         printf("run_steps, %s, %zu steps (new shapes captured before their first run): losses and state %s; %.3f ms "
-               "on the events; device_bytes %zu\n", fp64 ? "fp64" : "fp32", sched.size() - 2,
+               "on the events; device_bytes %zu\n", precision_name(p), sched.size() - 2,
                same_l && same_s ? "bit-identical to step(): PASS" : "DIFFER: FAIL", 1e3 * sec, dev);
     }
     for (Engine *e : {e1, e2})
@@ -1333,6 +1338,490 @@ static void refusals() {
 }
 
 // ---------------------------------------------------------------------------
+// the mixed-precision recipe (mixed.cuh) against its CPU reference
+// (tensor_gpu/cpu/mixed.c) and lowp.h
+
+static const char *lowp_name(Lowp lp) { return lp == Lowp::BF16 ? "bf16" : lp == Lowp::FP16 ? "fp16" : "tf32"; }
+
+// The float value of fp16 bits (host)
+static float half_bits_to_float(uint16_t b) {
+    __half_raw hr;
+    hr.x = b;
+    return __half2float(__half(hr));
+}
+
+// Floats of every class the rounding treats apart (tests/test_lowp.c's):
+// ties to even both ways at bf16's and tf32's cut, just above and below
+// half, carries into the exponent, +-0, +-inf, NaNs with payload only in the
+// dropped bits, subnormals, the largest finites; then random bit patterns
+// (every exponent) and random normals.
+static std::vector<float> rounding_inputs(Rng &r, size_t n_random) {
+    std::vector<uint32_t> u = {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0x7f800001u,
+                               0xff800001u, 0x7f808000u, 0x7f801000u, 0x00000001u, 0x80000001u, 0x007fffffu,
+                               0x00008000u, 0x00018000u, 0x7f7fffffu, 0xff7fffffu, 0x7f7f8000u, 0x7f7f7fffu,
+                               0x3f808000u, 0x3f818000u, 0x3f807fffu, 0x3f808001u, 0x3fffffffu, 0x3f801000u,
+                               0x3f803000u, 0x3f800fffu, 0x3f801001u, 0xbf808000u, 0xbf818000u, 0x3f7fffffu};
+    for (size_t i = 0; i < n_random; i++) u.push_back((uint32_t)r.next());
+    for (int cut : {16, 13})   // random kept parts with dropped parts exactly half, half +- 1
+        for (int i = 0; i < 2000; i++) {
+            const uint32_t keep = (uint32_t)r.next() & ~((1u << cut) - 1u), half = 1u << (cut - 1);
+            for (uint32_t d : {half, half - 1u, half + 1u}) u.push_back(keep | d);
+        }
+    std::vector<float> x;
+    for (uint32_t b : u) x.push_back(lowp_float(b));
+    for (size_t i = 0; i < n_random; i++) x.push_back((float)r.normal());
+    return x;
+}
+
+__global__ void cuda_bf16_rn_kernel(uint16_t *out, const float *x, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x[i]));
+}
+
+// lowp_convert and lowp_round_inplace against lowp.h, bit for bit (NaNs
+// included: the kernels round with lowp.h itself; fp16's __half: a NaN for a
+// NaN), through a row stride;
+// and lowp.h's bf16 against CUDA's __float2bfloat16_rn on every non-NaN.
+static void test_lowp_kernels(Rng &r) {
+    const std::vector<float> x = rounding_inputs(r, 200000);
+    const int cols = 61, lds = 64, rows = (int)((x.size() + cols - 1) / cols);
+    std::vector<float> src((size_t)rows * lds, 1.0f);
+    for (size_t i = 0; i < x.size(); i++) src[i / cols * lds + i % cols] = x[i];
+    const size_t n = (size_t)rows * cols;
+    DevBuf<float> d_src(src), d_f(n);
+    DevBuf<uint16_t> d_h(n);
+    size_t bad[6] = {0, 0, 0, 0, 0, 0}, first[6] = {0, 0, 0, 0, 0, 0};
+    auto count = [&](int k, size_t i) {
+        if (bad[k]++ == 0) first[k] = i;
+    };
+    d_h.poison();
+    lowp_convert(ST, Lowp::BF16, d_h.p, d_src.p, rows, cols, lds);
+    const std::vector<uint16_t> hb = d_h.down();
+    d_f.poison();
+    lowp_convert(ST, Lowp::TF32, d_f.p, d_src.p, rows, cols, lds);
+    const std::vector<float> hf = d_f.down();
+    d_h.poison();
+    lowp_convert(ST, Lowp::FP16, d_h.p, d_src.p, rows, cols, lds);
+    const std::vector<uint16_t> hh = d_h.down();
+    for (size_t i = 0; i < n; i++) {
+        const float v = src[i / cols * lds + i % cols];
+        if (hb[i] != (uint16_t)(lowp_bits(round_bf16(v)) >> 16)) count(0, i);
+        if (lowp_bits(hf[i]) != lowp_bits(round_tf32(v))) count(1, i);
+        const float h = half_bits_to_float(hh[i]), rh = round_fp16(v);   // NaN: a NaN (payloads differ)
+        if (v == v ? lowp_bits(h) != lowp_bits(rh) : h == h) count(4, i);
+    }
+    // in place through the stride; the columns past cols stay as they were
+    DevBuf<float> d_x(src), d_x16(src);
+    lowp_round_inplace(ST, Lowp::BF16, d_x.p, rows, cols, lds);
+    lowp_round_inplace(ST, Lowp::FP16, d_x16.p, rows, cols, lds);
+    const std::vector<float> hx = d_x.down(), hx16 = d_x16.down();
+    for (size_t i = 0; i < src.size(); i++) {
+        const bool in = (int)(i % lds) < cols;
+        if (lowp_bits(hx[i]) != lowp_bits(in ? round_bf16(src[i]) : src[i])) count(2, i);
+        if (lowp_bits(hx16[i]) != lowp_bits(in ? round_fp16(src[i]) : src[i])) count(5, i);
+    }
+    DevBuf<float> d_c(columns(src, rows, lds, cols));
+    d_h.poison();
+    cuda_bf16_rn_kernel<<<256, 256>>>(d_h.p, d_c.p, n);
+    KERNEL_CHECK("cuda_bf16_rn_kernel");
+    const std::vector<uint16_t> hc = d_h.down();
+    for (size_t i = 0; i < n; i++) {
+        const float v = src[i / cols * lds + i % cols];
+        if (v == v && hc[i] != (uint16_t)(lowp_bits(round_bf16(v)) >> 16)) count(3, i);
+    }
+    const char *what[6] = {"lowp_convert bf16 vs lowp.h round_bf16", "lowp_convert tf32 vs lowp.h round_tf32",
+                           "lowp_round_inplace bf16 vs lowp.h (row stride)", "lowp.h round_bf16 vs __float2bfloat16_rn",
+                           "lowp_convert fp16 vs lowp.h round_fp16", "lowp_round_inplace fp16 vs lowp.h (row stride)"};
+    for (int k = 0; k < 6; k++) {
+        const size_t i = first[k];
+        const float v = bad[k] ? src[k == 2 || k == 5 ? i : i / cols * lds + i % cols] : 0.0f;
+        if (bad[k])
+            failf("%s: %zu of %zu values differ, the first input 0x%08x", what[k], bad[k], n, lowp_bits(v));
+        printf("rounding kernels: %s, %zu values (ties, carries, +-0, inf, NaN, subnormals, random): %s\n", what[k],
+               n, bad[k] ? "FAIL" : "bit-identical: PASS");
+    }
+}
+
+// One output element of a product of rounded operands: its exact value
+// (double) and a bound on any fp32 summation of its K terms, in any order and
+// with rounding or truncation in each addition or alignment (tensor cores):
+// |fp32 sum - exact| <= (K + 4) 2^-21 sum|terms| (each of the K additions
+// errs by at most 2 ulps of a partial sum of magnitude <= sum|terms|).
+struct Exact {
+    double v, bound, gamma;   // gamma: the bound per unit of sum|terms|, (K + 4) 2^-21
+};
+
+static Exact exact_dot(const float *a, size_t sa, const float *b, size_t sb, int K, float (*rnd)(float)) {
+    double s = 0, m = 0;
+    for (int k = 0; k < K; k++) {
+        const double t = (double)rnd(a[k * sa]) * (double)rnd(b[k * sb]);
+        s += t;
+        m += std::fabs(t);
+    }
+    return Exact{s, (K + 4) * std::ldexp(m, -21), (K + 4) * std::ldexp(1.0, -21)};
+}
+
+static float identity(float x) { return x; }
+
+struct MixedStat {
+    size_t n = 0, exact = 0, boundary = 0, bad = 0, unrounded_far = 0;
+    double max_abs = 0;
+};
+
+// gpu against the CPU reference cpu and the exact product ex: out stored in
+// L (bf16 outputs): gpu is an L value, rounds a value within the bound, and
+// equals cpu unless the bound straddles an L rounding boundary (then within
+// that one step); fp32 outputs: within the bound of exact and 2 bounds of
+// cpu. start: the gradient accumulated onto (nullptr: overwritten).
+static void check_mixed(const char *kernel, const char *what, Lowp lp, bool l_out, const float *gpu, const float *cpu,
+                        const std::vector<Exact> &ex, const float *start, MixedStat &st, const char *shape) {
+    float (*rout)(float) = lp == Lowp::FP16 ? round_fp16 : round_bf16;   // the L of an L-stored output
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < ex.size(); i++) {
+        const float g = gpu[i], c = cpu[i], s0 = start ? start[i] : 0.0f;
+        const double e = ex[i].v, b = ex[i].bound;
+        bool ok;
+        if (l_out) {
+            const float lo = rout((float)(e - b)), hi = rout((float)(e + b));
+            if (lo == hi) {
+                ok = lowp_bits(g) == lowp_bits(c) || g == c;
+                st.exact++;
+            } else {
+                ok = std::fabs((double)g - c) <= (double)(hi - lo) + std::ldexp(std::fabs(s0) + std::fabs(hi), -22);
+                st.boundary++;
+            }
+            if (!start) ok = ok && g == rout(g) && g >= lo && g <= hi;
+        } else {
+            // accumulating (dw with beta 1): cuBLAS may sum onto s0, which
+            // then counts among the terms
+            const double tol = b + ex[i].gamma * std::fabs(s0) + std::ldexp(std::fabs(s0) + std::fabs(e) + b, -22);
+            ok = std::fabs((double)g - (s0 + e)) <= tol && std::fabs((double)g - c) <= 2 * tol;
+        }
+        const double d = std::fabs((double)g - c);
+        if (!(d <= st.max_abs)) st.max_abs = d;
+        if (!ok && bad++ == 0) first = i;
+    }
+    st.n += ex.size();
+    st.bad += bad;
+    if (bad)
+        failf("%s %s %s [%s]: %zu of %zu element(s) wrong, the first [%zu]: gpu %.9g, cpu %.9g, exact %.9g "
+              "(bound %.3g)", lowp_name(lp), kernel, what, shape, bad, ex.size(), first, (double)gpu[first],
+              (double)cpu[first], (start ? start[first] : 0.0) + ex[first].v, ex[first].bound);
+}
+
+// Each product (forward, dinp, dw) of mixed.cuh on random inputs against
+// tensor_gpu/cpu/mixed.c and the exact product of the rounded operands,
+// overwriting (poisoned) and accumulating, through row strides; tf32: proof
+// that the operands were rounded (an output farther from the unrounded
+// operands' product than the bound, in every shape with IC <= 64).
+static void test_mixed_products(Rng &r, Lowp lp) {
+    const Precision p = lp == Lowp::BF16 ? PREC_BF16 : lp == Lowp::FP16 ? PREC_FP16 : PREC_TF32;
+    float (*rnd)(float) = lp == Lowp::BF16 ? round_bf16 : lp == Lowp::FP16 ? round_fp16 : round_tf32;
+    const bool l_out = lp != Lowp::TF32;
+    // N, IC, OC, extra row stride of out and dout
+    const int shapes[][4] = {{1, 16, 27, 0}, {7, 12, 11, 3}, {37, 24, 50, 0}, {64, 16, 64, 8}, {45, 80, 67, 1},
+                             {130, 48, 192, 0}, {33, 13, 5, 2}, {16, 64, 256, 0}, {250, 16, 40, 5}};
+    MixedStat sf, sdi, sdw;
+    int unrounded_checked = 0, unrounded_caught = 0;
+    for (const auto &sh : shapes) {
+        const int N = sh[0], IC = sh[1], OC = sh[2], ld = OC + sh[3];
+        char shape[96];
+        snprintf(shape, sizeof shape, "N=%d IC=%d OC=%d ld=%d", N, IC, OC, ld);
+        const std::vector<float> inp = randn<float>(r, (size_t)N * IC), w = randn<float>(r, (size_t)OC * IC, 0.1);
+        std::vector<float> dout = randn<float>(r, (size_t)N * OC, 0.01);
+        const size_t wide = (size_t)(IC > OC ? IC : OC);
+        ::MixedMM cm;
+        mixed_mm_init(&cm, p, (size_t)N, wide, (size_t)OC * IC, nullptr);
+        DevBuf<char> d_a((size_t)N * wide * 4), d_d((size_t)N * wide * 4), d_w((size_t)OC * IC * 4);
+        DevBuf<float> d_t((size_t)N * wide);
+        cublasHandle_t h;
+        CUBLAS_CHECK(cublasCreate(&h));
+        CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));   // as the engine's second handle
+        CUBLAS_CHECK(cublasSetAtomicsMode(h, CUBLAS_ATOMICS_NOT_ALLOWED));
+        CUBLAS_CHECK(cublasSetWorkspace(h, nullptr, 0));
+        const mgpt::MixedMM gm{lp, h, d_a.p, d_d.p, d_w.p, d_t.p, (size_t)N * wide, (size_t)OC * IC};
+        DevBuf<float> d_inp(inp), d_wt(w), d_out((size_t)N * ld);
+
+        // forward: out = rnd(inp) @ rnd(w)^T (bf16: rounded)
+        std::vector<Exact> ex((size_t)N * OC), ex_raw((size_t)N * OC);
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) {
+                ex[(size_t)n * OC + o] = exact_dot(&inp[(size_t)n * IC], 1, &w[(size_t)o * IC], 1, IC, rnd);
+                ex_raw[(size_t)n * OC + o] = exact_dot(&inp[(size_t)n * IC], 1, &w[(size_t)o * IC], 1, IC, identity);
+            }
+        std::vector<float> out((size_t)N * OC);
+        ::mixed_matmul_forward(&cm, out.data(), inp.data(), w.data(), N, IC, OC);
+        d_out.poison();
+        mgpt::mixed_matmul_forward(gm, d_out.p, ld, d_inp.p, d_wt.p, N, IC, OC);
+        const std::vector<float> g = columns(d_out.down(), N, ld, OC);
+        check_mixed("mixed_matmul_forward", "out", lp, l_out, g.data(), out.data(), ex, nullptr, sf, shape);
+        if (!l_out && IC <= 64) {   // tf32 (bf16's, fp16's rounded outputs: the check above); past
+            unrounded_checked++;    // IC 64 the bound is too wide to tell the two apart
+            size_t far = 0;
+            for (size_t i = 0; i < g.size(); i++) far += std::fabs((double)g[i] - ex_raw[i].v) > ex_raw[i].bound;
+            unrounded_caught += far > 0;
+        }
+
+        // backward: dinp (+)= rnd(rnd(dout) @ rnd(w)), dw (+)= rnd(dout)^T @ rnd(inp)
+        std::vector<float> doutw((size_t)N * ld, NAN);
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) doutw[(size_t)n * ld + o] = dout[(size_t)n * OC + o];
+        DevBuf<float> d_dout(doutw), d_dinp((size_t)N * IC), d_dw((size_t)OC * IC);
+        std::vector<Exact> exi((size_t)N * IC), exw((size_t)OC * IC);
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < IC; i++)
+                exi[(size_t)n * IC + i] = exact_dot(&dout[(size_t)n * OC], 1, &w[i], (size_t)IC, OC, rnd);
+        for (int o = 0; o < OC; o++)
+            for (int i = 0; i < IC; i++)
+                exw[(size_t)o * IC + i] = exact_dot(&dout[o], (size_t)OC, &inp[i], (size_t)IC, N, rnd);
+        for (int acc = 0; acc < 2; acc++) {
+            const std::vector<float> di0 = grad_start(r, d_dinp, acc), dw0 = grad_start(r, d_dw, acc);
+            std::vector<float> di = di0, dw = dw0;
+            ::mixed_matmul_backward(&cm, di.data(), dw.data(), dout.data(), inp.data(), w.data(), N, IC, OC);
+            mgpt::mixed_matmul_backward(gm, d_dinp.p, acc != 0, d_dw.p, acc != 0, d_dout.p, ld, d_inp.p, d_wt.p, N, IC,
+                                        OC);
+            const std::vector<float> gi = d_dinp.down(), gw = d_dw.down();
+            check_mixed("mixed_matmul_backward", acc ? "dinp (+=)" : "dinp", lp, l_out, gi.data(), di.data(), exi,
+                        acc ? di0.data() : nullptr, sdi, shape);
+            check_mixed("mixed_matmul_backward", acc ? "dw (+=)" : "dw", lp, false, gw.data(), dw.data(), exw,
+                        acc ? dw0.data() : nullptr, sdw, shape);
+        }
+        // determinism: the same product twice, the same bits
+        std::vector<float> again;
+        d_out.poison();
+        mgpt::mixed_matmul_forward(gm, d_out.p, ld, d_inp.p, d_wt.p, N, IC, OC);
+        again = columns(d_out.down(), N, ld, OC);
+        if (memcmp(again.data(), g.data(), g.size() * sizeof(float)))
+            failf("%s mixed_matmul_forward [%s]: two runs differ", lowp_name(lp), shape);
+        CUBLAS_CHECK(cublasDestroy(h));
+        mixed_mm_free(&cm);
+    }
+    if (unrounded_caught != unrounded_checked)
+        failf("%s mixed_matmul_forward: %d of %d shapes' outputs are all within the bound of the product of the "
+              "UNROUNDED operands: the operands do not look rounded", lowp_name(lp), unrounded_checked - unrounded_caught,
+              unrounded_checked);
+    const struct {
+        const char *name;
+        const MixedStat &s;
+    } rows[] = {{"forward", sf}, {"dinp", sdi}, {"dw", sdw}};
+    printf("mixed products, %s, %zu shapes, vs tensor_gpu/cpu/mixed.c and the exact product of the rounded operands "
+           "(bound (K+4) 2^-21 sum|terms|):\n", lowp_name(lp), sizeof shapes / sizeof shapes[0]);
+    for (const auto &row : rows)
+        printf("  %-8s %8zu elements, max|gpu-cpu| %.3e%s, %zu wrong: %s\n", row.name, row.s.n, row.s.max_abs,
+               l_out && row.s.exact + row.s.boundary
+                   ? (" (" + std::to_string(row.s.exact) + " required equal to the cpu's, " +
+                      std::to_string(row.s.boundary) + " at an L rounding boundary)").c_str()
+                   : "",
+               row.s.bad, row.s.bad ? "FAIL" : "PASS");
+}
+
+// rms of x[0..n) (NaN skipped)
+static double rms_of(const double *x, size_t n) {
+    double s = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!std::isnan(x[i])) s += x[i] * x[i], k++;
+    return k ? std::sqrt(s / (double)k) : 0;
+}
+
+// max|a - b| / rms(b) over n (NaN where both are NaN skipped; NaN in one: inf)
+static double err_rms(const double *a, const double *b, size_t n) {
+    double mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (std::isnan(a[i]) && std::isnan(b[i])) continue;
+        const double d = std::fabs(a[i] - b[i]);
+        if (!(d <= mx)) mx = std::isnan(d) ? INFINITY : d;
+    }
+    const double r = rms_of(b, n);
+    return mx == 0 ? 0 : mx / (r > 0 ? r : 1e-300);
+}
+
+// The CUDA engine in bf16 / tf32 in lockstep with the CPU engine's emulation
+// of the same recipe (each step from the CPU engine's state): loss, logits
+// and each gradient tensor within the caps of docs/mixed_precision.md
+// (the emulation's own error against fp64, doubled: a sound GPU differs from
+// the emulation by far less; mlp_fc1's gradient has no cap there, nor here);
+// bf16 (fp16) logits are bf16 (fp16) values (tf32's are not all tf32
+// values); no step skipped where the CPU engine skips none (fp16 at its
+// default scale); and the update is the reference's fp32 Adam on the
+// engine's own gradients, bit for bit. The layered path (the fused one
+// refuses the mixed precisions).
+static void engine_vs_cpu_mixed(Precision p, Rng &r) {
+    const bool bf16 = p == PREC_BF16, fp16 = p == PREC_FP16, l_out = p != PREC_TF32;
+    const char *pn = precision_name(p);
+    float (*rnd)(float) = bf16 ? round_bf16 : fp16 ? round_fp16 : round_tf32;
+    const Model mdl(27, 16, 4, 2, 2, 16, 8, 42);
+    const EngineConfig c = mdl.cfg(p);
+    char err[512] = "";
+    Engine *cpu = cpu_engine_create(&c, mdl.init.data(), err, sizeof err);
+    if (!cpu) {
+        failf("cpu_engine_create (%s): %s", pn, err);
+        return;
+    }
+    Engine *gpu = make_cuda(mdl, p);
+    if (!gpu) {
+        cpu->ops->destroy(cpu);
+        return;
+    }
+    const std::string path = path_of(gpu);
+    if (path != "layered") failf("%s: the engine took path %s, not layered", pn, path.c_str());
+    const ModelShape &m = mdl.shape();
+    const size_t P = mdl.L.n_params, V = (size_t)m.vocab_size;
+    const double cap_loss = bf16 ? 3e-3 : fp16 ? 4e-4 : 3e-4, cap_logits = bf16 ? 5e-2 : fp16 ? 6e-3 : 5e-3;
+    const double cap_grads = p == PREC_TF32 ? 1.5 : 2;
+    const std::vector<Step> sched = {{8, 16}, {3, 5}, {1, 1}, {5, 16}, {2, 9}, {1, 16}, {8, 13}};
+    const size_t rows = (size_t)mdl.max_batch * m.block_size;
+    std::vector<double> la(rows * V), lb(la.size()), ga(P), gb(P), pa(P), pb(P), ma(P), mb(P), va(P), vb(P);
+    std::vector<double> p0(mdl.init), m0(P, 0.0), v0(P, 0.0);
+    double worst_loss = 0, worst_logits = 0, worst_grads = 0;
+    size_t logits_not_lowp = 0, logits_total = 0;
+    int failed_steps = 0;
+    for (size_t k = 0; k < sched.size(); k++) {
+        HostBatch hb(r, sched[k].B, sched[k].T, m.vocab_size);
+        const Batch *b = &hb.b;
+        const int step = (int)k, before = g_failures;
+        const double l_cpu = cpu->ops->step(cpu, b, step), l_gpu = gpu->ops->step(gpu, b, step);
+        const double el = std::fabs(l_gpu - l_cpu) / std::fabs(l_cpu);
+        if (el > worst_loss) worst_loss = el;
+        if (!(el <= cap_loss)) failf("%s engine vs cpu, step %d: loss %.9g vs %.9g (relative %.3e > %.0e)", pn, step + 1,
+                                     l_gpu, l_cpu, el, cap_loss);
+        cpu->ops->get_logits(cpu, lb.data());
+        gpu->ops->get_logits(gpu, la.data());
+        const size_t nl = (size_t)b->B * b->T * V;
+        const double elg = err_rms(la.data(), lb.data(), nl);
+        if (elg > worst_logits) worst_logits = elg;
+        if (!(elg <= cap_logits))
+            failf("%s engine vs cpu, step %d: logits max|diff|/rms %.3e > %.0e", pn, step + 1, elg, cap_logits);
+        for (size_t i = 0; i < nl; i++) {
+            if (std::isnan(la[i]) != std::isnan(lb[i])) failf("%s step %d: logits NaN at other places", pn, step + 1);
+            if (std::isnan(la[i])) continue;
+            logits_total++;
+            const float f = (float)la[i];
+            logits_not_lowp += f != rnd(f);
+        }
+        double sc_cpu = 0, sc_gpu = 0;
+        const int sk_cpu = cpu->ops->step_skipped(cpu, &sc_cpu);
+        const int sk_gpu = gpu->ops->step_skipped ? gpu->ops->step_skipped(gpu, &sc_gpu) : -1;
+        if (sk_gpu != sk_cpu || (fp16 && sc_gpu != sc_cpu))
+            failf("%s engine vs cpu, step %d: update skipped %d at scale %g (cpu: %d at %g)", pn, step + 1, sk_gpu,
+                  sc_gpu, sk_cpu, sc_cpu);
+        cpu->ops->get_grads(cpu, gb.data());
+        gpu->ops->get_grads(gpu, ga.data());
+        for (int t = 0; t < mdl.L.n_tensors; t++) {
+            const ParamTensor *pt = &mdl.L.t[t];
+            const double e = err_rms(ga.data() + pt->offset, gb.data() + pt->offset, pt->size);
+            if (pt->kind == P_MLP_FC1) continue;   // ReLU gates flip between roundings: no cap (the docs)
+            if (e > worst_grads) worst_grads = e;
+            if (!(e <= cap_grads))
+                failf("%s engine vs cpu, step %d: gradient of tensor %d (kind %d, layer %d) max|diff|/rms %.3e > %.1f",
+                      pn, step + 1, t, (int)pt->kind, pt->layer, e, cap_grads);
+        }
+        if (sk_gpu != 1) ref_adam_step(PREC_FP32, mdl.s, step, p0, ga, m0, v0);   // a skipped step: no update
+        gpu->ops->get_params(gpu, pa.data());
+        gpu->ops->get_moments(gpu, ma.data(), va.data());
+        const double dp = max_abs_diff(pa, p0), dm = max_abs_diff(ma, m0), dv = max_abs_diff(va, v0);
+        if (dp != 0 || dm != 0 || dv != 0)
+            failf("%s engine vs cpu, step %d: the update differs from %s (params %.3e, m %.3e, v %.3e)", pn, step + 1,
+                  sk_gpu == 1 ? "none (a skipped step)" : "fp32 Adam on the engine's gradients", dp, dm, dv);
+        if (g_failures != before) failed_steps++;
+        cpu->ops->get_params(cpu, pb.data());
+        cpu->ops->get_moments(cpu, mb.data(), vb.data());
+        gpu->ops->set_state(gpu, pb.data(), mb.data(), vb.data());
+        p0 = pb;
+        m0 = mb;
+        v0 = vb;
+    }
+    if (l_out && logits_not_lowp) failf("%s engine: %zu of %zu logits are not %s values", pn, logits_not_lowp, logits_total, pn);
+    if (!l_out && !logits_not_lowp) failf("tf32 engine: every logit is a tf32 value: its outputs look rounded");
+    printf("engine vs cpu engine, %s (the emulation), lockstep, %zu steps (V 27, C 16, NH 4, NKV 2, 2 layers, batches "
+           "up to 8), path %s: largest loss diff (relative) %.2e (cap %.0e), logits max|diff|/rms %.2e (cap %.0e), "
+           "grads but mlp_fc1 max|diff|/rms %.2e (cap %.1f); logits not %s values: %zu of %zu; fp32 Adam on the "
+           "engine's gradients reproduced bit for bit%s\n", pn, sched.size(), path.c_str(), worst_loss, cap_loss,
+           worst_logits, cap_logits, worst_grads, cap_grads, pn, logits_not_lowp, logits_total,
+           failed_steps ? ": FAIL" : ": PASS");
+    gpu->ops->destroy(gpu);
+    cpu->ops->destroy(cpu);
+}
+
+// The mixed precisions and the paths: auto takes the layered one, fused is
+// refused with the reason.
+static void mixed_refusals() {
+    const Model mdl(27, 16, 4, 4, 1, 16, 1, 1);
+    for (Precision p : {PREC_BF16, PREC_FP16, PREC_TF32}) {
+        Engine *e = make_cuda(mdl, p);
+        if (e) {
+            if (path_of(e) != "layered") failf("%s: auto took path %s, not layered", precision_name(p), path_of(e).c_str());
+            printf("%s, MICROGPT_CUDA_PATH=auto: %s\n", precision_name(p), e->ops->device(e));
+            e->ops->destroy(e);
+        }
+        setenv("MICROGPT_CUDA_PATH", "fused", 1);
+        const EngineConfig c = mdl.cfg(p);
+        char err[512] = "";
+        e = cuda_engine_create(&c, mdl.init.data(), err, sizeof err);
+        unsetenv("MICROGPT_CUDA_PATH");
+        if (e || !strstr(err, "layered path")) failf("%s with MICROGPT_CUDA_PATH=fused was not refused (%s)",
+                                                     precision_name(p), err);
+        if (e) e->ops->destroy(e);
+        printf("refusal of %s on the fused path: \"%s\"\n", precision_name(p), err);
+    }
+}
+
+// fp16 past an overflow: at loss scale 2^24 the first step's scaled
+// gradients overflow fp16 (any gradient over 65504 / 2^24 = 3.9e-3), so the
+// engine skips its update (parameters, m and v untouched, bit for bit) and
+// halves the scale, as the CPU engine does; a step it does not skip is fp32
+// Adam on its own gradients, bit for bit; some later step runs its update.
+// (Each engine trains on its own; only step 1's skip is required of both:
+// later, a gradient near 65504 / scale may overflow in one and not the other.)
+static void fp16_overflow(Rng &r) {
+    const Model mdl(27, 16, 4, 2, 2, 16, 4, 7);
+    EngineConfig c = mdl.cfg(PREC_FP16);
+    c.loss_scale = 16777216.0;
+    char err[512] = "";
+    Engine *cpu = cpu_engine_create(&c, mdl.init.data(), err, sizeof err);
+    Engine *gpu = cpu ? cuda_engine_create(&c, mdl.init.data(), err, sizeof err) : nullptr;
+    if (!cpu || !gpu) {
+        failf("fp16 overflow: engine creation: %s", err);
+        if (cpu) cpu->ops->destroy(cpu);
+        return;
+    }
+    const size_t P = mdl.L.n_params;
+    std::vector<double> p0(mdl.init), m0(P, 0.0), v0(P, 0.0), pa(P), ma(P), va(P), ga(P);
+    int skipped = 0, ran = 0, bad = 0;
+    double scale = 0;
+    std::string seq;
+    for (int k = 0; k < 16; k++) {   // 2^24 down to 2^16 takes 8 skips at most for gradients below 1
+        HostBatch hb(r, 3, 16, mdl.shape().vocab_size);
+        cpu->ops->step(cpu, &hb.b, k);
+        gpu->ops->step(gpu, &hb.b, k);
+        double sc_cpu = 0;
+        const int sk = gpu->ops->step_skipped(gpu, &scale), sk_cpu = cpu->ops->step_skipped(cpu, &sc_cpu);
+        seq += sk ? "s" : ".";
+        if (k == 0 && (!sk || !sk_cpu || scale != 16777216.0 || sc_cpu != scale))
+            failf("fp16 overflow: step 1 at scale 2^24 not skipped by both (cuda %d at %g, cpu %d at %g)", sk, scale,
+                  sk_cpu, sc_cpu);
+        gpu->ops->get_params(gpu, pa.data());
+        gpu->ops->get_moments(gpu, ma.data(), va.data());
+        gpu->ops->get_grads(gpu, ga.data());
+        if (sk) {
+            skipped++;
+            if (max_abs_diff(pa, p0) != 0 || max_abs_diff(ma, m0) != 0 || max_abs_diff(va, v0) != 0) bad++;
+        } else {
+            ran++;
+            ref_adam_step(PREC_FP32, mdl.s, k, p0, ga, m0, v0);
+            if (max_abs_diff(pa, p0) != 0 || max_abs_diff(ma, m0) != 0 || max_abs_diff(va, v0) != 0) bad++;
+        }
+        p0 = pa, m0 = ma, v0 = va;   // each engine trains on (lockstep is not the point here)
+    }
+    if (bad) failf("fp16 overflow: %d step(s) whose state is not the skipped or the Adam-updated one", bad);
+    if (!ran) failf("fp16 overflow: every step skipped (the scale never came down to fit: %g)", scale);
+    printf("fp16 loss scaling from 2^24, 16 steps (s: update skipped): %s (%d skipped), last scale %g; skipped "
+           "steps left the state untouched and the others are fp32 Adam on the engine's gradients, bit for bit%s\n",
+           seq.c_str(), skipped, scale, bad || !ran ? ": FAIL" : ": PASS");
+    gpu->ops->destroy(gpu);
+    cpu->ops->destroy(cpu);
+}
+
 // --attn-bench: the attention kernels timed, rows against tiled, at issue 8's
 // sizes (every position real, q|k|v side by side as in the engine), with
 // CUDA events over `iters` calls after 3 warm-up calls; the tiled results
@@ -1501,6 +1990,17 @@ static void all_tests(Rng &r, cublasHandle_t h, int sms) {
     fused_vs_cpu_shapes(PREC_FP32, r);
     path_choice();
     refusals();
+    // the mixed-precision recipe (bf16, fp16, tf32): rounding, products, engine
+    printf("\n--- mixed precision\n");
+    test_lowp_kernels(r);
+    for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32}) test_mixed_products(r, lp);
+    for (Precision p : {PREC_BF16, PREC_FP16, PREC_TF32}) {
+        engine_vs_cpu_mixed(p, r);
+        determinism(p, r);
+        if (p != PREC_FP16) run_steps_vs_step(p, r);   // fp16: run_steps refuses (the bench does)
+    }
+    fp16_overflow(r);
+    mixed_refusals();
 }
 
 // ---------------------------------------------------------------------------

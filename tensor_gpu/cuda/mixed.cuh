@@ -1,0 +1,77 @@
+// The mixed-precision recipe's matrix products on CUDA (docs/mixed_precision.md):
+// the GPU form of tensor_gpu/mixed.h (the CPU reference each one is tested
+// against in test_gpu.cu), for the layered path of the engine, fp32 buffers.
+//
+//   bf16: both operands rounded to bf16 (round-to-nearest-even with
+//         tensor_gpu/lowp.h) into __nv_bfloat16 scratch, cublasGemmEx with
+//         CUDA_R_16BF A and B, CUBLAS_COMPUTE_32F (tensor cores, fp32
+//         accumulation) into an fp32 C; the activation outputs and each
+//         input gradient then rounded to bf16 by a kernel with lowp.h (an
+//         fp32 C and our own rounding: no trust in cuBLAS's conversion).
+//   fp16: as bf16 with __half and CUDA_R_16F (and fp16's range: lowp.h's
+//         round_fp16 overflows to inf and rounds subnormals).
+//   tf32: both operands rounded to tf32 (lowp.h) into fp32 scratch, then
+//         CUBLAS_COMPUTE_32F_FAST_TF32: on pre-rounded operands the tensor
+//         cores' own conversion is exact, whatever it rounds with; outputs fp32.
+// Input gradients: the product into fp32 scratch (beta 0), rounded on its
+// own, then added in fp32 (never beta = 1 into a rounded C). Weight
+// gradients: fp32 C, beta 0 or 1 (the fp32 master gradient); one product,
+// not split over the rows (the fp32 path's split-K is not used here).
+// The handle must allow tensor cores (the engine's is pedantic: it keeps a
+// second handle in CUBLAS_DEFAULT_MATH for these) and have atomics off.
+#ifndef TENSOR_GPU_CUDA_MIXED_CUH
+#define TENSOR_GPU_CUDA_MIXED_CUH
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+namespace mgpt {
+
+enum class Lowp { BF16, FP16, TF32 };
+
+// Scratch for products of at most `cap` elements of an activation operand
+// (rows x width) and `wcap` weight elements.
+struct MixedMM {
+    Lowp lp;
+    cublasHandle_t h;   // tensor-core math allowed, atomics off, on the engine's stream
+    void *a, *d, *w;    // rounded input, output gradient, weight: bf16 or (tf32) float
+    float *t;           // (cap) fp32 product before its rounding
+    size_t cap, wcap;
+};
+
+// Bytes of element of a rounded operand.
+size_t lowp_elem_bytes(Lowp lp);
+
+// dst (rows, cols) contiguous = src (rows, cols; row stride lds) rounded to
+// lp's operand type (bf16: __nv_bfloat16; fp16: __half; tf32: float holding
+// tf32 values).
+void lowp_convert(cudaStream_t st, Lowp lp, void *dst, const float *src, int rows, int cols, int lds);
+// x (rows, cols; row stride ld) = round_bf16(x) / round_fp16(x) in place (an
+// activation stored in L; lp BF16 or FP16).
+void lowp_round_inplace(cudaStream_t st, Lowp lp, float *x, int rows, int cols, int ld);
+
+// fp16's dynamic loss scaling (as the CPU engine, tensor_gpu/cpu/engine_cpu.c).
+// ls: a device pair {scale, 1/scale} (so that one CUDA graph serves every
+// scale). x (n) *= ls[0]: the loss gradient, before the backward.
+void loss_scale_apply(cudaStream_t st, float *x, size_t n, const float *ls);
+// g (n) *= ls[1], and *bad = 1 if any g is then inf or NaN (*bad must be 0
+// before: every writer stores the same 1, no atomics needed).
+void loss_unscale_check(cudaStream_t st, float *g, size_t n, const float *ls, int *bad);
+// dst (n) = src where *flag is set (an overflowed step's update undone).
+void restore_if(cudaStream_t st, float *dst, const float *src, size_t n, const int *flag);
+
+// out (N,OC) row stride ldo = rnd(inp) (N,IC) @ rnd(w)^T, w (OC,IC); bf16,
+// fp16: out rounded to L.
+void mixed_matmul_forward(const MixedMM &m, float *out, int ldo, const float *inp, const float *w, int N, int IC,
+                          int OC);
+// dinp (N,IC) (+)= rnd_out(rnd(dout) @ rnd(w)) (bf16, fp16: the product
+// rounded before the fp32 add; tf32: not rounded); dw (OC,IC) (+)= rnd(dout)^T @
+// rnd(inp), fp32. dout (N,OC) row stride ldd. dinp or dw may be NULL.
+void mixed_matmul_backward(const MixedMM &m, float *dinp, bool acc_dinp, float *dw, bool acc_dw, const float *dout,
+                           int ldd, const float *inp, const float *w, int N, int IC, int OC);
+
+}  // namespace mgpt
+
+#endif
