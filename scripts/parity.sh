@@ -76,12 +76,15 @@ runs=(
 [ "$path" = fused ] || runs+=(
   "bf16|0|--precision bf16 --batch 4 --samples 5"
   "bf16-layers2-gqa|0|--precision bf16 --n-layer 2 --n-kv-head 2 --batch 3"
-  "fp16|0|--precision fp16 --batch 4"
   "tf32|0|--precision tf32 --batch 4"
   "free-bf16|0|--precision bf16 --mode free"
-  "free-fp16|0|--precision fp16 --mode free"
   "free-tf32|0|--precision tf32 --mode free"
 )
+# fp16: the CUDA engine refuses it for now (docs/mixed_precision.md) unless
+# MICROGPT_CUDA_FP16=1
+if [ "$backend" = cpu ] || [ "${MICROGPT_CUDA_FP16:-}" = 1 ]; then
+  [ "$path" = fused ] || runs+=("fp16|0|--precision fp16 --batch 4" "free-fp16|0|--precision fp16 --mode free")
+fi
 # steps_of RUN: the steps it runs (its cap, else --steps)
 steps_of() {
   local rest="${1#*|}" cap n=$steps
