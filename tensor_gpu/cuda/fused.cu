@@ -390,8 +390,6 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     PHASE(embed_bwd);
 }
 
-// The weights of the table from the canonical buffer src into shared memory
-// (padded rows), or back (to_global).
 // Where flat parameter i sits in shared memory. The table covers [0, P) in
 // canonical order (fused_plan checks it), so one scan finds its tensor; one
 // loop over all P parameters keeps every thread busy (a loop per tensor
@@ -404,6 +402,8 @@ __device__ __forceinline__ size_t smem_of(const FusedSmem &s, size_t i) {
     return w.smem + (size_t)r * (w.cols + 1) + c;
 }
 
+// The parameters from the canonical buffer flat into shared memory (padded
+// rows), or back (to_global).
 template <typename real>
 __device__ void copy_weights(const FusedSmem &s, real *sm, real *flat, size_t P, bool to_global) {
     for (size_t i = threadIdx.x; i < P; i += blockDim.x) {
