@@ -46,10 +46,43 @@ static const char *status_word(RowStatus s) {
 // 2.1e-7, fp32 <= 1.8e-5). Later steps follow each engine's own trajectory,
 // where training dynamics set the differences (--loss-rtol; <= 7.8e-3 over
 // the sweep's 100 steps).
-static double loss_rtol(const Options *o, int j, int any_fp32) {
-    if (j == 0) return any_fp32 ? 1e-6 : 1e-12;
-    if (j == 1) return any_fp32 ? 1e-4 : 1e-5;
-    return o->b.loss_rtol;
+// The mixed precisions (the lower of the two rows' precisions decides):
+// bf16 and fp16 round every product's operands to 8 or 11 bits, tf32 to 11
+// bits with fp32 outputs, and PyTorch autocast's recipe differs from ours
+// (bf16 attention). Measured (H200, b1/b256/e128/e512, cuda against torch
+// and the CPU emulation against the fp64 oracle, scripts/bench_early_steps.py):
+// bf16 step 1 <= 9.6e-5, step 2 <= 2.6e-4; tf32 step 1 <= 2.4e-6, step 2 <=
+// 1.2e-4 (e512). The bounds are about 10x those.
+static int product_bits(Precision p) {
+    return p == PREC_FP64 ? 53 : p == PREC_FP32 ? 24 : p == PREC_TF32 ? 11 : p == PREC_FP16 ? 10 : 8;
+}
+
+static double loss_rtol(const Options *o, int j, Precision pa, Precision pb) {
+    const Precision lo = product_bits(pa) < product_bits(pb) ? pa : pb;
+    if (j >= 2) return o->b.loss_rtol;
+    switch (lo) {
+    case PREC_FP64: return j == 0 ? 1e-12 : 1e-5;
+    case PREC_FP32: return j == 0 ? 1e-6 : 1e-4;
+    case PREC_TF32: return j == 0 ? 3e-5 : 1e-3;
+    default: return j == 0 ? 1e-3 : 3e-3;   // bf16, fp16
+    }
+}
+
+// The steps whose mean loss is compared at step j (0-based): 1, the step
+// itself, except after step 2 where either row is a mixed precision: two
+// trainings that differ by bf16 rounding part ways step by step (at e512,
+// cuda bf16 and torch autocast bf16 differ by 5.4% at step 10 in its
+// recovery from the lr jump, while the means of the steps so far stay
+// within 0.5%), so there, as in free mode, the mean of the last 50 steps.
+static int loss_window(int j, Precision pa, Precision pb) {
+    if (j < 2 || !(precision_is_mixed(pa) || precision_is_mixed(pb))) return 1;
+    return j + 1 < 50 ? j + 1 : 50;
+}
+
+static double mean_loss(const BenchRow *r, int j, int w) {
+    double sum = 0;
+    for (int i = j - w + 1; i <= j; i++) sum += r->losses[i];
+    return sum / w;
 }
 
 // Check each row's losses against the rows before it: for every step, the
@@ -75,8 +108,9 @@ static void verify(const Options *o, SizeResult *sr) {
             }
             ref_of[q]++;
             const BenchRow *ref = &sr->rows[q];
-            const double tol = loss_rtol(o, j, r->prec == PREC_FP32 || ref->prec == PREC_FP32);
-            const double d = fabs(r->losses[j] - ref->losses[j]) / fabs(ref->losses[j]);
+            const double tol = loss_rtol(o, j, r->prec, ref->prec);
+            const int w = loss_window(j, r->prec, ref->prec);
+            const double d = fabs(mean_loss(r, j, w) - mean_loss(ref, j, w)) / fabs(mean_loss(ref, j, w));
             if (!(d <= r->max_drift)) {
                 r->max_drift = d;
                 r->drift_step = j + 1;
@@ -94,10 +128,13 @@ static void verify(const Options *o, SizeResult *sr) {
         r->checked = r->checked_against[0] != '\0';
         if (bad_step >= 0) {
             const BenchRow *ref = &sr->rows[bad_ref];
+            const int w = loss_window(bad_step, r->prec, ref->prec);
+            const double a = mean_loss(r, bad_step, w), b = mean_loss(ref, bad_step, w);
+            char what[64] = "loss";
+            if (w > 1) snprintf(what, sizeof what, "mean loss of steps %d-%d", bad_step + 2 - w, bad_step + 1);
             r->fail = 1;
-            snprintf(r->verdict, sizeof r->verdict, "FAIL: step %d loss %.12g, %s %s %.12g (rel diff %.1e > %.0e)",
-                     bad_step + 1, r->losses[bad_step], ref->engine, precision_name(ref->prec), ref->losses[bad_step],
-                     fabs(r->losses[bad_step] - ref->losses[bad_step]) / fabs(ref->losses[bad_step]), bad_tol);
+            snprintf(r->verdict, sizeof r->verdict, "FAIL: step %d %s %.12g, %s %s %.12g (rel diff %.1e > %.0e)",
+                     bad_step + 1, what, a, ref->engine, precision_name(ref->prec), b, fabs(a - b) / fabs(b), bad_tol);
         } else if (!r->checked) {
             snprintf(r->verdict, sizeof r->verdict, "reference");
         } else if (own) {

@@ -11,8 +11,8 @@
 #    --attn-bench (old against new kernels, us per call);
 # 3. compare --bench against PyTorch in the same run, fp32 and fp64: b1, b32,
 #    b256 with cuda (its own path choice) and cuda:layered; e64, e128, e512
-#    with cuda; e512 again with MICROGPT_CUBLAS_MATH=default; the SM clock
-#    sampled meanwhile;
+#    with cuda; bf16 and tf32 at b1, b256, e128, e512 against PyTorch
+#    autocast bf16 / TF32; the SM clock sampled meanwhile;
 # 4. then side by side: the GPU mutants' checks, make parity BACKEND=cuda
 #    (both paths), scripts/outside_gpu_check.sh, compute-sanitizer over the
 #    fused and the layered step, and the fused step's phase profile at b1
@@ -72,8 +72,11 @@ step bench-small 200 "${B[@]}" --engines cuda,cuda:layered --sizes b1,b32,b256 \
   --trace "$logs/bench-small.json" --markdown "$logs/bench-small.md"
 step bench-large 300 "${B[@]}" --engines cuda --sizes e64,e128,e512 \
   --trace "$logs/bench-large.json" --markdown "$logs/bench-large.md"
-step bench-mathdefault 120 env MICROGPT_CUBLAS_MATH=default build/compare --bench --precision both \
-  --repeats "$repeats" --steps "$steps" --quiet --engines cuda --sizes e128,e512 --trace "$logs/bench-mathdefault.json"
+for p in bf16 tf32; do   # against torch autocast bf16 / TF32 on
+  step bench-$p 200 build/compare --bench --baseline torch --precision $p --repeats "$repeats" --steps "$steps" \
+    --quiet --engines cuda --sizes b1,b256,e128,e512 --trace "$logs/bench-$p.json" --markdown "$logs/bench-$p.md"
+done
+python3 scripts/bench_early_steps.py "$logs"/bench-*.json --steps 2 >"$logs/early-steps.txt" 2>&1
 kill $smi 2>/dev/null
 rm -f "$gate"   # the mutants' checks may start
 
@@ -127,8 +130,8 @@ echo "=== summary"
 cat "$logs/gpu.txt"
 grep -h -E '^test_gpu: |^test_attn_emu|PASS$|FAIL' "$logs/test-gpu.log" | grep -v ' PASS$' | tail -n 12
 tail -n 30 "$logs/kernel-bench.log" "$logs/attn-bench.log" | cut -c1-170
-for f in bench-small bench-large; do grep -E '^(\| |Machine)' "$logs/$f.log" | cut -c1-190; done
-echo "MICROGPT_CUBLAS_MATH=default:"; grep -E '^\| e' "$logs/bench-mathdefault.log" | cut -c1-120
+for f in bench-small bench-large bench-bf16 bench-tf32; do grep -E '^(\| |Machine)' "$logs/$f.log" | cut -c1-190; done
+grep '^largest' "$logs/early-steps.txt"
 echo "SM clock during the benches (MHz, samples): $(awk -F', ' '{print $2}' "$logs/clocks.csv" | sort | uniq -c |
   sort -rn | head -n 5 | tr -s ' ' | tr '\n' ';')"
 cat "$logs/profile.log"
@@ -140,7 +143,7 @@ failed=0
 printf '%-18s %-8s %s\n' step result seconds
 for r in "${results[@]}"; do
   IFS='|' read -r name rc secs <<<"$r"
-  v=PASS; [ "$rc" -ne 0 ] && { v="FAIL($rc)"; case $name in kernel-bench|attn-bench|bench-mathdefault) ;; *) failed=1 ;; esac; }
+  v=PASS; [ "$rc" -ne 0 ] && { v="FAIL($rc)"; case $name in kernel-bench|attn-bench) ;; *) failed=1 ;; esac; }
   printf '%-18s %-8s %s\n' "$name" "$v" "$secs"
 done
 rm -f "$logs"/*.json.tmp* 2>/dev/null

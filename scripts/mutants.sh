@@ -109,15 +109,14 @@ checks=(
 )
 # The mixed-precision recipes (docs/mixed_precision.md): lockstep in bf16 and
 # tf32 on every engine but the fused CUDA step, which refuses them (a refusal
-# would count as a catch; the fused step's mutants skip these two); on the CPU
-# engine only (the CUDA engine refuses fp16): fp16 past an overflow (steps
-# 1-4 and 7 skipped at 2^24), the rounding's unit tests and the recipe's
-# engine tests.
+# would count as a catch; the fused step's mutants skip these three); fp16
+# past an overflow (steps 1-4 and 7 skipped at 2^24); on the CPU part only,
+# the rounding's unit tests and the recipe's engine tests.
 checks+=(
   "lockstep-bf16|[ \"\$B\" = cuda:fused ] || $C --steps 4 --batch 3 --samples 5 --precision bf16"
-  "lockstep-tf32|[ \"\$B\" = cuda:fused ] || $C --steps 4 --batch 3 --precision tf32")
+  "lockstep-tf32|[ \"\$B\" = cuda:fused ] || $C --steps 4 --batch 3 --precision tf32"
+  "fp16-overflow|[ \"\$B\" = cuda:fused ] || $C --steps 8 --batch 3 --precision fp16 --loss-scale 16777216 --max-excused 5")
 [ "$part" = gpu ] || checks+=(
-  "fp16-overflow|$C --steps 8 --batch 3 --precision fp16 --loss-scale 16777216 --max-excused 5"
   "test_lowp|build/tests/test_lowp --jobs 2"
   "test_cpu_mixed|build/tests/test_cpu_engine --jobs 2 --filter 'cpu_engine/mixed*' && build/tests/test_cpu_layers --jobs 2 --filter 'cpu_layers/mixed*'")
 [ "$part" = gpu ] || checks+=("test_shared|build/tests/test_shared --jobs 2" "test_golden|build/tests/test_golden --jobs 2")

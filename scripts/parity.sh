@@ -80,11 +80,7 @@ runs=(
   "free-bf16|0|--precision bf16 --mode free"
   "free-tf32|0|--precision tf32 --mode free"
 )
-# fp16: the CUDA engine refuses it for now (docs/mixed_precision.md) unless
-# MICROGPT_CUDA_FP16=1
-if [ "$backend" = cpu ] || [ "${MICROGPT_CUDA_FP16:-}" = 1 ]; then
-  [ "$path" = fused ] || runs+=("fp16|0|--precision fp16 --batch 4" "free-fp16|0|--precision fp16 --mode free")
-fi
+[ "$path" = fused ] || runs+=("fp16|0|--precision fp16 --batch 4" "free-fp16|0|--precision fp16 --mode free")
 # steps_of RUN: the steps it runs (its cap, else --steps)
 steps_of() {
   local rest="${1#*|}" cap n=$steps

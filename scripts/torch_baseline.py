@@ -5,7 +5,8 @@ The same model, documents and initial weights as the harness's engines,
 written the way a strong PyTorch user writes it: tensors on the GPU, autograd
 for the backward, scaled_dot_product_attention, fused Adam, and the whole
 training step captured once as a CUDA graph and replayed (row "torch-graph");
-the same step run eagerly is row "torch-eager". fp32 runs with TF32 off.
+the same step run eagerly is row "torch-eager". fp32 runs with TF32 off;
+tf32 is fp32 with TF32 on; bf16 is fp32 weights under torch.autocast(bf16).
 
     torch_baseline.py --work FILE.safetensors --out RESULT.json [--repeats N] [--warmup N]
 
@@ -87,10 +88,18 @@ def main():
     header, meta, data, base = read_safetensors(a.work)
     cfg = json.loads(meta["settings"])
     dev = torch.device("cuda")
-    dtype = torch.float64 if cfg["precision"] == "fp64" else torch.float32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
+    prec = cfg["precision"]
+    if prec not in ("fp64", "fp32", "bf16", "tf32"):
+        write_result(a.out, {"status": "skipped", "why": f"no PyTorch baseline for precision {prec}"}, 3)
+    dtype = torch.float64 if prec == "fp64" else torch.float32   # bf16, tf32: fp32 weights and Adam state
+    tf32 = prec == "tf32"   # fp32 tensors, matrix products on TF32 tensor cores
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    # bf16: autocast, as a PyTorch user trains in bf16 (products and attention
+    # in bf16, the loss and the normalizations in fp32, fp32 master weights)
+    # (no weight cache: a CUDA graph capture needs it off, as PyTorch documents)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=prec == "bf16", cache_enabled=False)
 
     def tensor(name, tdtype):
         h = header[name]
@@ -119,6 +128,10 @@ def main():
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
 
     def loss_fn(p, inp, tgt, w):
+        with autocast:
+            return loss_body(p, inp, tgt, w)
+
+    def loss_body(p, inp, tgt, w):
         x = rmsnorm(p["wte"][inp] + p["wpe"][:T])                        # (B,T,C)
         for l in range(L):
             pre = f"layer{l}."
@@ -132,7 +145,7 @@ def main():
             x = torch.relu(h @ p[pre + "mlp_fc1"].T) @ p[pre + "mlp_fc2"].T + x
         logits = x @ p["lm_head"].T                                      # (B,T,V)
         ce = F.cross_entropy(logits.reshape(B * T, V), tgt.reshape(B * T), reduction="none", ignore_index=-1)
-        return (ce * w.reshape(B * T)).sum()
+        return (ce.to(w.dtype) * w.reshape(B * T)).sum()   # (fp32 under autocast)
 
     adam_kw = dict(betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["eps"], capturable=True)
 

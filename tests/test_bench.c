@@ -65,6 +65,34 @@ Test(bench, an_injected_fault_fails_the_bench, .timeout = 60) {
     }
 }
 
+// The mixed precisions bench too (the CPU engine's emulation here): each
+// row checked against the fp64 oracle with its precision's bounds; a wrong
+// Adam correction still fails in bf16 (the subtler faults move the loss
+// less than bf16 rounding does: catching them is lockstep's work, not the
+// bench's); fp16 is refused.
+Test(bench, bf16_and_tf32_rows_are_checked, .timeout = 120) {
+    const char *precs[] = {"bf16", "tf32"};
+    for (int i = 0; i < 2; i++) {
+        ThRun r = BENCH("--engines", "scalar,cpu", "--sizes", "b1,b32", "--precision", precs[i]);
+        char v[256];
+        cr_expect_eq(r.status, 0, "%s: exit %d\n%s%s", precs[i], r.status, r.out, r.err);
+        for (int z = 0; z < 2; z++) {
+            const char *size = z ? "b32" : "b1";
+            cr_expect(strstr(verdict_of(row_of(r.out, size, "cpu", precs[i]), v, sizeof v), "pass"), "%s %s:\n%s",
+                      precs[i], size, r.out);
+            cr_expect(strstr(verdict_of(row_of(r.out, size, "scalar", "fp64"), v, sizeof v), "reference"), "%s", r.out);
+        }
+        th_run_free(&r);
+    }
+    ThRun bad = BENCH("--engines", "scalar,cpu", "--sizes", "b1", "--precision", "bf16", "--inject-fault", "adam-bias");
+    char v[256];
+    cr_expect_eq(bad.status, 1, "exit %d\n%s", bad.status, bad.out);
+    cr_expect(strstr(verdict_of(row_of(bad.out, "b1", "cpu", "bf16"), v, sizeof v), "FAIL: step"), "%s", bad.out);
+    th_run_free(&bad);
+    th_expect_usage(BENCH("--engines", "cpu", "--sizes", "b1", "--precision", "fp16"), "no back-to-back timed run",
+                    "fp16 bench");
+}
+
 // Raw documents keep the data's ragged lengths; the report says which.
 Test(bench, raw_data_is_ragged_and_said, .timeout = 60) {
     ThRun r = BENCH("--engines", "cpu", "--sizes", "b32", "--bench-data", "raw");

@@ -1227,16 +1227,6 @@ extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *ini
         return fail(err, errlen, "cuda engine: fault injection (--inject-fault %s) is not implemented on CUDA; "
                     "inject faults into the CPU tensor engine instead (--engines scalar,cpu)",
                     fault_name(cfg->fault));
-    // fp16 (loss scaling) is implemented but did not pass its own test on the
-    // H200 (test_gpu fp16_overflow: one of 16 steps after skipped updates left
-    // a state that is neither the skipped nor the Adam-updated one), so it is
-    // refused until that is understood; MICROGPT_CUDA_FP16=1 runs it anyway,
-    // for whoever works on it (test_gpu does so).
-    const char *fp16_env = getenv("MICROGPT_CUDA_FP16");
-    if (cfg->precision == PREC_FP16 && !(fp16_env && !strcmp(fp16_env, "1")))
-        return fail(err, errlen, "cuda engine: --precision fp16 is refused on CUDA for now: its loss-scaling test "
-                    "failed on the GPU (docs/mixed_precision.md); use --engines scalar,cpu --precision fp16 (the CPU "
-                    "emulation), or bf16 or tf32 on cuda (MICROGPT_CUDA_FP16=1 runs it anyway, for development)");
     const ModelShape *m = &cfg->L->shape;
     // cuBLAS takes int dimensions: the largest is rows N or a width of 4C, V or C+2KV
     const double rows = (double)cfg->max_batch * m->block_size;

@@ -23,32 +23,71 @@ unsigned blocks_for(size_t count) {
     return b < 1 ? 1u : b > 4096 ? 4096u : (unsigned)b;
 }
 
+// The grid of a rows kernel: columns over x (THREADS a block), rows over y.
+dim3 rows_grid(int rows, int cols) {
+    const unsigned x = (unsigned)((cols + THREADS - 1) / THREADS);
+    return dim3(x < 1 ? 1u : x > 16 ? 16u : x, rows < 1 ? 1u : rows > 32768 ? 32768u : (unsigned)rows);
+}
+
+bool aligned16(const void *p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+
 // x rounded to bf16 (nearest even, lowp.h), as the bf16 whose bits are the
 // rounded float's upper half (exact: the rounded float is a bf16 value).
 __device__ inline __nv_bfloat16 bf16_of(float x) {
     return __ushort_as_bfloat16((unsigned short)(lowp_bits(round_bf16(x)) >> 16));
 }
 
-__global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int rows, int cols, int lds) {
-    const size_t count = (size_t)rows * cols;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = bf16_of(src[i / cols * lds + i % cols]);
-}
-
 // x rounded to fp16 by lowp.h, as a __half (the conversion of an fp16 value,
 // or of +-inf or NaN, is exact)
 __device__ inline __half fp16_of(float x) { return __float2half_rn(round_fp16(x)); }
 
-__global__ void to_fp16_kernel(__half *dst, const float *src, int rows, int cols, int lds) {
-    const size_t count = (size_t)rows * cols;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = fp16_of(src[i / cols * lds + i % cols]);
+// The operand conversions, one functor per L: the L value of x (tf32: the
+// rounded float, which cuBLAS reads as fp32).
+struct ToBf16 {
+    using T = __nv_bfloat16;
+    __device__ T operator()(float x) const { return bf16_of(x); }
+};
+struct ToFp16 {
+    using T = __half;
+    __device__ T operator()(float x) const { return fp16_of(x); }
+};
+struct ToTf32 {
+    using T = float;
+    __device__ T operator()(float x) const { return round_tf32(x); }
+};
+
+template <typename T> struct alignas(4 * sizeof(T)) Four { T v[4]; };
+
+// dst[i] = F(src[i]) over a contiguous count; vec: both 16-byte aligned,
+// four elements a thread a time (one 16-byte load, one store)
+template <class F>
+__global__ void convert_flat_kernel(typename F::T *dst, const float *src, size_t count, bool vec) {
+    using T = typename F::T;
+    const F f;
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    size_t done = 0;
+    if (vec) {
+        const size_t n4 = count / 4;
+        for (size_t i = tid; i < n4; i += stride) {
+            const float4 x = reinterpret_cast<const float4 *>(src)[i];
+            Four<T> y;
+            y.v[0] = f(x.x), y.v[1] = f(x.y), y.v[2] = f(x.z), y.v[3] = f(x.w);
+            reinterpret_cast<Four<T> *>(dst)[i] = y;
+        }
+        done = 4 * n4;
+    }
+    for (size_t i = done + tid; i < count; i += stride) dst[i] = f(src[i]);
 }
 
-__global__ void to_tf32_kernel(float *dst, const float *src, int rows, int cols, int lds) {
-    const size_t count = (size_t)rows * cols;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = round_tf32(src[i / cols * lds + i % cols]);
+// dst (rows, cols) contiguous = F(src (rows, cols) at row stride lds): rows
+// over blockIdx.y, columns over x (no division per element)
+template <class F>
+__global__ void convert_rows_kernel(typename F::T *dst, const float *src, int rows, int cols, int lds) {
+    const F f;
+    for (int r = blockIdx.y; r < rows; r += gridDim.y)
+        for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x)
+            dst[(size_t)r * cols + c] = f(src[(size_t)r * lds + c]);
 }
 
 // x rounded to L where the recipe stores L: bf16, fp16; tf32 keeps fp32
@@ -56,18 +95,57 @@ __device__ inline float round_out(Lowp lp, float x) {
     return lp == Lowp::BF16 ? round_bf16(x) : lp == Lowp::FP16 ? round_fp16(x) : x;
 }
 
-__global__ void round_kernel(Lowp lp, float *x, int rows, int cols, int ld) {
-    const size_t count = (size_t)rows * cols;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
-        float *p = x + i / cols * ld + i % cols;
-        *p = round_out(lp, *p);
+__device__ inline float4 round_out4(Lowp lp, float4 x) {
+    return make_float4(round_out(lp, x.x), round_out(lp, x.y), round_out(lp, x.z), round_out(lp, x.w));
+}
+
+// x (rows, cols at row stride ld) rounded in place: contiguous (ld == cols)
+// as one flat loop, four at a time where vec (16-byte aligned)
+__global__ void round_flat_kernel(Lowp lp, float *x, size_t count, bool vec) {
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    size_t done = 0;
+    if (vec) {
+        float4 *x4 = reinterpret_cast<float4 *>(x);
+        for (size_t i = tid; i < count / 4; i += stride) x4[i] = round_out4(lp, x4[i]);
+        done = count / 4 * 4;
     }
+    for (size_t i = done + tid; i < count; i += stride) x[i] = round_out(lp, x[i]);
+}
+
+__global__ void round_rows_kernel(Lowp lp, float *x, int rows, int cols, int ld) {
+    for (int r = blockIdx.y; r < rows; r += gridDim.y)
+        for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x)
+            x[(size_t)r * ld + c] = round_out(lp, x[(size_t)r * ld + c]);
 }
 
 // dinp (+)= rnd(t), elementwise over count; as the CPU's zeroed dinp += rnd(t)
-__global__ void add_rounded_kernel(Lowp lp, float *dinp, const float *t, size_t count, bool acc) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
-        dinp[i] = (acc ? dinp[i] : 0.0f) + round_out(lp, t[i]);
+__global__ void add_rounded_kernel(Lowp lp, float *dinp, const float *t, size_t count, bool acc, bool vec) {
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    size_t done = 0;
+    if (vec) {
+        float4 *d4 = reinterpret_cast<float4 *>(dinp);
+        const float4 *t4 = reinterpret_cast<const float4 *>(t);
+        for (size_t i = tid; i < count / 4; i += stride) {
+            const float4 r = round_out4(lp, t4[i]);
+            const float4 d = acc ? d4[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            d4[i] = make_float4(d.x + r.x, d.y + r.y, d.z + r.z, d.w + r.w);
+        }
+        done = count / 4 * 4;
+    }
+    for (size_t i = done + tid; i < count; i += stride) dinp[i] = (acc ? dinp[i] : 0.0f) + round_out(lp, t[i]);
+}
+
+template <class F> void convert(cudaStream_t st, void *dst, const float *src, int rows, int cols, int lds) {
+    typename F::T *d = static_cast<typename F::T *>(dst);
+    if (lds == cols) {
+        const size_t count = (size_t)rows * cols;
+        convert_flat_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(d, src, count,
+                                                                             aligned16(d) && aligned16(src));
+        KERNEL_CHECK("convert_flat_kernel");
+    } else {
+        convert_rows_kernel<F><<<rows_grid(rows, cols), THREADS, 0, st>>>(d, src, rows, cols, lds);
+        KERNEL_CHECK("convert_rows_kernel");
+    }
 }
 
 __global__ void scale_kernel(float *x, size_t n, const float *ls) {
@@ -119,22 +197,20 @@ void check_fits(const MixedMM &m, size_t acts, size_t weights) {
 size_t lowp_elem_bytes(Lowp lp) { return lp == Lowp::TF32 ? sizeof(float) : 2; }
 
 void lowp_convert(cudaStream_t st, Lowp lp, void *dst, const float *src, int rows, int cols, int lds) {
-    const unsigned g = blocks_for((size_t)rows * cols);
-    if (lp == Lowp::BF16) {
-        to_bf16_kernel<<<g, THREADS, 0, st>>>(static_cast<__nv_bfloat16 *>(dst), src, rows, cols, lds);
-        KERNEL_CHECK("to_bf16_kernel");
-    } else if (lp == Lowp::FP16) {
-        to_fp16_kernel<<<g, THREADS, 0, st>>>(static_cast<__half *>(dst), src, rows, cols, lds);
-        KERNEL_CHECK("to_fp16_kernel");
-    } else {
-        to_tf32_kernel<<<g, THREADS, 0, st>>>(static_cast<float *>(dst), src, rows, cols, lds);
-        KERNEL_CHECK("to_tf32_kernel");
-    }
+    if (lp == Lowp::BF16) convert<ToBf16>(st, dst, src, rows, cols, lds);
+    else if (lp == Lowp::FP16) convert<ToFp16>(st, dst, src, rows, cols, lds);
+    else convert<ToTf32>(st, dst, src, rows, cols, lds);
 }
 
 void lowp_round_inplace(cudaStream_t st, Lowp lp, float *x, int rows, int cols, int ld) {
-    round_kernel<<<blocks_for((size_t)rows * cols), THREADS, 0, st>>>(lp, x, rows, cols, ld);
-    KERNEL_CHECK("round_kernel");
+    if (ld == cols) {
+        const size_t count = (size_t)rows * cols;
+        round_flat_kernel<<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(lp, x, count, aligned16(x));
+        KERNEL_CHECK("round_flat_kernel");
+    } else {
+        round_rows_kernel<<<rows_grid(rows, cols), THREADS, 0, st>>>(lp, x, rows, cols, ld);
+        KERNEL_CHECK("round_rows_kernel");
+    }
 }
 
 void loss_scale_apply(cudaStream_t st, float *x, size_t n, const float *ls) {
@@ -175,7 +251,8 @@ void mixed_matmul_backward(const MixedMM &m, float *dinp, bool acc_dinp, float *
         lowp_convert(st, m.lp, m.w, w, OC, IC, IC);
         gemm_lowp(m, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, m.w, IC, m.d, OC, 0.0f, m.t, IC);
         const size_t count = (size_t)N * IC;
-        add_rounded_kernel<<<blocks_for(count), THREADS, 0, st>>>(m.lp, dinp, m.t, count, acc_dinp);
+        add_rounded_kernel<<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(m.lp, dinp, m.t, count, acc_dinp,
+                                                                          aligned16(dinp) && aligned16(m.t));
         KERNEL_CHECK("add_rounded_kernel");
     }
     if (dw) {

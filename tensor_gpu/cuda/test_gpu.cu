@@ -1429,6 +1429,36 @@ static void test_lowp_kernels(Rng &r) {
         const float v = src[i / cols * lds + i % cols];
         if (v == v && hc[i] != (uint16_t)(lowp_bits(round_bf16(v)) >> 16)) count(3, i);
     }
+    // contiguous (the four-at-a-time kernels), from an aligned start and from
+    // one float past it (the one-at-a-time fallback), odd lengths
+    const std::vector<float> xc = columns(src, rows, lds, cols);
+    size_t flat_bad = 0, flat_checked = 0;
+    for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32})
+        for (size_t off : {(size_t)0, (size_t)1}) {
+            const size_t m = n - off;
+            DevBuf<float> d_in(xc), d_out(m);
+            DevBuf<uint16_t> d_o16(m);
+            d_out.poison();
+            d_o16.poison();
+            lowp_convert(ST, lp, lp == Lowp::TF32 ? (void *)d_out.p : (void *)d_o16.p, d_in.p + off, 1, (int)m, (int)m);
+            lowp_round_inplace(ST, lp, d_in.p + off, 1, (int)m, (int)m);
+            const std::vector<float> ho = d_out.down(), hr = d_in.down();
+            const std::vector<uint16_t> h16 = d_o16.down();
+            for (size_t i = 0; i < m; i++) {
+                const float v = xc[i + off];
+                if (v != v) continue;   // NaN payloads: checked above
+                const float want = lp == Lowp::BF16 ? round_bf16(v) : lp == Lowp::FP16 ? round_fp16(v) : round_tf32(v);
+                const float got = lp == Lowp::TF32 ? ho[i] : lp == Lowp::BF16 ? lowp_float((uint32_t)h16[i] << 16)
+                                                                              : half_bits_to_float(h16[i]);
+                const float in_place = hr[i + off], want_in_place = lp == Lowp::TF32 ? v : want;
+                flat_bad += lowp_bits(got) != lowp_bits(want) || lowp_bits(in_place) != lowp_bits(want_in_place);
+                flat_checked++;
+            }
+            if (off == 1 && lowp_bits(hr[0]) != lowp_bits(xc[0])) flat_bad++;   // before the start: untouched
+        }
+    if (flat_bad) failf("rounding kernels, contiguous: %zu of %zu values differ from lowp.h", flat_bad, flat_checked);
+    printf("rounding kernels, contiguous (aligned and one float off, bf16/fp16/tf32, convert and in place): %zu "
+           "values bit-identical to lowp.h%s\n", flat_checked, flat_bad ? ": FAIL" : ": PASS");
     const char *what[6] = {"lowp_convert bf16 vs lowp.h round_bf16", "lowp_convert tf32 vs lowp.h round_tf32",
                            "lowp_round_inplace bf16 vs lowp.h (row stride)", "lowp.h round_bf16 vs __float2bfloat16_rn",
                            "lowp_convert fp16 vs lowp.h round_fp16", "lowp_round_inplace fp16 vs lowp.h (row stride)"};
@@ -1747,10 +1777,7 @@ static void engine_vs_cpu_mixed(Precision p, Rng &r) {
 // refused with the reason.
 static void mixed_refusals() {
     const Model mdl(27, 16, 4, 4, 1, 16, 1, 1);
-    const char *f16 = getenv("MICROGPT_CUDA_FP16");
-    const bool with_fp16 = f16 && !strcmp(f16, "1");   // else fp16 is refused before any path is chosen
     for (Precision p : {PREC_BF16, PREC_FP16, PREC_TF32}) {
-        if (p == PREC_FP16 && !with_fp16) continue;
         Engine *e = make_cuda(mdl, p);
         if (e) {
             if (path_of(e) != "layered") failf("%s: auto took path %s, not layered", precision_name(p), path_of(e).c_str());
@@ -1789,7 +1816,8 @@ static void fp16_overflow(Rng &r) {
         return;
     }
     const size_t P = mdl.L.n_params;
-    std::vector<double> p0(mdl.init), m0(P, 0.0), v0(P, 0.0), pa(P), ma(P), va(P), ga(P);
+    std::vector<double> p0(P), m0(P, 0.0), v0(P, 0.0), pa(P), ma(P), va(P), ga(P);
+    gpu->ops->get_params(gpu, p0.data());   // the engine's fp32 weights, not the fp64 initial ones
     int skipped = 0, ran = 0, bad = 0;
     double scale = 0;
     std::string seq;
@@ -1806,13 +1834,27 @@ static void fp16_overflow(Rng &r) {
         gpu->ops->get_params(gpu, pa.data());
         gpu->ops->get_moments(gpu, ma.data(), va.data());
         gpu->ops->get_grads(gpu, ga.data());
-        if (sk) {
-            skipped++;
-            if (max_abs_diff(pa, p0) != 0 || max_abs_diff(ma, m0) != 0 || max_abs_diff(va, v0) != 0) bad++;
-        } else {
-            ran++;
-            ref_adam_step(PREC_FP32, mdl.s, k, p0, ga, m0, v0);
-            if (max_abs_diff(pa, p0) != 0 || max_abs_diff(ma, m0) != 0 || max_abs_diff(va, v0) != 0) bad++;
+        const std::vector<double> p_before(p0);
+        if (sk) skipped++;
+        else ran++, ref_adam_step(PREC_FP32, mdl.s, k, p0, ga, m0, v0);
+        if (max_abs_diff(pa, p0) != 0 || max_abs_diff(ma, m0) != 0 || max_abs_diff(va, v0) != 0) {
+            // say where: the first element of each array that differs, and the step's gradient there
+            bad++;
+            size_t nonfinite = 0;
+            for (double g : ga) nonfinite += !std::isfinite(g);
+            printf("fp16 overflow: step %d (%s at scale %g, %zu non-finite gradient(s)):", k + 1,
+                   sk ? "skipped" : "updated", scale, nonfinite);
+            const char *what[3] = {"params", "m", "v"};
+            const std::vector<double> *got[3] = {&pa, &ma, &va}, *want[3] = {&p0, &m0, &v0};
+            for (int w = 0; w < 3; w++) {
+                size_t n_diff = 0, first = 0;
+                for (size_t i = 0; i < P; i++)
+                    if (!((*got[w])[i] == (*want[w])[i])) first = n_diff++ ? first : i;
+                if (n_diff)
+                    printf(" %s: %zu differ, first [%zu] got %.9g want %.9g (before %.9g, gradient %.9g);", what[w],
+                           n_diff, first, (*got[w])[first], (*want[w])[first], w ? 0.0 : p_before[first], ga[first]);
+            }
+            printf("\n");
         }
         p0 = pa, m0 = ma, v0 = va;   // each engine trains on (lockstep is not the point here)
     }
@@ -1935,8 +1977,10 @@ static void attn_bench(int iters, const char *only, Rng &r) {
     if (!any) failf("--attn-size %s: no such size (e512, e128, e16, gqa)", only);
 }
 
-// 1-4 of the list at the top.
-static void all_tests(Rng &r, cublasHandle_t h, int sms) {
+static void mixed_tests(Rng &r);
+
+// 1-4 of the list at the top (--only mixed: the mixed precisions alone).
+static void all_tests(Rng &r, cublasHandle_t h, int sms, bool only_mixed) {
     // B, T, C, NH, NKV, V
     const std::vector<Shape> shapes = {
         {1, 1, 16, 4, 4, 27},    // T = 1, one document
@@ -1966,6 +2010,7 @@ static void all_tests(Rng &r, cublasHandle_t h, int sms) {
         {2, 96, 256, 4, 2, 11},   // HS 64, T 96
         {2, 256, 256, 2, 1, 11},  // HS 128, T 256
     };
+    if (only_mixed) return mixed_tests(r);
     printf("attention: the implementation auto takes per shape\n");
     for (const Shape &s : attn_shapes) test_attention<double>(s, r);
     for (const Shape &s : attn_shapes) test_attention<float>(s, r);
@@ -1993,7 +2038,11 @@ static void all_tests(Rng &r, cublasHandle_t h, int sms) {
     fused_vs_cpu_shapes(PREC_FP32, r);
     path_choice();
     refusals();
-    // the mixed-precision recipe (bf16, fp16, tf32): rounding, products, engine
+    mixed_tests(r);
+}
+
+// The mixed-precision recipe (bf16, fp16, tf32): rounding, products, engine.
+static void mixed_tests(Rng &r) {
     printf("\n--- mixed precision\n");
     test_lowp_kernels(r);
     for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32}) test_mixed_products(r, lp);
@@ -2002,22 +2051,9 @@ static void all_tests(Rng &r, cublasHandle_t h, int sms) {
         determinism(p, r);
         run_steps_vs_step(p, r);
     }
-    // fp16's engine is refused (its overflow test failed on the H200) unless
-    // MICROGPT_CUDA_FP16=1: then its tests run, the overflow one included
-    const char *f16 = getenv("MICROGPT_CUDA_FP16");
-    if (f16 && !strcmp(f16, "1")) {
-        engine_vs_cpu_mixed(PREC_FP16, r);
-        determinism(PREC_FP16, r);
-        fp16_overflow(r);
-    } else {
-        const Model mdl(27, 16, 4, 2, 1, 16, 2, 1);
-        const EngineConfig c = mdl.cfg(PREC_FP16);
-        char err[512] = "";
-        Engine *e = cuda_engine_create(&c, mdl.init.data(), err, sizeof err);
-        if (e || !strstr(err, "fp16 is refused on CUDA for now")) failf("fp16 on cuda was not refused (%s)", err);
-        if (e) e->ops->destroy(e);
-        printf("fp16 engine: refused (\"%s\"); MICROGPT_CUDA_FP16=1 runs its tests\n", err);
-    }
+    engine_vs_cpu_mixed(PREC_FP16, r);
+    determinism(PREC_FP16, r);
+    fp16_overflow(r);
     mixed_refusals();
 }
 
@@ -2027,11 +2063,18 @@ int main(int argc, char **argv) {
     set_prog_name(argv[0]);
     uint64_t seed = (uint64_t)time(nullptr) ^ ((uint64_t)getpid() << 16);
     bool do_bench = false;  // --bench
+    bool only_mixed = false;   // --only mixed
     int bench_iters = 0;   // --attn-bench: > 0
     const char *bench_size = nullptr;   // --attn-size: one size only
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             seed = strtoull(argv[++i], nullptr, 10);
+        } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+            if (strcmp(argv[++i], "mixed")) {
+                fprintf(stderr, "%s: --only takes mixed (the mixed-precision tests alone), not '%s'\n", argv[0], argv[i]);
+                return 2;
+            }
+            only_mixed = true;
         } else if (!strcmp(argv[i], "--bench")) {
             do_bench = true;
         } else if (!strcmp(argv[i], "--attn-bench")) {
@@ -2054,7 +2097,7 @@ int main(int argc, char **argv) {
                 return 2;
             }
         } else {
-            fprintf(stderr, "usage: %s [--seed N] [--bench | --attn-bench [CALLS] [--attn-size e512|e128|e16|gqa]]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--seed N] [--only mixed | --bench | --attn-bench [CALLS] [--attn-size e512|e128|e16|gqa]]\n", argv[0]);
             return 2;
         }
     }
@@ -2100,7 +2143,7 @@ int main(int argc, char **argv) {
         } else if (bench_iters) {
             attn_bench(bench_iters, bench_size, r);
         } else {
-            all_tests(r, h, prop.multiProcessorCount);
+            all_tests(r, h, prop.multiProcessorCount, only_mixed);
         }
         CUBLAS_CHECK(cublasDestroy(h));
         CUDA_CHECK(cudaDeviceSynchronize());
