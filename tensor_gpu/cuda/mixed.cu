@@ -31,7 +31,6 @@ dim3 rows_grid(int rows, int cols) {
 
 bool aligned16(const void *p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-
 // x rounded to bf16 (nearest even, lowp.h), as the bf16 whose bits are the
 // rounded float's upper half (exact: the rounded float is a bf16 value).
 __device__ inline __nv_bfloat16 bf16_of(float x) {
