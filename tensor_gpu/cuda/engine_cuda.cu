@@ -131,12 +131,17 @@ template <typename real> struct LayerActs {
     real *fch, *fch_relu;   // (N,4C) before and after relu
     real *fcproj;           // (N,C)
     real *res3;             // (N,C) layer output
+    // bf16, fp16, tf32: the products' operands rounded to L (mixed.cuh), made
+    // in the forward and read again by the backward's weight gradients
+    void *ln1_lp, *atty_lp, *ln2_lp;   // (N,C)
+    void *fchr_lp;                     // (N,4C) relu(fch); fch_relu is not kept
 };
 
 template <typename real> struct Acts {
     real *enc = nullptr, *x0 = nullptr, *rstd0 = nullptr;   // (N,C) (N,C) (N)
     std::vector<LayerActs<real>> layer;
     real *logits = nullptr;                                 // (N,V)
+    void *xl_lp = nullptr;                                  // mixed: (N,C) lm_head's operand, rounded
     // training only (NULL in the sampler's)
     real *losses = nullptr;                                 // (N)
     real *dlogits = nullptr;                                // (N,V)
@@ -210,19 +215,11 @@ template <typename real> class ImplT final : public Impl {
     void upload_flat(real *dev, const double *in);
     size_t fill_io(char *dst, const Batch *b, int step) const;
     cudaGraphExec_t capture(int B, int T);
-    // The products of forward() and backward(): these members hide the
-    // namespace's matmul_forward/matmul_backward there, so the call sites
-    // read as in fp32 and go to the recipe's products (mixed.cuh) in bf16,
-    // fp16 and tf32.
-    void matmul_forward(cublasHandle_t h, real *out, int ldo, const real *inp, const real *w, int N, int IC, int OC);
-    void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw, const real *dout,
-                         int ldd, const real *inp, const real *w, int N, int IC, int OC, const DwScratch<real> &ws);
+    // bf16, fp16, tf32: forward() and backward() by the recipe (mixed.cuh)
+    void forward_mixed(const Acts<real> &a, int B, int T);
+    void backward_mixed(int B, int T);
     void carve_mixed(Carver &c);
-    bool stacked_qkv(const real *w) const {   // w is a layer's stacked (C+2KV, C) wq|wk|wv
-        for (int l = 0; l < L_; l++)
-            if (qkv_fused_[l] && w == P.wq[l]) return true;
-        return false;
-    }
+    const void *wlp(const real *w) const { return lowp_at(mx_.lp, wlp_, (size_t)(w - params_)); }
     void *dmalloc(size_t bytes, const char *what) {
         void *p = DEVICE_MALLOC(bytes, what);
         device_bytes_ += bytes;
@@ -250,6 +247,7 @@ template <typename real> class ImplT final : public Impl {
     bool mixed_ = false;
     cublasHandle_t blas_lowp_ = nullptr;
     MixedMM mx_{};
+    void *wlp_ = nullptr;   // (P) the parameters rounded to L at the step's start, in their layout
     // fp16's loss scaling, as torch's GradScaler and the CPU engine: the next
     // step's scale, the last step's, clean steps since the scale changed,
     // whether the last step's update was skipped; on the device a flag (a
@@ -601,9 +599,12 @@ template <typename real> void ImplT<real>::point_params(ParamPtrs<real> &p, real
     }
 }
 
-// bf16, fp16, tf32: the recipe's scratch (mixed.cuh) from c, for the largest
-// product at max_batch x block_size rows: widths up to 4C, V or C+2KV,
-// weights up to that times C; fp16: the overflow flag and the state copies.
+// bf16, fp16, tf32: the recipe's scratch (mixed.cuh) from c: the rounded
+// parameters, and for the largest product at max_batch x block_size rows
+// (widths up to 4C, V or C+2KV; 4C >= the three q, k, v input gradients of
+// C each) an output-gradient operand d and an fp32 product t; fp16: the
+// overflow flag and the state copies. (mx_.a and mx_.w, the scratch of the
+// products on fp32 operands, are not used by the engine.)
 template <typename real> void ImplT<real>::carve_mixed(Carver &c) {
     if (!mixed_) return;
     const size_t rows = (size_t)maxB_ * Tmax_, C = (size_t)C_;
@@ -611,47 +612,16 @@ template <typename real> void ImplT<real>::carve_mixed(Carver &c) {
     if ((size_t)V_ > wide) wide = (size_t)V_;
     if ((size_t)QKV_ > wide) wide = (size_t)QKV_;
     mx_.cap = rows * wide;
-    mx_.wcap = wide * C;
+    mx_.wcap = 0;
     const size_t es = lowp_elem_bytes(mx_.lp);
-    mx_.a = c.take<char>(mx_.cap * es);
+    mx_.a = mx_.w = nullptr;
     mx_.d = c.take<char>(mx_.cap * es);
-    mx_.w = c.take<char>(mx_.wcap * es);
     mx_.t = c.take<float>(mx_.cap);
+    wlp_ = c.take<char>(P_ * es);
     if (fp16_) {
         bad_d_ = c.take<int>(1);
         snap_ = c.take<real>(3 * P_);
     }
-}
-
-template <typename real>
-void ImplT<real>::matmul_forward(cublasHandle_t h, real *out, int ldo, const real *inp, const real *w, int N, int IC,
-                                 int OC) {
-    if constexpr (std::is_same<real, float>::value) {
-        if (mixed_) return mixed_matmul_forward(mx_, out, ldo, inp, w, N, IC, OC);
-    }
-    mgpt::matmul_forward(h, out, ldo, inp, w, N, IC, OC);
-}
-
-template <typename real>
-void ImplT<real>::matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool acc_dw,
-                                  const real *dout, int ldd, const real *inp, const real *w, int N, int IC, int OC,
-                                  const DwScratch<real> &ws) {
-    if constexpr (std::is_same<real, float>::value) {
-        if (mixed_ && OC == QKV_ && stacked_qkv(w)) {
-            // The stacked q|k|v product: the recipe rounds each of the three
-            // input gradients on its own before they are added (never the
-            // sum once), so three products; dW's rows are q's, k's, v's.
-            const size_t CC = (size_t)C_ * C_, KC = (size_t)KV_ * C_;
-            mixed_matmul_backward(mx_, dinp, acc_dinp, dw, acc_dw, dout, ldd, inp, w, N, IC, C_);
-            mixed_matmul_backward(mx_, dinp, true, dw ? dw + CC : nullptr, acc_dw, dout + C_, ldd, inp, w + CC, N, IC,
-                                  KV_);
-            mixed_matmul_backward(mx_, dinp, true, dw ? dw + CC + KC : nullptr, acc_dw, dout + C_ + KV_, ldd, inp,
-                                  w + CC + KC, N, IC, KV_);
-            return;
-        }
-        if (mixed_) return mixed_matmul_backward(mx_, dinp, acc_dinp, dw, acc_dw, dout, ldd, inp, w, N, IC, OC);
-    }
-    mgpt::matmul_backward(h, dinp, acc_dinp, dw, acc_dw, dout, ldd, inp, w, N, IC, OC, ws);
 }
 
 // Point every activation of a into c, sized for B documents of block_size positions.
@@ -674,11 +644,20 @@ template <typename real> size_t ImplT<real>::point_acts(Acts<real> &a, Carver &c
         la.ln2 = c.take<real>(N * C);
         la.ln2_rstd = c.take<real>(N);
         la.fch = c.take<real>(N * 4 * C);
-        la.fch_relu = c.take<real>(N * 4 * C);
+        la.fch_relu = mixed_ ? nullptr : c.take<real>(N * 4 * C);
         la.fcproj = c.take<real>(N * C);
         la.res3 = c.take<real>(N * C);
+        la.ln1_lp = la.atty_lp = la.ln2_lp = la.fchr_lp = nullptr;
+        if (mixed_) {
+            const size_t es = lowp_elem_bytes(mx_.lp);
+            la.ln1_lp = c.take<char>(N * C * es);
+            la.atty_lp = c.take<char>(N * C * es);
+            la.ln2_lp = c.take<char>(N * C * es);
+            la.fchr_lp = c.take<char>(N * 4 * C * es);
+        }
     }
     a.logits = c.take<real>(N * (size_t)V_);
+    a.xl_lp = mixed_ ? c.take<char>(N * C * lowp_elem_bytes(mx_.lp)) : nullptr;
     if (train) {
         a.losses = c.take<real>(N);
         a.dlogits = c.take<real>(N * (size_t)V_);
@@ -687,8 +666,10 @@ template <typename real> size_t ImplT<real>::point_acts(Acts<real> &a, Carver &c
         a.datty = c.take<real>(N * C);
         a.dqkv = c.take<real>(qkv);
         a.dpre = c.take<real>(att);
-        a.dfch = c.take<real>(N * 4 * C);
-        a.dfch_relu = c.take<real>(N * 4 * C);
+        if (!mixed_) {   // the recipe goes from t to fc1's rounded operand in one kernel
+            a.dfch = c.take<real>(N * 4 * C);
+            a.dfch_relu = c.take<real>(N * 4 * C);
+        }
     }
     return c.used - start;
 }
@@ -697,6 +678,7 @@ template <typename real> size_t ImplT<real>::point_acts(Acts<real> &a, Carver &c
 // the model (the CPU engine's forward() and backward(), layer for layer)
 
 template <typename real> void ImplT<real>::forward(const Acts<real> &a, int B, int T) {
+    if (mixed_) return forward_mixed(a, B, T);
     const int C = C_, N = B * T;
     const int *tok = tok_d(), *n = n_d();
     cudaStream_t st = stream_;
@@ -734,6 +716,7 @@ template <typename real> void ImplT<real>::forward(const Acts<real> &a, int B, i
 // once with acc = false (overwrite), so the gradient buffer needs no zeroing;
 // dx, the gradient of the residual stream, accumulates the rmsnorm branches.
 template <typename real> void ImplT<real>::backward(int B, int T) {
+    if (mixed_) return backward_mixed(B, T);
     const int C = C_, N = B * T;
     const int *tok = tok_d(), *n = n_d();
     cudaStream_t st = stream_;
@@ -766,6 +749,122 @@ template <typename real> void ImplT<real>::backward(int B, int T) {
     // x0 = rmsnorm(wte[tok] + wpe[t])
     rmsnorm_backward(st, a.dln, a.dx, a.enc, a.rstd0, N, C, false);
     encoder_backward(st, G.wte, G.wpe, a.dln, tok, n, B, T, C, V_, Tmax_, false);
+}
+
+// bf16, fp16, tf32: forward() by the recipe. Each operand is rounded once:
+// the parameters at the step's start (wlp_), each activation operand where it
+// is made (kept in the layer for the backward); fc1's output rounding, relu
+// and fc2's operand are one kernel. Every value is the CPU emulation's
+// (tensor_gpu/cpu/engine_cpu.c) but for the fp32 sums' order.
+template <typename real> void ImplT<real>::forward_mixed(const Acts<real> &a, int B, int T) {
+    if constexpr (!std::is_same<real, float>::value) {
+        (void)a, (void)B, (void)T;
+        throw CudaError("internal error: no fp64 recipe for the mixed precisions");
+    } else {
+        const int C = C_, N = B * T;
+        const int *tok = tok_d(), *n = n_d();
+        cudaStream_t st = stream_;
+        const Lowp lp = mx_.lp;
+        lowp_convert_flat(st, lp, wlp_, params_, P_);
+        encoder_rmsnorm_forward(st, a.enc, a.x0, a.rstd0, L_ ? a.layer[0].ln1 : nullptr,
+                                L_ ? a.layer[0].ln1_rstd : nullptr, tok, n, P.wte, P.wpe, B, T, C);
+        const float *x = a.x0;   // the residual stream
+        for (int l = 0; l < L_; l++) {
+            const LayerActs<real> &la = a.layer[l];
+            float *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
+            lowp_convert(st, lp, la.ln1_lp, la.ln1, N, C, C);
+            if (qkv_fused_[l]) {
+                mixed_gemm_forward(mx_, la.qkv, QKV_, la.ln1_lp, wlp(P.wq[l]), N, C, QKV_, true);
+            } else {
+                mixed_gemm_forward(mx_, q, QKV_, la.ln1_lp, wlp(P.wq[l]), N, C, C, true);
+                mixed_gemm_forward(mx_, k, QKV_, la.ln1_lp, wlp(P.wk[l]), N, C, KV_, true);
+                mixed_gemm_forward(mx_, v, QKV_, la.ln1_lp, wlp(P.wv[l]), N, C, KV_, true);
+            }
+            attention_forward(st, la.atty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_, NKV_, HS_);
+            lowp_convert(st, lp, la.atty_lp, la.atty, N, C, C);
+            mixed_gemm_forward(mx_, la.attproj, C, la.atty_lp, wlp(P.wo[l]), N, C, C, true);
+            residual_rmsnorm_forward(st, la.res2, la.ln2, la.ln2_rstd, la.attproj, x, N, C);
+            lowp_convert(st, lp, la.ln2_lp, la.ln2, N, C, C);
+            mixed_gemm_forward(mx_, la.fch, 4 * C, la.ln2_lp, wlp(P.fc1[l]), N, C, 4 * C, false);
+            lowp_round_relu(st, lp, la.fch, la.fchr_lp, (size_t)N * 4 * C);   // fch rounded, relu, fc2's operand
+            mixed_gemm_forward(mx_, la.fcproj, C, la.fchr_lp, wlp(P.fc2[l]), N, 4 * C, C, true);
+            if (l + 1 < L_)
+                residual_rmsnorm_forward(st, la.res3, a.layer[l + 1].ln1, a.layer[l + 1].ln1_rstd, la.fcproj,
+                                         la.res2, N, C);
+            else
+                residual_forward(st, la.res3, la.fcproj, la.res2, (size_t)N * C);
+            x = la.res3;
+        }
+        lowp_convert(st, lp, a.xl_lp, x, N, C, C);
+        mixed_gemm_forward(mx_, a.logits, V_, a.xl_lp, wlp(P.lm_head), N, C, V_, true);
+    }
+}
+
+// bf16, fp16, tf32: backward() by the recipe. Each product's output gradient
+// is rounded once into d (both of its products read it), each input
+// gradient goes through t, its fp32 product, to its rounding; the weight
+// gradients read the forward's kept operands. fc2's input gradient goes
+// through relu's backward straight into fc1's rounded output gradient, and
+// q, k and v's three input gradients are rounded and added in one kernel,
+// their weight gradients one product (C+2KV, C) when wq|wk|wv are stacked.
+template <typename real> void ImplT<real>::backward_mixed(int B, int T) {
+    if constexpr (!std::is_same<real, float>::value) {
+        (void)B, (void)T;
+        throw CudaError("internal error: no fp64 recipe for the mixed precisions");
+    } else {
+        const int C = C_, N = B * T;
+        const size_t NC = (size_t)N * C;
+        const int *tok = tok_d(), *n = n_d();
+        cudaStream_t st = stream_;
+        const Lowp lp = mx_.lp;
+        Acts<real> &a = acts_;
+        void *d = mx_.d;     // (N, <= wide) the product's output gradient, rounded
+        float *t = mx_.t;    // (N, <= wide) its input gradient before the rounding
+        lowp_convert(st, lp, d, a.dlogits, N, V_, V_);
+        mixed_gemm_dinp(mx_, t, d, V_, wlp(P.lm_head), N, C, V_);
+        mixed_gemm_dw(mx_, G.lm_head, false, d, V_, a.xl_lp, N, C, V_);
+        lowp_add_rounded(st, lp, a.dx, t, NC, false);
+        for (int l = L_ - 1; l >= 0; l--) {
+            const LayerActs<real> &la = a.layer[l];
+            const float *x_in = l ? a.layer[l - 1].res3 : a.x0;
+            // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2 (d is reused
+            // once both products that read it are enqueued: one stream)
+            lowp_convert(st, lp, d, a.dx, N, C, C);
+            mixed_gemm_dinp(mx_, t, d, C, wlp(P.fc2[l]), N, 4 * C, C);
+            mixed_gemm_dw(mx_, G.fc2[l], false, d, C, la.fchr_lp, N, 4 * C, C);
+            lowp_relu_backward(st, lp, d, t, la.fch, (size_t)N * 4 * C);
+            mixed_gemm_dinp(mx_, t, d, 4 * C, wlp(P.fc1[l]), N, C, 4 * C);
+            mixed_gemm_dw(mx_, G.fc1[l], false, d, 4 * C, la.ln2_lp, N, C, 4 * C);
+            lowp_add_rounded(st, lp, a.dln, t, NC, false);
+            rmsnorm_backward(st, a.dx, a.dln, la.res2, la.ln2_rstd, N, C, true);
+            // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
+            lowp_convert(st, lp, d, a.dx, N, C, C);
+            mixed_gemm_dinp(mx_, t, d, C, wlp(P.wo[l]), N, C, C);
+            mixed_gemm_dw(mx_, G.wo[l], false, d, C, la.atty_lp, N, C, C);
+            lowp_add_rounded(st, lp, a.datty, t, NC, false);
+            const float *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
+            float *dq = a.dqkv, *dk = a.dqkv + C, *dv = a.dqkv + C + KV_;
+            attention_backward(st, dq, QKV_, dk, dv, QKV_, a.dpre, a.datty, la.att, q, QKV_, k, v, QKV_, n, B, T,
+                               NH_, NKV_, HS_, false);
+            lowp_convert(st, lp, d, a.dqkv, N, QKV_, QKV_);
+            const void *dk_lp = lowp_at(lp, d, (size_t)C), *dv_lp = lowp_at(lp, d, (size_t)(C + KV_));
+            mixed_gemm_dinp(mx_, t, d, QKV_, wlp(P.wq[l]), N, C, C);
+            mixed_gemm_dinp(mx_, t + NC, dk_lp, QKV_, wlp(P.wk[l]), N, C, KV_);
+            mixed_gemm_dinp(mx_, t + 2 * NC, dv_lp, QKV_, wlp(P.wv[l]), N, C, KV_);
+            lowp_add_rounded3(st, lp, a.dln, t, t + NC, t + 2 * NC, NC);
+            if (qkv_fused_[l]) {
+                mixed_gemm_dw(mx_, G.wq[l], false, d, QKV_, la.ln1_lp, N, C, QKV_);
+            } else {
+                mixed_gemm_dw(mx_, G.wq[l], false, d, QKV_, la.ln1_lp, N, C, C);
+                mixed_gemm_dw(mx_, G.wk[l], false, dk_lp, QKV_, la.ln1_lp, N, C, KV_);
+                mixed_gemm_dw(mx_, G.wv[l], false, dv_lp, QKV_, la.ln1_lp, N, C, KV_);
+            }
+            rmsnorm_backward(st, a.dx, a.dln, x_in, la.ln1_rstd, N, C, true);
+        }
+        // x0 = rmsnorm(wte[tok] + wpe[t])
+        rmsnorm_backward(st, a.dln, a.dx, a.enc, a.rstd0, N, C, false);
+        encoder_backward(st, G.wte, G.wpe, a.dln, tok, n, B, T, C, V_, Tmax_, false);
+    }
 }
 
 template <typename real> void ImplT<real>::enqueue_step(int B, int T) {

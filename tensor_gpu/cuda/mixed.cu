@@ -134,6 +134,84 @@ __global__ void add_rounded_kernel(Lowp lp, float *dinp, const float *t, size_t 
     for (size_t i = done + tid; i < count; i += stride) dinp[i] = (acc ? dinp[i] : 0.0f) + round_out(lp, t[i]);
 }
 
+// dinp = ((0 + rnd(t0)) + rnd(t1)) + rnd(t2), as three zeroed-dinp += rnd(t)
+__global__ void add_rounded3_kernel(Lowp lp, float *dinp, const float *t0, const float *t1, const float *t2,
+                                    size_t count, bool vec) {
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    size_t done = 0;
+    if (vec) {
+        for (size_t i = tid; i < count / 4; i += stride) {
+            const float4 a = round_out4(lp, reinterpret_cast<const float4 *>(t0)[i]);
+            const float4 b = round_out4(lp, reinterpret_cast<const float4 *>(t1)[i]);
+            const float4 c = round_out4(lp, reinterpret_cast<const float4 *>(t2)[i]);
+            reinterpret_cast<float4 *>(dinp)[i] = make_float4(((0.0f + a.x) + b.x) + c.x, ((0.0f + a.y) + b.y) + c.y,
+                                                              ((0.0f + a.z) + b.z) + c.z, ((0.0f + a.w) + b.w) + c.w);
+        }
+        done = count / 4 * 4;
+    }
+    for (size_t i = done + tid; i < count; i += stride)
+        dinp[i] = ((0.0f + round_out(lp, t0[i])) + round_out(lp, t1[i])) + round_out(lp, t2[i]);
+}
+
+// x = rnd(x) in place, r = F(relu(x)): the CPU's rounded fc1 output, then
+// its relu_forward, then the operand's rounding (exact in bf16, fp16)
+template <class F> __global__ void round_relu_kernel(Lowp lp, float *x, typename F::T *r, size_t count, bool vec) {
+    using T = typename F::T;
+    const F f;
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    size_t done = 0;
+    if (vec) {
+        for (size_t i = tid; i < count / 4; i += stride) {
+            const float4 y = round_out4(lp, reinterpret_cast<const float4 *>(x)[i]);
+            reinterpret_cast<float4 *>(x)[i] = y;
+            Four<T> o;
+            o.v[0] = f(y.x > 0 ? y.x : 0.0f), o.v[1] = f(y.y > 0 ? y.y : 0.0f);
+            o.v[2] = f(y.z > 0 ? y.z : 0.0f), o.v[3] = f(y.w > 0 ? y.w : 0.0f);
+            reinterpret_cast<Four<T> *>(r)[i] = o;
+        }
+        done = count / 4 * 4;
+    }
+    for (size_t i = done + tid; i < count; i += stride) {
+        const float y = round_out(lp, x[i]);
+        x[i] = y;
+        r[i] = f(y > 0 ? y : 0.0f);
+    }
+}
+
+// d = F(x > 0 ? 0 + (0 + rnd(t)) : 0): the CPU's zeroed dfch_relu += rnd(t),
+// its zeroed dfch += dfch_relu where fch > 0, then the operand's rounding
+__device__ inline float relu_grad(Lowp lp, float t, float x) {
+    const float g = 0.0f + round_out(lp, t);
+    return x > 0 ? 0.0f + g : 0.0f;
+}
+
+template <class F>
+__global__ void relu_backward_lowp_kernel(Lowp lp, typename F::T *d, const float *t, const float *x, size_t count,
+                                          bool vec) {
+    using T = typename F::T;
+    const F f;
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    size_t done = 0;
+    if (vec) {
+        for (size_t i = tid; i < count / 4; i += stride) {
+            const float4 g = reinterpret_cast<const float4 *>(t)[i], y = reinterpret_cast<const float4 *>(x)[i];
+            Four<T> o;
+            o.v[0] = f(relu_grad(lp, g.x, y.x)), o.v[1] = f(relu_grad(lp, g.y, y.y));
+            o.v[2] = f(relu_grad(lp, g.z, y.z)), o.v[3] = f(relu_grad(lp, g.w, y.w));
+            reinterpret_cast<Four<T> *>(d)[i] = o;
+        }
+        done = count / 4 * 4;
+    }
+    for (size_t i = done + tid; i < count; i += stride) d[i] = f(relu_grad(lp, t[i], x[i]));
+}
+
+// fn(F{}) for lp's conversion functor F
+template <class Fn> void with_lowp(Lowp lp, Fn &&fn) {
+    if (lp == Lowp::BF16) fn(ToBf16{});
+    else if (lp == Lowp::FP16) fn(ToFp16{});
+    else fn(ToTf32{});
+}
+
 template <class F> void convert(cudaStream_t st, void *dst, const float *src, int rows, int cols, int lds) {
     typename F::T *d = static_cast<typename F::T *>(dst);
     if (lds == cols) {
@@ -196,9 +274,50 @@ void check_fits(const MixedMM &m, size_t acts, size_t weights) {
 size_t lowp_elem_bytes(Lowp lp) { return lp == Lowp::TF32 ? sizeof(float) : 2; }
 
 void lowp_convert(cudaStream_t st, Lowp lp, void *dst, const float *src, int rows, int cols, int lds) {
-    if (lp == Lowp::BF16) convert<ToBf16>(st, dst, src, rows, cols, lds);
-    else if (lp == Lowp::FP16) convert<ToFp16>(st, dst, src, rows, cols, lds);
-    else convert<ToTf32>(st, dst, src, rows, cols, lds);
+    with_lowp(lp, [&](auto f) { convert<decltype(f)>(st, dst, src, rows, cols, lds); });
+}
+
+void lowp_convert_flat(cudaStream_t st, Lowp lp, void *dst, const float *src, size_t count) {
+    with_lowp(lp, [&](auto f) {
+        using F = decltype(f);
+        typename F::T *d = static_cast<typename F::T *>(dst);
+        convert_flat_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(d, src, count,
+                                                                             aligned16(d) && aligned16(src));
+        KERNEL_CHECK("convert_flat_kernel");
+    });
+}
+
+void lowp_add_rounded(cudaStream_t st, Lowp lp, float *dinp, const float *t, size_t count, bool acc) {
+    add_rounded_kernel<<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(lp, dinp, t, count, acc,
+                                                                      aligned16(dinp) && aligned16(t));
+    KERNEL_CHECK("add_rounded_kernel");
+}
+
+void lowp_add_rounded3(cudaStream_t st, Lowp lp, float *dinp, const float *t0, const float *t1, const float *t2,
+                       size_t count) {
+    const bool vec = aligned16(dinp) && aligned16(t0) && aligned16(t1) && aligned16(t2);
+    add_rounded3_kernel<<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(lp, dinp, t0, t1, t2, count, vec);
+    KERNEL_CHECK("add_rounded3_kernel");
+}
+
+void lowp_round_relu(cudaStream_t st, Lowp lp, float *x, void *r, size_t count) {
+    with_lowp(lp, [&](auto f) {
+        using F = decltype(f);
+        typename F::T *o = static_cast<typename F::T *>(r);
+        round_relu_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(lp, x, o, count,
+                                                                           aligned16(x) && aligned16(o));
+        KERNEL_CHECK("round_relu_kernel");
+    });
+}
+
+void lowp_relu_backward(cudaStream_t st, Lowp lp, void *d, const float *t, const float *x, size_t count) {
+    with_lowp(lp, [&](auto f) {
+        using F = decltype(f);
+        typename F::T *o = static_cast<typename F::T *>(d);
+        relu_backward_lowp_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(
+            lp, o, t, x, count, aligned16(o) && aligned16(t) && aligned16(x));
+        KERNEL_CHECK("relu_backward_lowp_kernel");
+    });
 }
 
 void lowp_round_inplace(cudaStream_t st, Lowp lp, float *x, int rows, int cols, int ld) {
@@ -231,14 +350,28 @@ void restore_if(cudaStream_t st, float *dst, const float *src, size_t n, const i
 //   out^T (OC,N)  = w (OC,IC)    * inp^T (IC,N):   gemm(T, N)
 //   dinp^T (IC,N) = w^T (IC,OC)  * dout^T (OC,N):  gemm(N, N)
 //   dw^T (IC,OC)  = inp^T (IC,N) * dout (N,OC):    gemm(N, T)
+void mixed_gemm_forward(const MixedMM &m, float *out, int ldo, const void *a_lp, const void *w_lp, int N, int IC,
+                        int OC, bool round) {
+    gemm_lowp(m, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, w_lp, IC, a_lp, IC, 0.0f, out, ldo);
+    if (round && m.lp != Lowp::TF32) lowp_round_inplace(stream_of(m.h), m.lp, out, N, OC, ldo);
+}
+
+void mixed_gemm_dinp(const MixedMM &m, float *t, const void *d_lp, int ldd, const void *w_lp, int N, int IC, int OC) {
+    gemm_lowp(m, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, w_lp, IC, d_lp, ldd, 0.0f, t, IC);
+}
+
+void mixed_gemm_dw(const MixedMM &m, float *dw, bool acc, const void *d_lp, int ldd, const void *a_lp, int N,
+                   int IC, int OC) {
+    gemm_lowp(m, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, a_lp, IC, d_lp, ldd, acc ? 1.0f : 0.0f, dw, IC);
+}
+
 void mixed_matmul_forward(const MixedMM &m, float *out, int ldo, const float *inp, const float *w, int N, int IC,
                           int OC) {
     check_fits(m, (size_t)N * IC, (size_t)OC * IC);
     cudaStream_t st = stream_of(m.h);
     lowp_convert(st, m.lp, m.a, inp, N, IC, IC);
     lowp_convert(st, m.lp, m.w, w, OC, IC, IC);
-    gemm_lowp(m, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, m.w, IC, m.a, IC, 0.0f, out, ldo);
-    if (m.lp != Lowp::TF32) lowp_round_inplace(st, m.lp, out, N, OC, ldo);
+    mixed_gemm_forward(m, out, ldo, m.a, m.w, N, IC, OC, true);
 }
 
 void mixed_matmul_backward(const MixedMM &m, float *dinp, bool acc_dinp, float *dw, bool acc_dw, const float *dout,
@@ -248,15 +381,12 @@ void mixed_matmul_backward(const MixedMM &m, float *dinp, bool acc_dinp, float *
     lowp_convert(st, m.lp, m.d, dout, N, OC, ldd);   // (N,OC) contiguous
     if (dinp) {
         lowp_convert(st, m.lp, m.w, w, OC, IC, IC);
-        gemm_lowp(m, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, m.w, IC, m.d, OC, 0.0f, m.t, IC);
-        const size_t count = (size_t)N * IC;
-        add_rounded_kernel<<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(m.lp, dinp, m.t, count, acc_dinp,
-                                                                          aligned16(dinp) && aligned16(m.t));
-        KERNEL_CHECK("add_rounded_kernel");
+        mixed_gemm_dinp(m, m.t, m.d, OC, m.w, N, IC, OC);
+        lowp_add_rounded(st, m.lp, dinp, m.t, (size_t)N * IC, acc_dinp);
     }
     if (dw) {
         lowp_convert(st, m.lp, m.a, inp, N, IC, IC);
-        gemm_lowp(m, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, m.a, IC, m.d, OC, acc_dw ? 1.0f : 0.0f, dw, IC);
+        mixed_gemm_dw(m, dw, acc_dw, m.d, OC, m.a, N, IC, OC);
     }
 }
 

@@ -43,14 +43,37 @@ struct MixedMM {
 
 // Bytes of element of a rounded operand.
 size_t lowp_elem_bytes(Lowp lp);
+// The rounded operand i elements past base.
+inline void *lowp_at(Lowp lp, void *base, size_t i) { return static_cast<char *>(base) + i * lowp_elem_bytes(lp); }
+inline const void *lowp_at(Lowp lp, const void *base, size_t i) {
+    return static_cast<const char *>(base) + i * lowp_elem_bytes(lp);
+}
 
 // dst (rows, cols) contiguous = src (rows, cols; row stride lds) rounded to
 // lp's operand type (bf16: __nv_bfloat16; fp16: __half; tf32: float holding
 // tf32 values).
 void lowp_convert(cudaStream_t st, Lowp lp, void *dst, const float *src, int rows, int cols, int lds);
+// dst (count) = src rounded, as lowp_convert of one contiguous row.
+void lowp_convert_flat(cudaStream_t st, Lowp lp, void *dst, const float *src, size_t count);
 // x (rows, cols; row stride ld) = round_bf16(x) / round_fp16(x) in place (an
 // activation stored in L; lp BF16 or FP16).
 void lowp_round_inplace(cudaStream_t st, Lowp lp, float *x, int rows, int cols, int ld);
+
+// The recipe's elementwise steps that the engine fuses with a rounding, each
+// the CPU's sequence of operations (tensor_gpu/cpu/engine_cpu.c) bit for bit.
+// rnd_out: the rounding of a stored activation or input gradient (bf16,
+// fp16: to L; tf32: none); L(): the operand conversion of lowp_convert.
+//   dinp (+)= rnd_out(t)                        (a zeroed dinp += rnd_out(t))
+void lowp_add_rounded(cudaStream_t st, Lowp lp, float *dinp, const float *t, size_t count, bool acc);
+//   dinp = ((0 + rnd_out(t0)) + rnd_out(t1)) + rnd_out(t2): the stacked
+//   q|k|v products' input gradients added in the CPU's order
+void lowp_add_rounded3(cudaStream_t st, Lowp lp, float *dinp, const float *t0, const float *t1, const float *t2,
+                       size_t count);
+//   x = rnd_out(x) in place and r = L(relu(x)): fc1's output, fc2's operand
+void lowp_round_relu(cudaStream_t st, Lowp lp, float *x, void *r, size_t count);
+//   d = L(x > 0 ? 0 + (0 + rnd_out(t)) : 0): fc2's input gradient t through
+//   relu's backward (x: fc1's stored output) into fc1's output-gradient operand
+void lowp_relu_backward(cudaStream_t st, Lowp lp, void *d, const float *t, const float *x, size_t count);
 
 // fp16's dynamic loss scaling (as the CPU engine, tensor_gpu/cpu/engine_cpu.c).
 // ls: a device pair {scale, 1/scale} (so that one CUDA graph serves every
@@ -62,6 +85,20 @@ void loss_unscale_check(cudaStream_t st, float *g, size_t n, const float *ls, in
 // dst (n) = src where *flag is set (an overflowed step's update undone).
 void restore_if(cudaStream_t st, float *dst, const float *src, size_t n, const int *flag);
 
+// The products on operands already rounded (lowp_convert: type and layout
+// of L, contiguous rows of IC, a_lp (N,IC), w_lp (OC,IC)), as the engine
+// runs them: every operand rounded once a step and kept for the backward.
+//   out (N,OC; row stride ldo) = a_lp @ w_lp^T; round: out = rnd_out(out)
+void mixed_gemm_forward(const MixedMM &m, float *out, int ldo, const void *a_lp, const void *w_lp, int N, int IC,
+                        int OC, bool round);
+//   t (N,IC) = d_lp (N,OC; row stride ldd) @ w_lp, fp32, not rounded
+void mixed_gemm_dinp(const MixedMM &m, float *t, const void *d_lp, int ldd, const void *w_lp, int N, int IC, int OC);
+//   dw (OC,IC) (+)= d_lp^T @ a_lp, fp32
+void mixed_gemm_dw(const MixedMM &m, float *dw, bool acc, const void *d_lp, int ldd, const void *a_lp, int N,
+                   int IC, int OC);
+
+// The products on fp32 operands (converted into m's scratch; tested one by
+// one against tensor_gpu/mixed.h in test_gpu.cu):
 // out (N,OC) row stride ldo = rnd(inp) (N,IC) @ rnd(w)^T, w (OC,IC); bf16,
 // fp16: out rounded to L.
 void mixed_matmul_forward(const MixedMM &m, float *out, int ldo, const float *inp, const float *w, int N, int IC,

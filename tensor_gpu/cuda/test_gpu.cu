@@ -1472,6 +1472,88 @@ static void test_lowp_kernels(Rng &r) {
     }
 }
 
+// The float values of n elements of L at d16 (bf16, fp16 bits) or d32 (tf32)
+static std::vector<float> lowp_values(Lowp lp, const DevBuf<uint16_t> &d16, const DevBuf<float> &d32, size_t n) {
+    std::vector<float> v(n);
+    if (lp == Lowp::TF32) {
+        const std::vector<float> h = d32.down();
+        std::copy(h.begin(), h.begin() + (ptrdiff_t)n, v.begin());
+        return v;
+    }
+    const std::vector<uint16_t> h = d16.down();
+    for (size_t i = 0; i < n; i++)
+        v[i] = lp == Lowp::BF16 ? lowp_float((uint32_t)h[i] << 16) : half_bits_to_float(h[i]);
+    return v;
+}
+
+// The engine's fused recipe kernels (mixed.cuh: lowp_add_rounded(3),
+// lowp_round_relu, lowp_relu_backward, lowp_convert_flat) against the CPU
+// engine's sequence of operations written out with lowp.h, bit for bit (a
+// NaN for a NaN), in each L, from an aligned start (four at a time) and one
+// float past it (one at a time), on the rounding inputs (ties, carries,
+// +-0, inf, NaN, subnormals) and relu masks of both signs, zeros included.
+static void test_lowp_fused(Rng &r) {
+    const std::vector<float> a = rounding_inputs(r, 60000);
+    const size_t n = a.size();
+    std::vector<float> b(n), c(n), x(n);
+    for (size_t i = 0; i < n; i++) {
+        b[i] = a[(i * 7919) % n];
+        c[i] = (float)r.normal() * 1e-3f;
+        x[i] = i % 5 == 0 ? (i % 2 ? -0.0f : 0.0f) : (float)r.normal();
+    }
+    size_t bad = 0, checked = 0;
+    const char *first = nullptr;
+    auto same = [](float g, float w) { return w != w ? g != g : lowp_bits(g) == lowp_bits(w); };
+    auto check = [&](const char *what, float g, float w) {
+        checked++;
+        if (!same(g, w) && bad++ == 0) first = what;
+    };
+    for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32}) {
+        auto out = [lp](float v) { return lp == Lowp::BF16 ? round_bf16(v) : lp == Lowp::FP16 ? round_fp16(v) : v; };
+        auto opnd = [lp](float v) {
+            return lp == Lowp::BF16 ? round_bf16(v) : lp == Lowp::FP16 ? round_fp16(v) : round_tf32(v);
+        };
+        for (size_t off : {(size_t)0, (size_t)1}) {
+            const size_t m = n - off;
+            DevBuf<float> da(a), db(b), dc(c), dx(x), dsum(n), dacc(c), d32(n);
+            DevBuf<uint16_t> d16(n);
+            void *dl = lp == Lowp::TF32 ? (void *)d32.p : (void *)d16.p;
+            dsum.poison();
+            lowp_add_rounded3(ST, lp, dsum.p + off, da.p + off, db.p + off, dc.p + off, m);
+            lowp_add_rounded(ST, lp, dacc.p + off, da.p + off, m, true);
+            const std::vector<float> hs = dsum.down(), hacc = dacc.down();
+            for (size_t i = off; i < n; i++) {
+                check("lowp_add_rounded3", hs[i], ((0.0f + out(a[i])) + out(b[i])) + out(c[i]));
+                check("lowp_add_rounded (+=)", hacc[i], c[i] + out(a[i]));
+            }
+            d16.poison(), d32.poison();
+            lowp_relu_backward(ST, lp, dl, da.p + off, dx.p + off, m);
+            std::vector<float> hl = lowp_values(lp, d16, d32, m);
+            for (size_t i = 0; i < m; i++) {
+                const float g = 0.0f + out(a[i + off]);
+                check("lowp_relu_backward", hl[i], opnd(x[i + off] > 0 ? 0.0f + g : 0.0f));
+            }
+            d16.poison(), d32.poison();
+            lowp_convert_flat(ST, lp, dl, da.p + off, m);
+            hl = lowp_values(lp, d16, d32, m);
+            for (size_t i = 0; i < m; i++) check("lowp_convert_flat", hl[i], opnd(a[i + off]));
+            d16.poison(), d32.poison();
+            lowp_round_relu(ST, lp, da.p + off, dl, m);   // last: rounds a in place
+            hl = lowp_values(lp, d16, d32, m);
+            const std::vector<float> hx = da.down();
+            for (size_t i = 0; i < m; i++) {
+                const float y = out(a[i + off]);
+                check("lowp_round_relu (x)", hx[i + off], y);
+                check("lowp_round_relu (relu operand)", hl[i], opnd(y > 0 ? y : 0.0f));
+            }
+            if (off == 1 && !same(hx[0], a[0])) bad++, first = "lowp_round_relu (before the start)";
+        }
+    }
+    if (bad) failf("fused rounding kernels: %zu of %zu values differ from lowp.h, the first in %s", bad, checked, first);
+    printf("fused rounding kernels (add_rounded3, add_rounded +=, relu_backward, convert_flat, round_relu; "
+           "bf16/fp16/tf32, aligned and one float off): %zu values bit-identical to lowp.h: PASS\n", checked);
+}
+
 // One output element of a product of rounded operands: its exact value
 // (double) and a bound on any fp32 summation of its K terms, in any order and
 // with rounding or truncation in each addition or alignment (tensor cores):
@@ -2045,6 +2127,7 @@ static void all_tests(Rng &r, cublasHandle_t h, int sms, bool only_mixed) {
 static void mixed_tests(Rng &r) {
     printf("\n--- mixed precision\n");
     test_lowp_kernels(r);
+    test_lowp_fused(r);
     for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32}) test_mixed_products(r, lp);
     for (Precision p : {PREC_BF16, PREC_TF32}) {
         engine_vs_cpu_mixed(p, r);
