@@ -248,6 +248,19 @@ template <typename real> class ImplT final : public Impl {
     cublasHandle_t blas_lowp_ = nullptr;
     MixedMM mx_{};
     void *wlp_ = nullptr;   // (P) the parameters rounded to L at the step's start, in their layout
+    // The backward's weight gradients run on a second stream (side_, its own
+    // handle and workspace) beside the input-gradient chain, which does not
+    // wait for them; each product's rounded output gradient has its own
+    // buffer dlp_[k] (N, width of k), overwritten only after the side stream's
+    // event done_[k] says its weight gradient has read it. Each product has
+    // one algorithm and no atomics, so the bits do not depend on the overlap.
+    enum { D_HEAD, D_FC2, D_FC1, D_WO, D_QKV, D_COUNT };
+    void *dlp_[D_COUNT] = {};
+    cudaStream_t side_ = nullptr;
+    cublasHandle_t blas_side_ = nullptr;
+    void *side_ws_ = nullptr;
+    MixedMM mx_side_{};
+    cudaEvent_t fork_ev_ = nullptr, join_ev_ = nullptr, done_[D_COUNT] = {};
     // fp16's loss scaling, as torch's GradScaler and the CPU engine: the next
     // step's scale, the last step's, clean steps since the scale changed,
     // whether the last step's update was skipped; on the device a flag (a
@@ -347,6 +360,16 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
             CUBLAS_CHECK(cublasSetAtomicsMode(blas_lowp_, CUBLAS_ATOMICS_NOT_ALLOWED));
             CUBLAS_CHECK(cublasSetPointerMode(blas_lowp_, CUBLAS_POINTER_MODE_HOST));
             mx_.h = blas_lowp_;
+            CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+            CUBLAS_CHECK(cublasCreate(&blas_side_));
+            CUBLAS_CHECK(cublasSetStream(blas_side_, side_));
+            if (ws) side_ws_ = dmalloc(ws, "cuBLAS workspace (weight gradients)");
+            CUBLAS_CHECK(cublasSetWorkspace(blas_side_, side_ws_, ws));
+            CUBLAS_CHECK(cublasSetMathMode(blas_side_, CUBLAS_DEFAULT_MATH));
+            CUBLAS_CHECK(cublasSetAtomicsMode(blas_side_, CUBLAS_ATOMICS_NOT_ALLOWED));
+            CUBLAS_CHECK(cublasSetPointerMode(blas_side_, CUBLAS_POINTER_MODE_HOST));
+            for (cudaEvent_t *e : {&fork_ev_, &join_ev_, &done_[0], &done_[1], &done_[2], &done_[3], &done_[4]})
+                CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
         }
 
         choose_path();
@@ -461,7 +484,7 @@ template <typename real> void ImplT<real>::release() noexcept {
     };
     for (auto &g : graphs_)
         if (g) warn(cudaGraphExecDestroy(g), "cudaGraphExecDestroy"), g = nullptr;
-    for (cublasHandle_t *h : {&blas_, &blas_lowp_})
+    for (cublasHandle_t *h : {&blas_, &blas_lowp_, &blas_side_})
         if (*h) {
             cublasStatus_t s = cublasDestroy(*h);
             if (s != CUBLAS_STATUS_SUCCESS)
@@ -470,6 +493,11 @@ template <typename real> void ImplT<real>::release() noexcept {
         }
     for (auto &ev : ev_)
         if (ev) warn(cudaEventDestroy(ev), "cudaEventDestroy"), ev = nullptr;
+    for (cudaEvent_t *e : {&fork_ev_, &join_ev_, &done_[0], &done_[1], &done_[2], &done_[3], &done_[4]})
+        if (*e) warn(cudaEventDestroy(*e), "cudaEventDestroy"), *e = nullptr;
+    if (side_) warn(cudaStreamDestroy(side_), "cudaStreamDestroy"), side_ = nullptr;
+    if (side_ws_) warn(cudaFree(side_ws_), "cudaFree");
+    side_ws_ = nullptr;
     void *dev[] = {workspace_, params_, grads_, m_, v_, acts_mem_, run_io_d_, run_loss_d_, run_shapes_d_};
     for (void *p : dev)
         if (p) warn(cudaFree(p), "cudaFree");
@@ -602,9 +630,10 @@ template <typename real> void ImplT<real>::point_params(ParamPtrs<real> &p, real
 // bf16, fp16, tf32: the recipe's scratch (mixed.cuh) from c: the rounded
 // parameters, and for the largest product at max_batch x block_size rows
 // (widths up to 4C, V or C+2KV; 4C >= the three q, k, v input gradients of
-// C each) an output-gradient operand d and an fp32 product t; fp16: the
-// overflow flag and the state copies. (mx_.a and mx_.w, the scratch of the
-// products on fp32 operands, are not used by the engine.)
+// C each) an fp32 product t, and each product's rounded output gradient
+// (dlp_); fp16: the overflow flag and the state copies. (mx_.a, mx_.w and
+// mx_.d, the scratch of the products on fp32 operands, are not used by the
+// engine.)
 template <typename real> void ImplT<real>::carve_mixed(Carver &c) {
     if (!mixed_) return;
     const size_t rows = (size_t)maxB_ * Tmax_, C = (size_t)C_;
@@ -614,10 +643,13 @@ template <typename real> void ImplT<real>::carve_mixed(Carver &c) {
     mx_.cap = rows * wide;
     mx_.wcap = 0;
     const size_t es = lowp_elem_bytes(mx_.lp);
-    mx_.a = mx_.w = nullptr;
-    mx_.d = c.take<char>(mx_.cap * es);
+    mx_.a = mx_.w = mx_.d = nullptr;
     mx_.t = c.take<float>(mx_.cap);
+    const size_t width[D_COUNT] = {(size_t)V_, C, 4 * C, C, (size_t)QKV_};
+    for (int k = 0; k < D_COUNT; k++) dlp_[k] = c.take<char>(rows * width[k] * es);
     wlp_ = c.take<char>(P_ * es);
+    mx_side_ = mx_;
+    mx_side_.h = blas_side_;
     if (fp16_) {
         bad_d_ = c.take<int>(1);
         snap_ = c.take<real>(3 * P_);
@@ -801,12 +833,13 @@ template <typename real> void ImplT<real>::forward_mixed(const Acts<real> &a, in
 }
 
 // bf16, fp16, tf32: backward() by the recipe. Each product's output gradient
-// is rounded once into d (both of its products read it), each input
+// is rounded once into its dlp_ (both of its products read it), each input
 // gradient goes through t, its fp32 product, to its rounding; the weight
-// gradients read the forward's kept operands. fc2's input gradient goes
-// through relu's backward straight into fc1's rounded output gradient, and
-// q, k and v's three input gradients are rounded and added in one kernel,
-// their weight gradients one product (C+2KV, C) when wq|wk|wv are stacked.
+// gradients read the forward's kept operands, on side_ (see dlp_). fc2's
+// input gradient goes through relu's backward straight into fc1's rounded
+// output gradient, and q, k and v's three input gradients are rounded and
+// added in one kernel, their weight gradients one product (C+2KV, C) when
+// wq|wk|wv are stacked.
 template <typename real> void ImplT<real>::backward_mixed(int B, int T) {
     if constexpr (!std::is_same<real, float>::value) {
         (void)B, (void)T;
@@ -818,52 +851,74 @@ template <typename real> void ImplT<real>::backward_mixed(int B, int T) {
         cudaStream_t st = stream_;
         const Lowp lp = mx_.lp;
         Acts<real> &a = acts_;
-        void *d = mx_.d;     // (N, <= wide) the product's output gradient, rounded
-        float *t = mx_.t;    // (N, <= wide) its input gradient before the rounding
+        float *t = mx_.t;   // (N, <= wide) an input gradient before its rounding
+        bool pending[D_COUNT] = {};
+        // the output gradient of product k: wait until its buffer is free
+        auto out_grad = [&](int k) {
+            if (pending[k]) CUDA_CHECK(cudaStreamWaitEvent(st, done_[k], 0));
+            return dlp_[k];
+        };
+        // the weight gradients of product k, once its dlp_[k] is made
+        auto side = [&](int k, auto &&products) {
+            CUDA_CHECK(cudaEventRecord(fork_ev_, st));
+            CUDA_CHECK(cudaStreamWaitEvent(side_, fork_ev_, 0));
+            products();
+            CUDA_CHECK(cudaEventRecord(done_[k], side_));
+            pending[k] = true;
+        };
+        void *d = out_grad(D_HEAD);
         lowp_convert(st, lp, d, a.dlogits, N, V_, V_);
+        side(D_HEAD, [&] { mixed_gemm_dw(mx_side_, G.lm_head, false, d, V_, a.xl_lp, N, C, V_); });
         mixed_gemm_dinp(mx_, t, d, V_, wlp(P.lm_head), N, C, V_);
-        mixed_gemm_dw(mx_, G.lm_head, false, d, V_, a.xl_lp, N, C, V_);
         lowp_add_rounded(st, lp, a.dx, t, NC, false);
         for (int l = L_ - 1; l >= 0; l--) {
             const LayerActs<real> &la = a.layer[l];
             const float *x_in = l ? a.layer[l - 1].res3 : a.x0;
-            // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2 (d is reused
-            // once both products that read it are enqueued: one stream)
-            lowp_convert(st, lp, d, a.dx, N, C, C);
-            mixed_gemm_dinp(mx_, t, d, C, wlp(P.fc2[l]), N, 4 * C, C);
-            mixed_gemm_dw(mx_, G.fc2[l], false, d, C, la.fchr_lp, N, 4 * C, C);
-            lowp_relu_backward(st, lp, d, t, la.fch, (size_t)N * 4 * C);
-            mixed_gemm_dinp(mx_, t, d, 4 * C, wlp(P.fc1[l]), N, C, 4 * C);
-            mixed_gemm_dw(mx_, G.fc1[l], false, d, 4 * C, la.ln2_lp, N, C, 4 * C);
+            // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2
+            void *d2 = out_grad(D_FC2);
+            lowp_convert(st, lp, d2, a.dx, N, C, C);
+            side(D_FC2, [&] { mixed_gemm_dw(mx_side_, G.fc2[l], false, d2, C, la.fchr_lp, N, 4 * C, C); });
+            mixed_gemm_dinp(mx_, t, d2, C, wlp(P.fc2[l]), N, 4 * C, C);
+            void *d1 = out_grad(D_FC1);
+            lowp_relu_backward(st, lp, d1, t, la.fch, (size_t)N * 4 * C);
+            side(D_FC1, [&] { mixed_gemm_dw(mx_side_, G.fc1[l], false, d1, 4 * C, la.ln2_lp, N, C, 4 * C); });
+            mixed_gemm_dinp(mx_, t, d1, 4 * C, wlp(P.fc1[l]), N, C, 4 * C);
             lowp_add_rounded(st, lp, a.dln, t, NC, false);
             rmsnorm_backward(st, a.dx, a.dln, la.res2, la.ln2_rstd, N, C, true);
             // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
-            lowp_convert(st, lp, d, a.dx, N, C, C);
-            mixed_gemm_dinp(mx_, t, d, C, wlp(P.wo[l]), N, C, C);
-            mixed_gemm_dw(mx_, G.wo[l], false, d, C, la.atty_lp, N, C, C);
+            void *dw = out_grad(D_WO);
+            lowp_convert(st, lp, dw, a.dx, N, C, C);
+            side(D_WO, [&] { mixed_gemm_dw(mx_side_, G.wo[l], false, dw, C, la.atty_lp, N, C, C); });
+            mixed_gemm_dinp(mx_, t, dw, C, wlp(P.wo[l]), N, C, C);
             lowp_add_rounded(st, lp, a.datty, t, NC, false);
             const float *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
             float *dq = a.dqkv, *dk = a.dqkv + C, *dv = a.dqkv + C + KV_;
             attention_backward(st, dq, QKV_, dk, dv, QKV_, a.dpre, a.datty, la.att, q, QKV_, k, v, QKV_, n, B, T,
                                NH_, NKV_, HS_, false);
-            lowp_convert(st, lp, d, a.dqkv, N, QKV_, QKV_);
-            const void *dk_lp = lowp_at(lp, d, (size_t)C), *dv_lp = lowp_at(lp, d, (size_t)(C + KV_));
-            mixed_gemm_dinp(mx_, t, d, QKV_, wlp(P.wq[l]), N, C, C);
+            void *dqkv = out_grad(D_QKV);
+            lowp_convert(st, lp, dqkv, a.dqkv, N, QKV_, QKV_);
+            const void *dk_lp = lowp_at(lp, dqkv, (size_t)C), *dv_lp = lowp_at(lp, dqkv, (size_t)(C + KV_));
+            side(D_QKV, [&] {
+                if (qkv_fused_[l]) {
+                    mixed_gemm_dw(mx_side_, G.wq[l], false, dqkv, QKV_, la.ln1_lp, N, C, QKV_);
+                } else {
+                    mixed_gemm_dw(mx_side_, G.wq[l], false, dqkv, QKV_, la.ln1_lp, N, C, C);
+                    mixed_gemm_dw(mx_side_, G.wk[l], false, dk_lp, QKV_, la.ln1_lp, N, C, KV_);
+                    mixed_gemm_dw(mx_side_, G.wv[l], false, dv_lp, QKV_, la.ln1_lp, N, C, KV_);
+                }
+            });
+            mixed_gemm_dinp(mx_, t, dqkv, QKV_, wlp(P.wq[l]), N, C, C);
             mixed_gemm_dinp(mx_, t + NC, dk_lp, QKV_, wlp(P.wk[l]), N, C, KV_);
             mixed_gemm_dinp(mx_, t + 2 * NC, dv_lp, QKV_, wlp(P.wv[l]), N, C, KV_);
             lowp_add_rounded3(st, lp, a.dln, t, t + NC, t + 2 * NC, NC);
-            if (qkv_fused_[l]) {
-                mixed_gemm_dw(mx_, G.wq[l], false, d, QKV_, la.ln1_lp, N, C, QKV_);
-            } else {
-                mixed_gemm_dw(mx_, G.wq[l], false, d, QKV_, la.ln1_lp, N, C, C);
-                mixed_gemm_dw(mx_, G.wk[l], false, dk_lp, QKV_, la.ln1_lp, N, C, KV_);
-                mixed_gemm_dw(mx_, G.wv[l], false, dv_lp, QKV_, la.ln1_lp, N, C, KV_);
-            }
             rmsnorm_backward(st, a.dx, a.dln, x_in, la.ln1_rstd, N, C, true);
         }
         // x0 = rmsnorm(wte[tok] + wpe[t])
         rmsnorm_backward(st, a.dln, a.dx, a.enc, a.rstd0, N, C, false);
         encoder_backward(st, G.wte, G.wpe, a.dln, tok, n, B, T, C, V_, Tmax_, false);
+        // every weight gradient done before Adam (and before the graph ends)
+        CUDA_CHECK(cudaEventRecord(join_ev_, side_));
+        CUDA_CHECK(cudaStreamWaitEvent(st, join_ev_, 0));
     }
 }
 
