@@ -11,7 +11,8 @@
 // activations (the training step's, sized for max_batch x block_size, the
 // sampler's for one document, and the batch's tokens, lengths and Adam
 // scalars, and the scratch of the split-K weight gradients), plus cuBLAS's
-// workspace if one is asked for (none by default).
+// workspace if one is asked for (none by default; the mixed precisions'
+// weight-gradient stream has its own).
 // Everything is counted before the first allocation: a size that cannot fit
 // in the free device memory is refused with the estimate.
 // ParamPtrs point into the parameter and gradient buffers tensor by tensor
