@@ -58,25 +58,49 @@ struct ToTf32 {
 
 template <typename T> struct alignas(4 * sizeof(T)) Four { T v[4]; };
 
-// dst[i] = F(src[i]) over a contiguous count; vec: both 16-byte aligned,
-// four elements a thread a time (one 16-byte load, one store)
-template <class F>
-__global__ void convert_flat_kernel(typename F::T *dst, const float *src, size_t count, bool vec) {
-    using T = typename F::T;
-    const F f;
+// The flat elementwise kernels' loop over count elements: with vec (every
+// pointer 16-byte aligned) four(i) for each group i of four elements (one
+// 16-byte access per operand), then one(i) for the elements left, one at a
+// time. Each kernel writes its arithmetic once, as a per-element g, and
+// applies it lane by lane in four() (lanes, convert4).
+template <class Four4, class One>
+__device__ __forceinline__ void elementwise(size_t count, bool vec, Four4 four, One one) {
     const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
     size_t done = 0;
     if (vec) {
-        const size_t n4 = count / 4;
-        for (size_t i = tid; i < n4; i += stride) {
-            const float4 x = reinterpret_cast<const float4 *>(src)[i];
-            Four<T> y;
-            y.v[0] = f(x.x), y.v[1] = f(x.y), y.v[2] = f(x.z), y.v[3] = f(x.w);
-            reinterpret_cast<Four<T> *>(dst)[i] = y;
-        }
-        done = 4 * n4;
+        for (size_t i = tid; i < count / 4; i += stride) four(i);
+        done = count / 4 * 4;
     }
-    for (size_t i = done + tid; i < count; i += stride) dst[i] = f(src[i]);
+    for (size_t i = done + tid; i < count; i += stride) one(i);
+}
+
+__device__ __forceinline__ float4 load4(const float *p, size_t i) { return reinterpret_cast<const float4 *>(p)[i]; }
+__device__ __forceinline__ void store4(float *p, size_t i, float4 v) { reinterpret_cast<float4 *>(p)[i] = v; }
+
+// g lane by lane over one, two or three groups of four
+template <class G> __device__ __forceinline__ float4 lanes(G g, float4 a) {
+    return make_float4(g(a.x), g(a.y), g(a.z), g(a.w));
+}
+template <class G> __device__ __forceinline__ float4 lanes(G g, float4 a, float4 b) {
+    return make_float4(g(a.x, b.x), g(a.y, b.y), g(a.z, b.z), g(a.w, b.w));
+}
+template <class G> __device__ __forceinline__ float4 lanes(G g, float4 a, float4 b, float4 c) {
+    return make_float4(g(a.x, b.x, c.x), g(a.y, b.y, c.y), g(a.z, b.z, c.z), g(a.w, b.w, c.w));
+}
+
+// group i of four of dst (L's type) = F of each lane of x
+template <class F> __device__ __forceinline__ void convert4(const F &f, typename F::T *dst, size_t i, float4 x) {
+    Four<typename F::T> y;
+    y.v[0] = f(x.x), y.v[1] = f(x.y), y.v[2] = f(x.z), y.v[3] = f(x.w);
+    reinterpret_cast<Four<typename F::T> *>(dst)[i] = y;
+}
+
+// dst[i] = F(src[i]) over a contiguous count
+template <class F>
+__global__ void convert_flat_kernel(typename F::T *dst, const float *src, size_t count, bool vec) {
+    const F f;
+    elementwise(
+        count, vec, [&](size_t i) { convert4(f, dst, i, load4(src, i)); }, [&](size_t i) { dst[i] = f(src[i]); });
 }
 
 // dst (rows, cols) contiguous = F(src (rows, cols) at row stride lds): rows
@@ -94,21 +118,11 @@ __device__ inline float round_out(Lowp lp, float x) {
     return lp == Lowp::BF16 ? round_bf16(x) : lp == Lowp::FP16 ? round_fp16(x) : x;
 }
 
-__device__ inline float4 round_out4(Lowp lp, float4 x) {
-    return make_float4(round_out(lp, x.x), round_out(lp, x.y), round_out(lp, x.z), round_out(lp, x.w));
-}
-
-// x (rows, cols at row stride ld) rounded in place: contiguous (ld == cols)
-// as one flat loop, four at a time where vec (16-byte aligned)
+// x (count) rounded in place (the contiguous case of lowp_round_inplace)
 __global__ void round_flat_kernel(Lowp lp, float *x, size_t count, bool vec) {
-    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (vec) {
-        float4 *x4 = reinterpret_cast<float4 *>(x);
-        for (size_t i = tid; i < count / 4; i += stride) x4[i] = round_out4(lp, x4[i]);
-        done = count / 4 * 4;
-    }
-    for (size_t i = done + tid; i < count; i += stride) x[i] = round_out(lp, x[i]);
+    const auto g = [lp](float v) { return round_out(lp, v); };
+    elementwise(
+        count, vec, [&](size_t i) { store4(x, i, lanes(g, load4(x, i))); }, [&](size_t i) { x[i] = g(x[i]); });
 }
 
 __global__ void round_rows_kernel(Lowp lp, float *x, int rows, int cols, int ld) {
@@ -119,90 +133,61 @@ __global__ void round_rows_kernel(Lowp lp, float *x, int rows, int cols, int ld)
 
 // dinp (+)= rnd(t), elementwise over count; as the CPU's zeroed dinp += rnd(t)
 __global__ void add_rounded_kernel(Lowp lp, float *dinp, const float *t, size_t count, bool acc, bool vec) {
-    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (vec) {
-        float4 *d4 = reinterpret_cast<float4 *>(dinp);
-        const float4 *t4 = reinterpret_cast<const float4 *>(t);
-        for (size_t i = tid; i < count / 4; i += stride) {
-            const float4 r = round_out4(lp, t4[i]);
-            const float4 d = acc ? d4[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            d4[i] = make_float4(d.x + r.x, d.y + r.y, d.z + r.z, d.w + r.w);
-        }
-        done = count / 4 * 4;
-    }
-    for (size_t i = done + tid; i < count; i += stride) dinp[i] = (acc ? dinp[i] : 0.0f) + round_out(lp, t[i]);
+    // (dinp is read only when acc: an overwritten one may be uninitialized)
+    const auto g = [lp](float d, float v) { return d + round_out(lp, v); };
+    elementwise(
+        count, vec,
+        [&](size_t i) {
+            const float4 d = acc ? load4(dinp, i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            store4(dinp, i, lanes(g, d, load4(t, i)));
+        },
+        [&](size_t i) { dinp[i] = g(acc ? dinp[i] : 0.0f, t[i]); });
 }
 
 // dinp = ((0 + rnd(t0)) + rnd(t1)) + rnd(t2), as three zeroed-dinp += rnd(t)
 __global__ void add_rounded3_kernel(Lowp lp, float *dinp, const float *t0, const float *t1, const float *t2,
                                     size_t count, bool vec) {
-    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (vec) {
-        for (size_t i = tid; i < count / 4; i += stride) {
-            const float4 a = round_out4(lp, reinterpret_cast<const float4 *>(t0)[i]);
-            const float4 b = round_out4(lp, reinterpret_cast<const float4 *>(t1)[i]);
-            const float4 c = round_out4(lp, reinterpret_cast<const float4 *>(t2)[i]);
-            reinterpret_cast<float4 *>(dinp)[i] = make_float4(((0.0f + a.x) + b.x) + c.x, ((0.0f + a.y) + b.y) + c.y,
-                                                              ((0.0f + a.z) + b.z) + c.z, ((0.0f + a.w) + b.w) + c.w);
-        }
-        done = count / 4 * 4;
-    }
-    for (size_t i = done + tid; i < count; i += stride)
-        dinp[i] = ((0.0f + round_out(lp, t0[i])) + round_out(lp, t1[i])) + round_out(lp, t2[i]);
+    const auto g = [lp](float a, float b, float c) {
+        return ((0.0f + round_out(lp, a)) + round_out(lp, b)) + round_out(lp, c);
+    };
+    elementwise(
+        count, vec, [&](size_t i) { store4(dinp, i, lanes(g, load4(t0, i), load4(t1, i), load4(t2, i))); },
+        [&](size_t i) { dinp[i] = g(t0[i], t1[i], t2[i]); });
 }
 
 // x = rnd(x) in place, r = F(relu(x)): the CPU's rounded fc1 output, then
 // its relu_forward, then the operand's rounding (exact in bf16, fp16)
 template <class F> __global__ void round_relu_kernel(Lowp lp, float *x, typename F::T *r, size_t count, bool vec) {
-    using T = typename F::T;
     const F f;
-    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (vec) {
-        for (size_t i = tid; i < count / 4; i += stride) {
-            const float4 y = round_out4(lp, reinterpret_cast<const float4 *>(x)[i]);
-            reinterpret_cast<float4 *>(x)[i] = y;
-            Four<T> o;
-            o.v[0] = f(y.x > 0 ? y.x : 0.0f), o.v[1] = f(y.y > 0 ? y.y : 0.0f);
-            o.v[2] = f(y.z > 0 ? y.z : 0.0f), o.v[3] = f(y.w > 0 ? y.w : 0.0f);
-            reinterpret_cast<Four<T> *>(r)[i] = o;
-        }
-        done = count / 4 * 4;
-    }
-    for (size_t i = done + tid; i < count; i += stride) {
-        const float y = round_out(lp, x[i]);
-        x[i] = y;
-        r[i] = f(y > 0 ? y : 0.0f);
-    }
+    const auto rnd = [lp](float v) { return round_out(lp, v); };
+    const auto relu = [](float v) { return v > 0 ? v : 0.0f; };
+    elementwise(
+        count, vec,
+        [&](size_t i) {
+            const float4 y = lanes(rnd, load4(x, i));
+            store4(x, i, y);
+            convert4(f, r, i, lanes(relu, y));
+        },
+        [&](size_t i) {
+            const float y = rnd(x[i]);
+            x[i] = y;
+            r[i] = f(relu(y));
+        });
 }
 
 // d = F(x > 0 ? 0 + (0 + rnd(t)) : 0): the CPU's zeroed dfch_relu += rnd(t),
 // its zeroed dfch += dfch_relu where fch > 0, then the operand's rounding
-__device__ inline float relu_grad(Lowp lp, float t, float x) {
-    const float g = 0.0f + round_out(lp, t);
-    return x > 0 ? 0.0f + g : 0.0f;
-}
-
 template <class F>
 __global__ void relu_backward_lowp_kernel(Lowp lp, typename F::T *d, const float *t, const float *x, size_t count,
                                           bool vec) {
-    using T = typename F::T;
     const F f;
-    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (vec) {
-        for (size_t i = tid; i < count / 4; i += stride) {
-            const float4 g = reinterpret_cast<const float4 *>(t)[i], y = reinterpret_cast<const float4 *>(x)[i];
-            Four<T> o;
-            o.v[0] = f(relu_grad(lp, g.x, y.x)), o.v[1] = f(relu_grad(lp, g.y, y.y));
-            o.v[2] = f(relu_grad(lp, g.z, y.z)), o.v[3] = f(relu_grad(lp, g.w, y.w));
-            reinterpret_cast<Four<T> *>(d)[i] = o;
-        }
-        done = count / 4 * 4;
-    }
-    for (size_t i = done + tid; i < count; i += stride) d[i] = f(relu_grad(lp, t[i], x[i]));
+    const auto g = [lp](float v, float y) {
+        const float dr = 0.0f + round_out(lp, v);
+        return y > 0 ? 0.0f + dr : 0.0f;
+    };
+    elementwise(
+        count, vec, [&](size_t i) { convert4(f, d, i, lanes(g, load4(t, i), load4(x, i))); },
+        [&](size_t i) { d[i] = f(g(t[i], x[i])); });
 }
 
 // fn(F{}) for lp's conversion functor F
