@@ -1240,21 +1240,31 @@ __global__ void old_encoder_backward_kernel(real *dwte, real *dwpe, const real *
     else if (is_wpe) dwpe[i - nwte] = s;
 }
 
-// Mean GPU time of one call of f, in microseconds (3 warm-up calls, then 20 timed).
-template <typename F> static double time_us(F f) {
+// Two CUDA events, destroyed with the object (also when a check throws).
+struct EventPair {
+    cudaEvent_t a = nullptr, b = nullptr;
+    EventPair() {
+        CUDA_CHECK(cudaEventCreate(&a));
+        CUDA_CHECK(cudaEventCreate(&b));
+    }
+    EventPair(const EventPair &) = delete;
+    EventPair &operator=(const EventPair &) = delete;
+    ~EventPair() {
+        cudaEventDestroy(a);
+        cudaEventDestroy(b);
+    }
+};
+
+// Mean GPU time of one call of f, in microseconds (3 warm-up calls, then reps timed).
+template <typename F> static double time_us(F f, int reps = 20) {
     for (int i = 0; i < 3; i++) f();
-    cudaEvent_t e0, e1;
-    CUDA_CHECK(cudaEventCreate(&e0));
-    CUDA_CHECK(cudaEventCreate(&e1));
-    const int reps = 20;
-    CUDA_CHECK(cudaEventRecord(e0, ST));
+    EventPair ev;
+    CUDA_CHECK(cudaEventRecord(ev.a, ST));
     for (int i = 0; i < reps; i++) f();
-    CUDA_CHECK(cudaEventRecord(e1, ST));
-    CUDA_CHECK(cudaEventSynchronize(e1));
+    CUDA_CHECK(cudaEventRecord(ev.b, ST));
+    CUDA_CHECK(cudaEventSynchronize(ev.b));
     float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    CUDA_CHECK(cudaEventDestroy(e0));
-    CUDA_CHECK(cudaEventDestroy(e1));
+    CUDA_CHECK(cudaEventElapsedTime(&ms, ev.a, ev.b));
     return 1e3 * ms / reps;
 }
 
@@ -1954,30 +1964,6 @@ static void fp16_overflow(Rng &r) {
 // CUDA events over `iters` calls after 3 warm-up calls; the tiled results
 // are checked against the rows ones first. Exits 1 if they disagree.
 
-struct AttnEvents {
-    cudaEvent_t a = nullptr, b = nullptr;
-    AttnEvents() {
-        CUDA_CHECK(cudaEventCreate(&a));
-        CUDA_CHECK(cudaEventCreate(&b));
-    }
-    AttnEvents(const AttnEvents &) = delete;
-    AttnEvents &operator=(const AttnEvents &) = delete;
-    ~AttnEvents() {
-        cudaEventDestroy(a);
-        cudaEventDestroy(b);
-    }
-    // microseconds per call of f over iters calls
-    template <typename F> double time(int iters, F f) {
-        for (int i = 0; i < 3; i++) f();
-        CUDA_CHECK(cudaEventRecord(a, ST));
-        for (int i = 0; i < iters; i++) f();
-        CUDA_CHECK(cudaEventRecord(b, ST));
-        CUDA_CHECK(cudaEventSynchronize(b));
-        float ms = 0;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-        return 1000.0 * ms / iters;
-    }
-};
 
 template <typename real> static void attn_bench_one(const char *name, int B, int T, int NH, int NKV, int HS, int iters,
                                                     Rng &r) {
@@ -1988,7 +1974,6 @@ template <typename real> static void attn_bench_one(const char *name, int B, int
     DevBuf<real> qkv(randn<real>(r, (size_t)N * QKV)), dout(randn<real>(r, (size_t)N * C));
     DevBuf<real> out((size_t)N * C), att(natt), dpre(natt), dqkv((size_t)N * QKV);
     const real *q = qkv.p, *k = qkv.p + C, *v = qkv.p + C + KV;
-    AttnEvents ev;
     const AttnPath fp = attention_forward_path<real>(T, HS), bp = attention_backward_path<real>(T, HS);
     double us[2][2] = {{0, 0}, {0, 0}};   // [rows, tiled][forward, backward]
     std::vector<real> ref[3];   // the rows kernels' out, att and dq|dk|dv
@@ -1996,9 +1981,8 @@ template <typename real> static void attn_bench_one(const char *name, int B, int
         const AttnPath p = pi ? AttnPath::Tiled : AttnPath::Rows;
         const bool fwd_ok = !pi || fp == AttnPath::Tiled, bwd_ok = !pi || bp == AttnPath::Tiled;
         if (fwd_ok) {
-            us[pi][0] = ev.time(iters, [&] {
-                attention_forward(ST, out.p, att.p, q, QKV, k, v, QKV, d_n.p, B, T, NH, NKV, HS, p);
-            });
+            us[pi][0] = time_us(
+                [&] { attention_forward(ST, out.p, att.p, q, QKV, k, v, QKV, d_n.p, B, T, NH, NKV, HS, p); }, iters);
             const std::vector<real> o = out.down(), a = att.down();
             if (!pi) {
                 ref[0] = o;
@@ -2011,10 +1995,12 @@ template <typename real> static void attn_bench_one(const char *name, int B, int
         // the backward's att: the rows forward's, for both paths
         attention_forward(ST, out.p, att.p, q, QKV, k, v, QKV, d_n.p, B, T, NH, NKV, HS, AttnPath::Rows);
         if (bwd_ok) {
-            us[pi][1] = ev.time(iters, [&] {
-                attention_backward(ST, dqkv.p, QKV, dqkv.p + C, dqkv.p + C + KV, QKV, dpre.p, dout.p, att.p, q, QKV,
-                                   k, v, QKV, d_n.p, B, T, NH, NKV, HS, false, p);
-            });
+            us[pi][1] = time_us(
+                [&] {
+                    attention_backward(ST, dqkv.p, QKV, dqkv.p + C, dqkv.p + C + KV, QKV, dpre.p, dout.p, att.p, q,
+                                       QKV, k, v, QKV, d_n.p, B, T, NH, NKV, HS, false, p);
+                },
+                iters);
             const std::vector<real> g = dqkv.down();
             if (!pi) ref[2] = g;
             else check("bench: attention_backward tiled vs rows", "dq|dk|dv", s, g, ref[2]);
