@@ -121,6 +121,18 @@ __device__ void mm_bwd_w(real *G, const real *dout, int ldd, const real *in, int
     }
 }
 
+// The backward of out = in W^T (in (n,IC), W (OC,IC), out (n,OC)), then the
+// block's barrier: dinp = dout W and G += dout^T in. RELU_IN: in is relu's
+// input (fc2's: fch), so the weight gradient reads relu(in) and dinp is
+// gated by in > 0.
+template <bool RELU_IN, typename real>
+__device__ void mm_bwd(real *dinp, int ldn, real *G, const real *dout, int ldd, const real *W, int ldw,
+                       const real *in, int ldi, int n, int IC, int OC) {
+    mm_bwd_inp(dinp, ldn, dout, ldd, W, ldw, n, IC, OC, RELU_IN ? in : (const real *)nullptr, RELU_IN ? ldi : 0);
+    mm_bwd_w<RELU_IN>(G, dout, ldd, in, ldi, n, IC, OC);
+    __syncthreads();
+}
+
 // out = inp * rstd per row, rstd = (mean(inp^2) + eps)^-0.5; one warp a row.
 template <typename real> __device__ void rms_fwd(real *out, real *rstd, const real *inp, int ld, int n, int C) {
     const int lane = threadIdx.x % 32;
@@ -304,30 +316,22 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     // backward
     real *dx = sm + s.dx, *dh = sm + s.dh, *dln = sm + s.dln, *dqkv = sm + s.dqkv, *datty = sm + s.datty,
          *dpre = sm + s.dpre;
-    mm_bwd_inp(dx, ldC, lg, ldV, sm + s.w_lm, ldC, n, C, V, (const real *)nullptr, 0);
-    mm_bwd_w<false>(G + m.lm_head, lg, ldV, x, ldC, n, C, V);
-    __syncthreads();
+    mm_bwd<false>(dx, ldC, G + m.lm_head, lg, ldV, sm + s.w_lm, ldC, x, ldC, n, C, V);
     PHASE(lm_head_bwd);
     for (int l = m.L - 1; l >= 0; l--) {
         const real *x_in = l ? sm + s.res3[l - 1] : x0;
         const real *ln1 = sm + s.ln1[l], *qkv = sm + s.qkv[l], *att = sm + s.att[l], *atty = sm + s.atty[l];
         const real *res2 = sm + s.res2[l], *ln2 = sm + s.ln2[l], *fch = sm + s.fch[l];
         // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2; dx is d res3
-        mm_bwd_inp(dh, ldH, dx, ldC, sm + s.w_fc2[l], ldH, n, H, C, fch, ldH);
-        mm_bwd_w<true>(G + m.fc2[l], dx, ldC, fch, ldH, n, H, C);
-        __syncthreads();
+        mm_bwd<true>(dh, ldH, G + m.fc2[l], dx, ldC, sm + s.w_fc2[l], ldH, fch, ldH, n, H, C);
         PHASE(fc2_bwd);
-        mm_bwd_inp(dln, ldC, dh, ldH, sm + s.w_fc1[l], ldC, n, C, H, (const real *)nullptr, 0);
-        mm_bwd_w<false>(G + m.fc1[l], dh, ldH, ln2, ldC, n, C, H);
-        __syncthreads();
+        mm_bwd<false>(dln, ldC, G + m.fc1[l], dh, ldH, sm + s.w_fc1[l], ldC, ln2, ldC, n, C, H);
         PHASE(fc1_bwd);
         rms_bwd(dx, dln, res2, sm + s.r2[l], ldC, n, C, true);   // dx: d res2
         __syncthreads();
         PHASE(rms_bwd);
         // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
-        mm_bwd_inp(datty, ldC, dx, ldC, sm + s.w_wo[l], ldC, n, C, C, (const real *)nullptr, 0);
-        mm_bwd_w<false>(G + m.wo[l], dx, ldC, atty, ldC, n, C, C);
-        __syncthreads();
+        mm_bwd<false>(datty, ldC, G + m.wo[l], dx, ldC, sm + s.w_wo[l], ldC, atty, ldC, n, C, C);
         PHASE(wo_bwd);
         FOR_BLOCK(idx, NH * n * n) {   // datt[h,t,u] = datty[t,h] . v[u]
             const int h = idx / (n * n), r = idx - h * n * n, t = r / n, u = r - t * n;
@@ -368,9 +372,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         }
         __syncthreads();
         PHASE(dqkv);
-        mm_bwd_inp(dln, ldC, dqkv, ldQ, sm + s.w_qkv[l], ldC, n, C, Q, (const real *)nullptr, 0);
-        mm_bwd_w<false>(G + m.wq[l], dqkv, ldQ, ln1, ldC, n, C, Q);
-        __syncthreads();
+        mm_bwd<false>(dln, ldC, G + m.wq[l], dqkv, ldQ, sm + s.w_qkv[l], ldC, ln1, ldC, n, C, Q);
         PHASE(qkv_bwd);
         rms_bwd(dx, dln, x_in, sm + s.r1[l], ldC, n, C, true);   // dx: d x_in
         __syncthreads();
