@@ -7,7 +7,8 @@
 // over blocks in block order. Every order is fixed: deterministic.
 //
 // Inside a block every phase is a loop of the block's threads (or warps) over
-// the phase's independent outputs, then __syncthreads(). Shapes (per document):
+// the phase's independent outputs, then END_PHASE (the block's barrier).
+// Shapes (per document):
 // n positions (n <= T <= Tmax), C channels, NH query heads, NKV kv heads, HS
 // head size, KV = NKV*HS, Q = C + 2KV (q | k | v), H = 4C, V vocab.
 #include <cooperative_groups.h>
@@ -58,6 +59,14 @@ __shared__ long long prof_last;
     } while (0)
 #define PHASE_START() PHASE(load)
 #endif
+
+// The end of phase k: the block's barrier (the phases after it read what k
+// wrote), then k's mark in the profile build.
+#define END_PHASE(k)     \
+    do {                 \
+        __syncthreads(); \
+        PHASE(k);        \
+    } while (0)
 
 #define FOR_BLOCK(i, count) for (int i = (int)threadIdx.x; i < (count); i += (int)blockDim.x)
 // each warp a row: lane takes the row's elements lane, lane+32, ...
@@ -121,8 +130,8 @@ __device__ void mm_bwd_w(real *G, const real *dout, int ldd, const real *in, int
     }
 }
 
-// The backward of out = in W^T (in (n,IC), W (OC,IC), out (n,OC)), then the
-// block's barrier: dinp = dout W and G += dout^T in. RELU_IN: in is relu's
+// The backward of out = in W^T (in (n,IC), W (OC,IC), out (n,OC)):
+// dinp = dout W and G += dout^T in. RELU_IN: in is relu's
 // input (fc2's: fch), so the weight gradient reads relu(in) and dinp is
 // gated by in > 0.
 template <bool RELU_IN, typename real>
@@ -130,7 +139,6 @@ __device__ void mm_bwd(real *dinp, int ldn, real *G, const real *dout, int ldd, 
                        const real *in, int ldi, int n, int IC, int OC) {
     mm_bwd_inp(dinp, ldn, dout, ldd, W, ldw, n, IC, OC, RELU_IN ? in : (const real *)nullptr, RELU_IN ? ldi : 0);
     mm_bwd_w<RELU_IN>(G, dout, ldd, in, ldi, n, IC, OC);
-    __syncthreads();
 }
 
 // out = inp * rstd per row, rstd = (mean(inp^2) + eps)^-0.5; one warp a row.
@@ -208,21 +216,17 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         const int t = idx / C, c = idx - t * C;
         enc[t * ldC + c] = sm[s.w_wte + tok[t] * ldC + c] + sm[s.w_wpe + t * ldC + c];
     }
-    __syncthreads();
-    PHASE(embed);
+    END_PHASE(embed);
     rms_fwd(x0, sm + s.r0, enc, ldC, n, C);
-    __syncthreads();
-    PHASE(rms);
+    END_PHASE(rms);
     const real *x = x0;   // the residual stream
     for (int l = 0; l < m.L; l++) {
         real *ln1 = sm + s.ln1[l], *qkv = sm + s.qkv[l], *att = sm + s.att[l], *atty = sm + s.atty[l];
         real *res2 = sm + s.res2[l], *ln2 = sm + s.ln2[l], *fch = sm + s.fch[l], *res3 = sm + s.res3[l];
         rms_fwd(ln1, sm + s.r1[l], x, ldC, n, C);
-        __syncthreads();
-        PHASE(rms);
+        END_PHASE(rms);
         mm_fwd<false>(qkv, ldQ, ln1, ldC, sm + s.w_qkv[l], ldC, n, C, Q, (const real *)nullptr, 0);   // (n,Q)
-        __syncthreads();
-        PHASE(qkv);
+        END_PHASE(qkv);
         // scores att[h,t,u] = q[t,h] . k[u,h/group] * scale, u <= t     (NH,n,n)
         FOR_BLOCK(idx, NH * n * n) {
             const int h = idx / (n * n), r = idx - h * n * n, t = r / n, u = r - t * n;
@@ -230,8 +234,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             const real *qt = qkv + t * ldQ + h * HS, *ku = qkv + u * ldQ + C + (h / group) * HS;
             att[(h * Tm + t) * Tm + u] = dot<false>(qt, 1, ku, 1, HS) * scale;
         }
-        __syncthreads();
-        PHASE(scores);
+        END_PHASE(scores);
         FOR_WARP_ROW(row, NH * n) {   // softmax of each row over u <= t
             const int h = row / n, t = row - h * n;
             real *ar = att + (h * Tm + t) * Tm;
@@ -246,27 +249,21 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             const real inv = (real)1 / warp_sum(sum);
             for (int u = lane; u <= t; u += 32) ar[u] *= inv;
         }
-        __syncthreads();
-        PHASE(softmax);
+        END_PHASE(softmax);
         FOR_BLOCK(idx, n * C) {   // atty[t,c] = sum_u att[h,t,u] v[u, kv channel of c]   (n,C)
             const int t = idx / C, c = idx - t * C, h = c / HS, j = c - h * HS;
             const real *ar = att + (h * Tm + t) * Tm, *v = qkv + C + KV + (h / group) * HS + j;
             atty[t * ldC + c] = dot<false>(ar, 1, v, ldQ, t + 1);
         }
-        __syncthreads();
-        PHASE(att_v);
+        END_PHASE(att_v);
         mm_fwd<false>(res2, ldC, atty, ldC, sm + s.w_wo[l], ldC, n, C, C, x, ldC);   // wo + residual
-        __syncthreads();
-        PHASE(wo);
+        END_PHASE(wo);
         rms_fwd(ln2, sm + s.r2[l], res2, ldC, n, C);
-        __syncthreads();
-        PHASE(rms);
+        END_PHASE(rms);
         mm_fwd<false>(fch, ldH, ln2, ldC, sm + s.w_fc1[l], ldC, n, C, H, (const real *)nullptr, 0);   // (n,H)
-        __syncthreads();
-        PHASE(fc1);
+        END_PHASE(fc1);
         mm_fwd<true>(res3, ldC, fch, ldH, sm + s.w_fc2[l], ldH, n, H, C, res2, ldC);   // fc2(relu) + residual
-        __syncthreads();
-        PHASE(fc2);
+        END_PHASE(fc2);
         if (last) {
             real *fo = a.fch[l] + (size_t)b * T * H;
             FOR_BLOCK(idx, T * H) {   // 0 at padding: every byte the host reads back is written
@@ -278,16 +275,14 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     }
     real *lg = sm + s.logits;
     mm_fwd<false>(lg, ldV, x, ldC, sm + s.w_lm, ldC, n, C, V, (const real *)nullptr, 0);   // (n,V)
-    __syncthreads();
-    PHASE(lm_head);
+    END_PHASE(lm_head);
     if (last) {
         real *lo = a.logits + (size_t)b * T * V;
         FOR_BLOCK(idx, T * V) {
             const int t = idx / V, o = idx - t * V;
             lo[(size_t)t * V + o] = t < n ? lg[t * ldV + o] : (real)0;
         }
-        __syncthreads();   // the loss overwrites the logits with their gradient
-        PHASE(out);
+        END_PHASE(out);   // the loss overwrites the logits with their gradient
     }
     // cross-entropy per position; the logits become dlogits = (p - onehot) w
     const real w = (real)1 / ((real)n * (real)in.B);
@@ -310,37 +305,34 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         if (lane == 0) losses[(size_t)b * T + t] = r_log(sum) - (lt - mx);
     }
     for (int t = n + (int)threadIdx.x; t < T; t += (int)blockDim.x) losses[(size_t)b * T + t] = 0;   // padding
-    __syncthreads();
-    PHASE(loss);
+    END_PHASE(loss);
 
     // backward
     real *dx = sm + s.dx, *dh = sm + s.dh, *dln = sm + s.dln, *dqkv = sm + s.dqkv, *datty = sm + s.datty,
          *dpre = sm + s.dpre;
     mm_bwd<false>(dx, ldC, G + m.lm_head, lg, ldV, sm + s.w_lm, ldC, x, ldC, n, C, V);
-    PHASE(lm_head_bwd);
+    END_PHASE(lm_head_bwd);
     for (int l = m.L - 1; l >= 0; l--) {
         const real *x_in = l ? sm + s.res3[l - 1] : x0;
         const real *ln1 = sm + s.ln1[l], *qkv = sm + s.qkv[l], *att = sm + s.att[l], *atty = sm + s.atty[l];
         const real *res2 = sm + s.res2[l], *ln2 = sm + s.ln2[l], *fch = sm + s.fch[l];
         // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2; dx is d res3
         mm_bwd<true>(dh, ldH, G + m.fc2[l], dx, ldC, sm + s.w_fc2[l], ldH, fch, ldH, n, H, C);
-        PHASE(fc2_bwd);
+        END_PHASE(fc2_bwd);
         mm_bwd<false>(dln, ldC, G + m.fc1[l], dh, ldH, sm + s.w_fc1[l], ldC, ln2, ldC, n, C, H);
-        PHASE(fc1_bwd);
+        END_PHASE(fc1_bwd);
         rms_bwd(dx, dln, res2, sm + s.r2[l], ldC, n, C, true);   // dx: d res2
-        __syncthreads();
-        PHASE(rms_bwd);
+        END_PHASE(rms_bwd);
         // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
         mm_bwd<false>(datty, ldC, G + m.wo[l], dx, ldC, sm + s.w_wo[l], ldC, atty, ldC, n, C, C);
-        PHASE(wo_bwd);
+        END_PHASE(wo_bwd);
         FOR_BLOCK(idx, NH * n * n) {   // datt[h,t,u] = datty[t,h] . v[u]
             const int h = idx / (n * n), r = idx - h * n * n, t = r / n, u = r - t * n;
             if (u > t) continue;
             const real *d = datty + t * ldC + h * HS, *v = qkv + u * ldQ + C + KV + (h / group) * HS;
             dpre[(h * Tm + t) * Tm + u] = dot<false>(d, 1, v, 1, HS);
         }
-        __syncthreads();
-        PHASE(datt);
+        END_PHASE(datt);
         FOR_WARP_ROW(row, NH * n) {   // softmax backward: dpre = att (datt - sum att datt) scale
             const int h = row / n, t = row - h * n;
             const real *ar = att + (h * Tm + t) * Tm;
@@ -350,8 +342,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             wsum = warp_sum(wsum);
             for (int u = lane; u <= t; u += 32) dr[u] = ar[u] * (dr[u] - wsum) * scale;
         }
-        __syncthreads();
-        PHASE(softmax_bwd);
+        END_PHASE(softmax_bwd);
         FOR_BLOCK(idx, n * Q) {   // dq | dk | dv                             (n,Q)
             const int t = idx / Q, c = idx - t * Q;
             real g = 0;
@@ -370,26 +361,22 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             }
             dqkv[t * ldQ + c] = g;
         }
-        __syncthreads();
-        PHASE(dqkv);
+        END_PHASE(dqkv);
         mm_bwd<false>(dln, ldC, G + m.wq[l], dqkv, ldQ, sm + s.w_qkv[l], ldC, ln1, ldC, n, C, Q);
-        PHASE(qkv_bwd);
+        END_PHASE(qkv_bwd);
         rms_bwd(dx, dln, x_in, sm + s.r1[l], ldC, n, C, true);   // dx: d x_in
-        __syncthreads();
-        PHASE(rms_bwd);
+        END_PHASE(rms_bwd);
     }
     // x0 = rmsnorm(enc): d enc into dln, then into the embedding rows
     rms_bwd(dln, dx, enc, sm + s.r0, ldC, n, C, false);
-    __syncthreads();
-    PHASE(rms_bwd);
+    END_PHASE(rms_bwd);
     FOR_BLOCK(c, C) {   // one thread a channel, positions in order: repeated tokens add in order
         for (int t = 0; t < n; t++) {
             G[m.wte + (size_t)tok[t] * C + c] += dln[t * ldC + c];
             G[m.wpe + (size_t)t * C + c] += dln[t * ldC + c];
         }
     }
-    __syncthreads();
-    PHASE(embed_bwd);
+    END_PHASE(embed_bwd);
 }
 
 // Where flat parameter i sits in shared memory. The table covers [0, P) in
@@ -455,8 +442,7 @@ __global__ void __launch_bounds__(FUSED_THREADS, MINB) fused_train_kernel(const 
             const real lr = (real)in.sc->lr, rc1 = (real)in.sc->c1, rc2 = (real)in.sc->c2;
             for (size_t i = threadIdx.x; i < P; i += blockDim.x)
                 adam_one(sm[smem_of(s, i)], G[i], M[i], Vm[i], lr, rc1, rc2, b1, b2, ep);
-            __syncthreads();
-            PHASE(reduce_adam);
+            END_PHASE(reduce_adam);
         }
         copy_weights(s, sm, a.params, P, true);
         for (size_t i = threadIdx.x; i < P; i += blockDim.x)
@@ -471,8 +457,7 @@ __global__ void __launch_bounds__(FUSED_THREADS, MINB) fused_train_kernel(const 
         PHASE_START();
         copy_weights(s, sm, a.params, P, false);
         for (size_t i = threadIdx.x; i < P; i += blockDim.x) G[i] = 0;
-        __syncthreads();
-        PHASE(load);
+        END_PHASE(load);
         real *losses = a.losses + (size_t)st * a.loss_stride;
         for (int b = blockIdx.x; b < in.B; b += gridDim.x) train_document(a, sm, in, b, losses, st == a.nsteps - 1);
         real *part = a.partials + (size_t)blockIdx.x * P;
