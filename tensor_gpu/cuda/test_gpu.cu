@@ -1964,7 +1964,6 @@ static void fp16_overflow(Rng &r) {
 // CUDA events over `iters` calls after 3 warm-up calls; the tiled results
 // are checked against the rows ones first. Exits 1 if they disagree.
 
-
 template <typename real> static void attn_bench_one(const char *name, int B, int T, int NH, int NKV, int HS, int iters,
                                                     Rng &r) {
     const int C = NH * HS, KV = NKV * HS, QKV = C + 2 * KV, N = B * T;
