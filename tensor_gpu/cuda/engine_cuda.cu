@@ -799,13 +799,13 @@ template <typename real> void ImplT<real>::forward_mixed(const Acts<real> &a, in
         cudaStream_t st = stream_;
         const Lowp lp = mx_.lp;
         lowp_convert_flat(st, lp, wlp_, params_, P_);
-        encoder_rmsnorm_forward(st, a.enc, a.x0, a.rstd0, L_ ? a.layer[0].ln1 : nullptr,
-                                L_ ? a.layer[0].ln1_rstd : nullptr, tok, n, P.wte, P.wpe, B, T, C);
+        encoder_rmsnorm_forward(st, a.enc, a.x0, a.rstd0, (float *)nullptr, (float *)nullptr, tok, n, P.wte, P.wpe,
+                                B, T, C);
+        if (L_) lowp_residual_rmsnorm(st, lp, nullptr, a.layer[0].ln1_lp, a.layer[0].ln1_rstd, nullptr, a.x0, N, C, true);
         const float *x = a.x0;   // the residual stream
         for (int l = 0; l < L_; l++) {
             const LayerActs<real> &la = a.layer[l];
             float *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
-            lowp_convert(st, lp, la.ln1_lp, la.ln1, N, C, C);
             if (qkv_fused_[l]) {
                 mixed_gemm_forward(mx_, la.qkv, QKV_, la.ln1_lp, wlp(P.wq[l]), N, C, QKV_, true);
             } else {
@@ -815,20 +815,20 @@ template <typename real> void ImplT<real>::forward_mixed(const Acts<real> &a, in
             }
             attention_forward(st, la.atty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_, NKV_, HS_);
             lowp_convert(st, lp, la.atty_lp, la.atty, N, C, C);
-            mixed_gemm_forward(mx_, la.attproj, C, la.atty_lp, wlp(P.wo[l]), N, C, C, true);
-            residual_rmsnorm_forward(st, la.res2, la.ln2, la.ln2_rstd, la.attproj, x, N, C);
-            lowp_convert(st, lp, la.ln2_lp, la.ln2, N, C, C);
+            // attproj and fcproj are rounded where the residual adds them
+            mixed_gemm_forward(mx_, la.attproj, C, la.atty_lp, wlp(P.wo[l]), N, C, C, false);
+            lowp_residual_rmsnorm(st, lp, la.res2, la.ln2_lp, la.ln2_rstd, la.attproj, x, N, C, true);
             mixed_gemm_forward(mx_, la.fch, 4 * C, la.ln2_lp, wlp(P.fc1[l]), N, C, 4 * C, false);
             lowp_round_relu(st, lp, la.fch, la.fchr_lp, (size_t)N * 4 * C);   // fch rounded, relu, fc2's operand
-            mixed_gemm_forward(mx_, la.fcproj, C, la.fchr_lp, wlp(P.fc2[l]), N, 4 * C, C, true);
+            mixed_gemm_forward(mx_, la.fcproj, C, la.fchr_lp, wlp(P.fc2[l]), N, 4 * C, C, false);
             if (l + 1 < L_)
-                residual_rmsnorm_forward(st, la.res3, a.layer[l + 1].ln1, a.layer[l + 1].ln1_rstd, la.fcproj,
-                                         la.res2, N, C);
-            else
-                residual_forward(st, la.res3, la.fcproj, la.res2, (size_t)N * C);
+                lowp_residual_rmsnorm(st, lp, la.res3, a.layer[l + 1].ln1_lp, a.layer[l + 1].ln1_rstd, la.fcproj,
+                                      la.res2, N, C, true);
+            else   // the head's operand: the residual stream itself
+                lowp_residual_rmsnorm(st, lp, la.res3, a.xl_lp, nullptr, la.fcproj, la.res2, N, C, false);
             x = la.res3;
         }
-        lowp_convert(st, lp, a.xl_lp, x, N, C, C);
+        if (!L_) lowp_convert(st, lp, a.xl_lp, x, N, C, C);
         mixed_gemm_forward(mx_, a.logits, V_, a.xl_lp, wlp(P.lm_head), N, C, V_, true);
     }
 }
@@ -871,24 +871,24 @@ template <typename real> void ImplT<real>::backward_mixed(int B, int T) {
         lowp_convert(st, lp, d, a.dlogits, N, V_, V_);
         side(D_HEAD, [&] { mixed_gemm_dw(mx_side_, G.lm_head, false, d, V_, a.xl_lp, N, C, V_); });
         mixed_gemm_dinp(mx_, t, d, V_, wlp(P.lm_head), N, C, V_);
-        lowp_add_rounded(st, lp, a.dx, t, NC, false);
+        // dx, and the last layer's fc2 output gradient rounded (each later
+        // one comes out of the rmsnorm backward that finishes dx)
+        void *d2 = L_ ? out_grad(D_FC2) : nullptr;
+        if (L_) lowp_add_rounded_convert(st, lp, a.dx, d2, t, NC);
+        else lowp_add_rounded(st, lp, a.dx, t, NC, false);
         for (int l = L_ - 1; l >= 0; l--) {
             const LayerActs<real> &la = a.layer[l];
             const float *x_in = l ? a.layer[l - 1].res3 : a.x0;
             // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2
-            void *d2 = out_grad(D_FC2);
-            lowp_convert(st, lp, d2, a.dx, N, C, C);
             side(D_FC2, [&] { mixed_gemm_dw(mx_side_, G.fc2[l], false, d2, C, la.fchr_lp, N, 4 * C, C); });
             mixed_gemm_dinp(mx_, t, d2, C, wlp(P.fc2[l]), N, 4 * C, C);
             void *d1 = out_grad(D_FC1);
-            lowp_relu_backward(st, lp, d1, t, la.fch, (size_t)N * 4 * C);
+            lowp_relu_backward(st, lp, d1, t, lp == Lowp::TF32 ? (const void *)la.fch : la.fchr_lp, (size_t)N * 4 * C);
             side(D_FC1, [&] { mixed_gemm_dw(mx_side_, G.fc1[l], false, d1, 4 * C, la.ln2_lp, N, C, 4 * C); });
             mixed_gemm_dinp(mx_, t, d1, 4 * C, wlp(P.fc1[l]), N, C, 4 * C);
-            lowp_add_rounded(st, lp, a.dln, t, NC, false);
-            rmsnorm_backward(st, a.dx, a.dln, la.res2, la.ln2_rstd, N, C, true);
-            // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
             void *dw = out_grad(D_WO);
-            lowp_convert(st, lp, dw, a.dx, N, C, C);
+            lowp_rmsnorm_backward(st, lp, a.dx, dw, t, nullptr, nullptr, la.res2, la.ln2_rstd, N, C);
+            // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
             side(D_WO, [&] { mixed_gemm_dw(mx_side_, G.wo[l], false, dw, C, la.atty_lp, N, C, C); });
             mixed_gemm_dinp(mx_, t, dw, C, wlp(P.wo[l]), N, C, C);
             lowp_add_rounded(st, lp, a.datty, t, NC, false);
@@ -911,8 +911,8 @@ template <typename real> void ImplT<real>::backward_mixed(int B, int T) {
             mixed_gemm_dinp(mx_, t, dqkv, QKV_, wlp(P.wq[l]), N, C, C);
             mixed_gemm_dinp(mx_, t + NC, dk_lp, QKV_, wlp(P.wk[l]), N, C, KV_);
             mixed_gemm_dinp(mx_, t + 2 * NC, dv_lp, QKV_, wlp(P.wv[l]), N, C, KV_);
-            lowp_add_rounded3(st, lp, a.dln, t, t + NC, t + 2 * NC, NC);
-            rmsnorm_backward(st, a.dx, a.dln, x_in, la.ln1_rstd, N, C, true);
+            d2 = l ? out_grad(D_FC2) : nullptr;   // the layer below's
+            lowp_rmsnorm_backward(st, lp, a.dx, d2, t, t + NC, t + 2 * NC, x_in, la.ln1_rstd, N, C);
         }
         // x0 = rmsnorm(wte[tok] + wpe[t])
         rmsnorm_backward(st, a.dln, a.dx, a.enc, a.rstd0, N, C, false);

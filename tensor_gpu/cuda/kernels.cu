@@ -15,10 +15,7 @@
 
 #include "tensor_gpu/cuda/cuda_check.cuh"
 #include "tensor_gpu/cuda/device_util.cuh"
-
-extern "C" {
-#include "tensor_gpu/layers.h"   // RMSNORM_EPS
-}
+#include "tensor_gpu/cuda/rmsnorm_rows.cuh"
 
 namespace mgpt {
 
@@ -93,20 +90,6 @@ void *host_malloc_pinned(size_t bytes, const char *what, const char *file, int l
                            cudaGetErrorString(e)));
 }
 
-// rmsnorm of one row by one warp: out = x * s, s = 1/sqrt(mean(x^2) + eps),
-// as the reference writes it. Each lane touches only its own channels
-// (c = lane + 32k), so x may be what this lane just wrote.
-template <typename real>
-__device__ __forceinline__ void warp_rmsnorm(const real *x, real *out, real *rstd, int C, int lane) {
-    real ss = 0;
-    for (int c = lane; c < C; c += WARP) ss += x[c] * x[c];
-    ss = warp_sum(ss);
-    const real ms = ss * ((real)1 / (real)C);
-    const real s = (real)1 / r_sqrt(ms + (real)RMSNORM_EPS);
-    for (int c = lane; c < C; c += WARP) out[c] = x[c] * s;
-    if (lane == 0) *rstd = s;
-}
-
 // ---------------------------------------------------------------------------
 // encoder
 
@@ -127,8 +110,9 @@ __global__ void encoder_rmsnorm_kernel(real *enc, real *x0, real *rstd0, real *l
         for (int c = lane; c < C; c += WARP) e[c] = we[c] + wp[c];
     }
     if (!x0) return;
-    warp_rmsnorm(e, x0 + row * C, rstd0 + row, C, lane);
-    if (ln) warp_rmsnorm(x0 + row * C, ln + row * C, ln_rstd + row, C, lane);
+    real *x = x0 + row * C, *o = ln ? ln + row * C : nullptr;
+    warp_rmsnorm(e, [=](int c, real y) { x[c] = y; }, rstd0 + row, C, lane);
+    if (ln) warp_rmsnorm(x, [=](int c, real y) { o[c] = y; }, ln_rstd + row, C, lane);
 }
 
 template <typename real>
@@ -221,7 +205,8 @@ __global__ void residual_rmsnorm_kernel(real *res, real *out, real *rstd, const 
         for (int c = lane; c < C; c += WARP) r[c] = x[c] + y[c];
         x = r;
     }
-    warp_rmsnorm(x, out + row * C, rstd + row, C, lane);
+    real *o = out + row * C;
+    warp_rmsnorm(x, [=](int c, real y) { o[c] = y; }, rstd + row, C, lane);
 }
 
 template <typename real>
@@ -247,15 +232,9 @@ __global__ void rmsnorm_backward_kernel(real *dinp, const real *dout, const real
     if (row >= (size_t)N) return;
     const real *x = inp + row * C, *dy = dout + row * C;
     real *dx = dinp + row * C;
-    const real s = rstd[row];
-    real dot = 0;
-    for (int c = lane; c < C; c += WARP) dot += dy[c] * x[c];
-    dot = warp_sum(dot);
-    const real k = s * s * s * dot / (real)C;
-    for (int c = lane; c < C; c += WARP) {
-        const real g = s * dy[c] - k * x[c];
-        dx[c] = acc ? dx[c] + g : g;
-    }
+    warp_rmsnorm_backward(
+        [=](int c) { return dy[c]; }, x, rstd[row],
+        [=](int c, real g) { dx[c] = acc ? dx[c] + g : g; }, C, lane);
 }
 
 template <typename real>

@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 
 #include "tensor_gpu/cuda/cuda_check.cuh"
+#include "tensor_gpu/cuda/rmsnorm_rows.cuh"
 
 #include "tensor_gpu/lowp.h"   // static inline C: the CPU's rounding, __host__ __device__ here
 
@@ -155,39 +156,118 @@ __global__ void add_rounded3_kernel(Lowp lp, float *dinp, const float *t0, const
         [&](size_t i) { dinp[i] = g(t0[i], t1[i], t2[i]); });
 }
 
-// x = rnd(x) in place, r = F(relu(x)): the CPU's rounded fc1 output, then
-// its relu_forward, then the operand's rounding (exact in bf16, fp16)
-template <class F> __global__ void round_relu_kernel(Lowp lp, float *x, typename F::T *r, size_t count, bool vec) {
+// r = F(relu(rnd(x))): the CPU's rounded fc1 output, its relu_forward, then
+// the operand's rounding (exact in bf16, fp16). The rounded output itself
+// is not stored: relu's backward needs only its sign, which r keeps (bf16,
+// fp16: r > 0 exactly where rnd(x) > 0; tf32 rounds nothing, x is it).
+template <class F>
+__global__ void round_relu_kernel(Lowp lp, const float *x, typename F::T *r, size_t count, bool vec) {
     const F f;
-    const auto rnd = [lp](float v) { return round_out(lp, v); };
-    const auto relu = [](float v) { return v > 0 ? v : 0.0f; };
+    const auto g = [lp](float v) {
+        const float y = round_out(lp, v);
+        return y > 0 ? y : 0.0f;
+    };
+    elementwise(
+        count, vec, [&](size_t i) { convert4(f, r, i, lanes(g, load4(x, i))); },
+        [&](size_t i) { r[i] = f(g(x[i])); });
+}
+
+__device__ inline float to_float(float x) { return x; }
+__device__ inline float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ inline float to_float(__half x) { return __half2float(x); }
+
+// d = F(y > 0 ? 0 + (0 + rnd(t)) : 0): the CPU's zeroed dfch_relu += rnd(t),
+// its zeroed dfch += dfch_relu where fch > 0, then the operand's rounding.
+// y: the sign of the stored fch (bf16, fp16: fc2's operand r; tf32: fch).
+template <class F>
+__global__ void relu_backward_lowp_kernel(Lowp lp, typename F::T *d, const float *t, const typename F::T *y,
+                                          size_t count, bool vec) {
+    using T = typename F::T;
+    const F f;
+    const auto g = [lp](float v, float x) {
+        const float dr = 0.0f + round_out(lp, v);
+        return x > 0 ? 0.0f + dr : 0.0f;
+    };
     elementwise(
         count, vec,
         [&](size_t i) {
-            const float4 y = lanes(rnd, load4(x, i));
-            store4(x, i, y);
-            convert4(f, r, i, lanes(relu, y));
+            const Four<T> m = reinterpret_cast<const Four<T> *>(y)[i];
+            const float4 x = make_float4(to_float(m.v[0]), to_float(m.v[1]), to_float(m.v[2]), to_float(m.v[3]));
+            convert4(f, d, i, lanes(g, load4(t, i), x));
         },
-        [&](size_t i) {
-            const float y = rnd(x[i]);
-            x[i] = y;
-            r[i] = f(relu(y));
-        });
+        [&](size_t i) { d[i] = f(g(t[i], to_float(y[i]))); });
 }
 
-// d = F(x > 0 ? 0 + (0 + rnd(t)) : 0): the CPU's zeroed dfch_relu += rnd(t),
-// its zeroed dfch += dfch_relu where fch > 0, then the operand's rounding
+// The recipe's rmsnorm rows (one warp per row, rmsnorm_rows.cuh) with the
+// roundings around them fused in:
+// res = rnd(p) + x (p NULL: res is x, not written); norm: ln = F(rmsnorm(res)),
+// rstd; else ln = F(res).
 template <class F>
-__global__ void relu_backward_lowp_kernel(Lowp lp, typename F::T *d, const float *t, const float *x, size_t count,
-                                          bool vec) {
+__global__ void residual_rmsnorm_lowp_kernel(Lowp lp, float *res, typename F::T *ln, float *rstd, const float *p,
+                                             const float *x, int N, int C, bool norm) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)N) return;
     const F f;
-    const auto g = [lp](float v, float y) {
-        const float dr = 0.0f + round_out(lp, v);
-        return y > 0 ? 0.0f + dr : 0.0f;
+    const float *r = x + row * C;
+    if (p) {
+        float *o = res + row * C;
+        const float *y = p + row * C;
+        for (int c = lane; c < C; c += WARP) o[c] = round_out(lp, y[c]) + r[c];
+        r = o;
+    }
+    typename F::T *o = ln + row * C;
+    if (norm) warp_rmsnorm(r, [=](int c, float v) { o[c] = f(v); }, rstd + row, C, lane);
+    else
+        for (int c = lane; c < C; c += WARP) o[c] = f(r[c]);
+}
+
+// dinp += rmsnorm's backward of dy, dy = 0 + rnd(t0) (t1 NULL) or ((0 +
+// rnd(t0)) + rnd(t1)) + rnd(t2): the CPU's zeroed input gradient += each
+// rounded product, in its order; dlp (unless NULL) = F(dinp).
+template <class F>
+__global__ void rmsnorm_backward_lowp_kernel(Lowp lp, float *dinp, typename F::T *dlp, const float *t0,
+                                             const float *t1, const float *t2, const float *inp, const float *rstd,
+                                             int N, int C) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    const int lane = threadIdx.x % WARP;
+    if (row >= (size_t)N) return;
+    const F f;
+    const size_t o = row * C;
+    float *dx = dinp + o;
+    typename F::T *dl = dlp ? dlp + o : nullptr;
+    const auto dy = [=](int c) {
+        const float d = 0.0f + round_out(lp, t0[o + c]);
+        return t1 ? (d + round_out(lp, t1[o + c])) + round_out(lp, t2[o + c]) : d;
     };
+    warp_rmsnorm_backward(
+        dy, inp + o, rstd[row],
+        [=](int c, float g) {
+            const float v = dx[c] + g;
+            dx[c] = v;
+            if (dl) dl[c] = f(v);
+        },
+        C, lane);
+}
+
+// dinp = 0 + rnd(t), dlp = F(dinp): the head's input gradient and fc2's operand
+template <class F>
+__global__ void add_rounded_convert_kernel(Lowp lp, float *dinp, typename F::T *dlp, const float *t, size_t count,
+                                           bool vec) {
+    const F f;
+    const auto g = [lp](float v) { return 0.0f + round_out(lp, v); };
     elementwise(
-        count, vec, [&](size_t i) { convert4(f, d, i, lanes(g, load4(t, i), load4(x, i))); },
-        [&](size_t i) { d[i] = f(g(t[i], x[i])); });
+        count, vec,
+        [&](size_t i) {
+            const float4 y = lanes(g, load4(t, i));
+            store4(dinp, i, y);
+            convert4(f, dlp, i, y);
+        },
+        [&](size_t i) {
+            const float y = g(t[i]);
+            dinp[i] = y;
+            dlp[i] = f(y);
+        });
 }
 
 // fn(F{}) for lp's conversion functor F
@@ -285,7 +365,7 @@ void lowp_add_rounded3(cudaStream_t st, Lowp lp, float *dinp, const float *t0, c
     KERNEL_CHECK("add_rounded3_kernel");
 }
 
-void lowp_round_relu(cudaStream_t st, Lowp lp, float *x, void *r, size_t count) {
+void lowp_round_relu(cudaStream_t st, Lowp lp, const float *x, void *r, size_t count) {
     with_lowp(lp, [&](auto f) {
         using F = decltype(f);
         typename F::T *o = static_cast<typename F::T *>(r);
@@ -295,13 +375,46 @@ void lowp_round_relu(cudaStream_t st, Lowp lp, float *x, void *r, size_t count) 
     });
 }
 
-void lowp_relu_backward(cudaStream_t st, Lowp lp, void *d, const float *t, const float *x, size_t count) {
+void lowp_relu_backward(cudaStream_t st, Lowp lp, void *d, const float *t, const void *y, size_t count) {
     with_lowp(lp, [&](auto f) {
         using F = decltype(f);
-        typename F::T *o = static_cast<typename F::T *>(d);
+        using T = typename F::T;
+        T *o = static_cast<T *>(d);
+        const T *m = static_cast<const T *>(y);
+        // (Four<T> of bf16 and fp16 is 8 bytes: 16-byte alignment is more than it needs)
         relu_backward_lowp_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(
-            lp, o, t, x, count, aligned16(o) && aligned16(t) && aligned16(x));
+            lp, o, t, m, count, aligned16(o) && aligned16(t) && aligned16(m));
         KERNEL_CHECK("relu_backward_lowp_kernel");
+    });
+}
+
+void lowp_residual_rmsnorm(cudaStream_t st, Lowp lp, float *res, void *ln, float *rstd, const float *p,
+                           const float *x, int N, int C, bool norm) {
+    with_lowp(lp, [&](auto f) {
+        using F = decltype(f);
+        residual_rmsnorm_lowp_kernel<F><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(
+            lp, res, static_cast<typename F::T *>(ln), rstd, p, x, N, C, norm);
+        KERNEL_CHECK("residual_rmsnorm_lowp_kernel");
+    });
+}
+
+void lowp_rmsnorm_backward(cudaStream_t st, Lowp lp, float *dinp, void *dlp, const float *t0, const float *t1,
+                           const float *t2, const float *inp, const float *rstd, int N, int C) {
+    with_lowp(lp, [&](auto f) {
+        using F = decltype(f);
+        rmsnorm_backward_lowp_kernel<F><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(
+            lp, dinp, static_cast<typename F::T *>(dlp), t0, t1, t2, inp, rstd, N, C);
+        KERNEL_CHECK("rmsnorm_backward_lowp_kernel");
+    });
+}
+
+void lowp_add_rounded_convert(cudaStream_t st, Lowp lp, float *dinp, void *dlp, const float *t, size_t count) {
+    with_lowp(lp, [&](auto f) {
+        using F = decltype(f);
+        typename F::T *o = static_cast<typename F::T *>(dlp);
+        add_rounded_convert_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(
+            lp, dinp, o, t, count, aligned16(dinp) && aligned16(o) && aligned16(t));
+        KERNEL_CHECK("add_rounded_convert_kernel");
     });
 }
 

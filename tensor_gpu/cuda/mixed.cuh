@@ -69,11 +69,28 @@ void lowp_add_rounded(cudaStream_t st, Lowp lp, float *dinp, const float *t, siz
 //   q|k|v products' input gradients added in the CPU's order
 void lowp_add_rounded3(cudaStream_t st, Lowp lp, float *dinp, const float *t0, const float *t1, const float *t2,
                        size_t count);
-//   x = rnd_out(x) in place and r = L(relu(x)): fc1's output, fc2's operand
-void lowp_round_relu(cudaStream_t st, Lowp lp, float *x, void *r, size_t count);
-//   d = L(x > 0 ? 0 + (0 + rnd_out(t)) : 0): fc2's input gradient t through
-//   relu's backward (x: fc1's stored output) into fc1's output-gradient operand
-void lowp_relu_backward(cudaStream_t st, Lowp lp, void *d, const float *t, const float *x, size_t count);
+//   r = L(relu(rnd_out(x))): fc1's output x, fc2's operand r (the rounded
+//   output itself is not kept: r has its sign, bf16 and fp16)
+void lowp_round_relu(cudaStream_t st, Lowp lp, const float *x, void *r, size_t count);
+//   d = L(y > 0 ? 0 + (0 + rnd_out(t)) : 0): fc2's input gradient t through
+//   relu's backward into fc1's rounded output gradient. y holds the sign of
+//   fc1's stored output, in L's type: bf16, fp16: fc2's operand r (whose
+//   sign it is); tf32: the fp32 output itself (r may have rounded it to 0)
+void lowp_relu_backward(cudaStream_t st, Lowp lp, void *d, const float *t, const void *y, size_t count);
+//   dinp = 0 + rnd_out(t) and dlp = L(dinp): the head's input gradient and
+//   the next product's output-gradient operand
+void lowp_add_rounded_convert(cudaStream_t st, Lowp lp, float *dinp, void *dlp, const float *t, size_t count);
+// The rmsnorm rows (one warp per row) with the recipe's roundings fused in:
+//   res = rnd_out(p) + x (p NULL: res is x, not written); norm: ln =
+//   L(rmsnorm(res)) and rstd; else ln = L(res). (N, C) contiguous.
+void lowp_residual_rmsnorm(cudaStream_t st, Lowp lp, float *res, void *ln, float *rstd, const float *p,
+                           const float *x, int N, int C, bool norm);
+//   dinp += rmsnorm_backward(dy) with dy = 0 + rnd_out(t0) (t1, t2 NULL) or
+//   ((0 + rnd_out(t0)) + rnd_out(t1)) + rnd_out(t2) (the CPU's zeroed input
+//   gradient += each rounded product), inp the norm's input, rstd its; then
+//   dlp = L(dinp) unless dlp is NULL.
+void lowp_rmsnorm_backward(cudaStream_t st, Lowp lp, float *dinp, void *dlp, const float *t0, const float *t1,
+                           const float *t2, const float *inp, const float *rstd, int N, int C);
 
 // fp16's dynamic loss scaling (as the CPU engine, tensor_gpu/cpu/engine_cpu.c).
 // ls: a device pair {scale, 1/scale} (so that one CUDA graph serves every

@@ -1497,7 +1497,8 @@ static std::vector<float> lowp_values(Lowp lp, const DevBuf<uint16_t> &d16, cons
 }
 
 // The engine's fused recipe kernels (mixed.cuh: lowp_add_rounded(3),
-// lowp_round_relu, lowp_relu_backward, lowp_convert_flat) against the CPU
+// lowp_convert_flat, lowp_round_relu, lowp_relu_backward,
+// lowp_add_rounded_convert) against the CPU
 // engine's sequence of operations written out with lowp.h, bit for bit (a
 // NaN for a NaN), in each L, from an aligned start (four at a time) and one
 // float past it (one at a time), on the rounding inputs (ties, carries,
@@ -1537,31 +1538,139 @@ static void test_lowp_fused(Rng &r) {
                 check("lowp_add_rounded (+=)", hacc[i], c[i] + out(a[i]));
             }
             d16.poison(), d32.poison();
-            lowp_relu_backward(ST, lp, dl, da.p + off, dx.p + off, m);
-            std::vector<float> hl = lowp_values(lp, d16, d32, m);
-            for (size_t i = 0; i < m; i++) {
-                const float g = 0.0f + out(a[i + off]);
-                check("lowp_relu_backward", hl[i], opnd(x[i + off] > 0 ? 0.0f + g : 0.0f));
-            }
-            d16.poison(), d32.poison();
             lowp_convert_flat(ST, lp, dl, da.p + off, m);
-            hl = lowp_values(lp, d16, d32, m);
+            std::vector<float> hl = lowp_values(lp, d16, d32, m);
             for (size_t i = 0; i < m; i++) check("lowp_convert_flat", hl[i], opnd(a[i + off]));
-            d16.poison(), d32.poison();
-            lowp_round_relu(ST, lp, da.p + off, dl, m);   // last: rounds a in place
-            hl = lowp_values(lp, d16, d32, m);
-            const std::vector<float> hx = da.down();
+            // fc1's raw output xr (the rounding inputs: ties, subnormals that
+            // round to 0, NaN, +-0) through round_relu into r, then relu's
+            // backward with the sign from r (bf16, fp16) or xr itself (tf32)
+            std::vector<float> xr(n);
+            for (size_t i = 0; i < n; i++) xr[i] = i % 2 ? b[i] : x[i];
+            DevBuf<float> dxr(xr), d32r(n);
+            DevBuf<uint16_t> d16r(n);
+            void *dr = lp == Lowp::TF32 ? (void *)d32r.p : (void *)d16r.p;
+            d16r.poison(), d32r.poison();
+            lowp_round_relu(ST, lp, dxr.p + off, dr, m);
+            hl = lowp_values(lp, d16r, d32r, m);
+            const std::vector<float> hx = dxr.down();
             for (size_t i = 0; i < m; i++) {
-                const float y = out(a[i + off]);
-                check("lowp_round_relu (x)", hx[i + off], y);
+                const float y = out(xr[i + off]);
                 check("lowp_round_relu (relu operand)", hl[i], opnd(y > 0 ? y : 0.0f));
             }
-            if (off == 1 && !same(hx[0], a[0])) bad++, first = "lowp_round_relu (before the start)";
+            for (size_t i = 0; i < n; i++)
+                if (!same(hx[i], xr[i])) bad++, first = "lowp_round_relu (its input changed)";
+            const void *sign = lp == Lowp::TF32 ? (const void *)(dxr.p + off) : (const void *)((uint16_t *)dr);
+            d16.poison(), d32.poison();
+            lowp_relu_backward(ST, lp, dl, da.p + off, sign, m);
+            hl = lowp_values(lp, d16, d32, m);
+            for (size_t i = 0; i < m; i++) {
+                const float g = 0.0f + out(a[i + off]);
+                check("lowp_relu_backward", hl[i], opnd(out(xr[i + off]) > 0 ? 0.0f + g : 0.0f));
+            }
+            // the head's dx = 0 + rnd(t) and its rounded copy
+            DevBuf<float> dd(n);
+            dd.poison(), d16.poison(), d32.poison();
+            lowp_add_rounded_convert(ST, lp, dd.p + off, dl, da.p + off, m);
+            const std::vector<float> hd = dd.down();
+            hl = lowp_values(lp, d16, d32, m);
+            for (size_t i = 0; i < m; i++) {
+                const float y = 0.0f + out(a[i + off]);
+                check("lowp_add_rounded_convert (dinp)", hd[i + off], y);
+                check("lowp_add_rounded_convert (operand)", hl[i], opnd(y));
+            }
         }
     }
     if (bad) failf("fused rounding kernels: %zu of %zu values differ from lowp.h, the first in %s", bad, checked, first);
-    printf("fused rounding kernels (add_rounded3, add_rounded +=, relu_backward, convert_flat, round_relu; "
+    printf("fused rounding kernels (add_rounded3, add_rounded +=, convert_flat, round_relu, relu_backward, "
+           "add_rounded_convert; "
            "bf16/fp16/tf32, aligned and one float off): %zu values bit-identical to lowp.h: PASS\n", checked);
+}
+
+// The recipe's rmsnorm rows (lowp_residual_rmsnorm, lowp_rmsnorm_backward)
+// against the unfused sequence each replaces, bit for bit: the rounding
+// kernels (tested against lowp.h above) around the fp32 rmsnorm kernels
+// (tested against the CPU reference): with and without the residual, with
+// and without the norm, from one and from three rounded input gradients.
+static void test_lowp_rows(Rng &r) {
+    size_t bad = 0, checked = 0;
+    const char *first = nullptr;
+    auto cmp = [&](const char *what, const std::vector<float> &g, const std::vector<float> &w) {
+        for (size_t i = 0; i < g.size(); i++, checked++)
+            if (lowp_bits(g[i]) != lowp_bits(w[i]) && bad++ == 0) first = what;
+    };
+    auto cmp16 = [&](const char *what, const DevBuf<uint16_t> &g, const DevBuf<uint16_t> &w) {
+        const std::vector<uint16_t> a = g.down(), b = w.down();
+        for (size_t i = 0; i < a.size(); i++, checked++)
+            if (a[i] != b[i] && bad++ == 0) first = what;
+    };
+    for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32})
+        for (int C : {72, 512}) {
+            const int N = 67;
+            const size_t NC = (size_t)N * C;
+            std::vector<float> p(NC), x(NC), t(3 * NC), dx0(NC);
+            for (size_t i = 0; i < NC; i++) {
+                p[i] = (float)r.normal() * 0.3f;
+                x[i] = (float)r.normal();
+                dx0[i] = (float)r.normal() * 1e-2f;
+            }
+            for (auto &v : t) v = (float)r.normal() * 1e-2f;
+            DevBuf<float> dp(p), dpr(p), dxv(x), dt(t), res(NC), res_ref(NC), ln_ref(NC), rstd(N), rstd_ref(N);
+            // the operands: uint16 (bf16, fp16) or float (tf32) in 32-bit words, enough for both
+            DevBuf<uint16_t> lo(2 * NC), lo_ref(2 * NC);
+            auto opnds = [&](const DevBuf<uint16_t> &a, const DevBuf<uint16_t> &b, const char *what) {
+                if (lp != Lowp::TF32) {
+                    cmp16(what, a, b);
+                    return;
+                }
+                const std::vector<uint16_t> ha = a.down(), hb = b.down();
+                std::vector<float> fa(NC), fb(NC);
+                std::memcpy(fa.data(), ha.data(), NC * sizeof(float));
+                std::memcpy(fb.data(), hb.data(), NC * sizeof(float));
+                cmp(what, fa, fb);
+            };
+            if (lp != Lowp::TF32) lowp_round_inplace(ST, lp, dpr.p, N, C, C);
+            for (int mode = 0; mode < 3; mode++) {   // residual + norm, norm only, residual only
+                const bool with_p = mode != 1, norm = mode != 2;
+                res.poison(), lo.poison(), lo_ref.poison(), rstd.poison(), rstd_ref.poison();
+                lowp_residual_rmsnorm(ST, lp, with_p ? res.p : nullptr, lo.p, norm ? rstd.p : nullptr,
+                                      with_p ? dp.p : nullptr, dxv.p, N, C, norm);
+                const float *in = dxv.p;
+                if (with_p) {
+                    residual_forward(ST, res_ref.p, dpr.p, dxv.p, NC);
+                    in = res_ref.p;
+                }
+                if (norm) {
+                    rmsnorm_forward(ST, ln_ref.p, rstd_ref.p, in, N, C);
+                    in = ln_ref.p;
+                }
+                lowp_convert(ST, lp, lo_ref.p, in, N, C, C);
+                const char *what[3] = {"lowp_residual_rmsnorm (residual, norm)", "lowp_residual_rmsnorm (norm)",
+                                       "lowp_residual_rmsnorm (residual, no norm)"};
+                opnds(lo, lo_ref, what[mode]);
+                if (with_p) cmp(what[mode], res.down(), res_ref.down());
+                if (norm) cmp(what[mode], rstd.down(), rstd_ref.down());
+            }
+            for (int three = 0; three < 2; three++) {
+                DevBuf<float> dx(dx0), dx_ref(dx0), dy(NC);
+                lo.poison(), lo_ref.poison();
+                const float *t1 = three ? dt.p + NC : nullptr, *t2 = three ? dt.p + 2 * NC : nullptr;
+                lowp_rmsnorm_backward(ST, lp, dx.p, lo.p, dt.p, t1, t2, dxv.p, rstd_ref.p, N, C);
+                if (three) lowp_add_rounded3(ST, lp, dy.p, dt.p, dt.p + NC, dt.p + 2 * NC, NC);
+                else lowp_add_rounded(ST, lp, dy.p, dt.p, NC, false);
+                rmsnorm_backward(ST, dx_ref.p, dy.p, dxv.p, rstd_ref.p, N, C, true);
+                lowp_convert(ST, lp, lo_ref.p, dx_ref.p, N, C, C);
+                const char *what = three ? "lowp_rmsnorm_backward (three inputs)" : "lowp_rmsnorm_backward (one input)";
+                cmp(what, dx.down(), dx_ref.down());
+                opnds(lo, lo_ref, what);
+                DevBuf<float> dx2(dx0);   // no operand asked for: dinp alone
+                lowp_rmsnorm_backward(ST, lp, dx2.p, nullptr, dt.p, t1, t2, dxv.p, rstd_ref.p, N, C);
+                cmp(what, dx2.down(), dx_ref.down());
+            }
+        }
+    if (bad) failf("recipe rmsnorm rows: %zu of %zu values differ from the unfused kernels, the first in %s", bad,
+                   checked, first);
+    printf("recipe rmsnorm rows (residual_rmsnorm, rmsnorm_backward with their roundings; bf16/fp16/tf32, C 72 and "
+           "512): %zu values bit-identical to the unfused kernels: %s\n", checked, bad ? "FAIL" : "PASS");
 }
 
 // One output element of a product of rounded operands: its exact value
@@ -2113,6 +2222,7 @@ static void mixed_tests(Rng &r) {
     printf("\n--- mixed precision\n");
     test_lowp_kernels(r);
     test_lowp_fused(r);
+    test_lowp_rows(r);
     for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32}) test_mixed_products(r, lp);
     for (Precision p : {PREC_BF16, PREC_TF32}) {
         engine_vs_cpu_mixed(p, r);
