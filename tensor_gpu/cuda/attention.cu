@@ -214,10 +214,16 @@ static void attention_backward_rows(cudaStream_t st, real *dq, int lddq, real *d
 enum TiledKernel { TK_FORWARD, TK_DQ, TK_DKV };
 
 // Shared memory of one block of a tiled kernel, in bytes (the layouts above).
+static int tiled_threads(int T, int HS);
 template <typename real> static size_t tiled_bytes(TiledKernel which, int T, int HS) {
     const TileDims d(T, HS);
-    const size_t hl = (size_t)d.P * d.L, ss = (size_t)d.P * d.S;
-    const size_t elems = which == TK_FORWARD ? 3 * hl + ss : which == TK_DQ ? 3 * hl + 2 * ss : 4 * hl + 2 * ss;
+    const int th = tiled_threads(T, HS);
+    const size_t hl = (size_t)d.P * d.L, ss = (size_t)d.P * d.S, slot = hl > ss ? hl : ss;
+    const bool sc = scores_compact(T, th);
+    size_t elems;
+    if (which == TK_FORWARD) elems = sc ? slot + 2 * hl : 3 * hl + ss;          // S over Q, or Q, K, V, S
+    else if (which == TK_DQ) elems = sc ? 2 * hl + slot : 3 * hl + 2 * ss;      // D over dO, or K, V, dO, A, D
+    else elems = dkv_compact(T, HS, th) ? 2 * hl + 2 * ss : 4 * hl + 2 * ss;   // dK, dV in registers, or not
     return elems * sizeof(real);
 }
 

@@ -36,7 +36,7 @@ __device__ __forceinline__ int doc_len(const int *n, int b, int T) {
 // LOAD_UNROLL loads in flight before it stores them (the copies are bound by
 // the latency of global memory). (r, c) are stepped, not divided. X: a real
 // or a 16-byte vector of them.
-constexpr int LOAD_UNROLL = 8;
+constexpr int LOAD_UNROLL = 4;
 template <typename X, typename Get, typename Put>
 __device__ __forceinline__ void load_matrix(int rows, int cols, Get get, Put put) {
     const int count = rows * cols, st = blockDim.x;
@@ -149,31 +149,77 @@ __device__ __forceinline__ void lower_tile(int idx, int &ti, int &si) {
     si = idx - r * (r + 1) / 2;
 }
 
+// The lower tiles of a product of NT tile rows (the tiles on or below the diagonal).
+__host__ __device__ __forceinline__ int lower_tiles(int NT) { return NT * (NT + 1) / 2; }
+
+// The compact layouts: when every thread of the block holds at most one tile
+// of a product (decided by T and the block's size, never by n[b], so that
+// the host sizes the shared memory the same way: attention.cu), a product
+// may overwrite one of its own inputs (tiles_abt_in_place), and dkv keeps
+// its accumulators in registers. Fewer bytes per block, more blocks per SM.
+__host__ __device__ __forceinline__ bool scores_compact(int T, int threads) {
+    return lower_tiles(pad4(T) / TILE) <= threads;
+}
+__host__ __device__ __forceinline__ bool dkv_compact(int T, int HS, int threads) {
+    return (pad4(T) / TILE) * (pad4(HS) / TILE) <= threads;
+}
+
+// acc = the tile (ti, si) of a b^T: acc[r][c] = sum_j a[4ti+r][j] b[4si+c][j],
+// j ascending from 0 (as the reference's dot products)
+template <typename real>
+__device__ __forceinline__ void tile_abt(real (&acc)[TILE][TILE], const real *a, const real *b, int ti, int si, int HS,
+                                         const TileDims &d) {
+    const real *ar = a + ti * TILE * d.L, *br = b + si * TILE * d.L;
+    for (int r = 0; r < TILE; r++)
+        for (int c = 0; c < TILE; c++) acc[r][c] = 0;
+    for (int j = 0; j < HS; j++) {
+        real x[TILE], y[TILE];
+        for (int r = 0; r < TILE; r++) x[r] = ar[r * d.L + j];
+        for (int c = 0; c < TILE; c++) y[c] = br[c * d.L + j];
+        for (int r = 0; r < TILE; r++)
+            for (int c = 0; c < TILE; c++) acc[r][c] += x[r] * y[c];
+    }
+}
+
+template <typename real>
+__device__ __forceinline__ void store_tile(real *out, const real (&acc)[TILE][TILE], int ti, int si, real mul,
+                                           const TileDims &d) {
+    real *o = out + ti * TILE * d.S + si * TILE;
+    for (int r = 0; r < TILE; r++)
+        for (int c = 0; c < TILE; c++) o[r * d.S + c] = acc[r][c] * mul;
+}
+
 // out (P, S): out[t][s] = (sum_j a[t][j] b[s][j]) * mul for the tiles on or
-// below the diagonal of rows < nb (a, b (P, L); j ascending from 0, as the
-// reference's dot products). Entries above the diagonal inside a diagonal
-// tile are computed too; the row pass overwrites them.
+// below the diagonal of rows < nb (a, b (P, L)). Entries above the diagonal
+// inside a diagonal tile are computed too; the row pass overwrites them.
 template <typename real>
 __device__ void tiles_abt(real *out, const real *a, const real *b, int nb, int HS, real mul, const TileDims &d) {
     const int NT = (nb + TILE - 1) / TILE;
-    for (int idx = threadIdx.x; idx < NT * (NT + 1) / 2; idx += blockDim.x) {
+    for (int idx = threadIdx.x; idx < lower_tiles(NT); idx += blockDim.x) {
         int ti, si;
         lower_tile(idx, ti, si);
-        const real *ar = a + ti * TILE * d.L, *br = b + si * TILE * d.L;
         real acc[TILE][TILE];
-        for (int r = 0; r < TILE; r++)
-            for (int c = 0; c < TILE; c++) acc[r][c] = 0;
-        for (int j = 0; j < HS; j++) {
-            real x[TILE], y[TILE];
-            for (int r = 0; r < TILE; r++) x[r] = ar[r * d.L + j];
-            for (int c = 0; c < TILE; c++) y[c] = br[c * d.L + j];
-            for (int r = 0; r < TILE; r++)
-                for (int c = 0; c < TILE; c++) acc[r][c] += x[r] * y[c];
-        }
-        real *o = out + ti * TILE * d.S + si * TILE;
-        for (int r = 0; r < TILE; r++)
-            for (int c = 0; c < TILE; c++) o[r * d.S + c] = acc[r][c] * mul;
+        tile_abt(acc, a, b, ti, si, HS, d);
+        store_tile(out, acc, ti, si, mul, d);
     }
+}
+
+// tiles_abt where out may overlap a or b (scores_compact: at most one tile
+// per thread): every tile is computed, then, after a barrier (every thread
+// of the block must call this), stored.
+template <typename real>
+__device__ void tiles_abt_in_place(real *out, const real *a, const real *b, int nb, int HS, real mul,
+                                   const TileDims &d) {
+    const int NT = (nb + TILE - 1) / TILE, idx = threadIdx.x;
+    const bool mine = idx < lower_tiles(NT);
+    int ti = 0, si = 0;
+    real acc[TILE][TILE];
+    if (mine) {
+        lower_tile(idx, ti, si);
+        tile_abt(acc, a, b, ti, si, HS, d);
+    }
+    __syncthreads();
+    if (mine) store_tile(out, acc, ti, si, mul, d);
 }
 
 // dst[t][j] (+)= sum_{s <= t} p[t][s] x[s][j] for t < nb, j < HS (dst in
@@ -219,19 +265,23 @@ template <typename real> __device__ void zero_rows(real *dst, int ld, int r0, in
 // Forward, one block per (b, h): S = q k^T * scale (lower tiles), then per
 // row (one warp) the causal softmax into S and att, then out = S v.
 template <typename real>
-__global__ void __launch_bounds__(TILED_THREADS)
+__global__ void __launch_bounds__(TILED_THREADS, sizeof(real) == 4 ? 4 : 1)
 attention_forward_tiled_kernel(real *out, real *att, const real *q, int ldq, const real *k, const real *v,
                                int ldkv, const int *n, int T, int NH, int NKV, int HS, real scale) {
     extern __shared__ __align__(16) unsigned char smem_bytes[];
     const TileDims d(T, HS);
     const int b = blockIdx.x / NH, h = blockIdx.x % NH, nb = doc_len(n, b, T);
     const int C = NH * HS, kvo = (h / (NH / NKV)) * HS;
-    real *Q = reinterpret_cast<real *>(smem_bytes), *K = Q + d.P * d.L, *V = K + d.P * d.L, *S = V + d.P * d.L;
+    // compact: S over Q (Q's slot as large as either); else Q, K, V, S
+    const bool compact = scores_compact(T, blockDim.x);
+    const int hl = d.P * d.L, slot = compact && d.P * d.S > hl ? d.P * d.S : hl;
+    real *Q = reinterpret_cast<real *>(smem_bytes), *K = Q + slot, *V = K + hl, *S = compact ? Q : V + hl;
     load_head(Q, q + (size_t)b * T * ldq + h * HS, ldq, nb, HS, d);
     load_head(K, k + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
     load_head(V, v + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
     __syncthreads();
-    tiles_abt(S, Q, K, nb, HS, scale, d);
+    if (compact) tiles_abt_in_place(S, Q, K, nb, HS, scale, d);
+    else tiles_abt(S, Q, K, nb, HS, scale, d);
     __syncthreads();
     const int lane = threadIdx.x % WARP;
     real *ab = att + (size_t)blockIdx.x * T * T;   // (T,T) of (b,h)
@@ -272,7 +322,7 @@ attention_forward_tiled_kernel(real *out, real *att, const real *q, int ldq, con
 // into D and the dpre scratch (rows < nb, 0 above the diagonal); then dq
 // (+)= D k.
 template <typename real>
-__global__ void __launch_bounds__(TILED_THREADS)
+__global__ void __launch_bounds__(TILED_THREADS, sizeof(real) == 4 ? 4 : 1)
 attention_backward_dq_tiled_kernel(real *dq, int lddq, real *dpre, const real *dout, const real *att,
                                    const real *k, const real *v, int ldkv, const int *n, int T, int NH, int NKV,
                                    int HS, real scale, bool acc) {
@@ -280,20 +330,25 @@ attention_backward_dq_tiled_kernel(real *dq, int lddq, real *dpre, const real *d
     const TileDims d(T, HS);
     const int b = blockIdx.x / NH, h = blockIdx.x % NH, nb = doc_len(n, b, T);
     const int C = NH * HS, kvo = (h / (NH / NKV)) * HS;
-    real *K = reinterpret_cast<real *>(smem_bytes), *V = K + d.P * d.L, *dO = V + d.P * d.L;
-    real *A = dO + d.P * d.L, *D = A + d.P * d.S;
+    // compact: K, V, and D over dO; the row pass reads att from global
+    // memory. Else K, V, dO, A (att's causal part), D.
+    const bool compact = scores_compact(T, blockDim.x);
+    const int hl = d.P * d.L;
+    real *K = reinterpret_cast<real *>(smem_bytes), *V = K + hl, *dO = V + hl;
+    real *A = compact ? nullptr : dO + hl, *D = compact ? dO : A + d.P * d.S;
     const size_t ao = (size_t)blockIdx.x * T * T;   // (T,T) of (b,h) in att and dpre
     load_head(K, k + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
     load_head(V, v + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
     load_head(dO, dout + (size_t)b * T * C + h * HS, C, nb, HS, d);
-    load_causal(A, att + ao, T, nb, d);
+    if (!compact) load_causal(A, att + ao, T, nb, d);
     __syncthreads();
-    tiles_abt(D, dO, V, nb, HS, (real)1, d);
+    if (compact) tiles_abt_in_place(D, dO, V, nb, HS, (real)1, d);
+    else tiles_abt(D, dO, V, nb, HS, (real)1, d);
     __syncthreads();
     const int lane = threadIdx.x % WARP;
     for (int t = threadIdx.x / WARP; t < d.P; t += blockDim.x / WARP) {   // whole warps per row
         real *dr = D + t * d.S;
-        const real *ar = A + t * d.S;
+        const real *ar = compact ? att + ao + (size_t)(t < T ? t : 0) * T : A + t * d.S;   // read at s <= t < nb only
         if (t >= nb) {   // padded rows add nothing
             for (int s = lane; s < d.P; s += WARP) dr[s] = 0;
             continue;
@@ -314,12 +369,40 @@ attention_backward_dq_tiled_kernel(real *dq, int lddq, real *dpre, const real *d
     if (!acc) zero_rows(dqb, lddq, nb, T, HS);
 }
 
+// One dkv tile, key rows s0..s0+3 by columns jc + c*JW, accumulating one
+// query head: gk[r][c] += sum_{s0 <= t < nb} Pd[t][s0+r] Q[t][jc+c*JW], gv
+// likewise from A and dO, t ascending (att and dpre are 0 for t < s, so the
+// queries below the tile's first row add nothing and are skipped).
+template <typename real>
+__device__ __forceinline__ void dkv_tile(real (&gk)[TILE][TILE], real (&gv)[TILE][TILE], const real *Q,
+                                         const real *dO, const real *A, const real *Pd, int s0, int jc, int JW,
+                                         int nb, const TileDims &d) {
+    for (int t = s0; t < nb; t++) {
+        real pa[TILE], pp[TILE], xq[TILE], xd[TILE];
+        for (int r = 0; r < TILE; r++) {
+            pa[r] = A[t * d.S + s0 + r];
+            pp[r] = Pd[t * d.S + s0 + r];
+        }
+        for (int c = 0; c < TILE; c++) {
+            xq[c] = Q[t * d.L + jc + c * JW];
+            xd[c] = dO[t * d.L + jc + c * JW];
+        }
+        for (int r = 0; r < TILE; r++)
+            for (int c = 0; c < TILE; c++) {
+                gk[r][c] += pp[r] * xq[c];
+                gv[r][c] += pa[r] * xd[c];
+            }
+    }
+}
+
 // Backward 2, one block per (b, kv head g): for each of its query heads in
 // order, dk[s] += sum_{s <= t < nb} dpre[t][s] q[t] and dv[s] += sum_t
-// att[t][s] dout[t], in (P, L) accumulators in shared memory owned tile by
-// tile by one thread; then written out (rows >= nb: 0, or kept with acc).
+// att[t][s] dout[t], each 4 x 4 tile of the accumulators owned by one
+// thread: in its registers when every thread has at most one (dkv_compact:
+// Q, dO, A, Pd in shared memory), else in (P, L) shared-memory accumulators
+// dK, dV; then written out (rows >= nb: 0, or kept with acc).
 template <typename real>
-__global__ void __launch_bounds__(TILED_THREADS)
+__global__ void __launch_bounds__(TILED_THREADS, sizeof(real) == 4 ? 3 : 1)
 attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *dpre, const real *att,
                                     const real *dout, const real *q, int ldq, const int *n, int T, int NH, int NKV,
                                     int HS, bool acc) {
@@ -327,18 +410,31 @@ attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *d
     const TileDims d(T, HS);
     const int b = blockIdx.x / NKV, g = blockIdx.x % NKV, nb = doc_len(n, b, T);
     const int C = NH * HS, group = NH / NKV, W = pad4(HS);
+    const bool compact = dkv_compact(T, HS, blockDim.x);
     real *Q = reinterpret_cast<real *>(smem_bytes), *dO = Q + d.P * d.L, *A = dO + d.P * d.L;
-    real *Pd = A + d.P * d.S, *dK = Pd + d.P * d.S, *dV = dK + d.P * d.L;
+    real *Pd = A + d.P * d.S, *dK = compact ? nullptr : Pd + d.P * d.S, *dV = compact ? nullptr : dK + d.P * d.L;
     real *dkb = dk + (size_t)b * T * lddkv + g * HS, *dvb = dv + (size_t)b * T * lddkv + g * HS;
-    // the accumulators: the gradients so far (acc) or 0
-    if (acc) {
-        load_head(dK, dkb, lddkv, nb, HS, d);
-        load_head(dV, dvb, lddkv, nb, HS, d);
-    } else {
-        load_matrix<real>(pad4(nb), W, [](int, int) { return (real)0; },
-                          [=](int r, int c, real x) { dK[r * d.L + c] = dV[r * d.L + c] = x; });
-    }
     const int NT = (nb + TILE - 1) / TILE, JW = W / TILE;
+    // compact: this thread's tile and its accumulators (the gradients so far with acc, else 0)
+    const bool mine = compact && (int)threadIdx.x < NT * JW;
+    const int s0m = mine ? balanced_row(threadIdx.x / JW, NT) * TILE : 0, jcm = threadIdx.x % JW;
+    real gk[TILE][TILE], gv[TILE][TILE];
+    for (int r = 0; r < TILE; r++)
+        for (int c = 0; c < TILE; c++) {
+            const int s = s0m + r, j = jcm + c * JW;
+            const bool in = mine && acc && s < nb && j < HS;
+            gk[r][c] = in ? dkb[(size_t)s * lddkv + j] : (real)0;
+            gv[r][c] = in ? dvb[(size_t)s * lddkv + j] : (real)0;
+        }
+    if (!compact) {
+        if (acc) {
+            load_head(dK, dkb, lddkv, nb, HS, d);
+            load_head(dV, dvb, lddkv, nb, HS, d);
+        } else {
+            load_matrix<real>(pad4(nb), W, [](int, int) { return (real)0; },
+                              [=](int r, int c, real x) { dK[r * d.L + c] = dV[r * d.L + c] = x; });
+        }
+    }
     for (int h = g * group; h < (g + 1) * group; h++) {
         __syncthreads();   // the previous head's products are done with Q, dO, A, Pd
         const size_t ao = ((size_t)b * NH + h) * T * T;
@@ -347,38 +443,40 @@ attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *d
         load_causal(A, att + ao, T, nb, d);
         load_causal(Pd, dpre + ao, T, nb, d);
         __syncthreads();
-        // tile: key rows s0..s0+3, columns jc + c*JW; queries t >= s0 (att
-        // and dpre are 0 for t < s, so the rows below a tile's first add 0)
-        for (int idx = threadIdx.x; idx < NT * JW; idx += blockDim.x) {
+        if (compact) {
+            if (mine) dkv_tile(gk, gv, Q, dO, A, Pd, s0m, jcm, JW, nb, d);
+            continue;
+        }
+        for (int idx = threadIdx.x; idx < NT * JW; idx += blockDim.x) {   // gk, gv: the tile's, in turn
             const int s0 = balanced_row(idx / JW, NT) * TILE, jc = idx % JW;
-            real gk[TILE][TILE], gv[TILE][TILE];
             for (int r = 0; r < TILE; r++)
                 for (int c = 0; c < TILE; c++) {
                     gk[r][c] = dK[(s0 + r) * d.L + jc + c * JW];
                     gv[r][c] = dV[(s0 + r) * d.L + jc + c * JW];
                 }
-            for (int t = s0; t < nb; t++) {
-                real pa[TILE], pp[TILE], xq[TILE], xd[TILE];
-                for (int r = 0; r < TILE; r++) {
-                    pa[r] = A[t * d.S + s0 + r];
-                    pp[r] = Pd[t * d.S + s0 + r];
-                }
-                for (int c = 0; c < TILE; c++) {
-                    xq[c] = Q[t * d.L + jc + c * JW];
-                    xd[c] = dO[t * d.L + jc + c * JW];
-                }
-                for (int r = 0; r < TILE; r++)
-                    for (int c = 0; c < TILE; c++) {
-                        gk[r][c] += pp[r] * xq[c];
-                        gv[r][c] += pa[r] * xd[c];
-                    }
-            }
+            dkv_tile(gk, gv, Q, dO, A, Pd, s0, jc, JW, nb, d);
             for (int r = 0; r < TILE; r++)
                 for (int c = 0; c < TILE; c++) {
                     dK[(s0 + r) * d.L + jc + c * JW] = gk[r][c];
                     dV[(s0 + r) * d.L + jc + c * JW] = gv[r][c];
                 }
         }
+    }
+    if (compact) {
+        if (mine)
+            for (int r = 0; r < TILE; r++)
+                for (int c = 0; c < TILE; c++) {
+                    const int s = s0m + r, j = jcm + c * JW;
+                    if (s < nb && j < HS) {
+                        dkb[(size_t)s * lddkv + j] = gk[r][c];
+                        dvb[(size_t)s * lddkv + j] = gv[r][c];
+                    }
+                }
+        if (!acc) {
+            zero_rows(dkb, lddkv, nb, T, HS);
+            zero_rows(dvb, lddkv, nb, T, HS);
+        }
+        return;
     }
     __syncthreads();
     for (int i = threadIdx.x; i < T * HS; i += blockDim.x) {

@@ -202,7 +202,7 @@ __global__ void residual_rmsnorm_kernel(real *res, real *out, real *rstd, const 
     if (b) {   // res = a + b first
         real *r = res + row * C;
         const real *y = b + row * C;
-        for (int c = lane; c < C; c += WARP) r[c] = x[c] + y[c];
+        lane_channels<real>(C, lane, [=](int c) { return x[c] + y[c]; }, [=](int c, real v) { r[c] = v; });
         x = r;
     }
     real *o = out + row * C;
@@ -233,8 +233,8 @@ __global__ void rmsnorm_backward_kernel(real *dinp, const real *dout, const real
     const real *x = inp + row * C, *dy = dout + row * C;
     real *dx = dinp + row * C;
     warp_rmsnorm_backward(
-        [=](int c) { return dy[c]; }, x, rstd[row],
-        [=](int c, real g) { dx[c] = acc ? dx[c] + g : g; }, C, lane);
+        [=](int c) { return dy[c]; }, x, rstd[row], [=](int c, real g) { return acc ? dx[c] + g : g; },
+        [=](int c, real v) { dx[c] = v; }, C, lane);
 }
 
 template <typename real>

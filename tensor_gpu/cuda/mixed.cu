@@ -213,13 +213,14 @@ __global__ void residual_rmsnorm_lowp_kernel(Lowp lp, float *res, typename F::T 
     if (p) {
         float *o = res + row * C;
         const float *y = p + row * C;
-        for (int c = lane; c < C; c += WARP) o[c] = round_out(lp, y[c]) + r[c];
+        lane_channels<float>(C, lane, [=](int c) { return round_out(lp, y[c]) + r[c]; },
+                             [=](int c, float v) { o[c] = v; });
         r = o;
     }
     typename F::T *o = ln + row * C;
-    if (norm) warp_rmsnorm(r, [=](int c, float v) { o[c] = f(v); }, rstd + row, C, lane);
-    else
-        for (int c = lane; c < C; c += WARP) o[c] = f(r[c]);
+    const auto put = [=](int c, float v) { o[c] = f(v); };
+    if (norm) warp_rmsnorm(r, put, rstd + row, C, lane);
+    else lane_channels<float>(C, lane, [=](int c) { return r[c]; }, put);
 }
 
 // dinp += rmsnorm's backward of dy, dy = 0 + rnd(t0) (t1 NULL) or ((0 +
@@ -241,9 +242,8 @@ __global__ void rmsnorm_backward_lowp_kernel(Lowp lp, float *dinp, typename F::T
         return t1 ? (d + round_out(lp, t1[o + c])) + round_out(lp, t2[o + c]) : d;
     };
     warp_rmsnorm_backward(
-        dy, inp + o, rstd[row],
-        [=](int c, float g) {
-            const float v = dx[c] + g;
+        dy, inp + o, rstd[row], [=](int c, float g) { return dx[c] + g; },
+        [=](int c, float v) {
             dx[c] = v;
             if (dl) dl[c] = f(v);
         },

@@ -8,7 +8,9 @@
 //
 // Shapes: head sizes 1, 4, 5, 6, 8, 36, 64 (register tiles of 4, 16-byte
 // loads or not), T from 1 to 70 (one and several warps of keys), MHA, GQA,
-// MQA, ragged documents; blocks of 64, 96 and 256 threads; q|k|v side by
+// MQA, ragged documents; blocks of 64, 96 and 256 threads, so that both
+// layouts of each kernel run (compact: at most one tile per thread, the
+// scores over an input and dkv's accumulators in registers; and not); q|k|v side by
 // side (the engine's layout) with the rows 16-byte aligned and, again,
 // shifted by one element (the scalar copies); backward overwriting (outputs
 // NaN first) and accumulating. Exits 1 on any mismatch.
@@ -176,6 +178,7 @@ int main(int argc, char **argv) {
         {1, 1, 4, 4, 4, 64},   {3, 7, 3, 1, 4, 96},    {4, 16, 4, 2, 4, 64},  {2, 37, 6, 3, 4, 64},
         {2, 5, 4, 4, 1, 64},   {3, 6, 2, 2, 5, 96},    {2, 11, 2, 1, 6, 64},  {3, 3, 4, 2, 8, 64},
         {2, 40, 2, 2, 36, 96}, {2, 70, 2, 2, 5, 96},  {2, 64, 2, 1, 64, 256}, {2, 9, 2, 1, 40, 96},
+        {2, 40, 4, 2, 64, 96}, {2, 64, 2, 1, 64, 64},
     };
     for (const auto &s : shapes)
         for (int shift = 0; shift < 2; shift++) {
