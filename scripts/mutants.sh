@@ -133,7 +133,11 @@ one_mutant() {
   result() { printf '%s|%s\n' "$1" "$2" >"$work/$name.result"; [ $keep -eq 1 ] || rm -rf "$run_dir"; }
   rm -rf "$run_dir"
   cp -a "$base" "$run_dir"
-  if ! (cd "$run_dir" && git apply "$root/$p") >"$work/$name.log" 2>&1; then
+  # as a plain patch tool: inside the repository's work tree (build/ is in
+  # it) git apply would take the paths as the repository's and silently skip
+  # a "diff --git" patch's files outside the copy
+  if ! (cd "$run_dir" && GIT_CEILING_DIRECTORIES="$(dirname "$run_dir")" git apply -v "$root/$p") >"$work/$name.log" 2>&1 ||
+     grep -q '^Skipped patch' "$work/$name.log"; then
     result error "$(printf '%-34s %-20s %s' "$name" "ERROR" "the patch does not apply (see $work/$name.log)")"; return
   fi
   # shellcheck disable=SC2086
