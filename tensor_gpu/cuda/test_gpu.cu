@@ -1647,23 +1647,39 @@ static void test_lowp_rows(Rng &r) {
                 const char *what[3] = {"lowp_residual_rmsnorm (residual, norm)", "lowp_residual_rmsnorm (norm)",
                                        "lowp_residual_rmsnorm (residual, no norm)"};
                 opnds(lo, lo_ref, what[mode]);
+                if (norm)
+                    for (float v : rstd.down())
+                        if (!std::isfinite(v) || v <= 0) {
+                            bad++, first = "lowp_residual_rmsnorm (rstd unwritten)";
+                            break;
+                        }
                 if (with_p) cmp(what[mode], res.down(), res_ref.down());
                 if (norm) cmp(what[mode], rstd.down(), rstd_ref.down());
             }
+            // the backward's rstd: the norm of x (the forward loop's last
+            // mode has no norm, so rstd_ref holds no row's)
+            DevBuf<float> rs(N), lnx(NC);
+            rmsnorm_forward(ST, lnx.p, rs.p, dxv.p, N, C);
             for (int three = 0; three < 2; three++) {
                 DevBuf<float> dx(dx0), dx_ref(dx0), dy(NC);
                 lo.poison(), lo_ref.poison();
                 const float *t1 = three ? dt.p + NC : nullptr, *t2 = three ? dt.p + 2 * NC : nullptr;
-                lowp_rmsnorm_backward(ST, lp, dx.p, lo.p, dt.p, t1, t2, dxv.p, rstd_ref.p, N, C);
+                lowp_rmsnorm_backward(ST, lp, dx.p, lo.p, dt.p, t1, t2, dxv.p, rs.p, N, C);
                 if (three) lowp_add_rounded3(ST, lp, dy.p, dt.p, dt.p + NC, dt.p + 2 * NC, NC);
                 else lowp_add_rounded(ST, lp, dy.p, dt.p, NC, false);
-                rmsnorm_backward(ST, dx_ref.p, dy.p, dxv.p, rstd_ref.p, N, C, true);
+                rmsnorm_backward(ST, dx_ref.p, dy.p, dxv.p, rs.p, N, C, true);
                 lowp_convert(ST, lp, lo_ref.p, dx_ref.p, N, C, C);
                 const char *what = three ? "lowp_rmsnorm_backward (three inputs)" : "lowp_rmsnorm_backward (one input)";
-                cmp(what, dx.down(), dx_ref.down());
+                const std::vector<float> hdx = dx.down();
+                for (float v : hdx)
+                    if (!std::isfinite(v)) {
+                        bad++, first = "lowp_rmsnorm_backward (not finite: the check would prove nothing)";
+                        break;
+                    }
+                cmp(what, hdx, dx_ref.down());
                 opnds(lo, lo_ref, what);
                 DevBuf<float> dx2(dx0);   // no operand asked for: dinp alone
-                lowp_rmsnorm_backward(ST, lp, dx2.p, nullptr, dt.p, t1, t2, dxv.p, rstd_ref.p, N, C);
+                lowp_rmsnorm_backward(ST, lp, dx2.p, nullptr, dt.p, t1, t2, dxv.p, rs.p, N, C);
                 cmp(what, dx2.down(), dx_ref.down());
             }
         }
