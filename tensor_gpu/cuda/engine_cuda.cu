@@ -50,6 +50,7 @@ extern "C" {
 #include "common/pyrandom.h"
 #include "common/settings.h"
 #include "common/util.h"
+#include "tensor_gpu/lowp.h"   // get_relu_inputs: the stored fc1 outputs, rounded as the recipe stores them
 }
 #include "tensor_gpu/cuda/engine_cuda.h"
 
@@ -1151,7 +1152,10 @@ template <typename real> void ImplT<real>::get_logits(double *out) {
     }
 }
 
-// The last step's ReLU inputs (the mlp_fc1 outputs), (L,B,T,4C), NaN at padding.
+// The last step's ReLU inputs (the mlp_fc1 outputs), (L,B,T,4C), NaN at
+// padding. bf16, fp16: the recipe's stored (rounded) outputs; the engine
+// keeps fc1's product unrounded (lowp_round_relu rounds on the way to fc2's
+// operand), so they are rounded here, with the same lowp.h.
 template <typename real> void ImplT<real>::get_relu_inputs(double *out) {
     const size_t H = 4 * (size_t)C_, per_layer = (size_t)last_B_ * last_T_ * H;
     if (!per_layer) return;
@@ -1163,7 +1167,14 @@ template <typename real> void ImplT<real>::get_relu_inputs(double *out) {
         for (int d = 0; d < last_B_; d++)
             for (int t = 0; t < last_T_; t++) {
                 const size_t o = (((size_t)l * last_B_ + d) * last_T_ + t) * H;
-                for (size_t j = 0; j < H; j++) out[o + j] = t < last_n_[d] ? (double)xfer_h_[o + j] : NAN;
+                for (size_t j = 0; j < H; j++) {
+                    real x = xfer_h_[o + j];
+                    if constexpr (std::is_same<real, float>::value) {
+                        if (mixed_ && mx_.lp == Lowp::BF16) x = round_bf16(x);
+                        else if (mixed_ && mx_.lp == Lowp::FP16) x = round_fp16(x);
+                    }
+                    out[o + j] = t < last_n_[d] ? (double)x : NAN;
+                }
             }
 }
 

@@ -1921,7 +1921,8 @@ static void engine_vs_cpu_mixed(Precision p, Rng &r) {
     std::vector<double> la(rows * V), lb(la.size()), ga(P), gb(P), pa(P), pb(P), ma(P), mb(P), va(P), vb(P);
     std::vector<double> p0(mdl.init), m0(P, 0.0), v0(P, 0.0);
     double worst_loss = 0, worst_logits = 0, worst_grads = 0;
-    size_t logits_not_lowp = 0, logits_total = 0;
+    size_t logits_not_lowp = 0, logits_total = 0, relu_bad = 0;
+    std::vector<double> ra(rows * 4 * (size_t)m.n_embd * (size_t)m.n_layer), rb(ra.size());
     int failed_steps = 0;
     for (size_t k = 0; k < sched.size(); k++) {
         HostBatch hb(r, sched[k].B, sched[k].T, m.vocab_size);
@@ -1952,6 +1953,14 @@ static void engine_vs_cpu_mixed(Precision p, Rng &r) {
         if (sk_gpu != sk_cpu || (fp16 && sc_gpu != sc_cpu))
             failf("%s engine vs cpu, step %d: update skipped %d at scale %g (cpu: %d at %g)", pn, step + 1, sk_gpu,
                   sc_gpu, sk_cpu, sc_cpu);
+        // the ReLU inputs as the recipe stores them: L values (bf16, fp16),
+        // NaN where the CPU's are (padding)
+        cpu->ops->get_relu_inputs(cpu, rb.data());
+        gpu->ops->get_relu_inputs(gpu, ra.data());
+        for (size_t i = 0; i < (size_t)m.n_layer * b->B * b->T * 4 * m.n_embd; i++) {
+            if (std::isnan(ra[i]) != std::isnan(rb[i])) relu_bad++;
+            else if (!std::isnan(ra[i]) && l_out && (float)ra[i] != rnd((float)ra[i])) relu_bad++;
+        }
         cpu->ops->get_grads(cpu, gb.data());
         gpu->ops->get_grads(gpu, ga.data());
         for (int t = 0; t < mdl.L.n_tensors; t++) {
@@ -1979,6 +1988,8 @@ static void engine_vs_cpu_mixed(Precision p, Rng &r) {
         v0 = vb;
     }
     if (l_out && logits_not_lowp) failf("%s engine: %zu of %zu logits are not %s values", pn, logits_not_lowp, logits_total, pn);
+    if (relu_bad) failf("%s engine: %zu ReLU inputs (get_relu_inputs) are not %s values or NaN elsewhere than the cpu's",
+                        pn, relu_bad, l_out ? pn : "fp32");
     if (!l_out && !logits_not_lowp) failf("tf32 engine: every logit is a tf32 value: its outputs look rounded");
     printf("engine vs cpu engine, %s (the emulation), lockstep, %zu steps (V 27, C 16, NH 4, NKV 2, 2 layers, batches "
            "up to 8), path %s: largest loss diff (relative) %.2e (cap %.0e), logits max|diff|/rms %.2e (cap %.0e), "
