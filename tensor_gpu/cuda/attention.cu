@@ -16,15 +16,17 @@
 // kernels whenever their shared memory fits the device's opt-in limit per
 // block (queried once per precision; 227 KiB on an H100/H200), i.e. with
 // P = 4*ceil(T/4), L = 4*ceil(HS/4) + 1, S = P + 1 elements of 4 (fp32) or 8
-// (fp64) bytes:
-//   forward (3 P L + P S), dq (3 P L + 2 P S), dkv (4 P L + 2 P S).
-// On an H200 (227 KiB) that is, forward and backward:
-//   fp32: T <= 64 at HS <= 280 and 192; T <= 128 at HS <= 104 and 48;
-//   fp64: T <= 32 at HS <= 288 and 208; T <= 64 at HS <= 128 and 80;
-// (the bench's e512, T 64 and HS 64, tiled in both precisions); longer
-// blocks (T 256 always) and wider heads run on the rows kernels, which take
-// any T and HS. The backward picks its two kernels
-// together (both tiled or both rows).
+// (fp64) bytes, hl = P L, ss = P S:
+//   forward 3 hl + ss, dq 3 hl + 2 ss, dkv 4 hl + 2 ss; and in the compact
+//   layouts (attention_tiled.cuh: when every thread of the block holds at
+//   most one tile, e.g. T <= 64 at 256 threads) forward 2 hl + max(hl, ss)
+//   (the scores over q), dq the same (datt over dout, att read from global
+//   memory), dkv 2 hl + 2 ss (the accumulators in registers).
+// At the bench's e512 (T 64, HS 64, fp32) that is 50, 50 and 67 KB: four,
+// four and three blocks an SM, and the registers are bounded to match
+// (__launch_bounds__). Longer blocks (T 256 always) and heads too wide for
+// the limit run on the rows kernels, which take any T and HS. The backward
+// picks its two kernels together (both tiled or both rows).
 //
 // Rounding (--fmad=false): every dot product (scores, dout.v) and every
 // weighted sum (att @ v, dpre @ k) is summed by one thread in the reference's

@@ -134,7 +134,9 @@ template <typename real> struct LayerActs {
     real *fcproj;           // (N,C)
     real *res3;             // (N,C) layer output
     // bf16, fp16, tf32: the products' operands rounded to L (mixed.cuh), made
-    // in the forward and read again by the backward's weight gradients
+    // in the forward and read again by the backward's weight gradients (the
+    // fp32 ln1, ln2 are then not written; attproj, fcproj and fch hold the
+    // products unrounded, rounded where they are read)
     void *ln1_lp, *atty_lp, *ln2_lp;   // (N,C)
     void *fchr_lp;                     // (N,4C) relu(fch); fch_relu is not kept
 };
@@ -787,8 +789,9 @@ template <typename real> void ImplT<real>::backward(int B, int T) {
 
 // bf16, fp16, tf32: forward() by the recipe. Each operand is rounded once:
 // the parameters at the step's start (wlp_), each activation operand where it
-// is made (kept in the layer for the backward); fc1's output rounding, relu
-// and fc2's operand are one kernel. Every value is the CPU emulation's
+// is made (kept in the layer for the backward): the norms' by the rmsnorm rows
+// (which also round the projection their residual adds), fc2's by relu's
+// kernel (fc1's output rounding, relu and the operand in one). Every value is the CPU emulation's
 // (tensor_gpu/cpu/engine_cpu.c) but for the fp32 sums' order.
 template <typename real> void ImplT<real>::forward_mixed(const Acts<real> &a, int B, int T) {
     if constexpr (!std::is_same<real, float>::value) {
@@ -835,12 +838,13 @@ template <typename real> void ImplT<real>::forward_mixed(const Acts<real> &a, in
 }
 
 // bf16, fp16, tf32: backward() by the recipe. Each product's output gradient
-// is rounded once into its dlp_ (both of its products read it), each input
-// gradient goes through t, its fp32 product, to its rounding; the weight
-// gradients read the forward's kept operands, on side_ (see dlp_). fc2's
-// input gradient goes through relu's backward straight into fc1's rounded
-// output gradient, and q, k and v's three input gradients are rounded and
-// added in one kernel, their weight gradients one product (C+2KV, C) when
+// is rounded once into its dlp_ (both of its products read it): fc2's and
+// wo's by the rmsnorm backward that finishes dx (the last layer's fc2 one by
+// the head's), fc1's by relu's backward straight from fc2's input gradient.
+// Each input gradient goes through t, its fp32 product, and is rounded where
+// it is read: by the norm's backward (fc1's; q, k and v's three, in the
+// CPU's order), or into datty. The weight gradients read the forward's kept
+// operands, on side_ (see dlp_); q|k|v's one product (C+2KV, C) when
 // wq|wk|wv are stacked.
 template <typename real> void ImplT<real>::backward_mixed(int B, int T) {
     if constexpr (!std::is_same<real, float>::value) {
