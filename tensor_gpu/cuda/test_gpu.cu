@@ -1526,7 +1526,7 @@ static void test_lowp_fused(Rng &r) {
         };
         for (size_t off : {(size_t)0, (size_t)1}) {
             const size_t m = n - off;
-            DevBuf<float> da(a), db(b), dc(c), dx(x), dsum(n), dacc(c), d32(n);
+            DevBuf<float> da(a), db(b), dc(c), dsum(n), dacc(c), d32(n);
             DevBuf<uint16_t> d16(n);
             void *dl = lp == Lowp::TF32 ? (void *)d32.p : (void *)d16.p;
             dsum.poison();
