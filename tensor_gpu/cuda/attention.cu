@@ -43,6 +43,8 @@
 #include "tensor_gpu/cuda/cuda_check.cuh"
 #include "tensor_gpu/cuda/attention_tiled.cuh"
 #include "tensor_gpu/cuda/device_util.cuh"
+#include "tensor_gpu/cuda/lowp_out.cuh"
+#include "tensor_gpu/cuda/mixed.cuh"
 
 namespace mgpt {
 
@@ -229,20 +231,21 @@ template <typename real> static size_t tiled_bytes(TiledKernel which, int T, int
     return elems * sizeof(real);
 }
 
-// The device's opt-in shared memory per block, queried once per precision;
-// the tiled kernels are allowed that much dynamic shared memory (they have no
-// static shared memory). The first call runs outside any graph capture (the
-// engine's first step of a shape is eager).
-template <typename real> static size_t tiled_limit() {
+// The device's opt-in shared memory per block, queried once per precision
+// and output type (Out: attention_tiled.cuh); the tiled kernels are allowed
+// that much dynamic shared memory (they have no static shared memory). The
+// first call runs outside any graph capture (the engine's first step of a
+// shape is eager).
+template <typename real, class Out = Same<real>> static size_t tiled_limit() {
     static const size_t limit = [] {
         int dev = 0, optin = 0;
         CUDA_CHECK(cudaGetDevice(&dev));
         CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-        CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tiled_kernel<real>,
+        CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tiled_kernel<real, Out>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
-        CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dq_tiled_kernel<real>,
+        CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dq_tiled_kernel<real, Out>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
-        CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkv_tiled_kernel<real>,
+        CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkv_tiled_kernel<real, Out>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
         return (size_t)optin;
     }();
@@ -282,6 +285,38 @@ static AttnPath resolve(AttnPath asked, AttnPath fits, const char *what, int T, 
     return asked;
 }
 
+// The tiled kernels' launches, outputs stored by Out.
+template <typename real, class Out>
+static void forward_tiled(cudaStream_t st, typename Out::T *out, real *att, const real *q, int ldq, const real *k,
+                          const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS) {
+    if ((size_t)B * NH == 0) return;
+    tiled_limit<real, Out>();
+    const real scale = (real)1 / std::sqrt((real)HS);
+    attention_forward_tiled_kernel<real, Out><<<blocks_for((size_t)B * NH, 1), tiled_threads(T, HS),
+                                                tiled_bytes<real>(TK_FORWARD, T, HS), st>>>(
+        out, att, q, ldq, k, v, ldkv, n, T, NH, NKV, HS, scale);
+    KERNEL_CHECK("attention_forward_tiled_kernel");
+}
+
+template <typename real, class Out>
+static void backward_tiled(cudaStream_t st, typename Out::T *dq, int lddq, typename Out::T *dk, typename Out::T *dv,
+                           int lddkv, real *dpre, const real *dout, const real *att, const real *q, int ldq,
+                           const real *k, const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV,
+                           int HS, bool acc) {
+    if ((size_t)B * NH == 0) return;
+    tiled_limit<real, Out>();
+    const real scale = (real)1 / std::sqrt((real)HS);
+    const int th = tiled_threads(T, HS);
+    attention_backward_dq_tiled_kernel<real, Out><<<blocks_for((size_t)B * NH, 1), th,
+                                                    tiled_bytes<real>(TK_DQ, T, HS), st>>>(
+        dq, lddq, dpre, dout, att, k, v, ldkv, n, T, NH, NKV, HS, scale, acc);
+    KERNEL_CHECK("attention_backward_dq_tiled_kernel");
+    attention_backward_dkv_tiled_kernel<real, Out><<<blocks_for((size_t)B * NKV, 1), th,
+                                                     tiled_bytes<real>(TK_DKV, T, HS), st>>>(
+        dk, dv, lddkv, dpre, att, dout, q, ldq, n, T, NH, NKV, HS, acc);
+    KERNEL_CHECK("attention_backward_dkv_tiled_kernel");
+}
+
 template <typename real>
 void attention_forward(cudaStream_t st, real *out, real *att, const real *q, int ldq, const real *k,
                        const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
@@ -290,12 +325,7 @@ void attention_forward(cudaStream_t st, real *out, real *att, const real *q, int
         attention_forward_rows(st, out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS);
         return;
     }
-    if ((size_t)B * NH == 0) return;
-    const real scale = (real)1 / std::sqrt((real)HS);
-    attention_forward_tiled_kernel<real><<<blocks_for((size_t)B * NH, 1), tiled_threads(T, HS),
-                                           tiled_bytes<real>(TK_FORWARD, T, HS), st>>>(
-        out, att, q, ldq, k, v, ldkv, n, T, NH, NKV, HS, scale);
-    KERNEL_CHECK("attention_forward_tiled_kernel");
+    forward_tiled<real, Same<real>>(st, out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS);
 }
 
 template <typename real>
@@ -308,17 +338,47 @@ void attention_backward(cudaStream_t st, real *dq, int lddq, real *dk, real *dv,
                                 NKV, HS, acc);
         return;
     }
-    if ((size_t)B * NH == 0) return;
-    const real scale = (real)1 / std::sqrt((real)HS);
-    const int th = tiled_threads(T, HS);
-    attention_backward_dq_tiled_kernel<real><<<blocks_for((size_t)B * NH, 1), th, tiled_bytes<real>(TK_DQ, T, HS),
-                                               st>>>(dq, lddq, dpre, dout, att, k, v, ldkv, n, T, NH, NKV, HS,
-                                                     scale, acc);
-    KERNEL_CHECK("attention_backward_dq_tiled_kernel");
-    attention_backward_dkv_tiled_kernel<real><<<blocks_for((size_t)B * NKV, 1), th,
-                                                tiled_bytes<real>(TK_DKV, T, HS), st>>>(
-        dk, dv, lddkv, dpre, att, dout, q, ldq, n, T, NH, NKV, HS, acc);
-    KERNEL_CHECK("attention_backward_dkv_tiled_kernel");
+    backward_tiled<real, Same<real>>(st, dq, lddq, dk, dv, lddkv, dpre, dout, att, q, ldq, k, v, ldkv, n, B, T, NH,
+                                     NKV, HS, acc);
+}
+
+// The recipe's attention (mixed.cuh): the fp32 kernels with their outputs
+// written in L by the functor (the same bits as fp32 then lowp_convert); on
+// the rows path, fp32 into the scratch and then converted.
+void attention_forward_lowp(cudaStream_t st, Lowp lp, void *out_lp, float *out, float *att, const float *q, int ldq,
+                            const float *k, const float *v, int ldkv, const int *n, int B, int T, int NH, int NKV,
+                            int HS) {
+    if (attention_forward_path<float>(T, HS) == AttnPath::Rows) {
+        attention_forward_rows(st, out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS);
+        lowp_convert(st, lp, out_lp, out, B * T, NH * HS, NH * HS);
+        return;
+    }
+    with_lowp(lp, [&](auto f) {
+        using F = decltype(f);
+        forward_tiled<float, F>(st, static_cast<typename F::T *>(out_lp), att, q, ldq, k, v, ldkv, n, B, T, NH, NKV,
+                                HS);
+    });
+}
+
+void attention_backward_lowp(cudaStream_t st, Lowp lp, void *dqkv_lp, float *dqkv, int ld, float *dpre,
+                             const float *dout, const float *att, const float *q, const float *k, const float *v,
+                             int ldqkv, const int *n, int B, int T, int NH, int NKV, int HS) {
+    const int C = NH * HS, KV = NKV * HS;
+    if (ld != C + 2 * KV)
+        throw CudaError("attention_backward_lowp: dq|dk|dv must be rows of C + 2 KV = " + std::to_string(C + 2 * KV) +
+                        ", not " + std::to_string(ld));
+    if (attention_backward_path<float>(T, HS) == AttnPath::Rows) {
+        attention_backward_rows(st, dqkv, ld, dqkv + C, dqkv + C + KV, ld, dpre, dout, att, q, ldqkv, k, v, ldqkv, n,
+                                B, T, NH, NKV, HS, false);
+        lowp_convert(st, lp, dqkv_lp, dqkv, B * T, ld, ld);
+        return;
+    }
+    with_lowp(lp, [&](auto f) {
+        using F = decltype(f);
+        typename F::T *d = static_cast<typename F::T *>(dqkv_lp);
+        backward_tiled<float, F>(st, d, ld, d + C, d + C + KV, ld, dpre, dout, att, q, ldqkv, k, v, ldqkv, n, B, T,
+                                 NH, NKV, HS, false);
+    });
 }
 
 // ---------------------------------------------------------------------------

@@ -5,12 +5,22 @@
 #define TENSOR_GPU_CUDA_ATTENTION_TILED_CUH
 
 #include <cstddef>
+#include <type_traits>
 
 #include "tensor_gpu/cuda/device_util.cuh"
 
 namespace mgpt {
 
 // tiled: one block per (document, head), the head in shared memory
+
+// How a kernel's outputs (out; dq, dk, dv) are stored: as they are (Same),
+// or converted by the recipe's functor for L (lowp_out.cuh), which saves the
+// mixed path a conversion pass. Accumulating (acc) needs Same.
+template <typename real> struct Same {
+    using T = real;
+    __device__ real operator()(real x) const { return x; }
+};
+template <typename real, class Out> constexpr bool same_out = std::is_same<typename Out::T, real>::value;
 
 constexpr int TILE = 4;              // each thread's register tile: TILE x TILE outputs
 constexpr int TILED_THREADS = 256;   // the most threads per block
@@ -229,9 +239,9 @@ __device__ void tiles_abt_in_place(real *out, const real *a, const real *b, int 
 // balanced_row) by the columns jc + c*JW (c < 4): neighbouring threads read
 // neighbouring columns of x and write neighbouring outputs. s ascends from
 // 0, as in the reference.
-template <typename real>
-__device__ void tiles_pv(real *dst, int ldd, bool acc, const real *p, const real *x, int nb, int HS,
-                         const TileDims &d) {
+template <typename real, class Out>
+__device__ void tiles_pv(typename Out::T *dst, int ldd, bool acc, const real *p, const real *x, int nb, int HS,
+                         const TileDims &d, Out cv) {
     const int NT = (nb + TILE - 1) / TILE, JW = (HS + TILE - 1) / TILE;
     for (int idx = threadIdx.x; idx < NT * JW; idx += blockDim.x) {
         const int t0 = balanced_row(idx / JW, NT) * TILE, jc = idx % JW;
@@ -240,7 +250,8 @@ __device__ void tiles_pv(real *dst, int ldd, bool acc, const real *p, const real
         for (int r = 0; r < TILE; r++)
             for (int c = 0; c < TILE; c++) {
                 const int t = t0 + r, j = jc + c * JW;
-                o[r][c] = acc && t < nb && j < HS ? dst[(size_t)t * ldd + j] : (real)0;
+                if constexpr (same_out<real, Out>) o[r][c] = acc && t < nb && j < HS ? dst[(size_t)t * ldd + j] : (real)0;
+                else o[r][c] = 0;
             }
         for (int s = 0; s < send; s++) {
             real w[TILE], y[TILE];
@@ -252,21 +263,21 @@ __device__ void tiles_pv(real *dst, int ldd, bool acc, const real *p, const real
         for (int r = 0; r < TILE; r++)
             for (int c = 0; c < TILE; c++) {
                 const int t = t0 + r, j = jc + c * JW;
-                if (t < nb && j < HS) dst[(size_t)t * ldd + j] = o[r][c];
+                if (t < nb && j < HS) dst[(size_t)t * ldd + j] = cv(o[r][c]);
             }
     }
 }
 
-// Rows [r0, r1) of a head slice (HS columns, row stride ld) set to 0.
-template <typename real> __device__ void zero_rows(real *dst, int ld, int r0, int r1, int HS) {
-    for (int i = threadIdx.x; i < (r1 - r0) * HS; i += blockDim.x) dst[(size_t)(r0 + i / HS) * ld + i % HS] = 0;
+// Rows [r0, r1) of a head slice (HS columns, row stride ld) set to zero.
+template <typename T> __device__ void zero_rows(T *dst, int ld, int r0, int r1, int HS, T zero) {
+    for (int i = threadIdx.x; i < (r1 - r0) * HS; i += blockDim.x) dst[(size_t)(r0 + i / HS) * ld + i % HS] = zero;
 }
 
 // Forward, one block per (b, h): S = q k^T * scale (lower tiles), then per
 // row (one warp) the causal softmax into S and att, then out = S v.
-template <typename real>
+template <typename real, class Out = Same<real>>
 __global__ void __launch_bounds__(TILED_THREADS, sizeof(real) == 4 ? 4 : 1)
-attention_forward_tiled_kernel(real *out, real *att, const real *q, int ldq, const real *k, const real *v,
+attention_forward_tiled_kernel(typename Out::T *out, real *att, const real *q, int ldq, const real *k, const real *v,
                                int ldkv, const int *n, int T, int NH, int NKV, int HS, real scale) {
     extern __shared__ __align__(16) unsigned char smem_bytes[];
     const TileDims d(T, HS);
@@ -312,18 +323,19 @@ attention_forward_tiled_kernel(real *out, real *att, const real *q, int ldq, con
         }
     }
     __syncthreads();
-    real *ob = out + (size_t)b * T * C + h * HS;   // (T,HS) of row stride C
-    tiles_pv(ob, C, false, S, V, nb, HS, d);
-    zero_rows(ob, C, nb, T, HS);
+    const Out cv;
+    typename Out::T *ob = out + (size_t)b * T * C + h * HS;   // (T,HS) of row stride C
+    tiles_pv(ob, C, false, S, V, nb, HS, d, cv);
+    zero_rows(ob, C, nb, T, HS, cv((real)0));
 }
 
 // Backward 1, one block per (b, h): D = dout v^T (lower tiles); per row (one
 // warp) wsum = sum_s att[s] D[s] and dpre[s] = att[s] (D[s] - wsum) scale,
 // into D and the dpre scratch (rows < nb, 0 above the diagonal); then dq
 // (+)= D k.
-template <typename real>
+template <typename real, class Out = Same<real>>
 __global__ void __launch_bounds__(TILED_THREADS, sizeof(real) == 4 ? 4 : 1)
-attention_backward_dq_tiled_kernel(real *dq, int lddq, real *dpre, const real *dout, const real *att,
+attention_backward_dq_tiled_kernel(typename Out::T *dq, int lddq, real *dpre, const real *dout, const real *att,
                                    const real *k, const real *v, int ldkv, const int *n, int T, int NH, int NKV,
                                    int HS, real scale, bool acc) {
     extern __shared__ __align__(16) unsigned char smem_bytes[];
@@ -364,9 +376,11 @@ attention_backward_dq_tiled_kernel(real *dq, int lddq, real *dpre, const real *d
         }
     }
     __syncthreads();
-    real *dqb = dq + (size_t)b * T * lddq + h * HS;
-    tiles_pv(dqb, lddq, acc, D, K, nb, HS, d);
-    if (!acc) zero_rows(dqb, lddq, nb, T, HS);
+    const Out cv;
+    if constexpr (!same_out<real, Out>) acc = false;   // converted outputs are written, not added to
+    typename Out::T *dqb = dq + (size_t)b * T * lddq + h * HS;
+    tiles_pv(dqb, lddq, acc, D, K, nb, HS, d, cv);
+    if (!acc) zero_rows(dqb, lddq, nb, T, HS, cv((real)0));
 }
 
 // One dkv tile, key rows s0..s0+3 by columns jc + c*JW, accumulating one
@@ -401,9 +415,9 @@ __device__ __forceinline__ void dkv_tile(real (&gk)[TILE][TILE], real (&gv)[TILE
 // thread: in its registers when every thread has at most one (dkv_compact:
 // Q, dO, A, Pd in shared memory), else in (P, L) shared-memory accumulators
 // dK, dV; then written out (rows >= nb: 0, or kept with acc).
-template <typename real>
+template <typename real, class Out = Same<real>>
 __global__ void __launch_bounds__(TILED_THREADS, sizeof(real) == 4 ? 3 : 1)
-attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *dpre, const real *att,
+attention_backward_dkv_tiled_kernel(typename Out::T *dk, typename Out::T *dv, int lddkv, const real *dpre, const real *att,
                                     const real *dout, const real *q, int ldq, const int *n, int T, int NH, int NKV,
                                     int HS, bool acc) {
     extern __shared__ __align__(16) unsigned char smem_bytes[];
@@ -413,7 +427,9 @@ attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *d
     const bool compact = dkv_compact(T, HS, blockDim.x);
     real *Q = reinterpret_cast<real *>(smem_bytes), *dO = Q + d.P * d.L, *A = dO + d.P * d.L;
     real *Pd = A + d.P * d.S, *dK = compact ? nullptr : Pd + d.P * d.S, *dV = compact ? nullptr : dK + d.P * d.L;
-    real *dkb = dk + (size_t)b * T * lddkv + g * HS, *dvb = dv + (size_t)b * T * lddkv + g * HS;
+    const Out cv;
+    if constexpr (!same_out<real, Out>) acc = false;   // converted outputs are written, not added to
+    typename Out::T *dkb = dk + (size_t)b * T * lddkv + g * HS, *dvb = dv + (size_t)b * T * lddkv + g * HS;
     const int NT = (nb + TILE - 1) / TILE, JW = W / TILE;
     // compact: this thread's tile and its accumulators (the gradients so far with acc, else 0)
     const bool mine = compact && (int)threadIdx.x < NT * JW;
@@ -423,14 +439,22 @@ attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *d
         for (int c = 0; c < TILE; c++) {
             const int s = s0m + r, j = jcm + c * JW;
             const bool in = mine && acc && s < nb && j < HS;
-            gk[r][c] = in ? dkb[(size_t)s * lddkv + j] : (real)0;
-            gv[r][c] = in ? dvb[(size_t)s * lddkv + j] : (real)0;
+            gk[r][c] = gv[r][c] = 0;
+            if constexpr (same_out<real, Out>) {
+                if (in) {
+                    gk[r][c] = dkb[(size_t)s * lddkv + j];
+                    gv[r][c] = dvb[(size_t)s * lddkv + j];
+                }
+            }
         }
     if (!compact) {
-        if (acc) {
-            load_head(dK, dkb, lddkv, nb, HS, d);
-            load_head(dV, dvb, lddkv, nb, HS, d);
-        } else {
+        if constexpr (same_out<real, Out>) {
+            if (acc) {
+                load_head(dK, dkb, lddkv, nb, HS, d);
+                load_head(dV, dvb, lddkv, nb, HS, d);
+            }
+        }
+        if (!acc) {
             load_matrix<real>(pad4(nb), W, [](int, int) { return (real)0; },
                               [=](int r, int c, real x) { dK[r * d.L + c] = dV[r * d.L + c] = x; });
         }
@@ -468,13 +492,13 @@ attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *d
                 for (int c = 0; c < TILE; c++) {
                     const int s = s0m + r, j = jcm + c * JW;
                     if (s < nb && j < HS) {
-                        dkb[(size_t)s * lddkv + j] = gk[r][c];
-                        dvb[(size_t)s * lddkv + j] = gv[r][c];
+                        dkb[(size_t)s * lddkv + j] = cv(gk[r][c]);
+                        dvb[(size_t)s * lddkv + j] = cv(gv[r][c]);
                     }
                 }
         if (!acc) {
-            zero_rows(dkb, lddkv, nb, T, HS);
-            zero_rows(dvb, lddkv, nb, T, HS);
+            zero_rows(dkb, lddkv, nb, T, HS, cv((real)0));
+            zero_rows(dvb, lddkv, nb, T, HS, cv((real)0));
         }
         return;
     }
@@ -482,11 +506,11 @@ attention_backward_dkv_tiled_kernel(real *dk, real *dv, int lddkv, const real *d
     for (int i = threadIdx.x; i < T * HS; i += blockDim.x) {
         const int r = i / HS, c = i % HS;
         if (r < nb) {
-            dkb[(size_t)r * lddkv + c] = dK[r * d.L + c];
-            dvb[(size_t)r * lddkv + c] = dV[r * d.L + c];
+            dkb[(size_t)r * lddkv + c] = cv(dK[r * d.L + c]);
+            dvb[(size_t)r * lddkv + c] = cv(dV[r * d.L + c]);
         } else if (!acc) {
-            dkb[(size_t)r * lddkv + c] = 0;
-            dvb[(size_t)r * lddkv + c] = 0;
+            dkb[(size_t)r * lddkv + c] = cv((real)0);
+            dvb[(size_t)r * lddkv + c] = cv((real)0);
         }
     }
 }

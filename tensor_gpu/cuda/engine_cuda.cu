@@ -817,8 +817,8 @@ template <typename real> void ImplT<real>::forward_mixed(const Acts<real> &a, in
                 mixed_gemm_forward(mx_, k, QKV_, la.ln1_lp, wlp(P.wk[l]), N, C, KV_, true);
                 mixed_gemm_forward(mx_, v, QKV_, la.ln1_lp, wlp(P.wv[l]), N, C, KV_, true);
             }
-            attention_forward(st, la.atty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_, NKV_, HS_);
-            lowp_convert(st, lp, la.atty_lp, la.atty, N, C, C);
+            attention_forward_lowp(st, lp, la.atty_lp, la.atty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_, NKV_,
+                                   HS_);
             // attproj and fcproj are rounded where the residual adds them
             mixed_gemm_forward(mx_, la.attproj, C, la.atty_lp, wlp(P.wo[l]), N, C, C, false);
             lowp_residual_rmsnorm(st, lp, la.res2, la.ln2_lp, la.ln2_rstd, la.attproj, x, N, C, true);
@@ -898,11 +898,9 @@ template <typename real> void ImplT<real>::backward_mixed(int B, int T) {
             mixed_gemm_dinp(mx_, t, dw, C, wlp(P.wo[l]), N, C, C);
             lowp_add_rounded(st, lp, a.datty, t, NC, false);
             const float *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
-            float *dq = a.dqkv, *dk = a.dqkv + C, *dv = a.dqkv + C + KV_;
-            attention_backward(st, dq, QKV_, dk, dv, QKV_, a.dpre, a.datty, la.att, q, QKV_, k, v, QKV_, n, B, T,
-                               NH_, NKV_, HS_, false);
             void *dqkv = out_grad(D_QKV);
-            lowp_convert(st, lp, dqkv, a.dqkv, N, QKV_, QKV_);
+            attention_backward_lowp(st, lp, dqkv, a.dqkv, QKV_, a.dpre, a.datty, la.att, q, k, v, QKV_, n, B, T,
+                                    NH_, NKV_, HS_);
             const void *dk_lp = lowp_at(lp, dqkv, (size_t)C), *dv_lp = lowp_at(lp, dqkv, (size_t)(C + KV_));
             side(D_QKV, [&] {
                 if (qkv_fused_[l]) {

@@ -192,39 +192,55 @@ void encoder_backward(cudaStream_t st, real *dwte, real *dwpe, const real *dout,
 // ---------------------------------------------------------------------------
 // rmsnorm
 
-template <typename real>
+// K > 0: the row in registers (rmsnorm_rows.cuh); K = 0: streamed.
+template <int K, typename real>
 __global__ void residual_rmsnorm_kernel(real *res, real *out, real *rstd, const real *a, const real *b,
                                         int N, int C) {
     const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
     const int lane = threadIdx.x % WARP;
     if (row >= (size_t)N) return;
     const real *x = a + row * C;
-    if (b) {   // res = a + b first
-        real *r = res + row * C;
-        const real *y = b + row * C;
-        lane_channels<real>(C, lane, [=](int c) { return x[c] + y[c]; }, [=](int c, real v) { r[c] = v; });
-        x = r;
+    if constexpr (K > 0) {
+        real v[K][QUAD];
+        load_row(v, x, lane);
+        if (b) {   // res = a + b first
+            real y[K][QUAD];
+            load_row(y, b + row * C, lane);
+            each_quad<K>([&](int k, int e) { v[k][e] = v[k][e] + y[k][e]; });
+            store_row(res + row * C, v, lane);
+        }
+        const real s = row_rstd(v, C);
+        store_row(out + row * C, v, lane, [=](real y) { return y * s; });
+        if (rstd && lane == 0) rstd[row] = s;
+    } else {
+        if (b) {   // res = a + b first
+            real *r = res + row * C;
+            const real *y = b + row * C;
+            lane_channels<real>(C, lane, [=](int c) { return x[c] + y[c]; }, [=](int c, real v) { r[c] = v; });
+            x = r;
+        }
+        real *o = out + row * C;
+        warp_rmsnorm(x, [=](int c, real y) { o[c] = y; }, rstd + row, C, lane);
     }
-    real *o = out + row * C;
-    warp_rmsnorm(x, [=](int c, real y) { o[c] = y; }, rstd + row, C, lane);
 }
 
 template <typename real>
 void rmsnorm_forward(cudaStream_t st, real *out, real *rstd, const real *inp, int N, int C) {
-    residual_rmsnorm_kernel<real><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(nullptr, out, rstd, inp,
-                                                                                 nullptr, N, C);
-    KERNEL_CHECK("residual_rmsnorm_kernel (rmsnorm_forward)");
+    residual_rmsnorm_forward<real>(st, nullptr, out, rstd, inp, nullptr, N, C);
 }
 
 template <typename real>
 void residual_rmsnorm_forward(cudaStream_t st, real *res, real *out, real *rstd, const real *a,
                               const real *b, int N, int C) {
-    residual_rmsnorm_kernel<real><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(res, out, rstd, a, b, N, C);
-    KERNEL_CHECK("residual_rmsnorm_kernel");
+    with_row_regs(C, [&](auto k) {
+        residual_rmsnorm_kernel<decltype(k)::value, real>
+            <<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(res, out, rstd, a, b, N, C);
+        KERNEL_CHECK("residual_rmsnorm_kernel");
+    });
 }
 
 // dx (+)= s*dy - (s^3/C) (dy.x) x, written as the reference writes it.
-template <typename real>
+template <int K, typename real>
 __global__ void rmsnorm_backward_kernel(real *dinp, const real *dout, const real *inp, const real *rstd,
                                         int N, int C, bool acc) {
     const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
@@ -232,17 +248,29 @@ __global__ void rmsnorm_backward_kernel(real *dinp, const real *dout, const real
     if (row >= (size_t)N) return;
     const real *x = inp + row * C, *dy = dout + row * C;
     real *dx = dinp + row * C;
-    warp_rmsnorm_backward(
-        [=](int c) { return dy[c]; }, x, rstd[row], [=](int c, real g) { return acc ? dx[c] + g : g; },
-        [=](int c, real v) { dx[c] = v; }, C, lane);
+    if constexpr (K > 0) {
+        real g[K][QUAD], xv[K][QUAD], d[K][QUAD];
+        load_row(g, dy, lane);
+        load_row(xv, x, lane);
+        if (acc) load_row(d, dx, lane);
+        row_rmsnorm_backward(g, xv, rstd[row], C);
+        if (acc) each_quad<K>([&](int k, int e) { g[k][e] = d[k][e] + g[k][e]; });
+        store_row(dx, g, lane);
+    } else {
+        warp_rmsnorm_backward(
+            [=](int c) { return dy[c]; }, x, rstd[row], [=](int c, real g) { return acc ? dx[c] + g : g; },
+            [=](int c, real v) { dx[c] = v; }, C, lane);
+    }
 }
 
 template <typename real>
 void rmsnorm_backward(cudaStream_t st, real *dinp, const real *dout, const real *inp, const real *rstd,
                       int N, int C, bool acc) {
-    rmsnorm_backward_kernel<real><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(dinp, dout, inp, rstd, N, C,
-                                                                                 acc);
-    KERNEL_CHECK("rmsnorm_backward_kernel");
+    with_row_regs(C, [&](auto k) {
+        rmsnorm_backward_kernel<decltype(k)::value, real>
+            <<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(dinp, dout, inp, rstd, N, C, acc);
+        KERNEL_CHECK("rmsnorm_backward_kernel");
+    });
 }
 
 // ---------------------------------------------------------------------------

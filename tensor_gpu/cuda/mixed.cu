@@ -4,13 +4,9 @@
 // inside cuBLAS run in another order.
 #include "tensor_gpu/cuda/mixed.cuh"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "tensor_gpu/cuda/cuda_check.cuh"
+#include "tensor_gpu/cuda/lowp_out.cuh"
 #include "tensor_gpu/cuda/rmsnorm_rows.cuh"
-
-#include "tensor_gpu/lowp.h"   // static inline C: the CPU's rounding, __host__ __device__ here
 
 namespace mgpt {
 
@@ -31,31 +27,6 @@ dim3 rows_grid(int rows, int cols) {
 }
 
 bool aligned16(const void *p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-// x rounded to bf16 (nearest even, lowp.h), as the bf16 whose bits are the
-// rounded float's upper half (exact: the rounded float is a bf16 value).
-__device__ inline __nv_bfloat16 bf16_of(float x) {
-    return __ushort_as_bfloat16((unsigned short)(lowp_bits(round_bf16(x)) >> 16));
-}
-
-// x rounded to fp16 by lowp.h, as a __half (the conversion of an fp16 value,
-// or of +-inf or NaN, is exact)
-__device__ inline __half fp16_of(float x) { return __float2half_rn(round_fp16(x)); }
-
-// The operand conversions, one functor per L: the L value of x (tf32: the
-// rounded float, which cuBLAS reads as fp32).
-struct ToBf16 {
-    using T = __nv_bfloat16;
-    __device__ T operator()(float x) const { return bf16_of(x); }
-};
-struct ToFp16 {
-    using T = __half;
-    __device__ T operator()(float x) const { return fp16_of(x); }
-};
-struct ToTf32 {
-    using T = float;
-    __device__ T operator()(float x) const { return round_tf32(x); }
-};
 
 template <typename T> struct alignas(4 * sizeof(T)) Four { T v[4]; };
 
@@ -202,7 +173,8 @@ __global__ void relu_backward_lowp_kernel(Lowp lp, typename F::T *d, const float
 // roundings around them fused in:
 // res = rnd(p) + x (p NULL: res is x, not written); norm: ln = F(rmsnorm(res)),
 // rstd; else ln = F(res).
-template <class F>
+// K > 0: the row in registers (rmsnorm_rows.cuh); K = 0: streamed.
+template <int K, class F>
 __global__ void residual_rmsnorm_lowp_kernel(Lowp lp, float *res, typename F::T *ln, float *rstd, const float *p,
                                              const float *x, int N, int C, bool norm) {
     const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
@@ -210,23 +182,41 @@ __global__ void residual_rmsnorm_lowp_kernel(Lowp lp, float *res, typename F::T 
     if (row >= (size_t)N) return;
     const F f;
     const float *r = x + row * C;
-    if (p) {
-        float *o = res + row * C;
-        const float *y = p + row * C;
-        lane_channels<float>(C, lane, [=](int c) { return round_out(lp, y[c]) + r[c]; },
-                             [=](int c, float v) { o[c] = v; });
-        r = o;
-    }
     typename F::T *o = ln + row * C;
-    const auto put = [=](int c, float v) { o[c] = f(v); };
-    if (norm) warp_rmsnorm(r, put, rstd + row, C, lane);
-    else lane_channels<float>(C, lane, [=](int c) { return r[c]; }, put);
+    if constexpr (K > 0) {
+        float v[K][QUAD];
+        load_row(v, r, lane);
+        if (p) {
+            float y[K][QUAD];
+            load_row(y, p + row * C, lane);
+            each_quad<K>([&](int k, int e) { v[k][e] = round_out(lp, y[k][e]) + v[k][e]; });
+            store_row(res + row * C, v, lane);
+        }
+        if (norm) {
+            const float s = row_rstd(v, C);
+            store_row(o, v, lane, [=](float y) { return f(y * s); });
+            if (rstd && lane == 0) rstd[row] = s;
+        } else {
+            store_row(o, v, lane, f);
+        }
+    } else {
+        if (p) {
+            float *o2 = res + row * C;
+            const float *y = p + row * C;
+            lane_channels<float>(C, lane, [=](int c) { return round_out(lp, y[c]) + r[c]; },
+                                 [=](int c, float v) { o2[c] = v; });
+            r = o2;
+        }
+        const auto put = [=](int c, float v) { o[c] = f(v); };
+        if (norm) warp_rmsnorm(r, put, rstd + row, C, lane);
+        else lane_channels<float>(C, lane, [=](int c) { return r[c]; }, put);
+    }
 }
 
 // dinp += rmsnorm's backward of dy, dy = 0 + rnd(t0) (t1 NULL) or ((0 +
 // rnd(t0)) + rnd(t1)) + rnd(t2): the CPU's zeroed input gradient += each
 // rounded product, in its order; dlp (unless NULL) = F(dinp).
-template <class F>
+template <int K, class F>
 __global__ void rmsnorm_backward_lowp_kernel(Lowp lp, float *dinp, typename F::T *dlp, const float *t0,
                                              const float *t1, const float *t2, const float *inp, const float *rstd,
                                              int N, int C) {
@@ -237,17 +227,38 @@ __global__ void rmsnorm_backward_lowp_kernel(Lowp lp, float *dinp, typename F::T
     const size_t o = row * C;
     float *dx = dinp + o;
     typename F::T *dl = dlp ? dlp + o : nullptr;
-    const auto dy = [=](int c) {
-        const float d = 0.0f + round_out(lp, t0[o + c]);
-        return t1 ? (d + round_out(lp, t1[o + c])) + round_out(lp, t2[o + c]) : d;
-    };
-    warp_rmsnorm_backward(
-        dy, inp + o, rstd[row], [=](int c, float g) { return dx[c] + g; },
-        [=](int c, float v) {
-            dx[c] = v;
-            if (dl) dl[c] = f(v);
-        },
-        C, lane);
+    if constexpr (K > 0) {
+        float g[K][QUAD], xv[K][QUAD], d[K][QUAD];
+        load_row(g, t0 + o, lane);
+        if (t1) {
+            float g1[K][QUAD], g2[K][QUAD];
+            load_row(g1, t1 + o, lane);
+            load_row(g2, t2 + o, lane);
+            each_quad<K>([&](int k, int e) {
+                g[k][e] = ((0.0f + round_out(lp, g[k][e])) + round_out(lp, g1[k][e])) + round_out(lp, g2[k][e]);
+            });
+        } else {
+            each_quad<K>([&](int k, int e) { g[k][e] = 0.0f + round_out(lp, g[k][e]); });
+        }
+        load_row(xv, inp + o, lane);
+        load_row(d, dx, lane);
+        row_rmsnorm_backward(g, xv, rstd[row], C);
+        each_quad<K>([&](int k, int e) { g[k][e] = d[k][e] + g[k][e]; });
+        store_row(dx, g, lane);
+        if (dl) store_row(dl, g, lane, f);
+    } else {
+        const auto dy = [=](int c) {
+            const float d = 0.0f + round_out(lp, t0[o + c]);
+            return t1 ? (d + round_out(lp, t1[o + c])) + round_out(lp, t2[o + c]) : d;
+        };
+        warp_rmsnorm_backward(
+            dy, inp + o, rstd[row], [=](int c, float g) { return dx[c] + g; },
+            [=](int c, float v) {
+                dx[c] = v;
+                if (dl) dl[c] = f(v);
+            },
+            C, lane);
+    }
 }
 
 // dinp = 0 + rnd(t), dlp = F(dinp): the head's input gradient and fc2's operand
@@ -268,13 +279,6 @@ __global__ void add_rounded_convert_kernel(Lowp lp, float *dinp, typename F::T *
             dinp[i] = y;
             dlp[i] = f(y);
         });
-}
-
-// fn(F{}) for lp's conversion functor F
-template <class Fn> void with_lowp(Lowp lp, Fn &&fn) {
-    if (lp == Lowp::BF16) fn(ToBf16{});
-    else if (lp == Lowp::FP16) fn(ToFp16{});
-    else fn(ToTf32{});
 }
 
 template <class F> void convert(cudaStream_t st, void *dst, const float *src, int rows, int cols, int lds) {
@@ -392,9 +396,11 @@ void lowp_residual_rmsnorm(cudaStream_t st, Lowp lp, float *res, void *ln, float
                            const float *x, int N, int C, bool norm) {
     with_lowp(lp, [&](auto f) {
         using F = decltype(f);
-        residual_rmsnorm_lowp_kernel<F><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(
-            lp, res, static_cast<typename F::T *>(ln), rstd, p, x, N, C, norm);
-        KERNEL_CHECK("residual_rmsnorm_lowp_kernel");
+        with_row_regs(C, [&](auto k) {
+            residual_rmsnorm_lowp_kernel<decltype(k)::value, F><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(
+                lp, res, static_cast<typename F::T *>(ln), rstd, p, x, N, C, norm);
+            KERNEL_CHECK("residual_rmsnorm_lowp_kernel");
+        });
     });
 }
 
@@ -402,9 +408,11 @@ void lowp_rmsnorm_backward(cudaStream_t st, Lowp lp, float *dinp, void *dlp, con
                            const float *t2, const float *inp, const float *rstd, int N, int C) {
     with_lowp(lp, [&](auto f) {
         using F = decltype(f);
-        rmsnorm_backward_lowp_kernel<F><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(
-            lp, dinp, static_cast<typename F::T *>(dlp), t0, t1, t2, inp, rstd, N, C);
-        KERNEL_CHECK("rmsnorm_backward_lowp_kernel");
+        with_row_regs(C, [&](auto k) {
+            rmsnorm_backward_lowp_kernel<decltype(k)::value, F><<<row_blocks((size_t)N), ROW_THREADS, 0, st>>>(
+                lp, dinp, static_cast<typename F::T *>(dlp), t0, t1, t2, inp, rstd, N, C);
+            KERNEL_CHECK("rmsnorm_backward_lowp_kernel");
+        });
     });
 }
 

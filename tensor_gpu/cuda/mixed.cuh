@@ -53,6 +53,20 @@ inline const void *lowp_at(Lowp lp, const void *base, size_t i) {
 // lp's operand type (bf16: __nv_bfloat16; fp16: __half; tf32: float holding
 // tf32 values).
 void lowp_convert(cudaStream_t st, Lowp lp, void *dst, const float *src, int rows, int cols, int lds);
+
+// The recipe's attention (fp32, implemented in attention.cu) with its outputs
+// written straight in L, as attention_forward / attention_backward then
+// lowp_convert would write them (the same bits). Forward: out_lp (B*T, C)
+// contiguous; out (B*T, C) is scratch for the rows path. Backward, not
+// accumulating: dqkv_lp (B*T, ld) contiguous, dq | dk | dv at columns 0, C,
+// C + KV with ld = C + 2 KV; dqkv (the same shape, fp32) scratch for the
+// rows path; q, k, v of row stride ldqkv.
+void attention_forward_lowp(cudaStream_t st, Lowp lp, void *out_lp, float *out, float *att, const float *q, int ldq,
+                            const float *k, const float *v, int ldkv, const int *n, int B, int T, int NH, int NKV,
+                            int HS);
+void attention_backward_lowp(cudaStream_t st, Lowp lp, void *dqkv_lp, float *dqkv, int ld, float *dpre,
+                             const float *dout, const float *att, const float *q, const float *k, const float *v,
+                             int ldqkv, const int *n, int B, int T, int NH, int NKV, int HS);
 // dst (count) = src rounded, as lowp_convert of one contiguous row.
 void lowp_convert_flat(cudaStream_t st, Lowp lp, void *dst, const float *src, size_t count);
 // x (rows, cols; row stride ld) = round_bf16(x) / round_fp16(x) in place (an

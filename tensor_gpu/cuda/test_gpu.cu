@@ -338,6 +338,44 @@ template <typename real> static void test_encoder(const Shape &s, Rng &r) {
     }
 }
 
+// The rows held in registers (C = 128, 256, 512) load and store 16 bytes at
+// a time where a row is aligned, element by element where not: the same
+// values in the same order, so rows one element off their alignment must
+// give the aligned rows' bits (forward with a residual, backward with +=).
+template <typename real>
+static void misaligned_rows(const Shape &s, const DevBuf<real> &a, const DevBuf<real> &b, const DevBuf<real> &dy) {
+    const int N = s.N(), C = s.C;
+    const size_t NC = (size_t)N * C;
+    DevBuf<real> res(NC), out(NC), rs(N), dx(dy.down());
+    DevBuf<real> a1(NC + 1), b1(NC + 1), res1(NC + 1), out1(NC + 1), rs1(N), dy1(NC + 1), dx1(NC + 1);
+    auto shifted = [&](DevBuf<real> &d1, const DevBuf<real> &d) {
+        CUDA_CHECK(cudaMemcpy(d1.p + 1, d.p, NC * sizeof(real), cudaMemcpyDeviceToDevice));
+    };
+    auto back = [&](const DevBuf<real> &d1) {
+        std::vector<real> h = d1.down();
+        return std::vector<real>(h.begin() + 1, h.end());
+    };
+    shifted(a1, a), shifted(b1, b), shifted(dy1, dy), shifted(dx1, dx);
+    residual_rmsnorm_forward(ST, res.p, out.p, rs.p, a.p, b.p, N, C);
+    residual_rmsnorm_forward(ST, res1.p + 1, out1.p + 1, rs1.p, a1.p + 1, b1.p + 1, N, C);
+    rmsnorm_backward(ST, dx.p, dy.p, a.p, rs.p, N, C, true);
+    rmsnorm_backward(ST, dx1.p + 1, dy1.p + 1, a1.p + 1, rs1.p, N, C, true);
+    const std::vector<real> pairs[4][2] = {{back(res1), res.down()},
+                                           {back(out1), out.down()},
+                                           {rs1.down(), rs.down()},
+                                           {back(dx1), dx.down()}};
+    const char *names[4] = {"res", "out", "rstd", "dinp (+=)"};
+    for (int i = 0; i < 4; i++) {
+        const std::vector<real> &g = pairs[i][0], &w = pairs[i][1];
+        size_t bad = 0;
+        for (size_t j = 0; j < g.size(); j++) bad += std::memcmp(&g[j], &w[j], sizeof(real)) != 0;
+        if (bad)
+            failf("%s rmsnorm rows one element off alignment: %s [%s]: %zu of %zu values differ from the aligned "
+                  "rows' (the element-wise loads or stores)",
+                  prec_name<real>(), names[i], s.str().c_str(), bad, g.size());
+    }
+}
+
 template <typename real> static void test_rmsnorm(const Shape &s, Rng &r) {
     const int N = s.N(), C = s.C;
     std::vector<real> inp = randn<real>(r, (size_t)N * C);
@@ -378,6 +416,7 @@ template <typename real> static void test_rmsnorm(const Shape &s, Rng &r) {
         ref_rmsnorm_backward(dinp.data(), dout.data(), inp.data(), rstd.data(), N, C);
         check("rmsnorm_backward", acc ? "dinp (+=)" : "dinp", s, d_dinp.down(), dinp);
     }
+    if (C % 128 == 0) misaligned_rows<real>(s, d_a, d_b, d_dout);
 }
 
 // the first `cols` columns of each of `rows` rows of stride ld
@@ -1586,6 +1625,71 @@ static void test_lowp_fused(Rng &r) {
            "bf16/fp16/tf32, aligned and one float off): %zu values bit-identical to lowp.h: PASS\n", checked);
 }
 
+// The recipe's attention (attention_forward_lowp, attention_backward_lowp):
+// the fp32 kernels writing their outputs in L must give the bits of the fp32
+// kernels followed by lowp_convert, on the tiled path (grouped heads, ragged
+// documents, T not a multiple of 4) and on the rows path (T 256, HS 128).
+static void test_lowp_attention(Rng &r) {
+    size_t bad = 0, checked = 0;
+    std::string first;
+    auto cmp = [&](const std::string &what, const std::vector<uint32_t> &g, const std::vector<uint32_t> &w) {
+        for (size_t i = 0; i < g.size(); i++, checked++)
+            if (g[i] != w[i] && bad++ == 0) first = what;
+    };
+    struct Case { int B, T, NH, NKV, HS; };
+    const Case cases[] = {{3, 64, 2, 1, 64}, {4, 17, 4, 2, 12}, {1, 256, 2, 1, 128}};
+    for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32})
+        for (const Case &k : cases) {
+            const int B = k.B, T = k.T, NH = k.NH, NKV = k.NKV, HS = k.HS, N = B * T;
+            const int C = NH * HS, KV = NKV * HS, QKV = C + 2 * KV;
+            const size_t natt = (size_t)B * NH * T * T;
+            const std::vector<int> n = make_lengths(r, B, T);
+            DevBuf<int> dn(n);
+            DevBuf<float> qkv(randn<float>(r, (size_t)N * QKV, 0.5)), dout(randn<float>(r, (size_t)N * C, 0.1));
+            const float *q = qkv.p, *kk = qkv.p + C, *v = qkv.p + C + KV;
+            DevBuf<float> out(N * (size_t)C), att(natt), att2(natt), scratch(N * (size_t)C);
+            // L in 32-bit words: enough for bf16, fp16 and tf32, poisoned alike
+            DevBuf<uint32_t> lo((size_t)N * QKV), lo_ref((size_t)N * QKV);
+            lo.poison(), lo_ref.poison(), att2.poison(), scratch.poison();
+            attention_forward(ST, out.p, att.p, q, QKV, kk, v, QKV, dn.p, B, T, NH, NKV, HS);
+            lowp_convert(ST, lp, lo_ref.p, out.p, N, C, C);
+            attention_forward_lowp(ST, lp, lo.p, scratch.p, att2.p, q, QKV, kk, v, QKV, dn.p, B, T, NH, NKV, HS);
+            const std::string where = std::string(lowp_name(lp)) + " T " + std::to_string(T) + " HS " +
+                                      std::to_string(HS) + " (" +
+                                      attn_path_name(attention_forward_path<float>(T, HS)) + ")";
+            cmp("attention_forward_lowp out, " + where, lo.down(), lo_ref.down());
+            {
+                const std::vector<float> a = att.down(), b = att2.down();
+                std::vector<uint32_t> ua(a.size()), ub(b.size());
+                std::memcpy(ua.data(), a.data(), a.size() * 4), std::memcpy(ub.data(), b.data(), b.size() * 4);
+                cmp("attention_forward_lowp att, " + where, ub, ua);
+            }
+            DevBuf<float> dqkv((size_t)N * QKV), dqkv2((size_t)N * QKV), dpre(natt), dpre2(natt);
+            dqkv.poison(), dqkv2.poison(), lo.poison(), lo_ref.poison();
+            attention_backward(ST, dqkv.p, QKV, dqkv.p + C, dqkv.p + C + KV, QKV, dpre.p, dout.p, att.p, q, QKV, kk, v,
+                               QKV, dn.p, B, T, NH, NKV, HS, false);
+            lowp_convert(ST, lp, lo_ref.p, dqkv.p, N, QKV, QKV);
+            attention_backward_lowp(ST, lp, lo.p, dqkv2.p, QKV, dpre2.p, dout.p, att.p, q, kk, v, QKV, dn.p, B, T, NH,
+                                    NKV, HS);
+            cmp("attention_backward_lowp dq|dk|dv, " + where, lo.down(), lo_ref.down());
+        }
+    bool refused = false;
+    try {
+        DevBuf<int> dn(std::vector<int>{4});
+        DevBuf<float> x(64);
+        DevBuf<uint32_t> l(64);
+        attention_backward_lowp(ST, Lowp::BF16, l.p, x.p, 2, x.p, x.p, x.p, x.p, x.p, x.p, 4, dn.p, 1, 4, 1, 1, 1);
+    } catch (const CudaError &) {
+        refused = true;
+    }
+    if (!refused) failf("attention_backward_lowp: dq|dk|dv rows narrower than C + 2 KV were not refused");
+    if (bad)
+        failf("recipe attention: %zu of %zu values differ from the fp32 kernels then lowp_convert, the first in %s",
+              bad, checked, first.c_str());
+    printf("recipe attention (outputs written in L; bf16/fp16/tf32, tiled and rows): %zu values bit-identical to "
+           "the fp32 kernels then lowp_convert: %s\n", checked, bad ? "FAIL" : "PASS");
+}
+
 // The recipe's rmsnorm rows (lowp_residual_rmsnorm, lowp_rmsnorm_backward)
 // against the unfused sequence each replaces, bit for bit: the rounding
 // kernels (tested against lowp.h above) around the fp32 rmsnorm kernels
@@ -1604,7 +1708,7 @@ static void test_lowp_rows(Rng &r) {
             if (a[i] != b[i] && bad++ == 0) first = what;
     };
     for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32})
-        for (int C : {72, 512}) {
+        for (int C : {72, 256, 512}) {
             const int N = 67;
             const size_t NC = (size_t)N * C;
             std::vector<float> p(NC), x(NC), t(3 * NC), dx0(NC);
@@ -1685,8 +1789,8 @@ static void test_lowp_rows(Rng &r) {
         }
     if (bad) failf("recipe rmsnorm rows: %zu of %zu values differ from the unfused kernels, the first in %s", bad,
                    checked, first);
-    printf("recipe rmsnorm rows (residual_rmsnorm, rmsnorm_backward with their roundings; bf16/fp16/tf32, C 72 and "
-           "512): %zu values bit-identical to the unfused kernels: %s\n", checked, bad ? "FAIL" : "PASS");
+    printf("recipe rmsnorm rows (residual_rmsnorm, rmsnorm_backward with their roundings; bf16/fp16/tf32, C 72, 256 "
+           "and 512): %zu values bit-identical to the unfused kernels: %s\n", checked, bad ? "FAIL" : "PASS");
 }
 
 // One output element of a product of rounded operands: its exact value
@@ -2195,6 +2299,9 @@ static void all_tests(Rng &r, cublasHandle_t h, int sms, bool only_mixed) {
         {70, 33, 8, 2, 1, 13},   // 2310 positions, ragged
         {256, 16, 16, 4, 2, 27}, // the default model at batch 256: every weight gradient split-K
         {37, 61, 48, 4, 2, 40},  // 2257 rows, ragged: split-K with a short last chunk; 2 channel blocks
+        {3, 5, 128, 2, 1, 7},    // C 128, 256, 512: rmsnorm rows held in registers
+        {2, 7, 256, 4, 4, 7},
+        {3, 6, 512, 8, 8, 9},
     };
     // and attention alone at the head sizes and lengths its kernels
     // treat apart: HS 1, 5, 6, 8, 36, 64, 128 (register tiles of 4, a
@@ -2250,6 +2357,7 @@ static void mixed_tests(Rng &r) {
     test_lowp_kernels(r);
     test_lowp_fused(r);
     test_lowp_rows(r);
+    test_lowp_attention(r);
     for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32}) test_mixed_products(r, lp);
     for (Precision p : {PREC_BF16, PREC_TF32}) {
         engine_vs_cpu_mixed(p, r);
