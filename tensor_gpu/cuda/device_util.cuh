@@ -25,6 +25,10 @@ __device__ __forceinline__ float r_log(float x) { return logf(x); }
 __device__ __forceinline__ double r_sqrt(double x) { return sqrt(x); }
 __device__ __forceinline__ float r_sqrt(float x) { return sqrtf(x); }
 
+// Four values of T as one aligned access (16 bytes for float, 8 for bf16/fp16)
+constexpr int QUAD = 4;
+template <typename T> struct alignas(QUAD * sizeof(T)) Quad { T v[QUAD]; };
+
 template <typename real> __device__ __forceinline__ real neg_inf() { return -(real)INFINITY; }
 
 // Butterfly reductions: every lane ends with the same bits (each level adds

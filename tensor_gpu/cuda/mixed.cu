@@ -28,8 +28,6 @@ dim3 rows_grid(int rows, int cols) {
 
 bool aligned16(const void *p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-template <typename T> struct alignas(4 * sizeof(T)) Four { T v[4]; };
-
 // The flat elementwise kernels' loop over count elements: with vec (every
 // pointer 16-byte aligned) four(i) for each group i of four elements (one
 // 16-byte access per operand), then one(i) for the elements left, one at a
@@ -62,9 +60,9 @@ template <class G> __device__ __forceinline__ float4 lanes(G g, float4 a, float4
 
 // group i of four of dst (L's type) = F of each lane of x
 template <class F> __device__ __forceinline__ void convert4(const F &f, typename F::T *dst, size_t i, float4 x) {
-    Four<typename F::T> y;
+    Quad<typename F::T> y;
     y.v[0] = f(x.x), y.v[1] = f(x.y), y.v[2] = f(x.z), y.v[3] = f(x.w);
-    reinterpret_cast<Four<typename F::T> *>(dst)[i] = y;
+    reinterpret_cast<Quad<typename F::T> *>(dst)[i] = y;
 }
 
 // dst[i] = F(src[i]) over a contiguous count
@@ -162,7 +160,7 @@ __global__ void relu_backward_lowp_kernel(Lowp lp, typename F::T *d, const float
     elementwise(
         count, vec,
         [&](size_t i) {
-            const Four<T> m = reinterpret_cast<const Four<T> *>(y)[i];
+            const Quad<T> m = reinterpret_cast<const Quad<T> *>(y)[i];
             const float4 x = make_float4(to_float(m.v[0]), to_float(m.v[1]), to_float(m.v[2]), to_float(m.v[3]));
             convert4(f, d, i, lanes(g, load4(t, i), x));
         },
@@ -385,7 +383,7 @@ void lowp_relu_backward(cudaStream_t st, Lowp lp, void *d, const float *t, const
         using T = typename F::T;
         T *o = static_cast<T *>(d);
         const T *m = static_cast<const T *>(y);
-        // (Four<T> of bf16 and fp16 is 8 bytes: 16-byte alignment is more than it needs)
+        // (Quad<T> of bf16 and fp16 is 8 bytes: 16-byte alignment is more than it needs)
         relu_backward_lowp_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(
             lp, o, t, m, count, aligned16(o) && aligned16(t) && aligned16(m));
         KERNEL_CHECK("relu_backward_lowp_kernel");

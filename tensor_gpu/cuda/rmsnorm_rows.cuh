@@ -1,8 +1,9 @@
 // rmsnorm of one row by one warp, forward and backward, as the reference
 // writes them: the arithmetic shared by kernels.cu (any precision) and
 // mixed.cu (the recipe's kernels, which fuse a rounding into the row's
-// input or output). Each lane touches only its own channels c = lane + 32k,
-// so a lane may read what it has just written.
+// input or output). Each lane touches only its own channels (c = lane + 32k
+// streamed, 128k + 4 lane + e held in registers), so a lane may read what it
+// has just written.
 #ifndef TENSOR_GPU_CUDA_RMSNORM_ROWS_CUH
 #define TENSOR_GPU_CUDA_RMSNORM_ROWS_CUH
 
@@ -68,7 +69,6 @@ __device__ __forceinline__ void warp_rmsnorm_backward(Dy dy, const real *x, real
 // so that a warp waits on global memory once per row, not once per group;
 // the lane's sums run k, then e, ascending. Every kernel of a C takes the same
 // path (the fused and the unfused rows agree bit for bit); other C stream.
-constexpr int QUAD = 4;
 __host__ __device__ constexpr int row_regs(int C) {
     return C == QUAD * WARP ? 1 : C == 2 * QUAD * WARP ? 2 : C == 4 * QUAD * WARP ? 4 : 0;
 }
@@ -82,8 +82,6 @@ template <class Fn> void with_row_regs(int C, Fn &&fn) {
     default: fn(RowK<0>{});
     }
 }
-
-template <typename T> struct alignas(QUAD * sizeof(T)) Quad { T v[QUAD]; };
 
 // v[k][e] = row[128k + 4 lane + e]
 template <int K, typename T> __device__ __forceinline__ void load_row(T (&v)[K][QUAD], const T *row, int lane) {
