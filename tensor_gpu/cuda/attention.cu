@@ -7,23 +7,30 @@
 //     dout, att; then q, dout, att, dpre) into shared memory, zero-padded to
 //     a multiple of 4 rows and columns, and computes the T x T products with
 //     each thread owning a 4 x 4 register tile (only the tiles on or below
-//     the diagonal, only the rows of the document); the softmax and its
-//     backward take one warp per row. Work and traffic scale with n[b], not T.
+//     the diagonal, only the rows of the document; the weighted sums give a
+//     thread a pair of tile rows, one short and one long, so that every
+//     thread has the same work), reading each operand's four values at one
+//     step with one 16-byte shared load; the softmax and its backward take
+//     one warp per row. Work and traffic scale with n[b], not T.
 //   rows (the fallback): one warp per query row (dkv: per key row), reading
 //     q, k, v from global memory; no shared memory.
 //
 // Which runs (attention_forward_path / attention_backward_path): the tiled
 // kernels whenever their shared memory fits the device's opt-in limit per
 // block (queried once per precision; 227 KiB on an H100/H200), i.e. with
-// P = 4*ceil(T/4), L = 4*ceil(HS/4) + 1, S = P + 1 elements of 4 (fp32) or 8
-// (fp64) bytes, hl = P L, ss = P S:
-//   forward 3 hl + ss, dq 3 hl + 2 ss, dkv 4 hl + 2 ss; and in the compact
-//   layouts (attention_tiled.cuh: when every thread of the block holds at
-//   most one tile, e.g. T <= 64 at 256 threads) forward 2 hl + max(hl, ss)
-//   (the scores over q), dq the same (datt over dout, att read from global
-//   memory), dkv 2 hl + 2 ss (the accumulators in registers).
-// At the bench's e512 (T 64, HS 64, fp32) that is 50, 50 and 67 KB: four,
-// four and three blocks an SM, and the registers are bounded to match
+// P = 4*ceil(T/4), R = 4*ceil(HS/4), H4 = HS made odd, S = P + 4 and
+// elements of 4 (fp32) or 8 (fp64) bytes, hr = P R (rows layout), hq = P H4
+// (quads layout, the score products' operands), ss = P S (attention_tiled.cuh):
+//   forward 2 hq + hr + ss, dq 2 hq + hr + 2 ss, dkv 4 hr + 2 ss (the
+//   recipe's bf16 and fp16 dkv keep q and dout in L: 2-byte elements); and in the
+//   compact layouts (attention_tiled.cuh: when every thread of the block
+//   holds at most one tile, or pair of tiles, e.g. T <= 64 at 256 threads)
+//   forward hq + hr + max(hq, ss) (the scores over q), dq the same (datt
+//   over dout, att read from global memory), dkv 2 hr + 2 ss (the
+//   accumulators in registers).
+// At the bench's e512 (T 64, HS 64, fp32) that is 49, 49 and 66 KiB (the
+// recipe's bf16 dkv 50 KiB): four, four and three (bf16: four) blocks an
+// SM, and the registers are bounded to match
 // (__launch_bounds__). Longer blocks (T 256 always) and heads too wide for
 // the limit run on the rows kernels, which take any T and HS. The backward
 // picks its two kernels together (both tiled or both rows).
@@ -31,7 +38,9 @@
 // Rounding (--fmad=false): every dot product (scores, dout.v) and every
 // weighted sum (att @ v, dpre @ k) is summed by one thread in the reference's
 // order (j, then s, ascending), so they carry the reference's bits given the
-// same inputs; the softmax's sum of exponentials and the backward's row sum
+// same inputs (the recipe's bf16 and fp16 kernels fuse the dot products'
+// multiply and add, exact on their L inputs: lowp_out.cuh); the softmax's
+// sum of exponentials and the backward's row sum
 // use a warp's fixed butterfly, and dk, dv sum the positions of one query
 // head at a time (the reference interleaves the heads). No atomics: the same
 // inputs give the same bits on every run.
@@ -219,16 +228,16 @@ enum TiledKernel { TK_FORWARD, TK_DQ, TK_DKV };
 
 // Shared memory of one block of a tiled kernel, in bytes (the layouts above).
 static int tiled_threads(int T, int HS);
-template <typename real> static size_t tiled_bytes(TiledKernel which, int T, int HS) {
+template <typename real, class Out = Same<real>> static size_t tiled_bytes(TiledKernel which, int T, int HS) {
     const TileDims d(T, HS);
     const int th = tiled_threads(T, HS);
-    const size_t hl = (size_t)d.P * d.L, ss = (size_t)d.P * d.S, slot = hl > ss ? hl : ss;
+    const size_t hr = (size_t)d.rows_elems(), hq = (size_t)d.quads_elems(), ss = (size_t)d.square_elems();
+    const size_t slot = hq > ss ? hq : ss;
     const bool sc = scores_compact(T, th);
-    size_t elems;
-    if (which == TK_FORWARD) elems = sc ? slot + 2 * hl : 3 * hl + ss;          // S over Q, or Q, K, V, S
-    else if (which == TK_DQ) elems = sc ? 2 * hl + slot : 3 * hl + 2 * ss;      // D over dO, or K, V, dO, A, D
-    else elems = dkv_compact(T, HS, th) ? 2 * hl + 2 * ss : 4 * hl + 2 * ss;   // dK, dV in registers, or not
-    return elems * sizeof(real);
+    if (which == TK_FORWARD) return (sc ? slot + hq + hr : 2 * hq + hr + ss) * sizeof(real);   // S over Q, or Q, K, V, S
+    if (which == TK_DQ) return (sc ? hr + hq + slot : hr + 2 * hq + 2 * ss) * sizeof(real);   // D over dO, or K, V, dO, A, D
+    // Q and dO (in L with exact operands), A, Pd; dK, dV unless in registers
+    return 2 * hr * sizeof(DkvOperand<real, Out>) + (dkv_compact(T, HS, th) ? 2 * ss : 2 * ss + 2 * hr) * sizeof(real);
 }
 
 // The device's opt-in shared memory per block, queried once per precision
@@ -255,8 +264,8 @@ template <typename real, class Out = Same<real>> static size_t tiled_limit() {
 // Threads per block: enough for the larger product's tiles (whole warps,
 // 64 to TILED_THREADS); the loops stride over whatever is left.
 static int tiled_threads(int T, int HS) {
-    const int NT = pad4(T) / TILE, JW = pad4(HS) / TILE;
-    const int tiles = NT * (NT + 1) / 2 > NT * JW ? NT * (NT + 1) / 2 : NT * JW;
+    const int NT = pad4(T) / TILE, JW = pad4(HS) / TILE, dkv = 2 * row_pairs(NT) * JW;   // dkv: dk and dv pairs
+    const int tiles = lower_tiles(NT) > dkv ? lower_tiles(NT) : dkv;
     int th = (tiles + WARP - 1) / WARP * WARP;
     if (th < 2 * WARP) th = 2 * WARP;
     return th > TILED_THREADS ? TILED_THREADS : th;
@@ -312,7 +321,7 @@ static void backward_tiled(cudaStream_t st, typename Out::T *dq, int lddq, typen
         dq, lddq, dpre, dout, att, k, v, ldkv, n, T, NH, NKV, HS, scale, acc);
     KERNEL_CHECK("attention_backward_dq_tiled_kernel");
     attention_backward_dkv_tiled_kernel<real, Out><<<blocks_for((size_t)B * NKV, 1), th,
-                                                     tiled_bytes<real>(TK_DKV, T, HS), st>>>(
+                                                     tiled_bytes<real, Out>(TK_DKV, T, HS), st>>>(
         dk, dv, lddkv, dpre, att, dout, q, ldq, n, T, NH, NKV, HS, acc);
     KERNEL_CHECK("attention_backward_dkv_tiled_kernel");
 }

@@ -24,14 +24,24 @@ __device__ inline __nv_bfloat16 bf16_of(float x) {
 __device__ inline __half fp16_of(float x) { return __float2half_rn(round_fp16(x)); }
 
 // The operand conversions, one functor per L: the L value of x (tf32: the
-// rounded float, which cuBLAS reads as fp32).
+// rounded float, which cuBLAS reads as fp32). exact_operands (bf16, fp16):
+// the recipe's attention inputs (q, k, v and the output gradient) are L
+// values, whose products are exact in fp32 (8 + 8 or 11 + 11 significant
+// bits, fp16's range well inside fp32's normal range; a bf16 product below
+// 2^-126, fp32's normal range, is the exception), so the attention kernels
+// writing L fuse their score products' multiply and add (attention_tiled.cuh).
+// tf32 keeps its outputs unrounded fp32: its attention inputs are not L values.
 struct ToBf16 {
     using T = __nv_bfloat16;
+    static constexpr bool exact_operands = true;
     __device__ T operator()(float x) const { return bf16_of(x); }
+    __device__ static float widen(T x) { return __bfloat162float(x); }   // exact
 };
 struct ToFp16 {
     using T = __half;
+    static constexpr bool exact_operands = true;
     __device__ T operator()(float x) const { return fp16_of(x); }
+    __device__ static float widen(T x) { return __half2float(x); }   // exact
 };
 struct ToTf32 {
     using T = float;

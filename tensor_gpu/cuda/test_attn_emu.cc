@@ -13,7 +13,9 @@
 // scores over an input and dkv's accumulators in registers; and not); q|k|v side by
 // side (the engine's layout) with the rows 16-byte aligned and, again,
 // shifted by one element (the scalar copies); backward overwriting (outputs
-// NaN first) and accumulating. Exits 1 on any mismatch.
+// NaN first) and accumulating. And the fused score products of the
+// recipe's bf16/fp16 kernels (exact_operands: lowp_out.cuh) on bf16 inputs,
+// bit for bit against multiply-then-add. Exits 1 on any mismatch.
 //
 //   build/test_attn_emu [--seed N]
 #include "tensor_gpu/cuda/attention_tiled.cuh"
@@ -27,6 +29,7 @@
 
 extern "C" {
 #include "tensor_gpu/layers.h"
+#include "tensor_gpu/lowp.h"
 }
 
 using namespace mgpt;
@@ -76,6 +79,73 @@ static void check(const char *what, const std::string &shape, const real *got, c
             printf("FAIL: %s [%s]: %zu element(s) not finite, the first [%zu]\n", what, shape.c_str(), bad, first_bad);
         else
             printf("FAIL: %s [%s]: relative error %.3e > %.0e\n", what, shape.c_str(), rel, tol);
+    }
+}
+
+// An output functor that claims exact operands (as the recipe's bf16 and
+// fp16 ones do: lowp_out.cuh) and stores fp32: the kernels then fuse the
+// score products' multiply and add.
+struct SameExact {
+    using T = float;
+    static constexpr bool exact_operands = true;
+    float operator()(float x) const { return x; }
+};
+
+// The fused score products against the multiply-then-add ones, bit for bit,
+// on inputs rounded to bf16 (whose products are exact in fp32): forward out
+// and att, backward dq, dk, dv and dpre.
+static size_t exact_mismatches(const std::vector<float> &a, const std::vector<float> &b) {
+    size_t bad = 0;
+    for (size_t i = 0; i < a.size(); i++) bad += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return bad;
+}
+static void run_exact(int B, int T, int NH, int NKV, int HS, int threads, std::mt19937_64 &rng) {
+    const int C = NH * HS, KV = NKV * HS, QKV = C + 2 * KV, N = B * T;
+    const size_t natt = (size_t)B * NH * T * T;
+    std::normal_distribution<double> nd;
+    auto randl = [&](size_t c) {   // bf16 values
+        std::vector<float> x(c);
+        for (auto &e : x) e = round_bf16((float)nd(rng));
+        return x;
+    };
+    std::vector<int> n((size_t)B);
+    for (int b = 0; b < B; b++) n[b] = 1 + (int)(rng() % (uint64_t)T);
+    n[0] = T;
+    const std::vector<float> qkv = randl((size_t)N * QKV), dout = randl((size_t)N * C);
+    const float scale = 1.0f / std::sqrt((float)HS);
+    std::vector<float> res[2][6];   // [fused][out, att, dq|dk|dv, dpre]
+    for (int fused = 0; fused < 2; fused++) {
+        std::vector<float> o((size_t)N * C, NAN), a(natt, NAN), g((size_t)N * QKV, NAN), dpre(natt, NAN);
+        const float *q = qkv.data(), *k = q + C, *v = q + C + KV;
+        emu_launch(B * NH, threads, [&] {
+            if (fused) attention_forward_tiled_kernel<float, SameExact>(o.data(), a.data(), q, QKV, k, v, QKV,
+                                                                        n.data(), T, NH, NKV, HS, scale);
+            else attention_forward_tiled_kernel<float>(o.data(), a.data(), q, QKV, k, v, QKV, n.data(), T, NH, NKV,
+                                                       HS, scale);
+        });
+        emu_launch(B * NH, threads, [&] {
+            if (fused) attention_backward_dq_tiled_kernel<float, SameExact>(g.data(), QKV, dpre.data(), dout.data(),
+                                                                            a.data(), k, v, QKV, n.data(), T, NH,
+                                                                            NKV, HS, scale, false);
+            else attention_backward_dq_tiled_kernel<float>(g.data(), QKV, dpre.data(), dout.data(), a.data(), k, v,
+                                                           QKV, n.data(), T, NH, NKV, HS, scale, false);
+        });
+        emu_launch(B * NKV, threads, [&] {
+            attention_backward_dkv_tiled_kernel<float>(g.data() + C, g.data() + C + KV, QKV, dpre.data(), a.data(),
+                                                       dout.data(), q, QKV, n.data(), T, NH, NKV, HS, false);
+        });
+        res[fused][0] = o, res[fused][1] = a, res[fused][2] = g, res[fused][3] = dpre;
+    }
+    const char *what[] = {"out", "att", "dq|dk|dv", "dpre"};
+    for (int i = 0; i < 4; i++) {
+        g_checks++;
+        const size_t bad = exact_mismatches(res[1][i], res[0][i]);
+        if (bad) {
+            g_fail++;
+            printf("FAIL: fused score products [B=%d T=%d NH=%d NKV=%d HS=%d, %d threads] %s: %zu of %zu values "
+                   "differ from multiply-then-add on bf16 inputs\n", B, T, NH, NKV, HS, threads, what[i], bad,
+                   res[1][i].size());
+        }
     }
 }
 
@@ -185,6 +255,9 @@ int main(int argc, char **argv) {
             run<double>(s[0], s[1], s[2], s[3], s[4], s[5], shift, rng);
             run<float>(s[0], s[1], s[2], s[3], s[4], s[5], shift, rng);
         }
+    // the fused score products (exact_operands) on bf16 inputs: compact and not, ragged, GQA
+    const int exact_shapes[][6] = {{3, 64, 4, 2, 64, 256}, {2, 37, 2, 1, 12, 64}, {2, 64, 2, 2, 64, 64}};
+    for (const auto &s : exact_shapes) run_exact(s[0], s[1], s[2], s[3], s[4], s[5], rng);
     if (g_fail) {
         printf("test_attn_emu: FAILED (%d of %d checks; seed %llu)\n", g_fail, g_checks, seed);
         return 1;

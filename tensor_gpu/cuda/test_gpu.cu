@@ -1626,9 +1626,11 @@ static void test_lowp_fused(Rng &r) {
 }
 
 // The recipe's attention (attention_forward_lowp, attention_backward_lowp):
-// the fp32 kernels writing their outputs in L must give the bits of the fp32
-// kernels followed by lowp_convert, on the tiled path (grouped heads, ragged
-// documents, T not a multiple of 4) and on the rows path (T 256, HS 128).
+// the fp32 kernels writing their outputs in L (and, in bf16 and fp16,
+// fusing the score products' multiply and add) must give the bits of the
+// fp32 kernels followed by lowp_convert on the recipe's inputs (L values),
+// on the tiled path (grouped heads, ragged documents, T not a multiple of 4)
+// and on the rows path (T 256, HS 128).
 static void test_lowp_attention(Rng &r) {
     size_t bad = 0, checked = 0;
     std::string first;
@@ -1637,7 +1639,8 @@ static void test_lowp_attention(Rng &r) {
             if (g[i] != w[i] && bad++ == 0) first = what;
     };
     struct Case { int B, T, NH, NKV, HS; };
-    const Case cases[] = {{3, 64, 2, 1, 64}, {4, 17, 4, 2, 12}, {1, 256, 2, 1, 128}};
+    // compact layouts (T 64, T 17), the others (T 96: the tiles outnumber the threads), the rows path
+    const Case cases[] = {{3, 64, 2, 1, 64}, {4, 17, 4, 2, 12}, {2, 96, 2, 1, 64}, {1, 256, 2, 1, 128}};
     for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32})
         for (const Case &k : cases) {
             const int B = k.B, T = k.T, NH = k.NH, NKV = k.NKV, HS = k.HS, N = B * T;
@@ -1646,6 +1649,9 @@ static void test_lowp_attention(Rng &r) {
             const std::vector<int> n = make_lengths(r, B, T);
             DevBuf<int> dn(n);
             DevBuf<float> qkv(randn<float>(r, (size_t)N * QKV, 0.5)), dout(randn<float>(r, (size_t)N * C, 0.1));
+            // the recipe's inputs are L values (which the bf16/fp16 kernels' fused score products rely on)
+            lowp_round_inplace(ST, lp, qkv.p, N, QKV, QKV);
+            lowp_round_inplace(ST, lp, dout.p, N, C, C);
             const float *q = qkv.p, *kk = qkv.p + C, *v = qkv.p + C + KV;
             DevBuf<float> out(N * (size_t)C), att(natt), att2(natt), scratch(N * (size_t)C);
             // L in 32-bit words: enough for bf16, fp16 and tf32, poisoned alike

@@ -37,6 +37,10 @@ struct alignas(16) float4 { float x, y, z, w; };
 struct alignas(16) double2 { double x, y; };
 struct emu_dim3 { unsigned x, y, z; };
 
+// the fused multiply-adds of device code (one rounding, as on the GPU)
+inline float __fmaf_rn(float x, float y, float z) { return std::fma(x, y, z); }
+inline double __fma_rn(double x, double y, double z) { return std::fma(x, y, z); }
+
 namespace mgpt {
 // the kernels' extern __shared__ array (block-scope extern declarations in
 // namespace mgpt name this one)
