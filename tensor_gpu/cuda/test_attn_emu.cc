@@ -15,7 +15,9 @@
 // shifted by one element (the scalar copies); backward overwriting (outputs
 // NaN first) and accumulating. And the fused score products of the
 // recipe's bf16/fp16 kernels (exact_operands: lowp_out.cuh) on bf16 inputs,
-// bit for bit against multiply-then-add. Exits 1 on any mismatch.
+// bit for bit against multiply-then-add, and the kernels writing bf16 (dkv
+// keeping q and dout in bf16) against the fp32 ones' outputs rounded to
+// bf16. Exits 1 on any mismatch.
 //
 //   build/test_attn_emu [--seed N]
 #include "tensor_gpu/cuda/attention_tiled.cuh"
@@ -91,9 +93,24 @@ struct SameExact {
     float operator()(float x) const { return x; }
 };
 
+// The recipe's bf16 output functor (lowp_out.cuh's ToBf16) for the CPU: the
+// bits of the bf16, from lowp.h's rounding; dkv then also keeps q and dout
+// in it in shared memory.
+struct Bf16Bits {
+    uint16_t b;
+};
+struct EmuBf16 {
+    using T = Bf16Bits;
+    static constexpr bool exact_operands = true;
+    T operator()(float x) const { return T{(uint16_t)(lowp_bits(round_bf16(x)) >> 16)}; }
+    static float widen(T x) { return lowp_float((uint32_t)x.b << 16); }
+};
+
 // The fused score products against the multiply-then-add ones, bit for bit,
 // on inputs rounded to bf16 (whose products are exact in fp32): forward out
-// and att, backward dq, dk, dv and dpre.
+// and att, backward dq, dk, dv and dpre. And the kernels writing bf16
+// (EmuBf16: fused scores, dkv's q and dout in bf16) against the fp32
+// kernels' outputs rounded to bf16, bit for bit.
 static size_t exact_mismatches(const std::vector<float> &a, const std::vector<float> &b) {
     size_t bad = 0;
     for (size_t i = 0; i < a.size(); i++) bad += memcmp(&a[i], &b[i], sizeof(float)) != 0;
@@ -136,8 +153,40 @@ static void run_exact(int B, int T, int NH, int NKV, int HS, int threads, std::m
         });
         res[fused][0] = o, res[fused][1] = a, res[fused][2] = g, res[fused][3] = dpre;
     }
-    const char *what[] = {"out", "att", "dq|dk|dv", "dpre"};
-    for (int i = 0; i < 4; i++) {
+    {   // outputs in bf16
+        std::vector<Bf16Bits> o((size_t)N * C, Bf16Bits{0xffff}), g((size_t)N * QKV, Bf16Bits{0xffff});
+        std::vector<float> a(natt, NAN), dpre(natt, NAN);
+        const float *q = qkv.data(), *k = q + C, *v = q + C + KV;
+        emu_launch(B * NH, threads, [&] {
+            attention_forward_tiled_kernel<float, EmuBf16>(o.data(), a.data(), q, QKV, k, v, QKV, n.data(), T, NH,
+                                                           NKV, HS, scale);
+        });
+        emu_launch(B * NH, threads, [&] {
+            attention_backward_dq_tiled_kernel<float, EmuBf16>(g.data(), QKV, dpre.data(), dout.data(), a.data(), k,
+                                                               v, QKV, n.data(), T, NH, NKV, HS, scale, false);
+        });
+        emu_launch(B * NKV, threads, [&] {
+            attention_backward_dkv_tiled_kernel<float, EmuBf16>(g.data() + C, g.data() + C + KV, QKV, dpre.data(),
+                                                                a.data(), dout.data(), q, QKV, n.data(), T, NH,
+                                                                NKV, HS, false);
+        });
+        auto cmp_l = [&](const char *what, const std::vector<Bf16Bits> &got, const std::vector<float> &want) {
+            size_t bad = 0;
+            for (size_t i = 0; i < got.size(); i++) bad += got[i].b != EmuBf16{}(want[i]).b;
+            g_checks++;
+            if (bad) {
+                g_fail++;
+                printf("FAIL: bf16 outputs [B=%d T=%d NH=%d NKV=%d HS=%d, %d threads] %s: %zu of %zu values differ "
+                       "from the fp32 kernels' rounded to bf16\n", B, T, NH, NKV, HS, threads, what, bad, got.size());
+            }
+        };
+        cmp_l("out", o, res[0][0]);
+        cmp_l("dq|dk|dv", g, res[0][2]);
+        res[1][4] = a, res[1][5] = dpre;
+        res[0][4] = res[0][1], res[0][5] = res[0][3];
+    }
+    const char *what[] = {"out", "att", "dq|dk|dv", "dpre", "att (bf16 outputs)", "dpre (bf16 outputs)"};
+    for (int i = 0; i < 6; i++) {
         g_checks++;
         const size_t bad = exact_mismatches(res[1][i], res[0][i]);
         if (bad) {
