@@ -38,8 +38,9 @@
 // Rounding (--fmad=false): every dot product (scores, dout.v) and every
 // weighted sum (att @ v, dpre @ k) is summed by one thread in the reference's
 // order (j, then s, ascending), so they carry the reference's bits given the
-// same inputs (the recipe's bf16 and fp16 kernels fuse the dot products'
-// multiply and add, exact on their L inputs: lowp_out.cuh); the softmax's
+// same inputs (the recipe's bf16 and fp16 kernels round q, k, v and dout to
+// L as they load them, and fuse the dot products' multiply and add, exact on
+// those L values: lowp_out.cuh); the softmax's
 // sum of exponentials and the backward's row sum
 // use a warp's fixed butterfly, and dk, dv sum the positions of one query
 // head at a time (the reference interleaves the heads). No atomics: the same
@@ -351,13 +352,18 @@ void attention_backward(cudaStream_t st, real *dq, int lddq, real *dk, real *dv,
                                      NKV, HS, acc);
 }
 
-// The recipe's attention (mixed.cuh): the fp32 kernels with their outputs
-// written in L by the functor (the same bits as fp32 then lowp_convert); on
-// the rows path, fp32 into the scratch and then converted.
-void attention_forward_lowp(cudaStream_t st, Lowp lp, void *out_lp, float *out, float *att, const float *q, int ldq,
-                            const float *k, const float *v, int ldkv, const int *n, int B, int T, int NH, int NKV,
-                            int HS) {
+// The recipe's attention (mixed.cuh): the fp32 kernels with their inputs
+// taken as L values and their outputs written in L by the functor (the same
+// bits as fp32 on rounded inputs, then lowp_convert); on the rows path, the
+// inputs rounded in place, fp32 into the scratch, then converted.
+void attention_forward_lowp(cudaStream_t st, Lowp lp, void *out_lp, float *out, float *att, float *q, int ldq,
+                            float *k, float *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS) {
     if (attention_forward_path<float>(T, HS) == AttnPath::Rows) {
+        if (lp != Lowp::TF32) {
+            lowp_round_inplace(st, lp, q, B * T, NH * HS, ldq);
+            lowp_round_inplace(st, lp, k, B * T, NKV * HS, ldkv);
+            lowp_round_inplace(st, lp, v, B * T, NKV * HS, ldkv);
+        }
         attention_forward_rows(st, out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS);
         lowp_convert(st, lp, out_lp, out, B * T, NH * HS, NH * HS);
         return;
@@ -369,14 +375,20 @@ void attention_forward_lowp(cudaStream_t st, Lowp lp, void *out_lp, float *out, 
     });
 }
 
-void attention_backward_lowp(cudaStream_t st, Lowp lp, void *dqkv_lp, float *dqkv, int ld, float *dpre,
-                             const float *dout, const float *att, const float *q, const float *k, const float *v,
-                             int ldqkv, const int *n, int B, int T, int NH, int NKV, int HS) {
+void attention_backward_lowp(cudaStream_t st, Lowp lp, void *dqkv_lp, float *dqkv, int ld, float *dpre, float *dout,
+                             const float *att, float *q, float *k, float *v, int ldqkv, const int *n, int B, int T,
+                             int NH, int NKV, int HS) {
     const int C = NH * HS, KV = NKV * HS;
     if (ld != C + 2 * KV)
         throw CudaError("attention_backward_lowp: dq|dk|dv must be rows of C + 2 KV = " + std::to_string(C + 2 * KV) +
                         ", not " + std::to_string(ld));
     if (attention_backward_path<float>(T, HS) == AttnPath::Rows) {
+        if (lp != Lowp::TF32) {
+            lowp_round_inplace(st, lp, dout, B * T, C, C);
+            lowp_round_inplace(st, lp, q, B * T, C, ldqkv);
+            lowp_round_inplace(st, lp, k, B * T, KV, ldqkv);
+            lowp_round_inplace(st, lp, v, B * T, KV, ldqkv);
+        }
         attention_backward_rows(st, dqkv, ld, dqkv + C, dqkv + C + KV, ld, dpre, dout, att, q, ldqkv, k, v, ldqkv, n,
                                 B, T, NH, NKV, HS, false);
         lowp_convert(st, lp, dqkv_lp, dqkv, B * T, ld, ld);

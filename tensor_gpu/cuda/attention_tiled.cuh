@@ -31,6 +31,17 @@ template <class Out, class = void> struct ExactOperands : std::false_type {};
 template <class Out>
 struct ExactOperands<Out, std::void_t<decltype(Out::exact_operands)>> : std::bool_constant<Out::exact_operands> {};
 
+// The value a kernel takes of an input (q, k, v, dout) as it loads it: with
+// exact operands the L value (Out::widen(Out(x)): the engine keeps the
+// recipe's q, k, v and dout unrounded, and rounding them here saves a pass
+// over each), else the input as stored.
+template <class Out> struct InputOf {
+    template <typename real> __device__ real operator()(real x) const {
+        if constexpr (ExactOperands<Out>::value) return Out::widen(Out{}(x));
+        else return x;
+    }
+};
+
 __device__ __forceinline__ float fma_rn(float x, float y, float z) { return __fmaf_rn(x, y, z); }
 __device__ __forceinline__ double fma_rn(double x, double y, double z) { return __fma_rn(x, y, z); }
 
@@ -159,7 +170,10 @@ __device__ void load_rows(X *dst, const real *src, int ld, int nb, int HS, const
             },
             [=](int r, int c, const typename W::V &x) {
                 if constexpr (std::is_same<X, real>::value) {
-                    *reinterpret_cast<typename W::V *>(dst + r * d.R + c * W::N) = x;
+                    real y[W::N];
+#pragma unroll
+                    for (int e = 0; e < W::N; e++) y[e] = cv(W::at(x, e));
+                    *reinterpret_cast<typename W::V *>(dst + r * d.R + c * W::N) = W::make(y);
                 } else {
                     static_assert(W::N == QUAD, "L operands are fp32 values, four to a 16-byte load");
                     Quad<X> y;
@@ -206,12 +220,12 @@ template <typename T> __device__ __forceinline__ bool quad_rows(const T *dst, in
     return HS % TILE == 0 && ld % TILE == 0 && reinterpret_cast<size_t>(dst) % sizeof(Quad<T>) == 0;
 }
 
-// dst (quads layout) = the same rows [0, nb) of src, 0 in rows up to
-// pad4(nb) (columns j < HS only: the score products run over j < HS).
-// Neighbouring threads take neighbouring rows, whose stores fall on
+// dst (quads layout) = the same rows [0, nb) of src, each value as cv(x),
+// 0 in rows up to pad4(nb) (columns j < HS only: the score products run over
+// j < HS). Neighbouring threads take neighbouring rows, whose stores fall on
 // different banks.
-template <typename real>
-__device__ void load_quads(real *dst, const real *src, int ld, int nb, int HS, const TileDims &d) {
+template <typename real, class Cv = Same<real>>
+__device__ void load_quads(real *dst, const real *src, int ld, int nb, int HS, const TileDims &d, Cv cv = Cv{}) {
     using W = Vec16<real>;
     if (HS % TILE == 0 && aligned16(src, ld)) {
         load_matrix<typename W::V>(
@@ -222,13 +236,13 @@ __device__ void load_quads(real *dst, const real *src, int ld, int nb, int HS, c
             },
             [=](int c, int t, const typename W::V &x) {
 #pragma unroll
-                for (int e = 0; e < W::N; e++) dst[d.quad_at(t, c * W::N + e)] = W::at(x, e);
+                for (int e = 0; e < W::N; e++) dst[d.quad_at(t, c * W::N + e)] = cv(W::at(x, e));
             });
         return;
     }
     load_matrix<real>(
         HS, pad4(nb), [=](int j, int t) { return t < nb ? src[(size_t)t * ld + j] : (real)0; },
-        [=](int j, int t, real x) { dst[d.quad_at(t, j)] = x; });
+        [=](int j, int t, real x) { dst[d.quad_at(t, j)] = cv(x); });
 }
 
 // dst (square) = the causal part (s <= t < nb) of the (T, T) matrix src; 0
@@ -429,9 +443,10 @@ attention_forward_tiled_kernel(typename Out::T *out, real *att, const real *q, i
     const int hq = d.quads_elems(), slot = compact && d.square_elems() > hq ? d.square_elems() : hq;
     real *Q = reinterpret_cast<real *>(smem_bytes), *K = Q + slot, *V = K + hq;
     real *S = compact ? Q : V + d.rows_elems();
-    load_quads(Q, q + (size_t)b * T * ldq + h * HS, ldq, nb, HS, d);
-    load_quads(K, k + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
-    load_rows(V, v + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
+    const InputOf<Out> in;
+    load_quads(Q, q + (size_t)b * T * ldq + h * HS, ldq, nb, HS, d, in);
+    load_quads(K, k + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d, in);
+    load_rows(V, v + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d, in);
     __syncthreads();
     if (compact) tiles_abt_in_place<exact>(S, Q, K, nb, HS, scale, d);
     else tiles_abt<exact>(S, Q, K, nb, HS, scale, d);
@@ -493,9 +508,10 @@ attention_backward_dq_tiled_kernel(typename Out::T *dq, int lddq, real *dpre, co
     real *K = reinterpret_cast<real *>(smem_bytes), *V = K + d.rows_elems(), *dO = V + hq;
     real *A = compact ? nullptr : dO + hq, *D = compact ? dO : A + d.square_elems();
     const size_t ao = (size_t)blockIdx.x * T * T;   // (T,T) of (b,h) in att and dpre
-    load_rows(K, k + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
-    load_quads(V, v + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d);
-    load_quads(dO, dout + (size_t)b * T * C + h * HS, C, nb, HS, d);
+    const InputOf<Out> in;
+    load_rows(K, k + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d, in);
+    load_quads(V, v + (size_t)b * T * ldkv + kvo, ldkv, nb, HS, d, in);
+    load_quads(dO, dout + (size_t)b * T * C + h * HS, C, nb, HS, d, in);
     if (!compact) load_causal(A, att + ao, T, nb, d);
     __syncthreads();
     if (compact) tiles_abt_in_place<exact>(D, dO, V, nb, HS, (real)1, d);
@@ -613,9 +629,10 @@ attention_backward_dkv_tiled_kernel(typename Out::T *dk, typename Out::T *dv, in
         __syncthreads();   // the previous head's products are done with Q, dO, A, Pd
         const size_t ao = ((size_t)b * NH + h) * T * T;
         if constexpr (std::is_same<X, real>::value) {
-            load_rows(Q, q + (size_t)b * T * ldq + h * HS, ldq, nb, HS, d);
-            load_rows(dO, dout + (size_t)b * T * C + h * HS, C, nb, HS, d);
-        } else {
+            const InputOf<Out> in;
+            load_rows(Q, q + (size_t)b * T * ldq + h * HS, ldq, nb, HS, d, in);
+            load_rows(dO, dout + (size_t)b * T * C + h * HS, C, nb, HS, d, in);
+        } else {   // (L values: rounded by cv as they are stored)
             load_rows(Q, q + (size_t)b * T * ldq + h * HS, ldq, nb, HS, d, cv);
             load_rows(dO, dout + (size_t)b * T * C + h * HS, C, nb, HS, d, cv);
         }

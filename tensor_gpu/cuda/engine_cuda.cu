@@ -50,8 +50,9 @@ extern "C" {
 #include "common/pyrandom.h"
 #include "common/settings.h"
 #include "common/util.h"
-#include "tensor_gpu/lowp.h"   // get_relu_inputs: the stored fc1 outputs, rounded as the recipe stores them
+#include "tensor_gpu/lowp.h"   // get_relu_inputs: lowp_float widens the bf16 fc1 outputs
 }
+#include <cuda_fp16.h>   // get_relu_inputs: __half2float widens the fp16 ones
 #include "tensor_gpu/cuda/engine_cuda.h"
 
 #include <nvtx3/nvToolsExt.h>
@@ -139,6 +140,7 @@ template <typename real> struct LayerActs {
     // products unrounded, rounded where they are read)
     void *ln1_lp, *atty_lp, *ln2_lp;   // (N,C)
     void *fchr_lp;                     // (N,4C) relu(fch); fch_relu is not kept
+    void *fch_lp;                      // (N,4C) bf16, fp16: fc1's output, stored in L by cuBLAS (fch unused)
 };
 
 template <typename real> struct Acts {
@@ -679,17 +681,19 @@ template <typename real> size_t ImplT<real>::point_acts(Acts<real> &a, Carver &c
         la.res2 = c.take<real>(N * C);
         la.ln2 = c.take<real>(N * C);
         la.ln2_rstd = c.take<real>(N);
-        la.fch = c.take<real>(N * 4 * C);
+        const bool l16 = mixed_ && mx_.lp != Lowp::TF32;   // fc1's output kept in L, not fp32
+        la.fch = l16 ? nullptr : c.take<real>(N * 4 * C);
         la.fch_relu = mixed_ ? nullptr : c.take<real>(N * 4 * C);
         la.fcproj = c.take<real>(N * C);
         la.res3 = c.take<real>(N * C);
-        la.ln1_lp = la.atty_lp = la.ln2_lp = la.fchr_lp = nullptr;
+        la.ln1_lp = la.atty_lp = la.ln2_lp = la.fchr_lp = la.fch_lp = nullptr;
         if (mixed_) {
             const size_t es = lowp_elem_bytes(mx_.lp);
             la.ln1_lp = c.take<char>(N * C * es);
             la.atty_lp = c.take<char>(N * C * es);
             la.ln2_lp = c.take<char>(N * C * es);
             la.fchr_lp = c.take<char>(N * 4 * C * es);
+            if (l16) la.fch_lp = c.take<char>(N * 4 * C * es);
         }
     }
     a.logits = c.take<real>(N * (size_t)V_);
@@ -790,9 +794,11 @@ template <typename real> void ImplT<real>::backward(int B, int T) {
 // bf16, fp16, tf32: forward() by the recipe. Each operand is rounded once:
 // the parameters at the step's start (wlp_), each activation operand where it
 // is made (kept in the layer for the backward): the norms' by the rmsnorm rows
-// (which also round the projection their residual adds), fc2's by relu's
-// kernel (fc1's output rounding, relu and the operand in one). Every value is the CPU emulation's
-// (tensor_gpu/cpu/engine_cpu.c) but for the fp32 sums' order.
+// (which also round the projection their residual adds), fc2's by relu
+// (bf16, fp16: on fc1's output, which cuBLAS stores rounded to L; tf32:
+// relu and the operand's rounding in one); q, k and v, stored in L by the
+// recipe, are rounded by the attention as it loads them. Every value is the
+// CPU emulation's (tensor_gpu/cpu/engine_cpu.c) but for the fp32 sums' order.
 template <typename real> void ImplT<real>::forward_mixed(const Acts<real> &a, int B, int T) {
     if constexpr (!std::is_same<real, float>::value) {
         (void)a, (void)B, (void)T;
@@ -810,20 +816,26 @@ template <typename real> void ImplT<real>::forward_mixed(const Acts<real> &a, in
         for (int l = 0; l < L_; l++) {
             const LayerActs<real> &la = a.layer[l];
             float *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
+            // q, k, v unrounded: the attention takes their L values (mixed.cuh)
             if (qkv_fused_[l]) {
-                mixed_gemm_forward(mx_, la.qkv, QKV_, la.ln1_lp, wlp(P.wq[l]), N, C, QKV_, true);
+                mixed_gemm_forward(mx_, la.qkv, QKV_, la.ln1_lp, wlp(P.wq[l]), N, C, QKV_, false);
             } else {
-                mixed_gemm_forward(mx_, q, QKV_, la.ln1_lp, wlp(P.wq[l]), N, C, C, true);
-                mixed_gemm_forward(mx_, k, QKV_, la.ln1_lp, wlp(P.wk[l]), N, C, KV_, true);
-                mixed_gemm_forward(mx_, v, QKV_, la.ln1_lp, wlp(P.wv[l]), N, C, KV_, true);
+                mixed_gemm_forward(mx_, q, QKV_, la.ln1_lp, wlp(P.wq[l]), N, C, C, false);
+                mixed_gemm_forward(mx_, k, QKV_, la.ln1_lp, wlp(P.wk[l]), N, C, KV_, false);
+                mixed_gemm_forward(mx_, v, QKV_, la.ln1_lp, wlp(P.wv[l]), N, C, KV_, false);
             }
             attention_forward_lowp(st, lp, la.atty_lp, la.atty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_, NKV_,
                                    HS_);
             // attproj and fcproj are rounded where the residual adds them
             mixed_gemm_forward(mx_, la.attproj, C, la.atty_lp, wlp(P.wo[l]), N, C, C, false);
             lowp_residual_rmsnorm(st, lp, la.res2, la.ln2_lp, la.ln2_rstd, la.attproj, x, N, C, true);
-            mixed_gemm_forward(mx_, la.fch, 4 * C, la.ln2_lp, wlp(P.fc1[l]), N, C, 4 * C, false);
-            lowp_round_relu(st, lp, la.fch, la.fchr_lp, (size_t)N * 4 * C);   // fch rounded, relu, fc2's operand
+            if (lp == Lowp::TF32) {   // fch (fp32, kept), relu, rounded: fc2's operand
+                mixed_gemm_forward(mx_, la.fch, 4 * C, la.ln2_lp, wlp(P.fc1[l]), N, C, 4 * C, false);
+                lowp_round_relu(st, lp, la.fch, la.fchr_lp, (size_t)N * 4 * C);
+            } else {   // fch rounded to L by cuBLAS, then relu
+                mixed_gemm_forward_lp(mx_, la.fch_lp, 4 * C, la.ln2_lp, wlp(P.fc1[l]), N, C, 4 * C);
+                lowp_relu(st, lp, la.fchr_lp, la.fch_lp, (size_t)N * 4 * C);
+            }
             mixed_gemm_forward(mx_, la.fcproj, C, la.fchr_lp, wlp(P.fc2[l]), N, 4 * C, C, false);
             if (l + 1 < L_)
                 lowp_residual_rmsnorm(st, lp, la.res3, a.layer[l + 1].ln1_lp, a.layer[l + 1].ln1_rstd, la.fcproj,
@@ -840,12 +852,13 @@ template <typename real> void ImplT<real>::forward_mixed(const Acts<real> &a, in
 // bf16, fp16, tf32: backward() by the recipe. Each product's output gradient
 // is rounded once into its dlp_ (both of its products read it): fc2's and
 // wo's by the rmsnorm backward that finishes dx (the last layer's fc2 one by
-// the head's), fc1's by relu's backward straight from fc2's input gradient.
+// the head's), fc1's by relu's backward from fc2's input gradient (bf16,
+// fp16: which cuBLAS stores rounded to L, masked in place).
 // Each input gradient goes through t, its fp32 product, and is rounded where
 // it is read: by the norm's backward (fc1's; q, k and v's three, in the
-// CPU's order), or into datty. The weight gradients read the forward's kept
-// operands, on side_ (see dlp_); q|k|v's one product (C+2KV, C) when
-// wq|wk|wv are stacked.
+// CPU's order), or by the attention as it loads it (wo's, datty). The
+// weight gradients read the forward's kept operands, on side_ (see dlp_);
+// q|k|v's one product (C+2KV, C) when wq|wk|wv are stacked.
 template <typename real> void ImplT<real>::backward_mixed(int B, int T) {
     if constexpr (!std::is_same<real, float>::value) {
         (void)B, (void)T;
@@ -886,9 +899,14 @@ template <typename real> void ImplT<real>::backward_mixed(int B, int T) {
             const float *x_in = l ? a.layer[l - 1].res3 : a.x0;
             // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2
             side(D_FC2, [&] { mixed_gemm_dw(mx_side_, G.fc2[l], false, d2, C, la.fchr_lp, N, 4 * C, C); });
-            mixed_gemm_dinp(mx_, t, d2, C, wlp(P.fc2[l]), N, 4 * C, C);
             void *d1 = out_grad(D_FC1);
-            lowp_relu_backward(st, lp, d1, t, lp == Lowp::TF32 ? (const void *)la.fch : la.fchr_lp, (size_t)N * 4 * C);
+            if (lp == Lowp::TF32) {
+                mixed_gemm_dinp(mx_, t, d2, C, wlp(P.fc2[l]), N, 4 * C, C);
+                lowp_relu_backward(st, lp, d1, t, la.fch, (size_t)N * 4 * C);
+            } else {   // fc2's input gradient rounded to L by cuBLAS, masked in place
+                mixed_gemm_dinp_lp(mx_, d1, d2, C, wlp(P.fc2[l]), N, 4 * C, C);
+                lowp_relu_mask(st, lp, d1, la.fchr_lp, (size_t)N * 4 * C);
+            }
             side(D_FC1, [&] { mixed_gemm_dw(mx_side_, G.fc1[l], false, d1, 4 * C, la.ln2_lp, N, C, 4 * C); });
             mixed_gemm_dinp(mx_, t, d1, 4 * C, wlp(P.fc1[l]), N, C, 4 * C);
             void *dw = out_grad(D_WO);
@@ -896,11 +914,11 @@ template <typename real> void ImplT<real>::backward_mixed(int B, int T) {
             // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
             side(D_WO, [&] { mixed_gemm_dw(mx_side_, G.wo[l], false, dw, C, la.atty_lp, N, C, C); });
             mixed_gemm_dinp(mx_, t, dw, C, wlp(P.wo[l]), N, C, C);
-            lowp_add_rounded(st, lp, a.datty, t, NC, false);
-            const float *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
+            // datty: t itself, unrounded (the attention takes its L value)
+            float *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
             void *dqkv = out_grad(D_QKV);
-            attention_backward_lowp(st, lp, dqkv, a.dqkv, QKV_, a.dpre, a.datty, la.att, q, k, v, QKV_, n, B, T,
-                                    NH_, NKV_, HS_);
+            attention_backward_lowp(st, lp, dqkv, a.dqkv, QKV_, a.dpre, t, la.att, q, k, v, QKV_, n, B, T, NH_, NKV_,
+                                    HS_);
             const void *dk_lp = lowp_at(lp, dqkv, (size_t)C), *dv_lp = lowp_at(lp, dqkv, (size_t)(C + KV_));
             side(D_QKV, [&] {
                 if (qkv_fused_[l]) {
@@ -1155,27 +1173,40 @@ template <typename real> void ImplT<real>::get_logits(double *out) {
 }
 
 // The last step's ReLU inputs (the mlp_fc1 outputs), (L,B,T,4C), NaN at
-// padding. bf16, fp16: the recipe's stored (rounded) outputs; the engine
-// keeps fc1's product unrounded (lowp_round_relu rounds on the way to fc2's
-// operand), so they are rounded here, with the same lowp.h.
+// padding. bf16, fp16: the recipe's stored outputs, fch_lp in L (2 bytes a
+// value: copied into the first half of the transfer buffer and widened
+// here); tf32 and the plain precisions: fch.
 template <typename real> void ImplT<real>::get_relu_inputs(double *out) {
     const size_t H = 4 * (size_t)C_, per_layer = (size_t)last_B_ * last_T_ * H;
     if (!per_layer) return;
-    for (int l = 0; l < L_; l++)
-        CUDA_CHECK(cudaMemcpyAsync(xfer_h_ + l * per_layer, acts_.layer[l].fch, per_layer * sizeof(real),
-                                   cudaMemcpyDeviceToHost, stream_));
+    const bool l16 = mixed_ && mx_.lp != Lowp::TF32;
+    uint16_t *h16 = reinterpret_cast<uint16_t *>(xfer_h_);
+    for (int l = 0; l < L_; l++) {
+        if (l16)
+            CUDA_CHECK(cudaMemcpyAsync(h16 + l * per_layer, acts_.layer[l].fch_lp, per_layer * sizeof(uint16_t),
+                                       cudaMemcpyDeviceToHost, stream_));
+        else
+            CUDA_CHECK(cudaMemcpyAsync(xfer_h_ + l * per_layer, acts_.layer[l].fch, per_layer * sizeof(real),
+                                       cudaMemcpyDeviceToHost, stream_));
+    }
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    const bool bf16 = mx_.lp == Lowp::BF16;
     for (int l = 0; l < L_; l++)
         for (int d = 0; d < last_B_; d++)
             for (int t = 0; t < last_T_; t++) {
                 const size_t o = (((size_t)l * last_B_ + d) * last_T_ + t) * H;
                 for (size_t j = 0; j < H; j++) {
-                    real x = xfer_h_[o + j];
-                    if constexpr (std::is_same<real, float>::value) {
-                        if (mixed_ && mx_.lp == Lowp::BF16) x = round_bf16(x);
-                        else if (mixed_ && mx_.lp == Lowp::FP16) x = round_fp16(x);
+                    double x;
+                    if (!l16) {
+                        x = (double)xfer_h_[o + j];
+                    } else if (bf16) {
+                        x = (double)lowp_float((uint32_t)h16[o + j] << 16);   // exact
+                    } else {
+                        __half_raw hr;
+                        hr.x = h16[o + j];
+                        x = (double)__half2float(__half(hr));   // exact
                     }
-                    out[o + j] = t < last_n_[d] ? (double)x : NAN;
+                    out[o + j] = t < last_n_[d] ? x : NAN;
                 }
             }
 }

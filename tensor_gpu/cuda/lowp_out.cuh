@@ -25,8 +25,9 @@ __device__ inline __half fp16_of(float x) { return __float2half_rn(round_fp16(x)
 
 // The operand conversions, one functor per L: the L value of x (tf32: the
 // rounded float, which cuBLAS reads as fp32). exact_operands (bf16, fp16):
-// the recipe's attention inputs (q, k, v and the output gradient) are L
-// values, whose products are exact in fp32 (8 + 8 or 11 + 11 significant
+// the recipe's attention takes its inputs (q, k, v and the output gradient)
+// as L values (rounded as the kernels load them, attention_tiled.cuh's
+// InputOf), whose products are exact in fp32 (8 + 8 or 11 + 11 significant
 // bits, fp16's range well inside fp32's normal range; a bf16 product below
 // 2^-126, fp32's normal range, is the exception), so the attention kernels
 // writing L fuse their score products' multiply and add (attention_tiled.cuh).

@@ -167,6 +167,44 @@ __global__ void relu_backward_lowp_kernel(Lowp lp, typename F::T *d, const float
         [&](size_t i) { d[i] = f(g(t[i], to_float(y[i]))); });
 }
 
+// r = relu(y) on L values (bf16, fp16: fc1's output as cuBLAS rounded it):
+// y > 0 ? y : +0, the CPU's relu_forward of the stored output (exact in L).
+template <class F>
+__global__ void relu_lowp_kernel(typename F::T *r, const typename F::T *y, size_t count, bool vec) {
+    using T = typename F::T;
+    const F f;
+    const auto g = [f](T v) { return to_float(v) > 0 ? v : f(0.0f); };
+    elementwise(
+        count, vec,
+        [&](size_t i) {
+            Quad<T> q = reinterpret_cast<const Quad<T> *>(y)[i];
+#pragma unroll
+            for (int e = 0; e < QUAD; e++) q.v[e] = g(q.v[e]);
+            reinterpret_cast<Quad<T> *>(r)[i] = q;
+        },
+        [&](size_t i) { r[i] = g(y[i]); });
+}
+
+// d = F(y > 0 ? 0 + d : 0) in place, on L values (bf16, fp16: d fc2's input
+// gradient as cuBLAS rounded it, y relu's output): the CPU's zeroed
+// dfch_relu += rnd(t), its zeroed dfch += dfch_relu where fch > 0, then
+// the operand's rounding (exact: 0 + d only turns -0 into +0).
+template <class F> __global__ void relu_mask_lowp_kernel(typename F::T *d, const typename F::T *y, size_t count, bool vec) {
+    using T = typename F::T;
+    const F f;
+    const auto g = [f](T v, T m) { return f(to_float(m) > 0 ? 0.0f + to_float(v) : 0.0f); };
+    elementwise(
+        count, vec,
+        [&](size_t i) {
+            Quad<T> q = reinterpret_cast<const Quad<T> *>(d)[i];
+            const Quad<T> m = reinterpret_cast<const Quad<T> *>(y)[i];
+#pragma unroll
+            for (int e = 0; e < QUAD; e++) q.v[e] = g(q.v[e], m.v[e]);
+            reinterpret_cast<Quad<T> *>(d)[i] = q;
+        },
+        [&](size_t i) { d[i] = g(d[i], y[i]); });
+}
+
 // The recipe's rmsnorm rows (one warp per row, rmsnorm_rows.cuh) with the
 // roundings around them fused in:
 // res = rnd(p) + x (p NULL: res is x, not written); norm: ln = F(rmsnorm(res)),
@@ -321,14 +359,23 @@ cudaStream_t stream_of(cublasHandle_t h) {
     return st;
 }
 
-// C (fp32, ldc) = alpha op(A) op(B) + beta C on lp's rounded operands
+cudaDataType_t lowp_type(Lowp lp) { return lp == Lowp::BF16 ? CUDA_R_16BF : lp == Lowp::FP16 ? CUDA_R_16F : CUDA_R_32F; }
+
+// C (ldc) = alpha op(A) op(B) + beta C on lp's rounded operands, fp32 sums;
+// C fp32, or (l_out) in L's type: the sums rounded to L as cuBLAS stores
+// them (nearest even: test_gpu's test_lowp_gemm_out checks it)
 void gemm_lowp(const MixedMM &m, cublasOperation_t ta, cublasOperation_t tb, int M, int Nn, int K, const void *A,
-               int lda, const void *B, int ldb, float beta, float *C, int ldc) {
+               int lda, const void *B, int ldb, float beta, void *C, int ldc, bool l_out = false) {
     const float alpha = 1.0f;
-    const cudaDataType_t ty = m.lp == Lowp::BF16 ? CUDA_R_16BF : m.lp == Lowp::FP16 ? CUDA_R_16F : CUDA_R_32F;
+    const cudaDataType_t ty = lowp_type(m.lp);
     const cublasComputeType_t ct = m.lp == Lowp::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    CUBLAS_CHECK(cublasGemmEx(m.h, ta, tb, M, Nn, K, &alpha, A, ty, lda, B, ty, ldb, &beta, C, CUDA_R_32F, ldc, ct,
-                              CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasGemmEx(m.h, ta, tb, M, Nn, K, &alpha, A, ty, lda, B, ty, ldb, &beta, C,
+                              l_out ? ty : CUDA_R_32F, ldc, ct, CUBLAS_GEMM_DEFAULT));
+}
+
+void need_l16(Lowp lp, const char *what) {
+    if (lp == Lowp::TF32)
+        throw CudaError(std::string("internal error: ") + what + " is for bf16 and fp16 (tf32 stores fp32)");
 }
 
 void check_fits(const MixedMM &m, size_t acts, size_t weights) {
@@ -387,6 +434,31 @@ void lowp_relu_backward(cudaStream_t st, Lowp lp, void *d, const float *t, const
         relu_backward_lowp_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(
             lp, o, t, m, count, aligned16(o) && aligned16(t) && aligned16(m));
         KERNEL_CHECK("relu_backward_lowp_kernel");
+    });
+}
+
+void lowp_relu(cudaStream_t st, Lowp lp, void *r, const void *y, size_t count) {
+    need_l16(lp, "lowp_relu");
+    with_lowp(lp, [&](auto f) {
+        using F = decltype(f);
+        using T = typename F::T;
+        T *o = static_cast<T *>(r);
+        const T *x = static_cast<const T *>(y);
+        relu_lowp_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(o, x, count, aligned16(o) && aligned16(x));
+        KERNEL_CHECK("relu_lowp_kernel");
+    });
+}
+
+void lowp_relu_mask(cudaStream_t st, Lowp lp, void *d, const void *y, size_t count) {
+    need_l16(lp, "lowp_relu_mask");
+    with_lowp(lp, [&](auto f) {
+        using F = decltype(f);
+        using T = typename F::T;
+        T *o = static_cast<T *>(d);
+        const T *m = static_cast<const T *>(y);
+        relu_mask_lowp_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(o, m, count,
+                                                                               aligned16(o) && aligned16(m));
+        KERNEL_CHECK("relu_mask_lowp_kernel");
     });
 }
 
@@ -462,6 +534,18 @@ void mixed_gemm_forward(const MixedMM &m, float *out, int ldo, const void *a_lp,
 
 void mixed_gemm_dinp(const MixedMM &m, float *t, const void *d_lp, int ldd, const void *w_lp, int N, int IC, int OC) {
     gemm_lowp(m, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, w_lp, IC, d_lp, ldd, 0.0f, t, IC);
+}
+
+void mixed_gemm_forward_lp(const MixedMM &m, void *out_lp, int ldo, const void *a_lp, const void *w_lp, int N, int IC,
+                           int OC) {
+    need_l16(m.lp, "mixed_gemm_forward_lp");
+    gemm_lowp(m, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, w_lp, IC, a_lp, IC, 0.0f, out_lp, ldo, true);
+}
+
+void mixed_gemm_dinp_lp(const MixedMM &m, void *t_lp, const void *d_lp, int ldd, const void *w_lp, int N, int IC,
+                        int OC) {
+    need_l16(m.lp, "mixed_gemm_dinp_lp");
+    gemm_lowp(m, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, w_lp, IC, d_lp, ldd, 0.0f, t_lp, IC, true);
 }
 
 void mixed_gemm_dw(const MixedMM &m, float *dw, bool acc, const void *d_lp, int ldd, const void *a_lp, int N,

@@ -54,19 +54,22 @@ inline const void *lowp_at(Lowp lp, const void *base, size_t i) {
 // tf32 values).
 void lowp_convert(cudaStream_t st, Lowp lp, void *dst, const float *src, int rows, int cols, int lds);
 
-// The recipe's attention (fp32, implemented in attention.cu) with its outputs
-// written straight in L, as attention_forward / attention_backward then
-// lowp_convert would write them (the same bits). Forward: out_lp (B*T, C)
-// contiguous; out (B*T, C) is scratch for the rows path. Backward, not
-// accumulating: dqkv_lp (B*T, ld) contiguous, dq | dk | dv at columns 0, C,
-// C + KV with ld = C + 2 KV; dqkv (the same shape, fp32) scratch for the
-// rows path; q, k, v of row stride ldqkv.
-void attention_forward_lowp(cudaStream_t st, Lowp lp, void *out_lp, float *out, float *att, const float *q, int ldq,
-                            const float *k, const float *v, int ldkv, const int *n, int B, int T, int NH, int NKV,
-                            int HS);
-void attention_backward_lowp(cudaStream_t st, Lowp lp, void *dqkv_lp, float *dqkv, int ld, float *dpre,
-                             const float *dout, const float *att, const float *q, const float *k, const float *v,
-                             int ldqkv, const int *n, int B, int T, int NH, int NKV, int HS);
+// The recipe's attention (fp32, implemented in attention.cu) on the L values
+// of its inputs, with its outputs written straight in L: what
+// attention_forward / attention_backward on q, k, v (and dout) rounded to L
+// (bf16, fp16; tf32 rounds nothing), then lowp_convert, would write (the
+// same bits). The inputs may hold unrounded fp32 (the products' outputs as
+// they come): the tiled kernels round them as they load them, the rows path
+// rounds them in place first. Forward: out_lp (B*T, C) contiguous; out
+// (B*T, C) is scratch for the rows path. Backward, not accumulating:
+// dqkv_lp (B*T, ld) contiguous, dq | dk | dv at columns 0, C, C + KV with
+// ld = C + 2 KV; dqkv (the same shape, fp32) scratch for the rows path;
+// q, k, v of row stride ldqkv, dout (B*T, C).
+void attention_forward_lowp(cudaStream_t st, Lowp lp, void *out_lp, float *out, float *att, float *q, int ldq,
+                            float *k, float *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS);
+void attention_backward_lowp(cudaStream_t st, Lowp lp, void *dqkv_lp, float *dqkv, int ld, float *dpre, float *dout,
+                             const float *att, float *q, float *k, float *v, int ldqkv, const int *n, int B, int T,
+                             int NH, int NKV, int HS);
 // dst (count) = src rounded, as lowp_convert of one contiguous row.
 void lowp_convert_flat(cudaStream_t st, Lowp lp, void *dst, const float *src, size_t count);
 // x (rows, cols; row stride ld) = round_bf16(x) / round_fp16(x) in place (an
@@ -91,6 +94,13 @@ void lowp_round_relu(cudaStream_t st, Lowp lp, const float *x, void *r, size_t c
 //   fc1's stored output, in L's type: bf16, fp16: fc2's operand r (whose
 //   sign it is); tf32: the fp32 output itself (r may have rounded it to 0)
 void lowp_relu_backward(cudaStream_t st, Lowp lp, void *d, const float *t, const void *y, size_t count);
+// bf16, fp16 (tf32 refused), on L values (fc1's output y and fc2's input
+// gradient d as cuBLAS stores them rounded: mixed_gemm_forward_lp,
+// mixed_gemm_dinp_lp), the same arithmetic:
+//   r = relu(y): fc2's operand
+void lowp_relu(cudaStream_t st, Lowp lp, void *r, const void *y, size_t count);
+//   d = L(y > 0 ? 0 + d : 0) in place, y = relu's output r (its sign)
+void lowp_relu_mask(cudaStream_t st, Lowp lp, void *d, const void *y, size_t count);
 //   dinp = 0 + rnd_out(t) and dlp = L(dinp): the head's input gradient and
 //   the next product's output-gradient operand
 void lowp_add_rounded_convert(cudaStream_t st, Lowp lp, float *dinp, void *dlp, const float *t, size_t count);
@@ -124,6 +134,14 @@ void mixed_gemm_forward(const MixedMM &m, float *out, int ldo, const void *a_lp,
                         int OC, bool round);
 //   t (N,IC) = d_lp (N,OC; row stride ldd) @ w_lp, fp32, not rounded
 void mixed_gemm_dinp(const MixedMM &m, float *t, const void *d_lp, int ldd, const void *w_lp, int N, int IC, int OC);
+// bf16, fp16 (tf32 refused): the same products with their output stored in
+// L, rounded by cuBLAS from its fp32 sums (nearest even, as rnd_out):
+//   out_lp (N,OC; row stride ldo) = rnd_out(a_lp @ w_lp^T)
+void mixed_gemm_forward_lp(const MixedMM &m, void *out_lp, int ldo, const void *a_lp, const void *w_lp, int N, int IC,
+                           int OC);
+//   t_lp (N,IC) = rnd_out(d_lp @ w_lp)
+void mixed_gemm_dinp_lp(const MixedMM &m, void *t_lp, const void *d_lp, int ldd, const void *w_lp, int N, int IC,
+                        int OC);
 //   dw (OC,IC) (+)= d_lp^T @ a_lp, fp32
 void mixed_gemm_dw(const MixedMM &m, float *dw, bool acc, const void *d_lp, int ldd, const void *a_lp, int N,
                    int IC, int OC);

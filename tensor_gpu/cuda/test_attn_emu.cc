@@ -17,7 +17,8 @@
 // recipe's bf16/fp16 kernels (exact_operands: lowp_out.cuh) on bf16 inputs,
 // bit for bit against multiply-then-add, and the kernels writing bf16 (dkv
 // keeping q and dout in bf16) against the fp32 ones' outputs rounded to
-// bf16. Exits 1 on any mismatch.
+// bf16, and on unrounded inputs (rounded as they load them) against their
+// results on the rounded ones. Exits 1 on any mismatch.
 //
 //   build/test_attn_emu [--seed N]
 #include "tensor_gpu/cuda/attention_tiled.cuh"
@@ -91,6 +92,7 @@ struct SameExact {
     using T = float;
     static constexpr bool exact_operands = true;
     float operator()(float x) const { return x; }
+    static float widen(float x) { return x; }
 };
 
 // The recipe's bf16 output functor (lowp_out.cuh's ToBf16) for the CPU: the
@@ -110,7 +112,9 @@ struct EmuBf16 {
 // on inputs rounded to bf16 (whose products are exact in fp32): forward out
 // and att, backward dq, dk, dv and dpre. And the kernels writing bf16
 // (EmuBf16: fused scores, dkv's q and dout in bf16) against the fp32
-// kernels' outputs rounded to bf16, bit for bit.
+// kernels' outputs rounded to bf16, bit for bit; and the same kernels on the
+// inputs unrounded (as the engine stores them: they round what they load)
+// against their own results on the rounded inputs, bit for bit.
 static size_t exact_mismatches(const std::vector<float> &a, const std::vector<float> &b) {
     size_t bad = 0;
     for (size_t i = 0; i < a.size(); i++) bad += memcmp(&a[i], &b[i], sizeof(float)) != 0;
@@ -120,15 +124,20 @@ static void run_exact(int B, int T, int NH, int NKV, int HS, int threads, std::m
     const int C = NH * HS, KV = NKV * HS, QKV = C + 2 * KV, N = B * T;
     const size_t natt = (size_t)B * NH * T * T;
     std::normal_distribution<double> nd;
-    auto randl = [&](size_t c) {   // bf16 values
+    auto randn = [&](size_t c) {
         std::vector<float> x(c);
-        for (auto &e : x) e = round_bf16((float)nd(rng));
+        for (auto &e : x) e = (float)nd(rng);
+        return x;
+    };
+    auto bf16_values = [](std::vector<float> x) {
+        for (auto &e : x) e = round_bf16(e);
         return x;
     };
     std::vector<int> n((size_t)B);
     for (int b = 0; b < B; b++) n[b] = 1 + (int)(rng() % (uint64_t)T);
     n[0] = T;
-    const std::vector<float> qkv = randl((size_t)N * QKV), dout = randl((size_t)N * C);
+    const std::vector<float> qkv_raw = randn((size_t)N * QKV), dout_raw = randn((size_t)N * C);
+    const std::vector<float> qkv = bf16_values(qkv_raw), dout = bf16_values(dout_raw);
     const float scale = 1.0f / std::sqrt((float)HS);
     std::vector<float> res[2][4];   // [fused][out, att, dq|dk|dv, dpre]
     for (int fused = 0; fused < 2; fused++) {
@@ -154,33 +163,43 @@ static void run_exact(int B, int T, int NH, int NKV, int HS, int threads, std::m
         res[fused][0] = o, res[fused][1] = a, res[fused][2] = g, res[fused][3] = dpre;
     }
     // fused (got) against multiply-then-add (want), bit for bit
-    auto cmp_exact = [&](const char *what, const std::vector<float> &got, const std::vector<float> &want) {
+    auto cmp_exact = [&](const char *what, const std::vector<float> &got, const std::vector<float> &want,
+                         const char *from = "multiply-then-add on bf16 inputs") {
         g_checks++;
         const size_t bad = exact_mismatches(got, want);
         if (bad) {
             g_fail++;
             printf("FAIL: fused score products [B=%d T=%d NH=%d NKV=%d HS=%d, %d threads] %s: %zu of %zu values "
-                   "differ from multiply-then-add on bf16 inputs\n", B, T, NH, NKV, HS, threads, what, bad,
-                   got.size());
+                   "differ from %s\n", B, T, NH, NKV, HS, threads, what, bad, got.size(), from);
         }
     };
-    {   // outputs in bf16
-        std::vector<Bf16Bits> o((size_t)N * C, Bf16Bits{0xffff}), g((size_t)N * QKV, Bf16Bits{0xffff});
-        std::vector<float> a(natt, NAN), dpre(natt, NAN);
-        const float *q = qkv.data(), *k = q + C, *v = q + C + KV;
-        emu_launch(B * NH, threads, [&] {
-            attention_forward_tiled_kernel<float, EmuBf16>(o.data(), a.data(), q, QKV, k, v, QKV, n.data(), T, NH,
-                                                           NKV, HS, scale);
-        });
-        emu_launch(B * NH, threads, [&] {
-            attention_backward_dq_tiled_kernel<float, EmuBf16>(g.data(), QKV, dpre.data(), dout.data(), a.data(), k,
-                                                               v, QKV, n.data(), T, NH, NKV, HS, scale, false);
-        });
-        emu_launch(B * NKV, threads, [&] {
-            attention_backward_dkv_tiled_kernel<float, EmuBf16>(g.data() + C, g.data() + C + KV, QKV, dpre.data(),
-                                                                a.data(), dout.data(), q, QKV, n.data(), T, NH,
-                                                                NKV, HS, false);
-        });
+    {   // outputs in bf16, from the rounded inputs and from the unrounded ones
+        struct L16 {
+            std::vector<Bf16Bits> o, g;
+            std::vector<float> a, dpre;
+        };
+        auto run_l = [&](const std::vector<float> &in, const std::vector<float> &dy) {
+            L16 r{std::vector<Bf16Bits>((size_t)N * C, Bf16Bits{0xffff}),
+                  std::vector<Bf16Bits>((size_t)N * QKV, Bf16Bits{0xffff}), std::vector<float>(natt, NAN),
+                  std::vector<float>(natt, NAN)};
+            const float *q = in.data(), *k = q + C, *v = q + C + KV;
+            emu_launch(B * NH, threads, [&] {
+                attention_forward_tiled_kernel<float, EmuBf16>(r.o.data(), r.a.data(), q, QKV, k, v, QKV, n.data(),
+                                                               T, NH, NKV, HS, scale);
+            });
+            emu_launch(B * NH, threads, [&] {
+                attention_backward_dq_tiled_kernel<float, EmuBf16>(r.g.data(), QKV, r.dpre.data(), dy.data(),
+                                                                   r.a.data(), k, v, QKV, n.data(), T, NH, NKV, HS,
+                                                                   scale, false);
+            });
+            emu_launch(B * NKV, threads, [&] {
+                attention_backward_dkv_tiled_kernel<float, EmuBf16>(r.g.data() + C, r.g.data() + C + KV, QKV,
+                                                                    r.dpre.data(), r.a.data(), dy.data(), q, QKV,
+                                                                    n.data(), T, NH, NKV, HS, false);
+            });
+            return r;
+        };
+        const L16 l = run_l(qkv, dout), raw = run_l(qkv_raw, dout_raw);
         auto cmp_l = [&](const char *what, const std::vector<Bf16Bits> &got, const std::vector<float> &want) {
             size_t bad = 0;
             for (size_t i = 0; i < got.size(); i++) bad += got[i].b != EmuBf16{}(want[i]).b;
@@ -191,10 +210,26 @@ static void run_exact(int B, int T, int NH, int NKV, int HS, int threads, std::m
                        "from the fp32 kernels' rounded to bf16\n", B, T, NH, NKV, HS, threads, what, bad, got.size());
             }
         };
-        cmp_l("out", o, res[0][0]);
-        cmp_l("dq|dk|dv", g, res[0][2]);
-        cmp_exact("att (bf16 outputs)", a, res[0][1]);
-        cmp_exact("dpre (bf16 outputs)", dpre, res[0][3]);
+        cmp_l("out", l.o, res[0][0]);
+        cmp_l("dq|dk|dv", l.g, res[0][2]);
+        cmp_exact("att (bf16 outputs)", l.a, res[0][1]);
+        cmp_exact("dpre (bf16 outputs)", l.dpre, res[0][3]);
+        auto cmp_raw = [&](const char *what, const std::vector<Bf16Bits> &got, const std::vector<Bf16Bits> &want) {
+            size_t bad = 0;
+            for (size_t i = 0; i < got.size(); i++) bad += got[i].b != want[i].b;
+            g_checks++;
+            if (bad) {
+                g_fail++;
+                printf("FAIL: bf16 kernels on unrounded inputs [B=%d T=%d NH=%d NKV=%d HS=%d, %d threads] %s: %zu of "
+                       "%zu values differ from their results on the inputs rounded to bf16\n", B, T, NH, NKV, HS,
+                       threads, what, bad, got.size());
+            }
+        };
+        cmp_raw("out", raw.o, l.o);
+        cmp_raw("dq|dk|dv", raw.g, l.g);
+        cmp_exact("att (bf16 kernels, unrounded inputs)", raw.a, l.a, "their results on the inputs rounded to bf16");
+        cmp_exact("dpre (bf16 kernels, unrounded inputs)", raw.dpre, l.dpre,
+                  "their results on the inputs rounded to bf16");
     }
     const char *what[] = {"out", "att", "dq|dk|dv", "dpre"};
     for (int i = 0; i < 4; i++) cmp_exact(what[i], res[1][i], res[0][i]);

@@ -1536,8 +1536,8 @@ static std::vector<float> lowp_values(Lowp lp, const DevBuf<uint16_t> &d16, cons
 }
 
 // The engine's fused recipe kernels (mixed.cuh: lowp_add_rounded(3),
-// lowp_convert_flat, lowp_round_relu, lowp_relu_backward,
-// lowp_add_rounded_convert) against the CPU
+// lowp_convert_flat, lowp_round_relu, lowp_relu_backward, lowp_relu,
+// lowp_relu_mask, lowp_add_rounded_convert) against the CPU
 // engine's sequence of operations written out with lowp.h, bit for bit (a
 // NaN for a NaN), in each L, from an aligned start (four at a time) and one
 // float past it (one at a time), on the rounding inputs (ties, carries,
@@ -1606,6 +1606,33 @@ static void test_lowp_fused(Rng &r) {
                 const float g = 0.0f + out(a[i + off]);
                 check("lowp_relu_backward", hl[i], opnd(out(xr[i + off]) > 0 ? 0.0f + g : 0.0f));
             }
+            if (lp != Lowp::TF32) {
+                // bf16, fp16: fc1's output stored in L (xr's L values y),
+                // relu into r, then fc2's input gradient stored in L (a's L
+                // values) masked in place by r's sign
+                std::vector<float> yl(n);
+                for (size_t i = 0; i < n; i++) yl[i] = out(xr[i]);
+                DevBuf<float> dyl(yl);
+                DevBuf<uint16_t> dy16(n), dm16(n);
+                lowp_convert_flat(ST, lp, dy16.p, dyl.p, n);   // exact: L values
+                d16r.poison();
+                lowp_relu(ST, lp, d16r.p, dy16.p + off, m);
+                hl = lowp_values(lp, d16r, d32r, m);
+                for (size_t i = 0; i < m; i++) {
+                    const float y = yl[i + off];
+                    check("lowp_relu", hl[i], y > 0 ? y : 0.0f);
+                }
+                lowp_convert_flat(ST, lp, dm16.p, da.p, n);
+                const uint16_t before = dm16.down()[0];
+                lowp_relu_mask(ST, lp, dm16.p + off, d16r.p, m);
+                const std::vector<uint16_t> hm = dm16.down();
+                for (size_t i = off; i < n; i++) {
+                    const float g = out(a[i]);
+                    const float got = lp == Lowp::BF16 ? lowp_float((uint32_t)hm[i] << 16) : half_bits_to_float(hm[i]);
+                    check("lowp_relu_mask", got, opnd(yl[i] > 0 ? 0.0f + g : 0.0f));
+                }
+                if (off && hm[0] != before) bad++, first = "lowp_relu_mask (wrote before its start)";
+            }
             // the head's dx = 0 + rnd(t) and its rounded copy
             DevBuf<float> dd(n);
             dd.poison(), d16.poison(), d32.poison();
@@ -1621,16 +1648,18 @@ static void test_lowp_fused(Rng &r) {
     }
     if (bad) failf("fused rounding kernels: %zu of %zu values differ from lowp.h, the first in %s", bad, checked, first);
     printf("fused rounding kernels (add_rounded3, add_rounded +=, convert_flat, round_relu, relu_backward, "
-           "add_rounded_convert; "
+           "relu and relu_mask on L values, add_rounded_convert; "
            "bf16/fp16/tf32, aligned and one float off): %zu values bit-identical to lowp.h: PASS\n", checked);
 }
 
 // The recipe's attention (attention_forward_lowp, attention_backward_lowp):
-// the fp32 kernels writing their outputs in L (and, in bf16 and fp16,
-// fusing the score products' multiply and add) must give the bits of the
-// fp32 kernels followed by lowp_convert on the recipe's inputs (L values),
-// on the tiled path (grouped heads, ragged documents, T not a multiple of 4)
-// and on the rows path (T 256, HS 128).
+// the fp32 kernels taking unrounded inputs and using their L values (bf16,
+// fp16: rounded as they are loaded, or in place on the rows path), writing
+// their outputs in L (and, in bf16 and fp16, fusing the score products'
+// multiply and add) must give the bits of the fp32 kernels on the inputs
+// rounded to L followed by lowp_convert, on the tiled path (grouped heads,
+// ragged documents, T not a multiple of 4) and on the rows path (T 256,
+// HS 128).
 static void test_lowp_attention(Rng &r) {
     size_t bad = 0, checked = 0;
     std::string first;
@@ -1648,18 +1677,21 @@ static void test_lowp_attention(Rng &r) {
             const size_t natt = (size_t)B * NH * T * T;
             const std::vector<int> n = make_lengths(r, B, T);
             DevBuf<int> dn(n);
-            DevBuf<float> qkv(randn<float>(r, (size_t)N * QKV, 0.5)), dout(randn<float>(r, (size_t)N * C, 0.1));
-            // the recipe's inputs are L values (which the bf16/fp16 kernels' fused score products rely on)
+            const std::vector<float> hqkv = randn<float>(r, (size_t)N * QKV, 0.5), hdout = randn<float>(r, (size_t)N * C, 0.1);
+            // the recipe's kernels take the inputs unrounded (the engine's q, k, v and dout) and use their L
+            // values; the fp32 kernels get those L values
+            DevBuf<float> qkv_raw(hqkv), dout_raw(hdout), qkv(hqkv), dout(hdout);
             lowp_round_inplace(ST, lp, qkv.p, N, QKV, QKV);
             lowp_round_inplace(ST, lp, dout.p, N, C, C);
             const float *q = qkv.p, *kk = qkv.p + C, *v = qkv.p + C + KV;
+            float *qr = qkv_raw.p, *kr = qkv_raw.p + C, *vr = qkv_raw.p + C + KV;
             DevBuf<float> out(N * (size_t)C), att(natt), att2(natt), scratch(N * (size_t)C);
             // L in 32-bit words: enough for bf16, fp16 and tf32, poisoned alike
             DevBuf<uint32_t> lo((size_t)N * QKV), lo_ref((size_t)N * QKV);
             lo.poison(), lo_ref.poison(), att2.poison(), scratch.poison();
             attention_forward(ST, out.p, att.p, q, QKV, kk, v, QKV, dn.p, B, T, NH, NKV, HS);
             lowp_convert(ST, lp, lo_ref.p, out.p, N, C, C);
-            attention_forward_lowp(ST, lp, lo.p, scratch.p, att2.p, q, QKV, kk, v, QKV, dn.p, B, T, NH, NKV, HS);
+            attention_forward_lowp(ST, lp, lo.p, scratch.p, att2.p, qr, QKV, kr, vr, QKV, dn.p, B, T, NH, NKV, HS);
             const std::string where = std::string(lowp_name(lp)) + " T " + std::to_string(T) + " HS " +
                                       std::to_string(HS) + " (" +
                                       attn_path_name(attention_forward_path<float>(T, HS)) + ")";
@@ -1675,8 +1707,8 @@ static void test_lowp_attention(Rng &r) {
             attention_backward(ST, dqkv.p, QKV, dqkv.p + C, dqkv.p + C + KV, QKV, dpre.p, dout.p, att.p, q, QKV, kk, v,
                                QKV, dn.p, B, T, NH, NKV, HS, false);
             lowp_convert(ST, lp, lo_ref.p, dqkv.p, N, QKV, QKV);
-            attention_backward_lowp(ST, lp, lo.p, dqkv2.p, QKV, dpre2.p, dout.p, att.p, q, kk, v, QKV, dn.p, B, T, NH,
-                                    NKV, HS);
+            attention_backward_lowp(ST, lp, lo.p, dqkv2.p, QKV, dpre2.p, dout_raw.p, att.p, qr, kr, vr, QKV, dn.p, B, T,
+                                    NH, NKV, HS);
             cmp("attention_backward_lowp dq|dk|dv, " + where, lo.down(), lo_ref.down());
         }
     bool refused = false;
@@ -1692,8 +1724,86 @@ static void test_lowp_attention(Rng &r) {
     if (bad)
         failf("recipe attention: %zu of %zu values differ from the fp32 kernels then lowp_convert, the first in %s",
               bad, checked, first.c_str());
-    printf("recipe attention (outputs written in L; bf16/fp16/tf32, tiled and rows): %zu values bit-identical to "
-           "the fp32 kernels then lowp_convert: %s\n", checked, bad ? "FAIL" : "PASS");
+    printf("recipe attention (unrounded inputs, outputs written in L; bf16/fp16/tf32, tiled and rows): %zu values "
+           "bit-identical to the fp32 kernels on the inputs' L values then lowp_convert: %s\n", checked,
+           bad ? "FAIL" : "PASS");
+}
+
+// cuBLAS storing a product in L (mixed_gemm_forward_lp, mixed_gemm_dinp_lp:
+// the engine's fc1 output and fc2 input gradient in bf16 and fp16) against
+// the same product stored in fp32 and then rounded by lowp.h (lowp_convert):
+// the same bits, but where the two cuBLAS kernels' fp32 sums fall on either
+// side of a rounding boundary of L (one unit in the last place, at most 1
+// value in 1000; truncation instead of rounding to nearest would differ in
+// about half). fp16: sums past 65504 must become inf as lowp.h rounds them
+// (the loss scaler relies on it; some rows are scaled to get there).
+static void test_lowp_gemm_out(Rng &r) {
+    auto hex16 = [](uint16_t u) {
+        char b[8];
+        snprintf(b, sizeof b, "%04x", u);
+        return std::string(b);
+    };
+    size_t checked = 0, near = 0, far = 0, infs = 0;
+    std::string first;
+    // N, IC, OC: odd sizes; the engine's fc1 at n_embd 128 (batch 8) and 512 (batch 64)
+    const int shapes[][3] = {{67, 40, 96}, {512, 128, 512}, {4096, 512, 2048}};
+    for (Lowp lp : {Lowp::BF16, Lowp::FP16})
+        for (const auto &sh : shapes) {
+            const int N = sh[0], IC = sh[1], OC = sh[2];
+            std::vector<float> a = randn<float>(r, (size_t)N * IC), d = randn<float>(r, (size_t)N * OC, 0.1);
+            const std::vector<float> w = randn<float>(r, (size_t)OC * IC, 0.1);
+            // rows of +-30000 (fp16 operands still), whose sums go past fp16's range
+            for (int n = 3; n < N; n += 16) {
+                for (int i = 0; i < IC; i++) a[(size_t)n * IC + i] = a[(size_t)n * IC + i] < 0 ? -3e4f : 3e4f;
+                for (int o = 0; o < OC; o++) d[(size_t)n * OC + o] = d[(size_t)n * OC + o] < 0 ? -3e4f : 3e4f;
+            }
+            DevBuf<float> da(a), dd(d), dw(w), o32((size_t)N * (OC > IC ? OC : IC));
+            DevBuf<uint16_t> al((size_t)N * IC), dl((size_t)N * OC), wl((size_t)OC * IC), ref(o32.n), got(o32.n);
+            lowp_convert(ST, lp, al.p, da.p, N, IC, IC);
+            lowp_convert(ST, lp, dl.p, dd.p, N, OC, OC);
+            lowp_convert(ST, lp, wl.p, dw.p, OC, IC, IC);
+            cublasHandle_t h;
+            CUBLAS_CHECK(cublasCreate(&h));
+            CUBLAS_CHECK(cublasSetStream(h, ST));
+            CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));   // as the engine's handles
+            CUBLAS_CHECK(cublasSetAtomicsMode(h, CUBLAS_ATOMICS_NOT_ALLOWED));
+            CUBLAS_CHECK(cublasSetWorkspace(h, nullptr, 0));
+            const mgpt::MixedMM gm{lp, h, nullptr, nullptr, nullptr, nullptr, 0, 0};
+            for (int dinp = 0; dinp < 2; dinp++) {
+                const size_t count = (size_t)N * (dinp ? IC : OC);
+                ref.poison(), got.poison();
+                if (!dinp) {
+                    mixed_gemm_forward(gm, o32.p, OC, al.p, wl.p, N, IC, OC, false);
+                    mixed_gemm_forward_lp(gm, got.p, OC, al.p, wl.p, N, IC, OC);
+                } else {
+                    mixed_gemm_dinp(gm, o32.p, dl.p, OC, wl.p, N, IC, OC);
+                    mixed_gemm_dinp_lp(gm, got.p, dl.p, OC, wl.p, N, IC, OC);
+                }
+                lowp_convert(ST, lp, ref.p, o32.p, 1, (int)count, (int)count);
+                const std::vector<uint16_t> g = got.down(), e = ref.down();
+                const uint16_t inf_bits = lp == Lowp::BF16 ? 0x7f80 : 0x7c00;
+                for (size_t i = 0; i < count; i++, checked++) {
+                    infs += (e[i] & 0x7fff) == inf_bits;
+                    if (g[i] == e[i]) continue;
+                    const bool finite = (e[i] & 0x7fff) < inf_bits && (g[i] & 0x7fff) < inf_bits;
+                    const bool one_ulp = finite && (g[i] & 0x8000) == (e[i] & 0x8000) &&
+                                         (g[i] > e[i] ? g[i] - e[i] : e[i] - g[i]) == 1;
+                    if (one_ulp) near++;
+                    else if (far++ == 0)
+                        first = std::string(lowp_name(lp)) + (dinp ? " dinp" : " forward") + " N " +
+                                std::to_string(N) + " IC " + std::to_string(IC) + " OC " + std::to_string(OC) +
+                                " [" + std::to_string(i) + "]: 0x" + hex16(g[i]) + ", lowp.h 0x" + hex16(e[i]);
+                }
+            }
+            CUBLAS_CHECK(cublasDestroy(h));
+        }
+    if (far || near * 1000 > checked)
+        failf("cuBLAS storing L: %zu of %zu values more than one unit off the fp32 product rounded by lowp.h (the "
+              "first: %s), %zu one unit off (at most 1 in 1000 allowed)", far, checked, first.c_str(), near);
+    if (!infs) failf("cuBLAS storing L: the fp16 overflow case did not happen (no inf in the reference)");
+    printf("cuBLAS storing L (fc1 forward, fc2 dinp; bf16, fp16): %zu values, %zu bit-identical to the fp32 product "
+           "rounded by lowp.h (%zu inf among them), %zu one unit off: PASS\n", checked, checked - near - far, infs,
+           near);
 }
 
 // The recipe's rmsnorm rows (lowp_residual_rmsnorm, lowp_rmsnorm_backward)
@@ -2364,6 +2474,7 @@ static void mixed_tests(Rng &r) {
     test_lowp_fused(r);
     test_lowp_rows(r);
     test_lowp_attention(r);
+    test_lowp_gemm_out(r);
     for (Lowp lp : {Lowp::BF16, Lowp::FP16, Lowp::TF32}) test_mixed_products(r, lp);
     for (Precision p : {PREC_BF16, PREC_TF32}) {
         engine_vs_cpu_mixed(p, r);
