@@ -437,29 +437,31 @@ void lowp_relu_backward(cudaStream_t st, Lowp lp, void *d, const float *t, const
     });
 }
 
-void lowp_relu(cudaStream_t st, Lowp lp, void *r, const void *y, size_t count) {
-    need_l16(lp, "lowp_relu");
+// out = relu(y) (mask false) or out = its mask applied in place by y's
+// sign (mask true), on lp's L values (bf16, fp16)
+static void relu_l16(cudaStream_t st, Lowp lp, void *o, const void *y, size_t count, bool mask) {
+    need_l16(lp, mask ? "lowp_relu_mask" : "lowp_relu");
     with_lowp(lp, [&](auto f) {
         using F = decltype(f);
         using T = typename F::T;
-        T *o = static_cast<T *>(r);
-        const T *x = static_cast<const T *>(y);
-        relu_lowp_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(o, x, count, aligned16(o) && aligned16(x));
-        KERNEL_CHECK("relu_lowp_kernel");
+        T *out = static_cast<T *>(o);
+        const T *in = static_cast<const T *>(y);
+        const unsigned blocks = blocks_for(count / 4 + 1);
+        const bool vec = aligned16(out) && aligned16(in);
+        if (mask) {
+            relu_mask_lowp_kernel<F><<<blocks, THREADS, 0, st>>>(out, in, count, vec);
+            KERNEL_CHECK("relu_mask_lowp_kernel");
+        } else {
+            relu_lowp_kernel<F><<<blocks, THREADS, 0, st>>>(out, in, count, vec);
+            KERNEL_CHECK("relu_lowp_kernel");
+        }
     });
 }
 
+void lowp_relu(cudaStream_t st, Lowp lp, void *r, const void *y, size_t count) { relu_l16(st, lp, r, y, count, false); }
+
 void lowp_relu_mask(cudaStream_t st, Lowp lp, void *d, const void *y, size_t count) {
-    need_l16(lp, "lowp_relu_mask");
-    with_lowp(lp, [&](auto f) {
-        using F = decltype(f);
-        using T = typename F::T;
-        T *o = static_cast<T *>(d);
-        const T *m = static_cast<const T *>(y);
-        relu_mask_lowp_kernel<F><<<blocks_for(count / 4 + 1), THREADS, 0, st>>>(o, m, count,
-                                                                               aligned16(o) && aligned16(m));
-        KERNEL_CHECK("relu_mask_lowp_kernel");
-    });
+    relu_l16(st, lp, d, y, count, true);
 }
 
 void lowp_residual_rmsnorm(cudaStream_t st, Lowp lp, float *res, void *ln, float *rstd, const float *p,
