@@ -50,9 +50,7 @@ extern "C" {
 #include "common/pyrandom.h"
 #include "common/settings.h"
 #include "common/util.h"
-#include "tensor_gpu/lowp.h"   // get_relu_inputs: lowp_float widens the bf16 fc1 outputs
 }
-#include <cuda_fp16.h>   // get_relu_inputs: __half2float widens the fp16 ones
 #include "tensor_gpu/cuda/engine_cuda.h"
 
 #include <nvtx3/nvToolsExt.h>
@@ -703,7 +701,7 @@ template <typename real> size_t ImplT<real>::point_acts(Acts<real> &a, Carver &c
         a.dlogits = c.take<real>(N * (size_t)V_);
         a.dx = c.take<real>(N * C);
         a.dln = c.take<real>(N * C);
-        a.datty = c.take<real>(N * C);
+        a.datty = mixed_ ? nullptr : c.take<real>(N * C);   // the recipe's attention reads wo's t
         a.dqkv = c.take<real>(qkv);
         a.dpre = c.take<real>(att);
         if (!mixed_) {   // the recipe goes from t to fc1's rounded operand in one kernel
@@ -1190,22 +1188,12 @@ template <typename real> void ImplT<real>::get_relu_inputs(double *out) {
                                        cudaMemcpyDeviceToHost, stream_));
     }
     CUDA_CHECK(cudaStreamSynchronize(stream_));
-    const bool bf16 = mx_.lp == Lowp::BF16;
     for (int l = 0; l < L_; l++)
         for (int d = 0; d < last_B_; d++)
             for (int t = 0; t < last_T_; t++) {
                 const size_t o = (((size_t)l * last_B_ + d) * last_T_ + t) * H;
                 for (size_t j = 0; j < H; j++) {
-                    double x;
-                    if (!l16) {
-                        x = (double)xfer_h_[o + j];
-                    } else if (bf16) {
-                        x = (double)lowp_float((uint32_t)h16[o + j] << 16);   // exact
-                    } else {
-                        __half_raw hr;
-                        hr.x = h16[o + j];
-                        x = (double)__half2float(__half(hr));   // exact
-                    }
+                    const double x = l16 ? (double)lowp16_value(mx_.lp, h16[o + j]) : (double)xfer_h_[o + j];
                     out[o + j] = t < last_n_[d] ? x : NAN;
                 }
             }

@@ -23,9 +23,12 @@
 #define TENSOR_GPU_CUDA_MIXED_CUH
 
 #include <cublas_v2.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 
 namespace mgpt {
 
@@ -40,6 +43,20 @@ struct MixedMM {
     float *t;           // (cap) fp32 product before its rounding
     size_t cap, wcap;
 };
+
+// The value of a 16-bit L element (bf16: the float's upper half; fp16), on
+// the host: exact.
+inline float lowp16_value(Lowp lp, uint16_t bits) {
+    if (lp == Lowp::FP16) {
+        __half_raw hr;
+        hr.x = bits;
+        return __half2float(__half(hr));
+    }
+    const uint32_t u = (uint32_t)bits << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 // Bytes of element of a rounded operand.
 size_t lowp_elem_bytes(Lowp lp);

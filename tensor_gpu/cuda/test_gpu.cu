@@ -1392,13 +1392,6 @@ static void refusals() {
 
 static const char *lowp_name(Lowp lp) { return lp == Lowp::BF16 ? "bf16" : lp == Lowp::FP16 ? "fp16" : "tf32"; }
 
-// The float value of fp16 bits (host)
-static float half_bits_to_float(uint16_t b) {
-    __half_raw hr;
-    hr.x = b;
-    return __half2float(__half(hr));
-}
-
 // Floats of every class the rounding treats apart (tests/test_lowp.c's):
 // ties to even both ways at bf16's and tf32's cut, just above and below
 // half, carries into the exponent, +-0, +-inf, NaNs with payload only in the
@@ -1456,7 +1449,7 @@ static void test_lowp_kernels(Rng &r) {
         const float v = src[i / cols * lds + i % cols];
         if (hb[i] != (uint16_t)(lowp_bits(round_bf16(v)) >> 16)) count(0, i);
         if (lowp_bits(hf[i]) != lowp_bits(round_tf32(v))) count(1, i);
-        const float h = half_bits_to_float(hh[i]), rh = round_fp16(v);   // NaN: a NaN (payloads differ)
+        const float h = lowp16_value(Lowp::FP16, hh[i]), rh = round_fp16(v);   // NaN: a NaN (payloads differ)
         if (v == v ? lowp_bits(h) != lowp_bits(rh) : h == h) count(4, i);
     }
     // in place through the stride; the columns past cols stay as they were
@@ -1497,8 +1490,7 @@ static void test_lowp_kernels(Rng &r) {
                 const float v = xc[i + off];
                 if (v != v) continue;   // NaN payloads: checked above
                 const float want = lp == Lowp::BF16 ? round_bf16(v) : lp == Lowp::FP16 ? round_fp16(v) : round_tf32(v);
-                const float got = lp == Lowp::TF32 ? ho[i] : lp == Lowp::BF16 ? lowp_float((uint32_t)h16[i] << 16)
-                                                                              : half_bits_to_float(h16[i]);
+                const float got = lp == Lowp::TF32 ? ho[i] : lowp16_value(lp, h16[i]);
                 const float in_place = hr[i + off], want_in_place = lp == Lowp::TF32 ? v : want;
                 flat_bad += lowp_bits(got) != lowp_bits(want) || lowp_bits(in_place) != lowp_bits(want_in_place);
                 flat_checked++;
@@ -1531,7 +1523,7 @@ static std::vector<float> lowp_values(Lowp lp, const DevBuf<uint16_t> &d16, cons
     }
     const std::vector<uint16_t> h = d16.down();
     for (size_t i = 0; i < n; i++)
-        v[i] = lp == Lowp::BF16 ? lowp_float((uint32_t)h[i] << 16) : half_bits_to_float(h[i]);
+        v[i] = lowp16_value(lp, h[i]);
     return v;
 }
 
@@ -1628,7 +1620,7 @@ static void test_lowp_fused(Rng &r) {
                 const std::vector<uint16_t> hm = dm16.down();
                 for (size_t i = off; i < n; i++) {
                     const float g = out(a[i]);
-                    const float got = lp == Lowp::BF16 ? lowp_float((uint32_t)hm[i] << 16) : half_bits_to_float(hm[i]);
+                    const float got = lowp16_value(lp, hm[i]);
                     check("lowp_relu_mask", got, opnd(yl[i] > 0 ? 0.0f + g : 0.0f));
                 }
                 if (off && hm[0] != before) bad++, first = "lowp_relu_mask (wrote before its start)";
