@@ -1,0 +1,28 @@
+// examples/triton_engine.py, the training step with Triton kernels, through
+// tests/triton_engine_check.py: with numpy alone it checks the engine's
+// tables, parameter packing and protocol; where torch and triton import (a
+// GPU, or Triton's interpreter on the CPU) also every activation and
+// gradient of one step against an fp64 reference, and where each planted
+// bug shows first. compare's lockstep runs of the engine need torch and
+// triton: docs/outside_engines.md ("Triton").
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "helpers.h"
+
+Test(triton, engine_check_script_passes, .timeout = 900) {
+    const char *py = th_python("import numpy");
+    if (!py) {
+        fprintf(stderr, "SKIP: no Python with numpy ($MICROGPT_PYTHON, .venv/bin/python, /usr/bin/python3 or "
+                        "python3 on PATH): apt-get install python3-numpy\n");
+        cr_skip_test("no Python with numpy");
+    }
+    // env finds a bare "python3" on PATH (th_run takes a path)
+    char *const argv[] = {"/usr/bin/env", (char *)py, "tests/triton_engine_check.py", NULL};
+    ThRun r = th_run(argv);
+    cr_expect_eq(r.status, 0, "tests/triton_engine_check.py with %s exited %d:\n%s%s", py, r.status, r.out, r.err);
+    cr_expect(strstr(r.out, "triton_engine_check: ") && strstr(r.out, " passed, 0 failed"), "%s", r.out);
+    if (strstr(r.out, "SKIP")) fprintf(stderr, "test_triton (%s): %s", py, strstr(r.out, "SKIP"));
+    th_run_free(&r);
+}
