@@ -60,7 +60,7 @@ PLUGIN_LDFLAGS = -shared -Wl,--version-script=include/microgpt/engine_abi.map $(
 # Library sources (no main); module.mk files append to these.
 LIB_SRC := common/util.c common/cli.c common/pyrandom.c common/dataset.c common/sha256.c \
            common/settings.c common/model.c common/engine.c common/atomic_file.c \
-           common/safetensors.c common/strbuf.c common/engine_export.c
+           common/safetensors.c common/strbuf.c common/engine_export.c common/activations.c
 LIB_OBJ_EXTRA :=
 LIB := $(BUILD)/libmicrogpt.a
 BINS :=
@@ -76,7 +76,7 @@ LIB_OBJ := $(call obj,$(LIB_SRC)) $(LIB_OBJ_EXTRA)
 
 NAMES_URL := https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt
 
-.PHONY: all run data test test-gpu bench parity deps clean help
+.PHONY: all run data test test-gpu bench parity calibrate calibrate-check deps clean help
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -120,6 +120,24 @@ endif
 deps:
 	bash scripts/install-deps.sh
 
+# The calibration of compare's rules (scripts/calibrate.py, docs/compare.md):
+# measure the CPU family (hours on 2 cores; runs already measured are kept),
+# reduce, plot, write docs/calibration/report.md, derive the constants and
+# check the table. The GPU family is measured on a GPU machine
+# (scripts/gpu_session.sh --calibrate) into docs/calibration/measured-gpu.json.
+# CALIBRATE_JOBS runs at a time.
+PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+CALIBRATE_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+calibrate: $(BUILD)/compare data/names.txt
+	$(PYTHON) scripts/calibrate.py measure --family cpu --jobs $(CALIBRATE_JOBS) --build $(BUILD)
+	$(PYTHON) scripts/calibrate.py reduce --family cpu
+	$(PYTHON) scripts/calibrate.py plot
+	$(PYTHON) scripts/calibrate.py report
+	$(PYTHON) scripts/calibrate.py derive --check
+# CI's short version: the table against its measurement, and a fresh run's fingerprint
+calibrate-check: $(BUILD)/compare data/names.txt
+	$(PYTHON) scripts/calibrate.py check --build $(BUILD)
+
 include tests/module.mk
 include mutants/module.mk
 include fuzz/module.mk
@@ -133,7 +151,9 @@ help:
 	@echo "make test-gpu   the CUDA kernel tests (skipped with a message where there is no GPU)"
 	@echo "make bench      time the scalar engine (ms/step, nodes/step, peak memory)"
 	@echo "make parity BACKEND=cuda|cpu   the parity suite: scalar vs the tensor engine"
-	@echo "make mutants MUTANTS=cpu|gpu|all   plant each bug of mutants/ and show which check catches it"
+	@echo "make mutants MUTANTS=cpu|compare|gpu|all   plant each bug of mutants/ and show which check catches it"
+	@echo "make calibrate  measure the rules' statistics on the CPU family and check the table (hours)"
+	@echo "make calibrate-check   the table against its measurement, and a fresh run's fingerprint (CI)"
 	@echo "make deps       install the Debian packages the build needs (root or sudo)"
 	@echo "make data       fetch data/names.txt"
 	@echo "make clean      remove $(BUILD)/"

@@ -8,7 +8,8 @@
 #include "util.h"
 
 static const char *const FAULT_NAMES[FAULT_NUM] = {
-    "none", "attn-scale", "causal-mask", "rmsnorm-bwd", "grad-sign", "adam-bias", "small-grads", "lowp-truncate"};
+    "none", "attn-scale", "causal-mask", "rmsnorm-bwd", "grad-sign", "adam-bias", "small-grads", "lowp-truncate",
+    "op-fwd", "op-bwd"};
 
 static const char *const PREC_NAMES[PREC_NUM] = {"fp64", "fp32", "bf16", "fp16", "tf32"};
 

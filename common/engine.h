@@ -35,6 +35,8 @@ typedef enum {
     FAULT_ADAM_BIAS,      // Adam's second-moment bias correction uses beta1
     FAULT_SMALL_GRADS,    // gradients smaller than 1e-6 in magnitude are dropped (set to 0)
     FAULT_LOWP_TRUNCATE,  // mixed precisions: rounding to bf16/fp16/tf32 truncates the dropped bits
+    FAULT_OP_FWD,         // the cpu engine: op cfg.fault_op's output is off (its largest element by 1%)
+    FAULT_OP_BWD,         // the cpu engine: the gradient op cfg.fault_op's backward passes to its input is off
     FAULT_NUM
 } Fault;
 
@@ -56,6 +58,8 @@ typedef struct {
     Fault fault;
     int max_batch;           // largest B that step() will be given
     double loss_scale;       // fp16: the initial loss scale (0: the default, 65536 = 2^16)
+    int activations;         // keep every op's output and gradient for get_activation (common/activations.h)
+    int fault_op;            // FAULT_OP_FWD, FAULT_OP_BWD: the op (common/activations.h index)
 } EngineConfig;
 
 typedef struct Engine Engine;
@@ -109,6 +113,12 @@ typedef struct {
     // the phases of the last step() in order with their host-clock
     // durations; returns how many (at most ENGINE_MAX_PHASES).
     int (*step_phases)(Engine *e, EnginePhase *out);
+    // Optional (may be NULL): after step() of an engine made with
+    // cfg.activations, op `op`'s output (grad 0) or the loss's gradient
+    // with respect to it (grad 1), in the layout of common/activations.h for
+    // the step's B and T (act_size elements; padding may hold anything).
+    // Returns 0, or -1 if the engine does not report that op.
+    int (*get_activation)(Engine *e, int op, int grad, double *out);
 } EngineOps;
 
 struct Engine {

@@ -27,6 +27,7 @@ static mg_engine_abi g_abi;
 static void x_relu(mg_engine *m, double *out);
 static size_t x_bytes(mg_engine *m);
 static int x_skipped(mg_engine *m, double *scale);
+static int x_activation(mg_engine *m, int op, int grad, double *out);
 static int x_run_steps(mg_engine *m, const mg_batch *b, int first, int n, double *losses, double *seconds);
 
 static Batch to_batch(const mg_batch *b) {
@@ -59,7 +60,8 @@ static mg_engine *x_create(const mg_config *c, const double *init, char *err, si
         return NULL;
     }
     EngineConfig cfg = {.s = &m->s, .L = &m->L, .precision = (Precision)c->precision,
-                        .fault = (Fault)c->fault, .max_batch = c->max_batch, .loss_scale = c->loss_scale};
+                        .fault = (Fault)c->fault, .max_batch = c->max_batch, .loss_scale = c->loss_scale,
+                        .activations = c->activations, .fault_op = c->fault_op};
     m->e = g_create(&cfg, init, err, errlen);
     if (!m->e) {
         layout_free(&m->L);
@@ -71,6 +73,7 @@ static mg_engine *x_create(const mg_config *c, const double *init, char *err, si
     g_abi.run_steps = m->e->ops->run_steps ? x_run_steps : NULL;
     g_abi.device_bytes = m->e->ops->device_bytes ? x_bytes : NULL;
     g_abi.step_skipped = m->e->ops->step_skipped ? x_skipped : NULL;
+    g_abi.get_activation = m->e->ops->get_activation ? x_activation : NULL;
     return m;
 }
 
@@ -102,6 +105,9 @@ static const char *x_device(mg_engine *m) { return m->e->ops->device ? m->e->ops
 static void x_relu(mg_engine *m, double *out) { m->e->ops->get_relu_inputs(m->e, out); }
 static size_t x_bytes(mg_engine *m) { return m->e->ops->device_bytes(m->e); }
 static int x_skipped(mg_engine *m, double *scale) { return m->e->ops->step_skipped(m->e, scale); }
+static int x_activation(mg_engine *m, int op, int grad, double *out) {
+    return m->e->ops->get_activation(m->e, op, grad, out);
+}
 
 static int x_run_steps(mg_engine *m, const mg_batch *b, int first, int n, double *losses, double *seconds) {
     if (n < 1) return -1;

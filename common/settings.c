@@ -84,6 +84,8 @@ int settings_parse_flag(Settings *s, int argc, char **argv, int *i) {
         s->lr = real_flag("--lr", v);
     } else if ((v = cli_value(&s->seen, argc, argv, i, "--temperature"))) {
         s->temperature = real_flag("--temperature", v);
+    } else if ((v = cli_value(&s->seen, argc, argv, i, "--init-std"))) {
+        s->init_std = real_flag("--init-std", v);
     } else if ((v = cli_value(&s->seen, argc, argv, i, "--trace"))) {
         s->trace_path = path_flag("--trace", v);
     } else if ((v = cli_value(&s->seen, argc, argv, i, "--timeline"))) {
@@ -114,6 +116,8 @@ void settings_validate(const Settings *s) {
         die(EXIT_USAGE, "--temperature %g: 1/temperature overflows a double (the original raises OverflowError "
             "when it divides the logits); use a temperature of at least %.3g", s->temperature, 1.0 / DBL_MAX);
     if (s->lr < 0) die(EXIT_USAGE, "--lr must be >= 0 (got %g)", s->lr);
+    if (!(s->init_std > 0 && s->init_std <= 1e6))
+        die(EXIT_USAGE, "--init-std must be > 0 and at most 1e6 (got %g)", s->init_std);
 }
 
 void settings_print_help(FILE *f) {
@@ -130,6 +134,8 @@ void settings_print_help(FILE *f) {
             "  --n-layer N          transformer layers (1)\n"
             "  --block-size N       context length; longer documents are cropped (16)\n"
             "  --lr X               Adam learning rate, decayed linearly to 0 (0.01)\n"
+            "  --init-std X         standard deviation of the initial weights, > 0 (0.08); wide\n"
+            "                       models train with less, e.g. 0.02 with --lr 0.001\n"
             "  --temperature X      sampling temperature, > 0 with 1/X finite (0.5)\n"
             "  --samples N          names to sample after training (20)\n"
             "  --batch B            documents per step; document b of step s is\n"

@@ -138,11 +138,7 @@ int against_main(Options *o) {
             precision_name(o->prec));
     if (!o->prec_given && tp == PREC_FP32) {
         o->prec = tp;
-        for (int q = 0; q < Q_NUM; q++) {
-            o->tol[q] = tolerance_default(tp, (Quantity)q);
-            if (o->rtol >= 0) o->tol[q].rtol = o->rtol;
-            if (o->atol >= 0) o->tol[q].atol = o->atol;
-        }
+        for (int q = 0; q < Q_NUM; q++) o->tol[q] = fixed_tolerance(o, tp, (Quantity)q);
         o->drift_tol = drift_tol_for(o, tp);
     }
     // the recorded schedule's horizon, unless --steps says otherwise (then it must agree)
@@ -201,19 +197,23 @@ int against_main(Options *o) {
             if (recorded(&sf, "logits", shape, 3, file, lg)) {
                 checked++;
                 e->ops->get_logits(e, rlg);
-                ErrStats s = {0};
+                // the real positions, document after document, as one tensor (lockstep's logits)
+                size_t k = 0;
                 for (int dd = 0; dd < b.B; dd++) {
-                    size_t off = (size_t)dd * (size_t)b.T * (size_t)V;
-                    ErrStats sd = {0};
-                    err_compare(lg + off, rlg + off, (size_t)b.n[dd] * (size_t)V, o->tol[Q_LOGITS], &sd);
-                    err_merge(&s, &sd, off);
+                    const size_t off = (size_t)dd * (size_t)b.T * (size_t)V, len = (size_t)b.n[dd] * (size_t)V;
+                    memmove(lg + k, lg + off, len * sizeof *lg);
+                    memmove(rlg + k, rlg + off, len * sizeof *rlg);
+                    k += len;
                 }
+                ErrStats s = {0};
+                err_compare(lg, rlg, k, o->tol[Q_LOGITS], &s);
                 if (!(s.max_abs <= worst[Q_LOGITS])) worst[Q_LOGITS] = s.max_abs;
                 if (s.n_bad) {
                     bad = 1;
-                    size_t at = s.first_bad;
+                    size_t at = s.first_bad, dd = 0;
+                    while (dd + 1 < (size_t)b.B && at >= (size_t)b.n[dd] * V) at -= (size_t)b.n[dd++] * V;
                     first_fail(&f, step, "logits[%zu,%zu,%zu]: recorded %.17g, reference %.17g (%ld out of tolerance)",
-                               at / ((size_t)b.T * V), at / V % (size_t)b.T, at % V, lg[at], rlg[at], s.n_bad);
+                               dd, at / V, at % V, lg[s.first_bad], rlg[s.first_bad], s.n_bad);
                 }
                 snprintf(line + strlen(line), sizeof line - strlen(line), " | logits %.1e", s.max_abs);
             }
@@ -257,9 +257,16 @@ int against_main(Options *o) {
            precision_name(engine_prec(o, 0)), td.n_steps, n_tensor_steps, o->s.batch);
     if (f.failed) printf("  first failure at step %d: %s\n", f.step, f.what);
     printf("  largest differences: loss %.3e (tolerance %.0e)", worst[Q_LOSS], o->drift_tol);
-    if (n_tensor_steps)
-        printf(", logits %.3e, grads %.3e, params %.3e (tolerances rtol %.0e/%.0e/%.0e)", worst[Q_LOGITS],
-               worst[Q_GRADS], worst[Q_PARAMS], o->tol[Q_LOGITS].rtol, o->tol[Q_GRADS].rtol, o->tol[Q_PARAMS].rtol);
+    if (n_tensor_steps) {
+        printf(", logits %.3e, grads %.3e, params %.3e", worst[Q_LOGITS], worst[Q_GRADS], worst[Q_PARAMS]);
+        if (o->tol[Q_GRADS].scaled > 0)
+            printf(" (tolerances %g/%g/%g x each tensor's RMS)", o->tol[Q_LOGITS].scaled, o->tol[Q_GRADS].scaled,
+                   o->tol[Q_PARAMS].scaled);
+        else
+            printf(" (tolerances atol %.0e/%.0e/%.0e + rtol %.0e/%.0e/%.0e x |b|)", o->tol[Q_LOGITS].atol,
+                   o->tol[Q_GRADS].atol, o->tol[Q_PARAMS].atol, o->tol[Q_LOGITS].rtol, o->tol[Q_GRADS].rtol,
+                   o->tol[Q_PARAMS].rtol);
+    }
     printf("\n");
     batch_free(&b);
     free(lg);

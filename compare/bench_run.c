@@ -347,7 +347,7 @@ void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Pr
     Child c = spawn(engine_body, &job, 0);
     // engines on the host clock stop timing at the budget; a step that
     // overruns it by far is stopped here
-    const double limit = engine_supports(name, PREC_FP32) && strcmp(name, "cpu") ? 900 : 2 * o->b.budget_s + 30;
+    const double limit = engine_supports(name, PREC_FP32) && engine_cpu_order(name) == ORDER_NUM ? 900 : 2 * o->b.budget_s + 30;
     Buf res = {0}, msg = {0};
     int status;
     const int timed_out = reap(c, limit, &res, &msg, &status);

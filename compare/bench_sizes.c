@@ -288,7 +288,7 @@ double bench_host_bytes_estimate(const char *name, const BenchSize *z, Precision
     const double real = p == PREC_FP64 ? 8 : 4;
     // the engines' own estimates (the scalar engine's graph: 1.1-1.3x its measured peak)
     if (!strcmp(name, "scalar")) return scalar_engine_bytes(&z->L, &z->d, z->s.batch, z->s.steps);
-    if (!strcmp(name, "cpu")) return cpu_engine_bytes(m, z->L.n_params, z->s.batch, p);
+    if (engine_cpu_order(name) != ORDER_NUM) return cpu_engine_bytes(m, z->L.n_params, z->s.batch, p);
     if (!strcmp(name, "cuda") || engine_cuda_path(name)) {
         // pinned transfer buffers (the device memory is checked by the engine itself)
         const double rows = B * T;

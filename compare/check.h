@@ -19,8 +19,9 @@ typedef struct {
     Where abs[Q_NUM];    // max|a-b|
     Where rel[Q_NUM];    // max|a-b| / max|b| of one tensor
     Where err[Q_NUM];    // ratio rule: max|a-b| / rms(b) of the candidate
-    double err_ref[Q_NUM], err_bound[Q_NUM];   // ... the fp32 reference's and the bound there
-    Where ratio[Q_NUM];  // ratio rule: the largest err(cand) / err(fp32 reference), where the latter > 0
+    double err_ref[Q_NUM], err_bound[Q_NUM];   // ... the noise reference's and the bound there
+    Where ratio[Q_NUM];  // ratio rule: the largest err(cand) / err(noise reference), where the latter > 0
+    Where noise[Q_NUM];  // ratio rule: the noise reference's largest error (held to ref_cap)
     long n_bad[Q_NUM];
     int seen[Q_NUM];     // the quantity was compared at all
 } Totals;
@@ -37,7 +38,17 @@ typedef struct {
     long n_bad;
     int ratio;           // the ratio rule applied
     double cand_err, ref_err, bound, rms;
+    int noise;           // it is the noise reference that failed its own fixed bound (ref_cap)
+    char member[32];     // ... which member (cpu:ORDER)
+    double ref_cap;
 } Failure;
+
+// The noise reference's values in one comparison (ratio rule): member j's
+// values x[j] and what they should be, e[j]. n = 0 under the fixed rule.
+typedef struct {
+    int n;
+    const double *x[NOISE_MEMBERS], *e[NOISE_MEMBERS];
+} Noise;
 
 // Describe element i of a compared array for a message.
 typedef void (*Describe)(const void *ctx, size_t i, char *out, size_t n);
@@ -50,14 +61,17 @@ typedef struct {
     Totals T;
     Failure f;
     long bad[Q_NUM];                   // elements out of tolerance per quantity
+    int gates_matched;                 // the gradients' expectations follow each engine's own ReLU gates
+    double last_err, last_bound;       // the last check's error and bound, in units of the RMS
+    signed char *grad_bad;             // (n_tensors) per gradient tensor: out of tolerance (NULL: not kept)
 } Step;
 
 // Compare the candidate's a with b, what it should be (n elements). Under
-// the ratio rule ra/rb are the plain fp32 engine's values and what they
-// should be; ignored under the fixed rule. legacy_key: the key in the
-// older max_err/max_rel objects (NULL: none).
+// the ratio rule nz holds the noise reference's values (ignored under the
+// fixed rule). legacy_key: the key in the older max_err/max_rel objects
+// (NULL: none).
 ErrStats check(Step *S, Quantity q, const char *tensor, const char *legacy_key, const double *a, const double *b,
-               const double *ra, const double *rb, size_t n, Describe describe, const void *dctx);
+               const Noise *nz, size_t n, Describe describe, const void *dctx);
 
 void totals_merge(Totals *into, const Totals *s);
 // Print the first failure (FAIL at step ...) with both values and the rule.

@@ -7,6 +7,7 @@
 #include "compare.h"
 #include "engines.h"
 #include "plugin_engine.h"
+#include "common/activations.h"
 #include "common/util.h"
 
 static void usage(FILE *f) {
@@ -42,19 +43,21 @@ static void usage(FILE *f) {
             "                       bf16, fp16 and tf32 3e-2)\n"
             "  --drift-window W     free mode: compare the mean loss of the last W steps (1; 50 for\n"
             "                       bf16, fp16 and tf32)\n"
-            "  --relu-margin X      lockstep: a step whose gradients differ only because a ReLU input\n"
-            "                       within X of 0 fell on different sides in the two engines is\n"
-            "                       excused and reported (fp64 1e-12, fp32 1e-5, bf16 1e-2, fp16 and\n"
-            "                       tf32 1e-3; 0: never)\n"
-            "  --tolerance T        lockstep: fixed (the table of atol/rtol) or ratio: per tensor,\n"
-            "                       CAND's error against the fp64 reference, scaled by the tensor's\n"
-            "                       RMS, must be at most 4x that of the plain fp32 CPU engine run on\n"
-            "                       the same state, plus 1e-6 (ratio in fp32 with an fp64 REF, else fixed);\n"
-            "                       bf16, fp16, tf32: k x that of the CPU emulation + floor, at most a\n"
-            "                       cap (measured, docs/mixed_precision.md); no fixed table (give\n"
-            "                       --rtol and --atol)\n"
-            "  --max-excused N      lockstep: more than N excused steps is a failure, and more than N\n"
-            "                       fp16 steps skipped by loss scaling (default max(3, 1%% of the steps))\n"
+            "  --relu-margin X      lockstep: where rounding flips a ReLU gate and both inputs lie\n"
+            "                       within X of 0, CAND's gradients are compared with the fp64 model's\n"
+            "                       under CAND's own gates, so the flip must explain the difference\n"
+            "                       (fp64 1e-12, fp32 1e-5, bf16 1e-2, fp16 and tf32 1e-3; 0: never)\n"
+            "  --tolerance T        lockstep: the rule (docs/compare.md; every constant: --rules).\n"
+            "                       fixed: per element |a-b| <= atol + rtol*|b| + scaled*rms(b) (fp64's\n"
+            "                       default: max|a-b| <= scaled*rms(b)); ratio (fp32, bf16, fp16, tf32\n"
+            "                       with an fp64 REF): per tensor e = max|a-b|/rms(b) at most\n"
+            "                       min(k*e_noise + floor, cap), e_noise the largest e of the noise\n"
+            "                       reference (the CPU engine in CAND's precision with its sums in 3\n"
+            "                       other orders), itself held to a fixed bound; k, floor and caps per\n"
+            "                       precision and quantity, calibrated (make calibrate). The mixed\n"
+            "                       precisions have no fixed table (give --rtol and --atol)\n"
+            "  --max-excused N      lockstep: more than N fp16 steps skipped by loss scaling fail the\n"
+            "                       run (default max(3, 1%% of the steps))\n"
             "  --samples N          lockstep: at the end both engines sample N names from REF's final\n"
             "                       state; the names and each step's probabilities are compared\n"
             "  --keep-going         lockstep: go on after a failing step (exit 1 at the end)\n"
@@ -73,7 +76,19 @@ static void usage(FILE *f) {
             "                       (attn-scale, causal-mask, rmsnorm-bwd, grad-sign, adam-bias,\n"
             "                       small-grads: the cpu engine drops gradients below 1e-6,\n"
             "                       lowp-truncate: with bf16, fp16 or tf32 the cpu engine truncates\n"
-            "                       instead of rounding to nearest) to show the check catches it\n"
+            "                       instead of rounding to nearest; op-fwd:OP, op-bwd:OP: the cpu\n"
+            "                       engine's op OP (common/activations.h, e.g. layer0.q; op-bwd also\n"
+            "                       loss, the cross-entropy) is off by 1%% in one element of its\n"
+            "                       output, or of the gradient its backward passes on) to show the\n"
+            "                       check catches it and names the op\n"
+            "  --plant SPEC[,SPEC]  test only: [noise:]QUANTITY[:TENSOR]@STEP=DELTA sets one element of\n"
+            "                       what CAND (or the noise reference) reported at STEP to its expected\n"
+            "                       value + DELTA x the tensor's RMS (free mode: CAND's loss + DELTA;\n"
+            "                       bench: the last engine's loss x (1 + DELTA)); relu@STEP=DELTA makes\n"
+            "                       the first ReLU unit's reported inputs +DELTA in REF, -DELTA in CAND;\n"
+            "                       the tests put an error just inside or outside a bound with it\n"
+            "  --rules              print the constants of every rule and precision as JSON (the one\n"
+            "                       table of compare/tolerance.c; docs/compare.md) and exit\n"
             "  --help               this text\n"
             "\n"
             "benchmark (docs/BENCHMARKS.md):\n"
@@ -140,6 +155,47 @@ static void parse_engines(Options *o, const char *v) {
     }
 }
 
+// --plant [noise:]QUANTITY[:TENSOR]@STEP=DELTA[,...] (test only; compare.h Plant).
+static void parse_one_plant(Plant *p, const char *v) {
+    char buf[256];
+    if (strlen(v) >= sizeof buf) die(EXIT_USAGE, "--plant: '%.40s...' is too long", v);
+    snprintf(buf, sizeof buf, "%s", v);
+    char *s = buf;
+    if (!strncmp(s, "noise:", 6)) p->noise = 1, s += 6;
+    char *at = strchr(s, '@'), *eq = at ? strchr(at, '=') : NULL;
+    if (!at || !eq) die(EXIT_USAGE, "--plant: '%s' is not [noise:]QUANTITY[:TENSOR]@STEP=DELTA", v);
+    *at = *eq = '\0';
+    if (!strcmp(s, "relu")) {   // a gate flip of size DELTA at the first unit
+        p->relu = 1;
+        p->q = Q_NUM;
+    }
+    char *colon = p->relu ? NULL : strchr(s, ':');
+    if (colon) {
+        *colon = '\0';
+        if (strlen(colon + 1) >= sizeof p->tensor || !colon[1]) die(EXIT_USAGE, "--plant: bad tensor in '%s'", v);
+        snprintf(p->tensor, sizeof p->tensor, "%s", colon + 1);
+    }
+    if (!p->relu && (p->q = quantity_from_name(s)) == Q_NUM) die(EXIT_USAGE, "--plant: unknown quantity '%s'", s);
+    const int per_tensor = p->q == Q_GRADS || p->q == Q_PARAMS || p->q == Q_M || p->q == Q_V;
+    if (per_tensor != (colon != NULL))
+        die(EXIT_USAGE, "--plant: %s %s", s, per_tensor ? "needs :TENSOR" : "takes no tensor");
+    long n;
+    if (parse_int(at + 1, 1, 1000000000L, &n)) die(EXIT_USAGE, "--plant: '%s' is not a step >= 1", at + 1);
+    p->step = (int)n;
+    if (parse_double(eq + 1, &p->delta) || !isfinite(p->delta)) die(EXIT_USAGE, "--plant: '%s' is not a number", eq + 1);
+    p->on = 1;
+}
+
+static void parse_plant(Options *o, const char *list) {
+    char all[512];
+    if (strlen(list) >= sizeof all) die(EXIT_USAGE, "--plant: '%.40s...' is too long", list);
+    snprintf(all, sizeof all, "%s", list);
+    for (char *v = strtok(all, ","); v; v = strtok(NULL, ",")) {
+        if (o->n_plants == 2) die(EXIT_USAGE, "--plant: at most two");
+        parse_one_plant(&o->plant[o->n_plants++], v);
+    }
+}
+
 void cli_parse(Options *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     settings_defaults(&o->s);
@@ -154,7 +210,7 @@ void cli_parse(Options *o, int argc, char **argv) {
     o->b.repeats = 5;
     o->b.warmup = 5;
     o->b.budget_s = 20;
-    o->b.loss_rtol = 3e-2;
+    o->b.loss_rtol = BENCH_LOSS_RTOL;
     const char *drift_flag = NULL;
     // flags that only apply to some modes, to refuse the rest
     const char *lockstep_flag = NULL, *bench_flag = NULL, *compare_flag = NULL;
@@ -167,6 +223,13 @@ void cli_parse(Options *o, int argc, char **argv) {
 #define SWITCH(name) cli_switch(seen, argv, i, name)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--rules")) {
+            if (argc != 2) die(EXIT_USAGE, "--rules prints the table of every rule's constants and takes no other flag");
+            char *j = rules_json();
+            printf("%s\n", j);
+            free(j);
+            stdout_check();
             exit(0);
         } else if (VAL("--engines")) {
             parse_engines(o, v);
@@ -265,11 +328,21 @@ void cli_parse(Options *o, int argc, char **argv) {
             if (parse_double(v, &x) || !(x > 0) || x > 1e6)
                 die(EXIT_USAGE, "--exec-timeout: '%s' is not a number of seconds > 0", v);
             exec_engine_set_timeout(x);
+        } else if (VAL("--plant")) {
+            parse_plant(o, v);
         } else if (VAL("--inject-fault")) {
-            o->fault = fault_from_name(v);
+            const char *colon = strchr(v, ':');
+            char name[32];
+            snprintf(name, sizeof name, "%.*s", colon ? (int)(colon - v) : (int)strlen(v), v);
+            o->fault = fault_from_name(name);
             if (o->fault == FAULT_NUM || o->fault == FAULT_NONE)
-                die(EXIT_USAGE, "--inject-fault: unknown fault '%s' (attn-scale, causal-mask, "
-                    "rmsnorm-bwd, grad-sign, adam-bias, small-grads, lowp-truncate)", v);
+                die(EXIT_USAGE, "--inject-fault: unknown fault '%s' (attn-scale, causal-mask, rmsnorm-bwd, grad-sign, "
+                    "adam-bias, small-grads, lowp-truncate, op-fwd:OP, op-bwd:OP)", v);
+            const int op_fault = o->fault == FAULT_OP_FWD || o->fault == FAULT_OP_BWD;
+            if (op_fault != (colon != NULL))
+                die(EXIT_USAGE, "--inject-fault %s: %s", v, op_fault ? "name the op, e.g. op-fwd:layer0.q" :
+                                                                       "takes no op");
+            if (colon) snprintf(o->fault_op_name, sizeof o->fault_op_name, "%s", colon + 1);
         } else if (!settings_parse_flag(&o->s, argc, argv, &i)) {
             die(EXIT_USAGE, "unknown flag '%s' (see --help)", a);
         }
@@ -309,6 +382,11 @@ void cli_parse(Options *o, int argc, char **argv) {
         if (o->mode == MODE_FREE && lockstep_flag) die(EXIT_USAGE, "%s only applies to --mode lockstep", lockstep_flag);
         if (o->mode != MODE_FREE && drift_flag) die(EXIT_USAGE, "%s only applies to --mode free", drift_flag);
     }
+    for (int i = 0; i < o->n_plants; i++) {
+        if (o->against || o->export_dir) die(EXIT_USAGE, "--plant applies to lockstep, free and --bench runs");
+        if ((o->bench || o->mode == MODE_FREE) && (o->plant[i].q != Q_LOSS || o->plant[i].noise || o->plant[i].relu))
+            die(EXIT_USAGE, "--plant: %s compares losses only: loss@STEP=DELTA", o->bench ? "--bench" : "free mode");
+    }
     settings_validate(&o->s);
     if (o->s.steps < 1) die(EXIT_USAGE, "--steps must be at least 1 to compare anything");
     int any_tensor = 0;
@@ -316,6 +394,19 @@ void cli_parse(Options *o, int argc, char **argv) {
     if ((o->prec != PREC_FP64 || o->b.both_precisions) && !any_tensor && !o->against && !o->export_dir)
         die(EXIT_USAGE, "--precision %s: the scalar engine computes in fp64 only; compare it "
             "with a tensor engine (cpu or cuda)", o->b.both_precisions ? "both" : precision_name(o->prec));
+    if (o->fault == FAULT_OP_FWD || o->fault == FAULT_OP_BWD) {
+        // the op's index in this model (common/activations.h); the cross-entropy is one past the table
+        ModelShape m = model_shape(&o->s, 2);
+        o->fault_op = !strcmp(o->fault_op_name, "loss") && o->fault == FAULT_OP_BWD ? act_count(&m)
+                                                                                      : act_find(&m, o->fault_op_name);
+        if (o->fault_op < 0)
+            die(EXIT_USAGE, "--inject-fault: no op '%s' in this model (embed, embed_norm, layer0.norm1, layer0.q, ..., "
+                "logits; op-bwd also loss: common/activations.h)", o->fault_op_name);
+        if (o->n_engines < 2 || (engine_cpu_order(o->names[1]) == ORDER_NUM && strcmp(o->names[1], "cuda") &&
+                                 !engine_cuda_path(o->names[1])))
+            die(EXIT_USAGE, "--inject-fault %s: the cpu and cuda engines plant a fault in an op; put one second, "
+                "e.g. --engines scalar,cpu", fault_name(o->fault));
+    }
     const int mixed = precision_is_mixed(o->prec);
     if (o->fault == FAULT_LOWP_TRUNCATE && !mixed)
         die(EXIT_USAGE, "--inject-fault lowp-truncate: only the mixed precisions round to a low precision "
@@ -339,11 +430,7 @@ void cli_parse(Options *o, int argc, char **argv) {
     if (mixed && (o->rtol >= 0) != (o->atol >= 0))
         die(EXIT_USAGE, "--precision %s has no fixed tolerance table: give both --rtol and --atol, or neither "
             "(the ratio rule)", precision_name(o->prec));
-    for (int q = 0; q < Q_NUM; q++) {
-        o->tol[q] = tolerance_default(o->prec, (Quantity)q);
-        if (o->rtol >= 0) o->tol[q].rtol = o->rtol;
-        if (o->atol >= 0) o->tol[q].atol = o->atol;
-    }
+    for (int q = 0; q < Q_NUM; q++) o->tol[q] = fixed_tolerance(o, o->prec, (Quantity)q);
     // the ratio rule needs an fp64 reference and a candidate in fp32 or a mixed precision
     const Precision cp = o->n_engines >= 2 ? engine_prec(o, 1) : PREC_FP64;
     int ratio_possible = o->n_engines >= 2 && engine_prec(o, 0) == PREC_FP64 && cp != PREC_FP64;
@@ -358,19 +445,27 @@ void cli_parse(Options *o, int argc, char **argv) {
         die(EXIT_USAGE, "--precision %s: lockstep judges it by the ratio rule, which needs an fp64 reference "
             "(e.g. --engines scalar,cpu --precision %s); or give --tolerance fixed with --rtol and --atol",
             precision_name(o->prec), precision_name(o->prec));
-    for (int q = 0; q < Q_NUM; q++) o->ratio[q] = ratio_default(cp, (Quantity)q);
+    for (int q = 0; q < Q_NUM; q++) o->ratio[q] = rules_for(cp)->ratio[q];
     o->drift_tol = drift_tol_for(o, o->prec);
-    if (o->relu_margin < 0) o->relu_margin = relu_margin_default(o->prec);
+    if (o->relu_margin < 0) o->relu_margin = rules_for(o->prec)->relu_margin;
+}
+
+Tolerance fixed_tolerance(const Options *o, Precision p, Quantity q) {
+    Tolerance t = rules_for(p)->fixed[q];
+    if (o->rtol >= 0 || o->atol >= 0) t.scaled = 0;   // --rtol/--atol: absolute bounds
+    if (o->rtol >= 0) t.rtol = o->rtol;
+    if (o->atol >= 0) t.atol = o->atol;
+    return t;
 }
 
 double drift_tol_for(const Options *o, Precision p) {
     if (o->drift_tol_arg >= 0) return o->drift_tol_arg;
-    return drift_tol_default(p);
+    return rules_for(p)->drift_tol;
 }
 
 int drift_window_for(const Options *o) {
     if (o->drift_window > 0) return o->drift_window;
-    return precision_is_mixed(o->prec) ? 50 : 1;
+    return rules_for(o->prec)->drift_window;
 }
 
 int max_excused_for(const Options *o) {

@@ -34,6 +34,21 @@ typedef struct {
     int steps_given;          // --steps appeared on the command line
 } BenchOptions;
 
+// Test-only (--plant): an error set into one element of what the candidate
+// reported, so that the tests can put it just inside or just outside a
+// bound they compute from the table (tests/test_bounds.c).
+typedef struct {
+    int on;
+    Quantity q;
+    char tensor[96];     // a parameter tensor (grads, params, m, v); empty for loss, logits, probs
+    int step;            // 1-based step (probs: the sample)
+    double delta;        // lockstep: the element becomes expected + delta * rms(expected of the tensor);
+                         // free: the candidate's loss + delta; bench: the last engine's loss * (1 + delta)
+    int noise;           // lockstep: set into the noise reference's first member instead
+    int relu;            // lockstep, relu@STEP=DELTA: the first ReLU unit's reported inputs become
+                         // +DELTA in REF and -DELTA in CAND (a gate flip of that size)
+} Plant;
+
 typedef struct {
     Settings s;
     int n_engines;
@@ -44,6 +59,8 @@ typedef struct {
     int bench;
     BenchOptions b;
     Fault fault;
+    int fault_op;             // --inject-fault op-fwd:OP / op-bwd:OP: the op (common/activations.h; act_count: loss)
+    char fault_op_name[48];
     Tolerance tol[Q_NUM];
     double rtol, atol;        // --rtol/--atol (< 0: not given)
     double drift_tol_arg;     // --drift-tol (< 0: not given)
@@ -61,14 +78,19 @@ typedef struct {
     int max_excused;          // --max-excused (< 0: max(3, 1% of the steps))
     int samples_given;        // --samples appeared: compare the sampled names at the end
     double loss_scale;        // --loss-scale: fp16's initial loss scale (0: the default, 2^16)
+    Plant plant[2];           // --plant (test only): up to two, comma-separated
+    int n_plants;
 } Options;
 
 // cli.c: parse argv into o; bad usage exits 2 with a message.
 void cli_parse(Options *o, int argc, char **argv);
 // The precision engine k computes in (the scalar engine: always fp64).
 Precision engine_prec(const Options *o, int k);
-// The loss-drift tolerance for a precision: --drift-tol, else fp64 1e-9, fp32 2e-3.
+// The loss-drift tolerance for a precision: --drift-tol, else the table's (tolerance.c).
 double drift_tol_for(const Options *o, Precision p);
+// The fixed rule's tolerance of quantity q in precision p: the table's, or
+// --rtol/--atol (absolute, per element).
+Tolerance fixed_tolerance(const Options *o, Precision p, Quantity q);
 
 // Free mode's window: --drift-window, else 1 (fp64, fp32) or 50 (mixed).
 int drift_window_for(const Options *o);

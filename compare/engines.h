@@ -10,13 +10,19 @@
 #include <stddef.h>
 
 #include "common/engine.h"
+#include "tensor_gpu/layers.h"
 
+// cpu:ORDER (tensor_gpu/layers.h ReduceOrder: cpu:rev, cpu:pairwise,
+// cpu:acc4, cpu:acc8, cpu:fma; cpu is cpu:seq): the CPU engine with its sums
+// in that order. ORDER_NUM for any other name.
+ReduceOrder engine_cpu_order(const char *name);
 // 1 if the name is one of the above (plugin: and exec: need a non-empty rest).
 int engine_known(const char *name);
 // "fused" or "layered" for cuda:fused and cuda:layered, else NULL.
 const char *engine_cuda_path(const char *name);
-// 1 if the engine computes in the given precision (the scalar engine: fp64
-// only; the outside engines say so when they are created).
+// 1 if the engine computes in the given precision (the scalar engine and
+// NAME@fp64, an in-process engine held to fp64: fp64 only; the outside
+// engines say so when they are created).
 int engine_supports(const char *name, Precision p);
 // Create an engine; NULL with a message in err (e.g. no GPU, a plugin that
 // does not load).

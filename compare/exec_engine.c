@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/activations.h"
 #include "common/safetensors.h"
 #include "common/util.h"
 #include "traces/trace.h"
@@ -47,6 +48,11 @@ typedef struct {
     int B, T;                // the last step's batch
     unsigned char *payload;  // the last reply's payload and its decoding
     StFile st;
+    // "activations": true in the create reply: the ops' outputs and gradients
+    // of the last step (common/activations.h), fetched at the first ask
+    int acts_fetched, n_ops;
+    double **act[2];         // [0] acts/<op>, [1] dacts/<op>: [n_ops] each, sized for max_batch
+    signed char *have[2];
 } Proc;
 
 static Proc *X(Engine *e) { return (Proc *)e; }
@@ -352,6 +358,7 @@ static double x_step(Engine *e, const Batch *b, int step) {
     else fail(p, "the reply to 'step' needs \"loss\": a number (or \"nan\", \"inf\", \"-inf\")");
     cJSON_Delete(h);
     p->B = b->B, p->T = b->T;
+    p->acts_fetched = 0;
     return loss;
 }
 
@@ -431,6 +438,44 @@ static int x_sample(Engine *e, PyRandom *r, double temperature, int *out) {
 
 static const char *x_device(Engine *e) { return X(e)->device; }
 
+// Optional (the create reply says "activations": true): every op's output
+// acts/<op> and gradient dacts/<op> it reports, fetched in one request after
+// a step; a name outside the table or a wrong shape stops the run.
+static void fetch_activations(Proc *p) {
+    const ModelShape *m = &p->base.cfg.L->shape;
+    get_quantity(p, "activations", 1 << 30);
+    for (int k = 0; k < 2; k++) memset(p->have[k], 0, (size_t)p->n_ops);
+    for (int i = 0; i < p->st.n; i++) {
+        const StTensor *t = &p->st.t[i];
+        const int grad = !strncmp(t->name, "dacts/", 6);
+        if (!grad && strncmp(t->name, "acts/", 5))
+            fail(p, "the reply to 'get activations' has '%s': names are acts/<op> and dacts/<op> "
+                 "(common/activations.h)", t->name);
+        const int op = act_find(m, t->name + (grad ? 6 : 5));
+        if (op < 0)
+            fail(p, "the reply to 'get activations' has '%s': no such op in this model (embed, embed_norm, "
+                 "layer0.norm1, layer0.q, ..., logits: docs/outside_engines.md)", t->name);
+        ActOp o;
+        act_op(m, op, &o);
+        size_t shape[4] = {(size_t)p->B, (size_t)p->T, (size_t)o.width, 0};
+        if (o.square) shape[1] = (size_t)o.width, shape[2] = shape[3] = (size_t)p->T;
+        take(p, "get activations", t->name, o.square ? 4 : 3, shape, p->act[grad][op]);
+        p->have[grad][op] = 1;
+    }
+    p->acts_fetched = 1;
+}
+
+static int x_activation(Engine *e, int op, int grad, double *out) {
+    Proc *p = X(e);
+    if (op < 0 || op >= p->n_ops) return -1;
+    if (!p->acts_fetched) fetch_activations(p);
+    if (!p->have[grad][op]) return -1;
+    ActOp o;
+    act_op(&e->cfg.L->shape, op, &o);
+    memcpy(out, p->act[grad][op], act_size(&o, p->B, p->T) * sizeof(double));
+    return 0;
+}
+
 // Optional (the create reply says "relu_inputs": true): (L,B,T,4C) of the last step.
 static void x_relu(Engine *e, double *out) {
     Proc *p = X(e);
@@ -452,6 +497,11 @@ static void x_destroy(Engine *e) {
         close(p->to);
     }
     close(p->from);
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; p->act[k] && i < p->n_ops; i++) free(p->act[k][i]);
+        free(p->act[k]);
+        free(p->have[k]);
+    }
     free(p->payload);
     st_file_free(&p->st);
     free(p->rbuf);
@@ -478,6 +528,7 @@ static void add_config(cJSON *c, const EngineConfig *cfg) {
     cJSON_AddStringToObject(c, "precision", precision_name(cfg->precision));
     cJSON_AddNumberToObject(c, "max_batch", cfg->max_batch);
     cJSON_AddStringToObject(c, "fault", fault_name(cfg->fault));
+    cJSON_AddBoolToObject(c, "activations", cfg->activations);
     cJSON *ts = cJSON_AddArrayToObject(c, "tensors");
     for (int k = 0; k < cfg->L->n_tensors; k++) {
         cJSON *t = cJSON_CreateObject();
@@ -556,11 +607,24 @@ Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const doubl
     copy_string(h, "name", p->name, sizeof p->name, "exec");
     copy_string(h, "device", p->device, sizeof p->device, "");
     const int relu = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "relu_inputs"));
+    const int acts = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "activations"));
     cJSON_Delete(h);
+    if (acts) {
+        p->n_ops = act_count(&L->shape);
+        for (int k = 0; k < 2; k++) {
+            p->act[k] = xcalloc((size_t)p->n_ops, sizeof *p->act[k]);
+            p->have[k] = xcalloc((size_t)p->n_ops, 1);
+            for (int i = 0; i < p->n_ops; i++) {   // room for the largest batch
+                ActOp o;
+                act_op(&L->shape, i, &o);
+                p->act[k][i] = xmalloc(act_size(&o, cfg->max_batch, L->shape.block_size) * sizeof(double));
+            }
+        }
+    }
     p->in_create = 0;
     p->ops = (EngineOps){.name = p->name, .destroy = x_destroy, .step = x_step, .get_logits = x_logits,
                          .get_grads = x_grads, .get_params = x_params, .get_moments = x_moments,
                          .set_state = x_set_state, .sample = x_sample, .device = p->device[0] ? x_device : NULL,
-                         .get_relu_inputs = relu ? x_relu : NULL};
+                         .get_relu_inputs = relu ? x_relu : NULL, .get_activation = acts ? x_activation : NULL};
     return &p->base;
 }

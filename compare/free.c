@@ -36,6 +36,8 @@ int free_run(Run *r, Trace *t, cJSON *steps) {
                            o->names[k], scale);
             }
         }
+        for (int i = 0; i < o->n_plants; i++)   // test-only (--plant loss@STEP=DELTA)
+            if (o->plant[i].q == Q_LOSS && o->plant[i].step == step + 1) loss[1] += o->plant[i].delta;
         steps_run++;
         const double step_drift = fabs(loss[1] - loss[0]);
         window_sum += (loss[1] - loss[0]) - diffs[step % W];

@@ -13,21 +13,34 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acts.h"
 #include "check.h"
 #include "compare.h"
+#include "localize.h"
 #include "engines.h"
 #include "traces/timeline.h"
 #include "grad_check.h"
 #include "samples.h"
 #include "common/util.h"
+#include "tensor_gpu/cpu/engine_cpu.h"
 
-enum { E_REF, E_CAND, E_F32, E_NUM };   // E_F32: the ratio rule's CPU engine (fp32 or the mixed recipe)
+// E_NOISE..: the ratio rule's noise reference, the CPU engine in the
+// candidate's precision with its sums in each of NOISE_ORDERS' orders.
+enum { E_REF, E_CAND, E_NOISE, E_NUM = E_NOISE + NOISE_MEMBERS };
 
 // What an engine holds after a step, in float64; for the candidate and the
-// fp32 engine also the update they should have made (exp_*).
+// noise engines also the update they should have made (exp_*), and the
+// gradients they should have computed with their own ReLU gates (exp_grads;
+// REF's gradients when the gates are REF's).
 typedef struct {
     double *logits, *grads, *params, *m, *v;   // logits: the real positions only, gathered
     double *exp_params, *exp_m, *exp_v;
+    double *exp_grads;                         // own buffer, used when gates_matched
+    int gates_matched;                         // exp_grads holds the fp64 gradients with this engine's gates
+    int flips, flips_out;                      // gates that differ from REF's; of them beyond the margin
+    double flip_worst;                         // the largest |input| of a flipped gate
+    int flip_at[4];                            // the first flip: layer, document, position, unit
+    double flip_a, flip_b;                     // its inputs here and in REF
     int skipped;                               // fp16: loss scaling skipped the update
     double scale;                              // the loss scale the step used
 } State;
@@ -85,83 +98,178 @@ static void adam_expected(const Settings *s, int step, const double *p0, const d
     }
 }
 
-// Fetch both engines' ReLU inputs of this step; 1 if some gate is open in one
-// and shut in the other and every such input is within `margin` of 0 (why
-// gets the evidence), 0 otherwise.
-static int relu_flips(Run *r, const Batch *b, double *relu[2], double margin, char *why, size_t n) {
-    if (!(margin > 0)) return 0;
-    for (int k = 0; k < 2; k++) r->e[k]->ops->get_relu_inputs(r->e[k], relu[k]);
-    const size_t H = 4 * (size_t)r->L.shape.n_embd;
-    int flips = 0, first[4] = {0};
-    double worst = 0, fa = 0, fb = 0;
-    for (int l = 0; l < r->L.shape.n_layer; l++)
-        for (int d = 0; d < b->B; d++)
-            for (int t = 0; t < b->n[d]; t++)
-                for (size_t j = 0; j < H; j++) {
-                    size_t i = (((size_t)l * (size_t)b->B + (size_t)d) * (size_t)b->T + (size_t)t) * H + j;
-                    double x = relu[1][i], y = relu[0][i];
-                    if ((x > 0) == (y > 0)) continue;
-                    double m = fmax(fabs(x), fabs(y));
-                    if (flips++ == 0) {
-                        first[0] = l, first[1] = d, first[2] = t, first[3] = (int)j;
-                        fa = x, fb = y;
-                    }
-                    if (!(m <= worst)) worst = m;
-                }
-    if (!flips || !(worst <= margin)) return 0;
-    snprintf(why, n, "ReLU gate flip: %d unit(s), the first layer %d, document %d, position %d, unit %d "
-             "(input %s %.2e, %s %.2e)", flips, first[0], first[1], first[2], first[3],
-             r->o->names[1], fa, r->o->names[0], fb);
-    return 1;
-}
-
-static Engine *make_ratio_engine(Run *r) {
+// The noise reference's member j: the CPU engine in the candidate's
+// precision with its sums in NOISE_ORDERS[j]'s order.
+static Engine *make_noise_engine(Run *r, int j) {
     const Precision p = engine_prec(r->o, 1);
     EngineConfig cfg = {.s = &r->o->s, .L = &r->L, .precision = p, .fault = FAULT_NONE,
-                        .max_batch = r->o->s.batch, .loss_scale = r->o->loss_scale};
+                        .max_batch = r->o->s.batch, .loss_scale = r->o->loss_scale, .activations = 1};
     char err[512] = "";
-    Engine *e = engine_new("cpu", &cfg, r->init, err, sizeof err);
-    if (!e) die(EXIT_USAGE, "the ratio rule's %s cpu engine: %s", precision_name(p), err);
+    Engine *e = cpu_engine_create_order(&cfg, r->init, NOISE_ORDERS[j], err, sizeof err);
+    if (!e) die(EXIT_USAGE, "the noise reference's %s cpu:%s engine: %s", precision_name(p),
+                reduce_order_name(NOISE_ORDERS[j]), err);
     return e;
 }
 
-// Compare a step's state: st[k] holds engine k's state after the step.
-static void compare_step(Step *S, Run *r, const Batch *b, State *st, double loss[E_NUM], size_t nlog) {
-    const int ratio = S->o->tol_ratio;
-    State *c = &st[E_CAND], *f = ratio ? &st[E_F32] : NULL;
+// The fp64 model on the reference's state: with another engine's ReLU gates
+// (cpu_engine_force_gates), and what each op's output and gradient should be.
+static Engine *make_gate_engine(Run *r) {
+    EngineConfig cfg = {.s = &r->o->s, .L = &r->L, .precision = PREC_FP64, .fault = FAULT_NONE,
+                        .max_batch = r->o->s.batch, .activations = 1};
+    char err[512] = "";
+    Engine *e = cpu_engine_create(&cfg, r->init, err, sizeof err);
+    if (!e) die(EXIT_USAGE, "the fp64 cpu engine for ReLU gate matching: %s", err);
+    return e;
+}
+
+// ReLU gates: the gates of engine k's step that differ from REF's (inputs
+// rk and rref, (n_layer,B,T,4C), NaN at padding), counted into st, and k's
+// own pattern into open. Returns the number of flips.
+static int gate_flips(const Run *r, const Batch *b, const double *rk, const double *rref, double margin, State *st,
+                      unsigned char *open) {
+    const size_t H = 4 * (size_t)r->L.shape.n_embd;
+    st->flips = st->flips_out = 0;
+    st->flip_worst = 0;
+    for (int l = 0; l < r->L.shape.n_layer; l++)
+        for (int d = 0; d < b->B; d++)
+            for (int t = 0; t < b->T; t++)
+                for (size_t j = 0; j < H; j++) {
+                    const size_t i = (((size_t)l * (size_t)b->B + (size_t)d) * (size_t)b->T + (size_t)t) * H + j;
+                    const double x = rk[i], y = rref[i];
+                    open[i] = x > 0;
+                    if (t >= b->n[d] || (x > 0) == (y > 0)) continue;
+                    const double m = fmax(fabs(x), fabs(y));
+                    if (st->flips++ == 0) {
+                        st->flip_at[0] = l, st->flip_at[1] = d, st->flip_at[2] = t, st->flip_at[3] = (int)j;
+                        st->flip_a = x, st->flip_b = y;
+                    }
+                    if (!(m <= margin)) st->flips_out++;
+                    if (!(m <= st->flip_worst)) st->flip_worst = m;
+                }
+    return st->flips;
+}
+
+// The gradients engine k should have computed: REF's, or when k's ReLU
+// gates differ from REF's only within the margin (rounding decided them),
+// the fp64 model's from the same state with k's gates (exp_grads).
+static void match_gates(Run *r, Engine *g, const Batch *b, int step, const double *p0, const double *m0,
+                        const double *v0, State *st, const double *rk, const double *rref, unsigned char *open,
+                        size_t nopen, ActSet *exp) {
+    st->gates_matched = 0;
+    if (!gate_flips(r, b, rk, rref, r->o->relu_margin, st, open) || st->flips_out) return;
+    g->ops->set_state(g, p0, m0, v0);
+    (void)nopen;
+    cpu_engine_force_gates(g, open, (size_t)r->L.shape.n_layer * (size_t)b->B * (size_t)b->T * 4 * (size_t)r->L.shape.n_embd);
+    g->ops->step(g, b, step);
+    cpu_engine_force_gates(g, NULL, 0);
+    g->ops->get_grads(g, st->exp_grads);
+    if (exp) actset_fetch(exp, g, &r->L.shape, b);   // its ops, under these gates
+    st->gates_matched = 1;
+}
+
+static void flip_text(const Options *o, const State *st, char *out, size_t n) {
+    snprintf(out, n, "%d ReLU gate(s) differ from %s's, the first layer %d, document %d, position %d, unit %d "
+             "(input %s %.2e, %s %.2e)", st->flips, o->names[0], st->flip_at[0], st->flip_at[1], st->flip_at[2],
+             st->flip_at[3], o->names[1], st->flip_a, o->names[0], st->flip_b);
+}
+
+// Compare a step's state: st[k] holds engine k's state after the step; ne
+// engines ran (E_NOISE.. under the ratio rule).
+static void compare_step(Step *S, Run *r, const Batch *b, State *st, double loss[E_NUM], size_t nlog, int ne) {
     // in the order they are computed: logits, loss, gradients, update
     LogitsAt la = {b, &r->d, r->L.shape.vocab_size};
-    check(S, Q_LOGITS, "logits", "logits", c->logits, st[E_REF].logits, f ? f->logits : NULL,
-          f ? st[E_REF].logits : NULL, nlog, describe_logit, &la);
-    check(S, Q_LOSS, "loss", "loss", &loss[E_CAND], &loss[E_REF], f ? &loss[E_F32] : NULL, &loss[E_REF], 1,
-          describe_loss, NULL);
+    Noise nz = {0};
+    for (int j = 0; E_NOISE + j < ne; j++) nz.x[j] = st[E_NOISE + j].logits, nz.e[j] = st[E_REF].logits, nz.n++;
+    check(S, Q_LOGITS, "logits", "logits", st[E_CAND].logits, st[E_REF].logits, &nz, nlog, describe_logit, &la);
+    for (int j = 0; j < nz.n; j++) nz.x[j] = &loss[E_NOISE + j], nz.e[j] = &loss[E_REF];
+    check(S, Q_LOSS, "loss", "loss", &loss[E_CAND], &loss[E_REF], &nz, 1, describe_loss, NULL);
     // The update: the candidate's new parameters and moments against Adam
     // applied in float64 to the candidate's own gradients from the shared
     // start (Adam divides by sqrt(v)+eps, which magnifies the last bits of a
     // gradient near zero: comparing with the reference's update would test
     // the gradients again, not the update). The gradients themselves are
-    // checked against the reference's.
+    // checked against the reference's (with each engine's own ReLU gates
+    // where rounding decided one: match_gates).
     static const Quantity qs[] = {Q_GRADS, Q_PARAMS, Q_M, Q_V};
     for (size_t qi = 0; qi < sizeof qs / sizeof qs[0]; qi++) {
         Quantity q = qs[qi];
-        if (q == Q_GRADS && c->skipped) continue;   // they overflowed: the update is checked to be none
+        if (q == Q_GRADS && st[E_CAND].skipped) continue;   // they overflowed: the update is checked to be none
         for (int k = 0; k < r->L.n_tensors; k++) {
             const ParamTensor *pt = &r->L.t[k];
             const size_t o = pt->offset;
-            const double *a, *e, *fa = NULL, *fe = NULL;
-            switch (q) {
-            case Q_GRADS: a = c->grads, e = st[E_REF].grads; if (f) fa = f->grads, fe = e; break;
-            case Q_PARAMS: a = c->params, e = c->exp_params; if (f) fa = f->params, fe = f->exp_params; break;
-            case Q_M: a = c->m, e = c->exp_m; if (f) fa = f->m, fe = f->exp_m; break;
-            default: a = c->v, e = c->exp_v; if (f) fa = f->v, fe = f->exp_v; break;
+            const double *a = NULL, *e = NULL;
+            for (int x = E_CAND; x < ne; x++) {
+                const State *sx = &st[x];
+                const double *vx, *ex;
+                switch (q) {
+                case Q_GRADS: vx = sx->grads, ex = sx->gates_matched ? sx->exp_grads : st[E_REF].grads; break;
+                case Q_PARAMS: vx = sx->params, ex = sx->exp_params; break;
+                case Q_M: vx = sx->m, ex = sx->exp_m; break;
+                default: vx = sx->v, ex = sx->exp_v; break;
+                }
+                if (x == E_CAND) a = vx + o, e = ex + o;
+                else nz.x[x - E_NOISE] = vx + o, nz.e[x - E_NOISE] = ex + o;
             }
             char key[96];
             snprintf(key, sizeof key, "%s%s", pt->name, q == Q_GRADS ? ".grad" : "");
             ParamAt at = {&r->L, o};
-            check(S, q, pt->name, q == Q_GRADS || q == Q_PARAMS ? key : NULL, a + o, e + o, fa ? fa + o : NULL,
-                  fe ? fe + o : NULL, pt->size, describe_param, &at);
+            const ErrStats es = check(S, q, pt->name, q == Q_GRADS || q == Q_PARAMS ? key : NULL, a, e, &nz,
+                                      pt->size, describe_param, &at);
+            if (q == Q_GRADS && S->grad_bad) S->grad_bad[k] = es.n_bad > 0;
         }
     }
+}
+
+// Test-only (--plant): one element of what the candidate (or the noise
+// reference's first member) reported becomes its expected value plus
+// delta x the RMS of the expected tensor.
+static void apply_plant(const Plant *p, const Run *r, State *st, double *loss, size_t nlog, int ne) {
+    const int k = p->noise ? E_NOISE : E_CAND;
+    if (k >= ne) die(EXIT_USAGE, "--plant noise:...: only the ratio rule has a noise reference");
+    State *s = &st[k];
+    double *a = NULL;
+    const double *e = NULL;
+    size_t n = 0;
+    if (p->q == Q_LOSS) {
+        a = &loss[k], e = &loss[E_REF], n = 1;
+    } else if (p->q == Q_LOGITS) {
+        a = s->logits, e = st[E_REF].logits, n = nlog;
+    } else {
+        const ParamTensor *pt = NULL;
+        for (int i = 0; i < r->L.n_tensors && !pt; i++)
+            if (!strcmp(r->L.t[i].name, p->tensor)) pt = &r->L.t[i];
+        if (!pt) die(EXIT_USAGE, "--plant: no tensor '%s' in this model", p->tensor);
+        const size_t off = pt->offset;
+        n = pt->size;
+        switch (p->q) {
+        case Q_GRADS: a = s->grads + off, e = (s->gates_matched ? s->exp_grads : st[E_REF].grads) + off; break;
+        case Q_PARAMS: a = s->params + off, e = s->exp_params + off; break;
+        case Q_M: a = s->m + off, e = s->exp_m + off; break;
+        default: a = s->v + off, e = s->exp_v + off; break;
+        }
+    }
+    a[0] = e[0] + p->delta * rms_of(e, n);
+}
+
+// Whether the candidate's gradients pass against REF's own (unmatched)
+// gradients: how a step with flipped gates would have fared without
+// matching them (the evidence that the flips explain the difference).
+static int passes_unmatched(const Options *o, Run *r, const State *st, int ne, char *why, size_t n) {
+    Step S = {.o = o, .step = 0};
+    Noise nz = {0};
+    for (int j = 0; E_NOISE + j < ne; j++) nz.n++;
+    for (int k = 0; k < r->L.n_tensors; k++) {
+        const ParamTensor *pt = &r->L.t[k];
+        const size_t off = pt->offset;
+        for (int j = 0; j < nz.n; j++)
+            nz.x[j] = st[E_NOISE + j].grads + off,
+            nz.e[j] = (st[E_NOISE + j].gates_matched ? st[E_NOISE + j].exp_grads : st[E_REF].grads) + off;
+        ParamAt at = {&r->L, off};
+        check(&S, Q_GRADS, pt->name, NULL, st[E_CAND].grads + off, st[E_REF].grads + off, &nz, pt->size,
+              describe_param, &at);
+    }
+    if (S.f.failed) snprintf(why, n, "%s", S.f.others);
+    return !S.f.failed;
 }
 
 // Gather engine e's logits of the real positions: document after document.
@@ -181,13 +289,14 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
     const size_t P = r->L.n_params;
     const int V = r->L.shape.vocab_size;
     const size_t nlog = (size_t)o->s.batch * (size_t)o->s.block_size * (size_t)V;
-    const int ne = o->tol_ratio ? 3 : 2;
-    Engine *eng[E_NUM] = {r->e[0], r->e[1], o->tol_ratio ? make_ratio_engine(r) : NULL};
+    const int ne = o->tol_ratio ? E_NUM : 2;
+    Engine *eng[E_NUM] = {r->e[0], r->e[1]};
+    for (int k = E_NOISE; k < ne; k++) eng[k] = make_noise_engine(r, k - E_NOISE);
     State st[E_NUM] = {0};
     for (int k = 0; k < ne; k++) {
         State *s = &st[k];
         s->logits = xmalloc(nlog * sizeof(double));
-        double **bufs[] = {&s->grads, &s->params, &s->m, &s->v, &s->exp_params, &s->exp_m, &s->exp_v};
+        double **bufs[] = {&s->grads, &s->params, &s->m, &s->v, &s->exp_params, &s->exp_m, &s->exp_v, &s->exp_grads};
         for (size_t j = 0; j < sizeof bufs / sizeof bufs[0]; j++) *bufs[j] = xmalloc(P * sizeof(double));
     }
     double *tmp = xmalloc(nlog * sizeof(double));
@@ -197,15 +306,48 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
     Failure f = {0};
     Totals T = {0};
     Batch b = {0};
+    // ReLU gates: where rounding puts a ReLU input on the other side of 0 in
+    // one engine, the forward agrees (the unit's output is ~0 either way)
+    // but every gradient through the unit differs by a whole term. When the
+    // reference and the candidate report their ReLU inputs, each engine's
+    // gradients are compared with the fp64 model's under that engine's own
+    // gates (match_gates), provided every gate that differs from the
+    // reference's has both inputs within --relu-margin of 0.
     const size_t H = 4 * (size_t)r->L.shape.n_embd;
     const size_t nrelu = (size_t)r->L.shape.n_layer * (size_t)o->s.batch * (size_t)o->s.block_size * H;
-    double *relu[2] = {NULL, NULL};
-    if (r->e[0]->ops->get_relu_inputs && r->e[1]->ops->get_relu_inputs)
-        for (int k = 0; k < 2; k++) relu[k] = xmalloc(nrelu * sizeof(double));
+    const int matching = o->relu_margin > 0 && r->e[0]->ops->get_relu_inputs && r->e[1]->ops->get_relu_inputs;
+    double *relu[E_NUM] = {NULL};
+    unsigned char *open = NULL;
+    Engine *gate_engine = NULL;
+    if (matching) {
+        for (int k = 0; k < ne; k++) relu[k] = xmalloc(nrelu * sizeof(double));
+        open = xmalloc(nrelu);
+    }
+    // The ops' outputs and gradients (common/activations.h), when the
+    // candidate keeps them: compared every step against the fp64 CPU
+    // engine's on the same state (with each engine's own gates where those
+    // were matched); a failing step is localized from them (localize.h).
+    int acts_on = r->e[1]->ops->get_activation != NULL;
+    ActSet vals[E_NUM], exps[E_NUM], plain;   // each engine's; what each should be; the fp64 model's
+    const int n_ops = act_count(&r->L.shape);
+    signed char *ev_fwd = xcalloc((size_t)n_ops, 1), *ev_bwd = xcalloc((size_t)n_ops, 1);
+    signed char *grad_bad = xcalloc((size_t)r->L.n_tensors, 1);
+    double *ev_num = xcalloc(4 * (size_t)n_ops, sizeof *ev_num);
+    if (acts_on) {
+        actset_init(&plain, &r->L.shape, o->s.batch);
+        for (int k = E_CAND; k < ne; k++) actset_init(&vals[k], &r->L.shape, o->s.batch),
+                                          actset_init(&exps[k], &r->L.shape, o->s.batch);
+    }
+    if (matching || acts_on) gate_engine = make_gate_engine(r);
+    // a reference that is the fp64 CPU engine itself (cpu, cpu@fp64) already
+    // ran the fp64 model on this state: its ops are the expectation as they are
+    const int ref_is_model = engine_cpu_order(o->names[0]) == ORDER_SEQ && engine_prec(o, 0) == PREC_FP64;
+    int localized = 0;
+    char first_where[1024] = "";
     const int allowed = max_excused_for(o);
-    int n_excused = 0, steps_run = 0, n_skipped = 0, first_skipped = 0;
+    int n_excused = 0, steps_run = 0, n_skipped = 0, first_skipped = 0, flip_steps = 0, flip_units = 0;
+    int flip_steps_unmatched = 0;
     cJSON *excused_list = cJSON_CreateArray();
-    Totals Tx = {0};   // the excused steps' largest errors, reported apart
     for (int step = 0; step < o->s.steps; step++) {
         run_step_begin(t, step);
         batch_make(&b, &r->d, step, o->s.batch, o->s.block_size);
@@ -215,12 +357,13 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
             double t0 = now_seconds();
             loss[k] = eng[k]->ops->step(eng[k], &b, step);
             dt[k] = now_seconds() - t0;
-            run_timeline_step(eng[k], k, t0, dt[k], step + 1);
+            if (k < 2) run_timeline_step(eng[k], k, t0, dt[k], step + 1);
             n_real = gather_logits(eng[k], &b, V, tmp, st[k].logits);
             eng[k]->ops->get_grads(eng[k], st[k].grads);
             eng[k]->ops->get_params(eng[k], st[k].params);
             eng[k]->ops->get_moments(eng[k], st[k].m, st[k].v);
-            timeline_event(k, "read back", t0 + dt[k], now_seconds() - t0 - dt[k], step + 1);
+            if (relu[k]) eng[k]->ops->get_relu_inputs(eng[k], relu[k]);
+            if (k < 2) timeline_event(k, "read back", t0 + dt[k], now_seconds() - t0 - dt[k], step + 1);
             st[k].skipped = eng[k]->ops->step_skipped && eng[k]->ops->step_skipped(eng[k], &st[k].scale);
             if (k == E_REF) continue;
             if (st[k].skipped) {   // what a skipped update leaves: the state it started from
@@ -231,8 +374,37 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
                 adam_expected(&o->s, step, p0, m0, v0, st[k].grads, st[k].exp_params, st[k].exp_m, st[k].exp_v, P);
             }
         }
+        for (int i = 0; i < o->n_plants; i++)   // test-only: a gate flip of a chosen size
+            if (o->plant[i].relu && o->plant[i].step == step + 1 && matching)
+                relu[E_REF][0] = o->plant[i].delta, relu[E_CAND][0] = -o->plant[i].delta;
+        if (acts_on) {   // the fp64 model's ops on the reference's state
+            if (ref_is_model) {
+                actset_fetch(&plain, eng[E_REF], &r->L.shape, &b);
+            } else {
+                gate_engine->ops->set_state(gate_engine, p0, m0, v0);
+                gate_engine->ops->step(gate_engine, &b, step);
+                actset_fetch(&plain, gate_engine, &r->L.shape, &b);
+            }
+            for (int k = E_CAND; k < ne; k++) {
+                if (!actset_fetch(&vals[k], eng[k], &r->L.shape, &b) && k == E_CAND) {
+                    acts_on = 0;   // it keeps none after all
+                    if (!o->quiet) printf("note: %s reports no op outputs or gradients: a failing step is localized "
+                                          "from the gradient tensors alone\n", o->names[1]);
+                    break;
+                }
+                // fp16: a step whose scaled gradients overflowed has no gradients to compare
+                if (st[k].skipped) memset(vals[k].have_bwd, 0, (size_t)vals[k].n_ops);
+            }
+        }
+        if (matching)
+            for (int k = E_CAND; k < ne; k++)
+                match_gates(r, gate_engine, &b, step, p0, m0, v0, &st[k], relu[k], relu[E_REF], open, nrelu,
+                            acts_on ? &exps[k] : NULL);
+        for (int i = 0; i < o->n_plants; i++)
+            if (!o->plant[i].relu && o->plant[i].q != Q_PROBS && o->plant[i].step == step + 1)
+                apply_plant(&o->plant[i], r, st, loss, n_real, ne);
         steps_run++;
-        Step S = {.o = o, .step = step + 1};
+        Step S = {.o = o, .step = step + 1, .gates_matched = matching};
         cJSON *so = NULL;
         if (steps) {
             so = run_trace_step(o, step, loss, dt);
@@ -240,55 +412,121 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
             S.max_rel = cJSON_AddObjectToObject(so, "max_rel");
             S.errors = cJSON_AddArrayToObject(so, "errors");
         }
-        compare_step(&S, r, &b, st, loss, n_real);
-        int ok = !S.f.failed;
-        char skip_note[96] = "";
-        if (st[E_CAND].skipped) {
+        S.grad_bad = grad_bad;
+        memset(grad_bad, 0, (size_t)r->L.n_tensors);
+        compare_step(&S, r, &b, st, loss, n_real, ne);
+        double *ef = ev_num, *bf = ev_num + n_ops, *eb = ev_num + 2 * n_ops, *bb = ev_num + 3 * n_ops;
+        if (acts_on) {
+            ActSides sides = {.cand = &vals[E_CAND], .cand_exp = st[E_CAND].gates_matched ? &exps[E_CAND] : &plain};
+            for (int k = E_NOISE; k < ne; k++) {
+                sides.noise[sides.n_noise] = &vals[k];
+                sides.noise_exp[sides.n_noise++] = st[k].gates_matched ? &exps[k] : &plain;
+            }
+            acts_compare(&S, &r->L.shape, &b, &sides, ev_fwd, ev_bwd, ef, bf, eb, bb);
+        }
+        const int ok = !S.f.failed;
+        // where it broke: from the ops where the candidate reports them, else
+        // from the gradient tensors in backward order
+        char where[1024] = "";
+        Divergence dv = {0};
+        if (!ok && acts_on) {
+            const StepEvidence ev = {n_ops, ev_fwd, ev_bwd, ef, bf, eb, bb, S.bad[Q_LOGITS] > 0, S.bad[Q_LOSS] > 0,
+                                     grad_bad};
+            localize_ops(&r->L.shape, &r->L, &ev, &dv);
+            if (dv.found) snprintf(where, sizeof where, "%s", dv.text);
+        }
+        if (!ok && !where[0] && S.bad[Q_GRADS]) localize_grads(&r->L.shape, &r->L, grad_bad, where, sizeof where);
+        const State *c = &st[E_CAND];
+        char skip_note[96] = "", why[320] = "";
+        if (c->skipped) {
             if (!n_skipped++) first_skipped = step + 1;
             snprintf(skip_note, sizeof skip_note, " (update skipped: fp16 gradient overflow at loss scale %g)",
-                     st[E_CAND].scale);
-            if (so) cJSON_AddNumberToObject(so, "skipped_loss_scale", st[E_CAND].scale);
+                     c->scale);
+            if (so) cJSON_AddNumberToObject(so, "skipped_loss_scale", c->scale);
         }
-        // A ReLU whose input is within rounding of 0 may open in one engine
-        // and stay shut in the other: the forward agrees (the unit's output
-        // is ~0 either way) but every gradient through that unit differs by
-        // a whole term. Such a step is excused, with the evidence printed;
-        // the logits and the loss must still agree. More than `allowed`
-        // excused steps fail the run.
-        char why[256] = "";
-        int excused = !ok && !S.bad[Q_LOSS] && !S.bad[Q_LOGITS] && relu[0] &&
-                      relu_flips(r, &b, relu, o->relu_margin, why, sizeof why);
-        if (excused) {
-            n_excused++;
-            totals_merge(&Tx, &S.T);
-            cJSON *x = cJSON_CreateObject();
-            cJSON_AddNumberToObject(x, "step", step + 1);
-            cJSON_AddStringToObject(x, "reason", why);
-            cJSON_AddStringToObject(x, "out_of_tolerance", S.f.others);
-            cJSON_AddStringToObject(x, "first", S.f.where);
-            trace_add_number(x, "abs_err", S.f.abs_err);
-            trace_add_number(x, "tol", S.f.tol);
-            cJSON_AddItemToArray(excused_list, x);
-        } else {
-            totals_merge(&T, &S.T);
-            if (S.f.failed && !f.failed) f = S.f;
+        // The candidate's flipped gates: matched (its gradients compared
+        // with the fp64 model's under its own gates) or, with an input
+        // beyond the margin, not (compared with REF's, and said).
+        int excused = 0;
+        char unmatched[512] = "";
+        if (matching && c->flips) {
+            flip_text(o, c, why, sizeof why);
+            if (c->gates_matched) {
+                flip_steps++;
+                flip_units += c->flips;
+                // excused: it passes with its own gates and would fail with REF's
+                excused = ok && !passes_unmatched(o, r, st, ne, unmatched, sizeof unmatched);
+                if (so) {
+                    cJSON *g = cJSON_AddObjectToObject(so, "gate_flips");
+                    cJSON_AddNumberToObject(g, "units", c->flips);
+                    trace_add_number(g, "largest_input", c->flip_worst);
+                    cJSON_AddBoolToObject(g, "matched", 1);
+                }
+                if (excused) {
+                    n_excused++;
+                    cJSON *x = cJSON_CreateObject();
+                    cJSON_AddNumberToObject(x, "step", step + 1);
+                    cJSON_AddStringToObject(x, "reason", why);
+                    cJSON_AddStringToObject(x, "out_of_tolerance", unmatched);
+                    cJSON_AddBoolToObject(x, "explained", 1);
+                    cJSON_AddItemToArray(excused_list, x);
+                    if (so) cJSON_AddStringToObject(so, "excused", why);
+                }
+            } else {
+                flip_steps_unmatched++;
+                if (so) {
+                    cJSON *g = cJSON_AddObjectToObject(so, "gate_flips");
+                    cJSON_AddNumberToObject(g, "units", c->flips);
+                    cJSON_AddNumberToObject(g, "beyond_margin", c->flips_out);
+                    trace_add_number(g, "largest_input", c->flip_worst);
+                    cJSON_AddBoolToObject(g, "matched", 0);
+                }
+            }
+        }
+        totals_merge(&T, &S.T);
+        if (S.f.failed && !f.failed) {
+            f = S.f;
+            snprintf(first_where, sizeof first_where, "%s", where);
         }
         if (so) {
-            cJSON_AddBoolToObject(so, "ok", ok || excused);
-            if (excused) cJSON_AddStringToObject(so, "excused", why);
+            cJSON_AddBoolToObject(so, "ok", ok);
             cJSON_AddItemToArray(steps, so);
         }
-        if (!ok || skip_note[0] || (!o->quiet && ((step + 1) % o->every == 0 || step == 0 || step + 1 == o->s.steps))) {
-            printf("step %4d | loss %.6f | loss %.1e | logits %.1e | grads %.1e (rel %.1e) | params %.1e | m %.1e | "
-                   "v %.1e | %s%s%s\n",
+        const int show_excused = excused && (!o->quiet || n_excused <= 3);
+        if (!ok || skip_note[0] || show_excused ||
+            (!o->quiet && ((step + 1) % o->every == 0 || step == 0 || step + 1 == o->s.steps))) {
+            printf("step %4d | loss %.6f | loss err %.1e | logits %.1e | grads %.1e (rel %.1e) | params %.1e | m %.1e "
+                   "| v %.1e | %s%s\n",
                    step + 1, loss[E_REF], S.T.abs[Q_LOSS].v, S.T.abs[Q_LOGITS].v, S.T.abs[Q_GRADS].v,
                    S.T.rel[Q_GRADS].v, S.T.abs[Q_PARAMS].v, S.T.abs[Q_M].v, S.T.abs[Q_V].v,
-                   ok ? "ok" : excused ? "excused: " : "FAIL", why, skip_note);
-            if (excused) printf("           excused errors: %s (first: %s, |a-b| %.3g > %.3g)\n", S.f.others,
-                                S.f.where, S.f.abs_err, S.f.tol);
+                   ok ? (excused ? "ok, gates matched" : "ok") : "FAIL", skip_note);
+            if (show_excused)
+                printf("           %s; with %s's own gates the fp64 gradients agree (with %s's out of tolerance: %s)\n",
+                       why, o->names[1], o->names[0], unmatched);
         }
-        if (!ok && !excused) grads_zero_report(&r->L, st[E_CAND].grads, st[E_REF].grads, o->names[1], stdout);
-        if (!ok && !excused && !o->keep_going) break;
+        if (where[0]) {
+            printf("  %s\n", where);
+            if (so) {
+                cJSON *x = cJSON_AddObjectToObject(so, "first_divergence");
+                if (dv.found) {
+                    cJSON_AddStringToObject(x, "op", dv.op_name);
+                    cJSON_AddStringToObject(x, "direction", dv.backward ? "backward" : "forward");
+                    trace_add_number(x, "err_rms", dv.err);
+                    trace_add_number(x, "bound", dv.bound);
+                }
+                cJSON_AddStringToObject(x, "text", where);
+            }
+            timeline_event(1, dv.found ? dv.op_name : "first failure", now_seconds(), 0, step + 1);
+            if (!localized++ && t->root) cJSON_AddStringToObject(t->root, "first_divergence", where);
+        }
+        if (!ok && matching && c->flips && !c->gates_matched)
+            printf("  %s; %d of them with an input beyond --relu-margin %g (largest %.3g): not rounding, so not "
+                   "matched\n", why, c->flips_out, o->relu_margin, c->flip_worst);
+        if (!ok && !matching && !r->e[1]->ops->get_relu_inputs)
+            printf("  (%s reports no ReLU inputs: a gate that rounding flips cannot be matched; "
+                   "docs/outside_engines.md)\n", o->names[1]);
+        if (!ok) grads_zero_report(&r->L, c->grads, st[E_REF].grads, o->names[1], stdout);
+        if (!ok && !o->keep_going) break;
         // lockstep: the others continue from the reference's state
         memcpy(p0, st[E_REF].params, P * sizeof(double));
         memcpy(m0, st[E_REF].m, P * sizeof(double));
@@ -296,7 +534,7 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         for (int k = 1; k < ne; k++) eng[k]->ops->set_state(eng[k], p0, m0, v0);
     }
     int failed = f.failed;
-    int too_many_excused = n_excused > allowed, too_many_skipped = n_skipped > allowed;
+    int too_many_skipped = n_skipped > allowed;
     SampleResult sr = {0};
     int sampled = o->samples_given && o->s.samples > 0 && (!failed || o->keep_going) && steps_run == o->s.steps;
     if (sampled) {
@@ -305,32 +543,46 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         if (sr.f.failed && !f.failed) f = sr.f;
         if (sr.failed) failed = 1;
     }
-    if (f.failed) failure_print(o, &f);
-    failed |= too_many_excused | too_many_skipped;
+    if (f.failed) {
+        failure_print(o, &f);
+        if (first_where[0]) printf("  %s\n", first_where);
+    }
+    failed |= too_many_skipped;
+    char rule[160] = "";
+    if (o->tol_ratio)
+        snprintf(rule, sizeof rule, " (vs the noise reference: the cpu engine's %s with its sums in %d other orders)",
+                 engine_prec(o, 1) == PREC_FP32 ? "fp32" : "emulation of the recipe", NOISE_MEMBERS);
     printf("%s: lockstep, %s (%s) vs %s (%s), %d of %d steps run, batch %d, %s rule%s\n", failed ? "FAIL" : "PASS",
            o->names[0], precision_name(engine_prec(o, 0)), o->names[1], precision_name(engine_prec(o, 1)), steps_run,
-           o->s.steps, o->s.batch, o->tol_ratio ? "ratio" : "fixed",
-           o->tol_ratio ? (engine_prec(o, 1) == PREC_FP32 ? " (vs the plain fp32 cpu engine on the same state)"
-                                                           : " (vs the cpu engine's emulation on the same state)")
-                        : "");
+           o->s.steps, o->s.batch, o->tol_ratio ? "ratio" : "fixed", rule);
     if (n_skipped || engine_prec(o, 1) == PREC_FP16) {
         printf("skipped updates (fp16 loss scaling: a gradient overflowed): %d (allowed %d)", n_skipped, allowed);
         if (n_skipped) printf(", the first at step %d", first_skipped);
         printf("%s\n", too_many_skipped ? ": too many, the run fails (--max-excused N allows more)" : "");
     }
-    printf("excused steps: %d (allowed %d)%s\n", n_excused, allowed,
-           too_many_excused ? ": too many, the run fails (--max-excused N allows more)" : "");
+    if (!matching)
+        printf("ReLU gates: not matched (%s)\n", o->relu_margin > 0 ? "an engine reports no ReLU inputs"
+                                                                    : "--relu-margin 0");
+    else if (!flip_steps && !flip_steps_unmatched)
+        printf("ReLU gates: none flipped against %s's\n", o->names[0]);
+    else
+        printf("ReLU gates: %d unit(s) at %d step(s) flipped against %s's within --relu-margin %g and were matched "
+               "(%s compared with the fp64 model under its own gates); %d of those steps passed only so "
+               "(excused)%s\n",
+               flip_units, flip_steps, o->names[0], o->relu_margin, o->names[1], n_excused,
+               flip_steps_unmatched ? "; at other steps flips beyond the margin were not matched" : "");
     if (n_excused) {
         cJSON *x;
+        int shown = 0;
         cJSON_ArrayForEach(x, excused_list) {
-            printf("  step %d: %s; out of tolerance: %s\n", cJSON_GetObjectItem(x, "step")->valueint,
-                   cJSON_GetObjectItem(x, "reason")->valuestring,
+            if (shown++ == 5) {
+                printf("  ... (%d more in the trace)\n", n_excused - 5);
+                break;
+            }
+            printf("  step %d: %s; with %s's gates out of tolerance: %s\n", cJSON_GetObjectItem(x, "step")->valueint,
+                   cJSON_GetObjectItem(x, "reason")->valuestring, o->names[0],
                    cJSON_GetObjectItem(x, "out_of_tolerance")->valuestring);
         }
-        printf("  largest errors of the excused steps (not in the table below): grads %.3e (step %d, %s), params "
-               "%.3e (step %d, %s)\n",
-               Tx.abs[Q_GRADS].v, Tx.abs[Q_GRADS].step, Tx.abs[Q_GRADS].tensor, Tx.abs[Q_PARAMS].v,
-               Tx.abs[Q_PARAMS].step, Tx.abs[Q_PARAMS].tensor);
     }
     if (sampled) samples_print(o, &sr);
     totals_print(o, &T);
@@ -346,24 +598,36 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
             cJSON_AddNumberToObject(sk, "allowed", allowed);
             cJSON_AddNumberToObject(sk, "first", first_skipped);
         }
+        cJSON *gf = cJSON_AddObjectToObject(t->root, "gate_flips");
+        cJSON_AddBoolToObject(gf, "matching", matching);
+        cJSON_AddNumberToObject(gf, "steps", flip_steps);
+        cJSON_AddNumberToObject(gf, "units", flip_units);
+        cJSON_AddNumberToObject(gf, "steps_beyond_margin", flip_steps_unmatched);
         cJSON *ex = cJSON_AddObjectToObject(t->root, "excused_steps");
         cJSON_AddNumberToObject(ex, "count", n_excused);
-        cJSON_AddNumberToObject(ex, "allowed", allowed);
-        cJSON_AddBoolToObject(ex, "too_many", too_many_excused);
         cJSON_AddItemToObject(ex, "steps", excused_list);
         excused_list = NULL;
-        if (n_excused) totals_to_json(cJSON_AddObjectToObject(ex, "max_errors"), o, &Tx);
         totals_to_json(cJSON_AddObjectToObject(t->root, "max_errors"), o, &T);
     }
     cJSON_Delete(excused_list);
-    for (int k = 0; k < 2; k++) free(relu[k]);
+    for (int k = 0; k < E_NUM; k++) free(relu[k]);
+    free(open);
+    if (gate_engine) gate_engine->ops->destroy(gate_engine);
     batch_free(&b);
     for (int k = 0; k < ne; k++) {
         State *s = &st[k];
-        double *bufs[] = {s->logits, s->grads, s->params, s->m, s->v, s->exp_params, s->exp_m, s->exp_v};
+        double *bufs[] = {s->logits, s->grads, s->params, s->m, s->v, s->exp_params, s->exp_m, s->exp_v, s->exp_grads};
         for (size_t j = 0; j < sizeof bufs / sizeof bufs[0]; j++) free(bufs[j]);
     }
-    if (eng[E_F32]) eng[E_F32]->ops->destroy(eng[E_F32]);
+    for (int k = E_NOISE; k < ne; k++) eng[k]->ops->destroy(eng[k]);
+    if (r->e[1]->ops->get_activation) {
+        actset_free(&plain);
+        for (int k = E_CAND; k < ne; k++) actset_free(&vals[k]), actset_free(&exps[k]);
+    }
+    free(ev_fwd);
+    free(ev_bwd);
+    free(ev_num);
+    free(grad_bad);
     free(tmp);
     free(p0);
     free(m0);

@@ -89,6 +89,12 @@ static size_t p_device_bytes(Engine *e) { return P(e)->abi->device_bytes(P(e)->i
 
 static int p_step_skipped(Engine *e, double *scale) { return P(e)->abi->step_skipped(P(e)->impl, scale); }
 
+static int p_activation(Engine *e, int op, int grad, double *out) {
+    const int rc = P(e)->abi->get_activation(P(e)->impl, op, grad, out);
+    check(P(e), "get_activation");
+    return rc;
+}
+
 static int p_run_steps(Engine *e, const Batch *b, int first, int n, double *losses, double *seconds) {
     Plugin *p = P(e);
     p->runs = xrealloc(p->runs, (size_t)(n > 0 ? n : 1) * sizeof *p->runs);
@@ -145,6 +151,7 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
     }
     // a table from before step_skipped (the last entry) ends where it begins
     const size_t has_skipped = offsetof(mg_engine_abi, step_skipped) + sizeof abi->step_skipped;
+    const size_t has_acts = offsetof(mg_engine_abi, get_activation) + sizeof abi->get_activation;
     if (abi->size < offsetof(mg_engine_abi, step_skipped)) {
         snprintf(err, errlen, "the plugin %s: its ABI table has %u bytes, version %d has %zu: rebuild it against "
                  "this tree's include/microgpt/engine_abi.h", path, (unsigned)abi->size, MICROGPT_ENGINE_ABI_VERSION,
@@ -170,7 +177,8 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
                    .block_size = m->block_size, .steps = s->steps, .lr = s->lr, .beta1 = s->beta1,
                    .beta2 = s->beta2, .eps = s->eps, .precision = (int)cfg->precision,
                    .max_batch = cfg->max_batch, .fault = (int)cfg->fault, .n_params = L->n_params,
-                   .n_tensors = L->n_tensors, .tensors = p->ti, .loss_scale = cfg->loss_scale};
+                   .n_tensors = L->n_tensors, .tensors = p->ti, .loss_scale = cfg->loss_scale,
+                   .activations = cfg->activations, .fault_op = cfg->fault_op};
     char e2[512] = "";
     p->impl = abi->create(&c, init, e2, sizeof e2);
     if (!p->impl) {
@@ -189,7 +197,8 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
                          .get_relu_inputs = abi->get_relu_inputs ? p_relu : NULL,
                          .run_steps = abi->run_steps ? p_run_steps : NULL,
                          .device_bytes = abi->device_bytes ? p_device_bytes : NULL,
-                         .step_skipped = abi->size >= has_skipped && abi->step_skipped ? p_step_skipped : NULL};
+                         .step_skipped = abi->size >= has_skipped && abi->step_skipped ? p_step_skipped : NULL,
+                         .get_activation = abi->size >= has_acts && abi->get_activation ? p_activation : NULL};
     p->base.ops = &p->ops;
     p->base.cfg = *cfg;
     return &p->base;

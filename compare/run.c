@@ -23,7 +23,7 @@ void run_setup(Run *r, Options *o) {
     double need = 0;
     for (int k = 0; k < o->n_engines && k < 2; k++) {
         if (!strcmp(o->names[k], "scalar")) need += scalar_engine_bytes(&r->L, &r->d, o->s.batch, o->s.steps);
-        else if (!strcmp(o->names[k], "cpu")) need += cpu_engine_bytes(&m, r->L.n_params, o->s.batch, engine_prec(o, k));
+        else if (engine_cpu_order(o->names[k]) != ORDER_NUM) need += cpu_engine_bytes(&m, r->L.n_params, o->s.batch, engine_prec(o, k));
     }
     memory_check(need, "the two engines at these settings",
                  "use a smaller --batch, --n-embd, --n-layer or --block-size");
@@ -33,9 +33,11 @@ void run_setup(Run *r, Options *o) {
 
 Engine *run_make_engine(Run *r, int k) {
     const Options *o = r->o;
+    // lockstep compares the ops' outputs and gradients where an engine keeps them
     EngineConfig cfg = {.s = &o->s, .L = &r->L, .precision = engine_prec(o, k),
                         .fault = k == 1 ? o->fault : FAULT_NONE, .max_batch = o->s.batch,
-                        .loss_scale = o->loss_scale};
+                        .loss_scale = o->loss_scale, .activations = o->mode == MODE_LOCKSTEP && !o->bench,
+                        .fault_op = k == 1 ? o->fault_op : 0};
     char err[512] = "";
     Engine *e = engine_new(o->names[k], &cfg, r->init, err, sizeof err);
     if (!e) die(EXIT_USAGE, "engine %s: %s", o->names[k], err);
@@ -71,6 +73,7 @@ cJSON *run_trace_header(Trace *t, Run *r) {
         cJSON *x = cJSON_AddObjectToObject(tol, quantity_name((Quantity)q));
         trace_add_number(x, "atol", o->tol[q].atol);
         trace_add_number(x, "rtol", o->tol[q].rtol);
+        if (o->tol[q].scaled > 0) trace_add_number(x, "scaled", o->tol[q].scaled);   // x the tensor's RMS
     }
     cJSON_AddStringToObject(tol, "rule", o->tol_ratio ? "ratio" : "fixed");
     if (o->tol_ratio)
@@ -79,7 +82,16 @@ cJSON *run_trace_header(Trace *t, Run *r) {
             trace_add_number(x, "ratio_k", o->ratio[q].k);
             trace_add_number(x, "ratio_floor", o->ratio[q].floor);
             if (o->ratio[q].cap > 0) trace_add_number(x, "ratio_cap", o->ratio[q].cap);   // mixed precisions
+            if (o->ratio[q].ref_cap > 0) trace_add_number(x, "noise_ref_cap", o->ratio[q].ref_cap);
         }
+    if (o->tol_ratio) {
+        cJSON *no = cJSON_AddArrayToObject(tol, "noise_reference");
+        for (int j = 0; j < NOISE_MEMBERS; j++) {
+            char name[32];
+            snprintf(name, sizeof name, "cpu:%s", reduce_order_name(NOISE_ORDERS[j]));
+            cJSON_AddItemToArray(no, cJSON_CreateString(name));
+        }
+    }
     trace_add_number(tol, "drift", o->drift_tol);
     if (o->mode == MODE_FREE) cJSON_AddNumberToObject(tol, "drift_window", drift_window_for(o));
     if (o->loss_scale > 0) trace_add_number(tol, "loss_scale", o->loss_scale);

@@ -80,8 +80,8 @@ SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const 
     }
     cJSON *js = root ? cJSON_AddObjectToObject(root, "sample_check") : NULL;
     Step S = {.o = o, .step = o->s.steps, .errors = js ? cJSON_AddArrayToObject(js, "errors") : NULL};
-    double *probs[3];
-    for (int k = 0; k < 3; k++) probs[k] = xmalloc((size_t)T * (size_t)V * sizeof(double));
+    double *probs[2 + NOISE_MEMBERS];
+    for (int k = 0; k < ne; k++) probs[k] = xmalloc((size_t)T * (size_t)V * sizeof(double));
     cJSON *names = js ? cJSON_AddArrayToObject(js, "names") : NULL;
     // the first difference of the names (a name ends with BOS, or at T tokens)
     for (int i = 0; i < N && res.diff_sample < 0; i++) {
@@ -104,8 +104,15 @@ SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const 
         char tensor[32];
         snprintf(tensor, sizeof tensor, "sample %d", i + 1);
         ProbAt at = {&r->d, i, V};
-        check(&S, Q_PROBS, tensor, NULL, probs[1], probs[0], ne > 2 ? probs[2] : NULL, probs[0], (size_t)n * (size_t)V,
-              describe_prob, &at);
+        Noise nz = {0};
+        for (int k = 2; k < ne; k++) nz.x[nz.n] = probs[k], nz.e[nz.n++] = probs[0];
+        for (int pi = 0; pi < o->n_plants; pi++) {   // test-only (--plant)
+            const Plant *pl = &o->plant[pi];
+            if (pl->relu || pl->q != Q_PROBS || pl->step != i + 1) continue;
+            if (pl->noise && ne < 3) die(EXIT_USAGE, "--plant noise:...: only the ratio rule has a noise reference");
+            probs[pl->noise ? 2 : 1][0] = probs[0][0] + pl->delta * rms_of(probs[0], (size_t)n * (size_t)V);
+        }
+        check(&S, Q_PROBS, tensor, NULL, probs[1], probs[0], &nz, (size_t)n * (size_t)V, describe_prob, &at);
         if (names) {
             char s[4 * 64 + 8];
             cJSON *pair = cJSON_CreateArray();
@@ -152,7 +159,7 @@ SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const 
         if (res.note[0]) cJSON_AddStringToObject(js, "difference", res.note);
         cJSON_AddBoolToObject(js, "ok", !res.failed);
     }
-    for (int k = 0; k < 3; k++) free(probs[k]);
+    for (int k = 0; k < ne; k++) free(probs[k]);
     for (int k = 0; k < 2; k++) {
         free(ids[k]);
         free(len[k]);

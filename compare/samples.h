@@ -20,8 +20,8 @@ typedef struct {
     char note[512];       // what the difference is
 } SampleResult;
 
-// eng[0..ne-1]: the reference, the candidate and (ratio rule) the fp32 cpu
-// engine; every engine is left in the state (p, m, v). Writes "samples" into
+// eng[0..ne-1]: the reference, the candidate and (ratio rule) the noise
+// reference's engines; every engine is left in the state (p, m, v). Writes "samples" into
 // root (NULL: no trace).
 SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const double *m, const double *v,
                            cJSON *root);

@@ -51,6 +51,21 @@ def st_encode(tensors):
     return struct.pack("<Q", len(h)) + h + b"".join(blobs)
 
 
+# The ops whose outputs (acts/<name>) and gradients (dacts/<name>) an engine
+# may report after a step, in forward order (the harness's table:
+# common/activations.h); layer{l}. is prefixed to the per-layer ones.
+OPS_GLOBAL_FIRST = ("embed", "embed_norm")
+OPS_PER_LAYER = ("norm1", "q", "k", "v", "scores", "softmax", "attn", "attn_proj", "res1", "norm2", "fc1", "relu",
+                 "fc2", "res2")
+OPS_GLOBAL_LAST = ("logits",)
+
+
+def op_names(n_layer):
+    """Every op's name in forward order."""
+    return list(OPS_GLOBAL_FIRST) + ["layer%d.%s" % (l, k) for l in range(n_layer) for k in OPS_PER_LAYER] + \
+        list(OPS_GLOBAL_LAST)
+
+
 def _number(x):
     """A loss for JSON: a number, or "nan"/"inf"/"-inf" (JSON has no NaN)."""
     x = float(x)
@@ -107,7 +122,8 @@ def serve(make_engine, stdin=None, stdout=None):
                     raise ValueError("this engine speaks protocol %d" % PROTOCOL)
                 engine = make_engine(req["config"], data)
                 reply({"ok": True, "protocol": PROTOCOL, "name": engine.name, "device": engine.device,
-                       "relu_inputs": bool(getattr(engine, "relu_inputs", False))})
+                       "relu_inputs": bool(getattr(engine, "relu_inputs", False)),
+                       "activations": bool(getattr(engine, "activations", False))})
             elif op == "step":
                 loss = engine.step(data, req["step"])
                 reply({"ok": True, "loss": _number(loss)})

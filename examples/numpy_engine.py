@@ -40,7 +40,8 @@ def rmsnorm_back(x, r, dy):
 
 class NumpyEngine:
     name = "numpy"
-    relu_inputs = True  # get("relu_inputs"): lets compare excuse a ReLU gate that flips between precisions
+    relu_inputs = True  # get("relu_inputs"): lets compare match a ReLU gate that flips between precisions
+    activations = True  # get("activations"): every op's output and gradient, so a failure names the op
     device = "cpu (numpy %s)" % np.__version__
 
     def __init__(self, cfg, data):
@@ -57,6 +58,7 @@ class NumpyEngine:
         self.v = {k: np.zeros_like(v) for k, v in self.p.items()}
         self.g = None
         self.logits = None
+        self.acts, self.dacts = {}, {}   # the last step's, by op name (mg_protocol.op_names)
 
     def _array(self, t, shape):
         dtype, sh, raw = t
@@ -77,12 +79,15 @@ class NumpyEngine:
         B, T = inp.shape
         NH, NKV, HS = c["n_head"], c["n_kv_head"], c["head_dim"]
         G = NH // NKV
+        acts = self.acts = {}
         x0 = p["wte"][inp] + p["wpe"][:T][None, :, :]
         x, r0 = rmsnorm(x0)
+        acts["embed"], acts["embed_norm"] = x0, x
         causal = np.tril(np.ones((T, T), dtype=bool))
         layers = []
         for l in range(c["n_layer"]):
             w = lambda k: p["layer%d.%s" % (l, k)]  # noqa: E731
+            a_ = lambda k, val: acts.__setitem__("layer%d.%s" % (l, k), val)  # noqa: E731
             L = {"x_in1": x}
             h1, L["r1"] = rmsnorm(x)
             q = (h1 @ w("attn_wq").T).reshape(B, T, NH, HS)
@@ -90,19 +95,27 @@ class NumpyEngine:
             v = (h1 @ w("attn_wv").T).reshape(B, T, NKV, HS)
             ke, ve = np.repeat(k, G, axis=2), np.repeat(v, G, axis=2)  # query head h reads kv head h // G
             s = np.einsum("bthd,bshd->bhts", q, ke) / self.dt(np.sqrt(HS))
+            a_("scores", np.where(causal, s, 0))
             s = np.where(causal, s, -np.inf)
             att = np.exp(s - s.max(axis=-1, keepdims=True))
             att /= att.sum(axis=-1, keepdims=True)
             o = np.einsum("bhts,bshd->bthd", att, ve).reshape(B, T, NH * HS)
-            x = o @ w("attn_wo").T + x
+            proj = o @ w("attn_wo").T
+            a_("norm1", h1), a_("q", q.reshape(B, T, -1)), a_("k", k.reshape(B, T, -1)), a_("v", v.reshape(B, T, -1))
+            a_("softmax", att), a_("attn", o), a_("attn_proj", proj)
+            x = proj + x
             L.update(h1=h1, q=q, ke=ke, ve=ve, att=att, o=o, x_in2=x)
             h2, L["r2"] = rmsnorm(x)
             u = h2 @ w("mlp_fc1").T
             a = np.maximum(u, 0)
-            x = a @ w("mlp_fc2").T + x
+            down = a @ w("mlp_fc2").T
+            a_("res1", x), a_("norm2", h2), a_("fc1", u), a_("relu", a), a_("fc2", down)
+            x = down + x
+            a_("res2", x)
             L.update(h2=h2, u=u, a=a)
             layers.append(L)
         logits = x @ p["lm_head"].T
+        acts["logits"] = logits
         return logits, (x0, r0, layers, x)
 
     def step(self, data, step):
@@ -129,6 +142,7 @@ class NumpyEngine:
         dlog = prob
         np.put_along_axis(dlog, tgt[..., None], np.take_along_axis(prob, tgt[..., None], axis=-1) - 1, axis=-1)
         dlog = dlog * wpos[..., None].astype(self.dt)
+        d = self.dacts = {"logits": dlog}   # the loss's gradient with respect to each op's output
         g["lm_head"] = np.einsum("btv,btc->vc", dlog, xf)
         dx = dlog @ p["lm_head"]
         NH, NKV, HS = c["n_head"], c["n_kv_head"], c["head_dim"]
@@ -137,28 +151,39 @@ class NumpyEngine:
             L = layers[l]
             name = lambda k: "layer%d.%s" % (l, k)  # noqa: E731
             # x = relu(rmsnorm(x) W1^T) W2^T + x
+            d[name("res2")] = d[name("fc2")] = dx
             g[name("mlp_fc2")] = np.einsum("btc,btf->cf", dx, L["a"])
-            du = (dx @ p[name("mlp_fc2")]) * (L["u"] > 0)
+            d[name("relu")] = dx @ p[name("mlp_fc2")]
+            du = d[name("relu")] * (L["u"] > 0)
+            d[name("fc1")] = du
             g[name("mlp_fc1")] = np.einsum("btf,btc->fc", du, L["h2"])
-            dx = dx + rmsnorm_back(L["x_in2"], L["r2"], du @ p[name("mlp_fc1")])
+            d[name("norm2")] = du @ p[name("mlp_fc1")]
+            dx = dx + rmsnorm_back(L["x_in2"], L["r2"], d[name("norm2")])
+            d[name("res1")] = d[name("attn_proj")] = dx
             # x = attn(rmsnorm(x)) Wo^T + x
             g[name("attn_wo")] = np.einsum("btc,btd->cd", dx, L["o"])
             do = (dx @ p[name("attn_wo")]).reshape(B, T, NH, HS)
             att = L["att"]
             datt = np.einsum("bthd,bshd->bhts", do, L["ve"])
             dve = np.einsum("bhts,bthd->bshd", att, do)
-            ds = att * (datt - np.sum(datt * att, axis=-1, keepdims=True)) / self.dt(np.sqrt(HS))
+            dsm = att * (datt - np.sum(datt * att, axis=-1, keepdims=True))   # the scores' gradient
+            ds = dsm / self.dt(np.sqrt(HS))
             dq = np.einsum("bhts,bshd->bthd", ds, L["ke"]).reshape(B, T, NH * HS)
             dke = np.einsum("bhts,bthd->bshd", ds, L["q"])
             dk = dke.reshape(B, T, NKV, G, HS).sum(axis=3).reshape(B, T, NKV * HS)
             dv = dve.reshape(B, T, NKV, G, HS).sum(axis=3).reshape(B, T, NKV * HS)
+            d[name("attn")], d[name("softmax")], d[name("scores")] = do.reshape(B, T, NH * HS), datt, dsm
+            d[name("q")], d[name("k")], d[name("v")] = dq, dk, dv
             h1 = L["h1"]
             g[name("attn_wq")] = np.einsum("btd,btc->dc", dq, h1)
             g[name("attn_wk")] = np.einsum("btd,btc->dc", dk, h1)
             g[name("attn_wv")] = np.einsum("btd,btc->dc", dv, h1)
             dh1 = dq @ p[name("attn_wq")] + dk @ p[name("attn_wk")] + dv @ p[name("attn_wv")]
+            d[name("norm1")] = dh1
             dx = dx + rmsnorm_back(L["x_in1"], L["r1"], dh1)
+        d["embed_norm"] = dx
         dx0 = rmsnorm_back(x0, r0, dx) * real[..., None]
+        d["embed"] = dx0
         np.add.at(g["wte"], inp[real], dx0[real])
         g["wpe"][:T] = dx0.sum(axis=0)
         self.g = g
@@ -180,6 +205,12 @@ class NumpyEngine:
             return self._out("grads", self.g)
         if what == "relu_inputs":  # (L,B,T,4C)
             return {"relu_inputs": ("F64", list(self.relu.shape), self.relu.astype("<f8").tobytes())}
+        if what == "activations":  # acts/<op>, dacts/<op> (mg_protocol.op_names), padding included
+            out = {}
+            for prefix, src in (("acts", self.acts), ("dacts", self.dacts)):
+                for k, v in src.items():
+                    out[prefix + "/" + k] = ("F64", list(v.shape), np.ascontiguousarray(v).astype("<f8").tobytes())
+            return out
         if what == "params":
             return self._out("params", self.p)
         if what == "moments":

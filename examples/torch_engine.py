@@ -60,10 +60,26 @@ def rmsnorm_custom_kernel(x):
 norm = rmsnorm_custom_kernel if ARGS.broken_rmsnorm else rmsnorm
 
 
+# The ops' outputs (and, after backward, their gradients) of the last step,
+# by the harness's op names (mg_protocol.op_names), when compare asks for
+# them ("activations" in the create request). SDPA computes the scores and
+# the softmax inside one call, so those two are not reported: compare checks
+# what an engine reports.
+RECORD = {}
+
+
+def rec(name, t):
+    """Keep t (an op's output) under name, with its gradient once backward has run."""
+    if RECORD.get("on") and t.requires_grad:
+        t.retain_grad()
+        RECORD[name] = t
+    return t
+
+
 class Block(nn.Module):
-    def __init__(self, C, NH, NKV, HS):
+    def __init__(self, C, NH, NKV, HS, index=0):
         super().__init__()
-        self.NH, self.NKV, self.HS = NH, NKV, HS
+        self.NH, self.NKV, self.HS, self.index = NH, NKV, HS, index
         self.attn_wq = nn.Linear(C, NH * HS, bias=False)
         self.attn_wk = nn.Linear(C, NKV * HS, bias=False)
         self.attn_wv = nn.Linear(C, NKV * HS, bias=False)
@@ -73,17 +89,19 @@ class Block(nn.Module):
 
     def forward(self, x):
         B, T, C = x.shape
-        h = norm(x)
-        q = self.attn_wq(h).view(B, T, self.NH, self.HS).transpose(1, 2)
-        k = self.attn_wk(h).view(B, T, self.NKV, self.HS).transpose(1, 2)
-        v = self.attn_wv(h).view(B, T, self.NKV, self.HS).transpose(1, 2)
+        r = lambda k, t: rec("layer%d.%s" % (self.index, k), t)  # noqa: E731
+        h = r("norm1", norm(x))
+        q = r("q", self.attn_wq(h)).view(B, T, self.NH, self.HS).transpose(1, 2)
+        k = r("k", self.attn_wk(h)).view(B, T, self.NKV, self.HS).transpose(1, 2)
+        v = r("v", self.attn_wv(h)).view(B, T, self.NKV, self.HS).transpose(1, 2)
         g = self.NH // self.NKV  # query head i reads key/value head i // g
         k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.HS ** -0.5)
-        x = x + self.attn_wo(a.transpose(1, 2).reshape(B, T, C))
-        pre = self.mlp_fc1(norm(x))
+        a = r("attn", a.transpose(1, 2).reshape(B, T, C))
+        x = r("res1", x + r("attn_proj", self.attn_wo(a)))
+        pre = r("fc1", self.mlp_fc1(r("norm2", norm(x))))
         self.relu_in = pre.detach()  # kept for get("relu_inputs")
-        return x + self.mlp_fc2(torch.relu(pre))
+        return r("res2", x + r("fc2", self.mlp_fc2(r("relu", torch.relu(pre)))))
 
 
 class GPT(nn.Module):
@@ -92,15 +110,15 @@ class GPT(nn.Module):
         V, C, T = c["vocab_size"], c["n_embd"], c["block_size"]
         self.wte = nn.Embedding(V, C)
         self.wpe = nn.Embedding(T, C)
-        self.layers = nn.ModuleList(Block(C, c["n_head"], c["n_kv_head"], c["head_dim"]) for _ in range(c["n_layer"]))
+        self.layers = nn.ModuleList(Block(C, c["n_head"], c["n_kv_head"], c["head_dim"], i) for i in range(c["n_layer"]))
         self.lm_head = nn.Linear(C, V, bias=False)
 
     def forward(self, idx):
         B, T = idx.shape
-        x = norm(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))
+        x = rec("embed_norm", norm(rec("embed", self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))))
         for blk in self.layers:
             x = blk(x)
-        return self.lm_head(x)
+        return rec("logits", self.lm_head(x))
 
     def canonical(self):
         """name -> parameter, with the harness's canonical names"""
@@ -124,7 +142,8 @@ def from_torch(x):
 
 class TorchEngine:
     name = "torch"
-    relu_inputs = True  # get("relu_inputs"): lets compare excuse a ReLU gate that flips between precisions
+    relu_inputs = True  # get("relu_inputs"): lets compare match a ReLU gate that flips between precisions
+    activations = True  # get("activations"): the ops' outputs and gradients (all but the scores and softmax)
 
     def __init__(self, cfg, data):
         if cfg["fault"] != "none":
@@ -155,6 +174,8 @@ class TorchEngine:
         n = to_torch(data["n"], self.dev, torch.long)
         B, T = tokens.shape[0], tokens.shape[1] - 1
         self.opt.zero_grad(set_to_none=True)
+        RECORD.clear()
+        RECORD["on"] = bool(self.cfg.get("activations"))
         with attention_backend():
             logits = self.model(tokens[:, :T].clamp(min=0))  # inputs past n[b] are -1: padding
         # the mean over documents of each document's mean loss
@@ -187,6 +208,15 @@ class TorchEngine:
             return {"relu_inputs": from_torch(r)}
         if what == "grads":
             return {"grads/" + k: from_torch(g) for k, g in self.grads.items()}
+        if what == "activations":  # acts/<op> and dacts/<op> of the ops recorded (RECORD)
+            out = {}
+            for k, t in RECORD.items():
+                if k == "on":
+                    continue
+                out["acts/" + k] = from_torch(t)
+                # no gradient reached it (a cut graph): zero, which is what the engine computed
+                out["dacts/" + k] = from_torch(t.grad if t.grad is not None else torch.zeros_like(t))
+            return out
         if what == "params":
             return {"params/" + k: from_torch(p) for k, p in self.params.items()}
         if what == "moments":
@@ -209,13 +239,14 @@ class TorchEngine:
 
     @torch.no_grad()
     def sample(self, data, temperature):
+        RECORD["on"] = False
         u = to_torch(data["uniforms"], "cpu", torch.float64).tolist()
         bos, V = self.cfg["bos"], self.cfg["vocab_size"]
         seq, out = [bos], []
         for pos in range(self.cfg["block_size"]):
             with attention_backend():
-                out = self.model(torch.tensor([seq], device=self.dev))
-            logits = out[0, -1].to("cpu", torch.float64).tolist()
+                last = self.model(torch.tensor([seq], device=self.dev))[0, -1]
+            logits = last.to("cpu", torch.float64).tolist()
             w = [x * temperature ** -1 for x in logits]
             mx = max(w)
             w = [math.exp(x - mx) for x in w]

@@ -2,6 +2,8 @@
 # Every GPU check and measurement of the CUDA engine in one call, ordered so
 # that the timings run alone on the GPU (docs/cuda_backend.md):
 #   scripts/gpu_session.sh [--out DIR] [--parity-steps N] [--repeats N] [--steps N] [--no-mutants]
+#                          [--no-bench] [--calibrate SECONDS] [--calibrate-only SECONDS] [--end SECONDS]
+#                          [--quick]
 # 1. unpacks .debs/*.deb into /tmp/deps, builds build/ (and build-prof/, the
 #    fused step with per-phase cycle counts); the GPU mutants start building
 #    in their own copies meanwhile (scripts/mutants.sh), their checks held
@@ -12,16 +14,30 @@
 # 3. compare --bench against PyTorch in the same run, fp32 and fp64: b1, b32,
 #    b256 with cuda (its own path choice) and cuda:layered; e64, e128, e512
 #    with cuda; bf16 and tf32 at b1, b256, e128, e512 against PyTorch
-#    autocast bf16 / TF32; the SM clock sampled meanwhile;
+#    autocast bf16 / TF32; the SM clock sampled meanwhile (--no-bench: none
+#    of the timings of 2 and 3);
 # 4. then side by side: the GPU mutants' checks, make parity BACKEND=cuda
-#    (both paths), scripts/outside_gpu_check.sh, compute-sanitizer over the
-#    fused and the layered step, and the fused step's phase profile at b1
-#    and b256.
+#    (both paths), scripts/outside_gpu_check.sh, scripts/localize_check.sh
+#    on both CUDA paths (fp32 and fp64), the Triton engine
+#    (tests/triton_engine_check.py, then compare lockstep runs and its
+#    planted bugs), compute-sanitizer over the fused and the layered step,
+#    and the fused step's phase profile at b1 and b256;
+# 5. --calibrate SECONDS: from the build on, beside the checks at a lower
+#    priority (nice), the GPU family's calibration runs (scripts/calibrate.py
+#    measure --family gpu) until SECONDS after the start, their summary
+#    (calibrate.py reduce) to DIR/measured-gpu.json (runs already in
+#    build/calibration/raw-gpu are kept: a second call on the same machine
+#    continues); --calibrate-only SECONDS: the build and that alone.
+# --quick: for a short lease, the engine and its kernel tests alone: test_gpu,
+# localize_check.sh on both paths, a few lockstep runs of each path (widths
+# 512, blocks 128), the Triton engine's check and a lockstep run of it.
+# --end SECONDS (570): every check is stopped by then (seconds after the
+# start), so that the call ends inside the device's limit.
 # Logs, bench traces and tables go to DIR (default $OUT, else
 # /tmp/gpu_session) as session.tar.gz; a summary is printed. Exit 1 if a
 # check failed. Needs data/names.txt (carry data/ and .debs/ along).
 set -u -o pipefail
-out="${OUT:-/tmp/gpu_session}" psteps=1000 repeats=3 steps=60 mutants=1
+out="${OUT:-/tmp/gpu_session}" psteps=1000 repeats=3 steps=60 mutants=1 bench=1 calib=0 checks=1 end=570
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
@@ -29,6 +45,11 @@ while [ $# -gt 0 ]; do
     --repeats) repeats="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --no-mutants) mutants=0; shift ;;
+    --no-bench) bench=0; shift ;;
+    --end) end="$2"; shift 2 ;;
+    --calibrate) calib="$2"; shift 2 ;;
+    --calibrate-only) calib="$2" checks=0 bench=0 mutants=0; shift 2 ;;
+    --quick) checks=2 bench=0 mutants=0; shift ;;
     -h|--help) awk 'NR>1 && !/^#/{exit} NR>1' "$0"; exit 0 ;;
     *) echo "gpu_session: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -39,9 +60,11 @@ logs=$(mktemp -d)
 for f in .debs/*.deb; do [ -f "$f" ] && dpkg -x "$f" /tmp/deps; done
 export DEPS_PREFIX=/tmp/deps
 results=()
-step() {   # step NAME LIMIT CMD...: run, keep the log, record the exit status
+step() {   # step NAME LIMIT CMD...: run, keep the log, record the exit status (never past --end)
   local name="$1" limit="$2" t0=$SECONDS
   shift 2
+  [ $((end - SECONDS)) -lt "$limit" ] && limit=$((end - SECONDS))
+  [ "$limit" -gt 5 ] || limit=5
   timeout "$limit" "$@" >"$logs/$name.log" 2>&1
   local rc=$?
   results+=("$name|$rc|$((SECONDS - t0))")
@@ -51,33 +74,53 @@ step() {   # step NAME LIMIT CMD...: run, keep the log, record the exit status
 
 gate="$logs/timings-running"
 touch "$gate"
+[ $bench -eq 1 ] || rm -f "$gate"
 if [ $mutants -eq 1 ]; then
-  (MUTANTS_GATE="$gate" timeout 540 bash scripts/mutants.sh --part gpu --jobs 12 --make-jobs 2 \
+  (MUTANTS_GATE="$gate" timeout $((end - 25)) nice -n 10 bash scripts/mutants.sh --part gpu --jobs 12 --make-jobs 2 \
     >"$logs/mutants.log" 2>&1; echo "mutants: exit $?" >>"$logs/mutants.log") &
   mpid=$!
 fi
-step build 240 make -j16 all build/test_gpu build/test_attn_emu || { tail -n 30 "$logs/build.log"; exit 1; }
-(make -j8 BUILD=build-prof FUSED_PROFILE=1 build-prof/compare build-prof/libmicrogpt_cuda_engine.so \
-  >"$logs/build-prof.log" 2>&1) &
-ppid=$!
+targets="all build/test_gpu build/test_attn_emu"
+[ $checks -eq 2 ] && targets="build/compare build/libmicrogpt_cuda_engine.so build/test_gpu"
+# shellcheck disable=SC2086
+step build 240 make -j16 $targets || { tail -n 30 "$logs/build.log"; exit 1; }
+if [ "$calib" != 0 ]; then   # until $calib seconds after this script started; below the checks' priority
+  left=$((calib - SECONDS))
+  mkdir -p build/calibration/raw-gpu
+  ( if [ $left -gt 30 ]; then
+      step calibrate $((left + 30)) nice -n 19 python3 scripts/calibrate.py measure --family gpu --jobs 15 \
+        --deadline "$left" --python python3
+      echo $? >"$logs/calibrate.rc"
+    else
+      echo "=== calibrate: no time left (--calibrate $calib, $SECONDS s gone)"; echo 1 >"$logs/calibrate.rc"
+    fi ) &
+  cpid=$!
+fi
+if [ $bench -eq 1 ]; then
+  (make -j8 BUILD=build-prof FUSED_PROFILE=1 build-prof/compare build-prof/libmicrogpt_cuda_engine.so \
+    >"$logs/build-prof.log" 2>&1) &
+  ppid=$!
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$logs/gpu.txt"
-step test-gpu 240 make test-gpu
-step kernel-bench 60 build/test_gpu --bench
-step attn-bench 60 build/test_gpu --attn-bench 20
+[ $checks -eq 1 ] && [ $bench -eq 1 ] && step test-gpu 240 make test-gpu   # alone before the timings
 
-nvidia-smi --query-gpu=timestamp,clocks.sm,utilization.gpu --format=csv,noheader -lms 200 >"$logs/clocks.csv" 2>&1 &
-smi=$!
-B=(build/compare --bench --baseline torch --precision both --repeats "$repeats" --steps "$steps" --quiet)
-step bench-small 200 "${B[@]}" --engines cuda,cuda:layered --sizes b1,b32,b256 \
-  --trace "$logs/bench-small.json" --markdown "$logs/bench-small.md"
-step bench-large 300 "${B[@]}" --engines cuda --sizes e64,e128,e512 \
-  --trace "$logs/bench-large.json" --markdown "$logs/bench-large.md"
-for p in bf16 tf32; do   # against torch autocast bf16 / TF32 on
-  step bench-$p 200 build/compare --bench --baseline torch --precision $p --repeats "$repeats" --steps "$steps" \
-    --quiet --engines cuda --sizes b1,b256,e128,e512 --trace "$logs/bench-$p.json" --markdown "$logs/bench-$p.md"
-done
-python3 scripts/bench_early_steps.py "$logs"/bench-*.json --steps 2 >"$logs/early-steps.txt" 2>&1
-kill $smi 2>/dev/null
+if [ $bench -eq 1 ]; then
+  step kernel-bench 60 build/test_gpu --bench
+  step attn-bench 60 build/test_gpu --attn-bench 20
+  nvidia-smi --query-gpu=timestamp,clocks.sm,utilization.gpu --format=csv,noheader -lms 200 >"$logs/clocks.csv" 2>&1 &
+  smi=$!
+  B=(build/compare --bench --baseline torch --precision both --repeats "$repeats" --steps "$steps" --quiet)
+  step bench-small 200 "${B[@]}" --engines cuda,cuda:layered --sizes b1,b32,b256 \
+    --trace "$logs/bench-small.json" --markdown "$logs/bench-small.md"
+  step bench-large 300 "${B[@]}" --engines cuda --sizes e64,e128,e512 \
+    --trace "$logs/bench-large.json" --markdown "$logs/bench-large.md"
+  for p in bf16 tf32; do   # against torch autocast bf16 / TF32 on
+    step bench-$p 200 build/compare --bench --baseline torch --precision $p --repeats "$repeats" --steps "$steps" \
+      --quiet --engines cuda --sizes b1,b256,e128,e512 --trace "$logs/bench-$p.json" --markdown "$logs/bench-$p.md"
+  done
+  python3 scripts/bench_early_steps.py "$logs"/bench-*.json --steps 2 >"$logs/early-steps.txt" 2>&1
+  kill $smi 2>/dev/null
+fi
 rm -f "$gate"   # the mutants' checks may start
 
 sanitize() {
@@ -103,42 +146,122 @@ profile() {
       grep -E '^fused profile|^  [a-z_]+ +[0-9]|^\| '"$z"
   done
 }
-export -f sanitize profile
-export logs ppid
+localize() {   # a fault planted in each op, named as that op, on both CUDA paths (four at a time)
+  local rc=0 e p pids=()
+  for e in cuda:layered cuda:fused; do
+    for p in fp32 fp64; do
+      bash scripts/localize_check.sh --engine $e --precision $p >"$logs/localize-${e#cuda:}-$p.log" 2>&1 &
+      pids+=($!)
+    done
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  cat "$logs"/localize-*.log
+  return $rc
+}
+quick_lockstep() {   # a few short lockstep runs of each path against the oracle
+  local rc=0 e long128=/tmp/long128.txt
+  bash scripts/long_data.sh data/names.txt $long128 12 >/dev/null
+  local w="--init-std 0.02 --lr 0.001"
+  for e in cuda:fused cuda:layered; do
+    build/compare --engines scalar,$e --steps 100 --batch 4 --n-layer 2 --n-kv-head 2 --quiet || rc=1
+    build/compare --engines scalar,$e --steps 100 --batch 4 --n-layer 2 --n-kv-head 2 --precision fp32 --quiet || rc=1
+  done
+  # block 128 at head size 64: the layered path only (the fused step's shared memory holds no such model)
+  build/compare --engines scalar,cuda:layered --steps 5 --precision fp32 --data $long128 --block-size 128 --n-embd 64 \
+    --n-head 1 --batch 2 $w --quiet || rc=1
+  build/compare --engines scalar,cuda:layered --steps 2 --precision fp32 --n-embd 512 --n-head 8 --batch 1 $w --quiet || rc=1
+  build/compare --engines scalar,cuda:layered --steps 50 --precision bf16 --batch 4 --quiet || rc=1
+  return $rc
+}
+quick_triton() {
+  local rc=0
+  python3 tests/triton_engine_check.py || rc=1
+  build/compare --engines "scalar,exec:python3 examples/triton_engine.py" --steps 100 --precision fp32 --batch 2 \
+    --n-layer 2 --n-head 4 --n-kv-head 2 --quiet --exec-timeout 120 || rc=1
+  return $rc
+}
+export -f sanitize profile localize quick_lockstep quick_triton
+export logs
+[ $bench -eq 1 ] && export ppid
 bg() {   # bg NAME LIMIT CMD...: step in the background; its status goes to NAME.rc
   local name="$1"
   (step "$@"; echo $? >"$logs/$name.rc") &
 }
-bg parity-layered 300 bash scripts/parity.sh --backend cuda --path layered --steps "$psteps" --jobs 6
-p1=$!
-bg parity-auto 300 bash scripts/parity.sh --backend cuda --path auto --steps "$psteps" --jobs 6
-p2=$!
-bg outside 200 bash scripts/outside_gpu_check.sh --python python3 --steps 50
-p3=$!
-step sanitizer 200 bash -c sanitize
-profile >"$logs/profile.log" 2>&1
-wait $p1 $p2 $p3
-[ $mutants -eq 1 ] && wait "$mpid"
-for n in parity-layered parity-auto outside; do results+=("$n|$(cat "$logs/$n.rc" 2>/dev/null || echo 1)|-"); done
+bgs=()
+if [ $checks -eq 2 ]; then
+  bg test-gpu 240 build/test_gpu
+  bgs+=($!)
+  bg localize 240 bash -c localize
+  bgs+=($!)
+  bg lockstep 240 bash -c quick_lockstep
+  bgs+=($!)
+  bg triton 240 bash -c quick_triton
+  bgs+=($!)
+  wait "${bgs[@]}"
+  for n in test-gpu localize lockstep triton; do results+=("$n|$(cat "$logs/$n.rc" 2>/dev/null || echo 1)|-"); done
+fi
+if [ $checks -eq 1 ]; then
+  if [ $bench -eq 0 ]; then bg test-gpu 240 make test-gpu; bgs+=($!); fi
+  bg parity-layered 360 bash scripts/parity.sh --backend cuda --path layered --steps "$psteps" --jobs 6
+  bgs+=($!)
+  bg parity-auto 360 bash scripts/parity.sh --backend cuda --path auto --steps "$psteps" --jobs 6
+  bgs+=($!)
+  bg outside 300 bash scripts/outside_gpu_check.sh --python python3 --steps 50
+  bgs+=($!)
+  bg localize 240 bash -c localize
+  bgs+=($!)
+  step sanitizer 200 bash -c sanitize
+  [ $bench -eq 1 ] && profile >"$logs/profile.log" 2>&1
+  wait "${bgs[@]}"
+  names="parity-layered parity-auto outside localize"
+  [ $bench -eq 0 ] && names="test-gpu $names"
+  for n in $names; do results+=("$n|$(cat "$logs/$n.rc" 2>/dev/null || echo 1)|-"); done
+fi
 if [ $mutants -eq 1 ]; then
+  wait "$mpid"
+  if ! grep -q '^mutation kit' "$logs/mutants.log"; then   # stopped at --end: the verdicts it reached
+    echo "mutants stopped at --end; the verdicts reached:" >>"$logs/mutants.log"
+    cat build/mutants/*.result 2>/dev/null | cut -d'|' -f2- >>"$logs/mutants.log"
+  fi
   rc=1; grep -q '^mutants: every mutant caught' "$logs/mutants.log" && rc=0
   results+=("mutants|$rc|-")
+fi
+if [ "$calib" != 0 ]; then
+  wait "$cpid"
+  results+=("calibrate|$(cat "$logs/calibrate.rc" 2>/dev/null || echo 1)|-")
+  # the runs are too large to bring back (~2 MB each): their summary is not
+  python3 scripts/calibrate.py reduce --family gpu --out "$out/measured-gpu.json" &&
+    echo "calibration summary: $out/measured-gpu.json"
 fi
 
 echo
 echo "=== summary"
 cat "$logs/gpu.txt"
-grep -h -E '^test_gpu: |^test_attn_emu|PASS$|FAIL' "$logs/test-gpu.log" | grep -v ' PASS$' | tail -n 12
-tail -n 30 "$logs/kernel-bench.log" "$logs/attn-bench.log" | cut -c1-170
-for f in bench-small bench-large bench-bf16 bench-tf32; do grep -E '^(\| |Machine)' "$logs/$f.log" | cut -c1-190; done
-grep '^largest' "$logs/early-steps.txt"
-echo "SM clock during the benches (MHz, samples): $(awk -F', ' '{print $2}' "$logs/clocks.csv" | sort | uniq -c |
-  sort -rn | head -n 5 | tr -s ' ' | tr '\n' ';')"
-cat "$logs/profile.log"
-for n in parity-layered parity-auto; do grep -A 40 '^parity suite' "$logs/$n.log" | cut -c1-170; done
-grep -E '^>>>|^(PASS|FAIL)|ratio rule: exec|SKIP|Elapsed|Maximum' "$logs/outside.log" | cut -c1-170
-grep -E 'caught by|^mutation kit|SURVIVED|ERROR|FAILS|^mutants:' "$logs/mutants.log" 2>/dev/null | cut -c1-170
-tail -n 5 "$logs/sanitizer.log"
+if [ $checks -ge 1 ]; then
+  grep -h -E '^test_gpu: |^test_attn_emu|PASS$|FAIL' "$logs/test-gpu.log" | grep -v ' PASS$' | tail -n 12
+fi
+if [ $checks -eq 2 ]; then
+  grep -E 'WRONG|^localize_check' "$logs/localize.log" | cut -c1-170
+  grep -E '^(PASS|FAIL)' "$logs/lockstep.log" | cut -c1-200
+  tail -n 12 "$logs/triton.log" | cut -c1-200
+fi
+if [ $bench -eq 1 ]; then
+  tail -n 30 "$logs/kernel-bench.log" "$logs/attn-bench.log" | cut -c1-170
+  for f in bench-small bench-large bench-bf16 bench-tf32; do grep -E '^(\| |Machine)' "$logs/$f.log" | cut -c1-190; done
+  grep '^largest' "$logs/early-steps.txt"
+  echo "SM clock during the benches (MHz, samples): $(awk -F', ' '{print $2}' "$logs/clocks.csv" | sort | uniq -c |
+    sort -rn | head -n 5 | tr -s ' ' | tr '\n' ';')"
+  cat "$logs/profile.log"
+fi
+if [ $checks -eq 1 ]; then
+  for n in parity-layered parity-auto; do grep -A 40 '^parity suite' "$logs/$n.log" | cut -c1-170; done
+  grep -E '^>>>|^(PASS|FAIL)|ratio rule: exec|SKIP|Elapsed|Maximum|^triton|first divergence' "$logs/outside.log" |
+    cut -c1-200
+  grep -E 'WRONG|^localize_check' "$logs/localize.log" | cut -c1-170
+  tail -n 5 "$logs/sanitizer.log"
+fi
+[ -f "$logs/mutants.log" ] && sed -n '/caught by/,$p;/stopped at --end/,$p' "$logs/mutants.log" | cut -c1-260
+[ -f "$logs/calibrate.log" ] && grep -E -v ' pass$' "$logs/calibrate.log" | tail -n 40
 failed=0
 printf '%-18s %-8s %s\n' step result seconds
 for r in "${results[@]}"; do

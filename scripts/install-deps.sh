@@ -2,22 +2,38 @@
 # Install the Debian packages the build and the tests need, if they are
 # missing: libcjson-dev (traces), libcriterion-dev (tests), curl (fetching
 # names.txt), clang with libFuzzer and the sanitizer runtimes (make fuzz,
-# make test SANITIZE=1), librsvg2-bin (rsvg-convert, to look at plots). As root it installs them; otherwise through sudo when that works
-# without a password; otherwise it names the packages and exits 1.
+# make test SANITIZE=1), librsvg2-bin (rsvg-convert, to look at plots),
+# python3 with venv. As root it installs them; otherwise through sudo when
+# that works without a password; otherwise it names the packages and exits
+# 1. Then the Python packages (numpy, jsonschema) into .venv, from PyPI.
 set -eu
 need=()
 have_header() { echo "#include <$1>" | gcc -E -x c - >/dev/null 2>&1; }
 have_header cjson/cJSON.h || need+=(libcjson-dev)
 have_header criterion/criterion.h || need+=(libcriterion-dev)
 command -v curl >/dev/null 2>&1 || need+=(curl)
-[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
-[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (void)n; return 0; }' |
   clang -fsanitize=fuzzer,address,undefined -x c - -o /dev/null >/dev/null 2>&1 || need+=(clang libclang-rt-dev)
 command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)
 command -v make >/dev/null 2>&1 || need+=(make)
+# The Python packages the tests and scripts use (numpy: the numpy engine,
+# recorded runs; jsonschema: the schema checks) go into the project's own
+# virtual environment, .venv (git-ignored), whatever python3 is on PATH.
+venv() {
+  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import numpy, jsonschema' >/dev/null 2>&1; then
+    echo "install-deps: making .venv (numpy, jsonschema)"
+    rm -rf .venv
+    python3 -m venv .venv || python3 -m venv --copies .venv || { echo "install-deps: python3 -m venv failed" >&2; exit 1; }
+    .venv/bin/python -m pip install -q --disable-pip-version-check numpy jsonschema ||
+      { echo "install-deps: pip could not install numpy and jsonschema into .venv" >&2; exit 1; }
+  fi
+}
+cd "$(dirname "$0")/.."
 if [ ${#need[@]} -eq 0 ]; then
+  venv
   echo "install-deps: everything needed is installed"
   exit 0
 fi
@@ -33,3 +49,4 @@ else
   echo "install-deps: run as root, or: sudo apt-get install ${need[*]}" >&2
   exit 1
 fi
+venv

@@ -4,11 +4,13 @@
 # build/mutants/ (the real tree is never modified), rebuild what the checks
 # need, run the checks, fast ones first, and stop at the first that fails.
 # Prints a table: mutant, caught by which check, where (step or test).
-#   scripts/mutants.sh [--part cpu|gpu|all] [--jobs N] [--make-jobs N] [--keep] [--build-only] [NAME...]
+#   scripts/mutants.sh [--part cpu|compare|gpu|all] [--jobs N] [--make-jobs N] [--keep] [--build-only] [NAME...]
 # --part cpu (default): mutants of the CPU engine, the scalar engine and
-# common/, checked against the CPU tensor engine (no GPU needed); gpu: the
-# CUDA kernels, checked with --engines scalar,cuda and build/test_gpu (needs
-# a GPU and nvcc); all: both. A mutant that survives every check fails the
+# common/, checked against the CPU tensor engine, and of the comparator's own
+# rules (compare/), checked by its test suites and calibrate.py check (no GPU
+# needed); compare: those of the comparator alone; gpu: the CUDA kernels,
+# checked with --engines scalar,cuda and build/test_gpu (needs a GPU and
+# nvcc); all: every one. A mutant that survives every check fails the
 # kit (exit 1). "harmless-*" mutants change the arithmetic but not the math
 # (a reordered sum, a softmax without the max subtracted): they must pass
 # every check, or the checks are too strict; they are reported apart.
@@ -18,12 +20,12 @@
 # --make-jobs N: make -jN for each build (default 2). MUTANTS_GATE=FILE:
 # each mutant's checks wait while FILE exists (its build does not).
 set -u
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "mutants: $*" >&2; exit 2; }
 part=cpu keep=0 build_only=0 only=() jobs=1 make_jobs=2
 while [ $# -gt 0 ]; do
   case "$1" in
-    --part) [ $# -ge 2 ] || die "--part needs a value (cpu, gpu or all)"; part="$2"; shift 2 ;;
+    --part) [ $# -ge 2 ] || die "--part needs a value (cpu, compare, gpu or all)"; part="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
     --jobs)
       case "${2:-}" in ''|*[!0-9]*|0) die "--jobs needs a whole number >= 1" ;; esac
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
     *) only+=("$1"); shift ;;
   esac
 done
-case "$part" in cpu|gpu|all) ;; *) die "--part must be cpu, gpu or all, not '$part'" ;; esac
+case "$part" in cpu|compare|gpu|all) ;; *) die "--part must be cpu, compare, gpu or all, not '$part'" ;; esac
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root" || exit 2
 [ -s data/names.txt ] || die "data/names.txt is missing: run make data (or copy names.txt there)"
@@ -48,7 +50,7 @@ patches=()
 for p in mutants/*.patch; do
   n=$(basename "$p" .patch)
   pp=$(sed -n 's/^# part: //p' "$p")
-  [ "$part" = all ] || [ "$pp" = "$part" ] || continue
+  [ "$part" = all ] || [ "$pp" = "$part" ] || { [ "$part" = cpu ] && [ "$pp" = compare ]; } || continue
   if [ ${#only[@]} -gt 0 ]; then
     hit=0; for o in "${only[@]}"; do [ "$o" = "$n" ] && hit=1; done
     [ $hit -eq 1 ] || continue
@@ -65,7 +67,7 @@ for p in mutants/*.patch; do git apply --check "$p" 2>/dev/null || stale+=("$(ba
 # the copy's own (mutated) CUDA plugin, next to its build/compare
 unset MICROGPT_CUDA_ENGINE
 cuda=0
-if [ "$part" != cpu ]; then
+if [ "$part" = gpu ] || [ "$part" = all ]; then
   cuda=1
   [ $build_only -eq 1 ] || { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; } ||
     die "--part $part needs a GPU (nvidia-smi finds none); run --part cpu here"
@@ -77,6 +79,9 @@ base="$work/base"
 # the GPU machine lacks.
 targets="build/compare build/microgpt"
 [ "$part" = gpu ] || targets="$targets build/tests/test_shared build/tests/test_golden build/tests/test_lowp build/tests/test_cpu_engine build/tests/test_cpu_layers"
+# the comparator's mutants are checked by the suites that test its rules
+compare_tests="test_tolerance test_bounds test_lockstep test_compare test_mixed test_bench test_against"
+[ "$part" = gpu ] || for t in $compare_tests; do targets="$targets build/tests/$t"; done
 [ $cuda -eq 1 ] && targets="$targets build/test_gpu build/libmicrogpt_cuda_engine.so"
 
 # A clean copy of the tree (tracked and untracked, not ignored files) with
@@ -122,11 +127,19 @@ checks+=(
 [ "$part" = gpu ] || checks+=("test_shared|build/tests/test_shared --jobs 2" "test_golden|build/tests/test_golden --jobs 2")
 [ $cuda -eq 1 ] && checks+=("test_gpu|build/test_gpu")
 
+# The comparator's mutants: its test suites, then calibrate.py check (the
+# table against its measurement, and a fresh measurement's fingerprint).
+py="$root/.venv/bin/python"
+[ -x "$py" ] || py=python3
+compare_checks=()
+for t in $compare_tests; do compare_checks+=("$t|build/tests/$t --jobs 2"); done
+compare_checks+=("calibrate|$py scripts/calibrate.py check")
+
 # one_mutant PATCH: apply, build and check one mutant in its own copy; its
 # verdict goes to $work/NAME.result as "KIND|LINE" (KIND: caught, survived,
 # error, harmless, harmless-wrong, built).
 one_mutant() {
-  local p="$1" name expect run_dir by="" where="" c cname cmd out rc res
+  local p="$1" name expect run_dir by="" where="" fd c cname cmd out rc res
   name=$(basename "$p" .patch)
   expect=$(sed -n 's/^# expect: //p' "$p")
   run_dir="$work/run-$name"
@@ -160,7 +173,9 @@ one_mutant() {
   # MUTANTS_GATE=FILE: build now, check only once FILE is gone (so that a
   # benchmark on the same GPU runs alone while the mutants build)
   while [ -n "${MUTANTS_GATE:-}" ] && [ -e "$MUTANTS_GATE" ]; do sleep 2; done
-  for c in "${checks[@]}"; do
+  local -a use=("${checks[@]}")
+  [ "$(sed -n 's/^# part: //p' "$p")" = compare ] && use=("${compare_checks[@]}")
+  for c in "${use[@]}"; do
     cname="${c%%|*}" cmd="${c#*|}"
     out=$(cd "$run_dir" && B=$be eval "$cmd" 2>&1)
     rc=$?
@@ -168,6 +183,9 @@ one_mutant() {
     by="$cname"
     where=$(printf '%s\n' "$out" | sed -n 's/^FAIL at step \([0-9]*\): \(.*\)/step \1: \2/p; s/^FAIL after training: \(.*\)/samples: \1/p; s/^samples: \(.*\): FAIL$/samples: \1/p; s/^\[FAIL\] \(.*\):.*/test \1/p' | head -n 1)
     [ -n "$where" ] || where="exit $rc: $(printf '%s\n' "$out" | grep -m1 -E 'FAIL|rror|differ|Assert' | cut -c1-90)"
+    # the op the failure is localized to (compare's "first divergence" line)
+    fd=$(printf '%s\n' "$out" | sed -n 's/^ *first divergence: //p' | head -n 1 | cut -c1-110)
+    [ -n "$fd" ] && where="$where; first divergence: $fd"
     printf '%s\n' "$out" >>"$work/$name.log"
     break
   done

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The outside-engine checks that need a GPU and PyTorch (docs/outside_engines.md):
 # the CUDA plugin in lockstep, the torch engine on CUDA in fp64 and fp32, its
-# --broken-rmsnorm switch (must FAIL at step 1 naming the tensors), and the
-# start-up cost of a usage error (no CUDA library is loaded for it).
+# --broken-rmsnorm switch (must FAIL at step 1 naming the tensors), the
+# Triton engine (tests/triton_engine_check.py; lockstep in fp32 and fp64 on
+# several shapes; each --plant-bug must FAIL, its first divergence printed),
+# and the start-up cost of a usage error (no CUDA library is loaded for it).
 #   bash scripts/outside_gpu_check.sh [--python PY] [--steps N] [--build DIR]
 # Exits non-zero if a check that should pass fails, or the broken one passes.
 set -u
@@ -52,5 +54,32 @@ if "$py" -c 'import numpy, torch, torch.nn.functional as F; F.scaled_dot_product
   grep -q "not in the reference: wte wpe" "$build/gpu-torch-cuda-broken.log" || { echo ">>> broken: wte, wpe not named"; status=1; }
 else
   echo "SKIP torch: $py has no numpy and PyTorch >= 2 (give --python)"
+fi
+if "$py" -c 'import numpy, torch, triton; assert torch.cuda.is_available()' 2>/dev/null; then
+  "$py" -c 'import triton; print("triton", triton.__version__)'
+  echo "=== triton_engine_check"
+  "$py" tests/triton_engine_check.py > "$build/gpu-triton-check.log" 2>&1
+  rc=$?
+  tail -n 8 "$build/gpu-triton-check.log"
+  [ $rc -eq 0 ] || { echo ">>> triton_engine_check: exit $rc"; status=1; }
+  X="exec:$py examples/triton_engine.py"
+  bash scripts/long_data.sh data/names.txt "$build/long12.txt" 12 >/dev/null
+  run triton-fp32 0 $C --engines "scalar,$X" --steps 1000 --precision fp32 --quiet
+  run triton-fp64 0 $C --engines "scalar,$X" --steps "$steps" --quiet
+  run triton-fp32-gqa-batch 0 $C --engines "cpu@fp64,$X" --steps 300 --batch 8 --n-layer 2 --n-kv-head 2 \
+    --precision fp32 --quiet
+  run triton-fp32-block64 0 $C --engines "cpu@fp64,$X" --steps 100 --data "$build/long12.txt" --block-size 64 \
+    --n-embd 32 --n-head 4 --batch 2 --precision fp32 --quiet
+  for bug in $("$py" -c 'import sys; sys.path.insert(0, "examples"); import triton_engine as t; print(" ".join(t.PLANTED_BUGS))'); do
+    echo "=== triton planted bug $bug"
+    $C --engines "cpu@fp64,$X --plant-bug $bug" --steps 3 --batch 2 --n-layer 2 --n-head 4 --n-kv-head 2 \
+      --precision fp32 > "$build/gpu-triton-$bug.log" 2>&1
+    rc=$?
+    grep -m 1 -E '^FAIL at' "$build/gpu-triton-$bug.log" | sed "s/^/triton $bug: /"
+    grep -m 1 'first divergence' "$build/gpu-triton-$bug.log" | cut -c1-220
+    [ $rc -eq 1 ] || { echo ">>> triton $bug: exit $rc, expected 1 (the planted bug passed?)"; status=1; }
+  done
+else
+  echo "SKIP triton: $py has no torch with CUDA and triton"
 fi
 exit $status

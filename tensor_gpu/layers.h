@@ -24,6 +24,20 @@
 
 #define RMSNORM_EPS 1e-5
 
+// The order in which the CPU reference takes its sums (cpu:ORDER engines).
+// ORDER_SEQ, the reference order, is what the CUDA kernels are checked
+// against; the others are legitimately different fp32 engines: the noise
+// reference of compare's ratio rule and members of its calibration family
+// (docs/compare.md). REV: every sum from its last term; PAIRWISE: halves
+// summed recursively (blocks of 4); ACC4, ACC8: 4 or 8 interleaved partial
+// sums combined as a tree; FMA: sequential with fused multiply-adds (and
+// Adam's updates fused).
+typedef enum { ORDER_SEQ, ORDER_REV, ORDER_PAIRWISE, ORDER_ACC4, ORDER_ACC8, ORDER_FMA, ORDER_NUM } ReduceOrder;
+// "seq", "rev", "pairwise", "acc4", "acc8", "fma" ("?" otherwise)
+const char *reduce_order_name(ReduceOrder o);
+// ORDER_NUM if the name is none of those.
+ReduceOrder reduce_order_from_name(const char *name);
+
 #define TENSOR_LAYERS_DECLARE(real, sfx)                                                          \
     /* out[b,t,:] = wte[tokens[b,t]] + wpe[t]                               (B,T,C) */            \
     void encoder_forward_##sfx(real *out, const int *tokens, const int *n, const real *wte,      \
@@ -49,9 +63,30 @@
     void attention_backward_##sfx(real *dq, real *dk, real *dv, const real *dout,                 \
                                   const real *att, const real *q, const real *k, const real *v,  \
                                   const int *n, int B, int T, int NH, int NKV, int HS);          \
+    /* For reporting (common/activations.h): the scaled scores q.k/sqrt(HS) of   */              \
+    /* the forward's first pass (0 where s > t and on padded rows), and the      */              \
+    /* backward's intermediates: datt = dout.v (the softmax output's gradient)   */              \
+    /* and dscores = att * (datt - sum_s att*datt) (its input's), (B,NH,T,T)     */              \
+    void attention_scores_##sfx(real *scores, const real *q, const real *k, const int *n, int B,  \
+                                int T, int NH, int NKV, int HS);                                 \
+    /* the forward's other two passes: att = softmax(scores) row by row (in    */                 \
+    /* place when att == scores), out = att @ v                                */                 \
+    void attention_softmax_##sfx(real *att, const real *scores, const int *n, int B, int T,      \
+                                 int NH);                                                        \
+    void attention_wsum_##sfx(real *out, const real *att, const real *v, const int *n, int B,     \
+                              int T, int NH, int NKV, int HS);                                   \
+    void attention_backward_probe_##sfx(real *dscores, real *datt, const real *dout,             \
+                                        const real *att, const real *v, const int *n, int B,     \
+                                        int T, int NH, int NKV, int HS);                         \
     /* out = max(0, inp) elementwise; backward: dinp += dout * (inp > 0)         */              \
     void relu_forward_##sfx(real *out, const real *inp, size_t count);                           \
     void relu_backward_##sfx(real *dinp, const real *dout, const real *inp, size_t count);       \
+    /* the same with the gates given: open[i] decides, not inp[i] > 0 (compare's  */             \
+    /* fp64 model with another engine's gate pattern: docs/compare.md)           */             \
+    void relu_forward_gated_##sfx(real *out, const real *inp, const unsigned char *open,         \
+                                  size_t count);                                                 \
+    void relu_backward_gated_##sfx(real *dinp, const real *dout, const unsigned char *open,      \
+                                   size_t count);                                                \
     /* out = a + b elementwise (the residual connections)                       */               \
     void residual_forward_##sfx(real *out, const real *a, const real *b, size_t count);          \
     /* Softmax cross-entropy, fused forward and backward:                       */               \

@@ -66,11 +66,16 @@ const char *th_temp_dir(void) {
     return dir;
 }
 
-const char *th_write_temp(const char *name, const void *data, size_t len) {
+const char *th_temp_path(const char *name) {
     static char buf[16][PATH_MAX];
     static int k;
     char *p = buf[k++ % 16];
     snprintf(p, PATH_MAX, "%s/%s", th_temp_dir(), name);
+    return p;
+}
+
+const char *th_write_temp(const char *name, const void *data, size_t len) {
+    const char *p = th_temp_path(name);
     FILE *f = fopen(p, "wb");
     if (!f) cr_assert_fail("cannot create %s", p);
     if (len && fwrite(data, 1, len, f) != len) cr_assert_fail("cannot write %s", p);
@@ -163,8 +168,9 @@ const char *th_python(const char *code) {
         if (!strcmp(tried[i], code)) return found[i][0] ? found[i] : NULL;
     if (n == 8) return NULL;
     snprintf(tried[n], sizeof tried[n], "%s", code);
-    const char *cands[] = {getenv("MICROGPT_PYTHON"), "/usr/bin/python3", "python3"};
-    for (int i = 0; i < 3 && !found[n][0]; i++) {
+    // the project's virtual environment (make deps) first
+    const char *cands[] = {getenv("MICROGPT_PYTHON"), ".venv/bin/python", "/usr/bin/python3", "python3"};
+    for (int i = 0; i < 4 && !found[n][0]; i++) {
         if (!cands[i] || !*cands[i]) continue;
         char cmd[600];
         snprintf(cmd, sizeof cmd, "%s -c '%s' >/dev/null 2>&1", cands[i], code);

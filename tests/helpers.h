@@ -19,6 +19,8 @@ struct cJSON *th_load_json(const char *path);
 const char *th_write_temp(const char *name, const void *data, size_t len);
 // A fresh temporary directory (one per test process).
 const char *th_temp_dir(void);
+// name inside it (one of 16 rotating buffers)
+const char *th_temp_path(const char *name);
 
 typedef struct {
     int status;      // exit code, or 128 + signal
@@ -40,8 +42,9 @@ void th_expect_status(ThRun r, int status, const char *needle, const char *what)
 void th_expect_usage(ThRun r, const char *needle, const char *what);
 
 // A Python interpreter for which `code` runs (e.g. "import numpy"):
-// $MICROGPT_PYTHON, else Debian's /usr/bin/python3, else python3 on PATH;
-// NULL if none. Answers are cached.
+// $MICROGPT_PYTHON, else the project's .venv/bin/python (make deps), else
+// Debian's /usr/bin/python3, else python3 on PATH; NULL if none. Answers
+// are cached.
 const char *th_python(const char *code);
 // Check a JSON file (or each of its lines) against a schema of docs/schemas/
 // with tests/validate_schema.py; fails the test on a violation, and only

@@ -27,4 +27,5 @@ export UBSAN_OPTIONS ?= print_stacktrace=1
 test: $(BINS) $(TEST_BINS) data/names.txt
 	@bash tests/run.sh $(TEST_BINS)
 	@bash scripts/parity.sh --backend cpu --steps 40 --jobs 2 --build $(BUILD) --out $(BUILD)/parity-test
+	@$(PYTHON) scripts/calibrate.py check --build $(BUILD)
 	@$(MAKE) --no-print-directory test-gpu

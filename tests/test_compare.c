@@ -181,7 +181,7 @@ Test(compare, timeline_has_a_track_per_engine) {
         cr_expect_eq(count, expect, "phase %s: %d events, want %d", phases[i], count, expect);
     }
     free(text);
-    // fp32 lockstep runs the plain fp32 CPU engine too (the ratio rule): its track is named
+    // fp32 lockstep runs the noise reference too (the ratio rule): its track is named
     expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "2", "--precision", "fp32", "--quiet", "--timeline", tl),
                 "fp32 with a timeline");
     text = th_read_file(tl, NULL);

@@ -625,3 +625,44 @@ Test(cpu_engine, bad_config) {
     expect_refused(c, u.init, "n_kv_head");
     setup_free(&u);
 }
+
+// Past the loss scale's horizon: GradScaler's rule over a long run. Every
+// step reports the scale it used; an overflow halves it and restarts the
+// count; 2000 consecutive clean steps double it.
+Test(cpu_engine, mixed_fp16_scale_doubles_after_2000_clean_steps, .timeout = 120) {
+    enum { GROWTH = 2000, MAX_STEPS = 8000 };
+    Setup u;
+    setup_make(&u, 8, 2, 2, 1, 8);
+    u.s.steps = MAX_STEPS;   // the learning rate stays positive throughout
+    EngineConfig c = config(&u, PREC_FP16, FAULT_NONE, 2);
+    c.loss_scale = 0x1p40;   // overflows: the first steps are skipped until the scale fits
+    char err[256] = "";
+    Engine *e = cpu_engine_create(&c, u.init, err, sizeof err);
+    cr_assert(e, "%s", err);
+    Batch batch;
+    memset(&batch, 0, sizeof batch);
+    double expected = c.loss_scale, scale = 0;
+    int clean = 0, skips = 0, doubled_at = -1, step = 0;
+    for (; step < MAX_STEPS && doubled_at < 0; step++) {
+        batch_make(&batch, &u.d, step, 2, u.s.block_size);
+        e->ops->step(e, &batch, step);
+        const int skipped = e->ops->step_skipped(e, &scale);
+        cr_assert_eq(scale, expected, "step %d (%d clean steps before it) used scale %g, expected %g", step, clean,
+                     scale, expected);
+        if (skipped) {
+            expected *= 0.5, clean = 0, skips++;
+        } else if (++clean == GROWTH) {
+            expected *= 2, clean = 0, doubled_at = step + 1;
+        }
+    }
+    cr_assert(skips > 0, "the scale 2^40 overflowed at least once");
+    cr_assert(doubled_at > 0 && doubled_at < MAX_STEPS, "2000 clean steps in a row within %d steps", MAX_STEPS);
+    batch_make(&batch, &u.d, doubled_at, 2, u.s.block_size);
+    e->ops->step(e, &batch, doubled_at);
+    e->ops->step_skipped(e, &scale);
+    cr_expect_eq(scale, expected, "step %d, after 2000 clean steps, uses the doubled scale %g (it used %g)", doubled_at,
+                 expected, scale);
+    batch_free(&batch);
+    e->ops->destroy(e);
+    setup_free(&u);
+}

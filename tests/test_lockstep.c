@@ -11,14 +11,6 @@
 
 #define COMPARE(...) th_tool("compare", "--data", th_names_path(), __VA_ARGS__, NULL)
 
-static const char *temp_path(const char *name) {
-    static char p[4][4300];
-    static int k;
-    char *s = p[k++ % 4];
-    snprintf(s, sizeof p[0], "%s/%s", th_temp_dir(), name);
-    return s;
-}
-
 // An fp32 engine that drops gradients below 1e-6 passes the fixed rule
 // (atol 1e-6, and the update is checked against Adam on its own gradients)
 // but not the ratio rule: each dropped element is an error of ~1e-5 of its
@@ -44,7 +36,7 @@ Test(lockstep, ratio_rule_catches_dropped_small_fp32_gradients, .timeout = 60) {
 }
 
 Test(lockstep, trace_lists_every_quantity_per_tensor_and_the_rule, .timeout = 60) {
-    const char *tr = temp_path("ratio.json");
+    const char *tr = th_temp_path("ratio.json");
     ThRun r = COMPARE("--engines", "scalar,cpu", "--precision", "fp32", "--steps", "3", "--samples", "3", "--trace",
                       tr, "--quiet");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
@@ -67,14 +59,16 @@ Test(lockstep, trace_lists_every_quantity_per_tensor_and_the_rule, .timeout = 60
         cr_expect(cJSON_GetObjectItem(e, "tensor") && cJSON_GetObjectItem(e, "max_abs") &&
                   cJSON_GetObjectItem(e, "max_rel") && cJSON_GetObjectItem(e, "n_bad") &&
                   cJSON_GetObjectItem(e, "err_rms") && cJSON_GetObjectItem(e, "ref_err_rms") &&
-                  cJSON_GetObjectItem(e, "bound"), "every field of an errors entry");
+                  cJSON_GetObjectItem(e, "bound") && cJSON_GetObjectItem(e, "rms"), "every field of an errors entry");
     }
     cr_expect_eq(seen[0], 1);
     cr_expect_eq(seen[1], 1);
     for (int i = 2; i < 6; i++) cr_expect_eq(seen[i], 9, "%s: one entry per tensor (9 with 1 layer)", qs[i]);
     cJSON *ex = cJSON_GetObjectItem(root, "excused_steps");
     cr_expect_eq(cJSON_GetObjectItem(ex, "count")->valueint, 0);
-    cr_expect_eq(cJSON_GetObjectItem(ex, "allowed")->valueint, 3);
+    cJSON *gf = cJSON_GetObjectItem(root, "gate_flips");
+    cr_assert(cJSON_IsObject(gf), "the trace says whether ReLU gates were matched");
+    cr_expect(cJSON_IsTrue(cJSON_GetObjectItem(gf, "matching")), "scalar and cpu report their ReLU inputs");
     cJSON *s = cJSON_GetObjectItem(root, "sample_check");
     cr_assert(s, "the samples are in the trace");
     cr_expect(cJSON_IsTrue(cJSON_GetObjectItem(s, "ok")));
@@ -94,7 +88,7 @@ Test(lockstep, fp64_samples_identical_and_summary_honest, .timeout = 60) {
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_expect(strstr(r.out, "samples: 8 names, identical") != NULL, "%s", r.out);
     cr_expect(strstr(r.out, "5 of 5 steps run") != NULL, "%s", r.out);
-    cr_expect(strstr(r.out, "excused steps: 0 (allowed 3)") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "ReLU gates: none flipped against scalar's") != NULL, "%s", r.out);
     cr_expect(strstr(r.out, "  m ") && strstr(r.out, "  v "), "the moments are in the summary:\n%s", r.out);
     th_run_free(&r);
     // a run stopped by a failure says how many steps it ran

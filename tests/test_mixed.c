@@ -24,7 +24,7 @@ Test(mixed, lockstep_passes_in_each_precision, .timeout = 120) {
         char want[64];
         snprintf(want, sizeof want, "vs cpu (%s), 20 of 20 steps run", PRECS[k]);
         cr_expect(strstr(r.out, want) != NULL, "%s: %s\n%s", PRECS[k], want, r.out);
-        cr_expect(strstr(r.out, "ratio rule (vs the cpu engine's emulation") != NULL, "%s: the rule\n%s", PRECS[k],
+        cr_expect(strstr(r.out, "ratio rule (vs the noise reference: the cpu engine's emulation of the recipe") != NULL, "%s: the rule\n%s", PRECS[k],
                   r.out);
         th_run_free(&r);
     }
@@ -42,8 +42,9 @@ Test(mixed, truncation_instead_of_rounding_is_caught_at_step_1, .timeout = 60) {
         cr_expect(strstr(r.out, "FAIL at step 1: logits[") != NULL, "%s: caught in the logits at step 1:\n%s",
                   PRECS[k], r.out);
         char want[64];
-        snprintf(want, sizeof want, "(the %s CPU engine's error)", PRECS[k]);
-        cr_expect(strstr(r.out, want) != NULL, "%s: the ratio names the emulation:\n%s", PRECS[k], r.out);
+        snprintf(want, sizeof want, "the %s CPU engine with its sums in", PRECS[k]);
+        cr_expect(strstr(r.out, want) != NULL, "%s: the ratio names its noise reference, the emulation:\n%s",
+                  PRECS[k], r.out);
         th_run_free(&r);
     }
 }

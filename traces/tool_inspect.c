@@ -174,6 +174,8 @@ static void inspect_text(const TraceData *t) {
                 printf("  elements out of tolerance at that step: %s\n", exact(nbad));
             const char *others = trace_get_string(ff, "tensors_out_of_tolerance");
             if (others) printf("  out of tolerance at that step: %s\n", others);
+            const char *where = trace_get_string(root, "first_divergence");
+            if (where) printf("  %s\n", where);
         } else if (ff) {
             printf("first failure: none\n");
         }
@@ -359,6 +361,8 @@ static void inspect_json(const TraceData *t) {
         } else {
             cJSON_AddNullToObject(j, "first_failure");
         }
+        const char *where = trace_get_string(root, "first_divergence");
+        if (where) cJSON_AddStringToObject(j, "first_divergence", where);
         ErrTable tab;
         err_table(t, &tab);
         cJSON *rows = cJSON_AddArrayToObject(j, "max_errors");

@@ -18,15 +18,16 @@ const char *trace_kind_name(TraceKind k) {
     return k == TRACE_KIND_COMPARE ? "compare" : k == TRACE_KIND_BENCH ? "bench" : "train";
 }
 
-static const char *const QUANTITIES[6] = {"loss", "logits", "grads", "params", "m", "v"};
-static const char *const SUFFIX[6] = {"", "", ".grad", "", ".m", ".v"};
+#define N_QUANTITIES 8
+static const char *const QUANTITIES[N_QUANTITIES] = {"loss", "logits", "grads", "params", "m", "v", "acts", "dacts"};
+static const char *const SUFFIX[N_QUANTITIES] = {"", "", ".grad", "", ".m", ".v", ".act", ".dact"};
 
 const char *trace_key_quantity(const char *key, char tensor[64]) {
     snprintf(tensor, 64, "%s", key);
-    for (int q = 0; q < 6; q++)
+    for (int q = 0; q < N_QUANTITIES; q++)
         if (!strcmp(key, QUANTITIES[q])) return QUANTITIES[q];
     size_t n = strlen(key);
-    for (int q = 2; q < 6; q++) {
+    for (int q = 2; q < N_QUANTITIES; q++) {
         size_t k = strlen(SUFFIX[q]);
         if (k && n > k && !strcmp(key + n - k, SUFFIX[q])) {
             snprintf(tensor, 64, "%.*s", (int)(n - k), key);
@@ -233,7 +234,7 @@ static int load_errors(TraceData *t, TraceStep *s, const cJSON *o, int i, char *
         if (!cJSON_IsObject(r)) return fail(err, errlen, path, "steps[%d].errors[%d] is not an object", i, k);
         const char *qs = trace_get_string(r, "quantity"), *tn = trace_get_string(r, "tensor");
         int q = -1;
-        for (int j = 0; qs && j < 6; j++)
+        for (int j = 0; qs && j < N_QUANTITIES; j++)
             if (!strcmp(qs, QUANTITIES[j])) q = j;
         if (q < 0)
             return fail(err, errlen, path, "steps[%d].errors[%d].quantity is not one of %s", i, k, TRACE_QUANTITIES);

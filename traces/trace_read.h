@@ -16,7 +16,7 @@ typedef enum { TRACE_KIND_TRAIN, TRACE_KIND_COMPARE, TRACE_KIND_BENCH } TraceKin
 //   maps:   "max_err": {"layer0.attn_wq.grad": x, ...}, "max_rel": {...}
 // quantity is one of TRACE_QUANTITIES; tensor is the tensor's name (the
 // quantity itself for loss and logits).
-#define TRACE_QUANTITIES "loss, logits, grads, params, m, v"
+#define TRACE_QUANTITIES "loss, logits, grads, params, m, v, acts, dacts"
 typedef struct {
     const char *quantity;   // a static string
     char tensor[64];

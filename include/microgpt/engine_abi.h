@@ -76,6 +76,8 @@ typedef struct {
     int n_tensors;
     const mg_tensor_info *tensors;   /* canonical order */
     double loss_scale;  /* MG_FP16: the initial loss scale (0: the default, 65536 = 2^16; a power of two) */
+    int activations;    /* 1: keep every op's output and gradient for get_activation (lockstep asks) */
+    int fault_op;       /* the op of the faults op-fwd and op-bwd (refuse those faults if you lack them) */
 } mg_config;
 
 /* A batch of B documents; document b trains n[b] positions (1 <= n[b] <= T):
@@ -137,6 +139,15 @@ typedef struct {
      * scaling: a gradient overflowed; parameters and moments untouched), with
      * the scale it used in *scale; else 0. */
     int (*step_skipped)(mg_engine *e, double *scale);
+    /* Optional, after step() of an engine created with cfg->activations: op
+     * `op`'s output (grad 0) or the loss's gradient with respect to it (grad
+     * 1), op an index into the harness's table of the model's ops in forward
+     * order: embed, embed_norm, then per layer norm1, q, k, v, scores,
+     * softmax, attn, attn_proj, res1, norm2, fc1, relu, fc2, res2, then
+     * logits (3 + 14*L ops; shapes (B,T,width), scores and softmax
+     * (B,NH,T,T); docs/outside_engines.md). 0, or -1 for an op it does not
+     * report. A failing step is then localized to the op that broke. */
+    int (*get_activation)(mg_engine *e, int op, int grad, double *out);
 } mg_engine_abi;
 
 /* The one symbol a plugin exports. */

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/activations.h"
 #include "common/util.h"
 #include "tensor_gpu/layers.h"
 #include "tensor_gpu/lowp.h"
@@ -104,6 +105,18 @@ typedef struct {
     int *sample_tokens;       // (block_size+1) the sampler's prefix
     double *sample_probs;     // (V)
     double phase[4];          // the last step's forward, loss, backward, adam (s)
+    ReduceOrder order;        // the order of the sums (cpu:ORDER; ORDER_SEQ for cpu)
+    unsigned char *gates;     // (L,B,T,4C) ReLU gates forced on the next steps, or NULL
+    size_t gates_n;
+    // cfg.activations (common/activations.h): each op's gradient as the
+    // backward makes it, the attention scores (its forward overwrites them
+    // with the softmax) and the backward's attention intermediates
+    int n_ops;
+    void **dact;              // [n_ops] (max_batch, ...) each
+    void **scores;            // [n_layer] (max_batch,NH,T,T)
+    void *dsoftmax, *dscores; // (max_batch,NH,T,T) scratch
+    int cur_B, cur_T;         // the last step's batch shape
+    int n_ops_total;          // act_count: also FAULT_OP_BWD's index of the cross-entropy
 } CpuEngine;
 
 // ---------------------------------------------------------------------------
@@ -209,10 +222,16 @@ static size_t acts_point(Acts *a, char *base, size_t es, const ModelShape *m, in
     return c.used;
 }
 
-// Test-only: the layers read their fault from a file-scope variable.
-static void set_layers_fault(const CpuEngine *e, Fault f) {
-    if (e->fp32) layers_fault_f32 = f;
-    else layers_fault_f64 = f;
+// The layers read their (test-only) fault and the order of their sums from
+// file-scope variables: set for each step and sample, cleared after.
+static void layers_enter(const CpuEngine *e) {
+    if (e->fp32) layers_fault_f32 = e->base.cfg.fault, layers_order_f32 = e->order;
+    else layers_fault_f64 = e->base.cfg.fault, layers_order_f64 = e->order;
+}
+
+static void layers_leave(const CpuEngine *e) {
+    if (e->fp32) layers_fault_f32 = FAULT_NONE, layers_order_f32 = ORDER_SEQ;
+    else layers_fault_f64 = FAULT_NONE, layers_order_f64 = ORDER_SEQ;
 }
 
 // ---------------------------------------------------------------------------
@@ -238,36 +257,149 @@ static void mm_backward(CpuEngine *e, void *dinp, void *dw, const void *dout, co
 }
 
 // ---------------------------------------------------------------------------
+// what the engine reports (cfg.activations) and the per-op faults of the tests
+
+static size_t op_elems(const CpuEngine *e, int i) {
+    ActOp op;
+    act_op(&e->m, i, &op);
+    return act_size(&op, e->cur_B, e->cur_T);
+}
+
+// The loss's gradient with respect to op (kind, layer)'s output, as the backward has it in src.
+static void rec_grad(CpuEngine *e, ActKind kind, int layer, const void *src) {
+    if (!e->dact) return;
+    const int i = act_index(&e->m, kind, layer);
+    memcpy(e->dact[i], src, op_elems(e, i) * e->es);
+}
+
+// Element 0 of buf (count elements) off by 1% of the largest |value| (10%
+// in the mixed precisions, whose own rounding is up to 0.4%): a planted bug
+// that the localisation must name (FAULT_OP_FWD, FAULT_OP_BWD).
+static void bump(const CpuEngine *e, void *buf, size_t count) {
+    double mx = 0;
+    for (size_t i = 0; i < count; i++) {
+        const double x = e->fp32 ? fabs((double)((float *)buf)[i]) : fabs(((double *)buf)[i]);
+        if (x > mx) mx = x;
+    }
+    const double d = (e->mixed ? 0.1 : 0.01) * (mx > 0 ? mx : 0.1);
+    if (e->fp32) ((float *)buf)[0] += (float)d;
+    else ((double *)buf)[0] += d;
+}
+
+static int fault_at(const CpuEngine *e, Fault f, ActKind kind, int layer) {
+    return e->base.cfg.fault == f && e->base.cfg.fault_op == act_index(&e->m, kind, layer);
+}
+
+// FAULT_OP_FWD: op (kind, layer)'s output buf (count elements) is off.
+static void fault_fwd(const CpuEngine *e, ActKind kind, int layer, void *buf, size_t count) {
+    if (fault_at(e, FAULT_OP_FWD, kind, layer)) bump(e, buf, count);
+}
+
+// FAULT_OP_BWD: the gradient op (kind, layer)'s backward passes to its
+// input, dinp (count elements), is off.
+static void fault_bwd(const CpuEngine *e, ActKind kind, int layer, void *dinp, size_t count) {
+    if (fault_at(e, FAULT_OP_BWD, kind, layer)) bump(e, dinp, count);
+}
+
+// ---------------------------------------------------------------------------
 // the model
+
+// Layer l's forced ReLU gates for a step of N = B*T rows (cpu_engine_force_gates), or NULL.
+static const unsigned char *layer_gates(const CpuEngine *e, int l, int N) {
+    const size_t per = (size_t)N * 4 * (size_t)e->m.n_embd;
+    return e->gates && e->gates_n == per * (size_t)e->m.n_layer ? e->gates + (size_t)l * per : NULL;
+}
 
 // Forward pass of B documents (tokens (B,T+1), n[b] positions each) up to the logits.
 static void forward(CpuEngine *e, const int *tokens, const int *n, int B, int T) {
     const ModelShape *m = &e->m;
     const int C = m->n_embd, NH = m->n_head, NKV = m->n_kv_head, HS = m->head_dim;
     const int KV = NKV * HS, V = m->vocab_size, N = B * T;
+    const size_t NC = (size_t)N * C, NKVs = (size_t)N * KV, N4C = (size_t)N * 4 * C;
+    const size_t att_n = (size_t)B * NH * T * T;
     const ParamPtrs *p = &e->params;
     Acts *a = &e->acts;
 
     LAYER(e, encoder_forward, a->encoded, tokens, n, p->wte, p->wpe, B, T, C);
+    fault_fwd(e, ACT_EMBED, -1, a->encoded, NC);
     LAYER(e, rmsnorm_forward, a->x0, a->rstd0, a->encoded, N, C);   // the original norms the embedding
+    fault_fwd(e, ACT_EMBED_NORM, -1, a->x0, NC);
     void *x = a->x0;                                                  // (B,T,C) residual stream
     for (int l = 0; l < m->n_layer; l++) {
         LayerActs *la = &a->layer[l];
         LAYER(e, rmsnorm_forward, la->ln1, la->ln1_rstd, x, N, C);
+        fault_fwd(e, ACT_NORM1, l, la->ln1, NC);
         mm_forward(e, la->q, la->ln1, p->wq[l], N, C, C);
+        fault_fwd(e, ACT_Q, l, la->q, NC);
         mm_forward(e, la->k, la->ln1, p->wk[l], N, C, KV);
+        fault_fwd(e, ACT_K, l, la->k, NKVs);
         mm_forward(e, la->v, la->ln1, p->wv[l], N, C, KV);
-        LAYER(e, attention_forward, la->atty, la->att, la->q, la->k, la->v, n, B, T, NH, NKV, HS);
+        fault_fwd(e, ACT_V, l, la->v, NKVs);
+        // attention in its three passes (layers.c attention_forward): the
+        // scores kept apart when they are reported
+        void *sc = e->scores ? e->scores[l] : la->att;
+        LAYER(e, attention_scores, sc, la->q, la->k, n, B, T, NH, NKV, HS);
+        fault_fwd(e, ACT_SCORES, l, sc, att_n);
+        LAYER(e, attention_softmax, la->att, sc, n, B, T, NH);
+        fault_fwd(e, ACT_SOFTMAX, l, la->att, att_n);
+        LAYER(e, attention_wsum, la->atty, la->att, la->v, n, B, T, NH, NKV, HS);
+        fault_fwd(e, ACT_ATTN, l, la->atty, NC);
         mm_forward(e, la->attproj, la->atty, p->wo[l], N, C, C);
-        LAYER(e, residual_forward, la->res2, la->attproj, x, (size_t)N * C);
+        fault_fwd(e, ACT_ATTN_PROJ, l, la->attproj, NC);
+        LAYER(e, residual_forward, la->res2, la->attproj, x, NC);
+        fault_fwd(e, ACT_RES1, l, la->res2, NC);
         LAYER(e, rmsnorm_forward, la->ln2, la->ln2_rstd, la->res2, N, C);
+        fault_fwd(e, ACT_NORM2, l, la->ln2, NC);
         mm_forward(e, la->fch, la->ln2, p->fc1[l], N, C, 4 * C);
-        LAYER(e, relu_forward, la->fch_relu, la->fch, (size_t)N * 4 * C);
+        fault_fwd(e, ACT_FC1, l, la->fch, N4C);
+        const unsigned char *open = layer_gates(e, l, N);
+        if (open) LAYER(e, relu_forward_gated, la->fch_relu, la->fch, open, N4C);
+        else LAYER(e, relu_forward, la->fch_relu, la->fch, N4C);
+        fault_fwd(e, ACT_RELU, l, la->fch_relu, N4C);
         mm_forward(e, la->fcproj, la->fch_relu, p->fc2[l], N, 4 * C, C);
-        LAYER(e, residual_forward, la->res3, la->fcproj, la->res2, (size_t)N * C);
+        fault_fwd(e, ACT_FC2, l, la->fcproj, NC);
+        LAYER(e, residual_forward, la->res3, la->fcproj, la->res2, NC);
+        fault_fwd(e, ACT_RES2, l, la->res3, NC);
         x = la->res3;
     }
     mm_forward(e, a->logits, x, p->lm_head, N, C, V);
+    fault_fwd(e, ACT_LOGITS, -1, a->logits, (size_t)N * V);
+}
+
+// FAULT_OP_BWD inside the attention's backward, which is one call: the
+// gradient each of its three parts passes to its inputs. The weighted sum's
+// into v; the scores' into q; the softmax's into the scores, as if
+// dscores[0] (document 0, head 0, query 0, key 0) were off by d: then dq and
+// dk carry d * scale * k and d * scale * q at that pair.
+static void attention_backward_faults(CpuEngine *e, int l, int B, int T) {
+    const ModelShape *m = &e->m;
+    const int C = m->n_embd, HS = m->head_dim, KV = m->n_kv_head * HS;
+    const size_t NC = (size_t)B * T * C, NKVs = (size_t)B * T * KV;
+    Acts *a = &e->acts;
+    fault_bwd(e, ACT_ATTN, l, a->dv, NKVs);
+    fault_bwd(e, ACT_SCORES, l, a->dq, NC);
+    if (!fault_at(e, FAULT_OP_BWD, ACT_SOFTMAX, l)) return;
+    const size_t att_n = (size_t)B * m->n_head * T * T;
+    double mx = 0;
+    for (size_t i = 0; i < att_n && e->dscores; i++) {
+        const double x = e->fp32 ? fabs((double)((float *)e->dscores)[i]) : fabs(((double *)e->dscores)[i]);
+        if (x > mx) mx = x;
+    }
+    const double d = (e->mixed ? 0.1 : 0.01) * (mx > 0 ? mx : 0.1), scale = 1.0 / sqrt((double)HS);
+    const LayerActs *la = &a->layer[l];
+    for (int j = 0; j < HS; j++) {   // dq[0, 0, head 0] and dk[0, 0, kv head 0]
+        if (e->fp32) {
+            ((float *)a->dq)[j] += (float)(d * scale * ((const float *)la->k)[j]);
+            ((float *)a->dk)[j] += (float)(d * scale * ((const float *)la->q)[j]);
+        } else {
+            ((double *)a->dq)[j] += d * scale * ((const double *)la->k)[j];
+            ((double *)a->dk)[j] += d * scale * ((const double *)la->q)[j];
+        }
+    }
+    if (e->dscores) {
+        if (e->fp32) ((float *)e->dscores)[0] += (float)d;
+        else ((double *)e->dscores)[0] += d;
+    }
 }
 
 // Backward pass from a->dlogits into the (zeroed) gradients. Each layer
@@ -282,37 +414,79 @@ static void backward(CpuEngine *e, const int *tokens, const int *n, int B, int T
     const size_t NC = (size_t)N * C, NKVs = (size_t)N * KV, N4C = (size_t)N * 4 * C;
 
     void *x_last = m->n_layer ? a->layer[m->n_layer - 1].res3 : a->x0;
+    rec_grad(e, ACT_LOGITS, -1, a->dlogits);
     zero(e, a->dx, NC);
     mm_backward(e, a->dx, g->lm_head, a->dlogits, x_last, p->lm_head, N, C, V);
+    fault_bwd(e, ACT_LOGITS, -1, a->dx, NC);
     for (int l = m->n_layer - 1; l >= 0; l--) {
         LayerActs *la = &a->layer[l];
         void *x_in = l ? a->layer[l - 1].res3 : a->x0;
         // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2
+        rec_grad(e, ACT_RES2, l, a->dx);
+        rec_grad(e, ACT_FC2, l, a->dx);
         zero(e, a->dfch_relu, N4C);
         mm_backward(e, a->dfch_relu, g->fc2[l], a->dx, la->fch_relu, p->fc2[l], N, 4 * C, C);
+        fault_bwd(e, ACT_FC2, l, a->dfch_relu, N4C);
+        rec_grad(e, ACT_RELU, l, a->dfch_relu);
         zero(e, a->dfch, N4C);
-        LAYER(e, relu_backward, a->dfch, a->dfch_relu, la->fch, N4C);
+        const unsigned char *open = layer_gates(e, l, N);
+        if (open) LAYER(e, relu_backward_gated, a->dfch, a->dfch_relu, open, N4C);
+        else LAYER(e, relu_backward, a->dfch, a->dfch_relu, la->fch, N4C);
+        fault_bwd(e, ACT_RELU, l, a->dfch, N4C);
+        rec_grad(e, ACT_FC1, l, a->dfch);
         zero(e, a->dln, NC);
         mm_backward(e, a->dln, g->fc1[l], a->dfch, la->ln2, p->fc1[l], N, C, 4 * C);
+        fault_bwd(e, ACT_FC1, l, a->dln, NC);
+        rec_grad(e, ACT_NORM2, l, a->dln);
+        // the residual's gradient res2 -> res1 passes as it is (fault_bwd of res2: on it)
+        fault_bwd(e, ACT_RES2, l, a->dx, NC);
         LAYER(e, rmsnorm_backward, a->dx, a->dln, la->res2, la->ln2_rstd, N, C);
+        fault_bwd(e, ACT_NORM2, l, a->dx, NC);
+        rec_grad(e, ACT_RES1, l, a->dx);
+        rec_grad(e, ACT_ATTN_PROJ, l, a->dx);
         // attention: res2 = wo(attention(wq, wk, wv of rmsnorm(x_in))) + x_in
         zero(e, a->datty, NC);
         mm_backward(e, a->datty, g->wo[l], a->dx, la->atty, p->wo[l], N, C, C);
+        fault_bwd(e, ACT_ATTN_PROJ, l, a->datty, NC);
+        rec_grad(e, ACT_ATTN, l, a->datty);
+        if (e->dact) {   // the softmax's and the scores' gradients, for the report
+            LAYER(e, attention_backward_probe, e->dscores, e->dsoftmax, a->datty, la->att, la->v, n, B, T, NH, NKV,
+                  HS);
+        }
         zero(e, a->dq, NC);
         zero(e, a->dk, NKVs);
         zero(e, a->dv, NKVs);
         LAYER(e, attention_backward, a->dq, a->dk, a->dv, a->datty, la->att, la->q, la->k, la->v, n,
               B, T, NH, NKV, HS);
+        attention_backward_faults(e, l, B, T);
+        if (e->dact) {
+            rec_grad(e, ACT_SOFTMAX, l, e->dsoftmax);
+            rec_grad(e, ACT_SCORES, l, e->dscores);
+        }
+        rec_grad(e, ACT_Q, l, a->dq);
+        rec_grad(e, ACT_K, l, a->dk);
+        rec_grad(e, ACT_V, l, a->dv);
         zero(e, a->dln, NC);
         mm_backward(e, a->dln, g->wq[l], a->dq, la->ln1, p->wq[l], N, C, C);
+        fault_bwd(e, ACT_Q, l, a->dln, NC);
         mm_backward(e, a->dln, g->wk[l], a->dk, la->ln1, p->wk[l], N, C, KV);
+        fault_bwd(e, ACT_K, l, a->dln, NC);
         mm_backward(e, a->dln, g->wv[l], a->dv, la->ln1, p->wv[l], N, C, KV);
+        fault_bwd(e, ACT_V, l, a->dln, NC);
+        rec_grad(e, ACT_NORM1, l, a->dln);
+        fault_bwd(e, ACT_RES1, l, a->dx, NC);
         LAYER(e, rmsnorm_backward, a->dx, a->dln, x_in, la->ln1_rstd, N, C);
+        fault_bwd(e, ACT_NORM1, l, a->dx, NC);
     }
     // x0 = rmsnorm(wte[tok] + wpe[t])
+    rec_grad(e, ACT_EMBED_NORM, -1, a->dx);
     zero(e, a->dln, NC);
     LAYER(e, rmsnorm_backward, a->dln, a->dx, a->encoded, a->rstd0, N, C);
+    fault_bwd(e, ACT_EMBED_NORM, -1, a->dln, NC);
+    rec_grad(e, ACT_EMBED, -1, a->dln);
     LAYER(e, encoder_backward, g->wte, g->wpe, a->dln, tokens, n, B, T, C);
+    if (fault_at(e, FAULT_OP_BWD, ACT_EMBED, -1))   // its "input" is the parameters: wte's gradient
+        bump(e, g->wte, (size_t)m->vocab_size * C);
 }
 
 
@@ -353,7 +527,8 @@ static double cpu_step(Engine *base, const Batch *b, int step) {
     const int B = b->B, T = b->T, V = e->m.vocab_size;
     Acts *a = &e->acts;
     batch_check(b, e->base.cfg.max_batch, e->m.block_size, e->m.vocab_size);
-    set_layers_fault(e, e->base.cfg.fault);
+    e->cur_B = B, e->cur_T = T;
+    layers_enter(e);
 
     double t[5];
     t[0] = now_seconds();
@@ -361,6 +536,8 @@ static double cpu_step(Engine *base, const Batch *b, int step) {
     t[1] = now_seconds();
     double loss = LAYER(e, crossentropy_forward_backward, a->dlogits, a->losses, a->logits,
                         b->tokens, b->n, B, T, V);
+    // FAULT_OP_BWD at act_count (one past the table): the cross-entropy's gradient
+    if (e->base.cfg.fault == FAULT_OP_BWD && e->base.cfg.fault_op == e->n_ops_total) bump(e, a->dlogits, (size_t)B * T * V);
     t[2] = now_seconds();
     const int scaled = e->base.cfg.precision == PREC_FP16;
     if (scaled) {   // fp16: backward from loss * scale (exact: the scale is a power of 2)
@@ -421,8 +598,46 @@ static double cpu_step_end(CpuEngine *e, const Batch *b, double loss) {
     }
     e->last_B = B;
     e->last_T = T;
-    set_layers_fault(e, FAULT_NONE);
+    layers_leave(e);
     return loss;
+}
+
+// The buffer that holds op's output after a step.
+static const void *fwd_buf(const CpuEngine *e, const ActOp *op) {
+    const Acts *a = &e->acts;
+    const LayerActs *la = op->layer >= 0 ? &a->layer[op->layer] : NULL;
+    switch (op->kind) {
+    case ACT_EMBED: return a->encoded;
+    case ACT_EMBED_NORM: return a->x0;
+    case ACT_NORM1: return la->ln1;
+    case ACT_Q: return la->q;
+    case ACT_K: return la->k;
+    case ACT_V: return la->v;
+    case ACT_SCORES: return e->scores[op->layer];
+    case ACT_SOFTMAX: return la->att;
+    case ACT_ATTN: return la->atty;
+    case ACT_ATTN_PROJ: return la->attproj;
+    case ACT_RES1: return la->res2;
+    case ACT_NORM2: return la->ln2;
+    case ACT_FC1: return la->fch;
+    case ACT_RELU: return la->fch_relu;
+    case ACT_FC2: return la->fcproj;
+    case ACT_RES2: return la->res3;
+    default: return a->logits;
+    }
+}
+
+static int cpu_get_activation(Engine *base, int i, int grad, double *out) {
+    CpuEngine *e = (CpuEngine *)base;
+    if (!e->dact || i < 0 || i >= e->n_ops) return -1;
+    ActOp op;
+    act_op(&e->m, i, &op);
+    const size_t count = act_size(&op, e->cur_B, e->cur_T);
+    to_double(e, out, grad ? e->dact[i] : fwd_buf(e, &op), count);
+    // fp16: the backward ran on loss * scale (a power of 2: exact to undo)
+    if (grad && e->base.cfg.precision == PREC_FP16)
+        for (size_t j = 0; j < count; j++) out[j] /= e->mx.used_scale;
+    return 0;
 }
 
 static void cpu_logits(Engine *base, double *out) {
@@ -469,7 +684,7 @@ static int cpu_sample(Engine *base, PyRandom *r, double temperature, int *out) {
     const int V = e->m.vocab_size, bos = V - 1;
     int *tok = e->sample_tokens;                   // (1, T+1) with T = pos+1
     double *w = e->sample_probs;                   // (V)
-    set_layers_fault(e, e->base.cfg.fault);
+    layers_enter(e);
     tok[0] = bos;
     int len = 0;
     for (int pos = 0; pos < e->m.block_size; pos++) {
@@ -482,7 +697,7 @@ static int cpu_sample(Engine *base, PyRandom *r, double temperature, int *out) {
         out[len++] = token;
         tok[pos + 1] = token;
     }
-    set_layers_fault(e, FAULT_NONE);
+    layers_leave(e);
     return len;
 }
 
@@ -501,6 +716,13 @@ static void cpu_destroy(Engine *base) {
     free(e->relu_out);
     free(e->sample_tokens);
     free(e->sample_probs);
+    free(e->gates);
+    for (int i = 0; e->dact && i < e->n_ops; i++) free(e->dact[i]);
+    free(e->dact);
+    for (int l = 0; e->scores && l < e->m.n_layer; l++) free(e->scores[l]);
+    free(e->scores);
+    free(e->dsoftmax);
+    free(e->dscores);
     if (e->mixed) mixed_mm_free(&e->mx.mm);
     free(e);
 }
@@ -518,6 +740,7 @@ static const EngineOps CPU_OPS = {
     .get_relu_inputs = cpu_relu_inputs,
     .step_skipped = cpu_step_skipped,
     .step_phases = cpu_step_phases,
+    .get_activation = cpu_get_activation,
 };
 
 // ---------------------------------------------------------------------------
@@ -600,7 +823,61 @@ Engine *cpu_engine_create(const EngineConfig *cfg, const double *init_params, ch
     e->sample_tokens = xmalloc((size_t)(m->block_size + 1) * sizeof *e->sample_tokens);
     e->sample_probs = xmalloc((size_t)m->vocab_size * sizeof *e->sample_probs);
     if (e->mixed) mixed_init(e, cfg);
+    e->n_ops_total = act_count(m);
+    if (cfg->activations) {   // every op's output and gradient kept for get_activation
+        e->n_ops = e->n_ops_total;
+        e->dact = xcalloc((size_t)e->n_ops, sizeof *e->dact);
+        for (int i = 0; i < e->n_ops; i++) {
+            ActOp op;
+            act_op(m, i, &op);
+            e->dact[i] = xcalloc(act_size(&op, cfg->max_batch, m->block_size), e->es);
+        }
+        const size_t att = (size_t)cfg->max_batch * m->n_head * m->block_size * m->block_size;
+        e->scores = xcalloc((size_t)m->n_layer, sizeof *e->scores);
+        for (int l = 0; l < m->n_layer; l++) e->scores[l] = xcalloc(att, e->es);
+        e->dsoftmax = xcalloc(att, e->es);
+        e->dscores = xcalloc(att, e->es);
+    }
     return &e->base;
+}
+
+Engine *cpu_engine_create_order(const EngineConfig *cfg, const double *init_params, ReduceOrder order, char *err,
+                                size_t errlen) {
+    if ((int)order < 0 || order >= ORDER_NUM) {
+        snprintf(err, errlen, "cpu engine: unknown order of sums %d", (int)order);
+        return NULL;
+    }
+    Engine *base = cpu_engine_create(cfg, init_params, err, errlen);
+    if (base) ((CpuEngine *)base)->order = order;
+    return base;
+}
+
+ReduceOrder cpu_engine_order(const Engine *base) { return ((const CpuEngine *)base)->order; }
+
+void cpu_engine_force_gates(Engine *base, const unsigned char *open, size_t n) {
+    CpuEngine *e = (CpuEngine *)base;
+    if (!open) {
+        free(e->gates);
+        e->gates = NULL;
+        e->gates_n = 0;
+        return;
+    }
+    if (e->gates_n != n) {
+        free(e->gates);
+        e->gates = xmalloc(n);
+        e->gates_n = n;
+    }
+    memcpy(e->gates, open, n);
+}
+
+static const char *const ORDER_NAMES[ORDER_NUM] = {"seq", "rev", "pairwise", "acc4", "acc8", "fma"};
+
+const char *reduce_order_name(ReduceOrder o) { return o >= 0 && o < ORDER_NUM ? ORDER_NAMES[o] : "?"; }
+
+ReduceOrder reduce_order_from_name(const char *name) {
+    for (int o = 0; o < ORDER_NUM; o++)
+        if (!strcmp(name, ORDER_NAMES[o])) return (ReduceOrder)o;
+    return ORDER_NUM;
 }
 
 double cpu_engine_bytes(const ModelShape *m, size_t n_params, int B, Precision p) {

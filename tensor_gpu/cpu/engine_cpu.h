@@ -9,12 +9,29 @@
 #include <stddef.h>
 
 #include "common/engine.h"
+#include "tensor_gpu/layers.h"
 
 // An engine for cfg (any precision, any Fault) with the parameters
 // init_params (canonical layout, cfg->L->n_params values); the Adam moments
 // start at zero. Returns NULL with a message in err if the config is bad.
 Engine *cpu_engine_create(const EngineConfig *cfg, const double *init_params, char *err,
                           size_t errlen);
+
+// The same engine taking every sum in another order (tensor_gpu/layers.h
+// ReduceOrder; the engines cpu:rev, cpu:pairwise, ...): a legitimately
+// different implementation of the same arithmetic, for the comparator's noise
+// reference and its calibration (docs/compare.md).
+Engine *cpu_engine_create_order(const EngineConfig *cfg, const double *init_params, ReduceOrder order, char *err,
+                                size_t errlen);
+ReduceOrder cpu_engine_order(const Engine *e);
+
+// Force the ReLU gates of the following steps: open (n bytes, laid out as
+// get_relu_inputs, (n_layer,B,T,4*n_embd) of the step's B and T) decides
+// each unit in the forward and the backward instead of its input's sign;
+// gates sized for another batch shape are ignored. NULL: none (the default).
+// The comparator runs the fp64 model with a candidate's own gate pattern this
+// way (docs/compare.md, "ReLU gate flips").
+void cpu_engine_force_gates(Engine *e, const unsigned char *open, size_t n);
 
 // An estimate of the host bytes the engine needs for model m with P
 // parameters and batches of up to B documents: parameters, gradients and
@@ -27,6 +44,9 @@ double cpu_engine_bytes(const ModelShape *m, size_t P, int B, Precision p);
 // should write it.
 extern Fault layers_fault_f64;
 extern Fault layers_fault_f32;
+// Likewise the order of the sums (cpu_engine_create_order).
+extern ReduceOrder layers_order_f64;
+extern ReduceOrder layers_order_f32;
 
 // Test-only: when not NULL, engines created from then on round with this
 // function wherever the mixed-precision recipes round (tests set the

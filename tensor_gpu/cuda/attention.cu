@@ -69,7 +69,7 @@ namespace mgpt {
 template <typename real>
 __global__ void attention_forward_rows_kernel(real *out, real *att, const real *q, int ldq, const real *k,
                                          const real *v, int ldkv, const int *n, int B, int T, int NH,
-                                         int NKV, int HS, real scale) {
+                                         int NKV, int HS, real scale, real *scores_out) {
     const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
     const int lane = threadIdx.x % WARP;
     if (row >= (size_t)B * NH * T) return;
@@ -77,11 +77,16 @@ __global__ void attention_forward_rows_kernel(real *out, real *att, const real *
     const int C = NH * HS, kvo = (h / (NH / NKV)) * HS;
     real *a = att + row * T;                                 // (T) rows are (b,h,t)
     real *o = out + ((size_t)b * T + t) * C + h * HS;        // (HS)
+    real *so = scores_out ? scores_out + row * T : nullptr;  // (reporting) the scores, 0 above the diagonal
     if (t >= n[b]) {                                         // padding
         for (int s = lane; s < T; s += WARP) a[s] = 0;
         for (int j = lane; j < HS; j += WARP) o[j] = 0;
+        if (so)
+            for (int s = lane; s < T; s += WARP) so[s] = 0;
         return;
     }
+    if (so)
+        for (int s = t + 1 + lane; s < T; s += WARP) so[s] = 0;
     const real *qt = q + ((size_t)b * T + t) * ldq + h * HS;
     const real *kb = k + (size_t)b * T * ldkv + kvo;
     const real *vb = v + (size_t)b * T * ldkv + kvo;
@@ -97,6 +102,7 @@ __global__ void attention_forward_rows_kernel(real *out, real *att, const real *
             for (int j = 0; j < HS; j++) dot += qt[j] * ks[j];
             score = dot * scale;
             a[s] = score;
+            if (so) so[s] = score;
         }
         const real m_new = warp_max(m > score ? m : score);   // finite: key `base` is valid
         const real corr = m == neg_inf<real>() ? (real)0 : r_exp(m - m_new);   // first chunk: nothing to rescale
@@ -115,10 +121,11 @@ __global__ void attention_forward_rows_kernel(real *out, real *att, const real *
 
 template <typename real>
 static void attention_forward_rows(cudaStream_t st, real *out, real *att, const real *q, int ldq, const real *k,
-                       const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS) {
+                       const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
+                       real *scores_out = nullptr) {
     const real scale = (real)1 / std::sqrt((real)HS);
     attention_forward_rows_kernel<real><<<row_blocks((size_t)B * NH * T), ROW_THREADS, 0, st>>>(
-        out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS, scale);
+        out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS, scale, scores_out);
     KERNEL_CHECK("attention_forward_rows_kernel");
 }
 
@@ -128,7 +135,7 @@ static void attention_forward_rows(cudaStream_t st, real *out, real *att, const 
 template <typename real>
 __global__ void attention_backward_dq_rows_kernel(real *dq, int lddq, real *dpre, const real *dout, const real *att,
                                              const real *k, const real *v, int ldkv, const int *n, int B, int T,
-                                             int NH, int NKV, int HS, real scale, bool acc) {
+                                             int NH, int NKV, int HS, real scale, bool acc, real *datt_out) {
     const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
     const int lane = threadIdx.x % WARP;
     if (row >= (size_t)B * NH * T) return;
@@ -137,6 +144,9 @@ __global__ void attention_backward_dq_rows_kernel(real *dq, int lddq, real *dpre
     real *dqt = dq + ((size_t)b * T + t) * lddq + h * HS;
     if (!acc)
         for (int j = lane; j < HS; j += WARP) dqt[j] = 0;
+    real *go = datt_out ? datt_out + row * T : nullptr;   // (reporting) dout.v, 0 above the diagonal
+    if (go)
+        for (int s = (t < n[b] ? t + 1 : 0) + lane; s < T; s += WARP) go[s] = 0;
     if (t >= n[b]) return;   // padded rows add nothing
     const real *a = att + row * T, *d = dout + ((size_t)b * T + t) * C + h * HS;
     real *dp = dpre + row * T;
@@ -151,6 +161,7 @@ __global__ void attention_backward_dq_rows_kernel(real *dq, int lddq, real *dpre
             real datt = 0;
             for (int j = 0; j < HS; j++) datt += d[j] * vs[j];
             dp[s] = datt;
+            if (go) go[s] = datt;
             w = a[s] * datt;
         }
         wsum += warp_sum(w);
@@ -212,10 +223,10 @@ template <typename real>
 static void attention_backward_rows(cudaStream_t st, real *dq, int lddq, real *dk, real *dv, int lddkv, real *dpre,
                         const real *dout, const real *att, const real *q, int ldq, const real *k,
                         const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
-                        bool acc) {
+                        bool acc, real *datt_out = nullptr) {
     const real scale = (real)1 / std::sqrt((real)HS);
     attention_backward_dq_rows_kernel<real><<<row_blocks((size_t)B * NH * T), ROW_THREADS, 0, st>>>(
-        dq, lddq, dpre, dout, att, k, v, ldkv, n, B, T, NH, NKV, HS, scale, acc);
+        dq, lddq, dpre, dout, att, k, v, ldkv, n, B, T, NH, NKV, HS, scale, acc, datt_out);
     KERNEL_CHECK("attention_backward_dq_rows_kernel");
     attention_backward_dkv_rows_kernel<real><<<row_blocks((size_t)B * NKV * T), ROW_THREADS, 0, st>>>(
         dk, dv, lddkv, dpre, att, dout, q, ldq, n, B, T, NH, NKV, HS, acc);
@@ -298,13 +309,14 @@ static AttnPath resolve(AttnPath asked, AttnPath fits, const char *what, int T, 
 // The tiled kernels' launches, outputs stored by Out.
 template <typename real, class Out>
 static void forward_tiled(cudaStream_t st, typename Out::T *out, real *att, const real *q, int ldq, const real *k,
-                          const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS) {
+                          const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
+                          real *scores_out = nullptr) {
     if ((size_t)B * NH == 0) return;
     tiled_limit<real, Out>();
     const real scale = (real)1 / std::sqrt((real)HS);
     attention_forward_tiled_kernel<real, Out><<<blocks_for((size_t)B * NH, 1), tiled_threads(T, HS),
                                                 tiled_bytes<real>(TK_FORWARD, T, HS), st>>>(
-        out, att, q, ldq, k, v, ldkv, n, T, NH, NKV, HS, scale);
+        out, att, q, ldq, k, v, ldkv, n, T, NH, NKV, HS, scale, scores_out);
     KERNEL_CHECK("attention_forward_tiled_kernel");
 }
 
@@ -312,14 +324,14 @@ template <typename real, class Out>
 static void backward_tiled(cudaStream_t st, typename Out::T *dq, int lddq, typename Out::T *dk, typename Out::T *dv,
                            int lddkv, real *dpre, const real *dout, const real *att, const real *q, int ldq,
                            const real *k, const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV,
-                           int HS, bool acc) {
+                           int HS, bool acc, real *datt_out = nullptr) {
     if ((size_t)B * NH == 0) return;
     tiled_limit<real, Out>();
     const real scale = (real)1 / std::sqrt((real)HS);
     const int th = tiled_threads(T, HS);
     attention_backward_dq_tiled_kernel<real, Out><<<blocks_for((size_t)B * NH, 1), th,
                                                     tiled_bytes<real>(TK_DQ, T, HS), st>>>(
-        dq, lddq, dpre, dout, att, k, v, ldkv, n, T, NH, NKV, HS, scale, acc);
+        dq, lddq, dpre, dout, att, k, v, ldkv, n, T, NH, NKV, HS, scale, acc, datt_out);
     KERNEL_CHECK("attention_backward_dq_tiled_kernel");
     attention_backward_dkv_tiled_kernel<real, Out><<<blocks_for((size_t)B * NKV, 1), th,
                                                      tiled_bytes<real, Out>(TK_DKV, T, HS), st>>>(
@@ -330,26 +342,26 @@ static void backward_tiled(cudaStream_t st, typename Out::T *dq, int lddq, typen
 template <typename real>
 void attention_forward(cudaStream_t st, real *out, real *att, const real *q, int ldq, const real *k,
                        const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
-                       AttnPath path) {
+                       AttnPath path, real *scores_out) {
     if (resolve(path, attention_forward_path<real>(T, HS), "attention_forward", T, HS) == AttnPath::Rows) {
-        attention_forward_rows(st, out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS);
+        attention_forward_rows(st, out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS, scores_out);
         return;
     }
-    forward_tiled<real, Same<real>>(st, out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS);
+    forward_tiled<real, Same<real>>(st, out, att, q, ldq, k, v, ldkv, n, B, T, NH, NKV, HS, scores_out);
 }
 
 template <typename real>
 void attention_backward(cudaStream_t st, real *dq, int lddq, real *dk, real *dv, int lddkv, real *dpre,
                         const real *dout, const real *att, const real *q, int ldq, const real *k,
                         const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
-                        bool acc, AttnPath path) {
+                        bool acc, AttnPath path, real *datt_out) {
     if (resolve(path, attention_backward_path<real>(T, HS), "attention_backward", T, HS) == AttnPath::Rows) {
         attention_backward_rows(st, dq, lddq, dk, dv, lddkv, dpre, dout, att, q, ldq, k, v, ldkv, n, B, T, NH,
-                                NKV, HS, acc);
+                                NKV, HS, acc, datt_out);
         return;
     }
     backward_tiled<real, Same<real>>(st, dq, lddq, dk, dv, lddkv, dpre, dout, att, q, ldq, k, v, ldkv, n, B, T, NH,
-                                     NKV, HS, acc);
+                                     NKV, HS, acc, datt_out);
 }
 
 // The recipe's attention (mixed.cuh): the fp32 kernels with their inputs
@@ -409,11 +421,12 @@ void attention_backward_lowp(cudaStream_t st, Lowp lp, void *dqkv_lp, float *dqk
     template AttnPath attention_forward_path<real>(int, int);                                                  \
     template AttnPath attention_backward_path<real>(int, int);                                                 \
     template void attention_forward<real>(cudaStream_t, real *, real *, const real *, int, const real *,      \
-                                          const real *, int, const int *, int, int, int, int, int, AttnPath); \
+                                          const real *, int, const int *, int, int, int, int, int, AttnPath,  \
+                                          real *);                                                            \
     template void attention_backward<real>(cudaStream_t, real *, int, real *, real *, int, real *,            \
                                            const real *, const real *, const real *, int, const real *,      \
                                            const real *, int, const int *, int, int, int, int, int, bool,    \
-                                           AttnPath);
+                                           AttnPath, real *);
 
 MGPT_INSTANTIATE_ATTENTION(double)
 MGPT_INSTANTIATE_ATTENTION(float)

@@ -432,7 +432,8 @@ template <typename T> __device__ void zero_rows(T *dst, int ld, int r0, int r1, 
 template <typename real, class Out = Same<real>>
 __global__ void __launch_bounds__(TILED_THREADS, sizeof(real) == 4 ? 4 : 1)
 attention_forward_tiled_kernel(typename Out::T *out, real *att, const real *q, int ldq, const real *k, const real *v,
-                               int ldkv, const int *n, int T, int NH, int NKV, int HS, real scale) {
+                               int ldkv, const int *n, int T, int NH, int NKV, int HS, real scale,
+                               real *scores_out = nullptr) {
     extern __shared__ __align__(16) unsigned char smem_bytes[];
     constexpr bool exact = ExactOperands<Out>::value;
     const TileDims d(T, HS);
@@ -453,6 +454,8 @@ attention_forward_tiled_kernel(typename Out::T *out, real *att, const real *q, i
     __syncthreads();
     const int lane = threadIdx.x % WARP;
     real *ab = att + (size_t)blockIdx.x * T * T;   // (T,T) of (b,h)
+    // scores_out (reporting: common/activations.h): the scaled scores, 0 above the diagonal and on padding
+    real *sb = scores_out ? scores_out + (size_t)blockIdx.x * T * T : nullptr;
     for (int t = threadIdx.x / WARP; t < d.P; t += blockDim.x / WARP) {   // whole warps per row
         real *sr = S + t * d.S;
         real *ar = t < T ? ab + (size_t)t * T : nullptr;
@@ -460,9 +463,12 @@ attention_forward_tiled_kernel(typename Out::T *out, real *att, const real *q, i
             for (int s = lane; s < d.P; s += WARP) {
                 sr[s] = 0;
                 if (ar && s < T) ar[s] = 0;
+                if (sb && t < T && s < T) sb[(size_t)t * T + s] = 0;
             }
             continue;
         }
+        if (sb)
+            for (int s = lane; s < T; s += WARP) sb[(size_t)t * T + s] = s <= t ? sr[s] : (real)0;
         real mx = neg_inf<real>();
         for (int s = lane; s <= t; s += WARP) mx = sr[s] > mx ? sr[s] : mx;
         mx = warp_max(mx);   // finite: key 0 is always there
@@ -494,7 +500,7 @@ template <typename real, class Out = Same<real>>
 __global__ void __launch_bounds__(TILED_THREADS, sizeof(real) == 4 ? 4 : 1)
 attention_backward_dq_tiled_kernel(typename Out::T *dq, int lddq, real *dpre, const real *dout, const real *att,
                                    const real *k, const real *v, int ldkv, const int *n, int T, int NH, int NKV,
-                                   int HS, real scale, bool acc) {
+                                   int HS, real scale, bool acc, real *datt_out = nullptr) {
     extern __shared__ __align__(16) unsigned char smem_bytes[];
     constexpr bool exact = ExactOperands<Out>::value;
     const TileDims d(T, HS);
@@ -521,10 +527,16 @@ attention_backward_dq_tiled_kernel(typename Out::T *dq, int lddq, real *dpre, co
     for (int t = threadIdx.x / WARP; t < d.P; t += blockDim.x / WARP) {   // whole warps per row
         real *dr = D + t * d.S;
         const real *ar = compact ? att + ao + (size_t)(t < T ? t : 0) * T : A + t * d.S;   // read at s <= t < nb only
+        // datt_out (reporting): the softmax output's gradient dout.v, 0 above the diagonal and on padding
+        real *gr = datt_out && t < T ? datt_out + ao + (size_t)t * T : nullptr;
         if (t >= nb) {   // padded rows add nothing
             for (int s = lane; s < d.P; s += WARP) dr[s] = 0;
+            if (gr)
+                for (int s = lane; s < T; s += WARP) gr[s] = 0;
             continue;
         }
+        if (gr)
+            for (int s = lane; s < T; s += WARP) gr[s] = s <= t ? dr[s] : (real)0;
         real w = 0;
         for (int s = lane; s <= t; s += WARP) w += ar[s] * dr[s];
         const real wsum = warp_sum(w);

@@ -45,6 +45,7 @@
 #include "tensor_gpu/cuda/mixed.cuh"
 
 extern "C" {
+#include "common/activations.h"
 #include "common/engine.h"
 #include "common/model.h"
 #include "common/pyrandom.h"
@@ -175,6 +176,7 @@ struct Impl {
     virtual void run_steps(const Batch *bs, int first, int n, double *losses, double *seconds) = 0;
     virtual size_t device_bytes() const = 0;
     virtual int step_skipped(double *scale) const = 0;
+    virtual int get_activation(int op, int grad, double *out) = 0;
 };
 
 template <typename real> class ImplT final : public Impl {
@@ -202,6 +204,7 @@ template <typename real> class ImplT final : public Impl {
         if (scale) *scale = used_scale_;
         return skipped_;
     }
+    int get_activation(int op, int grad, double *out) override;
 
   private:
     void choose_path();
@@ -224,6 +227,29 @@ template <typename real> class ImplT final : public Impl {
     void backward_mixed(int B, int T);
     void carve_mixed(Carver &c);
     const void *wlp(const real *w) const { return lowp_at(mx_.lp, wlp_, (size_t)(w - params_)); }
+    // cfg.activations (fp32, fp64: common/activations.h): the last step's op
+    // outputs and gradients. The layered path reads most outputs where the
+    // forward keeps them (acts_) and copies each gradient out of the
+    // backward's scratch as it is made (rec_copy); the fused step writes
+    // both from shared memory (FusedArgs.acts).
+    bool record_ = false;
+    int n_ops_ = 0;
+    std::vector<real *> rec_;   // [2 n_ops]: outputs, then gradients; (maxB, ...) each
+    char *rec_mem_ = nullptr;
+    real **rec_tab_d_ = nullptr;
+    void setup_record();
+    real *recf(ActKind kind, int l) { return record_ ? rec_[act_index(&m_shape_, kind, l)] : nullptr; }
+    int n_ops_all() const { return act_count(&m_shape_); }
+    real *recb(ActKind kind, int l) { return record_ ? rec_[n_ops_ + act_index(&m_shape_, kind, l)] : nullptr; }
+    void rec_copy(real *dst, const real *src, int ld, int width, int N);
+    // Test-only (FAULT_OP_FWD, FAULT_OP_BWD, fp32 and fp64): op (kind, l)'s
+    // output, or the gradient its backward passes on, off by 1% in element 0
+    // (fault_bump), where the layered path has it apart (the fused step
+    // plants it in shared memory: FusedArgs.fault).
+    void bump(Fault f, ActKind kind, int l, real *buf, int ld, int rows, int width) {
+        if (cfg_.fault == f && cfg_.fault_op == act_index(&m_shape_, kind, l))
+            fault_bump(stream_, buf, ld, rows, width, 0.01);
+    }
     void *dmalloc(size_t bytes, const char *what) {
         void *p = DEVICE_MALLOC(bytes, what);
         device_bytes_ += bytes;
@@ -446,6 +472,9 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
             fa_.beta2 = (real)cfg->s->beta2;
             fa_.eps = (real)cfg->s->eps;
         }
+        if (cfg->activations && !mixed_) setup_record();
+        fa_.fault = cfg->fault == FAULT_OP_FWD ? 1 : cfg->fault == FAULT_OP_BWD ? 2 : 0;
+        fa_.fault_op = cfg->fault_op;
         dws_.p = carve.take<real>(dws_.count);
         carve_mixed(carve);
 
@@ -502,12 +531,15 @@ template <typename real> void ImplT<real>::release() noexcept {
     if (side_) warn(cudaStreamDestroy(side_), "cudaStreamDestroy"), side_ = nullptr;
     if (side_ws_) warn(cudaFree(side_ws_), "cudaFree");
     side_ws_ = nullptr;
-    void *dev[] = {workspace_, params_, grads_, m_, v_, acts_mem_, run_io_d_, run_loss_d_, run_shapes_d_};
+    void *dev[] = {workspace_, params_, grads_, m_, v_, acts_mem_, run_io_d_, run_loss_d_, run_shapes_d_, rec_mem_,
+                   rec_tab_d_};
     for (void *p : dev)
         if (p) warn(cudaFree(p), "cudaFree");
     workspace_ = nullptr;
     params_ = grads_ = m_ = v_ = nullptr;
     acts_mem_ = nullptr;
+    rec_mem_ = nullptr;
+    rec_tab_d_ = nullptr;
     run_io_d_ = nullptr;
     run_loss_d_ = nullptr;
     run_shapes_d_ = nullptr;
@@ -712,6 +744,46 @@ template <typename real> size_t ImplT<real>::point_acts(Acts<real> &a, Carver &c
     return c.used - start;
 }
 
+// Room for every op's output and gradient at max_batch (reporting), and for
+// the fused step the device table of their addresses; the ops the fused step
+// never materializes (attn_proj, relu and fc2's outputs; relu's gradient)
+// get none there.
+template <typename real> void ImplT<real>::setup_record() {
+    n_ops_ = act_count(&m_shape_);
+    size_t total = 0;
+    std::vector<size_t> off((size_t)2 * n_ops_);
+    for (int k = 0; k < 2 * n_ops_; k++) {
+        ActOp op;
+        act_op(&m_shape_, k % n_ops_, &op);
+        off[k] = total;
+        total += align_up(act_size(&op, maxB_, Tmax_) * sizeof(real));
+    }
+    rec_mem_ = static_cast<char *>(dmalloc(total, "reported activations"));
+    rec_.assign((size_t)2 * n_ops_, nullptr);
+    for (int k = 0; k < 2 * n_ops_; k++) {
+        ActOp op;
+        act_op(&m_shape_, k % n_ops_, &op);
+        const bool fused_skips = fused_ && (k < n_ops_ ? op.kind == ACT_ATTN_PROJ || op.kind == ACT_RELU ||
+                                                             op.kind == ACT_FC2
+                                                       : op.kind == ACT_RELU);
+        rec_[k] = fused_skips ? nullptr : reinterpret_cast<real *>(rec_mem_ + off[k]);
+    }
+    record_ = true;
+    if (fused_) {
+        rec_tab_d_ = static_cast<real **>(dmalloc(rec_.size() * sizeof(real *), "reported activations' table"));
+        CUDA_CHECK(cudaMemcpy(rec_tab_d_, rec_.data(), rec_.size() * sizeof(real *), cudaMemcpyHostToDevice));
+        fa_.acts = rec_tab_d_;
+        fa_.n_ops = n_ops_;
+    }
+}
+
+// dst (N, width) dense = src (N, width) of row stride ld, on the step's stream.
+template <typename real> void ImplT<real>::rec_copy(real *dst, const real *src, int ld, int width, int N) {
+    if (!dst) return;
+    CUDA_CHECK(cudaMemcpy2DAsync(dst, (size_t)width * sizeof(real), src, (size_t)ld * sizeof(real),
+                                 (size_t)width * sizeof(real), (size_t)N, cudaMemcpyDeviceToDevice, stream_));
+}
+
 // ---------------------------------------------------------------------------
 // the model (the CPU engine's forward() and backward(), layer for layer)
 
@@ -720,12 +792,19 @@ template <typename real> void ImplT<real>::forward(const Acts<real> &a, int B, i
     const int C = C_, N = B * T;
     const int *tok = tok_d(), *n = n_d();
     cudaStream_t st = stream_;
+    const bool train = &a == &acts_;   // (the sampler's forward has no faults and reports nothing)
+    auto fwd = [&](ActKind kind, int l, real *buf, int ld, int rows, int width) {
+        if (train) bump(FAULT_OP_FWD, kind, l, buf, ld, rows, width);
+    };
     // x0 = rmsnorm(wte[tok] + wpe[t]) and the first layer's input norm, in one kernel
     encoder_rmsnorm_forward(st, a.enc, a.x0, a.rstd0, L_ ? a.layer[0].ln1 : nullptr,
                             L_ ? a.layer[0].ln1_rstd : nullptr, tok, n, P.wte, P.wpe, B, T, C);
+    fwd(ACT_EMBED, -1, a.enc, C, N, C);
+    fwd(ACT_EMBED_NORM, -1, a.x0, C, N, C);
     const real *x = a.x0;   // the residual stream
     for (int l = 0; l < L_; l++) {
         const LayerActs<real> &la = a.layer[l];
+        fwd(ACT_NORM1, l, la.ln1, C, N, C);
         real *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
         if (qkv_fused_[l]) {
             matmul_forward(blas_, la.qkv, QKV_, la.ln1, P.wq[l], N, C, QKV_);
@@ -734,20 +813,38 @@ template <typename real> void ImplT<real>::forward(const Acts<real> &a, int B, i
             matmul_forward(blas_, k, QKV_, la.ln1, P.wk[l], N, C, KV_);
             matmul_forward(blas_, v, QKV_, la.ln1, P.wv[l], N, C, KV_);
         }
-        attention_forward(st, la.atty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_, NKV_, HS_);
+        fwd(ACT_Q, l, q, QKV_, N, C);
+        fwd(ACT_K, l, k, QKV_, N, KV_);
+        fwd(ACT_V, l, v, QKV_, N, KV_);
+        real *scores = train ? recf(ACT_SCORES, l) : nullptr;
+        attention_forward(st, la.atty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_, NKV_, HS_, AttnPath::Auto, scores);
+        // the scores and the softmax live inside one kernel: the scores'
+        // fault is planted in what it reports, the softmax's in att (which
+        // the backward reads)
+        if (scores) fwd(ACT_SCORES, l, scores, T * NH_ * T, B, T * NH_ * T);
+        fwd(ACT_SOFTMAX, l, la.att, T * NH_ * T, B, T * NH_ * T);
+        fwd(ACT_ATTN, l, la.atty, C, N, C);
         matmul_forward(blas_, la.attproj, C, la.atty, P.wo[l], N, C, C);
+        fwd(ACT_ATTN_PROJ, l, la.attproj, C, N, C);
         residual_rmsnorm_forward(st, la.res2, la.ln2, la.ln2_rstd, la.attproj, x, N, C);
+        fwd(ACT_RES1, l, la.res2, C, N, C);
+        fwd(ACT_NORM2, l, la.ln2, C, N, C);
         matmul_forward(blas_, la.fch, 4 * C, la.ln2, P.fc1[l], N, C, 4 * C);
+        fwd(ACT_FC1, l, la.fch, 4 * C, N, 4 * C);
         relu_forward(st, la.fch_relu, la.fch, (size_t)N * 4 * C);
+        fwd(ACT_RELU, l, la.fch_relu, 4 * C, N, 4 * C);
         matmul_forward(blas_, la.fcproj, C, la.fch_relu, P.fc2[l], N, 4 * C, C);
+        fwd(ACT_FC2, l, la.fcproj, C, N, C);
         if (l + 1 < L_)   // with the next layer's input norm
             residual_rmsnorm_forward(st, la.res3, a.layer[l + 1].ln1, a.layer[l + 1].ln1_rstd, la.fcproj,
                                      la.res2, N, C);
         else
             residual_forward(st, la.res3, la.fcproj, la.res2, (size_t)N * C);
+        fwd(ACT_RES2, l, la.res3, C, N, C);
         x = la.res3;
     }
     matmul_forward(blas_, a.logits, V_, x, P.lm_head, N, C, V_);
+    fwd(ACT_LOGITS, -1, a.logits, V_, N, V_);
 }
 
 // From acts_.dlogits into the gradients. Every gradient tensor is written
@@ -760,21 +857,51 @@ template <typename real> void ImplT<real>::backward(int B, int T) {
     cudaStream_t st = stream_;
     Acts<real> &a = acts_;
     const real *x_last = L_ ? a.layer[L_ - 1].res3 : a.x0;
+    // recb: each gradient copied out as it is made (reporting; nothing when not asked)
+    // FAULT_OP_BWD at act_count (one past the table): the cross-entropy's gradient
+    if (cfg_.fault == FAULT_OP_BWD && cfg_.fault_op == n_ops_all()) fault_bump(st, a.dlogits, V_, N, V_, 0.01);
+    rec_copy(recb(ACT_LOGITS, -1), a.dlogits, V_, V_, N);
     matmul_backward(blas_, a.dx, false, G.lm_head, false, a.dlogits, V_, x_last, P.lm_head, N, C, V_, dws_);
+    bump(FAULT_OP_BWD, ACT_LOGITS, -1, a.dx, C, N, C);
     for (int l = L_ - 1; l >= 0; l--) {
         const LayerActs<real> &la = a.layer[l];
         const real *x_in = l ? a.layer[l - 1].res3 : a.x0;
         // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2
+        rec_copy(recb(ACT_RES2, l), a.dx, C, C, N);
+        rec_copy(recb(ACT_FC2, l), a.dx, C, C, N);
         matmul_backward(blas_, a.dfch_relu, false, G.fc2[l], false, a.dx, C, la.fch_relu, P.fc2[l], N, 4 * C, C, dws_);
+        bump(FAULT_OP_BWD, ACT_FC2, l, a.dfch_relu, 4 * C, N, 4 * C);
+        rec_copy(recb(ACT_RELU, l), a.dfch_relu, 4 * C, 4 * C, N);
         relu_backward(st, a.dfch, a.dfch_relu, la.fch, (size_t)N * 4 * C, false);
+        bump(FAULT_OP_BWD, ACT_RELU, l, a.dfch, 4 * C, N, 4 * C);
+        rec_copy(recb(ACT_FC1, l), a.dfch, 4 * C, 4 * C, N);
         matmul_backward(blas_, a.dln, false, G.fc1[l], false, a.dfch, 4 * C, la.ln2, P.fc1[l], N, C, 4 * C, dws_);
+        bump(FAULT_OP_BWD, ACT_FC1, l, a.dln, C, N, C);
+        rec_copy(recb(ACT_NORM2, l), a.dln, C, C, N);
+        bump(FAULT_OP_BWD, ACT_RES2, l, a.dx, C, N, C);   // the residual's gradient res2 -> res1, as it passes
         rmsnorm_backward(st, a.dx, a.dln, la.res2, la.ln2_rstd, N, C, true);
+        bump(FAULT_OP_BWD, ACT_NORM2, l, a.dx, C, N, C);
+        rec_copy(recb(ACT_RES1, l), a.dx, C, C, N);
+        rec_copy(recb(ACT_ATTN_PROJ, l), a.dx, C, C, N);
         // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
         matmul_backward(blas_, a.datty, false, G.wo[l], false, a.dx, C, la.atty, P.wo[l], N, C, C, dws_);
+        bump(FAULT_OP_BWD, ACT_ATTN_PROJ, l, a.datty, C, N, C);
+        rec_copy(recb(ACT_ATTN, l), a.datty, C, C, N);
         const real *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
         real *dq = a.dqkv, *dk = a.dqkv + C, *dv = a.dqkv + C + KV_;
         attention_backward(st, dq, QKV_, dk, dv, QKV_, a.dpre, a.datty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_,
-                           NKV_, HS_, false);
+                           NKV_, HS_, false, AttnPath::Auto, recb(ACT_SOFTMAX, l));
+        // dpre carries the scale into q.k: get_activation divides it out
+        rec_copy(recb(ACT_SCORES, l), a.dpre, T * NH_ * T, T * NH_ * T, B);
+        // the attention's three backwards are one call: the weighted sum's
+        // fault on what it passes into v, the scores' into q, the softmax's
+        // on what it reports passing into the scores
+        bump(FAULT_OP_BWD, ACT_ATTN, l, dv, QKV_, N, KV_);
+        bump(FAULT_OP_BWD, ACT_SCORES, l, dq, QKV_, N, C);
+        if (recb(ACT_SCORES, l)) bump(FAULT_OP_BWD, ACT_SOFTMAX, l, recb(ACT_SCORES, l), T * NH_ * T, B, T * NH_ * T);
+        rec_copy(recb(ACT_Q, l), dq, QKV_, C, N);
+        rec_copy(recb(ACT_K, l), dk, QKV_, KV_, N);
+        rec_copy(recb(ACT_V, l), dv, QKV_, KV_, N);
         if (qkv_fused_[l]) {
             matmul_backward(blas_, a.dln, false, G.wq[l], false, a.dqkv, QKV_, la.ln1, P.wq[l], N, C, QKV_, dws_);
         } else {
@@ -782,11 +909,19 @@ template <typename real> void ImplT<real>::backward(int B, int T) {
             matmul_backward(blas_, a.dln, true, G.wk[l], false, dk, QKV_, la.ln1, P.wk[l], N, C, KV_, dws_);
             matmul_backward(blas_, a.dln, true, G.wv[l], false, dv, QKV_, la.ln1, P.wv[l], N, C, KV_, dws_);
         }
+        for (ActKind kd : {ACT_Q, ACT_K, ACT_V}) bump(FAULT_OP_BWD, kd, l, a.dln, C, N, C);
+        rec_copy(recb(ACT_NORM1, l), a.dln, C, C, N);
+        bump(FAULT_OP_BWD, ACT_RES1, l, a.dx, C, N, C);
         rmsnorm_backward(st, a.dx, a.dln, x_in, la.ln1_rstd, N, C, true);
+        bump(FAULT_OP_BWD, ACT_NORM1, l, a.dx, C, N, C);
     }
     // x0 = rmsnorm(wte[tok] + wpe[t])
+    rec_copy(recb(ACT_EMBED_NORM, -1), a.dx, C, C, N);
     rmsnorm_backward(st, a.dln, a.dx, a.enc, a.rstd0, N, C, false);
+    bump(FAULT_OP_BWD, ACT_EMBED_NORM, -1, a.dln, C, N, C);
+    rec_copy(recb(ACT_EMBED, -1), a.dln, C, C, N);
     encoder_backward(st, G.wte, G.wpe, a.dln, tok, n, B, T, C, V_, Tmax_, false);
+    bump(FAULT_OP_BWD, ACT_EMBED, -1, G.wte, C, V_, C);   // its input is the parameters: wte's gradient
 }
 
 // bf16, fp16, tf32: forward() by the recipe. Each operand is rounded once:
@@ -1199,6 +1334,55 @@ template <typename real> void ImplT<real>::get_relu_inputs(double *out) {
             }
 }
 
+// Op `op`'s output (grad 0) or gradient (grad 1) of the last step, in the
+// layout of common/activations.h (cfg.activations, fp32 and fp64). The
+// layered path's outputs are read where its forward keeps them (q, k and v
+// out of the q|k|v rows), its scores and every gradient from the copies
+// made during the step; the fused step's from what it wrote. The scores'
+// gradient is the backward's dpre with its scale divided out.
+template <typename real> int ImplT<real>::get_activation(int op, int grad, double *out) {
+    if (!record_ || op < 0 || op >= n_ops_) return -1;
+    ActOp o;
+    act_op(&m_shape_, op, &o);
+    const int B = last_B_, T = last_T_, N = B * T, C = C_;
+    const real *src = rec_[(size_t)grad * n_ops_ + op];
+    int ld = o.width;
+    if (!grad && !fused_ && o.kind != ACT_SCORES) {
+        const Acts<real> &a = acts_;
+        const LayerActs<real> *la = o.layer >= 0 ? &a.layer[o.layer] : nullptr;
+        switch (o.kind) {
+        case ACT_EMBED: src = a.enc; break;
+        case ACT_EMBED_NORM: src = a.x0; break;
+        case ACT_NORM1: src = la->ln1; break;
+        case ACT_Q: src = la->qkv, ld = QKV_; break;
+        case ACT_K: src = la->qkv + C, ld = QKV_; break;
+        case ACT_V: src = la->qkv + C + KV_, ld = QKV_; break;
+        case ACT_SOFTMAX: src = la->att; break;
+        case ACT_ATTN: src = la->atty; break;
+        case ACT_ATTN_PROJ: src = la->attproj; break;
+        case ACT_RES1: src = la->res2; break;
+        case ACT_NORM2: src = la->ln2; break;
+        case ACT_FC1: src = la->fch; break;
+        case ACT_RELU: src = la->fch_relu; break;
+        case ACT_FC2: src = la->fcproj; break;
+        case ACT_RES2: src = la->res3; break;
+        default: src = a.logits; break;
+        }
+    }
+    if (!src) return -1;
+    const size_t count = act_size(&o, B, T);
+    std::vector<real> h(count);
+    if (o.square) CUDA_CHECK(cudaMemcpyAsync(h.data(), src, count * sizeof(real), cudaMemcpyDeviceToHost, stream_));
+    else
+        CUDA_CHECK(cudaMemcpy2DAsync(h.data(), (size_t)o.width * sizeof(real), src, (size_t)ld * sizeof(real),
+                                     (size_t)o.width * sizeof(real), (size_t)N, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    // the layered path's scores' gradient is dpre = att (datt - wsum) scale
+    const double unscale = grad && o.kind == ACT_SCORES && !fused_ ? std::sqrt((double)HS_) : 1.0;
+    for (size_t i = 0; i < count; i++) out[i] = (double)h[i] * unscale;
+    return 0;
+}
+
 // As the CPU engine (and the original): start at BOS, draw each token from
 // softmax(logits * temperature^-1) at the last position (in double, on the
 // host, the way scalar_sample does it), stop at BOS or after block_size
@@ -1330,6 +1514,14 @@ void cuda_relu_inputs(Engine *e, double *out) {
     }
 }
 
+int cuda_activation(Engine *e, int op, int grad, double *out) {
+    try {
+        return impl_of(e)->get_activation(op, grad, out);
+    } catch (const std::exception &x) {
+        fatal("get_activation", x);
+    }
+}
+
 EngineOps make_ops() {
     EngineOps o;
     memset(&o, 0, sizeof o);
@@ -1347,6 +1539,7 @@ EngineOps make_ops() {
     o.run_steps = cuda_run_steps;
     o.device_bytes = cuda_device_bytes;
     o.step_skipped = cuda_step_skipped;
+    o.get_activation = cuda_activation;
     return o;
 }
 
@@ -1410,10 +1603,11 @@ extern "C" int cuda_available(char *why, size_t n) {
 extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *init_params, char *err,
                                       size_t errlen) {
     if (engine_config_check(cfg, init_params, "cuda", err, errlen)) return nullptr;
-    if (cfg->fault != FAULT_NONE)
-        return fail(err, errlen, "cuda engine: fault injection (--inject-fault %s) is not implemented on CUDA; "
-                    "inject faults into the CPU tensor engine instead (--engines scalar,cpu)",
-                    fault_name(cfg->fault));
+    if (cfg->fault != FAULT_NONE &&
+        ((cfg->fault != FAULT_OP_FWD && cfg->fault != FAULT_OP_BWD) || precision_is_mixed(cfg->precision)))
+        return fail(err, errlen, "cuda engine: fault injection (--inject-fault %s) is not implemented on CUDA (op-fwd "
+                    "and op-bwd are, in fp32 and fp64); inject other faults into the CPU tensor engine (--engines "
+                    "scalar,cpu)", fault_name(cfg->fault));
     const ModelShape *m = &cfg->L->shape;
     // cuBLAS takes int dimensions: the largest is rows N or a width of 4C, V or C+2KV
     const double rows = (double)cfg->max_batch * m->block_size;

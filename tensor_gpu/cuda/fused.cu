@@ -176,6 +176,57 @@ __device__ void rms_bwd(real *dinp, const real *dout, const real *inp, const rea
     }
 }
 
+// Reporting (FusedArgs.acts): rows t < n of an (n, width) shared-memory
+// matrix of row stride ld into document b of a global (B,T,width) array,
+// zeros at its padding; the square (NH,n,n) of row stride Tm of scores-like
+// arrays into (B,NH,T,T) times mul, 0 above the diagonal and at padding. The
+// block's barrier after: what the next phase overwrites has been read.
+template <typename real>
+__device__ void dump_rows(real *g, const real *src, int ld, int n, int T, int width, int b) {
+    if (g) {
+        real *o = g + (size_t)b * T * width;
+        FOR_BLOCK(idx, T * width) {
+            const int t = idx / width, c = idx - t * width;
+            o[(size_t)t * width + c] = t < n ? src[t * ld + c] : (real)0;
+        }
+    }
+    __syncthreads();
+}
+
+template <typename real>
+__device__ void dump_square(real *g, const real *src, int Tm, int n, int T, int NH, int b, real mul) {
+    if (g) {
+        real *o = g + (size_t)b * NH * T * T;
+        FOR_BLOCK(idx, NH * T * T) {
+            const int h = idx / (T * T), r = idx - h * T * T, t = r / T, u = r - t * T;
+            o[idx] = t < n && u <= t ? src[(h * Tm + t) * Tm + u] * mul : (real)0;
+        }
+    }
+    __syncthreads();
+}
+
+// Test-only (FusedArgs.fault): element 0 of an (n, width) shared-memory
+// array of row stride ld off by 1% of its largest |value| (thread 0 alone: a
+// fault run is small), then the block's barrier.
+template <typename real> __device__ void fault_bump(real *buf, int ld, int n, int width) {
+    if (threadIdx.x == 0) {
+        real mx = 0;
+        for (int t = 0; t < n; t++)
+            for (int c = 0; c < width; c++) {
+                const real x = buf[t * ld + c] < 0 ? -buf[t * ld + c] : buf[t * ld + c];
+                mx = x > mx ? x : mx;
+            }
+        buf[0] += (real)0.01 * (mx > 0 ? mx : (real)0.1);
+    }
+    __syncthreads();
+}
+
+// The op index of common/activations.h: embed 0, embed_norm 1, then 14 a
+// layer from norm1 (k = 0) to res2 (k = 13), logits last.
+enum FusedOp { FO_NORM1, FO_Q, FO_K, FO_V, FO_SCORES, FO_SOFTMAX, FO_ATTN, FO_ATTN_PROJ, FO_RES1, FO_NORM2, FO_FC1,
+               FO_RELU, FO_FC2, FO_RES2, FO_PER_LAYER };
+__device__ __forceinline__ int fused_op(int l, int k) { return 2 + FO_PER_LAYER * l + k; }
+
 // The (B,T) positions and lengths of step s.
 struct StepIn {
     int B, T;
@@ -212,21 +263,45 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
 
     // x0 = rmsnorm(wte[tok] + wpe[t])                                    (n,C)
     real *enc = sm + s.enc, *x0 = sm + s.x0;
+    // reporting: acts[op] (forward) and acts[n_ops + op] (backward), last step only
+    real *const *rec = last ? a.acts : nullptr;
+    const int nops = a.n_ops;
+#define REC_F(op) (rec ? rec[(op)] : (real *)nullptr)
+#define REC_B(op) (rec ? rec[nops + (op)] : (real *)nullptr)
+    // test-only faults (FusedArgs.fault): op's output (FF) or the gradient its backward passes on (FB)
+#define FF(op, buf, ld, w) \
+    if (a.fault == 1 && a.fault_op == (op)) fault_bump(buf, ld, n, w)
+#define FB(op, buf, ld, w) \
+    if (a.fault == 2 && a.fault_op == (op)) fault_bump(buf, ld, n, w)
     FOR_BLOCK(idx, n * C) {
         const int t = idx / C, c = idx - t * C;
         enc[t * ldC + c] = sm[s.w_wte + tok[t] * ldC + c] + sm[s.w_wpe + t * ldC + c];
     }
     END_PHASE(embed);
+    FF(0, enc, ldC, C);
+    if (rec) dump_rows(REC_F(0), enc, ldC, n, T, C, b);
     rms_fwd(x0, sm + s.r0, enc, ldC, n, C);
     END_PHASE(rms);
+    FF(1, x0, ldC, C);
+    if (rec) dump_rows(REC_F(1), x0, ldC, n, T, C, b);
     const real *x = x0;   // the residual stream
     for (int l = 0; l < m.L; l++) {
         real *ln1 = sm + s.ln1[l], *qkv = sm + s.qkv[l], *att = sm + s.att[l], *atty = sm + s.atty[l];
         real *res2 = sm + s.res2[l], *ln2 = sm + s.ln2[l], *fch = sm + s.fch[l], *res3 = sm + s.res3[l];
         rms_fwd(ln1, sm + s.r1[l], x, ldC, n, C);
         END_PHASE(rms);
+        FF(fused_op(l, FO_NORM1), ln1, ldC, C);
         mm_fwd<false>(qkv, ldQ, ln1, ldC, sm + s.w_qkv[l], ldC, n, C, Q, (const real *)nullptr, 0);   // (n,Q)
         END_PHASE(qkv);
+        FF(fused_op(l, FO_Q), qkv, ldQ, C);
+        FF(fused_op(l, FO_K), qkv + C, ldQ, KV);
+        FF(fused_op(l, FO_V), qkv + C + KV, ldQ, KV);
+        if (rec) {
+            dump_rows(REC_F(fused_op(l, FO_NORM1)), ln1, ldC, n, T, C, b);
+            dump_rows(REC_F(fused_op(l, FO_Q)), qkv, ldQ, n, T, C, b);
+            dump_rows(REC_F(fused_op(l, FO_K)), qkv + C, ldQ, n, T, KV, b);
+            dump_rows(REC_F(fused_op(l, FO_V)), qkv + C + KV, ldQ, n, T, KV, b);
+        }
         // scores att[h,t,u] = q[t,h] . k[u,h/group] * scale, u <= t     (NH,n,n)
         FOR_BLOCK(idx, NH * n * n) {
             const int h = idx / (n * n), r = idx - h * n * n, t = r / n, u = r - t * n;
@@ -235,6 +310,8 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             att[(h * Tm + t) * Tm + u] = dot<false>(qt, 1, ku, 1, HS) * scale;
         }
         END_PHASE(scores);
+        FF(fused_op(l, FO_SCORES), att, Tm, 1);   // (head 0, query 0, key 0)
+        if (rec) dump_square(REC_F(fused_op(l, FO_SCORES)), att, Tm, n, T, NH, b, (real)1);
         FOR_WARP_ROW(row, NH * n) {   // softmax of each row over u <= t
             const int h = row / n, t = row - h * n;
             real *ar = att + (h * Tm + t) * Tm;
@@ -250,20 +327,38 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             for (int u = lane; u <= t; u += 32) ar[u] *= inv;
         }
         END_PHASE(softmax);
+        FF(fused_op(l, FO_SOFTMAX), att, Tm, 1);
+        if (rec) dump_square(REC_F(fused_op(l, FO_SOFTMAX)), att, Tm, n, T, NH, b, (real)1);
         FOR_BLOCK(idx, n * C) {   // atty[t,c] = sum_u att[h,t,u] v[u, kv channel of c]   (n,C)
             const int t = idx / C, c = idx - t * C, h = c / HS, j = c - h * HS;
             const real *ar = att + (h * Tm + t) * Tm, *v = qkv + C + KV + (h / group) * HS + j;
             atty[t * ldC + c] = dot<false>(ar, 1, v, ldQ, t + 1);
         }
         END_PHASE(att_v);
+        FF(fused_op(l, FO_ATTN), atty, ldC, C);
         mm_fwd<false>(res2, ldC, atty, ldC, sm + s.w_wo[l], ldC, n, C, C, x, ldC);   // wo + residual
         END_PHASE(wo);
+        // wo's product and the residual add are one phase here: a fault in either lands on res1
+        FF(fused_op(l, FO_ATTN_PROJ), res2, ldC, C);
+        FF(fused_op(l, FO_RES1), res2, ldC, C);
         rms_fwd(ln2, sm + s.r2[l], res2, ldC, n, C);
         END_PHASE(rms);
+        FF(fused_op(l, FO_NORM2), ln2, ldC, C);
         mm_fwd<false>(fch, ldH, ln2, ldC, sm + s.w_fc1[l], ldC, n, C, H, (const real *)nullptr, 0);   // (n,H)
         END_PHASE(fc1);
+        FF(fused_op(l, FO_FC1), fch, ldH, H);
         mm_fwd<true>(res3, ldC, fch, ldH, sm + s.w_fc2[l], ldH, n, H, C, res2, ldC);   // fc2(relu) + residual
         END_PHASE(fc2);
+        // relu, fc2's product and the residual add are one phase: their faults land on res2
+        FF(fused_op(l, FO_FC2), res3, ldC, C);
+        FF(fused_op(l, FO_RES2), res3, ldC, C);
+        if (rec) {
+            dump_rows(REC_F(fused_op(l, FO_ATTN)), atty, ldC, n, T, C, b);
+            dump_rows(REC_F(fused_op(l, FO_RES1)), res2, ldC, n, T, C, b);
+            dump_rows(REC_F(fused_op(l, FO_NORM2)), ln2, ldC, n, T, C, b);
+            dump_rows(REC_F(fused_op(l, FO_FC1)), fch, ldH, n, T, H, b);
+            dump_rows(REC_F(fused_op(l, FO_RES2)), res3, ldC, n, T, C, b);
+        }
         if (last) {
             real *fo = a.fch[l] + (size_t)b * T * H;
             FOR_BLOCK(idx, T * H) {   // 0 at padding: every byte the host reads back is written
@@ -276,6 +371,8 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     real *lg = sm + s.logits;
     mm_fwd<false>(lg, ldV, x, ldC, sm + s.w_lm, ldC, n, C, V, (const real *)nullptr, 0);   // (n,V)
     END_PHASE(lm_head);
+    FF(nops - 1, lg, ldV, V);
+    if (rec) dump_rows(REC_F(nops - 1), lg, ldV, n, T, V, b);
     if (last) {
         real *lo = a.logits + (size_t)b * T * V;
         FOR_BLOCK(idx, T * V) {
@@ -306,26 +403,47 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     }
     for (int t = n + (int)threadIdx.x; t < T; t += (int)blockDim.x) losses[(size_t)b * T + t] = 0;   // padding
     END_PHASE(loss);
+    FB(nops, lg, ldV, V);   // the cross-entropy's backward: one past the table
+    if (rec) dump_rows(REC_B(nops - 1), lg, ldV, n, T, V, b);   // dlogits
 
     // backward
     real *dx = sm + s.dx, *dh = sm + s.dh, *dln = sm + s.dln, *dqkv = sm + s.dqkv, *datty = sm + s.datty,
          *dpre = sm + s.dpre;
     mm_bwd<false>(dx, ldC, G + m.lm_head, lg, ldV, sm + s.w_lm, ldC, x, ldC, n, C, V);
     END_PHASE(lm_head_bwd);
+    FB(nops - 1, dx, ldC, C);
     for (int l = m.L - 1; l >= 0; l--) {
         const real *x_in = l ? sm + s.res3[l - 1] : x0;
         const real *ln1 = sm + s.ln1[l], *qkv = sm + s.qkv[l], *att = sm + s.att[l], *atty = sm + s.atty[l];
         const real *res2 = sm + s.res2[l], *ln2 = sm + s.ln2[l], *fch = sm + s.fch[l];
         // MLP: res3 = fc2(relu(fc1(rmsnorm(res2)))) + res2; dx is d res3
+        if (rec) {
+            dump_rows(REC_B(fused_op(l, FO_RES2)), dx, ldC, n, T, C, b);
+            dump_rows(REC_B(fused_op(l, FO_FC2)), dx, ldC, n, T, C, b);   // the residual passes it as it is
+        }
         mm_bwd<true>(dh, ldH, G + m.fc2[l], dx, ldC, sm + s.w_fc2[l], ldH, fch, ldH, n, H, C);
         END_PHASE(fc2_bwd);
+        // fc2's input gradient and relu's are one phase here
+        FB(fused_op(l, FO_FC2), dh, ldH, H);
+        FB(fused_op(l, FO_RELU), dh, ldH, H);
+        if (rec) dump_rows(REC_B(fused_op(l, FO_FC1)), dh, ldH, n, T, H, b);   // gated: fc1's output gradient
         mm_bwd<false>(dln, ldC, G + m.fc1[l], dh, ldH, sm + s.w_fc1[l], ldC, ln2, ldC, n, C, H);
         END_PHASE(fc1_bwd);
+        FB(fused_op(l, FO_FC1), dln, ldC, C);
+        FB(fused_op(l, FO_RES2), dx, ldC, C);   // the residual's gradient res2 -> res1, as it passes
+        if (rec) dump_rows(REC_B(fused_op(l, FO_NORM2)), dln, ldC, n, T, C, b);
         rms_bwd(dx, dln, res2, sm + s.r2[l], ldC, n, C, true);   // dx: d res2
         END_PHASE(rms_bwd);
+        FB(fused_op(l, FO_NORM2), dx, ldC, C);
+        if (rec) {
+            dump_rows(REC_B(fused_op(l, FO_RES1)), dx, ldC, n, T, C, b);
+            dump_rows(REC_B(fused_op(l, FO_ATTN_PROJ)), dx, ldC, n, T, C, b);
+        }
         // attention: res2 = wo(attention(q, k, v of rmsnorm(x_in))) + x_in
         mm_bwd<false>(datty, ldC, G + m.wo[l], dx, ldC, sm + s.w_wo[l], ldC, atty, ldC, n, C, C);
         END_PHASE(wo_bwd);
+        FB(fused_op(l, FO_ATTN_PROJ), datty, ldC, C);
+        if (rec) dump_rows(REC_B(fused_op(l, FO_ATTN)), datty, ldC, n, T, C, b);
         FOR_BLOCK(idx, NH * n * n) {   // datt[h,t,u] = datty[t,h] . v[u]
             const int h = idx / (n * n), r = idx - h * n * n, t = r / n, u = r - t * n;
             if (u > t) continue;
@@ -333,6 +451,8 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             dpre[(h * Tm + t) * Tm + u] = dot<false>(d, 1, v, 1, HS);
         }
         END_PHASE(datt);
+        FB(fused_op(l, FO_ATTN), dpre, Tm, 1);   // the weighted sum's gradient into the softmax
+        if (rec) dump_square(REC_B(fused_op(l, FO_SOFTMAX)), dpre, Tm, n, T, NH, b, (real)1);
         FOR_WARP_ROW(row, NH * n) {   // softmax backward: dpre = att (datt - sum att datt) scale
             const int h = row / n, t = row - h * n;
             const real *ar = att + (h * Tm + t) * Tm;
@@ -343,6 +463,9 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             for (int u = lane; u <= t; u += 32) dr[u] = ar[u] * (dr[u] - wsum) * scale;
         }
         END_PHASE(softmax_bwd);
+        FB(fused_op(l, FO_SOFTMAX), dpre, Tm, 1);
+        // the scores' gradient: dpre without the scale it carries into q.k
+        if (rec) dump_square(REC_B(fused_op(l, FO_SCORES)), dpre, Tm, n, T, NH, b, r_sqrt((real)HS));
         FOR_BLOCK(idx, n * Q) {   // dq | dk | dv                             (n,Q)
             const int t = idx / Q, c = idx - t * Q;
             real g = 0;
@@ -362,14 +485,31 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
             dqkv[t * ldQ + c] = g;
         }
         END_PHASE(dqkv);
+        FB(fused_op(l, FO_SCORES), dqkv, ldQ, C);   // the scores' gradient into q
+        if (rec) {
+            dump_rows(REC_B(fused_op(l, FO_Q)), dqkv, ldQ, n, T, C, b);
+            dump_rows(REC_B(fused_op(l, FO_K)), dqkv + C, ldQ, n, T, KV, b);
+            dump_rows(REC_B(fused_op(l, FO_V)), dqkv + C + KV, ldQ, n, T, KV, b);
+        }
         mm_bwd<false>(dln, ldC, G + m.wq[l], dqkv, ldQ, sm + s.w_qkv[l], ldC, ln1, ldC, n, C, Q);
         END_PHASE(qkv_bwd);
+        FB(fused_op(l, FO_Q), dln, ldC, C);
+        FB(fused_op(l, FO_K), dln, ldC, C);
+        FB(fused_op(l, FO_V), dln, ldC, C);
+        FB(fused_op(l, FO_RES1), dx, ldC, C);
+        if (rec) dump_rows(REC_B(fused_op(l, FO_NORM1)), dln, ldC, n, T, C, b);
         rms_bwd(dx, dln, x_in, sm + s.r1[l], ldC, n, C, true);   // dx: d x_in
         END_PHASE(rms_bwd);
+        FB(fused_op(l, FO_NORM1), dx, ldC, C);
     }
     // x0 = rmsnorm(enc): d enc into dln, then into the embedding rows
+    if (rec) dump_rows(REC_B(1), dx, ldC, n, T, C, b);
     rms_bwd(dln, dx, enc, sm + s.r0, ldC, n, C, false);
     END_PHASE(rms_bwd);
+    FB(1, dln, ldC, C);
+    if (rec) dump_rows(REC_B(0), dln, ldC, n, T, C, b);
+#undef REC_F
+#undef REC_B
     FOR_BLOCK(c, C) {   // one thread a channel, positions in order: repeated tokens add in order
         for (int t = 0; t < n; t++) {
             G[m.wte + (size_t)tok[t] * C + c] += dln[t * ldC + c];
@@ -377,6 +517,9 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         }
     }
     END_PHASE(embed_bwd);
+    if (a.fault == 2 && a.fault_op == 0 && b == 0) fault_bump(G + m.wte, C, m.V, C);   // its input: wte's gradient
+#undef FF
+#undef FB
 }
 
 // Where flat parameter i sits in shared memory. The table covers [0, P) in

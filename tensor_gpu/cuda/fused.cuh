@@ -95,6 +95,16 @@ template <typename real> struct FusedArgs {
     real *logits;
     real *fch[FUSED_MAX_LAYERS];
     real beta1, beta2, eps;
+    // Reporting (cfg.activations, common/activations.h): the last step's op
+    // outputs at acts[op] and gradients at acts[n_ops + op], each (B,T,width)
+    // or (B,NH,T,T); NULL entries (or acts NULL) are not written. The fused
+    // step never materializes attn_proj, relu and fc2 (they are fused into
+    // the residual add and fc2's product): those outputs stay unreported.
+    real *const *acts;
+    int n_ops;
+    // test-only (compare --inject-fault): 1 op-fwd, 2 op-bwd at op fault_op
+    // (act_count: the cross-entropy's gradient); 0 none
+    int fault, fault_op;
 };
 
 // The layout for model m, and whether it can run on this device: 0, or -1

@@ -506,6 +506,27 @@ void adam_update(cudaStream_t st, real *p, const real *g, real *m, real *v, size
 }
 
 // ---------------------------------------------------------------------------
+// test-only (compare --inject-fault op-fwd:OP, op-bwd:OP): element 0 of a
+// (rows, width) array of row stride ld off by frac of its largest |value|
+// (frac * 0.1 when it is all 0). One thread: a fault run is small.
+
+template <typename real>
+__global__ void fault_bump_kernel(real *buf, int ld, int rows, int width, real frac) {
+    real mx = 0;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < width; j++) {
+            const real x = buf[(size_t)i * ld + j];
+            mx = (x < 0 ? -x : x) > mx ? (x < 0 ? -x : x) : mx;
+        }
+    buf[0] += frac * (mx > 0 ? mx : (real)0.1);
+}
+
+template <typename real> void fault_bump(cudaStream_t st, real *buf, int ld, int rows, int width, double frac) {
+    fault_bump_kernel<real><<<1, 1, 0, st>>>(buf, ld, rows, width, (real)frac);
+    KERNEL_CHECK("fault_bump_kernel");
+}
+
+// ---------------------------------------------------------------------------
 // instantiations
 
 #define MGPT_INSTANTIATE(real)                                                                                \
@@ -531,7 +552,8 @@ void adam_update(cudaStream_t st, real *p, const real *g, real *m, real *v, size
                                                       const int *, int, int, int);                           \
     template double crossentropy_mean<real>(const real *, const int *, int, int);                            \
     template void adam_update<real>(cudaStream_t, real *, const real *, real *, real *, size_t,               \
-                                    const AdamScalars *, double, double, double);
+                                    const AdamScalars *, double, double, double);                            \
+    template void fault_bump<real>(cudaStream_t, real *, int, int, int, double);
 
 MGPT_INSTANTIATE(double)
 MGPT_INSTANTIATE(float)

@@ -122,20 +122,26 @@ template <typename real> AttnPath attention_forward_path(int T, int HS);
 template <typename real> AttnPath attention_backward_path(int T, int HS);
 const char *attn_path_name(AttnPath p);   // "auto", "tiled", "rows"
 
+// scores_out (optional, (B,NH,T,T)): the scaled scores q.k/sqrt(HS) before
+// the softmax, 0 above the diagonal and on padding (the engine reports them:
+// common/activations.h).
 template <typename real>
 void attention_forward(cudaStream_t st, real *out, real *att, const real *q, int ldq, const real *k,
                        const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
-                       AttnPath path = AttnPath::Auto);
+                       AttnPath path = AttnPath::Auto, real *scores_out = nullptr);
 // dq (row stride lddq), dk and dv (row stride lddkv) (+)= the gradients;
 // dpre (B,NH,T,T) is scratch (the softmax backward per query row, rows t <
 // n[b], keys s <= t). Two kernels: per query head dq and dpre, then per kv
 // head dk and dv, summing its query heads in a fixed order (no atomics,
 // deterministic with grouped heads).
+// datt_out (optional, (B,NH,T,T)): the softmax output's gradient dout.v, 0
+// above the diagonal and on padding (reported as above; dpre / scale is the
+// scores' gradient).
 template <typename real>
 void attention_backward(cudaStream_t st, real *dq, int lddq, real *dk, real *dv, int lddkv, real *dpre,
                         const real *dout, const real *att, const real *q, int ldq, const real *k,
                         const real *v, int ldkv, const int *n, int B, int T, int NH, int NKV, int HS,
-                        bool acc, AttnPath path = AttnPath::Auto);
+                        bool acc, AttnPath path = AttnPath::Auto, real *datt_out = nullptr);
 
 // ---- softmax cross-entropy, fused forward + backward ---------------------------
 // losses[b,t] = -log softmax(logits[b,t])[target]; dlogits = (probs -
@@ -161,6 +167,10 @@ AdamScalars adam_scalars(double lr_t, double beta1, double beta2, int step);
 template <typename real>
 void adam_update(cudaStream_t st, real *p, const real *g, real *m, real *v, size_t count,
                  const AdamScalars *sc, double beta1, double beta2, double eps);
+
+// Test-only (compare --inject-fault op-fwd:OP, op-bwd:OP): element 0 of a
+// (rows, width) array of row stride ld plus frac times its largest |value|.
+template <typename real> void fault_bump(cudaStream_t st, real *buf, int ld, int rows, int width, double frac);
 
 }  // namespace mgpt
 

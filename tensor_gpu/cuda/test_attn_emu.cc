@@ -47,6 +47,23 @@ static void ref_forward(float *o, float *a, const float *q, const float *k, cons
                         int T, int NH, int NKV, int HS) {
     attention_forward_f32(o, a, q, k, v, n, B, T, NH, NKV, HS);
 }
+// What the kernels report (common/activations.h): the scores and the
+// softmax output's gradient.
+static void ref_scores(double *s, const double *q, const double *k, const int *n, int B, int T, int NH, int NKV,
+                       int HS) {
+    attention_scores_f64(s, q, k, n, B, T, NH, NKV, HS);
+}
+static void ref_scores(float *s, const float *q, const float *k, const int *n, int B, int T, int NH, int NKV, int HS) {
+    attention_scores_f32(s, q, k, n, B, T, NH, NKV, HS);
+}
+static void ref_datt(double *ds, double *datt, const double *d, const double *a, const double *v, const int *n, int B,
+                     int T, int NH, int NKV, int HS) {
+    attention_backward_probe_f64(ds, datt, d, a, v, n, B, T, NH, NKV, HS);
+}
+static void ref_datt(float *ds, float *datt, const float *d, const float *a, const float *v, const int *n, int B,
+                     int T, int NH, int NKV, int HS) {
+    attention_backward_probe_f32(ds, datt, d, a, v, n, B, T, NH, NKV, HS);
+}
 static void ref_backward(double *dq, double *dk, double *dv, const double *d, const double *a, const double *q,
                          const double *k, const double *v, const int *n, int B, int T, int NH, int NKV, int HS) {
     attention_backward_f64(dq, dk, dv, d, a, q, k, v, n, B, T, NH, NKV, HS);
@@ -286,13 +303,17 @@ static void run(int B, int T, int NH, int NKV, int HS, int threads, int shift, s
     ref_forward(out.data(), att.data(), q.data(), k.data(), v.data(), n.data(), B, T, NH, NKV, HS);
     const real scale = (real)1 / std::sqrt((real)HS);
 
-    Buf<real> o((size_t)N * C, 0, (real)NAN), a(natt, 0, (real)NAN);
+    Buf<real> o((size_t)N * C, 0, (real)NAN), a(natt, 0, (real)NAN), sc(natt, 0, (real)NAN);
     emu_launch(B * NH, threads, [&] {
         attention_forward_tiled_kernel<real>(o.p, a.p, qkv.p, QKV, qkv.p + C, qkv.p + C + KV, QKV, n.data(), T, NH,
-                                             NKV, HS, scale);
+                                             NKV, HS, scale, sc.p);
     });
     check("forward out", sh, o.p, out, C, C, 0);
     check("forward att", sh, a.p, att, T, T, 0);
+    std::vector<real> scores(natt), want_datt(natt), want_ds(natt);
+    ref_scores(scores.data(), q.data(), k.data(), n.data(), B, T, NH, NKV, HS);
+    check("forward scores (reported)", sh, sc.p, scores, T, T, 0);
+    ref_datt(want_ds.data(), want_datt.data(), dout.data(), att.data(), v.data(), n.data(), B, T, NH, NKV, HS);
 
     Buf<real> at(natt, 0, 0);   // the backward from the reference's att
     for (size_t i = 0; i < natt; i++) at.p[i] = att[i];
@@ -300,12 +321,14 @@ static void run(int B, int T, int NH, int NKV, int HS, int threads, int shift, s
         std::vector<real> dq = acc ? randn((size_t)N * C) : std::vector<real>((size_t)N * C, 0);
         std::vector<real> dk = acc ? randn((size_t)N * KV) : std::vector<real>((size_t)N * KV, 0);
         std::vector<real> dv = acc ? randn((size_t)N * KV) : std::vector<real>((size_t)N * KV, 0);
-        Buf<real> g((size_t)N * QKV, shift, (real)NAN), dpre(natt, 0, (real)NAN);
+        Buf<real> g((size_t)N * QKV, shift, (real)NAN), dpre(natt, 0, (real)NAN), gd(natt, 0, (real)NAN);
         if (acc) interleave(g.p, dq, dk, dv, N, C, KV);
         emu_launch(B * NH, threads, [&] {
             attention_backward_dq_tiled_kernel<real>(g.p, QKV, dpre.p, dout.data(), at.p, qkv.p + C, qkv.p + C + KV,
-                                                     QKV, n.data(), T, NH, NKV, HS, scale, acc != 0);
+                                                     QKV, n.data(), T, NH, NKV, HS, scale, acc != 0,
+                                                     acc ? nullptr : gd.p);
         });
+        if (!acc) check("backward datt (reported)", sh, gd.p, want_datt, T, T, 0);
         emu_launch(B * NKV, threads, [&] {
             attention_backward_dkv_tiled_kernel<real>(g.p + C, g.p + C + KV, QKV, dpre.p, at.p, dout.data(), qkv.p,
                                                       QKV, n.data(), T, NH, NKV, HS, acc != 0);

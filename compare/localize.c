@@ -1,0 +1,186 @@
+#include "localize.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/util.h"
+
+// Append to a text buffer.
+static void cat(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void cat(char *out, size_t n, const char *fmt, ...) {
+    const size_t len = strlen(out);
+    if (len + 1 >= n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out + len, n - len, fmt, ap);
+    va_end(ap);
+}
+
+// The ops that read op x's output (its consumers); returns how many.
+static int consumers(const ModelShape *m, int x, int *out, int max) {
+    int k = 0, in[2];
+    for (int i = 0; i < act_count(m) && k < max; i++) {
+        const int ni = act_inputs(m, i, in);
+        for (int j = 0; j < ni; j++)
+            if (in[j] == x) out[k++] = i;
+    }
+    return k;
+}
+
+// The index of parameter tensor (kind, layer) in the layout, or -1.
+static int tensor_index(const ParamLayout *L, ParamKind kind, int layer) {
+    for (int i = 0; i < L->n_tensors; i++)
+        if (L->t[i].kind == kind && (L->t[i].layer == layer || L->t[i].layer < 0)) return i;
+    return -1;
+}
+
+static void op_text(const ModelShape *m, int i, char *out, size_t n) {
+    ActOp op;
+    act_op(m, i, &op);
+    snprintf(out, n, "%s (%s)", op.what, op.name);
+}
+
+void localize_ops(const ModelShape *m, const ParamLayout *L, const StepEvidence *ev, Divergence *d) {
+    memset(d, 0, sizeof *d);
+    d->err = d->bound = NAN;
+    const int n = ev->n_ops, ce = act_count(m);
+    char what[160];
+    // forward: the first op whose output is off
+    for (int i = 0; i < n; i++) {
+        if (ev->fwd[i] != 1) continue;
+        op_text(m, i, what, sizeof what);
+        d->found = 1, d->op = i, d->backward = 0;
+        d->err = ev->fwd_err[i], d->bound = ev->fwd_bound[i];
+        ActOp op;
+        act_op(m, i, &op);
+        snprintf(d->op_name, sizeof d->op_name, "%s", op.name);
+        snprintf(d->text, sizeof d->text, "first divergence: %s, forward: its output is off (err %.3g of its RMS, "
+                 "allowed %.3g)", what, d->err, d->bound);
+        int in[2], ni = act_inputs(m, i, in), agree = 1;
+        for (int j = 0; j < ni; j++) agree &= ev->fwd[in[j]] == 0;
+        if (ni && agree) {
+            cat(d->text, sizeof d->text, "; what it reads agrees:");
+            for (int j = 0; j < ni; j++) {
+                act_op(m, in[j], &op);
+                cat(d->text, sizeof d->text, " %s", op.name);
+            }
+        } else if (!ni) {
+            cat(d->text, sizeof d->text, "; it reads the parameters wte and wpe");
+        }
+        return;
+    }
+    if (ev->loss_bad && !ev->logits_bad) {
+        d->found = 1, d->op = ce, d->backward = 0;
+        snprintf(d->op_name, sizeof d->op_name, "loss");
+        snprintf(d->text, sizeof d->text, "first divergence: the cross-entropy (the loss), forward: the logits agree, "
+                 "the loss does not");
+        return;
+    }
+    // backward: the op whose backward runs first (the latest in forward
+    // order) among those that received a gradient that agrees and passed
+    // one that does not, to an input or to its weight
+    int best = -1, best_input = -1, best_weight = -1;
+    for (int x = 0; x < n; x++) {
+        if (ev->bwd[x] != 1) continue;
+        int c[8], nc = consumers(m, x, c, 8), ok = 1;
+        for (int j = 0; j < nc; j++) ok &= ev->bwd[c[j]] != 1;
+        if (!ok) continue;
+        const int culprit = x == n - 1 ? ce : nc ? c[nc - 1] : x;
+        if (culprit > best) best = culprit, best_input = x, best_weight = -1;
+    }
+    for (int y = 0; y < n; y++) {
+        ActOp op;
+        act_op(m, y, &op);
+        ParamKind second, k = act_weight(&op, &second);
+        if (k == P_NUM_KINDS || ev->bwd[y] == 1) continue;
+        int t = tensor_index(L, k, op.layer), t2 = second != P_NUM_KINDS ? tensor_index(L, second, op.layer) : -1;
+        const int bad = (t >= 0 && ev->grad_bad[t]) || (t2 >= 0 && ev->grad_bad[t2]);
+        if (bad && y > best) best = y, best_input = -1, best_weight = ev->grad_bad[t] ? t : t2;
+    }
+    if (best < 0) return;
+    d->found = 1, d->op = best, d->backward = 1;
+    if (best == ce) {
+        snprintf(d->op_name, sizeof d->op_name, "loss");
+        d->err = ev->bwd_err[n - 1], d->bound = ev->bwd_bound[n - 1];
+        snprintf(d->text, sizeof d->text, "first divergence: the cross-entropy, backward: the logits' gradient is off "
+                 "(err %.3g of its RMS, allowed %.3g) while the logits agree", d->err, d->bound);
+        return;
+    }
+    ActOp op;
+    act_op(m, best, &op);
+    snprintf(d->op_name, sizeof d->op_name, "%s", op.name);
+    if (best_input >= 0) {   // the op named: the first of those that pass gradient into the input, a residual add last
+        int c[8], nc = consumers(m, best_input, c, 8), pick = -1;
+        for (int j = 0; j < nc && pick < 0; j++) {
+            ActOp co;
+            act_op(m, c[j], &co);
+            if (co.kind != ACT_RES1 && co.kind != ACT_RES2) pick = c[j];
+        }
+        if (pick >= 0) {
+            act_op(m, pick, &op);
+            snprintf(d->op_name, sizeof d->op_name, "%s", op.name);
+            d->op = pick;
+        }
+    }
+    if (best_weight >= 0) {
+        snprintf(d->text, sizeof d->text, "first divergence: %s (%s), backward: its weight gradient %s is off while the "
+                 "gradient it received agrees", op.what, op.name, L->t[best_weight].name);
+        return;
+    }
+    // the input x's gradient is off: name every op that passes gradient into x
+    int c[8], nc = consumers(m, best_input, c, 8);
+    ActOp xo;
+    act_op(m, best_input, &xo);
+    d->err = ev->bwd_err[best_input], d->bound = ev->bwd_bound[best_input];
+    snprintf(d->text, sizeof d->text, "first divergence: ");
+    for (int j = 0; j < nc; j++) {
+        ActOp co;
+        act_op(m, c[j], &co);
+        cat(d->text, sizeof d->text, "%s%s (%s)", j ? (j + 1 == nc ? " or " : ", ") : "", co.what, co.name);
+    }
+    cat(d->text, sizeof d->text, ", backward: the gradient %s into %s is off (err %.3g of its RMS, allowed "
+        "%.3g) while the gradient %s received agrees", nc > 1 ? "they pass" : "it passes", xo.name, d->err, d->bound,
+        nc > 1 ? "they" : "it");
+}
+
+int localize_grads(const ModelShape *m, const ParamLayout *L, const signed char *grad_bad, char *out, size_t n) {
+    // the tensors in backward order, with the op each belongs to
+    int order[256], op_of[256], k = 0;
+    for (int i = act_count(m) - 1; i >= 0 && k < 254; i--) {
+        ActOp op;
+        act_op(m, i, &op);
+        ParamKind second, kind = act_weight(&op, &second);
+        if (kind == P_NUM_KINDS) continue;
+        int t = tensor_index(L, kind, op.layer);
+        if (t >= 0) order[k] = t, op_of[k++] = i;
+        if (second != P_NUM_KINDS && (t = tensor_index(L, second, op.layer)) >= 0) order[k] = t, op_of[k++] = i;
+    }
+    out[0] = '\0';
+    int first_bad = -1, last_good = -1;
+    cat(out, n, "gradients in backward order:");
+    for (int j = 0; j < k; j++) {
+        cat(out, n, " %s %s%s", L->t[order[j]].name, grad_bad[order[j]] ? "OFF" : "ok", j + 1 < k ? "," : "");
+        if (grad_bad[order[j]] && first_bad < 0) first_bad = j;
+        if (!grad_bad[order[j]] && first_bad < 0) last_good = j;
+    }
+    if (first_bad < 0) return 0;
+    cat(out, n, "\n  the first off is %s", L->t[order[first_bad]].name);
+    ActOp op;
+    if (last_good < 0) {
+        cat(out, n, ", the first in backward order: what lies before it is the cross-entropy's backward and ");
+        act_op(m, op_of[first_bad], &op);
+        cat(out, n, "%s (%s)", op.what, op.name);
+        return 1;
+    }
+    // the ops whose backward runs after the last that agrees and up to the first that does not
+    const int hi = op_of[last_good], lo = op_of[first_bad];
+    cat(out, n, "; between it and the last that agrees (%s) lie the backward of:", L->t[order[last_good]].name);
+    int any = 0;
+    for (int i = hi - (hi == lo ? 0 : 1); i >= lo; i--) {
+        act_op(m, i, &op);
+        cat(out, n, "%s %s (%s)", any++ ? "," : "", op.what, op.name);
+    }
+    return 1;
+}
