@@ -10,21 +10,28 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-// Inputs noted so far: (device, inode).
-#define MAX_INPUTS 16
-static struct { dev_t dev; ino_t ino; char path[256]; } g_in[MAX_INPUTS];
-static int g_n_in;
+// Inputs noted so far: (device, inode) and what to call them in a refusal.
+static struct { dev_t dev; ino_t ino; char what[512]; } *g_in;
+static int g_n_in, g_cap_in;
 
-void outfile_note_input(const char *path) {
+void outfile_note_input_as(const char *path, const char *role) {
     struct stat st;
-    if (!path || stat(path, &st) != 0 || g_n_in == MAX_INPUTS) return;
+    if (!path || stat(path, &st) != 0) return;
     for (int i = 0; i < g_n_in; i++)
         if (g_in[i].dev == st.st_dev && g_in[i].ino == st.st_ino) return;
+    if (g_n_in == g_cap_in) {  // a run may read many files (--against's per-step tensors)
+        void *more = realloc(g_in, (size_t)(g_cap_in ? 2 * g_cap_in : 16) * sizeof *g_in);
+        if (!more) return;
+        g_in = more;
+        g_cap_in = g_cap_in ? 2 * g_cap_in : 16;
+    }
     g_in[g_n_in].dev = st.st_dev;
     g_in[g_n_in].ino = st.st_ino;
-    snprintf(g_in[g_n_in].path, sizeof g_in[g_n_in].path, "%s", path);
+    snprintf(g_in[g_n_in].what, sizeof g_in[g_n_in].what, "%s%s%s", role ? role : "", role ? " " : "", path);
     g_n_in++;
 }
+
+void outfile_note_input(const char *path) { outfile_note_input_as(path, NULL); }
 
 int write_all(int fd, const void *data, size_t len) {
     size_t off = 0;
@@ -115,7 +122,7 @@ static int classify(OutFile *o, char *err, size_t errlen) {
     for (int i = 0; i < g_n_in; i++)
         if (g_in[i].dev == st.st_dev && g_in[i].ino == st.st_ino) {
             snprintf(err, errlen, "is also an input of this run (%s); writing it would destroy it",
-                     g_in[i].path);
+                     g_in[i].what);
             return -1;
         }
     if (S_ISDIR(st.st_mode)) {
@@ -196,12 +203,26 @@ static void clean_stale(const char *dir, const char *prefix) {
     closedir(d);
 }
 
-static int write_replace(const OutFile *o, const void *data, size_t len, char *err, size_t errlen) {
-    char dir[PATH_MAX], prefix[128], tmp[PATH_MAX + 160];
+// The signals that would kill the process while a temporary file exists are
+// held back; they are delivered once it is renamed or removed.
+static void hold_signals(sigset_t *old) {
+    sigset_t hold;
+    sigemptyset(&hold);
+    sigaddset(&hold, SIGINT);
+    sigaddset(&hold, SIGTERM);
+    sigaddset(&hold, SIGHUP);
+    sigprocmask(SIG_BLOCK, &hold, old);
+}
+
+// Write data to a new temporary file beside o->target, named in tmp
+// (PATH_MAX + 160 bytes), with the mode the target will have. 0, or an errno
+// (no file left).
+static int write_temp(const OutFile *o, const void *data, size_t len, char *tmp) {
+    char dir[PATH_MAX], prefix[128];
     dir_of(o->target, dir, sizeof dir);
     temp_prefix(o->target, prefix, sizeof prefix);
     clean_stale(dir, prefix);
-    snprintf(tmp, sizeof tmp, "%s/%s%ld-XXXXXX", dir, prefix, (long)getpid());
+    snprintf(tmp, PATH_MAX + 160, "%s/%s%ld-XXXXXX", dir, prefix, (long)getpid());
     struct stat st;
     mode_t mode;
     if (stat(o->target, &st) == 0) {
@@ -211,48 +232,51 @@ static int write_replace(const OutFile *o, const void *data, size_t len, char *e
         umask(mask);
         mode = 0666 & ~mask;
     }
-    // Hold back the signals that would kill the process while the temporary
-    // file exists; they are delivered once it is renamed or removed.
-    sigset_t hold, old;
-    sigemptyset(&hold);
-    sigaddset(&hold, SIGINT);
-    sigaddset(&hold, SIGTERM);
-    sigaddset(&hold, SIGHUP);
-    sigprocmask(SIG_BLOCK, &hold, &old);
-    int e = 0;
     int fd = mkstemp(tmp);
-    if (fd < 0) {
+    if (fd < 0) return errno;
+    int e = 0;
+    if (fchmod(fd, mode) != 0 || write_all(fd, data, len) != 0 || fsync(fd) != 0) e = errno;
+    if (close(fd) != 0 && !e) e = errno;
+    if (e) unlink(tmp);
+    return e;
+}
+
+// The rename itself reaches the disk.
+static void sync_dir(const char *target) {
+    char dir[PATH_MAX];
+    dir_of(target, dir, sizeof dir);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+}
+
+static int write_replace(const OutFile *o, const void *data, size_t len, char *err, size_t errlen) {
+    char tmp[PATH_MAX + 160];
+    sigset_t old;
+    hold_signals(&old);
+    int e = write_temp(o, data, len, tmp);
+    if (!e && rename(tmp, o->target) != 0) {
         e = errno;
-    } else {
-        if (fchmod(fd, mode) != 0 || write_all(fd, data, len) != 0 || fsync(fd) != 0) e = errno;
-        if (close(fd) != 0 && !e) e = errno;
-        if (!e && rename(tmp, o->target) != 0) e = errno;
-        if (e) unlink(tmp);
+        unlink(tmp);
     }
-    if (!e) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) {
-            fsync(dfd);  // the rename itself reaches the disk
-            close(dfd);
-        }
-    }
+    if (!e) sync_dir(o->target);
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (e) snprintf(err, errlen, "%s", strerror(e));
     return e ? -1 : 0;
 }
 
-int outfile_write(const OutFile *o, const void *data, size_t len, char *err, size_t errlen) {
-    OutFile now = *o;
-    if (classify(&now, err, errlen)) return -1;
-    if (now.kind == OUT_REPLACE) return write_replace(&now, data, len, err, errlen);
+// Write to stdout, a FIFO or a character device.
+static int write_in_place(const OutFile *now, const void *data, size_t len, char *err, size_t errlen) {
     int fd = 1;
-    if (now.kind == OUT_STDOUT) {
+    if (now->kind == OUT_STDOUT) {
         if (fflush(stdout) != 0) {
             snprintf(err, errlen, "standard output: %s", strerror(errno));
             return -1;
         }
     } else {
-        fd = open(now.target, O_WRONLY);
+        fd = open(now->target, O_WRONLY);
         if (fd < 0) {
             snprintf(err, errlen, "cannot open: %s", strerror(errno));
             return -1;
@@ -262,4 +286,84 @@ int outfile_write(const OutFile *o, const void *data, size_t len, char *err, siz
     if (fd != 1 && close(fd) != 0 && !e) e = errno;
     if (e) snprintf(err, errlen, "%s", strerror(e));
     return e ? -1 : 0;
+}
+
+int outfile_write(const OutFile *o, const void *data, size_t len, char *err, size_t errlen) {
+    OutFile now = *o;
+    if (classify(&now, err, errlen)) return -1;
+    if (now.kind == OUT_REPLACE) return write_replace(&now, data, len, err, errlen);
+    return write_in_place(&now, data, len, err, errlen);
+}
+
+// Remove the temporary files from..n-1 that exist (tmp[i][0] set).
+static void drop_temps(char (*tmp)[PATH_MAX + 160], int from, int n) {
+    for (int i = from; i < n; i++)
+        if (tmp[i][0]) unlink(tmp[i]);
+}
+
+int outfile_write_group(const OutFile *o, const void *const *data, const size_t *len, int n, char *err,
+                        size_t errlen) {
+    OutFile *now = calloc((size_t)n, sizeof *now);
+    char (*tmp)[PATH_MAX + 160] = calloc((size_t)n, sizeof *tmp);
+    if (!now || !tmp) {
+        free(now);
+        free(tmp);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char why[512];
+    int bad = -1, e = 0, renamed = 0;
+    for (int i = 0; i < n && bad < 0; i++) {  // every path checked before any is written
+        now[i] = o[i];
+        if (classify(&now[i], why, sizeof why)) bad = i;
+    }
+    sigset_t old;
+    hold_signals(&old);
+    for (int i = 0; i < n && bad < 0; i++)
+        if (now[i].kind == OUT_REPLACE && (e = write_temp(&now[i], data[i], len[i], tmp[i]))) {
+            tmp[i][0] = '\0';
+            bad = i;
+        }
+    if (bad >= 0) drop_temps(tmp, 0, n);
+    for (int i = 0; i < n && bad < 0; i++) {
+        if (now[i].kind != OUT_REPLACE) continue;
+        if (rename(tmp[i], now[i].target) != 0) {  // unlikely after the checks: the files before it are new
+            e = errno;
+            bad = i;
+            drop_temps(tmp, i, n);
+        } else {
+            sync_dir(now[i].target);
+            renamed++;
+        }
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    for (int i = 0; i < n && bad < 0; i++)  // stdout, FIFOs: nothing to take back
+        if (now[i].kind != OUT_REPLACE && write_in_place(&now[i], data[i], len[i], why, sizeof why)) bad = i, e = -1;
+    if (bad >= 0)
+        snprintf(err, errlen, "%s: %s; %s", o[bad].path, e > 0 ? strerror(e) : why,
+                 renamed ? "the files before it were replaced" : "no file was replaced");
+    free(now);
+    free(tmp);
+    return bad >= 0 ? -1 : 0;
+}
+
+// A new file's path with its directory resolved: the same name in the
+// same directory is the same file.
+static int canonical(const char *target, char *out, size_t n) {
+    char dir[PATH_MAX], real[PATH_MAX];
+    dir_of(target, dir, sizeof dir);
+    if (!realpath(dir, real)) return -1;
+    const char *slash = strrchr(target, '/');
+    snprintf(out, n, "%s/%s", real, slash ? slash + 1 : target);
+    return 0;
+}
+
+int outfile_same(const OutFile *a, const OutFile *b) {
+    if (a->kind == OUT_STDOUT || b->kind == OUT_STDOUT) return a->kind == b->kind;
+    struct stat sa, sb;
+    int ea = stat(a->target, &sa), eb = stat(b->target, &sb);
+    if (!ea && !eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino && !S_ISCHR(sa.st_mode);
+    if (!ea || !eb) return 0;  // one exists, the other not
+    char ca[PATH_MAX + 256], cb[PATH_MAX + 256];
+    return !canonical(a->target, ca, sizeof ca) && !canonical(b->target, cb, sizeof cb) && !strcmp(ca, cb);
 }

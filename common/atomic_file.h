@@ -34,9 +34,26 @@ int outfile_open(OutFile *o, const char *path, char *err, size_t errlen);
 // then untouched and no temporary file is left.
 int outfile_write(const OutFile *o, const void *data, size_t len, char *err, size_t errlen);
 
+// Several outputs replaced together (--export-init's files): every one is
+// checked again, then written to its temporary file, and only when all are
+// written are they renamed over their paths; if one fails none is replaced
+// (the directory never holds a mix of two runs' files). 0, or -1 with
+// "PATH: reason; no file was replaced" in err (only a rename that fails
+// after every check and write leaves the files before it replaced).
+int outfile_write_group(const OutFile *o, const void *const *data, const size_t *len, int n, char *err,
+                        size_t errlen);
+
+// Whether two checked outputs are the same file under any spelling (./x and
+// x, a symlink and its target, "-" and /dev/stdout): the second would
+// replace the first. A character device (/dev/null) may take both.
+int outfile_same(const OutFile *a, const OutFile *b);
+
 // Note a file the run reads, so that no output overwrites it. Files that
 // cannot be stat'ed are ignored (reading them fails on its own).
 void outfile_note_input(const char *path);
+// The same, saying which input it is in the refusal, e.g. role "--data":
+// "is also an input of this run (--data d.txt)".
+void outfile_note_input_as(const char *path, const char *role);
 
 // Write all of data to fd (EINTR retried). 0, or -1 with errno set.
 int write_all(int fd, const void *data, size_t len);

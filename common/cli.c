@@ -1,7 +1,9 @@
 #include "cli.h"
 
+#include <stdlib.h>
 #include <string.h>
 
+#include "atomic_file.h"
 #include "util.h"
 
 static void mark(CliSeen *s, const char *name) {
@@ -33,4 +35,32 @@ int cli_switch(CliSeen *s, char **argv, int i, const char *name) {
     if (a[n] == '=') die(EXIT_USAGE, "%s takes no value (got '%s')", name, a);
     mark(s, name);
     return 1;
+}
+
+const char *cli_path(const char *flag, const char *v) {
+    if (!*v) die(EXIT_USAGE, "%s: empty path", flag);
+    if (!strncmp(v, "--", 2))
+        die(EXIT_USAGE, "%s: its value is missing ('%s' is a flag); to name a file that begins with '--', "
+            "write ./%s", flag, v, v);
+    return v;
+}
+
+void cli_check_outputs(const CliOut *out, int n) {
+    OutFile *o = calloc((size_t)n, sizeof *o);
+    if (!o) die(EXIT_USAGE, "out of memory");
+    char err[512];
+    for (int i = 0; i < n; i++) {
+        if (!out[i].path) continue;
+        if (outfile_open(&o[i], out[i].path, err, sizeof err))
+            die(EXIT_USAGE, "%s %s: %s", out[i].flag, out[i].path, err);
+        for (int j = 0; j < i; j++) {
+            if (!out[j].path || !outfile_same(&o[j], &o[i])) continue;
+            if (o[i].kind == OUT_STDOUT)
+                die(EXIT_USAGE, "%s %s and %s %s both write to standard output, where one would run into the "
+                    "other; give one of them a file", out[j].flag, out[j].path, out[i].flag, out[i].path);
+            die(EXIT_USAGE, "%s %s and %s %s are the same file: one output would replace the other; give each "
+                "its own path", out[j].flag, out[j].path, out[i].flag, out[i].path);
+        }
+    }
+    free(o);
 }

@@ -23,4 +23,20 @@ int cli_switch(CliSeen *s, char **argv, int i, const char *name);
 // Whether the flag `name` was given.
 int cli_given(const CliSeen *s, const char *name);
 
+// A path flag's value v, checked: exits 2 when it is empty or starts with
+// "--", which is the next flag taken for a left-out value (`--trace --quiet`);
+// a file of such a name is still reachable as ./--name.
+const char *cli_path(const char *flag, const char *v);
+
+// One output of a run: the flag and its path (NULL: not given).
+typedef struct {
+    const char *flag, *path;
+} CliOut;
+
+// Check a run's outputs before it starts, after its inputs are noted
+// (common/atomic_file.h): each must be writable and no input, and no two may
+// be the same file under any spelling ("-" twice included), or the second
+// would replace the first. Exits 2 naming the flags.
+void cli_check_outputs(const CliOut *out, int n);
+
 #endif

@@ -47,6 +47,15 @@ void engine_sample_probs(double *w, int V, double temperature) {
     for (int i = 0; i < V; i++) w[i] *= inv;
 }
 
+int engine_check_sample(const int *tok, int n, int V, char *err, size_t errlen) {
+    for (int i = 0; i < n; i++)
+        if (tok[i] < 0 || tok[i] >= V - 1) {
+            snprintf(err, errlen, "token %d is %d, not a character id (0 to %d; BOS ends a sample)", i, tok[i], V - 2);
+            return -1;
+        }
+    return 0;
+}
+
 int engine_sample_token(PyRandom *r, double *w, int V, double temperature) {
     engine_sample_probs(w, V, temperature);
     return (int)pyrandom_choice_weighted(r, w, (size_t)V);

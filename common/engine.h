@@ -48,6 +48,10 @@ const char *fault_name(Fault f);
 int engine_sample_token(PyRandom *r, double *w, int V, double temperature);
 // Its first half: w (V logits) becomes the probabilities.
 void engine_sample_probs(double *w, int V, double temperature);
+// The rule an outside engine's sampled name must keep: each of its n tokens
+// a character id, 0 to V-2 (BOS, V-1, ends a sample and is not part of it),
+// since they index the vocabulary. 0, or -1 with the first bad token in err.
+int engine_check_sample(const int *tok, int n, int V, char *err, size_t errlen);
 // Returns FAULT_NUM if the name is unknown.
 Fault fault_from_name(const char *name);
 

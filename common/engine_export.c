@@ -48,6 +48,7 @@ static mg_engine *x_create(const mg_config *c, const double *init, char *err, si
     m->s.lr = c->lr, m->s.beta1 = c->beta1, m->s.beta2 = c->beta2, m->s.eps = c->eps;
     m->s.n_embd = c->n_embd, m->s.n_head = c->n_head, m->s.n_kv_head = c->n_kv_head;
     m->s.n_layer = c->n_layer, m->s.block_size = c->block_size, m->s.batch = c->max_batch;
+    m->s.token_mean = c->token_mean;
     ModelShape sh = {.vocab_size = c->vocab_size, .n_embd = c->n_embd, .n_head = c->n_head,
                      .n_kv_head = c->n_kv_head, .head_dim = c->head_dim, .n_layer = c->n_layer,
                      .block_size = c->block_size};

@@ -28,6 +28,8 @@ void settings_defaults(Settings *s) {
     s->trace_path = NULL;
 }
 
+const char *loss_name(int token_mean) { return token_mean ? "token-mean" : "doc-mean"; }
+
 int settings_kv_heads(const Settings *s) { return s->n_kv_head ? s->n_kv_head : s->n_head; }
 
 // Limits that keep every size product far from int overflow.
@@ -46,10 +48,7 @@ static double real_flag(const char *flag, const char *v) {
     return x;
 }
 
-static const char *path_flag(const char *flag, const char *v) {
-    if (!*v) die(EXIT_USAGE, "%s: empty path", flag);
-    return v;
-}
+static const char *path_flag(const char *flag, const char *v) { return cli_path(flag, v); }
 
 // The integer flags: name, field, range.
 static const struct {
@@ -84,6 +83,11 @@ int settings_parse_flag(Settings *s, int argc, char **argv, int *i) {
         s->lr = real_flag("--lr", v);
     } else if ((v = cli_value(&s->seen, argc, argv, i, "--temperature"))) {
         s->temperature = real_flag("--temperature", v);
+    } else if ((v = cli_value(&s->seen, argc, argv, i, "--loss"))) {
+        if (strcmp(v, "doc-mean") && strcmp(v, "token-mean"))
+            die(EXIT_USAGE, "--loss: '%s' is not doc-mean (the mean of per-document means, the original's) or "
+                "token-mean (the mean over all the batch's tokens, F.cross_entropy's)", v);
+        s->token_mean = !strcmp(v, "token-mean");
     } else if ((v = cli_value(&s->seen, argc, argv, i, "--init-std"))) {
         s->init_std = real_flag("--init-std", v);
     } else if ((v = cli_value(&s->seen, argc, argv, i, "--trace"))) {
@@ -139,7 +143,12 @@ void settings_print_help(FILE *f) {
             "  --temperature X      sampling temperature, > 0 with 1/X finite (0.5)\n"
             "  --samples N          names to sample after training (20)\n"
             "  --batch B            documents per step; document b of step s is\n"
-            "                       docs[(s*B+b) %% N], loss = mean of per-document means (1)\n"
+            "                       docs[(s*B+b) %% N] (1)\n"
+            "  --loss doc-mean|token-mean\n"
+            "                       the batch's loss: the mean of per-document mean cross-\n"
+            "                       entropies (doc-mean, the original's) or the mean over all\n"
+            "                       its tokens (token-mean, F.cross_entropy's); equal at batch 1\n"
+            "                       (doc-mean)\n"
             "  --trace FILE         write a JSON trace of the run to FILE ('-': stdout); a failed\n"
             "                       or interrupted run writes it too, marked incomplete\n"
             "  --timeline FILE      write each step's phases per engine as Chrome trace-event\n"

@@ -23,12 +23,18 @@ typedef struct {
     double temperature;      // --temperature (0.5)
     int samples;             // --samples     (20)
     int batch;               // --batch       (1)
+    int token_mean;          // --loss        0: doc-mean (the original), 1: token-mean
     const char *trace_path;  // --trace       (none)
     const char *timeline_path;  // --timeline (none)
     CliSeen seen;            // the flags given (a tool's own flags too: one set per command line)
 } Settings;
 
 void settings_defaults(Settings *s);
+
+// The loss definitions (--loss): "doc-mean" (the mean of the documents'
+// mean cross-entropies: the original's) and "token-mean" (the mean over every
+// trained position of the batch: F.cross_entropy over the batch's tokens).
+const char *loss_name(int token_mean);
 
 // If argv[*i] is one of the shared flags (`--flag VALUE` or `--flag=VALUE`),
 // consume it and its value (advancing *i) and return 1; return 0 if it is

@@ -16,6 +16,7 @@
 #include "compare.h"
 #include "engines.h"
 #include "grad_check.h"
+#include "common/atomic_file.h"
 #include "common/safetensors.h"
 #include "common/util.h"
 #include "traces/trace_read.h"
@@ -191,6 +192,7 @@ int against_main(Options *o) {
             StFile sf;
             unsigned char *raw;
             if (safetensors_read_file(file, &sf, &raw, err, sizeof err)) die(EXIT_USAGE, "--against: %s", err);
+            outfile_note_input_as(file, "a tensor file of --against:");
             n_tensor_steps++;
             int checked = 0;
             size_t shape[3] = {(size_t)b.B, (size_t)b.T, (size_t)V};

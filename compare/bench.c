@@ -23,16 +23,6 @@ typedef struct {
     int n_rows;
 } SizeResult;
 
-// An output must be writable and not one of the inputs: say so now, not
-// after the run (the trace itself is made at the end, once every child
-// process is done).
-static void check_output_path(const Options *o, const char *flag, const char *path) {
-    OutFile out;
-    char err[512];
-    outfile_note_input(o->s.data_path);
-    if (outfile_open(&out, path, err, sizeof err)) die(EXIT_USAGE, "%s %s: %s", flag, path, err);
-}
-
 static const char *status_word(RowStatus s) {
     return s == ROW_OK ? "ok" : s == ROW_SKIPPED ? "skipped" : s == ROW_UNAVAILABLE ? "unavailable" : "failed";
 }
@@ -359,8 +349,6 @@ int bench_main(Options *o) {
         die(EXIT_USAGE, "--bench: --steps %d with %d warm-up step(s) leaves nothing to time: use --steps %d or more",
             o->s.steps, o->b.warmup, o->b.warmup + 5);
     if (o->b.repeats > BENCH_MAX_REPEATS) die(EXIT_USAGE, "--repeats: at most %d", BENCH_MAX_REPEATS);
-    if (o->s.trace_path) check_output_path(o, "--trace", o->s.trace_path);
-    if (o->b.markdown) check_output_path(o, "--markdown", o->b.markdown);
     SizeResult *res = xcalloc(MAX_SIZES, sizeof *res);
     BenchSize *sizes = xcalloc(MAX_SIZES, sizeof *sizes);
     const int nz = bench_sizes_parse(o->b.sizes, &o->s, sizes, MAX_SIZES);

@@ -20,7 +20,7 @@ static void where_merge(Where *into, const Where *s) {
 }
 
 static void note_failure(Step *S, Quantity q, const char *tensor, size_t idx, const char *where, double a, double b,
-                         Tolerance t, long n_bad) {
+                         Tolerance t, double rms, long n_bad) {
     Failure *f = &S->f;
     if (f->failed) return;
     f->failed = 1;
@@ -32,7 +32,7 @@ static void note_failure(Step *S, Quantity q, const char *tensor, size_t idx, co
     f->a = a;
     f->b = b;
     f->abs_err = fabs(a - b);
-    f->tol = t.atol + t.rtol * fabs(b);
+    f->tol = t.atol + t.rtol * fabs(b) + (t.scaled > 0 ? t.scaled * rms : 0);   // err_compare's bound
     f->n_bad = n_bad;
 }
 
@@ -136,7 +136,7 @@ ErrStats check(Step *S, Quantity q, const char *tensor, const char *legacy_key, 
         char where[200];
         describe(dctx, s.first_bad, where, sizeof where);
         if (!f->failed) {
-            note_failure(S, q, tensor, s.first_bad, where, a[s.first_bad], b[s.first_bad], tol, s.n_bad);
+            note_failure(S, q, tensor, s.first_bad, where, a[s.first_bad], b[s.first_bad], tol, rms, s.n_bad);
             f->ratio = o->tol_ratio;
             f->cand_err = cand_err, f->ref_err = ref_err, f->bound = bound, f->rms = rms;
         }

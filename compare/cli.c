@@ -311,19 +311,15 @@ void cli_parse(Options *o, int argc, char **argv) {
             o->b.baseline = v;
             bench_flag = "--baseline";
         } else if (VAL("--python")) {
-            if (!*v) die(EXIT_USAGE, "--python: empty value");
-            o->b.python = v;
+            o->b.python = cli_path("--python", v);
             bench_flag = "--python";
         } else if (VAL("--markdown")) {
-            if (!*v) die(EXIT_USAGE, "--markdown: empty path");
-            o->b.markdown = v;
+            o->b.markdown = cli_path("--markdown", v);
             bench_flag = "--markdown";
         } else if (VAL("--against")) {
-            if (!*v) die(EXIT_USAGE, "--against: empty path");
-            o->against = v;
+            o->against = cli_path("--against", v);
         } else if (VAL("--export-init")) {
-            if (!*v) die(EXIT_USAGE, "--export-init: empty path");
-            o->export_dir = v;
+            o->export_dir = cli_path("--export-init", v);
         } else if (VAL("--exec-timeout")) {
             if (parse_double(v, &x) || !(x > 0) || x > 1e6)
                 die(EXIT_USAGE, "--exec-timeout: '%s' is not a number of seconds > 0", v);

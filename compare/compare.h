@@ -84,6 +84,9 @@ typedef struct {
 
 // cli.c: parse argv into o; bad usage exits 2 with a message.
 void cli_parse(Options *o, int argc, char **argv);
+// outputs.c: before the run, note every file it reads and check its
+// outputs: writable, none of them an input, no two the same file (exit 2).
+void outputs_check(const Options *o);
 // The precision engine k computes in (the scalar engine: always fp64).
 Precision engine_prec(const Options *o, int k);
 // The loss-drift tolerance for a precision: --drift-tol, else the table's (tolerance.c).

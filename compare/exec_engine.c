@@ -428,10 +428,9 @@ static int x_sample(Engine *e, PyRandom *r, double temperature, int *out) {
         fail(p, "the reply to 'sample' needs the tensor 'tokens': I32 [n] with n <= block_size %d", T);
     const int n = (int)tk->shape[0];
     st_read_i32(tk, out);
-    for (int i = 0; i < n; i++)
-        if (out[i] < 0 || out[i] >= e->cfg.L->shape.vocab_size - 1)
-            fail(p, "the reply to 'sample': token %d is %d, not a character id (0 to %d; BOS ends a sample)", i, out[i],
-                 e->cfg.L->shape.vocab_size - 2);
+    char why[128];
+    if (engine_check_sample(out, n, e->cfg.L->shape.vocab_size, why, sizeof why))
+        fail(p, "the reply to 'sample': %s", why);
     for (int i = 0; i < (n < T ? n + 1 : T); i++) pyrandom_random(r);
     return n;
 }
@@ -527,6 +526,7 @@ static void add_config(cJSON *c, const EngineConfig *cfg) {
     trace_add_number(c, "eps", s->eps);
     cJSON_AddStringToObject(c, "precision", precision_name(cfg->precision));
     cJSON_AddNumberToObject(c, "max_batch", cfg->max_batch);
+    cJSON_AddStringToObject(c, "loss", loss_name(cfg->s->token_mean));
     cJSON_AddStringToObject(c, "fault", fault_name(cfg->fault));
     cJSON_AddBoolToObject(c, "activations", cfg->activations);
     cJSON *ts = cJSON_AddArrayToObject(c, "tensors");

@@ -184,3 +184,34 @@ int localize_grads(const ModelShape *m, const ParamLayout *L, const signed char 
     }
     return 1;
 }
+
+int loss_definition_note(const double *ref_logits, const int *tokens, const int *n, int B, int T, int V,
+                         double cand_loss, int token_mean, char *out, size_t len) {
+    double doc_mean = 0, sum = 0, n_all = 0;
+    const double *l = ref_logits;
+    for (int b = 0; b < B; b++) {
+        double doc = 0;
+        for (int t = 0; t < n[b]; t++, l += V) {   // -log softmax(l)[target], max-shifted
+            double mx = l[0], z = 0;
+            for (int i = 1; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+            for (int i = 0; i < V; i++) z += exp(l[i] - mx);
+            doc += log(z) - (l[tokens[(size_t)b * (T + 1) + t + 1]] - mx);
+        }
+        doc_mean += doc / n[b] / B, sum += doc, n_all += n[b];
+    }
+    const double token = sum / n_all, ours = token_mean ? token : doc_mean, other = token_mean ? doc_mean : token;
+    const char *ours_name = token_mean ? "token-mean" : "doc-mean", *other_name = token_mean ? "doc-mean" : "token-mean";
+    const double d_ours = fabs(cand_loss - ours), d_other = fabs(cand_loss - other);
+    if (d_other * 1000 <= d_ours) {
+        snprintf(out, len, "the candidate's loss %.9g is the %s of the reference's logits (%.9g, |a-b| %.2g), not "
+                 "the %s this run uses (%.9g): %s; run with --loss %s to check it as it is, or compute the %s",
+                 cand_loss, other_name, other, d_other, ours_name, ours,
+                 token_mean ? "it averages each document first (the original's loss)"
+                            : "it averages over all the batch's tokens (F.cross_entropy's default)",
+                 other_name, ours_name);
+        return 1;
+    }
+    snprintf(out, len, "the loss from the reference's logits: doc-mean %.9g, token-mean %.9g; the candidate's "
+             "%.9g is neither", doc_mean, token, cand_loss);
+    return 0;
+}

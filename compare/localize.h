@@ -39,4 +39,13 @@ void localize_ops(const ModelShape *m, const ParamLayout *L, const StepEvidence 
 // Returns 1 if some gradient is out of tolerance.
 int localize_grads(const ModelShape *m, const ParamLayout *L, const signed char *grad_bad, char *out, size_t n);
 
+// When the logits agree and the loss does not: both definitions of --loss
+// computed from the reference's logits (the real positions gathered,
+// document b's n[b] rows of V in order; targets tokens[b*(T+1) + t + 1]).
+// If the candidate's loss is the other definition (1000 times closer to it
+// than to the run's), writes a note saying so and what to do (out, len) and
+// returns 1; else writes both values and returns 0.
+int loss_definition_note(const double *ref_logits, const int *tokens, const int *n, int B, int T, int V,
+                         double cand_loss, int token_mean, char *out, size_t len);
+
 #endif

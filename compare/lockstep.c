@@ -436,6 +436,13 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
             if (dv.found) snprintf(where, sizeof where, "%s", dv.text);
         }
         if (!ok && !where[0] && S.bad[Q_GRADS]) localize_grads(&r->L.shape, &r->L, grad_bad, where, sizeof where);
+        if (!ok && S.bad[Q_LOSS] && !S.bad[Q_LOGITS]) {   // which loss the candidate computes
+            char note[640];
+            const size_t w = strlen(where);
+            loss_definition_note(st[E_REF].logits, b.tokens, b.n, b.B, b.T, V, loss[E_CAND], o->s.token_mean, note,
+                                 sizeof note);
+            snprintf(where + w, sizeof where - w, "%s%s", w ? "\n  " : "", note);
+        }
         const State *c = &st[E_CAND];
         char skip_note[96] = "", why[320] = "";
         if (c->skipped) {

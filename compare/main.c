@@ -2,7 +2,8 @@
 // check them against each other step by step (lockstep.c), or let both train
 // and compare the loss curves (free.c), or time any number of engines on the
 // same work and check their losses (--bench, bench.c). The command line is
-// cli.c; the set-up both comparing modes share is run.c.
+// cli.c, the check of what a run reads and writes outputs.c; the set-up
+// both comparing modes share is run.c.
 #include <stdio.h>
 
 #include "compare.h"
@@ -13,6 +14,7 @@ int main(int argc, char **argv) {
     set_prog_name(argv[0]);
     Options o;
     cli_parse(&o, argc, argv);
+    outputs_check(&o);
     if (o.bench) return bench_main(&o) ? EXIT_MISMATCH : 0;
     if (o.export_dir) return export_main(&o);
     if (o.against) return against_main(&o) ? EXIT_MISMATCH : 0;

@@ -80,6 +80,9 @@ static int p_sample(Engine *e, PyRandom *r, double temperature, int *out) {
     if (n < 0 || n > e->cfg.L->shape.block_size)
         die(EXIT_MISMATCH, "engine %s: sample returned %d tokens (0 to block_size %d)", P(e)->label, n,
             e->cfg.L->shape.block_size);
+    char why[128];
+    if (engine_check_sample(out, n, e->cfg.L->shape.vocab_size, why, sizeof why))   // they index the vocabulary
+        die(EXIT_MISMATCH, "engine %s: sample: %s", P(e)->label, why);
     return n;
 }
 
@@ -178,11 +181,18 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
                    .beta2 = s->beta2, .eps = s->eps, .precision = (int)cfg->precision,
                    .max_batch = cfg->max_batch, .fault = (int)cfg->fault, .n_params = L->n_params,
                    .n_tensors = L->n_tensors, .tensors = p->ti, .loss_scale = cfg->loss_scale,
-                   .activations = cfg->activations, .fault_op = cfg->fault_op};
+                   .activations = cfg->activations, .fault_op = cfg->fault_op, .token_mean = s->token_mean};
     char e2[512] = "";
     p->impl = abi->create(&c, init, e2, sizeof e2);
+    // a message that fills the buffer without its NUL is cut there, not read past
+    const int cut = !memchr(e2, '\0', sizeof e2);
+    e2[sizeof e2 - 1] = '\0';
     if (!p->impl) {
-        snprintf(err, errlen, "%s", e2[0] ? e2 : "the plugin's create() returned NULL without a message");
+        if (cut)
+            snprintf(err, errlen, "the plugin's create() message has no terminating NUL; cut at %zu bytes: %s",
+                     sizeof e2 - 1, e2);
+        else
+            snprintf(err, errlen, "%s", e2[0] ? e2 : "the plugin's create() returned NULL without a message");
         free(p->ti);
         free(p);
         return NULL;

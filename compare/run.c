@@ -38,7 +38,7 @@ Engine *run_make_engine(Run *r, int k) {
                         .fault = k == 1 ? o->fault : FAULT_NONE, .max_batch = o->s.batch,
                         .loss_scale = o->loss_scale, .activations = o->mode == MODE_LOCKSTEP && !o->bench,
                         .fault_op = k == 1 ? o->fault_op : 0};
-    char err[512] = "";
+    char err[1024] = "";  // room for a plugin's whole message (512 bytes) and what precedes it
     Engine *e = engine_new(o->names[k], &cfg, r->init, err, sizeof err);
     if (!e) die(EXIT_USAGE, "engine %s: %s", o->names[k], err);
     return e;

@@ -13,6 +13,7 @@ import math
 import os
 import struct
 import sys
+import traceback
 
 PROTOCOL = 1
 _SIZES = {"F64": 8, "F32": 4, "I32": 4}
@@ -76,6 +77,17 @@ def _number(x):
     return x
 
 
+def error_text(e):
+    """An engine's exception as its reply says it: the type, the message and
+    where it was raised (file:line in function); the full traceback goes to
+    stderr, which the harness passes through."""
+    traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+    sys.stderr.flush()
+    tb = traceback.extract_tb(e.__traceback__)
+    where = " (at %s:%d in %s)" % (tb[-1].filename, tb[-1].lineno, tb[-1].name) if tb else ""
+    return "%s: %s%s" % (type(e).__name__, e, where)
+
+
 def serve(make_engine, stdin=None, stdout=None):
     """Answer compare's requests until "quit" or the end of stdin.
     make_engine(config, params) -> engine; config is the create request's
@@ -137,4 +149,4 @@ def serve(make_engine, stdin=None, stdout=None):
             else:
                 raise ValueError("unknown op %r" % op)
         except Exception as e:  # the harness prints it and stops
-            reply({"ok": False, "error": "%s: %s" % (type(e).__name__, e)})
+            reply({"ok": False, "error": error_text(e)})

@@ -256,6 +256,7 @@ static void engine_free(mg_engine *e) {
 static mg_engine *create(const mg_config *c, const double *init, char *err, size_t errlen) {
     if (c->precision != MG_FP64) return snprintf(err, errlen, "the naive engine computes in fp64 only"), NULL;
     if (c->fault) return snprintf(err, errlen, "the naive engine has no injected faults"), NULL;
+    if (c->token_mean) return snprintf(err, errlen, "the naive engine computes the original's loss (doc-mean) only"), NULL;
     mg_engine *e = calloc(1, sizeof *e);
     if (!e) return snprintf(err, errlen, "out of memory"), NULL;
     *e = (mg_engine){.V = c->vocab_size, .C = c->n_embd, .NH = c->n_head, .NKV = c->n_kv_head, .HS = c->head_dim,

@@ -9,6 +9,13 @@ It computes in float64, or float32 when compare asks for --precision fp32.
 --broken-rmsnorm plants the classic custom-kernel bug: no gradient flows back
 through RMSNorm (as a custom op whose output has no grad_fn), so compare
 fails at step 1 and names the tensors left without a gradient.
+
+The loss is the one compare asks for (config "loss": doc-mean, the mean of
+per-document means, or token-mean, the mean over the batch's tokens).
+--always-token-mean computes the token mean whatever is asked (a port written
+with F.cross_entropy over the batch, run against the original's loss);
+--token-mean-doc-grad plants a wrong token-mean gradient: the loss is the
+token mean, the gradient the document mean's.
 """
 import bisect
 import itertools
@@ -29,6 +36,8 @@ def rmsnorm(x):
 
 
 BROKEN_RMSNORM = "--broken-rmsnorm" in sys.argv[1:]
+ALWAYS_TOKEN_MEAN = "--always-token-mean" in sys.argv[1:]
+TOKEN_MEAN_DOC_GRAD = "--token-mean-doc-grad" in sys.argv[1:]
 
 
 def rmsnorm_back(x, r, dy):
@@ -51,6 +60,7 @@ class NumpyEngine:
         self.dt = {"fp64": np.float64, "fp32": np.float32}[cfg["precision"]]
         if cfg["fault"] != "none":
             raise ValueError("this engine has no injected faults")
+        self.token_mean = cfg.get("loss", "doc-mean") == "token-mean" or ALWAYS_TOKEN_MEAN
         self.names = [t["name"] for t in cfg["tensors"]]
         self.shapes = {t["name"]: tuple(t["shape"]) for t in cfg["tensors"]}
         self.p = {k: self._array(data["params/" + k], self.shapes[k]) for k in self.names}
@@ -129,12 +139,17 @@ class NumpyEngine:
         logits, (x0, r0, layers, xf) = self.forward(inp)
         self.logits = logits
         self.relu = np.stack([L["u"] for L in layers]) if layers else np.zeros((0, B, T, 4 * c["n_embd"]))
-        # loss: the mean over documents of each document's mean over its positions
+        # loss: the mean over documents of each document's mean over its
+        # positions (doc-mean), or the mean over all positions (token-mean)
         z = logits - logits.max(axis=-1, keepdims=True)
         lse = np.log(np.exp(z).sum(axis=-1))
         nll = lse - np.take_along_axis(z, tgt[..., None], axis=-1)[..., 0]
-        wpos = real / (n[:, None] * B)
-        loss = float(np.sum(np.where(real, nll, 0).sum(axis=1) / n) / B)
+        if self.token_mean:
+            wpos = real / (n[:, None] * B) if TOKEN_MEAN_DOC_GRAD else real / float(n.sum())
+            loss = float(np.sum(np.where(real, nll, 0)) / n.sum())
+        else:
+            wpos = real / (n[:, None] * B)
+            loss = float(np.sum(np.where(real, nll, 0).sum(axis=1) / n) / B)
         # backward
         p = self.p
         g = {k: np.zeros_like(v) for k, v in p.items()}

@@ -23,7 +23,11 @@ import sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+try:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+except ImportError:  # torch < 2.3 (Debian 12 ships 1.13)
+    sys.exit("torch_engine.py needs torch 2.3 or later (torch.nn.attention.sdpa_kernel); this is torch %s: "
+             "pip install 'torch>=2.3'" % torch.__version__)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mg_protocol  # noqa: E402
@@ -178,10 +182,12 @@ class TorchEngine:
         RECORD["on"] = bool(self.cfg.get("activations"))
         with attention_backend():
             logits = self.model(tokens[:, :T].clamp(min=0))  # inputs past n[b] are -1: padding
-        # the mean over documents of each document's mean loss
-        per_pos = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), ignore_index=-1,
-                                  reduction="none").view(B, T)
-        loss = (per_pos.sum(1) / n.to(self.dt)).mean()
+        if self.cfg.get("loss", "doc-mean") == "token-mean":   # F.cross_entropy's own mean over the real tokens
+            loss = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), ignore_index=-1)
+        else:   # the original's: the mean over documents of each document's mean loss
+            per_pos = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), ignore_index=-1,
+                                      reduction="none").view(B, T)
+            loss = (per_pos.sum(1) / n.to(self.dt)).mean()
         loss.backward()
         self.logits = logits.detach()
         self.n = n

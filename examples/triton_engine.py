@@ -178,6 +178,8 @@ class TritonEngine:
                              "mixed-precision recipe of docs/mixed_precision.md)" % cfg["precision"])
         if cfg["fault"] != "none":
             raise ValueError("this engine has no injected faults (it has --plant-bug)")
+        if cfg.get("loss", "doc-mean") != "doc-mean":
+            raise ValueError("the Triton engine computes the original's loss (doc-mean) only, not %s" % cfg["loss"])
         if not attention_fits(cfg["block_size"], cfg["head_dim"]):
             raise ValueError("the attention kernels keep one document in one tile: block_size <= 128, head_dim <= 64 "
                              "and block_size x head_dim <= 4096, each rounded up to a power of two >= 16 (got %d and "

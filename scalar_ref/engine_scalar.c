@@ -57,14 +57,21 @@ static double scalar_step(Engine *base, const Batch *b, int step) {
     for (size_t i = 0; i < (size_t)s->m.n_layer * (size_t)b->B * doc_relu; i++) e->relu_in[i] = NAN;
     s->relu_layer_stride = (size_t)b->B * doc_relu;
     V *doc_loss = xmalloc((size_t)b->B * sizeof(V));
+    // doc-mean: each document's mean, then their mean; token-mean: every
+    // position weighs 1/N, N the batch's trained positions
+    const int token_mean = e->base.cfg.s->token_mean;
+    double n_all = 0;
+    for (int d = 0; d < b->B; d++) n_all += b->n[d];
     for (int d = 0; d < b->B; d++) {
         s->relu_in = e->relu_in + (size_t)d * doc_relu;
         doc_loss[d] = sgpt_doc_loss(s, b->tokens + (size_t)d * (size_t)(b->T + 1), b->n[d],
-                                    e->logits + (size_t)d * row);
+                                    token_mean ? 1.0 / n_all : 1.0 / (double)b->n[d], e->logits + (size_t)d * row);
     }
     s->relu_in = NULL;
     // B = 1 is the original: the document's loss is the loss.
-    V loss = b->B == 1 ? doc_loss[0] : g_mulc(g, g_sum(g, doc_loss, b->B), 1.0 / (double)b->B);
+    V loss = b->B == 1 ? doc_loss[0]
+             : token_mean ? g_sum(g, doc_loss, b->B)
+                          : g_mulc(g, g_sum(g, doc_loss, b->B), 1.0 / (double)b->B);
     free(doc_loss);
     double t1 = now_seconds();
     size_t len = graph_order(g, loss);

@@ -117,7 +117,7 @@ void sgpt_forward(ScalarGPT *s, int token, int pos) {
     linear(g, x, C, param(s, P_LM_HEAD, -1), m->vocab_size, s->logits);
 }
 
-V sgpt_doc_loss(ScalarGPT *s, const int *tokens, int n, double *logits_out) {
+V sgpt_doc_loss(ScalarGPT *s, const int *tokens, int n, double weight, double *logits_out) {
     Graph *g = &s->g;
     const int Vn = s->m.vocab_size;
     V *losses = xmalloc((size_t)n * sizeof(V));
@@ -129,7 +129,7 @@ V sgpt_doc_loss(ScalarGPT *s, const int *tokens, int n, double *logits_out) {
         V lp = g_log(g, s->probs[tokens[pos + 1]]);
         losses[pos] = g_mulc(g, lp, -1.0);  // -x is x * -1
     }
-    V loss = g_mulc(g, g_sum(g, losses, n), 1.0 / (double)n);  // (1 / n) * sum(losses)
+    V loss = g_mulc(g, g_sum(g, losses, n), weight);  // (1 / n) * sum(losses)
     free(losses);
     return loss;
 }

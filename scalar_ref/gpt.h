@@ -27,8 +27,9 @@ void sgpt_forward(ScalarGPT *s, int token, int pos);
 // softmax(logits) into probs (node ids), as the original: max-shifted exp,
 // sum from 0, then e * total**-1 for each element.
 void sgpt_softmax(ScalarGPT *s, const V *logits, int n, V *probs);
-// The loss of one document: (1/n) * sum(-log(probs[target])) over its n positions.
-// If logits_out is not NULL, the (n, V) logits' values are written there.
-V sgpt_doc_loss(ScalarGPT *s, const int *tokens, int n, double *logits_out);
+// The loss of one document: weight * sum(-log(probs[target])) over its n
+// positions; weight = 1/n is the original's mean. If logits_out is not NULL,
+// the (n, V) logits' values are written there.
+V sgpt_doc_loss(ScalarGPT *s, const int *tokens, int n, double weight, double *logits_out);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine_scalar.h"
+#include "common/atomic_file.h"
 #include "common/engine.h"
 #include "common/dataset.h"
 #include "common/model.h"
@@ -63,6 +64,9 @@ int main(int argc, char **argv) {
             die(EXIT_USAGE, "unknown flag '%s' (see --help)", argv[i]);
     }
     settings_validate(&s);
+    // outputs checked before the run: neither the data nor each other
+    outfile_note_input_as(s.data_path, "--data");
+    cli_check_outputs((CliOut[]){{"--trace", s.trace_path}, {"--timeline", s.timeline_path}}, 2);
 
     PyRandom rng;
     pyrandom_seed_text(&rng, s.seed);

@@ -91,11 +91,13 @@ ReduceOrder reduce_order_from_name(const char *name);
     void residual_forward_##sfx(real *out, const real *a, const real *b, size_t count);          \
     /* Softmax cross-entropy, fused forward and backward:                       */               \
     /* losses[b,t] = -log softmax(logits[b,t])[target]; returns the loss         */              \
-    /* mean_b(mean_{t<n[b]} losses[b,t]); dlogits = (probs - onehot)/(n[b]*B),   */              \
-    /* 0 (and losses 0) at padded positions. logits, dlogits (B,T,V)             */              \
+    /* mean_b(mean_{t<n[b]} losses[b,t]) (doc-mean) or, with token_mean, the   */               \
+    /* mean over all sum(n) positions; dlogits = (probs - onehot) * w[b],        */              \
+    /* w[b] = 1/(n[b]*B) or 1/sum(n); 0 (and losses 0) at padded positions.      */              \
+    /* logits, dlogits (B,T,V)                                                   */              \
     double crossentropy_forward_backward_##sfx(real *dlogits, real *losses, const real *logits,   \
                                                const int *tokens, const int *n, int B, int T,    \
-                                               int V);                                           \
+                                               int V, int token_mean);                           \
     /* Adam as the original: m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;         */              \
     /* p -= lr_t * (m / c1) / (sqrt(v / c2) + eps), c1 = 1 - b1^(step+1), c2 likewise */         \
     void adam_update_##sfx(real *p, const real *g, real *m, real *v, size_t count, double lr_t,   \

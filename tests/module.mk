@@ -8,12 +8,13 @@ $(BUILD)/tests/%: $(call obj,tests/%.c) $(TEST_HELPERS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ -lcriterion $(LDLIBS)
 
-# Broken engine plugins for tests/test_outside.c (tests/bad_plugin.c, one per -DBAD).
-BAD_PLUGINS := $(foreach i,1 2 3 4 5,$(BUILD)/tests/libbad_plugin$(i).so)
+# Broken engine plugins for tests/test_outside.c and tests/test_hardening.c
+# (tests/bad_plugin.c, one per -DBAD).
+BAD_PLUGINS := $(foreach i,1 2 3 4 5 6 7,$(BUILD)/tests/libbad_plugin$(i).so)
 $(BUILD)/tests/libbad_plugin%.so: tests/bad_plugin.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DBAD=$* $(PLUGIN_LDFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
-$(BUILD)/tests/test_outside: | $(BAD_PLUGINS)
+$(BUILD)/tests/test_outside $(BUILD)/tests/test_hardening: | $(BAD_PLUGINS)
 
 # Under SANITIZE=1 any sanitizer report fails the test that ran into it
 # (-fno-sanitize-recover); leaks are not checked (the tools exit through

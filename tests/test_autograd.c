@@ -193,7 +193,7 @@ static void check_order(int n_layer, int n_embd, int n_head, int n_kv, int B, co
         batch_make(&b, &d, step, B, s.block_size);
         graph_reset(&sg.g);
         V *dl = malloc((size_t)B * sizeof *dl);
-        for (int k = 0; k < B; k++) dl[k] = sgpt_doc_loss(&sg, b.tokens + (size_t)k * (size_t)(b.T + 1), b.n[k], NULL);
+        for (int k = 0; k < B; k++) dl[k] = sgpt_doc_loss(&sg, b.tokens + (size_t)k * (size_t)(b.T + 1), b.n[k], 1.0 / b.n[k], NULL);
         V loss = B == 1 ? dl[0] : g_mulc(&sg.g, g_sum(&sg.g, dl, B), 1.0 / B);
         free(dl);
         sg.g.plain_order = 1;

@@ -475,26 +475,29 @@ Test(cpu_layers, residual) {
 typedef struct {
     double *logits, *dlogits, *losses;
     const int *tokens, *n;
-    int B, T, V;
+    int B, T, V, token_mean;
 } XentCtx;
 
 static double xent_loss(void *p) {
     XentCtx *c = p;
     return crossentropy_forward_backward_f64(c->dlogits, c->losses, c->logits, c->tokens, c->n, c->B,
-                                             c->T, c->V);
+                                             c->T, c->V, c->token_mean);
 }
 
-static void check_crossentropy(int B, int T, const int *n, int V) {
+static void check_crossentropy(int B, int T, const int *n, int V, int token_mean) {
     const size_t NV = (size_t)B * T * V, N = (size_t)B * T;
     int *tok = rand_tokens(B, T, n, V);
-    XentCtx c = {rand_vec(NV, 3), xmalloc(NV * sizeof(double)), xmalloc(N * sizeof(double)), tok, n, B, T, V};
+    XentCtx c = {rand_vec(NV, 3), xmalloc(NV * sizeof(double)), xmalloc(N * sizeof(double)), tok, n, B, T, V, token_mean};
     for (int b = 0; b < B; b++)   // padded logits must not be read
         for (size_t i = (size_t)n[b] * V; i < (size_t)T * V; i++) c.logits[(size_t)b * T * V + i] = NAN;
     double loss = xent_loss(&c);
 
     // direct: p = exp(l) / sum(exp(l)), loss = mean_b mean_t -log p[target]
-    double *want_d = xcalloc(NV, sizeof *want_d), *want_l = xcalloc(N, sizeof *want_l), want = 0;
+    // (doc-mean) or the mean of -log p[target] over all positions (token-mean)
+    double *want_d = xcalloc(NV, sizeof *want_d), *want_l = xcalloc(N, sizeof *want_l), want = 0, n_all = 0;
+    for (int b = 0; b < B; b++) n_all += n[b];
     for (int b = 0; b < B; b++) {
+        const double w = token_mean ? 1 / n_all : 1 / (n[b] * (double)B);
         double doc = 0;
         for (int t = 0; t < n[b]; t++) {
             const double *l = c.logits + ((size_t)b * T + t) * V;
@@ -502,11 +505,11 @@ static void check_crossentropy(int B, int T, const int *n, int V) {
             double z = 0;
             for (int i = 0; i < V; i++) z += exp(l[i]);
             for (int i = 0; i < V; i++)
-                want_d[((size_t)b * T + t) * V + i] = (exp(l[i]) / z - (i == y)) / (n[b] * (double)B);
+                want_d[((size_t)b * T + t) * V + i] = (exp(l[i]) / z - (i == y)) * w;
             want_l[b * T + t] = -log(exp(l[y]) / z);
             doc += want_l[b * T + t];
         }
-        want += doc / n[b] / B;
+        want += token_mean ? doc / n_all : doc / n[b] / B;
     }
     cr_log_info("crossentropy loss %.17g vs direct %.17g", loss, want);
     cr_expect(fabs(loss - want) <= EX_ATOL + EX_RTOL * fabs(want), "crossentropy loss %.17g vs direct %.17g",
@@ -520,7 +523,7 @@ static void check_crossentropy(int B, int T, const int *n, int V) {
     fd_check(xent_loss, &c, c.logits, dl, NV, "crossentropy dlogits");
 
     float *logits32 = to_f32(c.logits, NV), *dl32 = xmalloc(NV * sizeof *dl32), *losses32 = xmalloc(N * sizeof *losses32);
-    double loss32 = crossentropy_forward_backward_f32(dl32, losses32, logits32, tok, n, B, T, V);
+    double loss32 = crossentropy_forward_backward_f32(dl32, losses32, logits32, tok, n, B, T, V, token_mean);
     cr_log_info("crossentropy f32 loss %.9g vs f64 %.17g", loss32, loss);
     cr_expect(fabs(loss32 - loss) <= F32_ATOL + F32_RTOL * fabs(loss), "crossentropy f32 loss %.9g vs %.17g",
               loss32, loss);
@@ -533,9 +536,16 @@ static void check_crossentropy(int B, int T, const int *n, int V) {
 
 Test(cpu_layers, crossentropy) {
     seed(10);
-    check_crossentropy(3, 5, N_RAGGED, 7);
-    check_crossentropy(2, 1, N_T1, 5);
-    check_crossentropy(1, 4, (const int[]){4}, 27);
+    check_crossentropy(3, 5, N_RAGGED, 7, 0);
+    check_crossentropy(2, 1, N_T1, 5, 0);
+    check_crossentropy(1, 4, (const int[]){4}, 27, 0);
+}
+
+// --loss token-mean: every position weighs 1/sum(n), whatever its document's length
+Test(cpu_layers, crossentropy_token_mean) {
+    seed(11);
+    check_crossentropy(3, 5, N_RAGGED, 7, 1);
+    check_crossentropy(2, 1, N_T1, 5, 1);
 }
 
 // ---------------------------------------------------------------------------

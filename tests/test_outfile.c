@@ -1,8 +1,9 @@
 // Output files (common/atomic_file.h) as a careful Unix tool writes them:
 // "-" is stdout, files are replaced atomically keeping their mode, symlinks'
 // targets are written, FIFOs and character devices are written in place,
-// read-only files are refused also as root (CI runs as root), an output that
-// is an input is refused, and no temporary file is ever left.
+// read-only files are refused also as root (CI runs as root), an output
+// that is an input is refused, a group of files is replaced together or not
+// at all, and no temporary file is ever left.
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -183,6 +184,62 @@ Test(outfile, stale_temporary_files_of_dead_processes_are_removed) {
     cr_assert_eq(write_path(in_dir("t.json"), "{}", err, sizeof err), 0, "%s", err);
     cr_expect_neq(access(in_dir(stale), F_OK), 0, "the dead process's temporary file is still there");
     cr_expect_eq(access(in_dir(live), F_OK), 0, "a running process's temporary file was removed");
+}
+
+// --export-init's files: a member that turns read-only after the check
+// stops the whole group before any file is replaced.
+Test(outfile, a_group_is_replaced_together_or_none) {
+    fresh_dir("group");
+    const char *name[3] = {"a", "b", "c"};
+    OutFile o[3];
+    const void *data[3] = {"new a", "new b", "new c"};
+    size_t len[3] = {5, 5, 5};
+    char err[1024];
+    for (int k = 0; k < 3; k++) {
+        put(in_dir(name[k]), "old", 0644);
+        cr_assert_eq(outfile_open(&o[k], in_dir(name[k]), err, sizeof err), 0, "%s", err);
+    }
+    chmod(in_dir("c"), 0444);
+    cr_expect_eq(outfile_write_group(o, data, len, 3, err, sizeof err), -1);
+    cr_expect(strstr(err, in_dir("c")) && strstr(err, "read-only"), "%s", err);
+    for (int k = 0; k < 3; k++) {
+        char *got = th_read_file(in_dir(name[k]), NULL);
+        cr_expect_str_eq(got, "old", "%s was replaced", name[k]);
+        free(got);
+    }
+    cr_expect_eq(entries(g_dir), 3, "a temporary file was left");
+    chmod(in_dir("c"), 0644);
+    cr_assert_eq(outfile_write_group(o, data, len, 3, err, sizeof err), 0, "%s", err);
+    for (int k = 0; k < 3; k++) {
+        char *got = th_read_file(in_dir(name[k]), NULL);
+        cr_expect_str_eq(got, data[k]);
+        free(got);
+    }
+    cr_expect_eq(entries(g_dir), 3, "a temporary file was left");
+}
+
+Test(outfile, the_same_file_under_any_spelling) {
+    fresh_dir("same");
+    mkdir(in_dir("sub"), 0755);
+    put(in_dir("y"), "", 0644);
+    cr_assert_eq(symlink("y", in_dir("link")), 0);
+    static const struct { const char *a, *b; int same; } cases[] = {
+        {"x", "./x", 1}, {"x", "sub/../x", 1}, {"y", "link", 1}, {"x", "y", 0}, {"x", "sub/x", 0},
+    };
+    char err[512];
+    OutFile a, b;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        cr_assert_eq(outfile_open(&a, in_dir(cases[i].a), err, sizeof err), 0, "%s", err);
+        cr_assert_eq(outfile_open(&b, in_dir(cases[i].b), err, sizeof err), 0, "%s", err);
+        cr_expect_eq(outfile_same(&a, &b), cases[i].same, "%s and %s", cases[i].a, cases[i].b);
+    }
+    cr_assert_eq(outfile_open(&a, "-", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(outfile_open(&b, "-", err, sizeof err), 0, "%s", err);
+    cr_expect(outfile_same(&a, &b), "- twice");
+    // writing twice to /dev/null loses nothing
+    cr_assert_eq(outfile_open(&a, "/dev/null", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(outfile_open(&b, "/dev/null", err, sizeof err), 0, "%s", err);
+    cr_expect(!outfile_same(&a, &b), "/dev/null twice");
 }
 
 static void custom(int sig) { (void)sig; }

@@ -150,7 +150,10 @@ Test(outside, a_process_that_crashes_hangs_or_lies_is_named_and_reaped, .timeout
     liar("crash-step", 1, "was killed by signal 11 (Segmentation fault) while compare waited for the reply to 'step'",
          "10");
     liar("hang", 1, "no reply to 'step' within 1 s (--exec-timeout); killed the process", "1");
-    liar("refuse-step", 1, "'step' failed: RuntimeError: out of device memory", "10");
+    // the reply names where the engine raised; its traceback reaches stderr
+    liar("refuse-step", 1, "'step' failed: RuntimeError: out of device memory (at ", "10");
+    liar("refuse-step", 1, "liar_engine.py:45 in step)", "10");
+    liar("refuse-step", 1, "raise RuntimeError(\"out of device memory\")", "10");
     liar("garbage", 1, "the reply to 'step' is not a JSON object on one line: 'this is not json'", "10");
     liar("short", 1, "exited with status 0 while compare waited for the data to 'get logits' (what it sent was cut "
          "short)", "10");

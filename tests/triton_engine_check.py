@@ -22,6 +22,7 @@ block's shared memory. Minutes on two cores.
 
 Exits 1 on any failure. Run: python3 tests/triton_engine_check.py [--compile-for 90]
 """
+import contextlib
 import io
 import json
 import math
@@ -168,9 +169,16 @@ def unit_checks():
     got = mg_protocol.st_decode(rest[:nbytes])
     check(np.array_equal(te.decode(got["x"]), np.arange(6.0).reshape(2, 3)) and rest[nbytes:] == b'{"ok": true}\n',
           "protocol: a get's data and the quit follow")
-    reply = json.loads(talk({"refuse": True}).split(b"\n", 1)[0])
-    check(reply.get("ok") is False and "refused" in reply.get("error", ""), "protocol: a refused create says why",
-          reply.get("error", ""))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        reply = json.loads(talk({"refuse": True}).split(b"\n", 1)[0])
+    line = Fake.__init__.__code__.co_firstlineno + 2
+    where = "%s:%d in __init__" % (__file__, line)
+    check(reply.get("ok") is False and reply.get("error", "").startswith("ValueError: refused (at ") and
+          where in reply["error"], "protocol: a refused create says why and where", reply.get("error", ""))
+    check("Traceback (most recent call last)" in err.getvalue() and
+          'File "%s", line %d, in __init__' % (__file__, line) in err.getvalue() and "ValueError: refused" in err.getvalue(),
+          "protocol: the engine's traceback goes to stderr", err.getvalue().strip().splitlines()[0])
 
     # the sampling rule is Python's random.choices
     class Fixed(random.Random):

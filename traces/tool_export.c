@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/atomic_file.h"
+#include "common/cli.h"
 #include "common/util.h"
 #include "traces/tool.h"
 
@@ -95,7 +96,7 @@ int cmd_export(int argc, char **argv) {
                 return 0;
             } else if (!strcmp(a, "--csv")) csv = 1;
             else if (!strcmp(a, "--errors")) errors = 1;
-            else if ((v = flag_value("export", argc, argv, &i, "--out"))) out = v;
+            else if ((v = flag_value("export", argc, argv, &i, "--out"))) out = cli_path("export: --out", v);
             else unknown_flag("export", a);
         } else if (!file) {
             file = a;

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "common/atomic_file.h"
+#include "common/cli.h"
 #include "common/util.h"
 #include "traces/bench_view.h"
 #include "traces/plot.h"
@@ -471,8 +472,7 @@ int cmd_plot(int argc, char **argv) {
                 return 0;
             } else if (!strcmp(a, "--log")) log_scale = 1;
             else if ((v = flag_value("plot", argc, argv, &i, "--svg"))) {
-                if (!*v) die(EXIT_USAGE, "plot: --svg needs a file name");
-                svg = v;
+                svg = cli_path("plot: --svg", v);
             } else if ((v = flag_value("plot", argc, argv, &i, "--width"))) {
                 if (parse_int(v, 1, 100000, &width))
                     die(EXIT_USAGE, "plot: --width '%s' is not a positive integer", v);

@@ -140,6 +140,7 @@ cJSON *trace_settings(const Settings *s, const ModelShape *m) {
     cJSON_AddStringToObject(o, "seed", s->seed);
     cJSON_AddNumberToObject(o, "steps", s->steps);
     cJSON_AddNumberToObject(o, "batch", s->batch);
+    cJSON_AddStringToObject(o, "loss", loss_name(s->token_mean));
     cJSON_AddNumberToObject(o, "n_embd", m->n_embd);
     cJSON_AddNumberToObject(o, "n_head", m->n_head);
     cJSON_AddNumberToObject(o, "n_kv_head", m->n_kv_head);

@@ -78,6 +78,8 @@ typedef struct {
     double loss_scale;  /* MG_FP16: the initial loss scale (0: the default, 65536 = 2^16; a power of two) */
     int activations;    /* 1: keep every op's output and gradient for get_activation (lockstep asks) */
     int fault_op;       /* the op of the faults op-fwd and op-bwd (refuse those faults if you lack them) */
+    int token_mean;     /* the batch's loss: 0 the mean of per-document means (the original's), 1 the mean over
+                         * all sum(n) positions (compare --loss token-mean): refuse what you do not compute */
 } mg_config;
 
 /* A batch of B documents; document b trains n[b] positions (1 <= n[b] <= T):

@@ -535,7 +535,7 @@ static double cpu_step(Engine *base, const Batch *b, int step) {
     forward(e, b->tokens, b->n, B, T);
     t[1] = now_seconds();
     double loss = LAYER(e, crossentropy_forward_backward, a->dlogits, a->losses, a->logits,
-                        b->tokens, b->n, B, T, V);
+                        b->tokens, b->n, B, T, V, e->base.cfg.s->token_mean);
     // FAULT_OP_BWD at act_count (one past the table): the cross-entropy's gradient
     if (e->base.cfg.fault == FAULT_OP_BWD && e->base.cfg.fault_op == e->n_ops_total) bump(e, a->dlogits, (size_t)B * T * V);
     t[2] = now_seconds();

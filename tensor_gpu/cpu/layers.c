@@ -459,10 +459,12 @@ void SFX(residual_forward)(real *out, const real *a, const real *b, size_t count
 // so the loss is the mean over documents of each document's mean.
 
 double SFX(crossentropy_forward_backward)(real *dlogits, real *losses, const real *logits,
-                                          const int *tokens, const int *n, int B, int T, int V) {
-    double loss = 0;
+                                          const int *tokens, const int *n, int B, int T, int V, int token_mean) {
+    double loss = 0, n_all = 0;
+    for (int b = 0; b < B; b++) n_all += n[b];
     for (int b = 0; b < B; b++) {
-        const real w = (real)1 / ((real)n[b] * (real)B);   // d loss / d losses[b,t]
+        // d loss / d losses[b,t]
+        const real w = token_mean ? (real)(1.0 / n_all) : (real)1 / ((real)n[b] * (real)B);
         double doc = 0;
         for (int t = 0; t < T; t++) {
             const size_t bt = (size_t)b * T + t;
@@ -485,9 +487,9 @@ double SFX(crossentropy_forward_backward)(real *dlogits, real *losses, const rea
             losses[bt] = LOG(sum) - (l[target] - mx);
             doc += (double)losses[bt];
         }
-        loss += doc / (double)n[b];
+        loss += token_mean ? doc : doc / (double)n[b];
     }
-    return loss / (double)B;
+    return token_mean ? loss / n_all : loss / (double)B;
 }
 
 // ---------------------------------------------------------------------------

@@ -1608,6 +1608,9 @@ extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *ini
         return fail(err, errlen, "cuda engine: fault injection (--inject-fault %s) is not implemented on CUDA (op-fwd "
                     "and op-bwd are, in fp32 and fp64); inject other faults into the CPU tensor engine (--engines "
                     "scalar,cpu)", fault_name(cfg->fault));
+    if (cfg->s->token_mean)
+        return fail(err, errlen, "cuda engine: --loss token-mean is not implemented on CUDA (the scalar and cpu "
+                    "engines and the exec examples have it); run the CUDA engine with --loss doc-mean");
     const ModelShape *m = &cfg->L->shape;
     // cuBLAS takes int dimensions: the largest is rows N or a width of 4C, V or C+2KV
     const double rows = (double)cfg->max_batch * m->block_size;

@@ -101,7 +101,7 @@ using namespace mgpt;
     static void ref_residual_forward(R *o, const R *a, const R *b, size_t c) { residual_forward_##sfx(o, a, b, c); } \
     static double ref_crossentropy(R *dl, R *losses, const R *logits, const int *tok, const int *n, int B,     \
                                    int T, int V) {                                                             \
-        return crossentropy_forward_backward_##sfx(dl, losses, logits, tok, n, B, T, V);                       \
+        return crossentropy_forward_backward_##sfx(dl, losses, logits, tok, n, B, T, V, 0);                       \
     }                                                                                                          \
     static void ref_adam(R *p, const R *g, R *m, R *v, size_t c, double lr, double b1, double b2, double eps,  \
                          int step) {                                                                           \
