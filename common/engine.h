@@ -123,6 +123,12 @@ typedef struct {
     // the step's B and T (act_size elements; padding may hold anything).
     // Returns 0, or -1 if the engine does not report that op.
     int (*get_activation)(Engine *e, int op, int grad, double *out);
+    // Optional (may be NULL; the exec engine): sample() with the engine's own
+    // random generator instead of a stream it is given (compare --sampler
+    // own). Where it is NULL, --sampler own gives sample() a stream
+    // independent of the reference's: an in-process engine or a plugin has
+    // no generator of its own.
+    int (*sample_own)(Engine *e, double temperature, int *out);
 } EngineOps;
 
 struct Engine {

@@ -8,6 +8,7 @@
 // within the loss-drift tolerance of the reference's, each recorded tensor
 // within the lockstep tolerance of its quantity.
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,38 +22,184 @@
 #include "common/util.h"
 #include "traces/trace_read.h"
 
-// The trace's settings must be this run's (the ones that change the numbers).
-static void check_settings(const Options *o, const TraceData *td, const Run *r) {
+// The settings that change the numbers: the trace's "settings" key, the
+// flag that gives it, where it lives. A required one must come from the
+// trace or the flag; the others have a default a trace may rely on.
+typedef enum { S_INT, S_REAL, S_SEED, S_LOSS } SettingKind;
+static const struct {
+    const char *key, *flag;
+    SettingKind kind;
+    size_t off;
+    int required;
+} SETTINGS[] = {
+    {"seed", "--seed", S_SEED, offsetof(Settings, seed), 1},
+    {"steps", "--steps", S_INT, offsetof(Settings, steps), 1},
+    {"batch", "--batch", S_INT, offsetof(Settings, batch), 1},
+    {"loss", "--loss", S_LOSS, offsetof(Settings, token_mean), 0},        // absent: doc-mean (docs/traces.md)
+    {"n_embd", "--n-embd", S_INT, offsetof(Settings, n_embd), 1},
+    {"n_head", "--n-head", S_INT, offsetof(Settings, n_head), 1},
+    {"n_kv_head", "--n-kv-head", S_INT, offsetof(Settings, n_kv_head), 0}, // absent: n_head
+    {"n_layer", "--n-layer", S_INT, offsetof(Settings, n_layer), 1},
+    {"block_size", "--block-size", S_INT, offsetof(Settings, block_size), 1},
+    {"lr", "--lr", S_REAL, offsetof(Settings, lr), 1},
+    {"init_std", "--init-std", S_REAL, offsetof(Settings, init_std), 1},
+    {"beta1", NULL, S_REAL, offsetof(Settings, beta1), 0},                // no flags: the original's
+    {"beta2", NULL, S_REAL, offsetof(Settings, beta2), 0},
+    {"eps", NULL, S_REAL, offsetof(Settings, eps), 0},
+};
+#define N_SETTINGS (sizeof SETTINGS / sizeof *SETTINGS)
+
+// A setting's value as text (messages): the shortest exact form of a number.
+static void setting_text(const Settings *s, int k, char out[64]) {
+    const void *p = (const char *)s + SETTINGS[k].off;
+    char num[32];
+    switch (SETTINGS[k].kind) {
+    case S_INT: snprintf(out, 64, "%d", *(const int *)p); break;
+    case S_REAL: trace_format_number(*(const double *)p, num), snprintf(out, 64, "%s", num); break;
+    case S_SEED: snprintf(out, 64, "%.63s", *(const char *const *)p); break;
+    case S_LOSS: snprintf(out, 64, "%s", loss_name(*(const int *)p)); break;
+    }
+}
+
+// Store the trace's value x of setting k into s; a value of the wrong type
+// or out of range is bad data (exit 2).
+static void setting_from_json(Settings *s, int k, const cJSON *x, const char *path) {
+    void *p = (char *)s + SETTINGS[k].off;
+    const char *key = SETTINGS[k].key;
+    const int steps = !strcmp(key, "steps");
+    const double v = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+    static char seed[32];   // a seed recorded as a number
+    switch (SETTINGS[k].kind) {
+    case S_INT:
+        if (!(v >= 1 && v <= (steps ? 1e9 : 1e6) && v == floor(v)))
+            die(EXIT_USAGE, "--against: %s: settings.%s is not an integer from 1 to %s", path, key,
+                steps ? "1e9" : "1e6");
+        *(int *)p = (int)v;
+        break;
+    case S_REAL:
+        if (!cJSON_IsNumber(x)) die(EXIT_USAGE, "--against: %s: settings.%s is not a number", path, key);
+        *(double *)p = v;
+        break;
+    case S_SEED: {
+        PyRandom probe;
+        const char *t = cJSON_IsString(x) ? x->valuestring : NULL;
+        if (fabs(v) < 0x1p53 && v == floor(v)) snprintf(seed, sizeof seed, "%.0f", v), t = seed;   // exact
+        if (!t || !*t || pyrandom_seed_text(&probe, t))
+            die(EXIT_USAGE, "--against: %s: settings.seed is not an integer (write a large one as a string)", path);
+        *(const char **)p = t;
+        break;
+    }
+    case S_LOSS:
+        if (!cJSON_IsString(x) || (strcmp(x->valuestring, "doc-mean") && strcmp(x->valuestring, "token-mean")))
+            die(EXIT_USAGE, "--against: %s: settings.loss is not \"doc-mean\" or \"token-mean\"", path);
+        *(int *)p = !strcmp(x->valuestring, "token-mean");
+        break;
+    }
+}
+
+// The trace's settings become this run's where no flag gave them; a flag
+// that says otherwise is refused naming both. What neither says, of the
+// settings without a default, is refused in one message naming the flags.
+static void adopt_settings(Options *o, const TraceData *td) {
     const cJSON *ts = cJSON_GetObjectItemCaseSensitive(td->root, "settings");
     if (ts && !cJSON_IsObject(ts)) die(EXIT_USAGE, "--against: %s: \"settings\" is not an object", td->path);
-    cJSON *ours = trace_settings(&o->s, &r->L.shape);
-    for (const cJSON *x = ts ? ts->child : NULL; x; x = x->next) {
-        if (!strcmp(x->string, "temperature") || !strcmp(x->string, "samples") || !strcmp(x->string, "steps"))
+    char missing[256] = "", originals[512] = "";
+    Settings def;
+    settings_defaults(&def);
+    for (int k = 0; k < (int)N_SETTINGS; k++) {
+        const cJSON *x = ts ? cJSON_GetObjectItemCaseSensitive(ts, SETTINGS[k].key) : NULL;
+        const int given = SETTINGS[k].flag && cli_given(&o->s.seen, SETTINGS[k].flag);
+        if (!x) {
+            if (!SETTINGS[k].required || given) continue;
+            char v[64];
+            setting_text(&def, k, v);
+            snprintf(missing + strlen(missing), sizeof missing - strlen(missing), "%s%s", *missing ? ", " : "",
+                     SETTINGS[k].flag);
+            snprintf(originals + strlen(originals), sizeof originals - strlen(originals), "%s%s %s",
+                     *originals ? " " : "", SETTINGS[k].flag, v);
             continue;
-        const cJSON *y = cJSON_GetObjectItemCaseSensitive(ours, x->string);
-        if (!y) continue;
-        // ours holds exact numbers as raw text (trace_number)
-        const double yv = cJSON_IsRaw(y) ? strtod(y->valuestring, NULL) : y->valuedouble;
-        int same = cJSON_IsNumber(x) && (cJSON_IsNumber(y) || cJSON_IsRaw(y)) ? x->valuedouble == yv
-                   : cJSON_IsString(x) && cJSON_IsString(y) ? !strcmp(x->valuestring, y->valuestring)
-                   : 0;
-        if (!same) {
-            char *a = cJSON_PrintUnformatted(x), *b = cJSON_PrintUnformatted(y);
-            die(EXIT_USAGE, "--against: %s was recorded with %s %s; this run has %s: give compare the same model and "
-                "data flags", td->path, x->string, a ? a : "?", b ? b : "?");
         }
+        Settings rec = o->s;
+        setting_from_json(&rec, k, x, td->path);
+        char a[64], b[64];
+        setting_text(&rec, k, a);
+        setting_text(&o->s, k, b);
+        if (!given) o->s = rec;
+        else if (strcmp(a, b))
+            die(EXIT_USAGE, "--against: %s was recorded with %s %s; %s %s contradicts it (leave the flag out: the "
+                "trace's settings are used)", td->path, SETTINGS[k].key, a, SETTINGS[k].flag, b);
     }
-    // the learning-rate schedule's horizon
-    double steps;
-    if (ts && trace_get_number(ts, "steps", &steps) == 0 && steps != o->s.steps)
-        die(EXIT_USAGE, "--against: %s was recorded with a %g-step schedule; this run has --steps %d", td->path,
-            steps, o->s.steps);
-    cJSON_Delete(ours);
+    if (*missing)
+        die(EXIT_USAGE, "--against: %s records %s; give the flags that change the numbers: %s (the original's: %s), "
+            "or record them in the trace's \"settings\" (scripts/log_to_trace.py does)", td->path,
+            ts ? "only some settings" : "no settings", missing, originals);
+    settings_validate(&o->s);
+}
+
+// What follows from the settings and the data must be this run's too: the
+// model's derived sizes, the dataset, the parameter count.
+static void check_derived(const Options *o, const TraceData *td, const Run *r) {
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(td->root, "settings");
     const cJSON *ds = cJSON_GetObjectItemCaseSensitive(td->root, "dataset");
+    const struct {
+        const cJSON *obj;
+        const char *key, *name;
+        double ours;
+    } derived[] = {
+        {ts, "head_dim", "head_dim", r->L.shape.head_dim},
+        {ts, "vocab_size", "vocab_size", r->L.shape.vocab_size},
+        {ds, "vocab_size", "dataset.vocab_size", r->d.vocab_size},
+        {ds, "documents", "dataset.documents", r->d.n_docs},
+        {td->root, "num_params", "num_params", (double)r->L.n_params},
+    };
+    for (size_t k = 0; k < sizeof derived / sizeof *derived; k++) {
+        double v;
+        const int got = trace_get_number(derived[k].obj, derived[k].key, &v);
+        if (got < 0) die(EXIT_USAGE, "--against: %s: %s is not a number", td->path, derived[k].name);
+        if (got == 0 && v != derived[k].ours)
+            die(EXIT_USAGE, "--against: %s was recorded with %s %.17g; this run has %.0f (from its settings and "
+                "--data %s)", td->path, derived[k].name, v, derived[k].ours, o->s.data_path);
+    }
     const char *sha = ds ? trace_get_string(ds, "sha256") : NULL;
     if (sha && strcmp(sha, r->d.sha256))
         die(EXIT_USAGE, "--against: %s was recorded on data with sha256 %s; %s has %s", td->path, sha,
             o->s.data_path, r->d.sha256);
+}
+
+// The decimals of x: the fewest that read back to it; 99 when none up to 17 do.
+static int decimals_of(double x) {
+    char buf[64];
+    for (int d = 0; fabs(x) < 1e15 && d <= 17; d++) {
+        snprintf(buf, sizeof buf, "%.*f", d, x);
+        if (strtod(buf, NULL) == x) return d;
+    }
+    return 99;
+}
+
+// The decimals the record's losses were rounded to: "loss_decimals" where the
+// trace says (no loss may have more), else the most any loss has when that
+// is at most ROUNDED_MAX; -1: full precision.
+#define ROUNDED_MAX 9   // more decimals round by at most 5e-11, a twentieth of fp64's tolerance
+static int record_decimals(const TraceData *td, int *declared) {
+    double dd;
+    *declared = trace_get_number(td->root, "loss_decimals", &dd) != 1;
+    if (*declared && !(dd >= 0 && dd <= 17 && dd == floor(dd)))
+        die(EXIT_USAGE, "--against: %s: \"loss_decimals\" is not an integer from 0 to 17", td->path);
+    int most = -1;
+    for (int i = 0; i < td->n_steps; i++) {
+        const double x = td->steps[i].loss[0];
+        if (!isfinite(x)) continue;
+        const int d = decimals_of(x);
+        if (*declared && d > dd) {
+            char num[32];
+            trace_format_number(x, num);
+            die(EXIT_USAGE, "--against: %s: step %d's loss %s has more than the %.0f decimals of \"loss_decimals\"",
+                td->path, td->steps[i].step, num, dd);
+        }
+        if (d > most) most = d;
+    }
+    if (*declared) return (int)dd;
+    return most <= ROUNDED_MAX ? most : -1;
 }
 
 typedef struct {
@@ -121,6 +268,35 @@ static int check_tensors(const Run *r, const StFile *sf, const char *file, const
     return bad;
 }
 
+// The summary's largest differences: each quantity the record holds, with its
+// tolerance; the others are named as not recorded, never shown as 0.
+static void print_differences(const Options *o, const double *worst, const int *n_rec, double loss_tol) {
+    static const Quantity tq[] = {Q_LOGITS, Q_GRADS, Q_PARAMS};
+    char have[160] = "", tols[160] = "", none[64] = "";
+    for (int k = 0; k < 3; k++) {
+        const Quantity q = tq[k];
+        const Tolerance *t = &o->tol[q];
+        if (!n_rec[q]) {
+            snprintf(none + strlen(none), sizeof none - strlen(none), "%s%s", *none ? ", " : "", quantity_name(q));
+            continue;
+        }
+        snprintf(have + strlen(have), sizeof have - strlen(have), ", %s %.3e", quantity_name(q), worst[q]);
+        if (t->scaled > 0)
+            snprintf(tols + strlen(tols), sizeof tols - strlen(tols), "%s%s %g x each tensor's RMS", *tols ? ", " : "",
+                     quantity_name(q), t->scaled);
+        else
+            snprintf(tols + strlen(tols), sizeof tols - strlen(tols), "%s%s atol %.0e + rtol %.0e x |b|",
+                     *tols ? ", " : "", quantity_name(q), t->atol, t->rtol);
+    }
+    printf("  largest differences: loss %.3e (tolerance %.0e", worst[Q_LOSS], loss_tol);
+    if (o->extra[Q_LOSS].atol > 0 || o->extra[Q_LOSS].rtol > 0)
+        printf(" + --tol loss: atol %g + rtol %g x |loss|", o->extra[Q_LOSS].atol, o->extra[Q_LOSS].rtol);
+    printf(")%s", have);
+    if (*tols) printf(" (tolerances: %s)", tols);
+    if (*none) printf("; %s: not recorded", none);
+    printf("\n");
+}
+
 int against_main(Options *o) {
     TraceData td;
     char err[1024];
@@ -142,18 +318,18 @@ int against_main(Options *o) {
         for (int q = 0; q < Q_NUM; q++) o->tol[q] = fixed_tolerance(o, tp, (Quantity)q);
         o->drift_tol = drift_tol_for(o, tp);
     }
-    // the recorded schedule's horizon, unless --steps says otherwise (then it must agree)
-    const cJSON *tset = cJSON_GetObjectItemCaseSensitive(td.root, "settings");
-    double tsteps;
-    if (!o->b.steps_given && cJSON_IsObject(tset) && trace_get_number(tset, "steps", &tsteps) == 0 && tsteps >= 1 &&
-        tsteps <= 1e9 && tsteps == floor(tsteps))
-        o->s.steps = (int)tsteps;
+    adopt_settings(o, &td);
     if (td.n_steps > o->s.steps)
-        die(EXIT_USAGE, "--against: %s has %d steps; this run has --steps %d", o->against, td.n_steps, o->s.steps);
+        die(EXIT_USAGE, "--against: %s has %d steps, more than its %d-step schedule", o->against, td.n_steps,
+            o->s.steps);
+    // a record rounded to D decimals is off by up to half a unit of the last one
+    int declared;
+    const int decimals = record_decimals(&td, &declared);
+    const double loss_tol = o->drift_tol + (decimals >= 0 ? 0.5 * pow(10, -decimals) : 0);
     const cJSON *jsteps = cJSON_GetObjectItemCaseSensitive(td.root, "steps");
     Run r;
     run_setup(&r, o);
-    check_settings(o, &td, &r);
+    check_derived(o, &td, &r);
     r.e[0] = run_make_engine(&r, 0);
     Engine *e = r.e[0];
     const size_t P = r.L.n_params;
@@ -169,7 +345,7 @@ int against_main(Options *o) {
     else dir[0] = '\0';
     First f = {0};
     double worst[Q_NUM] = {0};
-    int n_tensor_steps = 0;
+    int n_tensor_steps = 0, n_rec[Q_NUM] = {0};   // steps that recorded each quantity
     Batch b = {0};
     for (int i = 0; i < td.n_steps; i++) {
         const int step = td.steps[i].step;
@@ -180,9 +356,12 @@ int against_main(Options *o) {
         const double loss = e->ops->step(e, &b, i), rec = td.steps[i].loss[0];
         const double d = fabs(rec - loss);
         if (!(d <= worst[Q_LOSS])) worst[Q_LOSS] = d;
-        int bad = !(d <= o->drift_tol);
-        if (bad) first_fail(&f, step, "the loss: recorded %.17g, reference %.17g, |a-b| = %.3g > %.3g", rec, loss, d,
-                            o->drift_tol);
+        // --tol loss=RTOL[:ATOL] widens it on top
+        const double step_tol = loss_tol + o->extra[Q_LOSS].atol + o->extra[Q_LOSS].rtol * fabs(loss);
+        int bad = !(d <= step_tol);
+        const int rec_digits = decimals >= 0 ? decimals : 17;
+        if (bad) first_fail(&f, step, "the loss: recorded %.*f, reference %.17g, |a-b| = %.3g > %.3g", rec_digits, rec,
+                            loss, d, step_tol);
         const char *tf = trace_get_string(cJSON_GetArrayItem(jsteps, i), "tensors");
         char line[256] = "", *zero_note = NULL;
         size_t zero_len = 0;
@@ -198,6 +377,7 @@ int against_main(Options *o) {
             size_t shape[3] = {(size_t)b.B, (size_t)b.T, (size_t)V};
             if (recorded(&sf, "logits", shape, 3, file, lg)) {
                 checked++;
+                n_rec[Q_LOGITS]++;
                 e->ops->get_logits(e, rlg);
                 // the real positions, document after document, as one tensor (lockstep's logits)
                 size_t k = 0;
@@ -224,6 +404,7 @@ int against_main(Options *o) {
             int gb = check_tensors(&r, &sf, file, "grads", Q_GRADS, ref, buf, step, &f, &gerr);
             if (gb >= 0) {
                 checked++;
+                n_rec[Q_GRADS]++;
                 bad |= gb;
                 if (gb) {   // printed after the step's line
                     FILE *mf = open_memstream(&zero_note, &zero_len);
@@ -236,6 +417,7 @@ int against_main(Options *o) {
             int pb = check_tensors(&r, &sf, file, "params", Q_PARAMS, ref, buf, step, &f, &perr);
             if (pb >= 0) {
                 checked++;
+                n_rec[Q_PARAMS]++;
                 bad |= pb;
                 if (!(perr <= worst[Q_PARAMS])) worst[Q_PARAMS] = perr;
                 snprintf(line + strlen(line), sizeof line - strlen(line), " | params %.1e", perr);
@@ -249,8 +431,8 @@ int against_main(Options *o) {
             free(raw);
         }
         if (bad || (!o->quiet && ((i + 1) % o->every == 0 || i == 0 || i + 1 == td.n_steps)))
-            printf("step %4d | loss %s %.12f | %s %.12f | diff %.1e%s | %s\n", step, o->names[0], loss, td.engine[0],
-                   rec, d, line, bad ? "FAIL" : "ok");
+            printf("step %4d | loss %s %.12f | %s %.*f | diff %.1e%s | %s\n", step, o->names[0], loss, td.engine[0],
+                   decimals >= 0 ? decimals : 12, rec, d, line, bad ? "FAIL" : "ok");
         if (zero_note) fputs(zero_note, stdout);
         free(zero_note);
     }
@@ -258,18 +440,10 @@ int against_main(Options *o) {
            f.failed ? "FAIL" : "PASS", o->against, td.engine[0], precision_name(o->prec), o->names[0],
            precision_name(engine_prec(o, 0)), td.n_steps, n_tensor_steps, o->s.batch);
     if (f.failed) printf("  first failure at step %d: %s\n", f.step, f.what);
-    printf("  largest differences: loss %.3e (tolerance %.0e)", worst[Q_LOSS], o->drift_tol);
-    if (n_tensor_steps) {
-        printf(", logits %.3e, grads %.3e, params %.3e", worst[Q_LOGITS], worst[Q_GRADS], worst[Q_PARAMS]);
-        if (o->tol[Q_GRADS].scaled > 0)
-            printf(" (tolerances %g/%g/%g x each tensor's RMS)", o->tol[Q_LOGITS].scaled, o->tol[Q_GRADS].scaled,
-                   o->tol[Q_PARAMS].scaled);
-        else
-            printf(" (tolerances atol %.0e/%.0e/%.0e + rtol %.0e/%.0e/%.0e x |b|)", o->tol[Q_LOGITS].atol,
-                   o->tol[Q_GRADS].atol, o->tol[Q_PARAMS].atol, o->tol[Q_LOGITS].rtol, o->tol[Q_GRADS].rtol,
-                   o->tol[Q_PARAMS].rtol);
-    }
-    printf("\n");
+    if (decimals >= 0)
+        printf("  the record is rounded to %d decimals: tolerance %.0e (half a unit of the last digit, plus %.0e; "
+               "%s)\n", decimals, loss_tol, o->drift_tol, declared ? "its loss_decimals" : "no recorded loss has more");
+    print_differences(o, worst, n_rec, loss_tol);
     batch_free(&b);
     free(lg);
     free(rlg);

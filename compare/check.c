@@ -83,6 +83,7 @@ ErrStats check(Step *S, Quantity q, const char *tensor, const char *legacy_key, 
         if (!S->gates_matched) rr = ratio_for_tensor(rr, q, tensor);
         bound = ratio_bound(rr, ref_err);
         tol = rms > 0 ? (Tolerance){0, 0, bound} : (Tolerance){bound, 0, 0};
+        tol.atol += o->extra[q].atol, tol.rtol += o->extra[q].rtol;   // --tol
     }
     ErrStats s = {0};
     err_compare(a, b, n, tol, &s);
@@ -257,10 +258,15 @@ void totals_print(const Options *o, const Totals *T) {
             if (o->ratio[q].ref_cap > 0) printf(" (its fixed bound %.1e)", o->ratio[q].ref_cap);
             printf("\n");
         } else if (o->tol[q].scaled > 0) {
-            printf("          tolerance %g x the tensor's RMS\n", o->tol[q].scaled);
+            printf("          tolerance %g x the tensor's RMS", o->tol[q].scaled);
+            if (o->tol[q].atol > 0 || o->tol[q].rtol > 0) printf(" + atol %g + rtol %g x |b|", o->tol[q].atol, o->tol[q].rtol);
+            printf("\n");
         } else {
             printf("          tolerance atol %.0e, rtol %.0e\n", o->tol[q].atol, o->tol[q].rtol);
         }
+        if (o->extra[q].atol > 0 || o->extra[q].rtol > 0)
+            printf("          --tol %s: atol %g + rtol %g x |b| added to each element's bound\n",
+                   quantity_name((Quantity)q), o->extra[q].atol, o->extra[q].rtol);
     }
 }
 

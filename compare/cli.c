@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chisq.h"
 #include "compare.h"
 #include "engines.h"
 #include "plugin_engine.h"
@@ -39,6 +40,10 @@ static void usage(FILE *f) {
             "                       applied in fp64 to CAND's own gradients (default)\n"
             "                       free: both train on their own; the loss curves are compared\n"
             "  --rtol X, --atol X   override the tolerance of every compared quantity\n"
+            "  --tol Q=RTOL[:ATOL]  add atol + rtol*|b| to the bound of one quantity (loss, logits,\n"
+            "                       grads, params, moments, m, v, probs, acts, dacts) on top of the\n"
+            "                       rule in force, e.g. --tol loss=2e-8 for a loss of -log(p + 1e-10);\n"
+            "                       repeatable (lockstep and --against)\n"
             "  --drift-tol X        free mode: largest allowed |loss difference| (fp64 1e-9, fp32 2e-3,\n"
             "                       bf16, fp16 and tf32 3e-2)\n"
             "  --drift-window W     free mode: compare the mean loss of the last W steps (1; 50 for\n"
@@ -60,6 +65,16 @@ static void usage(FILE *f) {
             "                       run (default max(3, 1%% of the steps))\n"
             "  --samples N          lockstep: at the end both engines sample N names from REF's final\n"
             "                       state; the names and each step's probabilities are compared\n"
+            "  --sampler S          lockstep: how the samples are checked. harness (default): both\n"
+            "                       engines sample with the harness's random stream; the names must\n"
+            "                       agree. own: CAND samples --samples N names (1000) with its own\n"
+            "                       randomness (an exec: engine its own generator, any other engine\n"
+            "                       a stream independent of REF's), REF 4N with the harness's; two\n"
+            "                       chi-square tests, the first character (BOS: the empty name)\n"
+            "                       against REF's exact probabilities at position 0 and the name\n"
+            "                       length against REF's names, categories with an expected count\n"
+            "                       below 5 pooled, fail the run at a false-alarm rate of 1e-3 per\n"
+            "                       run (5e-4 each, Bonferroni)\n"
             "  --keep-going         lockstep: go on after a failing step (exit 1 at the end)\n"
             "  --every N            print one line every N steps (1)\n"
             "  --quiet              print only the summary (bench: no progress on stderr)\n"
@@ -67,8 +82,11 @@ static void usage(FILE *f) {
             "                       it (60)\n"
             "  --against TRACE      check a trace another program recorded (per-step losses, and\n"
             "                       logits, gradients and parameters where it names safetensors\n"
-            "                       files) against the one engine of --engines run on the same\n"
-            "                       settings (docs/outside_engines.md)\n"
+            "                       files) against the one engine of --engines run on the trace's\n"
+            "                       settings (a flag may only repeat them; without settings, give\n"
+            "                       them all as flags); losses rounded to D decimals are allowed\n"
+            "                       half a unit of the last one. A printed log becomes a trace with\n"
+            "                       scripts/log_to_trace.py (docs/outside_engines.md)\n"
             "  --export-init DIR    write the run's inputs to DIR, no engine run: settings.json, the\n"
             "                       initial parameters (init.safetensors), the documents in training\n"
             "                       order (documents.txt) and every step's batch (batches.safetensors)\n"
@@ -155,6 +173,32 @@ static void parse_engines(Options *o, const char *v) {
     }
 }
 
+// --tol QUANTITY=RTOL[:ATOL] (repeatable): atol + rtol*|b| added to each
+// element's bound for that quantity ("moments": m and v), whatever the rule.
+static void parse_tol(Options *o, const char *v) {
+    const char *eq = strchr(v, '=');
+    char name[16], num[64];
+    if (!eq || eq == v || (size_t)(eq - v) >= sizeof name || strlen(eq + 1) >= sizeof num)
+        die(EXIT_USAGE, "--tol: '%s' is not QUANTITY=RTOL[:ATOL] (e.g. --tol loss=2e-8 or --tol grads=1e-6:1e-9)", v);
+    snprintf(name, sizeof name, "%.*s", (int)(eq - v), v);
+    snprintf(num, sizeof num, "%s", eq + 1);
+    char *colon = strchr(num, ':');
+    if (colon) *colon = '\0';
+    double rtol, atol = 0;
+    if (parse_double(num, &rtol) || rtol < 0 || (colon && (parse_double(colon + 1, &atol) || atol < 0)))
+        die(EXIT_USAGE, "--tol %s: '%s' is not RTOL[:ATOL] with both finite and >= 0", name, eq + 1);
+    const int moments = !strcmp(name, "moments");
+    const Quantity q = moments ? Q_M : quantity_from_name(name);
+    if (q == Q_NUM)
+        die(EXIT_USAGE, "--tol: unknown quantity '%s' (loss, logits, grads, params, moments, m, v, probs, acts, "
+            "dacts)", name);
+    for (int k = 0; k < 1 + moments; k++) {
+        Tolerance *t = &o->extra[k ? Q_V : q];
+        if (t->rtol > 0 || t->atol > 0) die(EXIT_USAGE, "--tol: %s is given twice", quantity_name(k ? Q_V : q));
+        *t = (Tolerance){atol, rtol, 0};
+    }
+}
+
 // --plant [noise:]QUANTITY[:TENSOR]@STEP=DELTA[,...] (test only; compare.h Plant).
 static void parse_one_plant(Plant *p, const char *v) {
     char buf[256];
@@ -213,7 +257,7 @@ void cli_parse(Options *o, int argc, char **argv) {
     o->b.loss_rtol = BENCH_LOSS_RTOL;
     const char *drift_flag = NULL;
     // flags that only apply to some modes, to refuse the rest
-    const char *lockstep_flag = NULL, *bench_flag = NULL, *compare_flag = NULL;
+    const char *lockstep_flag = NULL, *bench_flag = NULL, *compare_flag = NULL, *tol_flag = NULL;
     CliSeen *seen = &o->s.seen;  // one set for all flags: a repeat is refused
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -251,6 +295,12 @@ void cli_parse(Options *o, int argc, char **argv) {
             else die(EXIT_USAGE, "--mode: '%s' is not lockstep or free", v);
             o->mode_given = 1;
             compare_flag = "--mode";
+        } else if (!strcmp(a, "--tol") || !strncmp(a, "--tol=", 6)) {   // repeatable: not marked seen
+            if (a[5] == '=') v = a + 6;
+            else if (i + 1 < argc) v = argv[++i];
+            else die(EXIT_USAGE, "--tol needs a value (see --help)");
+            parse_tol(o, v);
+            tol_flag = "--tol";
         } else if (VAL("--rtol")) {
             o->rtol = nonneg_flag("--rtol", v), compare_flag = "--rtol";
         } else if (VAL("--atol")) {
@@ -273,6 +323,10 @@ void cli_parse(Options *o, int argc, char **argv) {
             else die(EXIT_USAGE, "--tolerance: '%s' is not fixed or ratio", v);
             o->tol_given = 1;
             lockstep_flag = "--tolerance";
+        } else if (VAL("--sampler")) {
+            if (!strcmp(v, "own")) o->sampler_own = 1;
+            else if (strcmp(v, "harness")) die(EXIT_USAGE, "--sampler: '%s' is not harness or own", v);
+            lockstep_flag = "--sampler";
         } else if (VAL("--max-excused")) {
             if (parse_int(v, 0, 1000000000L, &n)) die(EXIT_USAGE, "--max-excused: '%s' is not an integer >= 0", v);
             o->max_excused = (int)n;
@@ -347,6 +401,11 @@ void cli_parse(Options *o, int argc, char **argv) {
     }
     o->b.steps_given = cli_given(seen, "--steps");
     o->samples_given = cli_given(seen, "--samples");
+    if (o->sampler_own && !o->samples_given)   // a distribution needs counts: own has its own default
+        o->s.samples = SAMPLER_OWN_NAMES, o->samples_given = 1;
+    else if (o->sampler_own && o->s.samples < SAMPLER_OWN_MIN_NAMES)
+        die(EXIT_USAGE, "--sampler own: --samples %d leaves too few names to test a distribution (at least %d; "
+            "%d when not given)", o->s.samples, SAMPLER_OWN_MIN_NAMES, SAMPLER_OWN_NAMES);
     if ((o->against || o->export_dir) && (o->bench || o->mode_given || lockstep_flag || bench_flag))
         die(EXIT_USAGE, "%s takes the model and data flags, --engines and the tolerances only",
             o->against ? "--against" : "--export-init");
@@ -378,6 +437,8 @@ void cli_parse(Options *o, int argc, char **argv) {
         if (o->mode == MODE_FREE && lockstep_flag) die(EXIT_USAGE, "%s only applies to --mode lockstep", lockstep_flag);
         if (o->mode != MODE_FREE && drift_flag) die(EXIT_USAGE, "%s only applies to --mode free", drift_flag);
     }
+    if (tol_flag && (o->bench || o->export_dir || (o->mode == MODE_FREE && !o->against)))
+        die(EXIT_USAGE, "--tol applies to lockstep and --against (free mode judges the loss curves by --drift-tol)");
     for (int i = 0; i < o->n_plants; i++) {
         if (o->against || o->export_dir) die(EXIT_USAGE, "--plant applies to lockstep, free and --bench runs");
         if ((o->bench || o->mode == MODE_FREE) && (o->plant[i].q != Q_LOSS || o->plant[i].noise || o->plant[i].relu))
@@ -451,6 +512,7 @@ Tolerance fixed_tolerance(const Options *o, Precision p, Quantity q) {
     if (o->rtol >= 0 || o->atol >= 0) t.scaled = 0;   // --rtol/--atol: absolute bounds
     if (o->rtol >= 0) t.rtol = o->rtol;
     if (o->atol >= 0) t.atol = o->atol;
+    t.atol += o->extra[q].atol, t.rtol += o->extra[q].rtol;   // --tol
     return t;
 }
 

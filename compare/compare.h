@@ -63,6 +63,7 @@ typedef struct {
     char fault_op_name[48];
     Tolerance tol[Q_NUM];
     double rtol, atol;        // --rtol/--atol (< 0: not given)
+    Tolerance extra[Q_NUM];   // --tol QUANTITY=RTOL[:ATOL]: added to the bound of the rule in force (0: none)
     double drift_tol_arg;     // --drift-tol (< 0: not given)
     double drift_tol;         // for o->prec
     int drift_window;         // --drift-window (0: not given)
@@ -77,6 +78,7 @@ typedef struct {
     RatioRule ratio[Q_NUM];   // the ratio rule per quantity
     int max_excused;          // --max-excused (< 0: max(3, 1% of the steps))
     int samples_given;        // --samples appeared: compare the sampled names at the end
+    int sampler_own;          // --sampler own: CAND samples with its own randomness; the distribution is tested
     double loss_scale;        // --loss-scale: fp16's initial loss scale (0: the default, 2^16)
     Plant plant[2];           // --plant (test only): up to two, comma-separated
     int n_plants;

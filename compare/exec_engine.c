@@ -29,6 +29,12 @@
 
 #define EXEC_PROTOCOL 1
 #define MAX_LINE (1 << 20)   // a reply header longer than this is not one
+// The sample request of --sampler own, as messages name it, and what a
+// failed reply to it is told (an engine written before "own" fails on the
+// missing uniforms).
+#define OWN_SAMPLE "sample own"
+#define OWN_SAMPLE_HINT " (--sampler own: the request {\"op\":\"sample\",\"own\":true} carries no uniforms; the " \
+                        "engine draws with its own random generator: docs/outside_engines.md)"
 #define MAX_CHILDREN 16
 
 static double g_timeout = 60;
@@ -237,7 +243,8 @@ static cJSON *read_reply(Proc *p, const char *op, int want_payload) {
     if (!cJSON_IsBool(ok)) fail(p, "the reply to '%s' has no \"ok\": true or false", op);
     if (cJSON_IsFalse(ok)) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(h, "error");
-        fail(p, "'%s' failed: %s", op, cJSON_IsString(e) ? e->valuestring : "(the reply has no \"error\" text)");
+        fail(p, "'%s' failed: %s%s", op, cJSON_IsString(e) ? e->valuestring : "(the reply has no \"error\" text)",
+             !strcmp(op, OWN_SAMPLE) ? OWN_SAMPLE_HINT : "");
     }
     const cJSON *nb = cJSON_GetObjectItemCaseSensitive(h, "bytes");
     free(p->payload);
@@ -405,6 +412,24 @@ static void x_set_state(Engine *e, const double *params, const double *m, const 
     cJSON_Delete(read_reply(p, "set_state", 0));
 }
 
+// The reply to a sample request: its tokens (without BOS) to out, each a
+// character id; returns how many.
+static int take_tokens(Engine *e, const char *op, int *out) {
+    Proc *p = X(e);
+    const int T = e->cfg.L->shape.block_size;
+    cJSON_Delete(read_reply(p, op, 1));
+    refuse_extra(p, op, 1);
+    const StTensor *tk = st_find(&p->st, "tokens");
+    if (!tk || tk->dtype != ST_I32 || tk->ndim != 1 || tk->shape[0] > (size_t)T)
+        fail(p, "the reply to '%s' needs the tensor 'tokens': I32 [n] with n <= block_size %d", op, T);
+    const int n = (int)tk->shape[0];
+    st_read_i32(tk, out);
+    char why[128];
+    if (engine_check_sample(out, n, e->cfg.L->shape.vocab_size, why, sizeof why))
+        fail(p, "the reply to '%s': %s", op, why);
+    return n;
+}
+
 // The child draws with the uniforms it is sent (one per position, as
 // random.choices does); compare's stream then skips the ones it used.
 static int x_sample(Engine *e, PyRandom *r, double temperature, int *out) {
@@ -421,18 +446,19 @@ static int x_sample(Engine *e, PyRandom *r, double temperature, int *out) {
     send_request(p, req, "sample", buf, len);
     free(buf);
     free(u);
-    cJSON_Delete(read_reply(p, "sample", 1));
-    refuse_extra(p, "sample", 1);
-    const StTensor *tk = st_find(&p->st, "tokens");
-    if (!tk || tk->dtype != ST_I32 || tk->ndim != 1 || tk->shape[0] > (size_t)T)
-        fail(p, "the reply to 'sample' needs the tensor 'tokens': I32 [n] with n <= block_size %d", T);
-    const int n = (int)tk->shape[0];
-    st_read_i32(tk, out);
-    char why[128];
-    if (engine_check_sample(out, n, e->cfg.L->shape.vocab_size, why, sizeof why))
-        fail(p, "the reply to 'sample': %s", why);
+    const int n = take_tokens(e, "sample", out);
     for (int i = 0; i < (n < T ? n + 1 : T); i++) pyrandom_random(r);
     return n;
+}
+
+// --sampler own: the request says "own" and carries no uniforms; the child
+// draws with its own generator.
+static int x_sample_own(Engine *e, double temperature, int *out) {
+    cJSON *req = cJSON_CreateObject();
+    trace_add_number(req, "temperature", temperature);
+    cJSON_AddBoolToObject(req, "own", 1);
+    send_request(X(e), req, "sample", NULL, 0);
+    return take_tokens(e, OWN_SAMPLE, out);
 }
 
 static const char *x_device(Engine *e) { return X(e)->device; }
@@ -625,6 +651,7 @@ Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const doubl
     p->ops = (EngineOps){.name = p->name, .destroy = x_destroy, .step = x_step, .get_logits = x_logits,
                          .get_grads = x_grads, .get_params = x_params, .get_moments = x_moments,
                          .set_state = x_set_state, .sample = x_sample, .device = p->device[0] ? x_device : NULL,
-                         .get_relu_inputs = relu ? x_relu : NULL, .get_activation = acts ? x_activation : NULL};
+                         .get_relu_inputs = relu ? x_relu : NULL, .get_activation = acts ? x_activation : NULL,
+                         .sample_own = x_sample_own};
     return &p->base;
 }

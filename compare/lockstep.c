@@ -559,9 +559,11 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
     if (o->tol_ratio)
         snprintf(rule, sizeof rule, " (vs the noise reference: the cpu engine's %s with its sums in %d other orders)",
                  engine_prec(o, 1) == PREC_FP32 ? "fp32" : "emulation of the recipe", NOISE_MEMBERS);
-    printf("%s: lockstep, %s (%s) vs %s (%s), %d of %d steps run, batch %d, %s rule%s\n", failed ? "FAIL" : "PASS",
+    char smp[200] = "";   // which sampler check ran (samples.h)
+    if (sampled) samples_verdict(&sr, smp, sizeof smp);
+    printf("%s: lockstep, %s (%s) vs %s (%s), %d of %d steps run, batch %d, %s rule%s%s\n", failed ? "FAIL" : "PASS",
            o->names[0], precision_name(engine_prec(o, 0)), o->names[1], precision_name(engine_prec(o, 1)), steps_run,
-           o->s.steps, o->s.batch, o->tol_ratio ? "ratio" : "fixed", rule);
+           o->s.steps, o->s.batch, o->tol_ratio ? "ratio" : "fixed", rule, smp);
     if (n_skipped || engine_prec(o, 1) == PREC_FP16) {
         printf("skipped updates (fp16 loss scaling: a gradient overflowed): %d (allowed %d)", n_skipped, allowed);
         if (n_skipped) printf(", the first at step %d", first_skipped);

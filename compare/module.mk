@@ -1,8 +1,9 @@
 # The comparator.
 LIB_SRC += compare/tolerance.c compare/engines.c compare/plugin_engine.c compare/exec_engine.c compare/grad_check.c \
-           compare/localize.c
+           compare/localize.c compare/chisq.c
 COMPARE_SRC := compare/main.c compare/cli.c compare/outputs.c compare/run.c compare/lockstep.c compare/check.c compare/samples.c \
-               compare/acts.c compare/free.c compare/bench.c compare/bench_sizes.c compare/bench_run.c compare/against.c compare/export.c
+               compare/acts.c compare/free.c compare/bench.c compare/bench_sizes.c compare/bench_run.c compare/against.c compare/export.c \
+               compare/samples_own.c
 BINS += $(BUILD)/compare
 
 # The CUDA backend is not linked in: engine_new loads it as a plugin

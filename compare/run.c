@@ -74,6 +74,10 @@ cJSON *run_trace_header(Trace *t, Run *r) {
         trace_add_number(x, "atol", o->tol[q].atol);
         trace_add_number(x, "rtol", o->tol[q].rtol);
         if (o->tol[q].scaled > 0) trace_add_number(x, "scaled", o->tol[q].scaled);   // x the tensor's RMS
+        if (o->extra[q].atol > 0 || o->extra[q].rtol > 0) {   // --tol, on top of the rule
+            trace_add_number(x, "extra_atol", o->extra[q].atol);
+            trace_add_number(x, "extra_rtol", o->extra[q].rtol);
+        }
     }
     cJSON_AddStringToObject(tol, "rule", o->tol_ratio ? "ratio" : "fixed");
     if (o->tol_ratio)

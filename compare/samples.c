@@ -20,7 +20,7 @@ typedef struct {
     int sample, V;
 } ProbAt;
 
-static void token_text(const Dataset *d, int v, char *out, size_t n) {
+void samples_token_text(const Dataset *d, int v, char *out, size_t n) {
     if (v >= d->n_chars) snprintf(out, n, "BOS");
     else if (d->vocab[v] >= 0x20 && d->vocab[v] < 0x7f) snprintf(out, n, "'%c'", (char)d->vocab[v]);
     else snprintf(out, n, "U+%04X", (unsigned)d->vocab[v]);
@@ -29,11 +29,11 @@ static void token_text(const Dataset *d, int v, char *out, size_t n) {
 static void describe_prob(const void *ctx, size_t i, char *out, size_t n) {
     const ProbAt *c = ctx;
     char tok[16];
-    token_text(c->d, (int)(i % (size_t)c->V), tok, sizeof tok);
+    samples_token_text(c->d, (int)(i % (size_t)c->V), tok, sizeof tok);
     snprintf(out, n, "sample %d, position %zu, token %s", c->sample + 1, i / (size_t)c->V, tok);
 }
 
-static void name_text(const Dataset *d, const int *ids, int len, char *out, size_t cap) {
+void samples_name_text(const Dataset *d, const int *ids, int len, char *out, size_t cap) {
     size_t k = 0;
     for (int j = 0; j < len && k + 5 < cap; j++) {
         char u[4];
@@ -48,7 +48,7 @@ static void name_text(const Dataset *d, const int *ids, int len, char *out, size
 // [BOS] + ids + [BOS]: one training step's forward on it (the logits at
 // position t are those the sampler used for token t), then the state
 // (p, m, v) is put back. Returns the number of positions.
-static int score(Engine *e, const int *ids, int len, int block, int V, double temperature, const double *p,
+int samples_score(Engine *e, const int *ids, int len, int block, int V, double temperature, const double *p,
                  const double *m, const double *v, double *probs) {
     const int n = len + 1 < block ? len + 1 : block, bos = V - 1;
     int tokens[n + 1], doc = 0;
@@ -65,6 +65,7 @@ static int score(Engine *e, const int *ids, int len, int block, int V, double te
 SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const double *m, const double *v,
                            cJSON *root) {
     const Options *o = r->o;
+    if (o->sampler_own) return samples_own_check(r, eng, p, m, v, root);
     const int N = o->s.samples, T = o->s.block_size, V = r->L.shape.vocab_size, bos = V - 1;
     SampleResult res = {.n = N, .diff_sample = -1, .diff_pos = -1};
     int *ids[2], *len[2];
@@ -100,7 +101,7 @@ SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const 
     for (int i = 0; i < compared; i++) {
         const int *ri = ids[0] + (size_t)i * (size_t)T;
         int n = 0;
-        for (int k = 0; k < ne; k++) n = score(eng[k], ri, len[0][i], T, V, o->s.temperature, p, m, v, probs[k]);
+        for (int k = 0; k < ne; k++) n = samples_score(eng[k], ri, len[0][i], T, V, o->s.temperature, p, m, v, probs[k]);
         char tensor[32];
         snprintf(tensor, sizeof tensor, "sample %d", i + 1);
         ProbAt at = {&r->d, i, V};
@@ -117,7 +118,7 @@ SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const 
             char s[4 * 64 + 8];
             cJSON *pair = cJSON_CreateArray();
             for (int k = 0; k < 2; k++) {
-                name_text(&r->d, ids[k] + (size_t)i * (size_t)T, len[k][i], s, sizeof s);
+                samples_name_text(&r->d, ids[k] + (size_t)i * (size_t)T, len[k][i], s, sizeof s);
                 cJSON_AddItemToArray(pair, cJSON_CreateString(s));
             }
             cJSON_AddItemToArray(names, pair);
@@ -127,8 +128,8 @@ SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const 
         const int j = res.diff_pos;
         int ta = j < len[1][i] ? ids[1][(size_t)i * (size_t)T + j] : bos, tb = j < len[0][i] ? ri[j] : bos;
         char sa[16], sb[16];
-        token_text(&r->d, ta, sa, sizeof sa);
-        token_text(&r->d, tb, sb, sizeof sb);
+        samples_token_text(&r->d, ta, sa, sizeof sa);
+        samples_token_text(&r->d, tb, sb, sizeof sb);
         if (engine_prec(o, 1) == PREC_FP64) {
             snprintf(res.note, sizeof res.note, "sample %d differs at position %d: %s drew %s, %s drew %s (fp64 "
                      "names must be identical)", i + 1, j, o->names[0], sb, o->names[1], sa);
@@ -153,6 +154,7 @@ SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const 
     res.T = S.T;
     res.f = S.f;
     if (js) {
+        cJSON_AddStringToObject(js, "sampler", "harness");
         cJSON_AddNumberToObject(js, "n", N);
         cJSON_AddNumberToObject(js, "compared", compared);
         cJSON_AddBoolToObject(js, "identical", res.diff_sample < 0);
@@ -169,9 +171,21 @@ SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const 
 }
 
 void samples_print(const Options *o, const SampleResult *s) {
-    if (s->diff_sample < 0)
+    if (s->own) samples_own_print(o, s);
+    else if (s->diff_sample < 0)
         printf("samples: %d names, identical in %s and %s; probabilities of every sampling step: max|a-b| %.3e "
                "(%s)\n", s->n, o->names[0], o->names[1], s->T.abs[Q_PROBS].v, s->T.abs[Q_PROBS].tensor);
     else
         printf("samples: %s%s\n", s->note, s->failed ? ": FAIL" : "");
+}
+
+void samples_verdict(const SampleResult *s, char *out, size_t n) {
+    if (s->own)
+        snprintf(out, n, "; samples: own sampler, distribution test p %.3g (first character), %.3g (length), "
+                 "false-alarm rate %g", s->test.first.p, s->test.length.p, SAMPLER_ALPHA);
+    else if (s->diff_sample < 0)
+        snprintf(out, n, "; samples: %d names identical", s->n);
+    else
+        snprintf(out, n, "; samples: names differ at sample %d%s", s->diff_sample + 1,
+                 s->explained ? " (fp32 rounding at a boundary)" : "");
 }

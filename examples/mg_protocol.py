@@ -1,7 +1,11 @@
 """The process-engine protocol of docs/outside_engines.md, in plain Python
 (standard library only): read compare's requests from stdin, write replies to
 stdout. An engine supplies a class with create/step/get/set_state/sample and
-calls serve(Engine). Copy this file next to your engine.
+calls serve(Engine). Copy this file next to your engine. sample(data,
+temperature) draws with data["uniforms"], one per position; under compare
+--sampler own it is called as sample({}, temperature, own=True) and draws
+with the engine's own random generator (an engine without the own
+parameter fails there with a TypeError, and works as before otherwise).
 
 A message is one line of JSON; when it has "bytes": N, N bytes of a
 safetensors buffer follow. Arrays are dicts name -> (dtype, shape, bytes),
@@ -145,7 +149,10 @@ def serve(make_engine, stdin=None, stdout=None):
                 engine.set_state(data)
                 reply({"ok": True})
             elif op == "sample":
-                reply({"ok": True}, engine.sample(data, req["temperature"]))
+                if req.get("own"):   # --sampler own: no uniforms; the engine draws with its own generator
+                    reply({"ok": True}, engine.sample(data, req["temperature"], own=True))
+                else:
+                    reply({"ok": True}, engine.sample(data, req["temperature"]))
             else:
                 raise ValueError("unknown op %r" % op)
         except Exception as e:  # the harness prints it and stops

@@ -16,6 +16,12 @@ per-document means, or token-mean, the mean over the batch's tokens).
 with F.cross_entropy over the batch, run against the original's loss);
 --token-mean-doc-grad plants a wrong token-mean gradient: the loss is the
 token mean, the gradient the document mean's.
+
+Sampling draws with the uniforms compare sends, or under compare --sampler
+own with the engine's own numpy generator, seeded with --sample-seed N (0).
+--sampler-no-bos-first plants a sampler bug that only its own randomness
+shows: BOS's probability is set to zero at the first position, so no name is
+ever empty.
 """
 import bisect
 import itertools
@@ -38,6 +44,16 @@ def rmsnorm(x):
 BROKEN_RMSNORM = "--broken-rmsnorm" in sys.argv[1:]
 ALWAYS_TOKEN_MEAN = "--always-token-mean" in sys.argv[1:]
 TOKEN_MEAN_DOC_GRAD = "--token-mean-doc-grad" in sys.argv[1:]
+SAMPLER_NO_BOS_FIRST = "--sampler-no-bos-first" in sys.argv[1:]
+
+
+def flag_value(name, default):
+    """The value after a flag of argv (--sample-seed 7), else default."""
+    args = sys.argv[1:]
+    return int(args[args.index(name) + 1]) if name in args else default
+
+
+SAMPLE_SEED = flag_value("--sample-seed", 0)
 
 
 def rmsnorm_back(x, r, dy):
@@ -69,6 +85,7 @@ class NumpyEngine:
         self.g = None
         self.logits = None
         self.acts, self.dacts = {}, {}   # the last step's, by op name (mg_protocol.op_names)
+        self.rng = np.random.default_rng(SAMPLE_SEED)   # --sampler own: the engine's own randomness
 
     def _array(self, t, shape):
         dtype, sh, raw = t
@@ -240,17 +257,20 @@ class NumpyEngine:
             self.m = {k: self._array(data["adam_m/" + k], self.shapes[k]) for k in self.names}
             self.v = {k: self._array(data["adam_v/" + k], self.shapes[k]) for k in self.names}
 
-    def sample(self, data, temperature):
+    def sample(self, data, temperature, own=False):
         # from BOS, one uniform per position: probabilities = softmax(logits /
-        # temperature), then random.choices' rule: bisect the cumulative weights
-        u = np.frombuffer(data["uniforms"][2], dtype="<f8")
+        # temperature), then random.choices' rule: bisect the cumulative weights.
+        # own (compare --sampler own): the uniforms come from our generator
         bos, V = self.cfg["bos"], self.cfg["vocab_size"]
+        u = self.rng.random(self.cfg["block_size"]) if own else np.frombuffer(data["uniforms"][2], dtype="<f8")
         seq, out = [bos], []
         for pos in range(self.cfg["block_size"]):
             logits, _ = self.forward(np.array([seq]))
             w = [float(x) * temperature ** -1 for x in logits[0, -1]]
             mx = max(w)
             w = [np.exp(x - mx) for x in w]
+            if SAMPLER_NO_BOS_FIRST and pos == 0:   # the planted bug: a name can never be empty
+                w[bos] = 0.0
             inv = 1.0 / sum(w)
             cum = list(itertools.accumulate(x * inv for x in w))
             tok = bisect.bisect(cum, float(u[pos]) * cum[-1], 0, V - 1)

@@ -80,7 +80,7 @@ base="$work/base"
 targets="build/compare build/microgpt"
 [ "$part" = gpu ] || targets="$targets build/tests/test_shared build/tests/test_golden build/tests/test_lowp build/tests/test_cpu_engine build/tests/test_cpu_layers"
 # the comparator's mutants are checked by the suites that test its rules
-compare_tests="test_tolerance test_bounds test_lockstep test_compare test_mixed test_bench test_against"
+compare_tests="test_tolerance test_bounds test_lockstep test_compare test_mixed test_bench test_against test_record"
 [ "$part" = gpu ] || for t in $compare_tests; do targets="$targets build/tests/$t"; done
 [ $cuda -eq 1 ] && targets="$targets build/test_gpu build/libmicrogpt_cuda_engine.so"
 
