@@ -406,6 +406,8 @@ void cli_parse(Options *o, int argc, char **argv) {
     else if (o->sampler_own && o->s.samples < SAMPLER_OWN_MIN_NAMES)
         die(EXIT_USAGE, "--sampler own: --samples %d leaves too few names to test a distribution (at least %d; "
             "%d when not given)", o->s.samples, SAMPLER_OWN_MIN_NAMES, SAMPLER_OWN_NAMES);
+    for (int i = 0; i < o->n_plants && o->sampler_own; i++)
+        if (o->plant[i].q == Q_PROBS) die(EXIT_USAGE, "--plant probs@...: --sampler own compares no probabilities");
     if ((o->against || o->export_dir) && (o->bench || o->mode_given || lockstep_flag || bench_flag))
         die(EXIT_USAGE, "%s takes the model and data flags, --engines and the tolerances only",
             o->against ? "--against" : "--export-init");

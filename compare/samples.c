@@ -49,7 +49,7 @@ void samples_name_text(const Dataset *d, const int *ids, int len, char *out, siz
 // position t are those the sampler used for token t), then the state
 // (p, m, v) is put back. Returns the number of positions.
 int samples_score(Engine *e, const int *ids, int len, int block, int V, double temperature, const double *p,
-                 const double *m, const double *v, double *probs) {
+                  const double *m, const double *v, double *probs) {
     const int n = len + 1 < block ? len + 1 : block, bos = V - 1;
     int tokens[n + 1], doc = 0;
     tokens[0] = bos;
@@ -101,7 +101,8 @@ SampleResult samples_check(Run *r, Engine **eng, int ne, const double *p, const 
     for (int i = 0; i < compared; i++) {
         const int *ri = ids[0] + (size_t)i * (size_t)T;
         int n = 0;
-        for (int k = 0; k < ne; k++) n = samples_score(eng[k], ri, len[0][i], T, V, o->s.temperature, p, m, v, probs[k]);
+        for (int k = 0; k < ne; k++)
+            n = samples_score(eng[k], ri, len[0][i], T, V, o->s.temperature, p, m, v, probs[k]);
         char tensor[32];
         snprintf(tensor, sizeof tensor, "sample %d", i + 1);
         ProbAt at = {&r->d, i, V};

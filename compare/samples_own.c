@@ -100,7 +100,8 @@ SampleResult samples_own_check(Run *r, Engine **eng, const double *p, const doub
     // the reference: the exact probabilities of the first token, and M names
     samples_score(eng[0], NULL, 0, T, V, o->s.temperature, p, m, v, p0);
     PyRandom rng = r->rng;   // as the harness's sampler: the stream after the initial weights
-    sample_names(eng[0], 0, &rng, o, &r->d, M, T, bos, len_r, NULL, ex ? cJSON_AddArrayToObject(ex, "reference") : NULL);
+    sample_names(eng[0], 0, &rng, o, &r->d, M, T, bos, len_r, NULL,
+                 ex ? cJSON_AddArrayToObject(ex, "reference") : NULL);
     // the candidate: its own generator, or the stream past the reference's draws
     sample_names(eng[1], own, &rng, o, &r->d, N, T, bos, len_c, first,
                  ex ? cJSON_AddArrayToObject(ex, "candidate") : NULL);

@@ -93,7 +93,12 @@ typedef struct {
 
 /* Sampling draws from the harness's random stream: given the V logits of a
  * position, sample_token divides them by the temperature, takes the softmax
- * and draws a token id (it overwrites logits). */
+ * and draws a token id (it overwrites logits). A plugin has no random
+ * generator of its own under this ABI: with compare --sampler own, rng is a
+ * stream independent of the reference's (the harness's generator past the
+ * reference's draws) and compare tests the distribution of the names, not the
+ * names; what that checks is the plugin's sampling loop (the logits it
+ * passes, the tokens it feeds back, where it stops). */
 typedef struct {
     void *rng;
     int (*sample_token)(void *rng, double *logits, int V, double temperature);
