@@ -124,7 +124,7 @@ void settings_validate(const Settings *s) {
         die(EXIT_USAGE, "--init-std must be > 0 and at most 1e6 (got %g)", s->init_std);
 }
 
-void settings_print_help(FILE *f) {
+void settings_print_help(FILE *f, int own_samples) {
     fprintf(f,
             "  (a flag takes its value as the next argument or after '=', --steps=3; a flag\n"
             "  given twice is refused)\n"
@@ -140,8 +140,9 @@ void settings_print_help(FILE *f) {
             "  --lr X               Adam learning rate, decayed linearly to 0 (0.01)\n"
             "  --init-std X         standard deviation of the initial weights, > 0 (0.08); wide\n"
             "                       models train with less, e.g. 0.02 with --lr 0.001\n"
-            "  --temperature X      sampling temperature, > 0 with 1/X finite (0.5)\n"
-            "  --samples N          names to sample after training (20)\n"
+            "  --temperature X      sampling temperature, > 0 with 1/X finite (0.5)\n");
+    if (!own_samples) fprintf(f, "  --samples N          names to sample after training (20)\n");
+    fprintf(f,
             "  --batch B            documents per step; document b of step s is\n"
             "                       docs[(s*B+b) %% N] (1)\n"
             "  --loss doc-mean|token-mean\n"

@@ -48,6 +48,8 @@ void settings_validate(const Settings *s);
 int settings_kv_heads(const Settings *s);
 
 // Help text for the shared flags.
-void settings_print_help(FILE *f);
+// The shared flags' help; a tool that describes --samples itself (compare)
+// passes own_samples = 1 so that each flag is listed once.
+void settings_print_help(FILE *f, int own_samples);
 
 #endif

@@ -126,7 +126,7 @@ static void usage(FILE *f) {
             "  --repeats N          timed runs per engine and size; median, min and max are\n"
             "                       reported (5)\n"
             "  --warmup N           untimed steps at the start of every run, at least 1 (5)\n"
-            "  --steps N            steps per run, warm-up included (bench: 100)\n"
+            "                       (a run is --steps N steps, warm-up included: 100 with --bench)\n"
             "  --time-budget S      seconds per size and engine; a slow engine times fewer steps\n"
             "                       and repeats (the table says so) or is skipped (20)\n"
             "  --bench-data D       packed: documents are the data's lines joined by spaces into\n"
@@ -141,7 +141,7 @@ static void usage(FILE *f) {
             "  --markdown FILE      also write the table to FILE\n"
             "\n"
             "model and data flags (as build/microgpt):\n");
-    settings_print_help(f);
+    settings_print_help(f, 1);
     fprintf(f, "\nExit codes: 0 the engines agree, 1 a mismatch (or a run failure), 2 bad usage,\n"
                "bad data, or an engine that cannot run here (e.g. no GPU).\n");
 }

@@ -30,7 +30,7 @@ int main(int argc, char **argv) {
                    "Time the scalar engine's training loop (the best of N runs, 3 by default), then\n"
                    "sample --samples names at --temperature from the trained model; --trace writes\n"
                    "the best run's losses and step times, the samples and the timings.\n\nflags:\n");
-            settings_print_help(stdout);
+            settings_print_help(stdout, 0);
             return 0;
         }
         const char *v = cli_value(&s.seen, argc, argv, &i, "--repeats");

@@ -23,7 +23,7 @@ static void usage(FILE *f) {
             "Train the tiny GPT of microgpt.py with a scalar autograd engine, bit-identical to\n"
             "the original, then sample names. Prints what the original prints.\n\n"
             "flags:\n");
-    settings_print_help(f);
+    settings_print_help(f, 0);
     fprintf(f, "  --help               this text\n\n"
                "Exit codes: 0 ok, 1 runtime failure (a non-finite loss, gradient or parameter; an\n"
                "output that cannot be written), 2 bad usage, bad data or not enough memory.\n");

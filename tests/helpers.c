@@ -74,6 +74,24 @@ const char *th_temp_path(const char *name) {
     return p;
 }
 
+static char g_case[PATH_MAX];
+
+const char *th_case_dir(const char *name) {
+    snprintf(g_case, sizeof g_case, "%.1000s/%.200s", th_temp_dir(), name);
+    mkdir(g_case, 0755);
+    return g_case;
+}
+
+const char *th_case_current(void) { return g_case; }
+
+const char *th_case_path(const char *name) {
+    static char buf[8][PATH_MAX];
+    static int k;
+    char *p = buf[k++ % 8];
+    snprintf(p, PATH_MAX, "%.1200s/%.300s", g_case, name);
+    return p;
+}
+
 const char *th_write_temp(const char *name, const void *data, size_t len) {
     const char *p = th_temp_path(name);
     FILE *f = fopen(p, "wb");

@@ -21,6 +21,12 @@ const char *th_write_temp(const char *name, const void *data, size_t len);
 const char *th_temp_dir(void);
 // name inside it (one of 16 rotating buffers)
 const char *th_temp_path(const char *name);
+// A fresh directory `name` under th_temp_dir() that becomes the current case's
+// (th_case_current()); th_case_path(name): a path inside it (one of 8
+// rotating buffers).
+const char *th_case_dir(const char *name);
+const char *th_case_current(void);
+const char *th_case_path(const char *name);
 
 typedef struct {
     int status;      // exit code, or 128 + signal

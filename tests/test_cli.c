@@ -43,6 +43,32 @@ Test(cli, help_lists_every_flag) {
     th_run_free(&r);
 }
 
+// Each tool's --help lists each flag once: the flags that start a line
+// ("  --flag ...") are all different.
+static void expect_each_flag_once(const char *tool) {
+    ThRun r = th_tool(tool, "--help", NULL);
+    cr_assert_eq(r.status, 0, "%s --help: exit %d", tool, r.status);
+    char seen[200][40];
+    int n = 0;
+    for (const char *line = r.out; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        const char *p = line + 2;   // a flag's own line: two spaces, then the flag
+        if (strncmp(line, "  --", 4)) continue;
+        size_t k = strcspn(p, " ,=\n");
+        if (k >= sizeof seen[0]) continue;
+        char flag[40];
+        snprintf(flag, sizeof flag, "%.*s", (int)k, p);
+        for (int i = 0; i < n; i++) cr_expect(strcmp(seen[i], flag), "%s --help lists %s twice", tool, flag);
+        if (n < 200) snprintf(seen[n++], sizeof seen[0], "%s", flag);
+    }
+    cr_expect_gt(n, 10, "%s --help: only %d flags found", tool, n);
+    th_run_free(&r);
+}
+
+Test(cli, help_lists_each_flag_once) {
+    expect_each_flag_once("microgpt");
+    expect_each_flag_once("compare");
+}
+
 Test(cli, bad_data_is_refused_naming_the_file) {
     REFUSED(2, "/nonexistent/names.txt", "--data", "/nonexistent/names.txt");
     const char *empty = th_write_temp("empty.txt", "", 0);

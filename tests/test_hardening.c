@@ -17,24 +17,8 @@
 
 #define COMPARE(...) th_tool("compare", "--data", th_names_path(), __VA_ARGS__, NULL)
 
-static char g_dir[4200];  // under th_temp_dir()
 
-// A fresh directory per test.
-static const char *fresh_dir(const char *name) {
-    snprintf(g_dir, sizeof g_dir, "%.100s/%.100s", th_temp_dir(), name);
-    mkdir(g_dir, 0755);
-    return g_dir;
-}
-
-static const char *in_dir(const char *name) {
-    static char buf[8][4600];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 4600, "%.4200s/%.300s", g_dir, name);
-    return p;
-}
-
-// The data's absolute path, for tests that run the tools in g_dir (so that a
+// The data's absolute path, for tests that run the tools in th_case_current() (so that a
 // file a tool should not have made lands there, never in the repository).
 static const char *data_abs(void) {
     static char p[PATH_MAX];
@@ -70,10 +54,10 @@ static void refused(ThRun r, const char *const *needles, int n, const char *what
 
 // Item 1: a plugin library and an exec engine's script are inputs.
 Test(hardening, no_output_replaces_a_plugin_or_an_exec_script) {
-    fresh_dir("inputs");
+    th_case_dir("inputs");
     char so[4700], orig[4700], engines[5000];
     snprintf(orig, sizeof orig, "%s/libmicrogpt_naive_engine.so", th_build_dir());
-    snprintf(so, sizeof so, "%s", in_dir("n.so"));
+    snprintf(so, sizeof so, "%s", th_case_path("n.so"));
     copy_file(orig, so);
     snprintf(engines, sizeof engines, "scalar,plugin:%s", so);
     const char *says[] = {so, "is also an input of this run (the plugin --engines loads:"};
@@ -83,7 +67,7 @@ Test(hardening, no_output_replaces_a_plugin_or_an_exec_script) {
             "--markdown over the plugin");
     cr_expect(same_bytes(orig, so), "the plugin was changed");
     // the words of an exec engine's command that name files
-    const char *py = in_dir("engine.py");
+    const char *py = th_case_path("engine.py");
     FILE *f = fopen(py, "w");
     cr_assert(f);
     fputs("raise SystemExit(3)\n", f);
@@ -98,8 +82,8 @@ Test(hardening, no_output_replaces_a_plugin_or_an_exec_script) {
 
 // Item 2: a refused last file leaves the folder as it was.
 Test(hardening, export_init_replaces_all_its_files_or_none, .timeout = 60) {
-    fresh_dir("export");
-    const char *dir = in_dir("e");
+    th_case_dir("export");
+    const char *dir = th_case_path("e");
     ThRun r = COMPARE("--export-init", dir, "--steps", "2");
     cr_assert_eq(r.status, 0, "%s", r.err);
     th_run_free(&r);
@@ -108,7 +92,7 @@ Test(hardening, export_init_replaces_all_its_files_or_none, .timeout = 60) {
     for (int k = 0; k < 4; k++) {
         char from[4700];
         snprintf(from, sizeof from, "%s/%s", dir, names[k]);
-        snprintf(keep[k], sizeof keep[k], "%s", in_dir(names[k]));
+        snprintf(keep[k], sizeof keep[k], "%s", th_case_path(names[k]));
         copy_file(from, keep[k]);
     }
     char last[4700];
@@ -130,10 +114,10 @@ Test(hardening, export_init_replaces_all_its_files_or_none, .timeout = 60) {
     cr_expect(!same_bytes(keep[0], now), "a writable folder was not exported to");
 }
 
-// Item 3: two outputs, one file (in g_dir, under two spellings).
+// Item 3: two outputs, one file (in th_case_current(), under two spellings).
 Test(hardening, two_outputs_may_not_be_the_same_file) {
     const char *d = data_abs();  // before leaving the repository root
-    cr_assert_eq(chdir(fresh_dir("same")), 0);
+    cr_assert_eq(chdir(th_case_dir("same")), 0);
     const char *both_tt[] = {"--trace", "--timeline", "are the same file: one output would replace the other"};
     refused(th_tool("compare", "--data", d, "--engines", "scalar,cpu", "--steps", "1", "--trace", "x", "--timeline",
                     "x", NULL), both_tt, 3, "--trace x --timeline x");
@@ -165,10 +149,10 @@ Test(hardening, two_outputs_may_not_be_the_same_file) {
 }
 
 // Item 4: `--flag --next` is a missing value, not a file named --next, for
-// every path flag of every tool (run in g_dir: a wrongly made file lands there).
+// every path flag of every tool (run in th_case_current(): a wrongly made file lands there).
 Test(hardening, a_missing_value_is_not_taken_for_a_file_name) {
     const char *d = data_abs();  // before leaving the repository root
-    cr_assert_eq(chdir(fresh_dir("missing")), 0);
+    cr_assert_eq(chdir(th_case_dir("missing")), 0);
     static const struct { const char *tool, *argv[10]; } cases[] = {
         {"compare", {"--engines", "scalar,cpu", "--steps", "1", "--trace", "--quiet", NULL}},
         {"compare", {"--engines", "scalar,cpu", "--steps", "1", "--timeline", "--quiet", NULL}},

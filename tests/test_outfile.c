@@ -19,22 +19,6 @@
 #include "common/atomic_file.h"
 #include "helpers.h"
 
-static char g_dir[4200];  // under th_temp_dir(), short
-
-// A fresh directory per test.
-static const char *fresh_dir(const char *name) {
-    snprintf(g_dir, sizeof g_dir, "%.100s/%.100s", th_temp_dir(), name);
-    mkdir(g_dir, 0755);
-    return g_dir;
-}
-
-static const char *in_dir(const char *name) {
-    static char buf[8][4600];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 4600, "%.4200s/%.300s", g_dir, name);
-    return p;
-}
 
 static void put(const char *path, const char *text, mode_t mode) {
     unlink(path);
@@ -62,8 +46,8 @@ static int write_path(const char *path, const char *text, char *err, size_t n) {
 }
 
 Test(outfile, a_regular_file_is_replaced_atomically_keeping_its_mode) {
-    fresh_dir("regular");
-    const char *p = in_dir("t.json");
+    th_case_dir("regular");
+    const char *p = th_case_path("t.json");
     put(p, "old", 0640);
     struct stat before, after;
     stat(p, &before);
@@ -75,38 +59,38 @@ Test(outfile, a_regular_file_is_replaced_atomically_keeping_its_mode) {
     stat(p, &after);
     cr_expect_eq(after.st_mode & 07777, 0640, "the mode was %04o", (unsigned)(after.st_mode & 07777));
     cr_expect_neq(before.st_ino, after.st_ino, "written in place, not renamed over");
-    cr_expect_eq(entries(g_dir), 1, "a temporary file was left beside it");
+    cr_expect_eq(entries(th_case_current()), 1, "a temporary file was left beside it");
     // a new path
-    cr_assert_eq(write_path(in_dir("new.json"), "x", err, sizeof err), 0, "%s", err);
-    cr_expect_eq(entries(g_dir), 2);
+    cr_assert_eq(write_path(th_case_path("new.json"), "x", err, sizeof err), 0, "%s", err);
+    cr_expect_eq(entries(th_case_current()), 2);
 }
 
 Test(outfile, a_symlink_target_is_written_and_the_link_kept) {
-    fresh_dir("symlink");
-    put(in_dir("target.json"), "old", 0644);
-    cr_assert_eq(symlink("target.json", in_dir("link.json")), 0);
+    th_case_dir("symlink");
+    put(th_case_path("target.json"), "old", 0644);
+    cr_assert_eq(symlink("target.json", th_case_path("link.json")), 0);
     char err[512];
-    cr_assert_eq(write_path(in_dir("link.json"), "via link", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(write_path(th_case_path("link.json"), "via link", err, sizeof err), 0, "%s", err);
     struct stat st;
-    lstat(in_dir("link.json"), &st);
+    lstat(th_case_path("link.json"), &st);
     cr_expect(S_ISLNK(st.st_mode), "the symlink was replaced by a file");
-    char *got = th_read_file(in_dir("target.json"), NULL);
+    char *got = th_read_file(th_case_path("target.json"), NULL);
     cr_expect_str_eq(got, "via link");
     free(got);
     // a dangling symlink: its target is created
-    mkdir(in_dir("sub"), 0755);
-    cr_assert_eq(symlink("sub/later.json", in_dir("dangling.json")), 0);
-    cr_assert_eq(write_path(in_dir("dangling.json"), "created", err, sizeof err), 0, "%s", err);
-    lstat(in_dir("dangling.json"), &st);
+    mkdir(th_case_path("sub"), 0755);
+    cr_assert_eq(symlink("sub/later.json", th_case_path("dangling.json")), 0);
+    cr_assert_eq(write_path(th_case_path("dangling.json"), "created", err, sizeof err), 0, "%s", err);
+    lstat(th_case_path("dangling.json"), &st);
     cr_expect(S_ISLNK(st.st_mode));
-    got = th_read_file(in_dir("sub/later.json"), NULL);
+    got = th_read_file(th_case_path("sub/later.json"), NULL);
     cr_expect_str_eq(got, "created");
     free(got);
 }
 
 Test(outfile, a_fifo_and_character_devices_are_written_in_place) {
-    fresh_dir("fifo");
-    const char *f = in_dir("pipe");
+    th_case_dir("fifo");
+    const char *f = th_case_path("pipe");
     cr_assert_eq(mkfifo(f, 0644), 0);
     pid_t pid = fork();
     if (pid == 0) {  // the reader: exit 0 when it read exactly the text
@@ -132,8 +116,8 @@ Test(outfile, a_fifo_and_character_devices_are_written_in_place) {
 }
 
 Test(outfile, read_only_files_directories_and_missing_directories_are_refused) {
-    fresh_dir("refused");
-    const char *p = in_dir("ro.json");
+    th_case_dir("refused");
+    const char *p = th_case_path("ro.json");
     put(p, "keep me", 0444);
     char err[512];
     OutFile o;
@@ -144,23 +128,23 @@ Test(outfile, read_only_files_directories_and_missing_directories_are_refused) {
     char *got = th_read_file(p, NULL);
     cr_expect_str_eq(got, "keep me");
     free(got);
-    cr_expect_eq(outfile_open(&o, g_dir, err, sizeof err), -1);
+    cr_expect_eq(outfile_open(&o, th_case_current(), err, sizeof err), -1);
     cr_expect(strstr(err, "directory"), "%s", err);
-    cr_expect_eq(outfile_open(&o, in_dir("no/such/dir/t.json"), err, sizeof err), -1);
+    cr_expect_eq(outfile_open(&o, th_case_path("no/such/dir/t.json"), err, sizeof err), -1);
     cr_expect(strstr(err, "does not exist"), "%s", err);
     cr_expect_eq(outfile_open(&o, "", err, sizeof err), -1);
 }
 
 Test(outfile, an_input_of_the_run_is_refused_under_any_name) {
-    fresh_dir("inputs");
-    const char *p = in_dir("data.txt");
+    th_case_dir("inputs");
+    const char *p = th_case_path("data.txt");
     put(p, "anna\n", 0644);
-    cr_assert_eq(link(p, in_dir("hardlink.txt")), 0);
-    cr_assert_eq(symlink("data.txt", in_dir("sym.txt")), 0);
+    cr_assert_eq(link(p, th_case_path("hardlink.txt")), 0);
+    cr_assert_eq(symlink("data.txt", th_case_path("sym.txt")), 0);
     outfile_note_input(p);
     char err[512];
     OutFile o;
-    const char *names[] = {p, in_dir("hardlink.txt"), in_dir("sym.txt")};
+    const char *names[] = {p, th_case_path("hardlink.txt"), th_case_path("sym.txt")};
     for (int i = 0; i < 3; i++) {
         cr_expect_eq(outfile_open(&o, names[i], err, sizeof err), -1, "%s accepted", names[i]);
         cr_expect(strstr(err, "input"), "%s", err);
@@ -171,66 +155,66 @@ Test(outfile, an_input_of_the_run_is_refused_under_any_name) {
 }
 
 Test(outfile, stale_temporary_files_of_dead_processes_are_removed) {
-    fresh_dir("stale");
+    th_case_dir("stale");
     pid_t dead = fork();
     if (dead == 0) _exit(0);
     waitpid(dead, NULL, 0);
     char stale[256], live[256];
     snprintf(stale, sizeof stale, ".t.json.tmp-%d-abcdef", (int)dead);
     snprintf(live, sizeof live, ".t.json.tmp-%d-ghijkl", (int)getpid());
-    put(in_dir(stale), "", 0600);
-    put(in_dir(live), "", 0600);
+    put(th_case_path(stale), "", 0600);
+    put(th_case_path(live), "", 0600);
     char err[512];
-    cr_assert_eq(write_path(in_dir("t.json"), "{}", err, sizeof err), 0, "%s", err);
-    cr_expect_neq(access(in_dir(stale), F_OK), 0, "the dead process's temporary file is still there");
-    cr_expect_eq(access(in_dir(live), F_OK), 0, "a running process's temporary file was removed");
+    cr_assert_eq(write_path(th_case_path("t.json"), "{}", err, sizeof err), 0, "%s", err);
+    cr_expect_neq(access(th_case_path(stale), F_OK), 0, "the dead process's temporary file is still there");
+    cr_expect_eq(access(th_case_path(live), F_OK), 0, "a running process's temporary file was removed");
 }
 
 // --export-init's files: a member that turns read-only after the check
 // stops the whole group before any file is replaced.
 Test(outfile, a_group_is_replaced_together_or_none) {
-    fresh_dir("group");
+    th_case_dir("group");
     const char *name[3] = {"a", "b", "c"};
     OutFile o[3];
     const void *data[3] = {"new a", "new b", "new c"};
     size_t len[3] = {5, 5, 5};
     char err[1024];
     for (int k = 0; k < 3; k++) {
-        put(in_dir(name[k]), "old", 0644);
-        cr_assert_eq(outfile_open(&o[k], in_dir(name[k]), err, sizeof err), 0, "%s", err);
+        put(th_case_path(name[k]), "old", 0644);
+        cr_assert_eq(outfile_open(&o[k], th_case_path(name[k]), err, sizeof err), 0, "%s", err);
     }
-    chmod(in_dir("c"), 0444);
+    chmod(th_case_path("c"), 0444);
     cr_expect_eq(outfile_write_group(o, data, len, 3, err, sizeof err), -1);
-    cr_expect(strstr(err, in_dir("c")) && strstr(err, "read-only"), "%s", err);
+    cr_expect(strstr(err, th_case_path("c")) && strstr(err, "read-only"), "%s", err);
     for (int k = 0; k < 3; k++) {
-        char *got = th_read_file(in_dir(name[k]), NULL);
+        char *got = th_read_file(th_case_path(name[k]), NULL);
         cr_expect_str_eq(got, "old", "%s was replaced", name[k]);
         free(got);
     }
-    cr_expect_eq(entries(g_dir), 3, "a temporary file was left");
-    chmod(in_dir("c"), 0644);
+    cr_expect_eq(entries(th_case_current()), 3, "a temporary file was left");
+    chmod(th_case_path("c"), 0644);
     cr_assert_eq(outfile_write_group(o, data, len, 3, err, sizeof err), 0, "%s", err);
     for (int k = 0; k < 3; k++) {
-        char *got = th_read_file(in_dir(name[k]), NULL);
+        char *got = th_read_file(th_case_path(name[k]), NULL);
         cr_expect_str_eq(got, data[k]);
         free(got);
     }
-    cr_expect_eq(entries(g_dir), 3, "a temporary file was left");
+    cr_expect_eq(entries(th_case_current()), 3, "a temporary file was left");
 }
 
 Test(outfile, the_same_file_under_any_spelling) {
-    fresh_dir("same");
-    mkdir(in_dir("sub"), 0755);
-    put(in_dir("y"), "", 0644);
-    cr_assert_eq(symlink("y", in_dir("link")), 0);
+    th_case_dir("same");
+    mkdir(th_case_path("sub"), 0755);
+    put(th_case_path("y"), "", 0644);
+    cr_assert_eq(symlink("y", th_case_path("link")), 0);
     static const struct { const char *a, *b; int same; } cases[] = {
         {"x", "./x", 1}, {"x", "sub/../x", 1}, {"y", "link", 1}, {"x", "y", 0}, {"x", "sub/x", 0},
     };
     char err[512];
     OutFile a, b;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        cr_assert_eq(outfile_open(&a, in_dir(cases[i].a), err, sizeof err), 0, "%s", err);
-        cr_assert_eq(outfile_open(&b, in_dir(cases[i].b), err, sizeof err), 0, "%s", err);
+        cr_assert_eq(outfile_open(&a, th_case_path(cases[i].a), err, sizeof err), 0, "%s", err);
+        cr_assert_eq(outfile_open(&b, th_case_path(cases[i].b), err, sizeof err), 0, "%s", err);
         cr_expect_eq(outfile_same(&a, &b), cases[i].same, "%s and %s", cases[i].a, cases[i].b);
     }
     cr_assert_eq(outfile_open(&a, "-", err, sizeof err), 0, "%s", err);
@@ -245,13 +229,13 @@ Test(outfile, the_same_file_under_any_spelling) {
 static void custom(int sig) { (void)sig; }
 
 Test(outfile, signal_state_is_as_before) {
-    fresh_dir("signals");
+    th_case_dir("signals");
     struct sigaction sa = {0}, now;
     sa.sa_handler = custom;
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGTERM, SIG_IGN);
     char err[512];
-    cr_assert_eq(write_path(in_dir("t.json"), "{}", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(write_path(th_case_path("t.json"), "{}", err, sizeof err), 0, "%s", err);
     sigaction(SIGHUP, NULL, &now);
     cr_expect(now.sa_handler == custom, "the SIGHUP handler was changed");
     sigaction(SIGTERM, NULL, &now);
@@ -263,8 +247,8 @@ Test(outfile, signal_state_is_as_before) {
 
 // Through the tools: the run's own data and a trace being plotted are inputs.
 Test(outfile, tools_refuse_to_overwrite_their_inputs) {
-    fresh_dir("tools");
-    const char *d = in_dir("d.txt");
+    th_case_dir("tools");
+    const char *d = th_case_path("d.txt");
     put(d, "anna\nbob\ncarl\n", 0644);
     ThRun r = th_tool("microgpt", "--data", d, "--trace", d, "--steps", "1", NULL);
     cr_expect_eq(r.status, 2, "%s", r.err);
@@ -273,7 +257,7 @@ Test(outfile, tools_refuse_to_overwrite_their_inputs) {
     char *got = th_read_file(d, NULL);
     cr_expect_str_eq(got, "anna\nbob\ncarl\n");
     free(got);
-    const char *tr = in_dir("a.json");
+    const char *tr = th_case_path("a.json");
     r = th_tool("microgpt", "--data", d, "--trace", tr, "--steps", "2", "--samples", "0", NULL);
     cr_assert_eq(r.status, 0, "%s", r.err);
     th_run_free(&r);
@@ -315,9 +299,9 @@ Test(outfile, as_a_normal_user) {
         return;
     }
     chmod(th_temp_dir(), 0711);  // the user may pass through, not list
-    fresh_dir("user");
-    chmod(g_dir, 0755);
-    put(in_dir("roots.json"), "{}", 0644);
+    th_case_dir("user");
+    chmod(th_case_current(), 0755);
+    put(th_case_path("roots.json"), "{}", 0644);
     char exe[4200], cmd[9000];
     snprintf(exe, sizeof exe, "%s/microgpt", th_build_dir());
     const char *sp = "setpriv --reuid=65534 --regid=65534 --clear-groups";
@@ -330,11 +314,11 @@ Test(outfile, as_a_normal_user) {
         snprintf(cmd, sizeof cmd,
                  "out=$(%s '%s' --data data/names.txt --steps 1 --trace '%s' 2>&1); [ $? -eq 2 ] && "
                  "printf '%%s' \"$out\" | grep -q '%s'",
-                 sp, exe, in_dir(refused[k].file), refused[k].says);
+                 sp, exe, th_case_path(refused[k].file), refused[k].says);
         st = system(cmd);
         cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: not refused with '%s'", refused[k].file, refused[k].says);
     }
-    char *got = th_read_file(in_dir("roots.json"), NULL);
+    char *got = th_read_file(th_case_path("roots.json"), NULL);
     cr_expect_str_eq(got, "{}");
     free(got);
 }

@@ -13,7 +13,7 @@ static void expect_run(ThRun r, int status, const char *needle, const char *what
     th_expect_status(r, status, needle, what);
 }
 
-// fp64, fixed rule: the loss's bound is 1e-12 x |loss| (+ rtol x |loss| with
+// fp64, fixed rule: the loss's bound is scaled x |loss| (+ rtol x |loss| with
 // --tol loss=RTOL); a planted loss error of 0.9 RTOL passes, 1.1 RTOL fails.
 Test(tol, the_loss_bound_moves_by_rtol_and_nothing_else, .timeout = 60) {
     expect_run(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--plant", "loss@2=0.9e-6"), 1,
