@@ -46,6 +46,34 @@ int write_all(int fd, const void *data, size_t len) {
     return 0;
 }
 
+// Where a data output on standard output goes: fd 1 until an output claims
+// stdout (claim_stdout), then a private copy of it.
+static int g_data_fd = 1;
+
+// A run's data on stdout must not be mixed with its human-readable text
+// (`--trace - | jq`): the data keeps a private copy of fd 1 (not inherited by
+// the engines and scripts the run starts) and fd 1, where printf writes, is
+// pointed at stderr. Done once, before the tools print anything.
+static void claim_stdout(void) {
+    if (g_data_fd != 1) return;
+    fflush(stdout);
+    int fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) return;  // stdout is closed: writing the data fails and says so
+    if (dup2(2, 1) < 0) {  // stderr is closed: the text goes nowhere rather than into the data
+        int null = open("/dev/null", O_WRONLY);  // on fd 2, which it then fills as well
+        if (null >= 0) dup2(null, 1);
+        if (null > 2) close(null);
+    }
+    g_data_fd = fd;
+    setvbuf(stdout, NULL, _IOLBF, 0);  // the text in order with the messages on stderr
+}
+
+// The names of fd 1 itself: once stdout is claimed they lead to stderr, but
+// the user meant the data's stdout.
+static int names_fd1(const char *path) {
+    return !strcmp(path, "/dev/stdout") || !strcmp(path, "/dev/fd/1") || !strcmp(path, "/proc/self/fd/1");
+}
+
 static void dir_of(const char *path, char *out, size_t n) {
     const char *slash = strrchr(path, '/');
     if (!slash) snprintf(out, n, ".");
@@ -88,7 +116,7 @@ static int resolve(const char *path, char *out, size_t n, char *err, size_t errl
 
 static int classify(OutFile *o, char *err, size_t errlen) {
     struct stat st, so;
-    if (!strcmp(o->path, "-")) {
+    if (!strcmp(o->path, "-") || (g_data_fd != 1 && names_fd1(o->path))) {
         o->kind = OUT_STDOUT;
         return 0;
     }
@@ -115,7 +143,7 @@ static int classify(OutFile *o, char *err, size_t errlen) {
         return 0;
     }
     // the file stdout already writes (`--trace /dev/stdout > f`) is written through stdout
-    if (fstat(1, &so) == 0 && so.st_dev == st.st_dev && so.st_ino == st.st_ino && !S_ISDIR(st.st_mode)) {
+    if (fstat(g_data_fd, &so) == 0 && so.st_dev == st.st_dev && so.st_ino == st.st_ino && !S_ISDIR(st.st_mode)) {
         o->kind = OUT_STDOUT;
         return 0;
     }
@@ -174,7 +202,9 @@ int outfile_open(OutFile *o, const char *path, char *err, size_t errlen) {
         return -1;
     }
     snprintf(o->path, sizeof o->path, "%s", path);
-    return classify(o, err, errlen);
+    if (classify(o, err, errlen)) return -1;
+    if (o->kind == OUT_STDOUT) claim_stdout();
+    return 0;
 }
 
 // The temporary files of `base` are ".<base>.tmp-<pid>-XXXXXX" (base cut to
@@ -269,9 +299,9 @@ static int write_replace(const OutFile *o, const void *data, size_t len, char *e
 
 // Write to stdout, a FIFO or a character device.
 static int write_in_place(const OutFile *now, const void *data, size_t len, char *err, size_t errlen) {
-    int fd = 1;
+    int fd = g_data_fd;
     if (now->kind == OUT_STDOUT) {
-        if (fflush(stdout) != 0) {
+        if (fd == 1 && fflush(stdout) != 0) {  // unclaimed: the text before it goes first
             snprintf(err, errlen, "standard output: %s", strerror(errno));
             return -1;
         }
@@ -283,7 +313,7 @@ static int write_in_place(const OutFile *now, const void *data, size_t len, char
         }
     }
     int e = write_all(fd, data, len) != 0 ? errno : 0;
-    if (fd != 1 && close(fd) != 0 && !e) e = errno;
+    if (now->kind != OUT_STDOUT && close(fd) != 0 && !e) e = errno;
     if (e) snprintf(err, errlen, "%s", strerror(e));
     return e ? -1 : 0;
 }

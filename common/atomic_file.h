@@ -1,5 +1,6 @@
 // Output files written like a careful Unix tool (traces, SVG plots, timelines):
-//   "-"                       standard output
+//   "-"                       standard output, which then carries that data
+//                             alone (outfile_open)
 //   a regular file, new path  replaced atomically: the bytes go to a temporary
 //                             file in the same directory, created only when
 //                             the whole output is ready, fsync'ed and renamed
@@ -27,7 +28,10 @@ typedef struct {
 } OutFile;
 
 // Check where `path` would be written (creates nothing). 0, or -1 with the
-// reason in err (without the path).
+// reason in err (without the path). An output on standard output ("-", or
+// the file stdout writes) claims it: from then on stdout carries that data
+// alone and printf's text goes to stderr; so the tools check their outputs
+// before they print.
 int outfile_open(OutFile *o, const char *path, char *err, size_t errlen);
 // Write all of data to the output (checked again first: an input may have
 // been noted since). 0, or -1 with the reason in err; a replaced file is

@@ -401,6 +401,10 @@ void cli_parse(Options *o, int argc, char **argv) {
     }
     o->b.steps_given = cli_given(seen, "--steps");
     o->samples_given = cli_given(seen, "--samples");
+    // shared settings that only lockstep's sampling at the end uses
+    const char *sample_flag = o->samples_given                    ? "--samples"
+                              : cli_given(seen, "--temperature") ? "--temperature"
+                                                                 : NULL;
     if (o->sampler_own && !o->samples_given)   // a distribution needs counts: own has its own default
         o->s.samples = SAMPLER_OWN_NAMES, o->samples_given = 1;
     else if (o->sampler_own && o->s.samples < SAMPLER_OWN_MIN_NAMES)
@@ -429,6 +433,9 @@ void cli_parse(Options *o, int argc, char **argv) {
             die(EXIT_USAGE, "%s does not apply to --bench (the bench checks every step's loss against the "
                 "first engine's within --drift-tol)", compare_flag ? compare_flag : lockstep_flag);
         if (drift_flag) die(EXIT_USAGE, "%s applies to --mode free; the bench takes --loss-rtol", drift_flag);
+        if (sample_flag)
+            die(EXIT_USAGE, "%s does not apply to --bench: the bench times training and samples no names",
+                sample_flag);
         if (!o->b.steps_given) o->s.steps = 100;
         if (o->b.python && !o->b.baseline) die(EXIT_USAGE, "--python: only with --baseline torch");
     } else {
@@ -437,6 +444,9 @@ void cli_parse(Options *o, int argc, char **argv) {
             die(EXIT_USAGE, "--engines: name exactly two engines, REF,CAND (e.g. scalar,cpu); only --bench "
                 "takes %s", o->n_engines < 2 ? "one" : "more");
         if (o->mode == MODE_FREE && lockstep_flag) die(EXIT_USAGE, "%s only applies to --mode lockstep", lockstep_flag);
+        if (o->mode == MODE_FREE && sample_flag)
+            die(EXIT_USAGE, "%s only applies to --mode lockstep: --mode free compares the loss curves and samples "
+                "no names", sample_flag);
         if (o->mode != MODE_FREE && drift_flag) die(EXIT_USAGE, "%s only applies to --mode free", drift_flag);
     }
     if (tol_flag && (o->bench || o->export_dir || (o->mode == MODE_FREE && !o->against)))

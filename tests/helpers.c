@@ -226,6 +226,15 @@ void th_expect_usage(ThRun r, const char *needle, const char *what) {
     th_run_free(&r);
 }
 
+cJSON *th_stdout_json(ThRun r, int status, const char *text, const char *what) {
+    cr_expect_eq(r.status, status, "%s: exit %d (want %d): %s", what, r.status, status, r.err);
+    cr_expect(strstr(r.err, text) != NULL, "%s: the run's text ('%s') should be on stderr: %s", what, text, r.err);
+    cJSON *root = cJSON_Parse(r.out);   // fails on anything before or after the JSON
+    cr_assert(root, "%s: stdout is not JSON alone: %.300s", what, r.out);
+    th_run_free(&r);
+    return root;
+}
+
 cJSON *th_load_json(const char *path) {
     char *text = th_read_file(path, NULL);
     cJSON *root = cJSON_Parse(text);

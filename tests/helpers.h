@@ -46,6 +46,10 @@ void th_run_free(ThRun *r);
 void th_expect_status(ThRun r, int status, const char *needle, const char *what);
 // Expect bad usage: exit 2 with needle in stderr. Frees r.
 void th_expect_usage(ThRun r, const char *needle, const char *what);
+// A run whose data output was "-": it exits with `status`, stdout is that
+// JSON alone (returned, freed with cJSON_Delete) and the human-readable
+// `text` is on stderr; `what` names the case. Frees r.
+struct cJSON *th_stdout_json(ThRun r, int status, const char *text, const char *what);
 
 // A Python interpreter for which `code` runs (e.g. "import numpy"):
 // $MICROGPT_PYTHON, else the project's .venv/bin/python (make deps), else

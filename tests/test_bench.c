@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "helpers.h"
@@ -237,6 +238,49 @@ Test(bench, bad_usage_is_refused) {
     th_expect_usage(r, "is also an input", "the data as the trace");
     th_expect_usage(th_tool("compare", "--engines", "scalar,cpu", "--repeats", "3", NULL), "only applies to --bench",
                  "a bench flag without --bench");
+    // the bench samples nothing: the sampling flags would be silently ignored
+    th_expect_usage(BENCH("--engines", "cpu", "--samples", "3"),
+                    "--samples does not apply to --bench: the bench times training and samples no names",
+                    "--samples with --bench");
+    th_expect_usage(BENCH("--engines", "cpu", "--temperature", "0.7"), "--temperature does not apply to --bench",
+                    "--temperature with --bench");
+}
+
+// A tiny bench (issue 28's size) with flags added.
+#define TINY_BENCH(...)                                                                                            \
+    th_tool("compare", "--bench", "--data", th_names_path(), "--engines", "scalar,cpu", "--steps", "6", "--warmup", \
+            "1", "--repeats", "1", "--sizes", "default", __VA_ARGS__, NULL)
+
+static int count_of(const char *s, const char *sub) {
+    int n = 0;
+    for (const char *p = strstr(s, sub); p; p = strstr(p + 1, sub)) n++;
+    return n;
+}
+
+// --markdown - and --trace -: stdout carries the table once, or the trace
+// alone; the report (the table included) goes to stderr. A bench trace's
+// SVG on stdout (trace plot --svg -) is the SVG alone.
+Test(bench, markdown_and_trace_on_stdout_alone, .timeout = 60) {
+    ThRun r = TINY_BENCH("--markdown", "-");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_expect(!strncmp(r.out, "## compare --bench", 18), "stdout is the table: %s", r.out);
+    cr_expect_eq(count_of(r.out, "| size | engine | precision |"), 1, "the table's header once on stdout: %s", r.out);
+    cr_expect_eq(count_of(r.out, "| default | cpu | fp64 |"), 1, "%s", r.out);
+    cr_expect(!strstr(r.out, "PASS: bench") && strstr(r.err, "PASS: bench"), "the verdict on stderr: %s", r.err);
+    th_run_free(&r);
+    r = TINY_BENCH("--trace", "-", "--quiet");
+    char *json = strdup(r.out);
+    cJSON *j = th_stdout_json(r, 0, "PASS: bench", "--bench --trace -");
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "kind")), "bench");
+    cJSON_Delete(j);
+    const char *tr = th_write_temp("stdout-bench.json", json, strlen(json));
+    free(json);
+    r = th_tool("trace", "plot", tr, "--svg", "-", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(!strncmp(r.out, "<svg", 4) && r.out_len > 7 && !strcmp(r.out + r.out_len - 7, "</svg>\n"),
+              "stdout is the SVG alone: %s", r.out);
+    cr_expect(strstr(r.err, "wrote -"), "%s", r.err);
+    th_run_free(&r);
 }
 
 // bench_scalar's --samples, --temperature and --trace do what they say: at

@@ -126,6 +126,29 @@ Test(compare, bad_usage_is_refused) {
     th_expect_usage(COMPARE("--engines", "scalar,cpu", "--bench", "--mode", "free"), "--mode does not apply to --bench",
                  "bench and free");
     th_expect_usage(COMPARE("--engines", "scalar,cpu", "--sizes", "sweep"), "only applies to --bench", "bench flag alone");
+    // free mode samples nothing: the sampling flags would be silently ignored
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--mode", "free", "--samples", "3"),
+                    "--samples only applies to --mode lockstep: --mode free compares the loss curves and samples "
+                    "no names", "--samples in free mode");
+    th_expect_usage(COMPARE("--engines", "scalar,cpu", "--mode", "free", "--temperature", "0.7"),
+                    "--temperature only applies to --mode lockstep", "--temperature in free mode");
+}
+
+// --trace - and --timeline - (lockstep and free): stdout carries the JSON
+// alone, the run's report goes to stderr (`--trace - | jq`).
+Test(compare, trace_and_timeline_on_stdout_alone) {
+    cJSON *j = th_stdout_json(COMPARE("--engines", "scalar,cpu", "--steps", "2", "--trace", "-"), 0, "PASS: lockstep",
+                              "--trace -");
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "kind")), "compare");
+    cJSON_Delete(j);
+    j = th_stdout_json(COMPARE("--engines", "scalar,cpu", "--steps", "2", "--mode", "free", "--timeline", "-"), 0,
+                       "PASS: free", "--mode free --timeline -");
+    cr_expect(cJSON_GetArraySize(cJSON_GetObjectItem(j, "traceEvents")) > 0);
+    cJSON_Delete(j);
+    j = th_stdout_json(COMPARE("--engines", "scalar,cpu", "--steps", "2", "--inject-fault", "grad-sign", "--trace",
+                               "-"), 1, "FAIL at step 1", "a failing run's --trace -");
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "verdict")), "fail");
+    cJSON_Delete(j);
 }
 
 // Without a GPU, asking for the CUDA engine is a usage error that says so.

@@ -1,9 +1,10 @@
 // Output files (common/atomic_file.h) as a careful Unix tool writes them:
-// "-" is stdout, files are replaced atomically keeping their mode, symlinks'
+// "-" is stdout (which then carries that data alone), files are replaced atomically keeping their mode, symlinks'
 // targets are written, FIFOs and character devices are written in place,
 // read-only files are refused also as root (CI runs as root), an output
 // that is an input is refused, a group of files is replaced together or not
 // at all, and no temporary file is ever left.
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -272,22 +273,34 @@ Test(outfile, tools_refuse_to_overwrite_their_inputs) {
 }
 
 // `--trace /dev/stdout` with stdout a regular file (as th_run makes it):
-// appended through stdout, the file is not replaced; `-` is stdout too.
-Test(outfile, dev_stdout_and_dash_write_to_stdout) {
-    const char *flags[2] = {"/dev/stdout", "-"};
-    for (int k = 0; k < 2; k++) {
-        ThRun r = th_tool("microgpt", "--data", th_names_path(), "--steps", "1", "--samples", "0", "--trace",
-                          flags[k], NULL);
-        cr_expect_eq(r.status, 0, "%s: %s", flags[k], r.err);
-        cr_expect(strstr(r.out, "num docs") && strstr(r.out, "\"microgpt-trace\""),
-                  "%s: stdout should hold the run's text and the trace: %s", flags[k], r.out);
-        th_run_free(&r);
+// written through stdout, the file is not replaced; `-` is stdout too. Stdout
+// then carries the trace (or the timeline) alone and the run's text goes to
+// stderr (`--trace - | jq`), in microgpt and bench_scalar; a failed write of
+// it is exit 1.
+Test(outfile, dev_stdout_and_dash_write_the_data_alone) {
+    const char *flags[3][2] = {{"--trace", "/dev/stdout"}, {"--trace", "-"}, {"--timeline", "-"}};
+    for (int k = 0; k < 3; k++) {
+        char what[64];
+        snprintf(what, sizeof what, "microgpt %s %s", flags[k][0], flags[k][1]);
+        cJSON *j = th_stdout_json(th_tool("microgpt", "--data", th_names_path(), "--steps", "2", "--samples", "1",
+                                          flags[k][0], flags[k][1], NULL), 0, "sample  1:", what);
+        if (k < 2) cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "kind")), "train", "%s", what);
+        else cr_expect(cJSON_IsArray(cJSON_GetObjectItem(j, "traceEvents")), "%s", what);
+        cJSON_Delete(j);
     }
+    cJSON *j = th_stdout_json(th_tool("bench_scalar", "--data", th_names_path(), "--repeats", "1", "--steps", "2",
+                                      "--samples", "1", "--trace", "-", NULL), 0, "ms/step", "bench_scalar --trace -");
+    cJSON_Delete(j);
     ThRun r = th_tool("microgpt", "--data", th_names_path(), "--steps", "1", "--samples", "0", "--trace",
                       "/dev/full", NULL);
     cr_expect_eq(r.status, 1, "a full disk: exit %d", r.status);
     cr_expect(strstr(r.err, "No space left"), "%s", r.err);
     th_run_free(&r);
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "'%s/microgpt' --data %s --steps 1 --samples 0 --trace - >/dev/full 2>/dev/null",
+             th_build_dir(), th_names_path());
+    int st = system(cmd);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "--trace - to a full disk: exit %d", WEXITSTATUS(st));
 }
 
 // As a normal user (CI runs as root: the test drops to uid 65534 with

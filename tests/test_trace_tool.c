@@ -649,6 +649,51 @@ Test(trace_tool, plot_text_and_svg) {
     th_run_free(&r);
 }
 
+// Every line of a CSV has the header's columns; the lines, header included.
+static int csv_lines(const char *csv, const char *header) {
+    size_t hl = strlen(header);
+    cr_assert(!strncmp(csv, header, hl) && csv[hl] == '\n', "the CSV's first line is not %s: %.200s", header, csv);
+    int lines = 0;
+    for (const char *p = csv; *p; p = strchr(p, '\n') + 1, lines++) {
+        cr_assert(strchr(p, '\n'), "an unterminated line: %s", p);
+        int commas = 0;
+        for (const char *q = p; *q != '\n'; q++) commas += *q == ',';
+        cr_expect_eq(commas, count_char(header, ','), "line %d: %.*s", lines + 1, (int)strcspn(p, "\n"), p);
+    }
+    return lines;
+}
+
+// trace export writes the CSV alone to stdout (its default, and --out -);
+// plot --svg - the SVG alone (nothing else goes to stdout).
+Test(trace_tool, export_and_svg_on_stdout_alone) {
+    TrainSpec t;
+    train_spec(&t, 5);
+    const char *a = write_train("a.json", &t);
+    CompareSpec c;
+    compare_spec(&c, 8);
+    const char *b = write_compare("c.json", &c);
+    const char *steps = "step,lr,loss,time_s", *errors = "step,quantity,tensor,max_abs,max_rel,n_bad";
+    const struct { const char *args[7], *header; int lines; } cases[] = {
+        {{"export", "--csv", a, NULL}, steps, 6},
+        {{"export", "--csv", a, "--out", "-", NULL}, steps, 6},
+        {{"export", "--csv", "--errors", b, "--out", "-", NULL}, errors, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ThRun r = run_argv(cases[i].args);
+        cr_assert_eq(r.status, 0, "%s", r.err);
+        int n = csv_lines(r.out, cases[i].header);
+        if (cases[i].lines) cr_expect_eq(n, cases[i].lines, "%s", r.out);
+        else cr_expect_gt(n, 8, "%s", r.out);
+        cr_expect_str_empty(r.err);
+        th_run_free(&r);
+    }
+    ThRun r = run_tool("plot", a, "--svg", "-", NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(!strncmp(r.out, "<svg", 4) && r.out_len > 7 && !strcmp(r.out + r.out_len - 7, "</svg>\n"), "%s", r.out);
+    th_run_free(&r);
+    cr_assert_str_eq(dir_listing(), "a.json c.json");
+}
+
 Test(trace_tool, plot_compare_has_error_panel) {
     CompareSpec c;
     compare_spec(&c, 40);
