@@ -44,10 +44,10 @@ const ReduceOrder NOISE_ORDERS[NOISE_MEMBERS] = {ORDER_PAIRWISE, ORDER_ACC4, ORD
 static const PrecisionRules RULES[PREC_NUM] = {
     [PREC_FP64] =
         {
-            .fixed = {[Q_LOSS] = FIXED64(1e-12), [Q_LOGITS] = FIXED64(1e-12), [Q_GRADS] = FIXED64(1e-12),
-                      [Q_PARAMS] = FIXED64(1e-12), [Q_M] = FIXED64(1e-12), [Q_V] = FIXED64(1e-12),
-                      [Q_PROBS] = FIXED64(1e-12), [Q_ACTS] = FIXED64(1e-12), [Q_DACTS] = FIXED64(1e-12)},
-            .drift_tol = 1e-9, .drift_window = 1, .relu_margin = 1e-12,
+            .fixed = {[Q_LOSS] = FIXED64(2e-15), [Q_LOGITS] = FIXED64(2e-14), [Q_GRADS] = FIXED64(5e-13),
+                      [Q_PARAMS] = FIXED64(2e-15), [Q_M] = FIXED64(1e-14), [Q_V] = FIXED64(2e-14),
+                      [Q_PROBS] = FIXED64(1e-13), [Q_ACTS] = FIXED64(1e-13), [Q_DACTS] = FIXED64(1e-12)},
+            .drift_tol = 1e-9, .drift_window = 1, .relu_margin = 5e-15,
             .bench_rtol = {1e-12, 1e-5}, .bench_window = 1,
         },
     [PREC_FP32] =
@@ -55,34 +55,34 @@ static const PrecisionRules RULES[PREC_NUM] = {
             .fixed = {[Q_LOSS] = {1e-6, 1e-5, 0}, [Q_LOGITS] = {1e-5, 1e-5, 0}, [Q_GRADS] = {1e-6, 1e-4, 0},
                       [Q_PARAMS] = {1e-7, 1e-6, 0}, [Q_M] = {1e-7, 1e-5, 0}, [Q_V] = {1e-10, 4e-6, 0},
                       [Q_PROBS] = {1e-5, 1e-5, 0}, [Q_ACTS] = {1e-5, 1e-5, 0}, [Q_DACTS] = {1e-6, 1e-4, 0}},
-            .ratio = {[Q_LOSS] = {4, 1e-6, 0, 1e-6}, [Q_LOGITS] = {4, 1e-6, 0, 1e-5}, [Q_GRADS] = {4, 1e-6, 0, 1e-4},
-                      [Q_PARAMS] = {4, 1e-6, 0, 1e-5}, [Q_M] = {4, 1e-6, 0, 1e-5}, [Q_V] = {4, 1e-6, 0, 1e-4},
-                      [Q_PROBS] = {4, 1e-6, 0, 1e-5}, [Q_ACTS] = {4, 1e-6, 0, 1e-5}, [Q_DACTS] = {4, 1e-6, 0, 1e-4}},
-            .drift_tol = 2e-3, .drift_window = 1, .relu_margin = 1e-5,
+            .ratio = {[Q_LOSS] = {60, 2e-8, 0, 1e-6}, [Q_LOGITS] = {4, 1e-6, 0, 1e-5}, [Q_GRADS] = {15, 2e-6, 0, 0.0002},
+                      [Q_PARAMS] = {2.5, 2e-7, 0, 2e-6}, [Q_M] = {2.5, 1e-6, 0, 2e-5}, [Q_V] = {10, 5e-7, 0, 0.0001},
+                      [Q_PROBS] = {4, 5e-6, 0, 5e-5}, [Q_ACTS] = {5, 1e-6, 0, 5e-5}, [Q_DACTS] = {15, 2e-6, 0, 0.0005}},
+            .drift_tol = 2e-3, .drift_window = 1, .relu_margin = 2e-6,
             .bench_rtol = {1e-6, 1e-4}, .bench_window = 1,
         },
     [PREC_BF16] =
         {
-            .ratio = {[Q_LOSS] = {4, 1e-4, 3e-3, 3e-3}, [Q_LOGITS] = {2, 1e-3, 5e-2, 5e-2}, [Q_GRADS] = {4, 1e-3, 2, 2},
-                      [Q_PARAMS] = {4, 1e-6, 1e-6, 1e-6}, [Q_M] = {4, 1e-6, 7e-6, 7e-6}, [Q_V] = {4, 1e-6, 8e-5, 8e-5},
-                      [Q_PROBS] = {2, 1e-3, 5e-2, 5e-2}, [Q_ACTS] = {2, 1e-3, 5e-2, 5e-2}, [Q_DACTS] = {4, 1e-3, 2, 2}},
-            .drift_tol = 3e-2, .drift_window = 50, .relu_margin = 1e-2,
+            .ratio = {[Q_LOSS] = {2, 0.0002, 0.005, 0.005}, [Q_LOGITS] = {2, 0.02, 0.05, 0.05}, [Q_GRADS] = {2, 0.05, 5, 5},
+                      [Q_PARAMS] = {2, 2e-7, 2e-6, 2e-6}, [Q_M] = {2, 1e-6, 2e-5, 2e-5}, [Q_V] = {8, 5e-7, 0.0001, 0.0001},
+                      [Q_PROBS] = {4, 0.05, 0.5, 0.5}, [Q_ACTS] = {2, 0.02, 0.5, 0.5}, [Q_DACTS] = {2, 0.05, 5, 5}},
+            .drift_tol = 3e-2, .drift_window = 50, .relu_margin = 0.05,
             .bench_rtol = {1e-3, 3e-3}, .bench_window = 50,
         },
     [PREC_FP16] =
         {
-            .ratio = {[Q_LOSS] = {4, 3e-5, 4e-4, 4e-4}, [Q_LOGITS] = {2, 1e-4, 6e-3, 6e-3}, [Q_GRADS] = {4, 1e-4, 2, 2},
-                      [Q_PARAMS] = {4, 1e-6, 1e-6, 1e-6}, [Q_M] = {4, 1e-6, 6e-6, 6e-6}, [Q_V] = {4, 1e-6, 7e-5, 7e-5},
-                      [Q_PROBS] = {2, 1e-4, 5e-2, 5e-2}, [Q_ACTS] = {2, 1e-4, 6e-3, 6e-3}, [Q_DACTS] = {4, 1e-4, 2, 2}},
-            .drift_tol = 3e-2, .drift_window = 50, .relu_margin = 1e-3,
+            .ratio = {[Q_LOSS] = {2, 5e-5, 0.0005, 0.0005}, [Q_LOGITS] = {2, 0.002, 0.01, 0.01}, [Q_GRADS] = {2, 0.005, 0.5, 0.5},
+                      [Q_PARAMS] = {3, 2e-7, 2e-6, 2e-6}, [Q_M] = {2, 1e-6, 2e-5, 2e-5}, [Q_V] = {8, 5e-7, 0.0001, 0.0001},
+                      [Q_PROBS] = {4, 0.005, 0.1, 0.1}, [Q_ACTS] = {2, 0.002, 0.05, 0.05}, [Q_DACTS] = {2, 0.005, 0.5, 0.5}},
+            .drift_tol = 3e-2, .drift_window = 50, .relu_margin = 0.005,
             .bench_rtol = {1e-3, 3e-3}, .bench_window = 50,
         },
     [PREC_TF32] =
         {
-            .ratio = {[Q_LOSS] = {4, 2e-5, 3e-4, 3e-4}, [Q_LOGITS] = {2, 1e-4, 5e-3, 5e-3}, [Q_GRADS] = {4, 1e-4, 1.5, 1.5},
-                      [Q_PARAMS] = {4, 1e-6, 1e-6, 1e-6}, [Q_M] = {4, 1e-6, 7e-6, 7e-6}, [Q_V] = {4, 1e-6, 7e-5, 7e-5},
-                      [Q_PROBS] = {2, 1e-4, 5e-2, 5e-2}, [Q_ACTS] = {2, 1e-4, 5e-3, 5e-3}, [Q_DACTS] = {4, 1e-4, 1.5, 1.5}},
-            .drift_tol = 3e-2, .drift_window = 50, .relu_margin = 1e-3,
+            .ratio = {[Q_LOSS] = {2, 2e-5, 0.0002, 0.0002}, [Q_LOGITS] = {2, 0.002, 0.005, 0.005}, [Q_GRADS] = {2, 0.005, 0.5, 0.5},
+                      [Q_PARAMS] = {2.5, 2e-7, 2e-6, 2e-6}, [Q_M] = {2, 1e-6, 2e-5, 2e-5}, [Q_V] = {8, 5e-7, 0.0001, 0.0001},
+                      [Q_PROBS] = {2.5, 0.005, 0.05, 0.05}, [Q_ACTS] = {2, 0.002, 0.05, 0.05}, [Q_DACTS] = {2.5, 0.005, 0.2, 0.2}},
+            .drift_tol = 3e-2, .drift_window = 50, .relu_margin = 0.005,
             .bench_rtol = {3e-5, 1e-3}, .bench_window = 50,
         },
 };
