@@ -318,6 +318,9 @@ int against_main(Options *o) {
         for (int q = 0; q < Q_NUM; q++) o->tol[q] = fixed_tolerance(o, tp, (Quantity)q);
         o->drift_tol = drift_tol_for(o, tp);
     }
+    if (tp == PREC_FP64)   // a record's own trajectory: not lockstep's statistic (tolerance.h)
+        for (int q = 0; q < Q_NUM; q++)
+            if (o->tol[q].scaled > 0) o->tol[q].scaled = AGAINST_FP64_SCALED;
     adopt_settings(o, &td);
     if (td.n_steps > o->s.steps)
         die(EXIT_USAGE, "--against: %s has %d steps, more than its %d-step schedule", o->against, td.n_steps,

@@ -98,7 +98,8 @@ char *rules_json(void) {
     sb_printf(&b, "{\"noise_orders\": [");
     for (int j = 0; j < NOISE_MEMBERS; j++)
         sb_printf(&b, "\"%s\"%s", reduce_order_name(NOISE_ORDERS[j]), j + 1 < NOISE_MEMBERS ? ", " : "");
-    sb_printf(&b, "], \"bench_loss_rtol\": %.17g, \"precisions\": {", BENCH_LOSS_RTOL);
+    sb_printf(&b, "], \"bench_loss_rtol\": %.17g, \"against_fp64_scaled\": %.17g, \"precisions\": {", BENCH_LOSS_RTOL,
+              AGAINST_FP64_SCALED);
     for (int p = 0; p < PREC_NUM; p++) {
         const PrecisionRules *r = &RULES[p];
         sb_printf(&b, "%s\"%s\": {", p ? ", " : "", precision_name((Precision)p));

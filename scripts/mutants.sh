@@ -133,6 +133,8 @@ checks+=(
 # table against its measurement, and a fresh measurement's fingerprint).
 py="$root/.venv/bin/python"
 [ -x "$py" ] || py=python3
+# the tests' Python in each mutant's copy (which has no .venv): the tree's
+export MICROGPT_PYTHON="${MICROGPT_PYTHON:-$(command -v "$py")}"
 compare_checks=()
 for t in $compare_tests; do compare_checks+=("$t|build/tests/$t --jobs 2"); done
 compare_checks+=("calibrate|$py scripts/calibrate.py check")
@@ -183,7 +185,9 @@ one_mutant() {
     rc=$?
     [ $rc -eq 0 ] && continue
     by="$cname"
-    where=$(printf '%s\n' "$out" | sed -n 's/^FAIL at step \([0-9]*\): \(.*\)/step \1: \2/p; s/^FAIL after training: \(.*\)/samples: \1/p; s/^samples: \(.*\): FAIL$/samples: \1/p; s/^\[FAIL\] \(.*\):.*/test \1/p' | head -n 1)
+    where=$(printf '%s\n' "$out" | sed -n 's/^FAIL at step \([0-9]*\): \(.*\)/step \1: \2/p; s/^FAIL after training: \(.*\)/samples: \1/p; s/^samples: \(.*\): FAIL$/samples: \1/p' | head -n 1)
+    # Criterion (--jobs 2 interleaves the tests' output): every failed test
+    [ -n "$where" ] || where=$(printf '%s\n' "$out" | sed -n 's/^\[FAIL\] \([^:]*::[^:]*\):.*/\1/p' | paste -sd, - | sed 's/,/, /g; s/^./test &/')
     [ -n "$where" ] || where="exit $rc: $(printf '%s\n' "$out" | grep -m1 -E 'FAIL|rror|differ|Assert' | cut -c1-90)"
     # the op the failure is localized to (compare's "first divergence" line)
     fd=$(printf '%s\n' "$out" | sed -n 's/^ *first divergence: //p' | head -n 1 | cut -c1-110)

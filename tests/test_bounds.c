@@ -390,7 +390,8 @@ static void against_both_sides(const char *prec) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int side = 0; side < 2; side++) {
             char mode[128];
-            const Tolerance t = r->fixed[cases[i].q];
+            Tolerance t = r->fixed[cases[i].q];
+            if (p == PREC_FP64) t.scaled = AGAINST_FP64_SCALED;   // a record's own trajectory
             if (cases[i].q == Q_LOSS) snprintf(mode, sizeof mode, "add:%.17g", r->drift_tol);
             else if (t.scaled > 0) snprintf(mode, sizeof mode, "scaled:%.17g", t.scaled);
             else snprintf(mode, sizeof mode, "elem:%.17g:%.17g", t.atol, t.rtol);
