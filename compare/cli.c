@@ -99,7 +99,7 @@ static void usage(FILE *f) {
             "                       loss, the cross-entropy) is off by 1%% in one element of its\n"
             "                       output, or of the gradient its backward passes on) to show the\n"
             "                       check catches it and names the op\n"
-            "  --plant SPEC[,SPEC]  test only: [noise:]QUANTITY[:TENSOR]@STEP=DELTA sets one element of\n"
+            "  --plant SPEC[,SPEC]  test only: [noise[J]:]QUANTITY[:TENSOR]@STEP=DELTA sets one element of\n"
             "                       what CAND (or the noise reference) reported at STEP to its expected\n"
             "                       value + DELTA x the tensor's RMS (free mode: CAND's loss + DELTA;\n"
             "                       bench: the last engine's loss x (1 + DELTA)); relu@STEP=DELTA makes\n"
@@ -205,7 +205,8 @@ static void parse_one_plant(Plant *p, const char *v) {
     if (strlen(v) >= sizeof buf) die(EXIT_USAGE, "--plant: '%.40s...' is too long", v);
     snprintf(buf, sizeof buf, "%s", v);
     char *s = buf;
-    if (!strncmp(s, "noise:", 6)) p->noise = 1, s += 6;
+    if (!strncmp(s, "noise:", 6)) p->noise = 1, s += 6;   // noise2:, noise3: the other members
+    else if (!strncmp(s, "noise", 5) && s[5] >= '2' && s[5] < '1' + NOISE_MEMBERS && s[6] == ':') p->noise = s[5] - '0', s += 7;
     char *at = strchr(s, '@'), *eq = at ? strchr(at, '=') : NULL;
     if (!at || !eq) die(EXIT_USAGE, "--plant: '%s' is not [noise:]QUANTITY[:TENSOR]@STEP=DELTA", v);
     *at = *eq = '\0';

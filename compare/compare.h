@@ -44,7 +44,7 @@ typedef struct {
     int step;            // 1-based step (probs: the sample)
     double delta;        // lockstep: the element becomes expected + delta * rms(expected of the tensor);
                          // free: the candidate's loss + delta; bench: the last engine's loss * (1 + delta)
-    int noise;           // lockstep: set into the noise reference's first member instead
+    int noise;           // lockstep: set into the noise reference's member J (1..; noise: is 1, noise2: 2) instead
     int relu;            // lockstep, relu@STEP=DELTA: the first ReLU unit's reported inputs become
                          // +DELTA in REF and -DELTA in CAND (a gate flip of that size)
 } Plant;

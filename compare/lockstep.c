@@ -221,10 +221,10 @@ static void compare_step(Step *S, Run *r, const Batch *b, State *st, double loss
 }
 
 // Test-only (--plant): one element of what the candidate (or the noise
-// reference's first member) reported becomes its expected value plus
+// reference's member p->noise) reported becomes its expected value plus
 // delta x the RMS of the expected tensor.
 static void apply_plant(const Plant *p, const Run *r, State *st, double *loss, size_t nlog, int ne) {
-    const int k = p->noise ? E_NOISE : E_CAND;
+    const int k = p->noise ? E_NOISE + p->noise - 1 : E_CAND;
     if (k >= ne) die(EXIT_USAGE, "--plant noise:...: only the ratio rule has a noise reference");
     State *s = &st[k];
     double *a = NULL;

@@ -77,7 +77,7 @@ base="$work/base"
 # The Criterion tests (test_shared, test_golden) check common/ and the scalar
 # engine; --part gpu (CUDA kernels only) needs neither, nor Criterion, which
 # the GPU machine lacks.
-targets="build/compare build/microgpt"
+targets="build/compare build/microgpt build/trace"
 [ "$part" = gpu ] || targets="$targets build/tests/test_shared build/tests/test_golden build/tests/test_lowp build/tests/test_cpu_engine build/tests/test_cpu_layers"
 # the comparator's mutants are checked by the suites that test its rules
 compare_tests="test_tolerance test_bounds test_lockstep test_compare test_mixed test_bench test_against test_record"

@@ -88,7 +88,7 @@ static void expect_plant(const char *prec, const char *spec, int fail, const cha
                              spec);
             const char *want = !strcmp(q, "probs") ? "sample 1" : tensor ? tensor : q;
             cr_expect_str_eq(cJSON_GetObjectItem(ff, "tensor")->valuestring, want, "%s: ... and the tensor", spec);
-            cr_expect_eq(cJSON_IsTrue(cJSON_GetObjectItem(ff, "noise_reference")), noise,
+            cr_expect_eq(cJSON_IsTrue(cJSON_GetObjectItem(ff, "noise_reference")), noise != 0,
                          "%s: the failure is %sthe noise reference's", spec, noise ? "" : "not ");
         }
         cJSON_Delete(root);
@@ -104,7 +104,9 @@ static void plant_both_sides(const char *prec, const char *q, const char *tensor
     const double ulps = !strcmp(q, "loss") ? 2 * DBL_EPSILON : 0;
     for (int side = 0; side < 2; side++) {
         const double d = side ? fmax(bound * OUTSIDE, bound + ulps) : fmin(bound * INSIDE, bound - ulps);
-        snprintf(spec, sizeof spec, "%s%s%s%s@%d=%.17g", noise ? "noise:" : "", q, tensor ? ":" : "",
+        char member[16] = "";   // noise: the first member, noiseJ: member J
+        if (noise) snprintf(member, sizeof member, noise == 1 ? "noise:" : "noise%d:", noise);
+        snprintf(spec, sizeof spec, "%s%s%s%s@%d=%.17g", member, q, tensor ? ":" : "",
                  tensor ? tensor : "", !strcmp(q, "probs") ? 1 : STEP, d);
         expect_plant(prec, spec, side, q, tensor, noise);
     }
@@ -148,14 +150,15 @@ static void every_bound(Precision p) {
         plant_both_sides(prec, one[i].q, one[i].tensor,
                          bound_for(p, quantity_from_name(one[i].q), entry(root, one[i].q, one[i].tensor)), 0);
     if (p != PREC_FP64) {
-        // the noise reference's own fixed bound (its first member planted)
+        // the noise reference's own fixed bound, each member in turn planted
+        // (the largest member's error is the reference's)
         static const struct { const char *q, *tensor; } per[] = {
             {"loss", NULL}, {"logits", NULL}, {"grads", "layer0.mlp_fc1"}, {"params", "wte"}, {"m", "lm_head"},
             {"v", "layer0.attn_wo"}, {"probs", NULL}};
         for (size_t i = 0; i < sizeof per / sizeof per[0]; i++) {
             const Quantity q = quantity_from_name(per[i].q);
             const RatioRule rr = rules_for(p)->ratio[q];
-            plant_both_sides(prec, per[i].q, per[i].tensor, rr.ref_cap, 1);
+            plant_both_sides(prec, per[i].q, per[i].tensor, rr.ref_cap, 1 + (int)(i % NOISE_MEMBERS));
             if (!(rr.cap > 0)) continue;
             // the cap: a noise error large enough that k e + floor exceeds
             // it (and inside the noise's own bound), then the candidate at the cap
@@ -190,7 +193,7 @@ Test(bounds, tf32_ratio_rule, .timeout = 240) { every_bound(PREC_TF32); }
 static void free_both_sides(Precision p) {
     const char *prec = precision_name(p);
     const PrecisionRules *r = rules_for(p);
-    const int W = r->drift_window, steps = 2 * W + 12, at = 2 * W + 3;
+    const int W = r->drift_window, steps = 4 * W + 12, at = 2 * W + 3;
     char nsteps[16], name[64];
     snprintf(nsteps, sizeof nsteps, "%d", steps);
     snprintf(name, sizeof name, "free-%s.json", prec);
@@ -241,6 +244,19 @@ static void free_both_sides(Precision p) {
         }
         th_run_free(&x);
     }
+    // the window wraps: a second spike W steps later, just inside on its own,
+    // passes too (a window that kept the first would hold both)
+    double top2 = -INFINITY;
+    for (int i = at + W - 1; i < at - 1 + 2 * W; i++) top2 = fmax(top2, mean[i]);
+    char spec[256];
+    snprintf(spec, sizeof spec, "loss@%d=%.17g,loss@%d=%.17g", at, W * (r->drift_tol * INSIDE - top), at + W,
+             W * (r->drift_tol * INSIDE - top2));
+    const char *args[] = {"--engines", "scalar,cpu", "--mode", "free", "--precision", prec, "--steps", nsteps,
+                          "--batch", "2", "--quiet", "--plant", spec, NULL};
+    ThRun y = compare_args(args);
+    cr_expect_eq(y.status, 0, "%s free --plant %s: two spikes a window apart, each inside: exit %d\n%s%s", prec, spec,
+                 y.status, y.out, y.err);
+    th_run_free(&y);
 }
 
 Test(bounds, free_mode_band_fp64, .timeout = 60) { free_both_sides(PREC_FP64); }
