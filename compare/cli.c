@@ -100,7 +100,7 @@ static void usage(FILE *f) {
             "                       output, or of the gradient its backward passes on) to show the\n"
             "                       check catches it and names the op\n"
             "  --plant SPEC[,SPEC]  test only: [noise[J]:]QUANTITY[:TENSOR]@STEP=DELTA sets one element of\n"
-            "                       what CAND (or the noise reference) reported at STEP to its expected\n"
+            "                       what CAND (or member J of the noise reference) reported at STEP to its expected\n"
             "                       value + DELTA x the tensor's RMS (free mode: CAND's loss + DELTA;\n"
             "                       bench: the last engine's loss x (1 + DELTA)); relu@STEP=DELTA makes\n"
             "                       the first ReLU unit's reported inputs +DELTA in REF, -DELTA in CAND;\n"
