@@ -59,6 +59,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -661,7 +662,6 @@ ENUM = {"fp64": "PREC_FP64", "fp32": "PREC_FP32", "bf16": "PREC_BF16", "fp16": "
 
 def c_number(x):
     """A constant as the table writes it: %g without the exponent's zeros (1e-5, 2.5, 12)."""
-    import re
     return re.sub(r"e([+-])0*(\d)", r"e\1\2", "%g" % x).replace("e+", "e")
 
 
@@ -670,7 +670,6 @@ def write_table(d, path=TABLE_FILE):
     (fp64: .fixed's scaled; the others: .ratio's {k, floor, cap, ref_cap};
     relu_margin); every other line of the file stays as it is. A constant
     with no measurement keeps its value."""
-    import re
     with open(path) as f:
         src = f.read()
     for prec, enum in ENUM.items():

@@ -9,27 +9,23 @@
 
 #define COMPARE(...) th_tool("compare", "--data", th_names_path(), __VA_ARGS__, NULL)
 
-static void expect_run(ThRun r, int status, const char *needle, const char *what) {
-    th_expect_status(r, status, needle, what);
-}
-
 // fp64, fixed rule: the loss's bound is scaled x |loss| (+ rtol x |loss| with
 // --tol loss=RTOL); a planted loss error of 0.9 RTOL passes, 1.1 RTOL fails.
 Test(tol, the_loss_bound_moves_by_rtol_and_nothing_else, .timeout = 60) {
-    expect_run(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--plant", "loss@2=0.9e-6"), 1,
+    th_expect_status(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--plant", "loss@2=0.9e-6"), 1,
                "FAIL at step 2: the loss differs", "no --tol: an error of 9e-7 of the loss fails");
-    expect_run(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--tol", "loss=1e-6", "--plant",
+    th_expect_status(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--tol", "loss=1e-6", "--plant",
                        "loss@2=0.9e-6"),
                0, "PASS", "--tol loss=1e-6: 0.9e-6 is inside");
-    expect_run(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--tol", "loss=1e-6", "--plant",
+    th_expect_status(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--tol", "loss=1e-6", "--plant",
                        "loss@2=1.1e-6"),
                1, "FAIL at step 2: the loss differs", "--tol loss=1e-6: 1.1e-6 is outside");
     // the gradients keep their own bound
-    expect_run(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--tol", "loss=1e-6", "--plant",
+    th_expect_status(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--tol", "loss=1e-6", "--plant",
                        "grads:wte@2=1e-9"),
                1, "FAIL at step 2: the gradient of wte", "--tol loss leaves the gradients' bound alone");
     // moments: both m and v
-    expect_run(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--tol", "moments=0:1", "--plant",
+    th_expect_status(COMPARE("--engines", "scalar,cpu", "--steps", "3", "--quiet", "--tol", "moments=0:1", "--plant",
                        "m:wte@2=1e-3,v:wte@2=1e-3"),
                0, "PASS", "--tol moments covers m and v");
 }
@@ -50,10 +46,10 @@ Test(tol, the_summary_and_the_trace_state_it, .timeout = 60) {
 // fp32, ratio rule: an error far past the ratio bound fails, and passes once
 // --tol adds an absolute allowance above it.
 Test(tol, on_top_of_the_ratio_rule, .timeout = 60) {
-    expect_run(COMPARE("--engines", "scalar,cpu", "--precision", "fp32", "--steps", "3", "--quiet", "--plant",
+    th_expect_status(COMPARE("--engines", "scalar,cpu", "--precision", "fp32", "--steps", "3", "--quiet", "--plant",
                        "grads:lm_head@2=1e-2"),
                1, "FAIL at step 2: the gradient of lm_head", "fp32: 1e-2 of the RMS is far out");
-    expect_run(COMPARE("--engines", "scalar,cpu", "--precision", "fp32", "--steps", "3", "--quiet", "--tol",
+    th_expect_status(COMPARE("--engines", "scalar,cpu", "--precision", "fp32", "--steps", "3", "--quiet", "--tol",
                        "grads=0:1", "--plant", "grads:lm_head@2=1e-2"),
                0, "PASS", "fp32: --tol grads=0:1 admits it");
 }
