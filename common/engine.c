@@ -98,6 +98,15 @@ int engine_config_check(const EngineConfig *cfg, const double *init_params, cons
     return 0;
 }
 
+void engine_set_state(Engine *e, const double *params, const double *m, const double *v) {
+    const int takes = engine_takes_moments(e);
+    e->ops->set_state(e, params, takes ? m : NULL, takes ? v : NULL);
+}
+
+int engine_offers_logits(const Engine *e) { return e->ops->get_logits != NULL; }
+int engine_offers_moments(const Engine *e) { return e->ops->get_moments != NULL; }
+int engine_takes_moments(const Engine *e) { return !e->ops->params_only; }
+
 void engine_check_finite(Engine *e, const ParamLayout *L, double *buf, int step) {
     static const char *const what[2] = {"gradient", "updated parameter"};
     for (int k = 0; k < 2; k++) {

@@ -83,11 +83,14 @@ typedef struct {
     double (*step)(Engine *e, const Batch *b, int step);
     // After step(): logits (B,T,V) of the forward pass (entries at t >= n[b]
     // are NaN), the gradients before the update, the parameters after it.
+    // get_logits and get_moments may be NULL (an outside engine that does
+    // not offer them: docs/outside_engines.md, "Partial engines").
     void (*get_logits)(Engine *e, double *out);
     void (*get_grads)(Engine *e, double *out);
     void (*get_params)(Engine *e, double *out);
     void (*get_moments)(Engine *e, double *m, double *v);
-    // Overwrite the parameters, and the Adam moments where m and v are not NULL.
+    // Overwrite the parameters, and the Adam moments where m and v are not
+    // NULL (never for an engine with params_only: engine_set_state).
     void (*set_state)(Engine *e, const double *params, const double *m, const double *v);
     // Sample one document with the current parameters: its tokens, without
     // BOS, go to out (at most block_size); returns how many.
@@ -129,12 +132,26 @@ typedef struct {
     // independent of the reference's: an in-process engine or a plugin has
     // no generator of its own.
     int (*sample_own)(Engine *e, double temperature, int *out);
+    // 1: set_state takes the parameters only; the engine cannot take Adam
+    // moments (an outside engine whose optimizer is its own, offering no
+    // set_moments). 0 (every in-tree engine): it takes them.
+    int params_only;
 } EngineOps;
 
 struct Engine {
     const EngineOps *ops;
     EngineConfig cfg;
 };
+
+// set_state, leaving out m and v for an engine that cannot take them
+// (params_only: it keeps its own moments).
+void engine_set_state(Engine *e, const double *params, const double *m, const double *v);
+// What an engine offers of the optional quantities (docs/outside_engines.md,
+// "Partial engines"): its logits, its Adam moments (reported), and setting
+// them (set_state with m and v).
+int engine_offers_logits(const Engine *e);
+int engine_offers_moments(const Engine *e);
+int engine_takes_moments(const Engine *e);
 
 // The checks every engine makes of its configuration before it allocates:
 // settings and layout present, initial parameters given, a known precision

@@ -29,6 +29,9 @@ static size_t x_bytes(mg_engine *m);
 static int x_skipped(mg_engine *m, double *scale);
 static int x_activation(mg_engine *m, int op, int grad, double *out);
 static int x_run_steps(mg_engine *m, const mg_batch *b, int first, int n, double *losses, double *seconds);
+static void x_logits(mg_engine *m, double *out);
+static void x_moments(mg_engine *m, double *a, double *b);
+static unsigned x_offers(mg_engine *m);
 
 static Batch to_batch(const mg_batch *b) {
     // the engines only read a batch (doc is the harness's bookkeeping)
@@ -75,6 +78,10 @@ static mg_engine *x_create(const mg_config *c, const double *init, char *err, si
     g_abi.device_bytes = m->e->ops->device_bytes ? x_bytes : NULL;
     g_abi.step_skipped = m->e->ops->step_skipped ? x_skipped : NULL;
     g_abi.get_activation = m->e->ops->get_activation ? x_activation : NULL;
+    // what it offers of the optional quantities (every in-tree engine: all)
+    g_abi.get_logits = m->e->ops->get_logits ? x_logits : NULL;
+    g_abi.get_moments = m->e->ops->get_moments ? x_moments : NULL;
+    g_abi.offers = x_offers;
     return m;
 }
 
@@ -95,6 +102,11 @@ static void x_params(mg_engine *m, double *out) { m->e->ops->get_params(m->e, ou
 static void x_moments(mg_engine *m, double *a, double *b) { m->e->ops->get_moments(m->e, a, b); }
 static void x_set(mg_engine *m, const double *p, const double *a, const double *b) {
     m->e->ops->set_state(m->e, p, a, b);
+}
+static unsigned x_offers(mg_engine *m) {
+    const Engine *e = m->e;
+    return (engine_offers_logits(e) ? MG_OFFERS_LOGITS : 0u) | (engine_offers_moments(e) ? MG_OFFERS_MOMENTS : 0u) |
+           (engine_takes_moments(e) ? MG_OFFERS_SET_MOMENTS : 0u);
 }
 // The harness that loads these plugins is compare, whose random stream is a
 // PyRandom; the in-tree engines sample with it directly (engine_sample_token

@@ -379,6 +379,9 @@ int against_main(Options *o) {
             int checked = 0;
             size_t shape[3] = {(size_t)b.B, (size_t)b.T, (size_t)V};
             if (recorded(&sf, "logits", shape, 3, file, lg)) {
+                if (!engine_offers_logits(e))   // a partial engine (docs/outside_engines.md, "Partial engines")
+                    die(EXIT_USAGE, "--against: %s records logits; the engine %s offers none to check them against "
+                        "(--engines scalar does)", file, o->names[0]);
                 checked++;
                 n_rec[Q_LOGITS]++;
                 e->ops->get_logits(e, rlg);

@@ -395,6 +395,10 @@ static void x_moments(Engine *e, double *m, double *v) {
 static void x_set_state(Engine *e, const double *params, const double *m, const double *v) {
     Proc *p = X(e);
     const ParamLayout *L = e->cfg.L;
+    // a request for what the engine does not take is never sent
+    if (e->ops->params_only && (m || v))
+        fail(p, "compare was about to send Adam moments in 'set_state' to an engine whose create reply says "
+             "\"offers\": {\"set_moments\": false}; this caller cannot run such an engine");
     int nt = L->n_tensors * (m && v ? 3 : 1);
     StTensor *t = xcalloc((size_t)nt, sizeof *t);
     char (*names)[128] = xcalloc((size_t)nt, sizeof *names);
@@ -566,6 +570,32 @@ static void add_config(cJSON *c, const EngineConfig *cfg) {
     }
 }
 
+// The create reply's "offers" (optional; each key true when absent): what
+// a partial engine offers of "logits" (get logits), "moments" (get moments)
+// and "set_moments" (set_state with adam_m/adam_v); docs/outside_engines.md,
+// "Partial engines". An unknown key or a value that is not a boolean is
+// refused (a misspelt key would otherwise be ignored).
+static void read_offers(Proc *p, const cJSON *h, int *logits, int *moments, int *set_moments) {
+    static const char *const keys[3] = {"logits", "moments", "set_moments"};
+    int *vals[3] = {logits, moments, set_moments};
+    for (int k = 0; k < 3; k++) *vals[k] = 1;
+    const cJSON *of = cJSON_GetObjectItemCaseSensitive(h, "offers");
+    if (!of) return;
+    if (!cJSON_IsObject(of))
+        fail(p, "the reply to 'create': \"offers\" must be an object such as {\"logits\": false, \"moments\": "
+             "false, \"set_moments\": false} (docs/outside_engines.md, \"Partial engines\")");
+    const cJSON *x;
+    cJSON_ArrayForEach(x, of) {
+        int k = 0;
+        while (k < 3 && strcmp(x->string, keys[k])) k++;
+        if (k == 3)
+            fail(p, "the reply to 'create': \"offers\" has '%s'; its keys are logits, moments and set_moments",
+                 x->string);
+        if (!cJSON_IsBool(x)) fail(p, "the reply to 'create': \"offers\": \"%s\" must be true or false", x->string);
+        *vals[k] = cJSON_IsTrue(x);
+    }
+}
+
 static void copy_string(const cJSON *h, const char *key, char *out, size_t n, const char *dflt) {
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(h, key);
     snprintf(out, n, "%s", cJSON_IsString(x) ? x->valuestring : dflt);
@@ -634,6 +664,8 @@ Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const doubl
     copy_string(h, "device", p->device, sizeof p->device, "");
     const int relu = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "relu_inputs"));
     const int acts = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "activations"));
+    int logits, moments, set_moments;
+    read_offers(p, h, &logits, &moments, &set_moments);
     cJSON_Delete(h);
     if (acts) {
         p->n_ops = act_count(&L->shape);
@@ -648,10 +680,12 @@ Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const doubl
         }
     }
     p->in_create = 0;
-    p->ops = (EngineOps){.name = p->name, .destroy = x_destroy, .step = x_step, .get_logits = x_logits,
-                         .get_grads = x_grads, .get_params = x_params, .get_moments = x_moments,
-                         .set_state = x_set_state, .sample = x_sample, .device = p->device[0] ? x_device : NULL,
-                         .get_relu_inputs = relu ? x_relu : NULL, .get_activation = acts ? x_activation : NULL,
-                         .sample_own = x_sample_own};
+    // what it does not offer is never asked for: those entries stay NULL
+    p->ops = (EngineOps){.name = p->name, .destroy = x_destroy, .step = x_step,
+                         .get_logits = logits ? x_logits : NULL, .get_grads = x_grads, .get_params = x_params,
+                         .get_moments = moments ? x_moments : NULL, .set_state = x_set_state, .sample = x_sample,
+                         .device = p->device[0] ? x_device : NULL, .get_relu_inputs = relu ? x_relu : NULL,
+                         .get_activation = acts ? x_activation : NULL, .sample_own = x_sample_own,
+                         .params_only = !set_moments};
     return &p->base;
 }

@@ -71,7 +71,7 @@ void localize_ops(const ModelShape *m, const ParamLayout *L, const StepEvidence 
         }
         return;
     }
-    if (ev->loss_bad && !ev->logits_bad) {
+    if (ev->loss_bad && ev->logits_bad == 0) {   // not when the logits were not compared (-1)
         d->found = 1, d->op = ce, d->backward = 0;
         snprintf(d->op_name, sizeof d->op_name, "loss");
         snprintf(d->text, sizeof d->text, "first divergence: the cross-entropy (the loss), forward: the logits agree, "
@@ -105,7 +105,10 @@ void localize_ops(const ModelShape *m, const ParamLayout *L, const StepEvidence 
         snprintf(d->op_name, sizeof d->op_name, "loss");
         d->err = ev->bwd_err[n - 1], d->bound = ev->bwd_bound[n - 1];
         snprintf(d->text, sizeof d->text, "first divergence: the cross-entropy, backward: the logits' gradient is off "
-                 "(err %.3g of its RMS, allowed %.3g) while the logits agree", d->err, d->bound);
+                 "(err %.3g of its RMS, allowed %.3g) %s", d->err, d->bound,
+                 ev->logits_bad == 0   ? "while the logits agree"
+                 : ev->logits_bad > 0 ? "and so are the logits"
+                                       : "(the logits are not offered: whether they agree is not known)");
         return;
     }
     ActOp op;

@@ -19,7 +19,7 @@ typedef struct {
     int n_ops;
     const signed char *fwd, *bwd;
     const double *fwd_err, *fwd_bound, *bwd_err, *bwd_bound;
-    int logits_bad, loss_bad;
+    int logits_bad, loss_bad;   // logits_bad: 1 off, 0 agree, -1 not compared (an engine that offers none)
     const signed char *grad_bad;
 } StepEvidence;
 

@@ -8,6 +8,11 @@
 // docs/compare.md, docs/mixed_precision.md). An fp16 step that loss scaling
 // skipped is compared as one: the forward as usual, the update against no
 // update at all, the (overflowed) gradients not; it is counted and printed.
+// A partial engine (docs/outside_engines.md, "Partial engines") is asked
+// only for what it offers: without logits they are not compared; when the
+// candidate cannot report or take Adam's moments (or the reference cannot
+// report them) the candidate trains on its own trajectory and every other
+// engine starts each step from its parameters (Partial below).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,14 +178,28 @@ static void flip_text(const Options *o, const State *st, char *out, size_t n) {
              st->flip_at[3], o->names[1], st->flip_a, o->names[0], st->flip_b);
 }
 
+// What a run checks of two engines that may be partial (docs/outside_engines.md,
+// "Partial engines"): the logits where both offer them, m and v where the
+// candidate reports them, and whose trajectory the run follows.
+typedef struct {
+    int logits;          // both engines offer their logits: compared
+    int moments;         // the candidate reports m and v: compared
+    int own;             // the candidate trains on its own trajectory (it cannot report or take the moments, or
+                         // the reference cannot report them): the others start each step from its parameters
+    const char *no_logits, *no_moments;   // the engine that lacks them (NULL: none)
+    char why_own[256];   // why the run follows the candidate
+} Partial;
+
 // Compare a step's state: st[k] holds engine k's state after the step; ne
 // engines ran (E_NOISE.. under the ratio rule).
-static void compare_step(Step *S, Run *r, const Batch *b, State *st, double loss[E_NUM], size_t nlog, int ne) {
+static void compare_step(Step *S, Run *r, const Batch *b, State *st, double loss[E_NUM], size_t nlog, int ne,
+                         const Partial *pa) {
     // in the order they are computed: logits, loss, gradients, update
     LogitsAt la = {b, &r->d, r->L.shape.vocab_size};
     Noise nz = {0};
     for (int j = 0; E_NOISE + j < ne; j++) nz.x[j] = st[E_NOISE + j].logits, nz.e[j] = st[E_REF].logits, nz.n++;
-    check(S, Q_LOGITS, "logits", "logits", st[E_CAND].logits, st[E_REF].logits, &nz, nlog, describe_logit, &la);
+    if (pa->logits)
+        check(S, Q_LOGITS, "logits", "logits", st[E_CAND].logits, st[E_REF].logits, &nz, nlog, describe_logit, &la);
     for (int j = 0; j < nz.n; j++) nz.x[j] = &loss[E_NOISE + j], nz.e[j] = &loss[E_REF];
     check(S, Q_LOSS, "loss", "loss", &loss[E_CAND], &loss[E_REF], &nz, 1, describe_loss, NULL);
     // The update: the candidate's new parameters and moments against Adam
@@ -194,6 +213,7 @@ static void compare_step(Step *S, Run *r, const Batch *b, State *st, double loss
     for (size_t qi = 0; qi < sizeof qs / sizeof qs[0]; qi++) {
         Quantity q = qs[qi];
         if (q == Q_GRADS && st[E_CAND].skipped) continue;   // they overflowed: the update is checked to be none
+        if ((q == Q_M || q == Q_V) && !pa->moments) continue;   // not offered
         for (int k = 0; k < r->L.n_tensors; k++) {
             const ParamTensor *pt = &r->L.t[k];
             const size_t o = pt->offset;
@@ -223,9 +243,13 @@ static void compare_step(Step *S, Run *r, const Batch *b, State *st, double loss
 // Test-only (--plant): one element of what the candidate (or the noise
 // reference's member p->noise) reported becomes its expected value plus
 // delta x the RMS of the expected tensor.
-static void apply_plant(const Plant *p, const Run *r, State *st, double *loss, size_t nlog, int ne) {
+static void apply_plant(const Plant *p, const Run *r, State *st, double *loss, size_t nlog, int ne,
+                        const Partial *pa) {
     const int k = p->noise ? E_NOISE + p->noise - 1 : E_CAND;
     if (k >= ne) die(EXIT_USAGE, "--plant noise:...: only the ratio rule has a noise reference");
+    if (p->q == Q_LOGITS && !pa->logits) die(EXIT_USAGE, "--plant logits: %s offers no logits", pa->no_logits);
+    if ((p->q == Q_M || p->q == Q_V) && !pa->moments)
+        die(EXIT_USAGE, "--plant %s: %s offers no Adam moments", quantity_name(p->q), pa->no_moments);
     State *s = &st[k];
     double *a = NULL;
     const double *e = NULL;
@@ -272,16 +296,94 @@ static int passes_unmatched(const Options *o, Run *r, const State *st, int ne, c
     return !S.f.failed;
 }
 
-// Gather engine e's logits of the real positions: document after document.
+// Gather engine e's logits of the real positions: document after document
+// (e NULL: only count them).
 static size_t gather_logits(Engine *e, const Batch *b, int V, double *tmp, double *out) {
-    e->ops->get_logits(e, tmp);
+    if (e) e->ops->get_logits(e, tmp);
     size_t k = 0;
     for (int d = 0; d < b->B; d++) {
         size_t len = (size_t)b->n[d] * (size_t)V;
-        memcpy(out + k, tmp + (size_t)d * (size_t)b->T * (size_t)V, len * sizeof *out);
+        if (e) memcpy(out + k, tmp + (size_t)d * (size_t)b->T * (size_t)V, len * sizeof *out);
         k += len;
     }
     return k;
+}
+
+// What the two engines offer, and so what the run checks and whose
+// trajectory it follows. Lockstep from the reference's state needs the
+// reference's moments and a candidate that takes them; the candidate must
+// also report them, or a moment it stores wrong would be overwritten every
+// step and never seen. Otherwise the candidate trains on its own trajectory.
+static void partial_setup(const Options *o, const Engine *ref, const Engine *cand, Partial *pa) {
+    memset(pa, 0, sizeof *pa);
+    pa->logits = engine_offers_logits(ref) && engine_offers_logits(cand);
+    if (!engine_offers_logits(cand)) pa->no_logits = o->names[1];
+    else if (!engine_offers_logits(ref)) pa->no_logits = o->names[0];
+    pa->moments = engine_offers_moments(cand);
+    if (!pa->moments) pa->no_moments = o->names[1];
+    if (!engine_offers_moments(cand))
+        snprintf(pa->why_own, sizeof pa->why_own, "%s offers no Adam moments", o->names[1]);
+    else if (!engine_takes_moments(cand))
+        snprintf(pa->why_own, sizeof pa->why_own, "%s cannot take Adam moments", o->names[1]);
+    else if (!engine_offers_moments(ref))
+        snprintf(pa->why_own, sizeof pa->why_own, "the reference %s offers no Adam moments", o->names[0]);
+    pa->own = pa->why_own[0] != '\0';
+}
+
+// What a run on the candidate's own trajectory can and cannot show.
+static void trajectory_text(const Options *o, const Partial *pa, char *out, size_t n) {
+    if (!pa->own) {
+        snprintf(out, n, "every step starts from %s's parameters and Adam moments", o->names[0]);
+        return;
+    }
+    snprintf(out, n, "the candidate's own (%s): it trains from the same start on the same batches and learning "
+             "rates, and every step the reference starts from its parameters, so its logits, loss and gradients are "
+             "checked as in lockstep; %s",
+             pa->why_own,
+             pa->moments ? "its update and its moments are checked against Adam in fp64 on its own gradients from "
+                           "the moments it reports"
+                         : "its update is checked against Adam in fp64 on its own gradients from the moments compare "
+                           "accumulates from them since step 1: its moments are not seen, so a moment bug shows "
+                           "only through the parameters, from the step after it");
+}
+
+// Per quantity: checked, or why not (the summary's "quantities:" line and
+// the trace's "quantities").
+static void quantities_report(const Options *o, const Partial *pa, const Totals *T, int probs, const char *no_probs,
+                              cJSON *root) {
+    static const Quantity qs[] = {Q_LOSS, Q_LOGITS, Q_GRADS, Q_PARAMS, Q_M, Q_V, Q_PROBS, Q_ACTS, Q_DACTS};
+    cJSON *js = root ? cJSON_AddObjectToObject(root, "quantities") : NULL;
+    printf("quantities:");
+    int first = 1;
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+        const Quantity q = qs[i];
+        if (q == Q_PROBS && !probs) continue;   // no names were scored (no --samples, or --sampler own)
+        const char *why = NULL, *who = NULL;
+        if (!T->seen[q]) {
+            if (q == Q_LOGITS && !pa->logits) why = "not offered", who = pa->no_logits;
+            else if ((q == Q_M || q == Q_V) && !pa->moments) why = "not offered", who = pa->no_moments;
+            else if (q == Q_PROBS && no_probs) why = "not offered", who = no_probs;
+            else if (q == Q_ACTS || q == Q_DACTS) why = "not reported", who = o->names[1];
+            else why = "not compared";
+        }
+        printf("%s %s %s", first ? "" : ",", quantity_name(q), why ? why : "checked");
+        if (who) printf(" (%s)", who);
+        first = 0;
+        if (js) {
+            cJSON *x = cJSON_AddObjectToObject(js, quantity_name(q));
+            cJSON_AddBoolToObject(x, "checked", !why);
+            if (why) cJSON_AddStringToObject(x, "reason", why);
+            if (who) cJSON_AddStringToObject(x, "engine", who);
+        }
+    }
+    printf("\n");
+}
+
+// A step line's value of quantity q: its largest error, or "-" where it was not compared.
+static const char *step_value(const Totals *T, Quantity q, char *buf, size_t n) {
+    if (T->seen[q]) snprintf(buf, n, "%.1e", T->abs[q].v);
+    else snprintf(buf, n, "-");
+    return buf;
 }
 
 int lockstep_run(Run *r, Trace *t, cJSON *steps) {
@@ -303,6 +405,29 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
     // the reference's state before the step: what the others start from
     double *p0 = xmalloc(P * sizeof(double)), *m0 = xcalloc(P, sizeof(double)), *v0 = xcalloc(P, sizeof(double));
     memcpy(p0, r->init, P * sizeof(double));
+    // What a partial engine offers decides what is compared and whose
+    // trajectory the run follows. On the candidate's own trajectory (pa.own)
+    // p0 is the candidate's parameters before the step, and each engine that
+    // trains (the candidate, the noise reference's members) keeps its own
+    // moments: its update is checked from own_m[k], own_v[k], the moments it
+    // reports, or where the candidate reports none, those compare
+    // accumulates from the engine's own gradients in fp64 (each member of the
+    // noise reference keeps its own too, so its error includes what the
+    // candidate's precision does to moments kept over many steps).
+    Partial pa;
+    partial_setup(o, r->e[0], r->e[1], &pa);
+    if (o->sampler_own && !engine_offers_logits(r->e[0]))
+        die(EXIT_USAGE, "--sampler own needs the reference's logits (its exact first-token probabilities); %s offers "
+            "none", o->names[0]);
+    double *own_m[E_NUM] = {NULL}, *own_v[E_NUM] = {NULL};
+    if (pa.own)
+        for (int k = E_CAND; k < ne; k++) own_m[k] = xcalloc(P, sizeof(double)), own_v[k] = xcalloc(P, sizeof(double));
+    char traj[768];
+    trajectory_text(o, &pa, traj, sizeof traj);
+    if (pa.own && !o->quiet) printf("trajectory: %s\n", traj);
+    if (!pa.logits && !o->quiet)
+        printf("note: %s offers no logits: they are not compared%s\n", pa.no_logits,
+               engine_offers_logits(r->e[0]) ? "" : ", and a failing loss is not traced to its definition");
     Failure f = {0};
     Totals T = {0};
     Batch b = {0};
@@ -358,20 +483,26 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
             loss[k] = eng[k]->ops->step(eng[k], &b, step);
             dt[k] = now_seconds() - t0;
             if (k < 2) run_timeline_step(eng[k], k, t0, dt[k], step + 1);
-            n_real = gather_logits(eng[k], &b, V, tmp, st[k].logits);
+            // only what the engines offer is asked for: the reference's logits
+            // where it has them (the loss's diagnosis reads them), the others'
+            // where both have them; the reference's moments where the run
+            // follows it, the others' where the candidate reports them
+            const int want_logits = k == E_REF ? engine_offers_logits(eng[k]) : pa.logits;
+            n_real = gather_logits(want_logits ? eng[k] : NULL, &b, V, tmp, st[k].logits);
             eng[k]->ops->get_grads(eng[k], st[k].grads);
             eng[k]->ops->get_params(eng[k], st[k].params);
-            eng[k]->ops->get_moments(eng[k], st[k].m, st[k].v);
+            if (k == E_REF ? !pa.own : pa.moments) eng[k]->ops->get_moments(eng[k], st[k].m, st[k].v);
             if (relu[k]) eng[k]->ops->get_relu_inputs(eng[k], relu[k]);
             if (k < 2) timeline_event(k, "read back", t0 + dt[k], now_seconds() - t0 - dt[k], step + 1);
             st[k].skipped = eng[k]->ops->step_skipped && eng[k]->ops->step_skipped(eng[k], &st[k].scale);
             if (k == E_REF) continue;
+            const double *mk = pa.own ? own_m[k] : m0, *vk = pa.own ? own_v[k] : v0;   // its moments before the step
             if (st[k].skipped) {   // what a skipped update leaves: the state it started from
                 memcpy(st[k].exp_params, p0, P * sizeof(double));
-                memcpy(st[k].exp_m, m0, P * sizeof(double));
-                memcpy(st[k].exp_v, v0, P * sizeof(double));
+                memcpy(st[k].exp_m, mk, P * sizeof(double));
+                memcpy(st[k].exp_v, vk, P * sizeof(double));
             } else {
-                adam_expected(&o->s, step, p0, m0, v0, st[k].grads, st[k].exp_params, st[k].exp_m, st[k].exp_v, P);
+                adam_expected(&o->s, step, p0, mk, vk, st[k].grads, st[k].exp_params, st[k].exp_m, st[k].exp_v, P);
             }
         }
         for (int i = 0; i < o->n_plants; i++)   // test-only: a gate flip of a chosen size
@@ -402,7 +533,7 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
                             acts_on ? &exps[k] : NULL);
         for (int i = 0; i < o->n_plants; i++)
             if (!o->plant[i].relu && o->plant[i].q != Q_PROBS && o->plant[i].step == step + 1)
-                apply_plant(&o->plant[i], r, st, loss, n_real, ne);
+                apply_plant(&o->plant[i], r, st, loss, n_real, ne, &pa);
         steps_run++;
         Step S = {.o = o, .step = step + 1, .gates_matched = matching};
         cJSON *so = NULL;
@@ -414,7 +545,7 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         }
         S.grad_bad = grad_bad;
         memset(grad_bad, 0, (size_t)r->L.n_tensors);
-        compare_step(&S, r, &b, st, loss, n_real, ne);
+        compare_step(&S, r, &b, st, loss, n_real, ne, &pa);
         double *ef = ev_num, *bf = ev_num + n_ops, *eb = ev_num + 2 * n_ops, *bb = ev_num + 3 * n_ops;
         if (acts_on) {
             ActSides sides = {.cand = &vals[E_CAND], .cand_exp = st[E_CAND].gates_matched ? &exps[E_CAND] : &plain};
@@ -429,19 +560,33 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         // from the gradient tensors in backward order
         char where[1024] = "";
         Divergence dv = {0};
+        // the logits: compared (1 off, 0 agree), else the logits op where the
+        // candidate reports it, else not known (-1: a candidate without logits)
+        const int logits_bad = pa.logits ? S.bad[Q_LOGITS] > 0 : acts_on ? ev_fwd[n_ops - 1] : -1;
         if (!ok && acts_on) {
-            const StepEvidence ev = {n_ops, ev_fwd, ev_bwd, ef, bf, eb, bb, S.bad[Q_LOGITS] > 0, S.bad[Q_LOSS] > 0,
-                                     grad_bad};
+            const StepEvidence ev = {n_ops, ev_fwd, ev_bwd, ef, bf, eb, bb, logits_bad, S.bad[Q_LOSS] > 0, grad_bad};
             localize_ops(&r->L.shape, &r->L, &ev, &dv);
             if (dv.found) snprintf(where, sizeof where, "%s", dv.text);
         }
         if (!ok && !where[0] && S.bad[Q_GRADS]) localize_grads(&r->L.shape, &r->L, grad_bad, where, sizeof where);
-        if (!ok && S.bad[Q_LOSS] && !S.bad[Q_LOGITS]) {   // which loss the candidate computes
+        if (!ok && pa.own && !pa.moments && S.bad[Q_PARAMS] && !S.bad[Q_GRADS]) {
+            const size_t w = strlen(where);
+            snprintf(where + w, sizeof where - w, "%sthe update is off while the gradients agree: Adam's step, or the "
+                     "moments %s kept (not offered: not seen), is wrong%s", w ? "\n  " : "", o->names[1],
+                     step ? "" : " (at step 1 the moments hold one gradient only: the step itself)");
+        }
+        if (!ok && S.bad[Q_LOSS] && logits_bad <= 0) {   // which loss the candidate computes
             char note[640];
             const size_t w = strlen(where);
-            loss_definition_note(st[E_REF].logits, b.tokens, b.n, b.B, b.T, V, loss[E_CAND], o->s.token_mean, note,
-                                 sizeof note);
-            snprintf(where + w, sizeof where - w, "%s%s", w ? "\n  " : "", note);
+            if (!engine_offers_logits(r->e[0]))
+                snprintf(note, sizeof note, "which loss %s computes is not traced: the reference %s offers no logits",
+                         o->names[1], o->names[0]);
+            else
+                loss_definition_note(st[E_REF].logits, b.tokens, b.n, b.B, b.T, V, loss[E_CAND], o->s.token_mean,
+                                     note, sizeof note);
+            snprintf(where + w, sizeof where - w, "%s%s%s", w ? "\n  " : "", note,
+                     logits_bad < 0 && engine_offers_logits(r->e[0])
+                         ? " (its own logits are not offered: whether they agree is not known)" : "");
         }
         const State *c = &st[E_CAND];
         char skip_note[96] = "", why[320] = "";
@@ -502,11 +647,13 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         const int show_excused = excused && (!o->quiet || n_excused <= 3);
         if (!ok || skip_note[0] || show_excused ||
             (!o->quiet && ((step + 1) % o->every == 0 || step == 0 || step + 1 == o->s.steps))) {
-            printf("step %4d | loss %.6f | loss err %.1e | logits %.1e | grads %.1e (rel %.1e) | params %.1e | m %.1e "
-                   "| v %.1e | %s%s\n",
-                   step + 1, loss[E_REF], S.T.abs[Q_LOSS].v, S.T.abs[Q_LOGITS].v, S.T.abs[Q_GRADS].v,
-                   S.T.rel[Q_GRADS].v, S.T.abs[Q_PARAMS].v, S.T.abs[Q_M].v, S.T.abs[Q_V].v,
-                   ok ? (excused ? "ok, gates matched" : "ok") : "FAIL", skip_note);
+            char vl[16], vm[16], vv[16];   // "-": not compared (not offered)
+            printf("step %4d | loss %.6f | loss err %.1e | logits %s | grads %.1e (rel %.1e) | params %.1e | m %s "
+                   "| v %s | %s%s\n",
+                   step + 1, loss[E_REF], S.T.abs[Q_LOSS].v, step_value(&S.T, Q_LOGITS, vl, sizeof vl),
+                   S.T.abs[Q_GRADS].v, S.T.rel[Q_GRADS].v, S.T.abs[Q_PARAMS].v, step_value(&S.T, Q_M, vm, sizeof vm),
+                   step_value(&S.T, Q_V, vv, sizeof vv), ok ? (excused ? "ok, gates matched" : "ok") : "FAIL",
+                   skip_note);
             if (show_excused)
                 printf("           %s; with %s's own gates the fp64 gradients agree (with %s's out of tolerance: %s)\n",
                        why, o->names[1], o->names[0], unmatched);
@@ -534,11 +681,26 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
                    "docs/outside_engines.md)\n", o->names[1]);
         if (!ok) grads_zero_report(&r->L, c->grads, st[E_REF].grads, o->names[1], stdout);
         if (!ok && !o->keep_going) break;
-        // lockstep: the others continue from the reference's state
-        memcpy(p0, st[E_REF].params, P * sizeof(double));
-        memcpy(m0, st[E_REF].m, P * sizeof(double));
-        memcpy(v0, st[E_REF].v, P * sizeof(double));
-        for (int k = 1; k < ne; k++) eng[k]->ops->set_state(eng[k], p0, m0, v0);
+        if (!pa.own) {
+            // lockstep: the others continue from the reference's state
+            memcpy(p0, st[E_REF].params, P * sizeof(double));
+            memcpy(m0, st[E_REF].m, P * sizeof(double));
+            memcpy(v0, st[E_REF].v, P * sizeof(double));
+            for (int k = 1; k < ne; k++) eng[k]->ops->set_state(eng[k], p0, m0, v0);
+        } else {
+            // the candidate's own trajectory: it goes on as it is; the others
+            // start from its parameters, each training engine keeping its own
+            // moments (reported, or accumulated here from its gradients)
+            memcpy(p0, st[E_CAND].params, P * sizeof(double));
+            for (int k = E_CAND; k < ne; k++) {
+                memcpy(own_m[k], pa.moments ? st[k].m : st[k].exp_m, P * sizeof(double));
+                memcpy(own_v[k], pa.moments ? st[k].v : st[k].exp_v, P * sizeof(double));
+            }
+            memcpy(m0, own_m[E_CAND], P * sizeof(double));   // what the reference and the samples are given
+            memcpy(v0, own_v[E_CAND], P * sizeof(double));
+            engine_set_state(eng[E_REF], p0, m0, v0);
+            for (int k = E_NOISE; k < ne; k++) eng[k]->ops->set_state(eng[k], p0, NULL, NULL);
+        }
     }
     int failed = f.failed;
     int too_many_skipped = n_skipped > allowed;
@@ -561,9 +723,12 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
                  engine_prec(o, 1) == PREC_FP32 ? "fp32" : "emulation of the recipe", NOISE_MEMBERS);
     char smp[200] = "";   // which sampler check ran (samples.h)
     if (sampled) samples_verdict(&sr, smp, sizeof smp);
-    printf("%s: lockstep, %s (%s) vs %s (%s), %d of %d steps run, batch %d, %s rule%s%s\n", failed ? "FAIL" : "PASS",
-           o->names[0], precision_name(engine_prec(o, 0)), o->names[1], precision_name(engine_prec(o, 1)), steps_run,
-           o->s.steps, o->s.batch, o->tol_ratio ? "ratio" : "fixed", rule, smp);
+    printf("%s: lockstep%s, %s (%s) vs %s (%s), %d of %d steps run, batch %d, %s rule%s%s\n", failed ? "FAIL" : "PASS",
+           pa.own ? " on the candidate's own trajectory" : "", o->names[0], precision_name(engine_prec(o, 0)),
+           o->names[1], precision_name(engine_prec(o, 1)), steps_run, o->s.steps, o->s.batch,
+           o->tol_ratio ? "ratio" : "fixed", rule, smp);
+    quantities_report(o, &pa, &T, sampled && !sr.own, sampled && sr.unscored[0] ? sr.unscored : NULL, t->root);
+    if (pa.own) printf("trajectory: %s\n", traj);
     if (n_skipped || engine_prec(o, 1) == PREC_FP16) {
         printf("skipped updates (fp16 loss scaling: a gradient overflowed): %d (allowed %d)", n_skipped, allowed);
         if (n_skipped) printf(", the first at step %d", first_skipped);
@@ -599,6 +764,9 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         cJSON_AddStringToObject(t->root, "verdict", failed ? "fail" : "pass");
         cJSON_AddNumberToObject(t->root, "steps_run", steps_run);
         cJSON_AddStringToObject(t->root, "tolerance_rule", o->tol_ratio ? "ratio" : "fixed");
+        cJSON *tj = cJSON_AddObjectToObject(t->root, "trajectory");
+        cJSON_AddStringToObject(tj, "follows", pa.own ? "candidate" : "reference");
+        cJSON_AddStringToObject(tj, "text", traj);
         if (f.failed) failure_to_json(cJSON_AddObjectToObject(t->root, "first_failure"), &f);
         else cJSON_AddNullToObject(t->root, "first_failure");
         if (n_skipped || engine_prec(o, 1) == PREC_FP16) {
@@ -633,6 +801,7 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         actset_free(&plain);
         for (int k = E_CAND; k < ne; k++) actset_free(&vals[k]), actset_free(&exps[k]);
     }
+    for (int k = 0; k < E_NUM; k++) free(own_m[k]), free(own_v[k]);
     free(ev_fwd);
     free(ev_bwd);
     free(ev_num);

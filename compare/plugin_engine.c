@@ -65,6 +65,10 @@ static void p_moments(Engine *e, double *m, double *v) {
 }
 
 static void p_set_state(Engine *e, const double *params, const double *m, const double *v) {
+    // what it does not offer is never passed (docs/outside_engines.md, "Partial engines")
+    if (e->ops->params_only && (m || v))
+        die(EXIT_MISMATCH, "engine %s: set_state was about to pass Adam moments to an engine that takes none (its "
+            "offers() leaves out MG_OFFERS_SET_MOMENTS); this caller cannot run such an engine", P(e)->label);
     P(e)->abi->set_state(P(e)->impl, params, m, v);
     check(P(e), "set_state");
 }
@@ -107,13 +111,13 @@ static int p_run_steps(Engine *e, const Batch *b, int first, int n, double *loss
     return rc;
 }
 
-// The entries every plugin must fill.
+// The entries every plugin must fill (get_logits and get_moments may be
+// NULL: a partial engine that does not offer them).
 static const char *missing_entry(const mg_engine_abi *a) {
     const struct { const void *f; const char *name; } req[] = {
         {(const void *)a->create, "create"},         {(const void *)a->destroy, "destroy"},
-        {(const void *)a->step, "step"},             {(const void *)a->get_logits, "get_logits"},
-        {(const void *)a->get_grads, "get_grads"},   {(const void *)a->get_params, "get_params"},
-        {(const void *)a->get_moments, "get_moments"}, {(const void *)a->set_state, "set_state"},
+        {(const void *)a->step, "step"},             {(const void *)a->get_grads, "get_grads"},
+        {(const void *)a->get_params, "get_params"}, {(const void *)a->set_state, "set_state"},
         {(const void *)a->sample, "sample"}};
     for (size_t i = 0; i < sizeof req / sizeof req[0]; i++)
         if (!req[i].f) return req[i].name;
@@ -155,6 +159,7 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
     // a table from before step_skipped (the last entry) ends where it begins
     const size_t has_skipped = offsetof(mg_engine_abi, step_skipped) + sizeof abi->step_skipped;
     const size_t has_acts = offsetof(mg_engine_abi, get_activation) + sizeof abi->get_activation;
+    const size_t has_offers = offsetof(mg_engine_abi, offers) + sizeof abi->offers;
     if (abi->size < offsetof(mg_engine_abi, step_skipped)) {
         snprintf(err, errlen, "the plugin %s: its ABI table has %u bytes, version %d has %zu: rebuild it against "
                  "this tree's include/microgpt/engine_abi.h", path, (unsigned)abi->size, MICROGPT_ENGINE_ABI_VERSION,
@@ -200,9 +205,19 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
     size_t ll = strlen(path) + strlen(abi->name ? abi->name : "?") + 16;
     p->label = xmalloc(ll);
     snprintf(p->label, ll, "plugin:%s (%s)", path, abi->name ? abi->name : "?");
+    // what it offers (read after create, as the other optional entries): an
+    // entry left NULL or out of offers() is never called
+    unsigned offers = MG_OFFERS_ALL;
+    if (abi->size >= has_offers && abi->offers) {
+        offers = abi->offers(p->impl);
+        check(p, "offers");
+    }
+    const int logits = abi->get_logits && (offers & MG_OFFERS_LOGITS);
+    const int moments = abi->get_moments && (offers & MG_OFFERS_MOMENTS);
     p->ops = (EngineOps){.name = abi->name ? abi->name : "plugin", .destroy = p_destroy, .step = p_step,
-                         .get_logits = p_logits, .get_grads = p_grads, .get_params = p_params,
-                         .get_moments = p_moments, .set_state = p_set_state, .sample = p_sample,
+                         .get_logits = logits ? p_logits : NULL, .get_grads = p_grads, .get_params = p_params,
+                         .get_moments = moments ? p_moments : NULL, .set_state = p_set_state, .sample = p_sample,
+                         .params_only = !(offers & MG_OFFERS_SET_MOMENTS),
                          .device = abi->device ? p_device : NULL,
                          .get_relu_inputs = abi->get_relu_inputs ? p_relu : NULL,
                          .run_steps = abi->run_steps ? p_run_steps : NULL,

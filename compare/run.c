@@ -63,6 +63,12 @@ cJSON *run_trace_header(Trace *t, Run *r) {
         cJSON_AddStringToObject(e, "name", o->names[k]);
         cJSON_AddStringToObject(e, "precision", precision_name(engine_prec(o, k)));
         if (r->e[k] && r->e[k]->ops->device) cJSON_AddStringToObject(e, "device", r->e[k]->ops->device(r->e[k]));
+        if (r->e[k]) {   // what a partial engine offers (docs/outside_engines.md, "Partial engines")
+            cJSON *of = cJSON_AddObjectToObject(e, "offers");
+            cJSON_AddBoolToObject(of, "logits", engine_offers_logits(r->e[k]));
+            cJSON_AddBoolToObject(of, "moments", engine_offers_moments(r->e[k]));
+            cJSON_AddBoolToObject(of, "set_moments", engine_takes_moments(r->e[k]));
+        }
         cJSON_AddItemToArray(eng, e);
     }
     cJSON_AddStringToObject(t->root, "mode", o->bench ? "bench" : o->mode == MODE_LOCKSTEP ? "lockstep" : "free");

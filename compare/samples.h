@@ -21,6 +21,7 @@ typedef struct {
     int diff_pos;         // the position in it
     int explained;        // fp32: the difference is a draw that fp32 rounding may decide (see samples.c)
     char note[512];       // what the difference is
+    char unscored[256];   // the engine that offers no logits: the probabilities were not compared (empty: they were)
     int own;              // --sampler own: the distribution test ran (the fields below)
     int m;                // own: the names the reference sampled
     int own_rng;          // own: the candidate drew with its own generator (else an independent stream)
@@ -41,7 +42,8 @@ void samples_verdict(const SampleResult *s, char *out, size_t n);
 
 // samples.c's pieces samples_own.c shares. The probabilities engine e gives
 // each position of [BOS] + ids + [BOS] (len ids; NULL when len is 0), from
-// the state (p, m, v), which it is left in; returns the positions.
+// the state (p, m, v), which it is left in (an engine that takes no moments
+// keeps its own); returns the positions. e must offer its logits.
 int samples_score(Engine *e, const int *ids, int len, int block, int V, double temperature, const double *p,
                   const double *m, const double *v, double *probs);
 // Token v as text: 'a', U+00E9, or BOS.

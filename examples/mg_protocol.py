@@ -7,6 +7,14 @@ temperature) draws with data["uniforms"], one per position; under compare
 with the engine's own random generator (an engine without the own
 parameter fails there with a TypeError, and works as before otherwise).
 
+A partial engine declares what it offers with an `offers` dict on the
+class or the instance, e.g. offers = {"logits": False} for an engine that
+fuses the cross-entropy and keeps no logits, or {"moments": False,
+"set_moments": False} for one whose optimizer is its own; a key left out is
+offered. serve() sends it in the reply to create, and refuses (with an error
+reply naming the protocol) a request for what was not offered, which compare
+never sends.
+
 A message is one line of JSON; when it has "bytes": N, N bytes of a
 safetensors buffer follow. Arrays are dicts name -> (dtype, shape, bytes),
 dtype one of "F64", "F32", "I32" (little-endian); helpers convert to numpy or
@@ -71,6 +79,24 @@ def op_names(n_layer):
         list(OPS_GLOBAL_LAST)
 
 
+OFFERS = ("logits", "moments", "set_moments")
+
+
+def offers_of(engine):
+    """The engine's "offers" for the create reply: every key of OFFERS, True
+    unless the engine's offers dict says otherwise."""
+    declared = dict(getattr(engine, "offers", None) or {})
+    unknown = sorted(set(declared) - set(OFFERS))
+    if unknown:
+        raise ValueError("offers: unknown key(s) %s; the keys are %s" % (", ".join(unknown), ", ".join(OFFERS)))
+    return {k: bool(declared.get(k, True)) for k in OFFERS}
+
+
+def _not_offered(what):
+    raise RuntimeError("protocol violation: compare asked for %s, which this engine's create reply did not offer "
+                       "(docs/outside_engines.md, \"Partial engines\")" % what)
+
+
 def _number(x):
     """A loss for JSON: a number, or "nan"/"inf"/"-inf" (JSON has no NaN)."""
     x = float(x)
@@ -121,6 +147,7 @@ def serve(make_engine, stdin=None, stdout=None):
         wr.flush()
 
     engine = None
+    offers = dict.fromkeys(OFFERS, True)
     while True:
         line = rd.readline()
         if not line:
@@ -137,15 +164,20 @@ def serve(make_engine, stdin=None, stdout=None):
                 if req.get("protocol") != PROTOCOL:
                     raise ValueError("this engine speaks protocol %d" % PROTOCOL)
                 engine = make_engine(req["config"], data)
+                offers = offers_of(engine)
                 reply({"ok": True, "protocol": PROTOCOL, "name": engine.name, "device": engine.device,
                        "relu_inputs": bool(getattr(engine, "relu_inputs", False)),
-                       "activations": bool(getattr(engine, "activations", False))})
+                       "activations": bool(getattr(engine, "activations", False)), "offers": offers})
             elif op == "step":
                 loss = engine.step(data, req["step"])
                 reply({"ok": True, "loss": _number(loss)})
             elif op == "get":
+                if req["what"] in ("logits", "moments") and not offers[req["what"]]:
+                    _not_offered("'get %s'" % req["what"])
                 reply({"ok": True}, engine.get(req["what"]))
             elif op == "set_state":
+                if not offers["set_moments"] and any(k.startswith(("adam_m/", "adam_v/")) for k in data):
+                    _not_offered("'set_state' with Adam moments")
                 engine.set_state(data)
                 reply({"ok": True})
             elif op == "sample":

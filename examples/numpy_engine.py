@@ -22,6 +22,16 @@ own with the engine's own numpy generator, seeded with --sample-seed N (0).
 --sampler-no-bos-first plants a sampler bug that only its own randomness
 shows: BOS's probability is set to zero at the first position, so no name is
 ever empty.
+
+A partial engine (docs/outside_engines.md, "Partial engines"): --no-logits
+offers no logits (as an engine whose cross-entropy is fused), --no-moments
+neither reports nor takes Adam's moments (as an optimizer of its own, e.g.
+torch.optim.Adam with its own step counter), --no-set-moments reports them
+but does not take them. The create reply's "offers" says so, and the engine
+fails the request if compare asks for what it did not offer.
+--wrong-beta2 plants an Adam bug that only the stored moments carry: the
+second moment decays with 0.999 instead of beta2 (the first update is the
+same, the bias correction cancels it; from the second step on it is not).
 """
 import bisect
 import itertools
@@ -45,6 +55,10 @@ BROKEN_RMSNORM = "--broken-rmsnorm" in sys.argv[1:]
 ALWAYS_TOKEN_MEAN = "--always-token-mean" in sys.argv[1:]
 TOKEN_MEAN_DOC_GRAD = "--token-mean-doc-grad" in sys.argv[1:]
 SAMPLER_NO_BOS_FIRST = "--sampler-no-bos-first" in sys.argv[1:]
+NO_LOGITS = "--no-logits" in sys.argv[1:]
+NO_MOMENTS = "--no-moments" in sys.argv[1:]
+NO_SET_MOMENTS = NO_MOMENTS or "--no-set-moments" in sys.argv[1:]
+WRONG_BETA2 = "--wrong-beta2" in sys.argv[1:]
 
 
 def flag_value(name, default):
@@ -68,6 +82,8 @@ class NumpyEngine:
     relu_inputs = True  # get("relu_inputs"): lets compare match a ReLU gate that flips between precisions
     activations = True  # get("activations"): every op's output and gradient, so a failure names the op
     device = "cpu (numpy %s)" % np.__version__
+    # what it offers (mg_protocol sends it in the create reply)
+    offers = {"logits": not NO_LOGITS, "moments": not NO_MOMENTS, "set_moments": not NO_SET_MOMENTS}
 
     def __init__(self, cfg, data):
         self.cfg = cfg
@@ -221,16 +237,19 @@ class NumpyEngine:
         self.g = g
         # Adam, bias-corrected, with the linearly decaying learning rate
         b1, b2, eps = c["beta1"], c["beta2"], c["eps"]
+        b2_store = 0.999 if WRONG_BETA2 and b2 != 0.999 else b2   # --wrong-beta2: the planted bug
         lr_t = c["lr"] * (1 - step / c["steps"])
         for k in self.names:
             self.m[k] = b1 * self.m[k] + (1 - b1) * g[k]
-            self.v[k] = b2 * self.v[k] + (1 - b2) * g[k] ** 2
+            self.v[k] = b2_store * self.v[k] + (1 - b2_store) * g[k] ** 2
             mhat = self.m[k] / (1 - b1 ** (step + 1))
-            vhat = self.v[k] / (1 - b2 ** (step + 1))
+            vhat = self.v[k] / (1 - b2_store ** (step + 1))
             self.p[k] = self.p[k] - lr_t * mhat / (np.sqrt(vhat) + eps)
         return loss
 
     def get(self, what):
+        if not self.offers.get(what, True):   # compare must never ask (its create reply said so)
+            raise RuntimeError("asked for %s, which this engine does not offer" % what)
         if what == "logits":
             return {"logits": ("F64", list(self.logits.shape), self.logits.astype("<f8").tobytes())}
         if what == "grads":
@@ -254,6 +273,8 @@ class NumpyEngine:
     def set_state(self, data):
         self.p = {k: self._array(data["params/" + k], self.shapes[k]) for k in self.names}
         if "adam_m/" + self.names[0] in data:
+            if NO_SET_MOMENTS:   # compare must never send them (its create reply said so)
+                raise RuntimeError("set_state sent Adam moments, which this engine does not take")
             self.m = {k: self._array(data["adam_m/" + k], self.shapes[k]) for k in self.names}
             self.v = {k: self._array(data["adam_v/" + k], self.shapes[k]) for k in self.names}
 

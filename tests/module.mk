@@ -16,6 +16,15 @@ $(BUILD)/tests/libbad_plugin%.so: tests/bad_plugin.c $(LIB)
 	$(CC) $(CFLAGS) -DBAD=$* $(PLUGIN_LDFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/tests/test_outside $(BUILD)/tests/test_hardening: | $(BAD_PLUGINS)
 
+# Partial engine plugins for tests/test_partial.c (tests/partial_plugin.c,
+# one per -DPARTIAL): the CPU engine offering no logits, no moments, or a
+# table from before offers() with get_logits and get_moments NULL.
+PARTIAL_PLUGINS := $(foreach i,1 2 3,$(BUILD)/tests/libpartial_plugin$(i).so)
+$(BUILD)/tests/libpartial_plugin%.so: tests/partial_plugin.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DPARTIAL=$* $(PLUGIN_LDFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/tests/test_partial: | $(PARTIAL_PLUGINS)
+
 # Under SANITIZE=1 any sanitizer report fails the test that ran into it
 # (-fno-sanitize-recover); leaks are not checked (the tools exit through
 # die() without freeing), and an impossible allocation returns NULL, as

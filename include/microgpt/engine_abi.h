@@ -5,9 +5,16 @@
  *     const mg_engine_abi *microgpt_engine_abi_v1(void);
  * returning a table of function pointers whose abi_version is
  * MICROGPT_ENGINE_ABI_VERSION and whose size is sizeof(mg_engine_abi) (or,
- * for a plugin built before step_skipped was added, the size up to it).
- * compare refuses a plugin without the symbol, with another version, or with
- * a required entry NULL, and says which.
+ * for a plugin built before step_skipped was added, the size up to it: the
+ * entries added since, step_skipped, get_activation and offers, are optional
+ * and a smaller table simply lacks them). compare refuses a plugin without
+ * the symbol, with another version, or with a required entry NULL, and says
+ * which.
+ *
+ * A partial engine (one that fuses the cross-entropy and keeps no logits, or
+ * whose optimizer is its own and cannot report or take Adam's moments)
+ * declares what it offers through offers() below; compare never asks it for
+ * the rest and says which quantities it did not check.
  *
  * Data crosses the interface as float64 in the canonical layout: the
  * parameters, gradients and Adam moments are one flat array of n_params
@@ -40,6 +47,13 @@ extern "C" {
 
 #define MICROGPT_ENGINE_ABI_VERSION 1
 #define MICROGPT_ENGINE_ABI_SYMBOL "microgpt_engine_abi_v1"
+
+/* What an engine offers (offers() below; an engine without that entry
+ * offers all three): get_logits, get_moments, and set_state with m and v. */
+#define MG_OFFERS_LOGITS 1u
+#define MG_OFFERS_MOMENTS 2u
+#define MG_OFFERS_SET_MOMENTS 4u
+#define MG_OFFERS_ALL (MG_OFFERS_LOGITS | MG_OFFERS_MOMENTS | MG_OFFERS_SET_MOMENTS)
 
 /* Precision a run asks for (compare --precision). MG_BF16, MG_FP16 and
  * MG_TF32 ask for the mixed-precision recipe of docs/mixed_precision.md (fp32
@@ -120,12 +134,14 @@ typedef struct {
     double (*step)(mg_engine *e, const mg_batch *b, int step);
     /* After step(): the logits (B,T,V) of its forward (entries at t >= n[b]
      * are not compared), the gradients before the update, the parameters
-     * after it, the Adam moments after it (n_params each). */
+     * after it, the Adam moments after it (n_params each). get_logits and
+     * get_moments may be NULL, or left out of offers(): not offered. */
     void (*get_logits)(mg_engine *e, double *out);
     void (*get_grads)(mg_engine *e, double *out);
     void (*get_params)(mg_engine *e, double *out);
     void (*get_moments)(mg_engine *e, double *m, double *v);
-    /* Overwrite the parameters, and the moments where m and v are not NULL. */
+    /* Overwrite the parameters, and the moments where m and v are not NULL
+     * (never, for an engine whose offers() leaves out MG_OFFERS_SET_MOMENTS). */
     void (*set_state)(mg_engine *e, const double *params, const double *m, const double *v);
     /* Generate one document with the current parameters: start from BOS, at
      * each position draw a token with s->sample_token; stop at BOS or after
@@ -155,6 +171,17 @@ typedef struct {
      * (B,NH,T,T); docs/outside_engines.md). 0, or -1 for an op it does not
      * report. A failing step is then localized to the op that broke. */
     int (*get_activation)(mg_engine *e, int op, int grad, double *out);
+    /* Optional, read after create() (NULL: MG_OFFERS_ALL): what this engine
+     * offers, MG_OFFERS_* bits. Leave out MG_OFFERS_LOGITS when the engine
+     * keeps no logits (a fused cross-entropy), MG_OFFERS_MOMENTS when it
+     * cannot report Adam's m and v, MG_OFFERS_SET_MOMENTS when set_state
+     * cannot take them (an optimizer of its own, e.g. with its own step
+     * counter). compare never calls what is left out: the logits are then
+     * not compared; without moments the engine trains on its own trajectory
+     * (every step the reference starts from its parameters) and its update
+     * is checked through its parameters (docs/outside_engines.md, "Partial
+     * engines"). */
+    unsigned (*offers)(mg_engine *e);
 } mg_engine_abi;
 
 /* The one symbol a plugin exports. */
