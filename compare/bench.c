@@ -15,7 +15,7 @@
 #include "common/strbuf.h"
 #include "common/util.h"
 
-#define MAX_ROWS_PER_SIZE (2 * MAX_ENGINES + 4)
+#define MAX_ROWS_PER_SIZE (2 * MAX_ENGINES + 2 * BENCH_TORCH_ROWS)
 
 typedef struct {
     BenchSize z;
@@ -158,11 +158,26 @@ static void fmt_ratio(double num, double den, char *out, size_t n) {
     else snprintf(out, n, "-");
 }
 
-static const BenchRow *torch_graph_row(const SizeResult *sr, Precision p) {
-    for (int i = 0; i < sr->n_rows; i++)
-        if (!strcmp(sr->rows[i].engine, "torch-graph") && sr->rows[i].prec == p && sr->rows[i].status == ROW_OK)
-            return &sr->rows[i];
-    return NULL;
+static int is_torch_row(const BenchRow *r) {
+    return !strncmp(r->engine, "torch-", 6);
+}
+
+// The PyTorch reference of the speedups: the fastest PyTorch row (by
+// median) of precision p that ran and passed its check, whichever way it
+// ran (graph, compile, eager): a speedup over PyTorch is over its best, and
+// a wrong row is no one's reference. NULL if none.
+static const BenchRow *fastest_torch_row(const SizeResult *sr, Precision p) {
+    const BenchRow *best = NULL;
+    for (int i = 0; i < sr->n_rows; i++) {
+        const BenchRow *r = &sr->rows[i];
+        if (is_torch_row(r) && r->prec == p && r->status == ROW_OK && !r->fail && (!best || r->ms_med < best->ms_med))
+            best = r;
+    }
+    return best;
+}
+
+static int has_compile_time(const BenchRow *r) {
+    return !strcmp(r->engine, "torch-compile") && isfinite(r->compile_s);
 }
 
 // An engine's device string may name the path it took after "; path "
@@ -189,13 +204,48 @@ static const BenchRow *ref_row(const SizeResult *sr) {
     return sr->n_rows && sr->rows[0].status == ROW_OK ? &sr->rows[0] : NULL;
 }
 
+// The index of the first PyTorch row of size sr in precision p, or -1.
+static int first_torch_row(const SizeResult *sr, Precision p) {
+    for (int i = 0; i < sr->n_rows; i++)
+        if (is_torch_row(&sr->rows[i]) && sr->rows[i].prec == p) return i;
+    return -1;
+}
+
+// Below the table, for each size and precision PyTorch ran in: which of its
+// rows was the speedups' reference, and how long torch.compile took (its
+// warm-up, which the timed steps leave out).
+static void torch_summary(const SizeResult *res, int nz, StrBuf *t) {
+    int lines = 0;
+    for (int zi = 0; zi < nz; zi++) {
+        const SizeResult *sr = &res[zi];
+        for (int i = 0; i < sr->n_rows; i++) {
+            const BenchRow *r = &sr->rows[i];
+            if (!is_torch_row(r) || first_torch_row(sr, r->prec) != i) continue;
+            if (!lines++) sb_printf(t, "\nPyTorch (\"vs fastest torch\" is the fastest row's median over each row's):\n\n");
+            const BenchRow *ft = fastest_torch_row(sr, r->prec);
+            sb_printf(t, "- %s %s: ", sr->z.name, precision_name(r->prec));
+            if (ft) sb_printf(t, "fastest %s (%.4g ms/step)", ft->engine, ft->ms_med);
+            else sb_printf(t, "no PyTorch row ran and passed");
+            for (int k = i; k < sr->n_rows; k++) {
+                const BenchRow *c = &sr->rows[k];
+                if (c->prec != r->prec || !has_compile_time(c)) continue;
+                char mode[32] = "";
+                if (strcmp(c->compile_mode, "default")) snprintf(mode, sizeof mode, " (%s)", c->compile_mode);
+                sb_printf(t, "; %s%s: compiled in %.1f s (not timed)", c->engine, mode, c->compile_s);
+            }
+            sb_printf(t, "\n");
+        }
+    }
+}
+
 static void report(const Options *o, SizeResult *res, int nz, const char *cpu, const char *gpu, StrBuf *t) {
     sb_printf(t, "## compare --bench: %d step(s) a run, the first %d untimed; %d timed run(s) per engine and size\n\n",
        o->s.steps, o->b.warmup, o->b.repeats);
     sb_printf(t, "Machine: %s%s%s. Speedups are ratios of median ms/step: over the first engine listed (%s, %s; \"-\" "
-          "where it did not run) and over torch-graph in the same precision.\n\n",
+          "where it did not run) and over the fastest PyTorch row of the size in the same precision (the one that passed "
+          "with the lowest median, named below the table).\n\n",
        cpu, gpu[0] ? "; GPU " : "", gpu, o->names[0], precision_name(engine_supports(o->names[0], o->prec) ? (o->b.both_precisions ? PREC_FP64 : o->prec) : PREC_FP64));
-    sb_printf(t, "| size | engine | precision | ms/step median [min-max] | tokens/s | vs %s | vs torch-graph | host MiB | "
+    sb_printf(t, "| size | engine | precision | ms/step median [min-max] | tokens/s | vs %s | vs fastest torch | host MiB | "
           "device MiB | timed | verdict |\n",
        o->names[0]);
     sb_printf(t, "|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -204,16 +254,17 @@ static void report(const Options *o, SizeResult *res, int nz, const char *cpu, c
         const BenchRow *ref = ref_row(sr);
         for (int i = 0; i < sr->n_rows; i++) {
             const BenchRow *r = &sr->rows[i];
-            char ms[96] = "-", tps[32] = "-", vr[16], vt[16], hb[16], db[16], timed[48] = "-";
+            char ms[96] = "-", tps[32] = "-", vr[16], vt[32], hb[16], db[16], timed[48] = "-";
             if (r->status == ROW_OK) {
                 snprintf(ms, sizeof ms, "%.4g [%.4g-%.4g]", r->ms_med, r->ms_min, r->ms_max);
                 snprintf(tps, sizeof tps, "%.0f", sr->z.positions / (r->ms_med / 1e3));
                 snprintf(timed, sizeof timed, "%dx%d%s", r->repeats, r->timed_steps,
                          r->repeats < o->b.repeats || r->timed_steps < o->s.steps - o->b.warmup ? " (budget)" : "");
             }
-            const BenchRow *tg = torch_graph_row(sr, r->prec);
+            const BenchRow *ft = fastest_torch_row(sr, r->prec);
             fmt_ratio(ref ? ref->ms_med : NAN, r->status == ROW_OK ? r->ms_med : NAN, vr, sizeof vr);
-            fmt_ratio(tg ? tg->ms_med : NAN, r->status == ROW_OK ? r->ms_med : NAN, vt, sizeof vt);
+            fmt_ratio(ft ? ft->ms_med : NAN, r->status == ROW_OK ? r->ms_med : NAN, vt, sizeof vt);
+            if (ft == r) snprintf(vt + strlen(vt), sizeof vt - strlen(vt), " (fastest)");
             fmt_bytes(r->peak_host_bytes, hb, sizeof hb);
             fmt_bytes(r->peak_device_bytes, db, sizeof db);
             char label[96];
@@ -222,6 +273,7 @@ static void report(const Options *o, SizeResult *res, int nz, const char *cpu, c
                ms, tps, vr, vt, hb, db, timed, r->verdict);
         }
     }
+    torch_summary(res, nz, t);
     sb_printf(t, "\nSizes (tokens/s counts trained positions, the same for every engine of a size):\n\n");
     for (int zi = 0; zi < nz; zi++) {
         const BenchSize *z = &res[zi].z;
@@ -260,9 +312,15 @@ static cJSON *row_json(const Options *o, const SizeResult *sr, const BenchRow *r
     cJSON_AddNumberToObject(x, "steps_timed", r->timed_steps);
     cJSON_AddBoolToObject(x, "budget_limited",
                           r->status == ROW_OK && (r->repeats < o->b.repeats || r->timed_steps < o->s.steps - o->b.warmup));
-    const BenchRow *ref = ref_row(sr), *tg = torch_graph_row(sr, r->prec);
+    const BenchRow *ref = ref_row(sr), *ft = fastest_torch_row(sr, r->prec);
     trace_add_number(x, "speedup_vs_reference", ref && r->status == ROW_OK ? ref->ms_med / r->ms_med : NAN);
-    trace_add_number(x, "speedup_vs_torch", tg && r->status == ROW_OK ? tg->ms_med / r->ms_med : NAN);
+    trace_add_number(x, "speedup_vs_torch", ft && r->status == ROW_OK ? ft->ms_med / r->ms_med : NAN);
+    if (ft) cJSON_AddStringToObject(x, "speedup_vs_torch_row", ft->engine);
+    else cJSON_AddNullToObject(x, "speedup_vs_torch_row");
+    if (!strcmp(r->engine, "torch-compile")) {
+        trace_add_number(x, "compile_s", r->compile_s);
+        cJSON_AddStringToObject(x, "compile_mode", r->compile_mode);
+    }
     trace_add_number(x, "peak_host_bytes", r->peak_host_bytes);
     trace_add_number(x, "peak_device_bytes", r->peak_device_bytes);
     cJSON_AddStringToObject(x, "checked_against", r->checked_against);
@@ -277,7 +335,7 @@ static cJSON *row_json(const Options *o, const SizeResult *sr, const BenchRow *r
     return x;
 }
 
-static void write_trace(const Options *o, SizeResult *res, int nz, const char *cpu, int failed) {
+static void write_trace(const Options *o, SizeResult *res, int nz, const char *cpu, const char *verdict) {
     Trace t = {0};
     trace_open(&t, o->s.trace_path, "bench");
     cJSON *eng = cJSON_AddArrayToObject(t.root, "engines");
@@ -313,7 +371,7 @@ static void write_trace(const Options *o, SizeResult *res, int nz, const char *c
     cJSON *rows = cJSON_AddArrayToObject(t.root, "bench");
     for (int zi = 0; zi < nz; zi++)
         for (int i = 0; i < res[zi].n_rows; i++) cJSON_AddItemToArray(rows, row_json(o, &res[zi], &res[zi].rows[i]));
-    cJSON_AddStringToObject(t.root, "verdict", failed ? "fail" : "pass");
+    cJSON_AddStringToObject(t.root, "verdict", verdict);
     trace_commit(&t);
 }
 
@@ -334,6 +392,19 @@ static void progress(const Options *o, const char *fmt, ...) {
     fprintf(stderr, "\n");
     va_end(ap);
 }
+
+// A PyTorch row's progress line, and torch.compile's time (not timed).
+static void torch_progress(const Options *o, const BenchRow *r) {
+    if (r->status == ROW_OK)
+        progress(o, "  %-7s %s  %.4g ms/step [%.4g-%.4g], %d run(s) of %d steps", r->engine, precision_name(r->prec),
+                 r->ms_med, r->ms_min, r->ms_max, r->repeats, r->timed_steps);
+    else
+        progress(o, "  %s %s  %s: %s", r->engine, precision_name(r->prec), status_word(r->status), r->why);
+    if (has_compile_time(r))
+        progress(o, "  %s %s  compiled in %.1f s (not timed)", r->engine, precision_name(r->prec), r->compile_s);
+}
+
+#define NOTHING_TIMED "nothing was timed: every engine at every size was skipped or could not run (see verdict)"
 
 // A slow CPU engine's step time predicted from its rate (FLOP/s) at the
 // sizes before: 0 when unknown.
@@ -362,7 +433,7 @@ int bench_main(Options *o) {
     char cpu[256], gpu[128] = "";
     bench_host_cpu(cpu, sizeof cpu);
     Rate rates[2 * MAX_ENGINES] = {{0}};
-    int failed = 0, unavailable = 0;
+    int failed = 0, unavailable = 0, timed = 0;
     for (int zi = 0; zi < nz; zi++) {
         SizeResult *sr = &res[zi];
         BenchSize *z = &sr->z;
@@ -382,7 +453,7 @@ int bench_main(Options *o) {
                     snprintf(row->engine, sizeof row->engine, "%s", name);
                     row->prec = p;
                     row->status = ROW_SKIPPED;
-                    row->peak_host_bytes = row->peak_device_bytes = NAN;
+                    row->peak_host_bytes = row->peak_device_bytes = row->compile_s = NAN;
                     snprintf(row->why, sizeof row->why, "a step would take about %.0f s (its rate at the sizes before), "
                              "over the %.0f s time budget", predict, o->b.budget_s);
                     bench_row_stats(row);
@@ -403,19 +474,15 @@ int bench_main(Options *o) {
         if (o->b.baseline)
             for (int pi = 0; pi < n_precs; pi++) {
                 BenchRow *rows = &sr->rows[sr->n_rows];
-                bench_run_torch(o, z, precs[pi], workdir, rows);
-                sr->n_rows += 2;
-                for (int k = 0; k < 2; k++)
-                    if (rows[k].status == ROW_OK)
-                        progress(o, "  %-7s %s  %.4g ms/step [%.4g-%.4g], %d run(s) of %d steps", rows[k].engine,
-                                 precision_name(precs[pi]), rows[k].ms_med, rows[k].ms_min, rows[k].ms_max, rows[k].repeats,
-                                 rows[k].timed_steps);
-                    else
-                        progress(o, "  %s %s  %s: %s", rows[k].engine, precision_name(precs[pi]),
-                                 status_word(rows[k].status), rows[k].why);
+                const int nt = bench_run_torch(o, z, precs[pi], workdir, rows);
+                sr->n_rows += nt;
+                for (int k = 0; k < nt; k++) torch_progress(o, &rows[k]);
             }
         verify(o, sr);
-        for (int i = 0; i < sr->n_rows; i++) failed |= sr->rows[i].fail;
+        for (int i = 0; i < sr->n_rows; i++) {
+            failed |= sr->rows[i].fail;
+            timed |= sr->rows[i].status == ROW_OK;
+        }
         // keep what the report needs; the documents and batches can go
         for (int i = 0; i < z->s.steps; i++) batch_free(&z->batches[i]);
         free(z->batches);
@@ -425,10 +492,18 @@ int bench_main(Options *o) {
     report(o, res, nz, cpu, gpu, &t);
     fwrite(t.s, 1, t.n, stdout);
     fflush(stdout);
-    printf("\n%s: bench, %d size(s)%s\n", failed ? "FAIL" : "PASS", nz,
+    // a bench that timed nothing (every engine at every size skipped or
+    // unavailable) checked nothing either: not a pass
+    printf("\n%s: bench, %d size(s)%s\n", failed ? "FAIL" : !timed ? "SKIPPED" : "PASS", nz,
            failed ? ": an engine's losses disagree with the reference, or a run failed (see verdict)"
-                  : unavailable ? "; some engines could not run here (see verdict)" : "");
-    if (o->s.trace_path) write_trace(o, res, nz, cpu, failed);
+           : !timed ? ": " NOTHING_TIMED
+           : unavailable ? "; some engines could not run here (see verdict)" : "");
+    // stdout's table is the bench's result: a write that failed (a full
+    // disk) fails the run, after the trace and the temporary files are done
+    int out_errno = 0;
+    errno = 0;   // a stale errno must not name the failure
+    if (fflush(stdout) != 0 || ferror(stdout)) out_errno = errno ? errno : EIO;
+    if (o->s.trace_path) write_trace(o, res, nz, cpu, failed ? "fail" : !timed ? "skipped" : "pass");
     if (o->b.markdown) write_markdown(o->b.markdown, &t);
     if (o->b.baseline) {
         char cmd[128];
@@ -441,7 +516,9 @@ int bench_main(Options *o) {
         bench_size_free(&res[zi].z);
     }
     free(res);
+    if (out_errno) die(EXIT_MISMATCH, "bench: writing the table to standard output failed: %s", strerror(out_errno));
     if (failed) return 1;
+    if (!timed) die(EXIT_USAGE, "bench: " NOTHING_TIMED);
     if (unavailable) exit(EXIT_USAGE);
     return 0;
 }

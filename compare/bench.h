@@ -30,7 +30,8 @@ typedef enum { ROW_OK, ROW_SKIPPED, ROW_UNAVAILABLE, ROW_FAILED } RowStatus;
 
 // One engine at one precision on one size, as measured.
 typedef struct {
-    char engine[160];         // "scalar", "cpu", "cuda", "plugin:...", "exec:...", "torch-graph", "torch-eager"
+    char engine[160];         // "scalar", "cpu", "cuda", "plugin:...", "exec:...", "torch-graph", "torch-compile",
+                              // "torch-eager"
     Precision prec;
     RowStatus status;
     char why[512];            // skipped / failed: the reason
@@ -43,6 +44,8 @@ typedef struct {
     int steps_ran;            // losses[0 .. steps_ran-1] are known
     double *losses;
     double peak_host_bytes, peak_device_bytes;   // NaN: unknown
+    double compile_s;         // torch-compile: the warm-up's wall seconds, compile included (not timed); NaN: none
+    char compile_mode[16];    // torch-compile: the mode it was compiled with (--torch-compile)
     // the check against the other engines
     int checked;              // 1 if compared with another engine
     char checked_against[64];
@@ -71,10 +74,17 @@ double bench_host_bytes_estimate(const char *name, const BenchSize *z, Precision
 // injected, o gives repeats, warm-up and budget. Fills row.
 void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Precision p, Fault fault,
                       BenchRow *row);
-// The PyTorch baseline on size z at precision p: rows[0] the CUDA-graph
-// version, rows[1] eager. Both are skipped with the reason where torch or a
-// GPU is missing.
-void bench_run_torch(const Options *o, const BenchSize *z, Precision p, const char *workdir, BenchRow rows[2]);
+// The PyTorch baseline on size z at precision p, in this order: the CUDA
+// graph of the eager step ("torch-graph"), the CUDA graph of the
+// torch.compile'd one ("torch-compile", unless --torch-compile off) and eager
+// ("torch-eager"). Every row is skipped with the reason where torch or a GPU
+// is missing. Fills rows[0 ..] and returns how many (at most BENCH_TORCH_ROWS).
+#define BENCH_TORCH_ROWS 3
+int bench_run_torch(const Options *o, const BenchSize *z, Precision p, const char *workdir,
+                    BenchRow rows[BENCH_TORCH_ROWS]);
+// --torch-compile default|max-autotune|off (cli.c): torch_baseline.py's
+// --compile-mode; default until set. 0, or -1 for a value it does not know.
+int bench_set_torch_compile(const char *mode);
 // The host CPU's model name (/proc/cpuinfo), or "unknown CPU".
 void bench_host_cpu(char *out, size_t n);
 // Median, min and max of row->ms[0 .. repeats-1].

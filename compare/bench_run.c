@@ -335,7 +335,7 @@ void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Pr
     memset(row, 0, sizeof *row);
     snprintf(row->engine, sizeof row->engine, "%s", name);
     row->prec = p;
-    row->peak_host_bytes = row->peak_device_bytes = NAN;
+    row->peak_host_bytes = row->peak_device_bytes = row->compile_s = NAN;
     const double need = bench_host_bytes_estimate(name, z, p), avail = mem_available();
     if (need > 0.75 * avail) {
         row->status = ROW_SKIPPED;
@@ -392,9 +392,32 @@ void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Pr
 
 // ---- the PyTorch baseline ---------------------------------------------
 
-// scripts/torch_baseline.py beside the working directory, or beside the
-// program (build/compare -> scripts/).
-static int find_script(char *out, size_t n) {
+// --torch-compile: torch_baseline.py's --compile-mode ("off": no
+// torch-compile row).
+static const char *g_compile_mode = "default";
+
+int bench_set_torch_compile(const char *mode) {
+    static const char *const modes[] = {"default", "max-autotune", "off"};
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++)
+        if (!strcmp(mode, modes[i])) {
+            g_compile_mode = modes[i];
+            return 0;
+        }
+    return -1;
+}
+
+// $MICROGPT_TORCH_BASELINE (for tests: a fake baseline that needs no torch
+// or GPU, tests/fake_torch_baseline.py), else scripts/torch_baseline.py
+// beside the working directory, or beside the program (build/compare ->
+// scripts/). 0, or -1 with the reason in why.
+static int find_script(char *out, size_t n, char *why, size_t wn) {
+    const char *env = getenv("MICROGPT_TORCH_BASELINE");
+    if (env && *env) {
+        snprintf(out, n, "%s", env);
+        if (access(out, R_OK) == 0) return 0;
+        snprintf(why, wn, "$MICROGPT_TORCH_BASELINE (%.300s): %s", env, strerror(errno));
+        return -1;
+    }
     if (access("scripts/torch_baseline.py", R_OK) == 0) {
         snprintf(out, n, "scripts/torch_baseline.py");
         return 0;
@@ -410,6 +433,7 @@ static int find_script(char *out, size_t n) {
             if (access(out, R_OK) == 0) return 0;
         }
     }
+    snprintf(why, wn, "scripts/torch_baseline.py not found (run from the repository root)");
     return -1;
 }
 
@@ -478,12 +502,12 @@ static int export_size(const BenchSize *z, Precision p, const char *path, char *
     return 0;
 }
 
-static void torch_skip(BenchRow rows[2], RowStatus st, const char *why) {
-    for (int k = 0; k < 2; k++) {
+static void torch_skip(BenchRow *rows, int n, RowStatus st, const char *why) {
+    for (int k = 0; k < n; k++) {
         rows[k].status = st;
-        size_t n = strlen(why) < sizeof rows[k].why - 1 ? strlen(why) : sizeof rows[k].why - 1;
-        memcpy(rows[k].why, why, n);
-        rows[k].why[n] = '\0';
+        size_t len = strlen(why) < sizeof rows[k].why - 1 ? strlen(why) : sizeof rows[k].why - 1;
+        memcpy(rows[k].why, why, len);
+        rows[k].why[len] = '\0';
     }
 }
 
@@ -500,110 +524,150 @@ static void exec_body(int fd, void *ctx) {
     _exit(127);
 }
 
-void bench_run_torch(const Options *o, const BenchSize *z, Precision p, const char *workdir, BenchRow rows[2]) {
-    for (int k = 0; k < 2; k++) {
-        memset(&rows[k], 0, sizeof rows[k]);
-        snprintf(rows[k].engine, sizeof rows[k].engine, k ? "torch-eager" : "torch-graph");
-        rows[k].prec = p;
-        rows[k].peak_host_bytes = rows[k].peak_device_bytes = NAN;
-        bench_row_stats(&rows[k]);
+// The row of the result named `engine`: the script writes them in the
+// table's order, but a row is found by its name, so that a result without
+// one (an older script, --compile-mode off) cannot shift the others.
+static const cJSON *result_row(const cJSON *rows, const char *engine) {
+    const cJSON *r;
+    cJSON_ArrayForEach(r, rows) {
+        const char *e = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r, "engine"));
+        if (e && !strcmp(e, engine)) return r;
     }
-    char script[4200];
-    if (find_script(script, sizeof script)) {
-        torch_skip(rows, ROW_UNAVAILABLE, "scripts/torch_baseline.py not found (run from the repository root)");
+    return NULL;
+}
+
+// One row of the script's result into row: its timings and losses, or why
+// it has none (its "note").
+static void torch_row_read(BenchRow *row, const cJSON *r, const BenchSize *z, const char *dev) {
+    if (!r) {
+        row->status = ROW_FAILED;
+        snprintf(row->why, sizeof row->why, "the torch baseline's result has no row %s", row->engine);
         return;
     }
-    char in[4300], out[4300], err[512];
+    row->compile_s = json_num(r, "compile_s");   // known even where the capture after it failed
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(r, "ms_per_step");
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(r, "losses");
+    if (!cJSON_IsArray(ms) || !cJSON_IsArray(ls) || cJSON_GetArraySize(ls) > z->s.steps) {
+        row->status = ROW_FAILED;
+        snprintf(row->why, sizeof row->why, "the torch baseline's result lacks ms_per_step or losses");
+        return;
+    }
+    const char *rwhy = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r, "note"));
+    if (rwhy) snprintf(row->why, sizeof row->why, "%s", rwhy);
+    if (!cJSON_GetArraySize(ms)) {
+        row->status = ROW_FAILED;
+        if (!rwhy) snprintf(row->why, sizeof row->why, "the torch baseline timed no run");
+        return;
+    }
+    row->status = ROW_OK;
+    if (dev) snprintf(row->device, sizeof row->device, "%s", dev);
+    row->repeats = cJSON_GetArraySize(ms) < BENCH_MAX_REPEATS ? cJSON_GetArraySize(ms) : BENCH_MAX_REPEATS;
+    for (int i = 0; i < row->repeats; i++) row->ms[i] = cJSON_GetArrayItem(ms, i)->valuedouble;
+    row->steps_ran = cJSON_GetArraySize(ls);
+    row->losses = xmalloc((size_t)(row->steps_ran ? row->steps_ran : 1) * sizeof(double));
+    for (int i = 0; i < row->steps_ran; i++) {
+        const cJSON *x = cJSON_GetArrayItem(ls, i);
+        row->losses[i] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+    }
+    row->warmup = (int)json_num(r, "warmup");
+    row->timed_steps = (int)json_num(r, "timed_steps");
+    row->peak_device_bytes = json_num(r, "peak_device_bytes");
+    row->peak_host_bytes = json_num(r, "peak_host_bytes");
+    bench_row_stats(row);
+}
+
+// The whole text of a file (NUL-terminated), or NULL.
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = xmalloc((size_t)(sz > 0 ? sz : 0) + 1);
+    size_t n = fread(text, 1, (size_t)(sz > 0 ? sz : 0), f);
+    text[n] = '\0';
+    fclose(f);
+    return text;
+}
+
+// Empty rows of the baseline, named in the table's order; how many.
+static int torch_rows_init(BenchRow rows[BENCH_TORCH_ROWS], Precision p) {
+    const int compile = strcmp(g_compile_mode, "off") != 0;
+    const char *names[BENCH_TORCH_ROWS] = {"torch-graph", compile ? "torch-compile" : "torch-eager", "torch-eager"};
+    const int n = compile ? 3 : 2;
+    for (int k = 0; k < n; k++) {
+        memset(&rows[k], 0, sizeof rows[k]);
+        snprintf(rows[k].engine, sizeof rows[k].engine, "%s", names[k]);
+        rows[k].prec = p;
+        rows[k].peak_host_bytes = rows[k].peak_device_bytes = rows[k].compile_s = NAN;
+        if (!strcmp(names[k], "torch-compile"))
+            snprintf(rows[k].compile_mode, sizeof rows[k].compile_mode, "%s", g_compile_mode);
+        bench_row_stats(&rows[k]);
+    }
+    return n;
+}
+
+int bench_run_torch(const Options *o, const BenchSize *z, Precision p, const char *workdir,
+                    BenchRow rows[BENCH_TORCH_ROWS]) {
+    const int nr = torch_rows_init(rows, p);
+    char script[4200], err[512];
+    if (find_script(script, sizeof script, err, sizeof err)) {
+        torch_skip(rows, nr, ROW_UNAVAILABLE, err);
+        return nr;
+    }
+    char in[4300], out[4300];
     snprintf(in, sizeof in, "%s/%s-%s.safetensors", workdir, z->name, precision_name(p));
     snprintf(out, sizeof out, "%s/%s-%s.json", workdir, z->name, precision_name(p));
     if (export_size(z, p, in, err, sizeof err)) {
-        torch_skip(rows, ROW_FAILED, err);
-        return;
+        torch_skip(rows, nr, ROW_FAILED, err);
+        return nr;
     }
     char reps[16], warm[16];
     snprintf(reps, sizeof reps, "%d", o->b.repeats);
     snprintf(warm, sizeof warm, "%d", o->b.warmup);
     const char *python = o->b.python ? o->b.python : "python3";
-    const char *argv[] = {python, script, "--work", in, "--out", out, "--repeats", reps, "--warmup", warm, NULL};
+    const char *argv[] = {python, script, "--work", in, "--out", out, "--repeats", reps, "--warmup", warm,
+                          "--compile-mode", g_compile_mode, NULL};
     Child c = spawn(exec_body, (void *)argv, 1);
     Buf so = {0}, se = {0};
     int status;
-    const int timed_out = reap(c, 900, &so, &se, &status);
+    // torch.compile compiles each size and precision afresh (max-autotune
+    // also benchmarks its kernel choices): it gets time of its own
+    const double limit = !strcmp(g_compile_mode, "off") ? 900 : !strcmp(g_compile_mode, "default") ? 1800 : 3600;
+    const int timed_out = reap(c, limit, &so, &se, &status);
     free(so.buf);
     char line[400];
     last_line(se.buf, line, sizeof line);
     free(se.buf);
     if (timed_out) {
-        torch_skip(rows, ROW_FAILED, "the torch baseline gave no result within 900 s");
-        return;
+        snprintf(err, sizeof err, "the torch baseline gave no result within %.0f s", limit);
+        torch_skip(rows, nr, ROW_FAILED, err);
+        return nr;
     }
     if (!WIFEXITED(status) || (WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 3)) {
         char how[64], why[1024];
         describe_exit(status, how, sizeof how);
         snprintf(why, sizeof why, "%.40s %.100s failed (%s)%s%.300s", python, script, how, line[0] ? ": " : "", line);
-        torch_skip(rows, WEXITSTATUS(status) == 127 ? ROW_UNAVAILABLE : ROW_FAILED, why);
-        return;
+        torch_skip(rows, nr, WIFEXITED(status) && WEXITSTATUS(status) == 127 ? ROW_UNAVAILABLE : ROW_FAILED, why);
+        return nr;
     }
-    size_t n = 0;
-    FILE *f = fopen(out, "rb");
-    char *text = NULL;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        long sz = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        text = xmalloc((size_t)(sz > 0 ? sz : 0) + 1);
-        n = fread(text, 1, (size_t)(sz > 0 ? sz : 0), f);
-        text[n] = '\0';
-        fclose(f);
-    }
+    char *text = read_text(out);
     cJSON *j = text ? cJSON_Parse(text) : NULL;
     free(text);
     if (!j) {
-        torch_skip(rows, ROW_FAILED, "the torch baseline wrote no readable result");
-        return;
+        torch_skip(rows, nr, ROW_FAILED, "the torch baseline wrote no readable result");
+        return nr;
     }
     const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "status"));
     const char *why = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "why"));
     const char *dev = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "device"));
     if (!st || strcmp(st, "ok")) {
-        torch_skip(rows, st && !strcmp(st, "skipped") ? ROW_UNAVAILABLE : ROW_FAILED,
+        torch_skip(rows, nr, st && !strcmp(st, "skipped") ? ROW_UNAVAILABLE : ROW_FAILED,
                    why ? why : "the torch baseline reported a failure");
-        cJSON_Delete(j);
-        return;
-    }
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rows");
-    for (int k = 0; k < 2; k++) {
-        BenchRow *row = &rows[k];
-        const cJSON *r = cJSON_GetArrayItem(rs, k);
-        const cJSON *ms = cJSON_GetObjectItemCaseSensitive(r, "ms_per_step");
-        const cJSON *ls = cJSON_GetObjectItemCaseSensitive(r, "losses");
-        if (!cJSON_IsArray(ms) || !cJSON_IsArray(ls) || cJSON_GetArraySize(ls) > z->s.steps) {
-            row->status = ROW_FAILED;
-            snprintf(row->why, sizeof row->why, "the torch baseline's result lacks ms_per_step or losses");
-            continue;
-        }
-        const char *rwhy = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r, "note"));
-        if (rwhy) snprintf(row->why, sizeof row->why, "%s", rwhy);
-        if (!cJSON_GetArraySize(ms)) {
-            row->status = ROW_FAILED;
-            if (!rwhy) snprintf(row->why, sizeof row->why, "the torch baseline timed no run");
-            continue;
-        }
-        row->status = ROW_OK;
-        if (dev) snprintf(row->device, sizeof row->device, "%s", dev);
-        row->repeats = cJSON_GetArraySize(ms) < BENCH_MAX_REPEATS ? cJSON_GetArraySize(ms) : BENCH_MAX_REPEATS;
-        for (int i = 0; i < row->repeats; i++) row->ms[i] = cJSON_GetArrayItem(ms, i)->valuedouble;
-        row->steps_ran = cJSON_GetArraySize(ls);
-        row->losses = xmalloc((size_t)(row->steps_ran ? row->steps_ran : 1) * sizeof(double));
-        for (int i = 0; i < row->steps_ran; i++) {
-            const cJSON *x = cJSON_GetArrayItem(ls, i);
-            row->losses[i] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
-        }
-        row->warmup = (int)json_num(r, "warmup");
-        row->timed_steps = (int)json_num(r, "timed_steps");
-        row->peak_device_bytes = json_num(r, "peak_device_bytes");
-        row->peak_host_bytes = json_num(r, "peak_host_bytes");
-        bench_row_stats(row);
+    } else {
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rows");
+        for (int k = 0; k < nr; k++) torch_row_read(&rows[k], result_row(rs, rows[k].engine), z, dev);
     }
     cJSON_Delete(j);
+    return nr;
 }

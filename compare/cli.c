@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench.h"
 #include "chisq.h"
 #include "compare.h"
 #include "engines.h"
@@ -111,13 +112,15 @@ static void usage(FILE *f) {
             "\n"
             "benchmark (docs/BENCHMARKS.md):\n"
             "  --bench              time each engine on the same work and print a Markdown table:\n"
-            "                       ms/step median [min-max], tokens/s, speedups, memory, verdict;\n"
-            "                       every engine's losses are checked against the engines before it\n"
-            "                       (exit 1 on a mismatch): step 1 (the forward from the shared weights)\n"
+            "                       ms/step median [min-max], tokens/s, speedups (over E1 and over\n"
+            "                       the fastest PyTorch row), memory, verdict; every engine's losses\n"
+            "                       are checked against the engines before it (exit 1 on a\n"
+            "                       mismatch): step 1 (the forward from the shared weights)\n"
             "                       to 1e-12 relative (1e-6 with fp32, 3e-5 tf32, 1e-3 bf16), step 2 (one\n"
             "                       update) to 1e-5 (1e-4, 1e-3, 3e-3), later steps to --loss-rtol (with\n"
             "                       bf16 or tf32: the mean of the last 50 steps). E1 is the\n"
-            "                       reference; --engines takes any number of engines\n"
+            "                       reference; --engines takes any number of engines. A bench\n"
+            "                       that times nothing (every engine skipped at every size) exits 2\n"
             "  --sizes LIST         what to time, comma-separated: default (the model and data flags),\n"
             "                       sweep (b1,b32,b256,e64,e128,e512), one of those names, or a SPEC of\n"
             "                       key=value items (n_embd, n_head, n_kv_head, n_layer, block_size,\n"
@@ -132,9 +135,15 @@ static void usage(FILE *f) {
             "  --bench-data D       packed: documents are the data's lines joined by spaces into\n"
             "                       lines of at least block_size characters, so every position of\n"
             "                       every batch is real (default); raw: the data as it is\n"
-            "  --baseline torch     also time scripts/torch_baseline.py (PyTorch on CUDA, CUDA graph\n"
-            "                       and eager) on the same documents and initial weights; skipped\n"
-            "                       with the reason where torch or a GPU is missing\n"
+            "  --baseline torch     also time scripts/torch_baseline.py (PyTorch on CUDA: rows\n"
+            "                       torch-graph, the whole step as one CUDA graph; torch-compile, the\n"
+            "                       same with the forward and loss torch.compile'd; torch-eager) on\n"
+            "                       the same documents and initial weights; skipped with the reason\n"
+            "                       where torch or a GPU is missing\n"
+            "  --torch-compile M    --baseline torch: torch.compile's mode for the torch-compile row:\n"
+            "                       default, max-autotune (without inductor's own CUDA graphs), or\n"
+            "                       off (no torch-compile row); its compile time is printed, not\n"
+            "                       timed (default)\n"
             "  --loss-rtol X        relative agreement of the losses from step 3 on, where training\n"
             "                       dynamics, not precision, set the differences (3e-2)\n"
             "  --python CMD         the Python interpreter for --baseline (python3)\n"
@@ -142,8 +151,9 @@ static void usage(FILE *f) {
             "\n"
             "model and data flags (as build/microgpt):\n");
     settings_print_help(f, 1);
-    fprintf(f, "\nExit codes: 0 the engines agree, 1 a mismatch (or a run failure), 2 bad usage,\n"
-               "bad data, or an engine that cannot run here (e.g. no GPU).\n");
+    fprintf(f, "\nExit codes: 0 the engines agree, 1 a mismatch (or a run failure, or a table that\n"
+               "could not be written), 2 bad usage, bad data, an engine that cannot run here (e.g. no\n"
+               "GPU), or a bench that timed nothing.\n");
 }
 
 static double nonneg_flag(const char *flag, const char *v) {
@@ -259,6 +269,7 @@ void cli_parse(Options *o, int argc, char **argv) {
     const char *drift_flag = NULL;
     // flags that only apply to some modes, to refuse the rest
     const char *lockstep_flag = NULL, *bench_flag = NULL, *compare_flag = NULL, *tol_flag = NULL;
+    const char *torch_compile_flag = NULL;   // --torch-compile (kept by bench_run.c)
     CliSeen *seen = &o->s.seen;  // one set for all flags: a repeat is refused
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -368,6 +379,10 @@ void cli_parse(Options *o, int argc, char **argv) {
         } else if (VAL("--python")) {
             o->b.python = cli_path("--python", v);
             bench_flag = "--python";
+        } else if (VAL("--torch-compile")) {
+            if (bench_set_torch_compile(v))
+                die(EXIT_USAGE, "--torch-compile: '%s' is not default, max-autotune or off", v);
+            bench_flag = torch_compile_flag = "--torch-compile";
         } else if (VAL("--markdown")) {
             o->b.markdown = cli_path("--markdown", v);
             bench_flag = "--markdown";
@@ -439,6 +454,7 @@ void cli_parse(Options *o, int argc, char **argv) {
                 sample_flag);
         if (!o->b.steps_given) o->s.steps = 100;
         if (o->b.python && !o->b.baseline) die(EXIT_USAGE, "--python: only with --baseline torch");
+        if (torch_compile_flag && !o->b.baseline) die(EXIT_USAGE, "--torch-compile: only with --baseline torch");
     } else {
         if (bench_flag) die(EXIT_USAGE, "%s only applies to --bench", bench_flag);
         if (o->n_engines != 2)

@@ -5,10 +5,15 @@ The same model, documents and initial weights as the harness's engines,
 written the way a strong PyTorch user writes it: tensors on the GPU, autograd
 for the backward, scaled_dot_product_attention, fused Adam, and the whole
 training step captured once as a CUDA graph and replayed (row "torch-graph");
-the same step run eagerly is row "torch-eager". fp32 runs with TF32 off;
-tf32 is fp32 with TF32 on; bf16 is fp32 weights under torch.autocast(bf16).
+the same with the forward and loss compiled by torch.compile(fullgraph=True,
+dynamic=False) (row "torch-compile": the compiled forward, its backward and
+the fused Adam captured as one CUDA graph; the compile happens in the untimed
+warm-up before the capture and its wall time is the row's "compile_s"); the
+same step run eagerly is row "torch-eager". fp32 runs with TF32 off; tf32 is
+fp32 with TF32 on; bf16 is fp32 weights under torch.autocast(bf16).
 
     torch_baseline.py --work FILE.safetensors --out RESULT.json [--repeats N] [--warmup N]
+                      [--compile-mode default|max-autotune|off]
 
 FILE is written by compare --bench: the parameters by their canonical names
 (float64), "tokens" (steps, batch, block_size+1) int32 with -1 past a
@@ -16,7 +21,10 @@ document's end, "n" (steps, batch) the positions each document trains, "lr"
 (steps) the learning rate of each step, and the settings as JSON metadata.
 RESULT gets {"status": "ok", "device", "torch", "rows": [...]} with each
 row's ms/step per timed run, the losses of every step of the first run and
-the peak memory; or {"status": "skipped" | "failed", "why"}. Exit code 0
+the peak memory (the torch-compile row's from after the compile, so not the
+compiler's own buffers; and its "compile_s" and "compile_mode"; a row that
+could not run: a "note" saying why and no timings); or {"status": "skipped" |
+"failed", "why"}. Exit code 0
 (ok), 3 (skipped: no torch or no GPU), 1 (failed).
 
 Each timed run starts from the initial weights and zero Adam state, runs
@@ -30,6 +38,7 @@ import json
 import os
 import struct
 import sys
+import time
 
 
 def write_result(path, obj, code):
@@ -70,12 +79,27 @@ def reset_peak_rss():
         return False
 
 
+# --compile-mode to torch.compile's mode. The script captures the whole step
+# as one CUDA graph itself, so max-autotune is inductor's variant without its
+# own CUDA graphs (they would be captured inside ours); off: no compile row.
+COMPILE_MODES = {"default": "default", "max-autotune": "max-autotune-no-cudagraphs", "off": None}
+
+
+def first_line(e, limit=300):
+    """An exception as one short line: torch.compile's errors span pages."""
+    lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
+    text = f"{type(e).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", required=True, help="the work file compare --bench wrote (safetensors)")
     ap.add_argument("--out", required=True, help="where to write the result (JSON)")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs (5)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps at the start of each run (5)")
+    ap.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
+                    help="row torch-compile: torch.compile's mode (default), or off: no such row")
     a = ap.parse_args()
     try:
         import torch
@@ -147,6 +171,13 @@ def main():
         ce = F.cross_entropy(logits.reshape(B * T, V), tgt.reshape(B * T), reduction="none", ignore_index=-1)
         return (ce.to(w.dtype) * w.reshape(B * T)).sum()   # (fp32 under autocast)
 
+    def loss_fn_fresh_autocast(p, inp, tgt, w):
+        """loss_fn with its autocast context made inside the function, the form
+        torch.compile traces (fullgraph): a context object from outside would be
+        a closure over a live context manager."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=prec == "bf16", cache_enabled=False):
+            return loss_body(p, inp, tgt, w)
+
     adam_kw = dict(betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["eps"], capturable=True)
 
     def adam_impl():
@@ -201,52 +232,85 @@ def main():
 
     rows = []
     adam_note = None if impl == "fused" else f"Adam: foreach (fused Adam does not take a {dtype} learning-rate tensor)"
-    base_rss = vm_bytes("VmRSS")
 
-    # --- CUDA graph: the whole step (forward, backward, fused Adam) captured once
-    reset_peak_rss()
-    torch.cuda.reset_peak_memory_stats()
-    row = {"engine": "torch-graph", "warmup": W, "timed_steps": S - W}
-    try:
-        p, lr, opt = make_state()
-        s_inp = inputs[0].clone()
-        s_tgt = targets[0].clone()
-        s_w = weights[0].clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):   # warm-up before capture, as PyTorch's docs do it
-            for _ in range(3):
-                opt.zero_grad(set_to_none=True)
-                loss_fn(p, s_inp, s_tgt, s_w).backward()
+    def graph_row(engine, step_loss, compiling):
+        """The whole step (forward, backward, fused Adam) captured once as a CUDA
+        graph and replayed. step_loss is the loss function; compiling: it is
+        torch.compile'd, so its first call in the warm-up compiles the forward
+        and backward, and the warm-up's wall time is the row's compile_s."""
+        base_rss = vm_bytes("VmRSS")
+        reset_peak_rss()
+        torch.cuda.reset_peak_memory_stats()
+        row = {"engine": engine, "warmup": W, "timed_steps": S - W}
+        stage, t0 = "warm-up before the CUDA graph capture", None
+        try:
+            p, lr, opt = make_state()
+            s_inp = inputs[0].clone()
+            s_tgt = targets[0].clone()
+            s_w = weights[0].clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            if compiling:
+                stage = "torch.compile"
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            with torch.cuda.stream(side):   # warm-up before capture, as PyTorch's docs do it
+                for _ in range(3):
+                    opt.zero_grad(set_to_none=True)
+                    step_loss(p, s_inp, s_tgt, s_w).backward()
+                    opt.step()
+            torch.cuda.current_stream().wait_stream(side)
+            if compiling:
+                torch.cuda.synchronize()
+                row["compile_s"] = time.perf_counter() - t0
+                # the peak from here: what the compiled step holds, not the
+                # compiler's transient buffers (max-autotune benchmarks kernels)
+                torch.cuda.reset_peak_memory_stats()
+            stage = "CUDA graph capture"
+            graph = torch.cuda.CUDAGraph()
+            opt.zero_grad(set_to_none=True)
+            with torch.cuda.graph(graph):
+                s_loss = step_loss(p, s_inp, s_tgt, s_w)
+                s_loss.backward()
                 opt.step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        opt.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph):
-            s_loss = loss_fn(p, s_inp, s_tgt, s_w)
-            s_loss.backward()
-            opt.step()
+            stage = "the replayed graph"
 
-        def graph_step(i, losses):
-            s_inp.copy_(inputs[i])
-            s_tgt.copy_(targets[i])
-            s_w.copy_(weights[i])
-            lr.copy_(lrs[i])
-            graph.replay()
-            losses[i].copy_(s_loss.detach())
+            def graph_step(i, losses):
+                s_inp.copy_(inputs[i])
+                s_tgt.copy_(targets[i])
+                s_w.copy_(weights[i])
+                lr.copy_(lrs[i])
+                graph.replay()
+                losses[i].copy_(s_loss.detach())
 
-        ms, first, note = timed_runs(graph_step, p, opt)
-        row.update(ms_per_step=ms, losses=first, peak_device_bytes=torch.cuda.max_memory_allocated())
-        if note or adam_note:
-            row["note"] = "; ".join(x for x in (adam_note, note) if x)
-        del graph, p, opt
-    except Exception as e:
-        row.update(ms_per_step=[], losses=[], note=f"CUDA graph capture failed: {type(e).__name__}: {e}")
-    hwm = vm_bytes("VmHWM")
-    row["peak_host_bytes"] = hwm - base_rss if hwm and base_rss else None
-    rows.append(row)
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
+            ms, first, note = timed_runs(graph_step, p, opt)
+            row.update(ms_per_step=ms, losses=first, peak_device_bytes=torch.cuda.max_memory_allocated())
+            if note or adam_note:
+                row["note"] = "; ".join(x for x in (adam_note, note) if x)
+            del graph, p, opt
+        except Exception as e:
+            after = f" after {time.perf_counter() - t0:.1f} s" if stage == "torch.compile" and t0 is not None else ""
+            row.update(ms_per_step=[], losses=[], note=f"{stage} failed{after}: {first_line(e)}")
+        hwm = vm_bytes("VmHWM")
+        row["peak_host_bytes"] = hwm - base_rss if hwm and base_rss else None
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        return row
+
+    # --- CUDA graph of the eager step, then of the compiled one (rows in this order: graph, compile, eager)
+    rows.append(graph_row("torch-graph", loss_fn, False))
+    mode = COMPILE_MODES[a.compile_mode]
+    if mode:
+        row, compiled = None, None
+        try:
+            compiled = torch.compile(loss_fn_fresh_autocast, fullgraph=True, dynamic=False, mode=mode)
+        except Exception as e:   # compiling itself is lazy: this fails only on a bad option
+            row = {"engine": "torch-compile", "warmup": W, "timed_steps": S - W, "ms_per_step": [], "losses": [],
+                   "peak_host_bytes": None, "note": f"torch.compile failed: {first_line(e)}"}
+        row = row or graph_row("torch-compile", compiled, True)
+        row["compile_mode"] = a.compile_mode
+        rows.append(row)
+        del compiled
 
     # --- eager: the same step without the graph
     base_rss = vm_bytes("VmRSS")

@@ -3,9 +3,11 @@
 // refusals, the trace and the Markdown file, and bad usage.
 #include <criterion/criterion.h>
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "helpers.h"
 
@@ -31,6 +33,21 @@ static const char *verdict_of(const char *r, char *buf, size_t n) {
     const char *q = p - 1;
     while (q > r && *q != '|') q--;
     snprintf(buf, n, "%.*s", (int)(p - q - 2), q + 2);
+    return buf;
+}
+
+// Cell n (0-based: size, engine, precision, ms/step, tokens/s, vs E1, vs
+// fastest torch, ...) of the row starting at r, copied to buf.
+static const char *cell_of(const char *r, int n, char *buf, size_t len) {
+    buf[0] = '\0';
+    if (!r) return buf;
+    const char *p = r + 1;   // past the row's first '|'
+    for (int k = 0; k < n && p; k++) p = strchr(p, '|') ? strchr(p, '|') + 1 : NULL;
+    const char *end = p ? strchr(p, '|') : NULL;
+    if (!end) return buf;
+    while (*p == ' ') p++;
+    while (end > p && end[-1] == ' ') end--;
+    snprintf(buf, len, "%.*s", (int)(end - p), p);
     return buf;
 }
 
@@ -105,14 +122,49 @@ Test(bench, raw_data_is_ragged_and_said, .timeout = 60) {
 }
 
 // The scalar engine's graph for a large size cannot fit: refused with the
-// estimate before anything is allocated; the bench still succeeds.
+// estimate before anything is allocated; the bench still succeeds, since the
+// next size is timed and checked.
 Test(bench, a_size_that_cannot_fit_is_skipped_with_the_estimate, .timeout = 60) {
-    ThRun r = BENCH("--engines", "scalar", "--sizes", "e512");
+    ThRun r = BENCH("--engines", "scalar", "--sizes", "e512,b1");
     char v[256];
     cr_expect_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_expect(strstr(verdict_of(row_of(r.out, "e512", "scalar", "fp64"), v, sizeof v), "skipped: needs about"), "%s",
               r.out);
+    cr_expect(strstr(verdict_of(row_of(r.out, "b1", "scalar", "fp64"), v, sizeof v), "reference"), "%s", r.out);
+    cr_expect(strstr(r.out, "PASS: bench, 2 size(s)"), "%s", r.out);
     th_run_free(&r);
+}
+
+// A bench in which every engine is skipped at every size timed and checked
+// nothing: not a pass. Exit 2 (as an engine that cannot run here), a
+// verdict line and a message that say so, and the trace's verdict too.
+Test(bench, a_bench_that_timed_nothing_is_not_a_pass, .timeout = 60) {
+    const char *tr = th_temp_path("skipped.json");
+    ThRun r = BENCH("--engines", "scalar", "--sizes", "e512", "--trace", tr);
+    char v[256];
+    cr_expect_eq(r.status, 2, "exit %d\n%s%s", r.status, r.out, r.err);
+    cr_expect(strstr(verdict_of(row_of(r.out, "e512", "scalar", "fp64"), v, sizeof v), "skipped: needs about"), "%s",
+              r.out);
+    cr_expect(!strstr(r.out, "PASS") && strstr(r.out, "SKIPPED: bench, 1 size(s): nothing was timed"), "%s", r.out);
+    cr_expect(strstr(r.err, "bench: nothing was timed"), "the reason on stderr too: %s", r.err);
+    cJSON *j = th_load_json(tr);
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "verdict")), "skipped");
+    cJSON_Delete(j);
+    th_run_free(&r);
+}
+
+// The table is the bench's result: stdout on a full disk is exit 1 with the
+// reason on stderr, not a silent 0.
+Test(bench, a_table_that_cannot_be_written_is_exit_1, .timeout = 60) {
+    const char *err = th_temp_path("full.err");
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "'%s/compare' --bench --data %s --engines cpu --sizes b1 --steps 6 --warmup 1 "
+             "--repeats 1 --quiet >/dev/full 2>'%s'", th_build_dir(), th_names_path(), err);
+    int st = system(cmd);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit %d", WEXITSTATUS(st));
+    char *text = th_read_file(err, NULL);
+    cr_expect(strstr(text, "writing the table to standard output failed: No space left"), "%s", text);
+    free(text);
 }
 
 // A slow engine times fewer steps within its budget and the table says so.
@@ -140,18 +192,174 @@ Test(bench, cuda_without_a_gpu_is_unavailable, .timeout = 60) {
     th_run_free(&r);
 }
 
-// --baseline torch adds the two PyTorch rows: timed where torch and a GPU
+// --baseline torch adds the three PyTorch rows: timed where torch and a GPU
 // exist, otherwise skipped with the reason (never an error).
-Test(bench, the_torch_baseline_runs_or_says_why, .timeout = 300) {
+Test(bench, the_torch_baseline_runs_or_says_why, .timeout = 900) {
     ThRun r = BENCH("--engines", "cpu", "--sizes", "b1", "--baseline", "torch");
     char v[256];
     cr_expect(r.status == 0, "exit %d\n%s%s", r.status, r.out, r.err);
-    for (int k = 0; k < 2; k++) {
-        const char *eng = k ? "torch-eager" : "torch-graph";
+    const char *engines[] = {"torch-graph", "torch-compile", "torch-eager"};
+    for (int k = 0; k < 3; k++) {
+        const char *eng = engines[k];
         verdict_of(row_of(r.out, "b1", eng, "fp64"), v, sizeof v);
         cr_expect(strstr(v, "pass") || strstr(v, "unavailable: torch"), "%s: %s\n%s", eng, v, r.out);
+        if (k) cr_expect(row_of(r.out, "b1", engines[k - 1], "fp64") < row_of(r.out, "b1", eng, "fp64"),
+                         "the rows in the order graph, compile, eager:\n%s", r.out);
     }
     th_run_free(&r);
+}
+
+// ---- the C side of the PyTorch rows, with tests/fake_torch_baseline.py ----
+// The fake takes torch_baseline.py's command line and writes its result with
+// the timings a test chooses, and the losses of the cpu engine (taken from a
+// bench trace of it), so that its rows pass the bench's check.
+
+#define TORCH_BENCH(py, ...) BENCH("--engines", "cpu", "--sizes", "b1", "--baseline", "torch", "--python", py, __VA_ARGS__)
+
+// A Python for the fake (the standard library only), with the environment
+// that makes the bench run it; NULL (the test skips) if there is none.
+static const char *fake_torch_setup(void) {
+    const char *py = th_python("import json, argparse, struct");
+    if (!py) {
+        fprintf(stderr, "SKIP: no Python 3 for tests/fake_torch_baseline.py\n");
+        return NULL;
+    }
+    const char *tr = th_temp_path("cpu-losses-trace.json");
+    ThRun r = BENCH("--engines", "cpu", "--sizes", "b1", "--trace", tr);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    th_run_free(&r);
+    cJSON *j = th_load_json(tr);
+    char *losses = cJSON_PrintUnformatted(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "bench"), 0),
+                                                             "losses"));
+    setenv("FAKE_TORCH_LOSSES", th_write_temp("cpu-losses.json", losses, strlen(losses)), 1);
+    setenv("MICROGPT_TORCH_BASELINE", "tests/fake_torch_baseline.py", 1);
+    free(losses);
+    cJSON_Delete(j);
+    return py;
+}
+
+// The trace's row of engine eng (precision fp64), or NULL.
+static const cJSON *trace_row(const cJSON *trace, const char *eng) {
+    const cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItem(trace, "bench"))
+        if (!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(r, "engine")), eng)) return r;
+    return NULL;
+}
+
+static double trace_num(const cJSON *row, const char *key) {
+    const cJSON *x = cJSON_GetObjectItem(row, key);
+    return cJSON_IsNumber(x) ? x->valuedouble : NAN;
+}
+
+// The speedups divide by the fastest PyTorch row of the size and precision,
+// whichever it is (here the compile row, then the graph row), and say which;
+// every PyTorch row is checked; torch.compile's time is printed, not timed.
+Test(bench, the_speedups_use_the_fastest_torch_row, .timeout = 120) {
+    const char *py = fake_torch_setup();
+    if (!py) cr_skip_test("no Python 3");
+    const struct {
+        const char *ms, *compile_s, *fastest, *slow, *slow_x, *compiled;
+    } cases[] = {
+        {"graph=2,compile=1,eager=5", "23.4", "torch-compile", "torch-graph", "0.50x", "compiled in 23.4 s (not timed)"},
+        {"graph=1,compile=2,eager=5", "7.5", "torch-graph", "torch-compile", "0.50x", "compiled in 7.5 s (not timed)"},
+    };
+    for (int c = 0; c < 2; c++) {
+        setenv("FAKE_TORCH_MS", cases[c].ms, 1);
+        setenv("FAKE_TORCH_COMPILE_S", cases[c].compile_s, 1);
+        const char *tr = th_temp_path(c ? "fastest-graph.json" : "fastest-compile.json");
+        ThRun r = TORCH_BENCH(py, "--trace", tr);
+        char v[256];
+        cr_expect_eq(r.status, 0, "case %d: exit %d\n%s%s", c, r.status, r.out, r.err);
+        const char *engines[] = {"torch-graph", "torch-compile", "torch-eager"};
+        for (int k = 0; k < 3; k++) {
+            cr_expect(strstr(verdict_of(row_of(r.out, "b1", engines[k], "fp64"), v, sizeof v), "pass (max rel diff"),
+                      "case %d: %s is checked against cpu: %s\n%s", c, engines[k], v, r.out);
+            if (k) cr_expect(row_of(r.out, "b1", engines[k - 1], "fp64") < row_of(r.out, "b1", engines[k], "fp64"),
+                             "the rows in the order graph, compile, eager:\n%s", r.out);
+        }
+        cr_expect(strstr(r.out, "| vs fastest torch |"), "%s", r.out);
+        cr_expect_str_eq(cell_of(row_of(r.out, "b1", cases[c].fastest, "fp64"), 6, v, sizeof v), "1.00x (fastest)",
+                         "case %d:\n%s", c, r.out);
+        cr_expect_str_eq(cell_of(row_of(r.out, "b1", cases[c].slow, "fp64"), 6, v, sizeof v), cases[c].slow_x,
+                         "case %d:\n%s", c, r.out);
+        cr_expect_str_eq(cell_of(row_of(r.out, "b1", "torch-eager", "fp64"), 6, v, sizeof v), "0.20x",
+                         "case %d:\n%s", c, r.out);
+        char line[128];
+        snprintf(line, sizeof line, "- b1 fp64: fastest %s (", cases[c].fastest);
+        cr_expect(strstr(r.out, line), "case %d: the table names the fastest row (%s):\n%s", c, line, r.out);
+        snprintf(line, sizeof line, "; torch-compile: %s\n", cases[c].compiled);
+        cr_expect(strstr(r.out, line), "case %d: the compile time (%s):\n%s", c, line, r.out);
+        // the trace: every row's speedup over the fastest row, and its name
+        cJSON *j = th_load_json(tr);
+        const cJSON *cpu = trace_row(j, "cpu"), *fast = trace_row(j, cases[c].fastest);
+        cr_assert(cpu && fast, "%s", r.out);
+        const double want = trace_num(fast, "ms_per_step_median") / trace_num(cpu, "ms_per_step_median");
+        cr_expect(fabs(trace_num(cpu, "speedup_vs_torch") - want) <= 1e-9 * want, "case %d: cpu's speedup %g, want %g",
+                  c, trace_num(cpu, "speedup_vs_torch"), want);
+        cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(cpu, "speedup_vs_torch_row")), cases[c].fastest);
+        cr_expect_eq(trace_num(trace_row(j, "torch-compile"), "compile_s"), atof(cases[c].compile_s));
+        cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(trace_row(j, "torch-compile"), "compile_mode")),
+                         "default");
+        cJSON_Delete(j);
+        th_run_free(&r);
+    }
+}
+
+// A PyTorch row with wrong losses fails the bench like any engine, and is
+// nobody's reference however fast it is; a compile that fails says why.
+Test(bench, every_torch_row_is_checked, .timeout = 120) {
+    const char *py = fake_torch_setup();
+    if (!py) cr_skip_test("no Python 3");
+    setenv("FAKE_TORCH_MS", "graph=2,compile=1,eager=5", 1);
+    setenv("FAKE_TORCH_WRONG", "compile", 1);
+    ThRun r = TORCH_BENCH(py, "--trace", th_temp_path("wrong.json"));
+    char v[256];
+    cr_expect_eq(r.status, 1, "exit %d\n%s%s", r.status, r.out, r.err);
+    cr_expect(strstr(verdict_of(row_of(r.out, "b1", "torch-compile", "fp64"), v, sizeof v), "FAIL: step 1 loss"),
+              "%s", r.out);
+    cr_expect(strstr(verdict_of(row_of(r.out, "b1", "torch-graph", "fp64"), v, sizeof v), "pass"), "%s", r.out);
+    cr_expect(strstr(r.out, "- b1 fp64: fastest torch-graph ("), "the failing compile row is no reference:\n%s", r.out);
+    cr_expect_str_eq(cell_of(row_of(r.out, "b1", "torch-graph", "fp64"), 6, v, sizeof v), "1.00x (fastest)");
+    th_run_free(&r);
+    unsetenv("FAKE_TORCH_WRONG");
+    setenv("FAKE_TORCH_FAIL", "compile", 1);
+    r = TORCH_BENCH(py, "--trace", th_temp_path("failed.json"));
+    cr_expect_eq(r.status, 1, "exit %d\n%s%s", r.status, r.out, r.err);
+    cr_expect(strstr(verdict_of(row_of(r.out, "b1", "torch-compile", "fp64"), v, sizeof v),
+                     "FAIL: torch.compile failed after 1.5 s: Unsupported: fake"), "%s", r.out);
+    cr_expect_str_eq(cell_of(row_of(r.out, "b1", "torch-compile", "fp64"), 3, v, sizeof v), "-", "no timings");
+    cr_expect(!strstr(r.out, "compiled in"), "%s", r.out);
+    th_run_free(&r);
+}
+
+// --torch-compile reaches the script: max-autotune is said with the compile
+// time, off drops the row; a bad value or one without --baseline is refused.
+Test(bench, the_torch_compile_flag, .timeout = 120) {
+    const char *py = fake_torch_setup();
+    if (!py) cr_skip_test("no Python 3");
+    const char *tr = th_temp_path("autotune.json");
+    ThRun r = TORCH_BENCH(py, "--torch-compile", "max-autotune", "--trace", tr);
+    cr_expect_eq(r.status, 0, "exit %d\n%s%s", r.status, r.out, r.err);
+    cr_expect(strstr(r.out, "; torch-compile (max-autotune): compiled in 23.4 s (not timed)"), "%s", r.out);
+    cJSON *j = th_load_json(tr);
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(trace_row(j, "torch-compile"), "compile_mode")),
+                     "max-autotune");
+    cJSON_Delete(j);
+    th_run_free(&r);
+    r = TORCH_BENCH(py, "--torch-compile", "off");
+    char v[256];
+    cr_expect_eq(r.status, 0, "exit %d\n%s%s", r.status, r.out, r.err);
+    cr_expect(!strstr(r.out, "torch-compile"), "%s", r.out);
+    cr_expect(strstr(verdict_of(row_of(r.out, "b1", "torch-eager", "fp64"), v, sizeof v), "pass"), "%s", r.out);
+    th_run_free(&r);
+    th_expect_usage(BENCH("--engines", "cpu", "--baseline", "torch", "--torch-compile", "fast"),
+                    "--torch-compile: 'fast' is not default, max-autotune or off", "a bad mode");
+    th_expect_usage(BENCH("--engines", "cpu", "--torch-compile", "off"), "--torch-compile: only with --baseline torch",
+                    "--torch-compile without the baseline");
+    th_expect_usage(th_tool("compare", "--engines", "scalar,cpu", "--torch-compile", "off", NULL),
+                    "only applies to --bench", "--torch-compile without --bench");
+    th_expect_usage(BENCH("--engines", "cpu", "--baseline", "torch", "--torch-compile", "off", "--torch-compile",
+                          "off"), "--torch-compile", "--torch-compile twice");
 }
 
 // The trace holds one object per (size, engine, precision) with the
