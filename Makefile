@@ -117,8 +117,10 @@ else
 	bash scripts/parity.sh --backend $(BACKEND) --steps $(PARITY_STEPS) --jobs $(PARITY_JOBS) --build $(BUILD)
 endif
 
+# make deps TORCH=1: PyTorch into .venv as well (scripts/install-deps.sh --torch),
+# for the tests and examples that use it; TORCH_INDEX_URL=URL picks pip's index
 deps:
-	bash scripts/install-deps.sh
+	bash scripts/install-deps.sh $(if $(filter-out 0,$(TORCH)),--torch)
 
 # The calibration of compare's rules (scripts/calibrate.py, docs/compare.md):
 # measure the CPU family (hours on 2 cores; runs already measured are kept),
@@ -155,6 +157,7 @@ help:
 	@echo "make calibrate  measure the rules' statistics on the CPU family and check the table (hours)"
 	@echo "make calibrate-check   the table against its measurement, and a fresh run's fingerprint (CI)"
 	@echo "make deps       install the Debian packages the build needs (root or sudo)"
+	@echo "make deps TORCH=1   the same, and PyTorch into .venv (the torch tests and examples)"
 	@echo "make data       fetch data/names.txt"
 	@echo "make clean      remove $(BUILD)/"
 

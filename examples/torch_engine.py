@@ -13,10 +13,7 @@ right; only the gradients of everything before the first RMSNorm are lost,
 and compare fails at step 1 naming them.
 """
 import argparse
-import bisect
 import contextlib
-import itertools
-import math
 import os
 import sys
 
@@ -31,6 +28,8 @@ except ImportError:  # torch < 2.3 (Debian 12 ships 1.13)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mg_protocol  # noqa: E402
+import mg_torch  # noqa: E402  (what this engine shares with examples/mg_torch.py's adapter)
+from mg_torch import from_torch, to_torch  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -133,17 +132,6 @@ class GPT(nn.Module):
         return out
 
 
-def to_torch(t, device, dtype):
-    kind, shape, raw = t
-    src = {"F64": torch.float64, "F32": torch.float32, "I32": torch.int32}[kind]
-    return torch.frombuffer(bytearray(raw), dtype=src).reshape(shape).to(device=device, dtype=dtype)
-
-
-def from_torch(x):
-    x = x.detach().to("cpu", torch.float64).contiguous()
-    return ("F64", list(x.shape), x.numpy().tobytes())
-
-
 class TorchEngine:
     name = "torch"
     relu_inputs = True  # get("relu_inputs"): lets compare match a ReLU gate that flips between precisions
@@ -176,30 +164,22 @@ class TorchEngine:
     def step(self, data, step):
         tokens = to_torch(data["tokens"], self.dev, torch.long)
         n = to_torch(data["n"], self.dev, torch.long)
-        B, T = tokens.shape[0], tokens.shape[1] - 1
+        T = tokens.shape[1] - 1
         self.opt.zero_grad(set_to_none=True)
         RECORD.clear()
         RECORD["on"] = bool(self.cfg.get("activations"))
         with attention_backend():
             logits = self.model(tokens[:, :T].clamp(min=0))  # inputs past n[b] are -1: padding
-        if self.cfg.get("loss", "doc-mean") == "token-mean":   # F.cross_entropy's own mean over the real tokens
-            loss = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), ignore_index=-1)
-        else:   # the original's: the mean over documents of each document's mean loss
-            per_pos = F.cross_entropy(logits.reshape(B * T, -1), tokens[:, 1:].reshape(-1), ignore_index=-1,
-                                      reduction="none").view(B, T)
-            loss = (per_pos.sum(1) / n.to(self.dt)).mean()
+        # token-mean: F.cross_entropy's own mean over the real tokens; doc-mean: the original's
+        loss = mg_torch.harness_loss(logits, tokens[:, 1:], n, self.cfg.get("loss", "doc-mean"))
         loss.backward()
         self.logits = logits.detach()
         self.n = n
         # a parameter autograd never reached has no .grad: report it as zero
         self.grads = {k: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
                       for k, p in self.params.items()}
-        for g in self.opt.param_groups:
-            g["lr"] = self.cfg["lr"] * (1 - step / self.cfg["steps"])
-        for p in self.params.values():  # the harness's step count (after set_state)
-            st = self.opt.state.get(p)
-            if st:
-                st["step"] = torch.tensor(float(step))
+        # the harness's learning rate and step count (after set_state)
+        mg_torch.set_lr_and_step(self.opt, self.params.values(), self.cfg, step)
         self.opt.step()
         return loss.item()
 
@@ -238,33 +218,19 @@ class TorchEngine:
         self.load("params", data)
         if "adam_m/wte" in data:
             for k, p in self.params.items():
-                st = self.opt.state[p]
+                st = mg_torch.adam_state(self.opt, p)
                 st["exp_avg"] = to_torch(data["adam_m/" + k], self.dev, self.dt)
                 st["exp_avg_sq"] = to_torch(data["adam_v/" + k], self.dev, self.dt)
-                st.setdefault("step", torch.tensor(0.0))
 
     @torch.no_grad()
     def sample(self, data, temperature):
         RECORD["on"] = False
         u = to_torch(data["uniforms"], "cpu", torch.float64).tolist()
-        bos, V = self.cfg["bos"], self.cfg["vocab_size"]
-        seq, out = [bos], []
-        for pos in range(self.cfg["block_size"]):
+
+        def next_logits(seq):
             with attention_backend():
-                last = self.model(torch.tensor([seq], device=self.dev))[0, -1]
-            logits = last.to("cpu", torch.float64).tolist()
-            w = [x * temperature ** -1 for x in logits]
-            mx = max(w)
-            w = [math.exp(x - mx) for x in w]
-            inv = 1.0 / sum(w)
-            cum = list(itertools.accumulate(x * inv for x in w))
-            tok = bisect.bisect(cum, u[pos] * cum[-1], 0, V - 1)
-            if tok == bos:
-                break
-            out.append(tok)
-            seq.append(tok)
-        raw = torch.tensor(out, dtype=torch.int32).numpy().tobytes()
-        return {"tokens": ("I32", [len(out)], raw)}
+                return self.model(torch.tensor([seq], device=self.dev))[0, -1].to("cpu", torch.float64).tolist()
+        return mg_torch.sample_tokens(next_logits, u, temperature, self.cfg)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,20 @@
 # python3 with venv. As root it installs them; otherwise through sudo when
 # that works without a password; otherwise it names the packages and exits
 # 1. Then the Python packages (numpy, jsonschema) into .venv, from PyPI.
+# --torch (make deps TORCH=1) adds PyTorch to .venv, for the tests and
+# examples that use it (tests/test_torch_module.c, the torch engine of
+# tests/test_outside.c; docs/outside_engines.md, "Check my PyTorch model in
+# 10 minutes"), from PyPI or from $TORCH_INDEX_URL when set (e.g.
+# https://download.pytorch.org/whl/cpu, PyTorch's CPU-only builds). CI does
+# not use it.
 set -eu
+torch=0
+for a in "$@"; do
+  case "$a" in
+    --torch) torch=1 ;;
+    *) echo "usage: install-deps.sh [--torch]" >&2; exit 2 ;;
+  esac
+done
 need=()
 have_header() { echo "#include <$1>" | gcc -E -x c - >/dev/null 2>&1; }
 have_header cjson/cJSON.h || need+=(libcjson-dev)
@@ -31,9 +44,18 @@ venv() {
       { echo "install-deps: pip could not install numpy and jsonschema into .venv" >&2; exit 1; }
   fi
 }
+torch_venv() {
+  [ "$torch" = 1 ] || return 0
+  if ! .venv/bin/python -c 'import torch' >/dev/null 2>&1; then
+    echo "install-deps: installing torch into .venv${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL}"
+    .venv/bin/python -m pip install -q --disable-pip-version-check ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch ||
+      { echo "install-deps: pip could not install torch into .venv" >&2; exit 1; }
+  fi
+}
 cd "$(dirname "$0")/.."
 if [ ${#need[@]} -eq 0 ]; then
   venv
+  torch_venv
   echo "install-deps: everything needed is installed"
   exit 0
 fi
@@ -50,3 +72,4 @@ else
   exit 1
 fi
 venv
+torch_venv
