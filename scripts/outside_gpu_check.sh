@@ -17,7 +17,8 @@ while [ $# -gt 0 ]; do
     *) echo "outside_gpu_check: unknown flag $1" >&2; exit 2 ;;
   esac
 done
-C="$build/compare --data data/names.txt"
+CB="$build/compare"
+C="$CB --data data/names.txt"
 status=0
 run() {  # run NAME WANT_EXIT CMD...
   local name="$1" want="$2"; shift 2
@@ -68,7 +69,7 @@ if "$py" -c 'import numpy, torch, triton; assert torch.cuda.is_available()' 2>/d
   run triton-fp64 0 $C --engines "scalar,$X" --steps "$steps" --quiet
   run triton-fp32-gqa-batch 0 $C --engines "cpu@fp64,$X" --steps 300 --batch 8 --n-layer 2 --n-kv-head 2 \
     --precision fp32 --quiet
-  run triton-fp32-block64 0 $C --engines "cpu@fp64,$X" --steps 100 --data "$build/long12.txt" --block-size 64 \
+  run triton-fp32-block64 0 $CB --engines "cpu@fp64,$X" --steps 100 --data "$build/long12.txt" --block-size 64 \
     --n-embd 32 --n-head 4 --batch 2 --precision fp32 --quiet
   for bug in $("$py" -c 'import sys; sys.path.insert(0, "examples"); import triton_engine as t; print(" ".join(t.PLANTED_BUGS))'); do
     echo "=== triton planted bug $bug"

@@ -889,6 +889,10 @@ template <typename real> void ImplT<real>::backward(int B, int T) {
         rec_copy(recb(ACT_ATTN, l), a.datty, C, C, N);
         const real *q = la.qkv, *k = la.qkv + C, *v = la.qkv + C + KV_;
         real *dq = a.dqkv, *dk = a.dqkv + C, *dv = a.dqkv + C + KV_;
+        // the backward writes dpre at the causal, real positions only: when it
+        // is reported, the rest must read 0 (not an earlier step's values or
+        // uninitialized memory: compute-sanitizer's initcheck)
+        if (recb(ACT_SCORES, l)) CUDA_CHECK(cudaMemsetAsync(a.dpre, 0, (size_t)B * NH_ * T * T * sizeof(real), st));
         attention_backward(st, dq, QKV_, dk, dv, QKV_, a.dpre, a.datty, la.att, q, QKV_, k, v, QKV_, n, B, T, NH_,
                            NKV_, HS_, false, AttnPath::Auto, recb(ACT_SOFTMAX, l));
         // dpre carries the scale into q.k: get_activation divides it out
