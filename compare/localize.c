@@ -42,6 +42,32 @@ static void op_text(const ModelShape *m, int i, char *out, size_t n) {
     snprintf(out, n, "%s (%s)", op.what, op.name);
 }
 
+// The ops not reported (state -1) that op i's forward depends on through
+// other unreported ops (dir 0: what it reads, back to reported ones), or
+// whose backward runs before its own (dir 1: its consumers, onward); their
+// names appended to out. Returns how many.
+static int unreported_near(const ModelShape *m, const signed char *state, int na, int i, int dir, char *out,
+                           size_t n) {
+    int stack[64], top = 0, count = 0;
+    unsigned char seen[1024] = {0};
+    if (na > (int)sizeof seen) return 0;
+    stack[top++] = i;
+    while (top) {
+        const int x = stack[--top];
+        int next[8], nn = dir ? consumers(m, x, next, 8) : act_inputs(m, x, next);
+        for (int j = 0; j < nn; j++) {
+            const int y = next[j];
+            if (y >= na || seen[y] || state[y] != -1) continue;
+            seen[y] = 1;
+            ActOp op;
+            act_op(m, y, &op);
+            cat(out, n, "%s%s", count++ ? ", " : " ", op.name);
+            if (top < (int)(sizeof stack / sizeof stack[0])) stack[top++] = y;
+        }
+    }
+    return count;
+}
+
 void localize_ops(const ModelShape *m, const ParamLayout *L, const StepEvidence *ev, Divergence *d) {
     memset(d, 0, sizeof *d);
     d->err = d->bound = NAN;
@@ -60,7 +86,14 @@ void localize_ops(const ModelShape *m, const ParamLayout *L, const StepEvidence 
                  "allowed %.3g)", what, d->err, d->bound);
         int in[2], ni = act_inputs(m, i, in), agree = 1;
         for (int j = 0; j < ni; j++) agree &= ev->fwd[in[j]] == 0;
-        if (ni && agree) {
+        char unrep[256] = "";
+        if (unreported_near(m, ev->fwd, n, i, 0, unrep, sizeof unrep)) {
+            // an op before it may have broken unseen: name it as the first
+            // reported op that is off, and the ops that could be at fault
+            snprintf(d->text, sizeof d->text, "first divergence: %s, forward: the first reported op whose output is "
+                     "off (err %.3g of its RMS, allowed %.3g); what it reads is not reported, so the fault lies in it "
+                     "or in the unreported ops before it:%s", what, d->err, d->bound, unrep);
+        } else if (ni && agree) {
             cat(d->text, sizeof d->text, "; what it reads agrees:");
             for (int j = 0; j < ni; j++) {
                 act_op(m, in[j], &op);
@@ -127,9 +160,19 @@ void localize_ops(const ModelShape *m, const ParamLayout *L, const StepEvidence 
             d->op = pick;
         }
     }
+    char unrep[256] = "";   // the ops whose backward runs before this one's and were not reported
     if (best_weight >= 0) {
-        snprintf(d->text, sizeof d->text, "first divergence: %s (%s), backward: its weight gradient %s is off while the "
-                 "gradient it received agrees", op.what, op.name, L->t[best_weight].name);
+        if (ev->bwd[best] == -1) {   // what it received, and the unreported ops' backward before that
+            cat(unrep, sizeof unrep, " %s", op.name);
+            unreported_near(m, ev->bwd, n, best, 1, unrep, sizeof unrep);
+        }
+        if (unrep[0])
+            snprintf(d->text, sizeof d->text, "first divergence: %s (%s), backward: its weight gradient %s is off; the "
+                     "gradient it received is not reported, so the fault lies in its backward or in the unreported "
+                     "ops' after it:%s", op.what, op.name, L->t[best_weight].name, unrep);
+        else
+            snprintf(d->text, sizeof d->text, "first divergence: %s (%s), backward: its weight gradient %s is off "
+                     "while the gradient it received agrees", op.what, op.name, L->t[best_weight].name);
         return;
     }
     // the input x's gradient is off: name every op that passes gradient into x
@@ -143,9 +186,13 @@ void localize_ops(const ModelShape *m, const ParamLayout *L, const StepEvidence 
         act_op(m, c[j], &co);
         cat(d->text, sizeof d->text, "%s%s (%s)", j ? (j + 1 == nc ? " or " : ", ") : "", co.what, co.name);
     }
-    cat(d->text, sizeof d->text, ", backward: the gradient %s into %s is off (err %.3g of its RMS, allowed "
-        "%.3g) while the gradient %s received agrees", nc > 1 ? "they pass" : "it passes", xo.name, d->err, d->bound,
-        nc > 1 ? "they" : "it");
+    cat(d->text, sizeof d->text, ", backward: the gradient %s into %s is off (err %.3g of its RMS, allowed %.3g)",
+        nc > 1 ? "they pass" : "it passes", xo.name, d->err, d->bound);
+    if (unreported_near(m, ev->bwd, n, best_input, 1, unrep, sizeof unrep))
+        cat(d->text, sizeof d->text, "; the gradient %s received is not reported, so the fault lies there or in the "
+            "unreported ops' backward after it:%s", nc > 1 ? "they" : "it", unrep);
+    else
+        cat(d->text, sizeof d->text, " while the gradient %s received agrees", nc > 1 ? "they" : "it");
 }
 
 int localize_grads(const ModelShape *m, const ParamLayout *L, const signed char *grad_bad, char *out, size_t n) {

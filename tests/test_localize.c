@@ -151,3 +151,48 @@ Test(localize, trace_inspect_prints_the_first_divergence, .timeout = 60) {
     cr_expect(strstr(in.out, "first divergence: layer 0 ReLU (layer0.relu), backward") != NULL, "%s", in.out);
     th_run_free(&in);
 }
+
+// An engine that reports only some ops (the PyTorch adapter reports its
+// nn.Linear products alone): the first reported op that is off is named
+// with the unreported ops before it as suspects, never "what it reads
+// agrees" when what it reads was not seen.
+Test(localize, unreported_ops_are_named_as_suspects) {
+    const ModelShape m = {.vocab_size = 27, .n_embd = 16, .n_head = 4, .n_kv_head = 4, .head_dim = 4, .n_layer = 1,
+                          .block_size = 16};
+    ParamLayout L;
+    layout_init(&L, &m);
+    const int n = act_count(&m);
+    signed char fwd[64], bwd[64], grad_bad[9] = {0};
+    double err[64], bound[64];
+    cr_assert(n <= 64);
+    for (int i = 0; i < n; i++) fwd[i] = bwd[i] = 0, err[i] = 0.1, bound[i] = 1e-12;
+    const int proj = act_find(&m, "layer0.attn_proj"), res1 = act_find(&m, "layer0.res1"),
+              norm2 = act_find(&m, "layer0.norm2");
+    cr_assert(proj >= 0 && res1 > proj && norm2 > res1);
+    for (int i = proj; i < n; i++) fwd[i] = 1;   // a fault in attn_wo's product: everything after it is off
+    StepEvidence ev = {.n_ops = n, .fwd = fwd, .bwd = bwd, .fwd_err = err, .fwd_bound = bound, .bwd_err = err,
+                       .bwd_bound = bound, .logits_bad = 1, .grad_bad = grad_bad};
+    Divergence d;
+    localize_ops(&m, &L, &ev, &d);
+    cr_expect(d.found && d.op == proj && strstr(d.text, "what it reads agrees: layer0.attn"),
+              "every op reported: the product itself:\n%s", d.text);
+    fwd[proj] = fwd[res1] = -1;   // the adapter reports neither
+    localize_ops(&m, &L, &ev, &d);
+    cr_expect(d.found && d.op == norm2, "the first reported op off: %s", d.text);
+    cr_expect(strstr(d.text, "what it reads agrees") == NULL, "its input was not seen:\n%s", d.text);
+    cr_expect(strstr(d.text, "not reported") && strstr(d.text, "layer0.res1") && strstr(d.text, "layer0.attn_proj"),
+              "the unreported ops before it are suspects:\n%s", d.text);
+    // backward: the gradient into layer0.fc1's output is off, what relu passed into it (relu's gradient) unseen
+    for (int i = 0; i < n; i++) fwd[i] = 0;
+    const int fc1 = act_find(&m, "layer0.fc1"), relu = act_find(&m, "layer0.relu");
+    for (int i = 0; i <= fc1; i++) bwd[i] = 1;
+    ev.logits_bad = 0;
+    localize_ops(&m, &L, &ev, &d);
+    cr_expect(d.found && d.backward && strstr(d.text, "while the gradient it received agrees"), "%s", d.text);
+    bwd[relu] = -1;
+    localize_ops(&m, &L, &ev, &d);
+    cr_expect(d.found && d.backward && strstr(d.text, "agrees") == NULL && strstr(d.text, "not reported") &&
+                  strstr(d.text, "layer0.relu"),
+              "relu's gradient unseen: it is a suspect:\n%s", d.text);
+    layout_free(&L);
+}
