@@ -55,16 +55,16 @@ static const PrecisionRules RULES[PREC_NUM] = {
             .fixed = {[Q_LOSS] = {1e-6, 1e-5, 0}, [Q_LOGITS] = {1e-5, 1e-5, 0}, [Q_GRADS] = {1e-6, 1e-4, 0},
                       [Q_PARAMS] = {1e-7, 1e-6, 0}, [Q_M] = {1e-7, 1e-5, 0}, [Q_V] = {1e-10, 4e-6, 0},
                       [Q_PROBS] = {1e-5, 1e-5, 0}, [Q_ACTS] = {1e-5, 1e-5, 0}, [Q_DACTS] = {1e-6, 1e-4, 0}},
-            .ratio = {[Q_LOSS] = {60, 2e-8, 0, 1e-6}, [Q_LOGITS] = {4, 1e-6, 0, 1e-5}, [Q_GRADS] = {15, 2e-6, 0, 0.0002},
-                      [Q_PARAMS] = {2.5, 2e-7, 0, 2e-6}, [Q_M] = {2.5, 1e-6, 0, 2e-5}, [Q_V] = {10, 5e-7, 0, 0.0001},
-                      [Q_PROBS] = {4, 5e-6, 0, 5e-5}, [Q_ACTS] = {5, 1e-6, 0, 5e-5}, [Q_DACTS] = {15, 2e-6, 0, 0.0005}},
+            .ratio = {[Q_LOSS] = {150, 2e-8, 0, 5e-7}, [Q_LOGITS] = {4, 1e-6, 0, 1e-5}, [Q_GRADS] = {15, 2e-6, 0, 0.0002},
+                      [Q_PARAMS] = {2.5, 2e-7, 0, 2e-6}, [Q_M] = {3, 1e-6, 0, 2e-5}, [Q_V] = {10, 5e-7, 0, 0.0001},
+                      [Q_PROBS] = {4, 5e-6, 0, 5e-5}, [Q_ACTS] = {6, 1e-6, 0, 5e-5}, [Q_DACTS] = {15, 2e-6, 0, 0.0005}},
             .drift_tol = 2e-3, .drift_window = 1, .relu_margin = 2e-6,
             .bench_rtol = {1e-6, 1e-4}, .bench_window = 1,
         },
     [PREC_BF16] =
         {
             .ratio = {[Q_LOSS] = {2, 0.0002, 0.005, 0.005}, [Q_LOGITS] = {2, 0.02, 0.05, 0.05}, [Q_GRADS] = {2, 0.05, 5, 5},
-                      [Q_PARAMS] = {2, 2e-7, 2e-6, 2e-6}, [Q_M] = {2, 1e-6, 2e-5, 2e-5}, [Q_V] = {8, 5e-7, 0.0001, 0.0001},
+                      [Q_PARAMS] = {3, 2e-7, 2e-6, 2e-6}, [Q_M] = {2.5, 1e-6, 2e-5, 2e-5}, [Q_V] = {8, 5e-7, 0.0001, 0.0001},
                       [Q_PROBS] = {4, 0.05, 0.5, 0.5}, [Q_ACTS] = {2, 0.02, 0.5, 0.5}, [Q_DACTS] = {2, 0.05, 5, 5}},
             .drift_tol = 3e-2, .drift_window = 50, .relu_margin = 0.05,
             .bench_rtol = {1e-3, 3e-3}, .bench_window = 50,
@@ -72,15 +72,15 @@ static const PrecisionRules RULES[PREC_NUM] = {
     [PREC_FP16] =
         {
             .ratio = {[Q_LOSS] = {2, 5e-5, 0.0005, 0.0005}, [Q_LOGITS] = {2, 0.002, 0.01, 0.01}, [Q_GRADS] = {2, 0.005, 0.5, 0.5},
-                      [Q_PARAMS] = {3, 2e-7, 2e-6, 2e-6}, [Q_M] = {2, 1e-6, 2e-5, 2e-5}, [Q_V] = {8, 5e-7, 0.0001, 0.0001},
-                      [Q_PROBS] = {4, 0.005, 0.1, 0.1}, [Q_ACTS] = {2, 0.002, 0.05, 0.05}, [Q_DACTS] = {2, 0.005, 0.5, 0.5}},
+                      [Q_PARAMS] = {3, 2e-7, 2e-6, 2e-6}, [Q_M] = {2.5, 1e-6, 2e-5, 2e-5}, [Q_V] = {6, 5e-7, 0.0001, 0.0001},
+                      [Q_PROBS] = {2, 0.005, 0.1, 0.1}, [Q_ACTS] = {2, 0.002, 0.05, 0.05}, [Q_DACTS] = {2, 0.005, 0.5, 0.5}},
             .drift_tol = 3e-2, .drift_window = 50, .relu_margin = 0.005,
             .bench_rtol = {1e-3, 3e-3}, .bench_window = 50,
         },
     [PREC_TF32] =
         {
-            .ratio = {[Q_LOSS] = {2, 2e-5, 0.0002, 0.0002}, [Q_LOGITS] = {2, 0.002, 0.005, 0.005}, [Q_GRADS] = {2, 0.005, 0.5, 0.5},
-                      [Q_PARAMS] = {2.5, 2e-7, 2e-6, 2e-6}, [Q_M] = {2, 1e-6, 2e-5, 2e-5}, [Q_V] = {8, 5e-7, 0.0001, 0.0001},
+            .ratio = {[Q_LOSS] = {2, 2e-5, 0.0002, 0.0002}, [Q_LOGITS] = {2, 0.001, 0.005, 0.005}, [Q_GRADS] = {2, 0.005, 0.5, 0.5},
+                      [Q_PARAMS] = {3, 2e-7, 2e-6, 2e-6}, [Q_M] = {2, 1e-6, 2e-5, 2e-5}, [Q_V] = {8, 5e-7, 0.0001, 0.0001},
                       [Q_PROBS] = {2.5, 0.005, 0.05, 0.05}, [Q_ACTS] = {2, 0.002, 0.05, 0.05}, [Q_DACTS] = {2.5, 0.005, 0.2, 0.2}},
             .drift_tol = 3e-2, .drift_window = 50, .relu_margin = 0.005,
             .bench_rtol = {3e-5, 1e-3}, .bench_window = 50,
