@@ -1,6 +1,6 @@
 // The CUDA backend's layers: the kernels of tensor_gpu/layers.h (the
 // contract; tensor_gpu/cpu/layers.c is the reference each one is tested
-// against in test_gpu.cu), the fused forms the engine uses, and the matrix
+// against in tests/test_gpu.cu), the fused forms the engine uses, and the matrix
 // products through cuBLAS. Every launcher enqueues on `st` (cuBLAS: on the
 // handle's stream) and returns without synchronizing; every launch is checked
 // (cuda_check.cuh). Instantiated for real = double and real = float.

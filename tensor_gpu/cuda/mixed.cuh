@@ -1,6 +1,6 @@
 // The mixed-precision recipe's matrix products on CUDA (docs/mixed_precision.md):
 // the GPU form of tensor_gpu/mixed.h (the CPU reference each one is tested
-// against in test_gpu.cu), for the layered path of the engine, fp32 buffers.
+// against in tests/test_gpu.cu), for the layered path of the engine, fp32 buffers.
 //
 //   bf16: both operands rounded to bf16 (round-to-nearest-even with
 //         tensor_gpu/lowp.h) into __nv_bfloat16 scratch, cublasGemmEx with
@@ -164,7 +164,7 @@ void mixed_gemm_dw(const MixedMM &m, float *dw, bool acc, const void *d_lp, int 
                    int IC, int OC);
 
 // The products on fp32 operands (converted into m's scratch; tested one by
-// one against tensor_gpu/mixed.h in test_gpu.cu):
+// one against tensor_gpu/mixed.h in tests/test_gpu.cu):
 // out (N,OC) row stride ldo = rnd(inp) (N,IC) @ rnd(w)^T, w (OC,IC); bf16,
 // fp16: out rounded to L.
 void mixed_matmul_forward(const MixedMM &m, float *out, int ldo, const float *inp, const float *w, int N, int IC,

@@ -1,11 +1,11 @@
 # The tensor engine's CUDA backend (docs/cuda_backend.md).
 # CUDA=1 (nvcc found): the kernels and the engine (tensor_gpu/cuda/*.cu) go
 # into $(BUILD)/libmicrogpt_cuda.a and the engine plugin
-# $(BUILD)/libmicrogpt_cuda_engine.so; $(BUILD)/test_gpu checks them against
-# the CPU reference (`make test-gpu`; it skips with a message where there is
-# no GPU), and $(BUILD)/test_attn_emu runs the tiled attention kernels on the
-# CPU (no GPU needed). CUDA=0: a stand-in (no_cuda.c) whose engine reports that the build
-# has none.
+# $(BUILD)/libmicrogpt_cuda_engine.so; $(BUILD)/test_gpu (tests/test_gpu.cu)
+# checks them against the CPU reference (`make test-gpu`; it skips with a
+# message where there is no GPU), and $(BUILD)/test_attn_emu runs the tiled
+# attention kernels on the CPU (no GPU needed). CUDA=0: a stand-in
+# (no_cuda.c) whose engine reports that the build has none.
 ifeq ($(CUDA),1)
 
 # Hopper machine code plus PTX, which newer GPUs compile at load time.
@@ -37,11 +37,16 @@ BINS += $(CUDA_PLUGIN)
 $(CUDA_PLUGIN): $(call obj,tensor_gpu/cuda/plugin.c) $(CUDA_OBJ) $(LIB)
 	$(CC) $(PLUGIN_LDFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 
-# The per-kernel and engine tests (plain C++/CUDA with their own checks; no
-# Criterion). Linked with the CPU reference in $(LIB).
+# The per-kernel and engine tests, tests/test_gpu.cu (plain C++/CUDA with
+# their own checks; no Criterion, and not one of tests/module.mk's
+# tests/test_*.c): compiled by nvcc with the kernels' flags, linked with the
+# CPU reference in $(LIB).
 TEST_GPU := $(BUILD)/test_gpu
 BINS += $(TEST_GPU)
-$(TEST_GPU): $(BUILD)/obj/tensor_gpu/cuda/test_gpu.o $(CUDA_LIB) $(LIB)
+$(BUILD)/obj/tests/test_gpu.o: tests/test_gpu.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c $< -o $@
+$(TEST_GPU): $(BUILD)/obj/tests/test_gpu.o $(CUDA_LIB) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 
 # The tiled attention kernels' own code run on the CPU (emu/cuda_runtime.h:
