@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "bench_stats.h"
 #include "engines.h"
 #include "common/atomic_file.h"
 #include "common/strbuf.h"
@@ -152,10 +153,55 @@ static void fmt_bytes(double b, char *out, size_t n) {
     else snprintf(out, n, mib < 10 ? "%.1f" : "%.0f", mib);
 }
 
-// "1.23x", or "-" when either time is missing.
-static void fmt_ratio(double num, double den, char *out, size_t n) {
-    if (isfinite(num) && isfinite(den) && den > 0) snprintf(out, n, "%.2fx", num / den);
-    else snprintf(out, n, "-");
+// A row that ran on fewer than BENCH_CI_MIN_RUNS runs has no interval.
+static int few_runs(const BenchRow *r) {
+    return r->status == ROW_OK && r->repeats < BENCH_CI_MIN_RUNS;
+}
+
+// The ms/step cell: "median (interval) [min-max]", or the median marked as
+// resting on too few runs for an interval.
+static void fmt_ms(const BenchRow *r, char *out, size_t n) {
+    if (r->status != ROW_OK) snprintf(out, n, "-");
+    else if (!few_runs(r) && isfinite(r->ci_lo))
+        snprintf(out, n, "%.4g (%.4g-%.4g) [%.4g-%.4g]", r->ms_med, r->ci_lo, r->ci_hi, r->ms_min, r->ms_max);
+    else if (r->repeats == 1) snprintf(out, n, "%.4g (n=1: no interval)", r->ms_med);
+    else snprintf(out, n, "%.4g (n=%d: no interval) [%.4g-%.4g]", r->ms_med, r->repeats, r->ms_min, r->ms_max);
+}
+
+// A speedup: num's median over den's (NaN when either did not run), with
+// the bootstrap interval of that ratio (NaN: a row of too few runs, or a
+// row over itself); few: the fewer runs of the two when under the minimum.
+typedef struct {
+    double x, lo, hi;
+    int few;
+} Speedup;
+
+static Speedup speedup(const BenchRow *num, const BenchRow *den) {
+    Speedup s = {NAN, NAN, NAN, 0};
+    if (!num || !den || num->status != ROW_OK || den->status != ROW_OK || !(den->ms_med > 0)) return s;
+    s.x = num->ms_med / den->ms_med;
+    if (num == den) return s;
+    const int n = num->repeats < den->repeats ? num->repeats : den->repeats;
+    if (n < BENCH_CI_MIN_RUNS) s.few = n;
+    else bench_ratio_ci(num->ms, num->repeats, den->ms, den->repeats, &s.lo, &s.hi);
+    return s;
+}
+
+// "1.23x (1.20-1.26)", "1.23x (n=1: no interval)", "1.00x" (a row over
+// itself), or "-" when either time is missing.
+static void fmt_speedup(const BenchRow *num, const BenchRow *den, char *out, size_t n) {
+    const Speedup s = speedup(num, den);
+    if (!isfinite(s.x)) snprintf(out, n, "-");
+    else if (s.few) snprintf(out, n, "%.2fx (n=%d: no interval)", s.x, s.few);
+    else if (isfinite(s.lo)) snprintf(out, n, "%.2fx (%.2f-%.2f)", s.x, s.lo, s.hi);
+    else snprintf(out, n, "%.2fx", s.x);
+}
+
+// What stopped the timing, for the table's timed column.
+static const char *stop_mark(const Options *o, const BenchRow *r) {
+    if (r->repeats < o->b.repeats || r->timed_steps < o->s.steps - o->b.warmup || r->stop == STOP_BUDGET)
+        return " (budget)";
+    return r->stop == STOP_NOISE ? " (noise)" : r->stop == STOP_MAX ? " (max)" : "";
 }
 
 static int is_torch_row(const BenchRow *r) {
@@ -238,14 +284,47 @@ static void torch_summary(const SizeResult *res, int nz, StrBuf *t) {
     }
 }
 
+// Below the table: how the figures and their intervals are made, what
+// stopped the timing, and which rows rest on too few runs for an interval.
+static void stats_summary(const Options *o, const SizeResult *res, int nz, StrBuf *t) {
+    sb_printf(t, "\nStatistics: ms/step is the median of the timed runs, its 95%% bootstrap confidence interval "
+              "(%d resamples, fixed seed) in parentheses and the min-max in brackets; a speedup's interval bootstraps "
+              "the ratio of the two medians, each row resampled on its own. ", BENCH_CI_RESAMPLES);
+    if (o->b.noise_target > 0)
+        sb_printf(t, "Our engines time at least %d run(s) (--repeats) and at most %d (--max-repeats): they stop once "
+                  "the interval's half-width is within %.3g%% of the median (--noise-target; *timed* says (noise)), "
+                  "at the most with the noise still over (max), or when the time budget of %.0f s is spent (budget). ",
+                  o->b.repeats, o->b.max_repeats, 100 * o->b.noise_target, o->b.budget_s);
+    else
+        sb_printf(t, "Every engine times %d run(s) (--repeats; --noise-target 0), fewer where the time budget of "
+                  "%.0f s is spent (budget). ", o->b.repeats, o->b.budget_s);
+    sb_printf(t, "PyTorch's rows time %d run(s), fixed by --repeats.\n", o->b.repeats);
+    int few = 0;
+    for (int zi = 0; zi < nz; zi++)
+        for (int i = 0; i < res[zi].n_rows; i++) {
+            const BenchRow *r = &res[zi].rows[i];
+            if (!few_runs(r)) continue;
+            if (!few++)
+                sb_printf(t, "\nToo few runs for an interval (fewer than %d): these rows' figures, and every speedup "
+                          "with them, rest on the runs shown and are marked \"no interval\":", BENCH_CI_MIN_RUNS);
+            sb_printf(t, "%s %s %s %s (n=%d)", few > 1 ? "," : "", res[zi].z.name, r->engine,
+                      precision_name(r->prec), r->repeats);
+        }
+    if (few) sb_printf(t, ".\n");
+}
+
 static void report(const Options *o, SizeResult *res, int nz, const char *cpu, const char *gpu, StrBuf *t) {
-    sb_printf(t, "## compare --bench: %d step(s) a run, the first %d untimed; %d timed run(s) per engine and size\n\n",
-       o->s.steps, o->b.warmup, o->b.repeats);
+    char runs[64];
+    if (o->b.noise_target > 0 && o->b.max_repeats > o->b.repeats)
+        snprintf(runs, sizeof runs, "%d to %d timed runs", o->b.repeats, o->b.max_repeats);
+    else snprintf(runs, sizeof runs, "%d timed run(s)", o->b.repeats);
+    sb_printf(t, "## compare --bench: %d step(s) a run, the first %d untimed; %s per engine and size\n\n",
+       o->s.steps, o->b.warmup, runs);
     sb_printf(t, "Machine: %s%s%s. Speedups are ratios of median ms/step: over the first engine listed (%s, %s; \"-\" "
           "where it did not run) and over the fastest PyTorch row of the size in the same precision (the one that passed "
           "with the lowest median, named below the table).\n\n",
        cpu, gpu[0] ? "; GPU " : "", gpu, o->names[0], precision_name(engine_supports(o->names[0], o->prec) ? (o->b.both_precisions ? PREC_FP64 : o->prec) : PREC_FP64));
-    sb_printf(t, "| size | engine | precision | ms/step median [min-max] | tokens/s | vs %s | vs fastest torch | host MiB | "
+    sb_printf(t, "| size | engine | precision | ms/step median (95%% CI) [min-max] | tokens/s | vs %s | vs fastest torch | host MiB | "
           "device MiB | timed | verdict |\n",
        o->names[0]);
     sb_printf(t, "|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -254,16 +333,15 @@ static void report(const Options *o, SizeResult *res, int nz, const char *cpu, c
         const BenchRow *ref = ref_row(sr);
         for (int i = 0; i < sr->n_rows; i++) {
             const BenchRow *r = &sr->rows[i];
-            char ms[96] = "-", tps[32] = "-", vr[16], vt[32], hb[16], db[16], timed[48] = "-";
+            char ms[160], tps[32] = "-", vr[48], vt[64], hb[16], db[16], timed[48] = "-";
+            fmt_ms(r, ms, sizeof ms);
             if (r->status == ROW_OK) {
-                snprintf(ms, sizeof ms, "%.4g [%.4g-%.4g]", r->ms_med, r->ms_min, r->ms_max);
                 snprintf(tps, sizeof tps, "%.0f", sr->z.positions / (r->ms_med / 1e3));
-                snprintf(timed, sizeof timed, "%dx%d%s", r->repeats, r->timed_steps,
-                         r->repeats < o->b.repeats || r->timed_steps < o->s.steps - o->b.warmup ? " (budget)" : "");
+                snprintf(timed, sizeof timed, "%dx%d%s", r->repeats, r->timed_steps, stop_mark(o, r));
             }
             const BenchRow *ft = fastest_torch_row(sr, r->prec);
-            fmt_ratio(ref ? ref->ms_med : NAN, r->status == ROW_OK ? r->ms_med : NAN, vr, sizeof vr);
-            fmt_ratio(ft ? ft->ms_med : NAN, r->status == ROW_OK ? r->ms_med : NAN, vt, sizeof vt);
+            fmt_speedup(ref, r, vr, sizeof vr);
+            fmt_speedup(ft, r, vt, sizeof vt);
             if (ft == r) snprintf(vt + strlen(vt), sizeof vt - strlen(vt), " (fastest)");
             fmt_bytes(r->peak_host_bytes, hb, sizeof hb);
             fmt_bytes(r->peak_device_bytes, db, sizeof db);
@@ -273,6 +351,7 @@ static void report(const Options *o, SizeResult *res, int nz, const char *cpu, c
                ms, tps, vr, vt, hb, db, timed, r->verdict);
         }
     }
+    stats_summary(o, res, nz, t);
     torch_summary(res, nz, t);
     sb_printf(t, "\nSizes (tokens/s counts trained positions, the same for every engine of a size):\n\n");
     for (int zi = 0; zi < nz; zi++) {
@@ -304,6 +383,12 @@ static cJSON *row_json(const Options *o, const SizeResult *sr, const BenchRow *r
     trace_add_number(x, "ms_per_step_median", r->ms_med);
     trace_add_number(x, "ms_per_step_min", r->ms_min);
     trace_add_number(x, "ms_per_step_max", r->ms_max);
+    trace_add_number(x, "ms_per_step_ci_low", r->ci_lo);
+    trace_add_number(x, "ms_per_step_ci_high", r->ci_hi);
+    trace_add_number(x, "ms_per_step_rel_noise", r->noise);
+    cJSON_AddBoolToObject(x, "few_runs", few_runs(r));
+    if (bench_stop_name(r->stop)) cJSON_AddStringToObject(x, "stopped", bench_stop_name(r->stop));
+    else cJSON_AddNullToObject(x, "stopped");
     cJSON *ms = cJSON_AddArrayToObject(x, "ms_per_step");
     for (int i = 0; i < r->repeats; i++) cJSON_AddItemToArray(ms, trace_number(r->ms[i]));
     trace_add_number(x, "tokens_per_s", r->status == ROW_OK ? z->positions / (r->ms_med / 1e3) : NAN);
@@ -313,8 +398,13 @@ static cJSON *row_json(const Options *o, const SizeResult *sr, const BenchRow *r
     cJSON_AddBoolToObject(x, "budget_limited",
                           r->status == ROW_OK && (r->repeats < o->b.repeats || r->timed_steps < o->s.steps - o->b.warmup));
     const BenchRow *ref = ref_row(sr), *ft = fastest_torch_row(sr, r->prec);
-    trace_add_number(x, "speedup_vs_reference", ref && r->status == ROW_OK ? ref->ms_med / r->ms_med : NAN);
-    trace_add_number(x, "speedup_vs_torch", ft && r->status == ROW_OK ? ft->ms_med / r->ms_med : NAN);
+    const Speedup vr = speedup(ref, r), vt = speedup(ft, r);
+    trace_add_number(x, "speedup_vs_reference", vr.x);
+    trace_add_number(x, "speedup_vs_reference_ci_low", vr.lo);
+    trace_add_number(x, "speedup_vs_reference_ci_high", vr.hi);
+    trace_add_number(x, "speedup_vs_torch", vt.x);
+    trace_add_number(x, "speedup_vs_torch_ci_low", vt.lo);
+    trace_add_number(x, "speedup_vs_torch_ci_high", vt.hi);
     if (ft) cJSON_AddStringToObject(x, "speedup_vs_torch_row", ft->engine);
     else cJSON_AddNullToObject(x, "speedup_vs_torch_row");
     if (!strcmp(r->engine, "torch-compile")) {
@@ -344,6 +434,14 @@ static void write_trace(const Options *o, SizeResult *res, int nz, const char *c
     cJSON_AddNumberToObject(t.root, "steps", o->s.steps);
     cJSON_AddNumberToObject(t.root, "warmup_steps", o->b.warmup);
     cJSON_AddNumberToObject(t.root, "repeats", o->b.repeats);
+    cJSON_AddNumberToObject(t.root, "max_repeats", o->b.noise_target > 0 ? o->b.max_repeats : o->b.repeats);
+    trace_add_number(t.root, "noise_target", o->b.noise_target);
+    cJSON *st = cJSON_AddObjectToObject(t.root, "statistics");
+    cJSON_AddStringToObject(st, "interval", "percentile bootstrap of the median; speedups: of the ratio of medians, "
+                            "each row resampled independently");
+    trace_add_number(st, "level", BENCH_CI_LEVEL);
+    cJSON_AddNumberToObject(st, "resamples", BENCH_CI_RESAMPLES);
+    cJSON_AddNumberToObject(st, "min_runs", BENCH_CI_MIN_RUNS);
     trace_add_number(t.root, "time_budget_s", o->b.budget_s);
     cJSON *lt = cJSON_AddObjectToObject(t.root, "loss_rtol");
     for (int p = 0; p < PREC_NUM; p++)
@@ -393,11 +491,25 @@ static void progress(const Options *o, const char *fmt, ...) {
     va_end(ap);
 }
 
+// A timed row's progress line: its figures and why its timing stopped.
+static void row_progress(const Options *o, const BenchRow *r) {
+    char ms[160], why[128] = "";
+    fmt_ms(r, ms, sizeof ms);
+    if (r->stop == STOP_NOISE)
+        snprintf(why, sizeof why, "; stopped: noise %.2g%% <= %.3g%%", 100 * r->noise, 100 * o->b.noise_target);
+    else if (r->stop == STOP_MAX)
+        snprintf(why, sizeof why, "; stopped: --max-repeats %d with the noise %.2g%% > %.3g%%", r->repeats,
+                 100 * r->noise, 100 * o->b.noise_target);
+    else if (r->stop == STOP_BUDGET)
+        snprintf(why, sizeof why, "; stopped: the time budget (%.0f s) was spent", o->b.budget_s);
+    progress(o, "  %-7s %s  %s ms/step, %d run(s) of %d steps%s", r->engine, precision_name(r->prec), ms, r->repeats,
+             r->timed_steps, why);
+}
+
 // A PyTorch row's progress line, and torch.compile's time (not timed).
 static void torch_progress(const Options *o, const BenchRow *r) {
     if (r->status == ROW_OK)
-        progress(o, "  %-7s %s  %.4g ms/step [%.4g-%.4g], %d run(s) of %d steps", r->engine, precision_name(r->prec),
-                 r->ms_med, r->ms_min, r->ms_max, r->repeats, r->timed_steps);
+        row_progress(o, r);
     else
         progress(o, "  %s %s  %s: %s", r->engine, precision_name(r->prec), status_word(r->status), r->why);
     if (has_compile_time(r))
@@ -420,6 +532,7 @@ int bench_main(Options *o) {
         die(EXIT_USAGE, "--bench: --steps %d with %d warm-up step(s) leaves nothing to time: use --steps %d or more",
             o->s.steps, o->b.warmup, o->b.warmup + 5);
     if (o->b.repeats > BENCH_MAX_REPEATS) die(EXIT_USAGE, "--repeats: at most %d", BENCH_MAX_REPEATS);
+    if (o->b.max_repeats < o->b.repeats) o->b.max_repeats = o->b.repeats;   // set by cli.c; a caller that did not
     SizeResult *res = xcalloc(MAX_SIZES, sizeof *res);
     BenchSize *sizes = xcalloc(MAX_SIZES, sizeof *sizes);
     const int nz = bench_sizes_parse(o->b.sizes, &o->s, sizes, MAX_SIZES);
@@ -463,8 +576,7 @@ int bench_main(Options *o) {
                 if (row->status == ROW_OK) {
                     rate->flops_per_s = z->flops / (row->ms_med / 1e3);
                     if (!gpu[0] && strcmp(row->device, cpu)) device_name_only(row->device, gpu, sizeof gpu);
-                    progress(o, "  %-7s %s  %.4g ms/step [%.4g-%.4g], %d run(s) of %d steps", name, precision_name(p),
-                             row->ms_med, row->ms_min, row->ms_max, row->repeats, row->timed_steps);
+                    row_progress(o, row);
                 } else {
                     progress(o, "  %-7s %s  %s: %s", name, precision_name(p), status_word(row->status), row->why);
                 }

@@ -28,6 +28,14 @@ typedef enum { ROW_OK, ROW_SKIPPED, ROW_UNAVAILABLE, ROW_FAILED } RowStatus;
 
 #define BENCH_MAX_REPEATS 64
 
+// Why a row's timing stopped at the runs it has (bench_run.c): the noise
+// target was met, --max-repeats was reached, the time budget was spent, or
+// the number of runs was fixed (--noise-target 0, and the PyTorch rows,
+// which time --repeats runs).
+typedef enum { STOP_NONE, STOP_NOISE, STOP_MAX, STOP_BUDGET, STOP_FIXED } StopReason;
+// "noise", "max_repeats", "budget", "fixed" (NULL for STOP_NONE): the trace's words.
+const char *bench_stop_name(StopReason s);
+
 // One engine at one precision on one size, as measured.
 typedef struct {
     char engine[160];         // "scalar", "cpu", "cuda", "plugin:...", "exec:...", "torch-graph", "torch-compile",
@@ -41,6 +49,9 @@ typedef struct {
     int timed_steps;          // steps in each timed run
     double ms[BENCH_MAX_REPEATS];   // ms/step of each timed run
     double ms_med, ms_min, ms_max;
+    double ci_lo, ci_hi;      // the median's 95% bootstrap interval (NaN: fewer than BENCH_CI_MIN_RUNS runs)
+    double noise;             // its relative half-width (NaN: none)
+    StopReason stop;          // why the timing stopped
     int steps_ran;            // losses[0 .. steps_ran-1] are known
     double *losses;
     double peak_host_bytes, peak_device_bytes;   // NaN: unknown
@@ -87,7 +98,7 @@ int bench_run_torch(const Options *o, const BenchSize *z, Precision p, const cha
 int bench_set_torch_compile(const char *mode);
 // The host CPU's model name (/proc/cpuinfo), or "unknown CPU".
 void bench_host_cpu(char *out, size_t n);
-// Median, min and max of row->ms[0 .. repeats-1].
+// Median, min, max, the median's interval and its noise of row->ms[0 .. repeats-1].
 void bench_row_stats(BenchRow *row);
 
 #endif

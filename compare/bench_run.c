@@ -25,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "bench.h"
+#include "bench_stats.h"
 #include "engines.h"
 #include "common/atomic_file.h"
 #include "common/safetensors.h"
@@ -36,26 +37,29 @@ typedef struct {
     char why[512];
     char device[128];
     int repeats, warmup, timed_steps, steps_ran;
+    int stop;                   // StopReason
     double ms[BENCH_MAX_REPEATS];
     double peak_device_bytes;
     double peak_host_bytes;
 } ChildHeader;
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+const char *bench_stop_name(StopReason s) {
+    return s == STOP_NOISE ? "noise" : s == STOP_MAX ? "max_repeats" : s == STOP_BUDGET ? "budget"
+           : s == STOP_FIXED ? "fixed" : NULL;
 }
 
 void bench_row_stats(BenchRow *row) {
-    row->ms_med = row->ms_min = row->ms_max = NAN;
+    row->ms_med = row->ms_min = row->ms_max = row->ci_lo = row->ci_hi = row->noise = NAN;
     if (row->repeats < 1) return;
-    double v[BENCH_MAX_REPEATS];
-    memcpy(v, row->ms, (size_t)row->repeats * sizeof *v);
-    qsort(v, (size_t)row->repeats, sizeof *v, cmp_double);
     const int n = row->repeats;
-    row->ms_min = v[0];
-    row->ms_max = v[n - 1];
-    row->ms_med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    row->ms_min = row->ms_max = row->ms[0];
+    for (int i = 1; i < n; i++) {
+        if (row->ms[i] < row->ms_min) row->ms_min = row->ms[i];
+        if (row->ms[i] > row->ms_max) row->ms_max = row->ms[i];
+    }
+    row->ms_med = bench_median(row->ms, n);
+    bench_median_ci(row->ms, n, &row->ci_lo, &row->ci_hi);
+    row->noise = bench_rel_noise(row->ms, n);
 }
 
 void bench_host_cpu(char *out, size_t n) {
@@ -131,14 +135,33 @@ static void child_main(int fd, const Options *o, const BenchSize *z, const char 
     }
     if (e->ops->device) snprintf(h.device, sizeof h.device, "%s", e->ops->device(e));
     else bench_host_cpu(h.device, sizeof h.device);
-    // Engines timed on the host clock get the time budget; the GPU ones run
-    // every repeat (their runs take milliseconds).
+    // Engines timed on the host clock get the time budget for every run;
+    // the GPU ones run the --repeats runs whatever they take (milliseconds)
+    // and the budget bounds only the runs after those.
     const int budgeted = !e->ops->run_steps;
     const double budget = o->b.budget_s, t_start = now_seconds();
     double *zeros = xcalloc(P, sizeof *zeros);
-    int W = o->b.warmup < S ? o->b.warmup : S - 1, K = S - W, R = o->b.repeats;
-    if (R > BENCH_MAX_REPEATS) R = BENCH_MAX_REPEATS;
-    for (int rep = 0; rep < R; rep++) {
+    // At least R_min runs; more, up to R_max, while the median's interval is
+    // wider than the noise target (noise_target 0: exactly R_min).
+    const double target = o->b.noise_target;
+    const int R_min = o->b.repeats < BENCH_MAX_REPEATS ? o->b.repeats : BENCH_MAX_REPEATS;
+    int R_max = target > 0 && o->b.max_repeats > R_min ? o->b.max_repeats : R_min;
+    if (R_max > BENCH_MAX_REPEATS) R_max = BENCH_MAX_REPEATS;
+    int W = o->b.warmup < S ? o->b.warmup : S - 1, K = S - W;
+    h.stop = target > 0 ? STOP_MAX : STOP_FIXED;   // unless a reason below stops it first
+    for (int rep = 0; rep < R_max; rep++) {
+        if (rep > 0) {
+            if (target > 0 && rep >= R_min && bench_rel_noise(h.ms, rep) <= target) {
+                h.stop = STOP_NOISE;
+                break;
+            }
+            // the runs so far predict the next one
+            const double spent = now_seconds() - t_start;
+            if ((budgeted || rep >= R_min) && spent + spent / rep > budget) {
+                h.stop = STOP_BUDGET;
+                break;
+            }
+        }
         double *l = rep ? again : losses;
         if (rep) e->ops->set_state(e, z->init, zeros, zeros);
         const double tw = now_seconds();
@@ -187,11 +210,6 @@ static void child_main(int fd, const Options *o, const BenchSize *z, const char 
             h.steps_ran = W + K;
             h.warmup = W;
             h.timed_steps = K;
-            const double per_run = now_seconds() - t_start;
-            if (budgeted && per_run * R > budget) {
-                int fit = (int)(budget / per_run);
-                R = fit < 1 ? 1 : fit;
-            }
         } else {
             for (int i = 0; i < W + K; i++)
                 if (memcmp(&again[i], &losses[i], sizeof(double))) {
@@ -204,6 +222,8 @@ static void child_main(int fd, const Options *o, const BenchSize *z, const char 
         h.ms[rep] = 1e3 * sec / k;
         h.repeats = rep + 1;
     }
+    // the last run allowed may be the one that met the target
+    if (h.stop == STOP_MAX && bench_rel_noise(h.ms, h.repeats) <= target) h.stop = STOP_NOISE;
     h.peak_device_bytes = e->ops->device_bytes ? (double)e->ops->device_bytes(e) : NAN;
     if (peak_ok) h.peak_host_bytes = proc_status_bytes("VmHWM") - rss0;
     e->ops->destroy(e);
@@ -369,6 +389,7 @@ void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Pr
             row->repeats = h.repeats;
             row->warmup = h.warmup;
             row->timed_steps = h.timed_steps;
+            row->stop = h.status == ROW_OK ? (StopReason)h.stop : STOP_NONE;
             memcpy(row->ms, h.ms, sizeof row->ms);
             row->steps_ran = h.steps_ran;
             row->losses = xmalloc((size_t)(h.steps_ran ? h.steps_ran : 1) * sizeof(double));
@@ -560,6 +581,7 @@ static void torch_row_read(BenchRow *row, const cJSON *r, const BenchSize *z, co
         return;
     }
     row->status = ROW_OK;
+    row->stop = STOP_FIXED;   // torch_baseline.py times --repeats runs
     if (dev) snprintf(row->device, sizeof row->device, "%s", dev);
     row->repeats = cJSON_GetArraySize(ms) < BENCH_MAX_REPEATS ? cJSON_GetArraySize(ms) : BENCH_MAX_REPEATS;
     for (int i = 0; i < row->repeats; i++) row->ms[i] = cJSON_GetArrayItem(ms, i)->valuedouble;

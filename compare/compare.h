@@ -23,7 +23,9 @@ typedef enum { MODE_LOCKSTEP, MODE_FREE } Mode;
 typedef struct {
     const char *sizes;        // --sizes (NULL: default)
     int both_precisions;      // --precision both
-    int repeats;              // --repeats (5)
+    int repeats;              // --repeats (5): the fewest timed runs
+    int max_repeats;          // --max-repeats (20, at least --repeats): the most, while the noise is over target
+    double noise_target;      // --noise-target (0.02): stop once the median's interval's relative half-width is this; 0: off
     int warmup;               // --warmup (5)
     double budget_s;          // --time-budget, seconds per size and engine (20)
     double loss_rtol;         // --loss-rtol: relative loss agreement from step 3 on (3e-2)

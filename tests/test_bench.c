@@ -64,7 +64,16 @@ Test(bench, scalar_and_cpu_on_two_sizes_pass, .timeout = 120) {
     cr_expect(strstr(r.out, "**b1**: batch=1; 12 steps; 16 positions/step"), "%s", r.out);
     cr_expect(strstr(r.out, "**spec1**: n_embd=8,n_head=2,batch=4; 12 steps; 64 positions/step"), "%s", r.out);
     cr_expect(strstr(r.out, "packed:") && strstr(r.out, "PASS: bench, 2 size(s)"), "%s", r.out);
-    cr_expect(strstr(r.out, "2x10 "), "2 timed runs of the 10 steps after the warm-up:\n%s", r.out);
+    // 2 to 20 timed runs (--repeats 2, --max-repeats 20 by default) of the
+    // 10 steps after the warm-up, and what stopped them
+    int runs = 0, steps = 0;
+    char what[32] = "";
+    cr_expect_eq(sscanf(cell_of(row_of(r.out, "b1", "cpu", "fp64"), 9, v, sizeof v), "%dx%d (%31[a-z])", &runs, &steps,
+                        what), 3, "%s", v);
+    cr_expect(runs >= 2 && runs <= 20 && steps == 10, "%s", v);
+    cr_expect(!strcmp(what, "noise") || !strcmp(what, "max") || !strcmp(what, "budget"), "%s", v);
+    cr_expect(strstr(r.out, "\nStatistics: ms/step is the median of the timed runs, its 95% bootstrap confidence"),
+              "%s", r.out);
     th_run_free(&r);
 }
 
@@ -91,7 +100,7 @@ Test(bench, an_injected_fault_fails_the_bench, .timeout = 60) {
 Test(bench, bf16_and_tf32_rows_are_checked, .timeout = 120) {
     const char *precs[] = {"bf16", "tf32"};
     for (int i = 0; i < 2; i++) {
-        ThRun r = BENCH("--engines", "scalar,cpu", "--sizes", "b1,b32", "--precision", precs[i]);
+        ThRun r = BENCH("--engines", "scalar,cpu", "--sizes", "b1,b32", "--precision", precs[i], "--max-repeats", "3");
         char v[256];
         cr_expect_eq(r.status, 0, "%s: exit %d\n%s%s", precs[i], r.status, r.out, r.err);
         for (int z = 0; z < 2; z++) {
@@ -260,8 +269,10 @@ Test(bench, the_speedups_use_the_fastest_torch_row, .timeout = 120) {
     const struct {
         const char *ms, *compile_s, *fastest, *slow, *slow_x, *compiled;
     } cases[] = {
-        {"graph=2,compile=1,eager=5", "23.4", "torch-compile", "torch-graph", "0.50x", "compiled in 23.4 s (not timed)"},
-        {"graph=1,compile=2,eager=5", "7.5", "torch-graph", "torch-compile", "0.50x", "compiled in 7.5 s (not timed)"},
+        {"graph=2,compile=1,eager=5", "23.4", "torch-compile", "torch-graph", "0.50x (n=2: no interval)",
+         "compiled in 23.4 s (not timed)"},
+        {"graph=1,compile=2,eager=5", "7.5", "torch-graph", "torch-compile", "0.50x (n=2: no interval)",
+         "compiled in 7.5 s (not timed)"},
     };
     for (int c = 0; c < 2; c++) {
         setenv("FAKE_TORCH_MS", cases[c].ms, 1);
@@ -282,7 +293,7 @@ Test(bench, the_speedups_use_the_fastest_torch_row, .timeout = 120) {
                          "case %d:\n%s", c, r.out);
         cr_expect_str_eq(cell_of(row_of(r.out, "b1", cases[c].slow, "fp64"), 6, v, sizeof v), cases[c].slow_x,
                          "case %d:\n%s", c, r.out);
-        cr_expect_str_eq(cell_of(row_of(r.out, "b1", "torch-eager", "fp64"), 6, v, sizeof v), "0.20x",
+        cr_expect_str_eq(cell_of(row_of(r.out, "b1", "torch-eager", "fp64"), 6, v, sizeof v), "0.20x (n=2: no interval)",
                          "case %d:\n%s", c, r.out);
         char line[128];
         snprintf(line, sizeof line, "- b1 fp64: fastest %s (", cases[c].fastest);
@@ -303,6 +314,41 @@ Test(bench, the_speedups_use_the_fastest_torch_row, .timeout = 120) {
         cJSON_Delete(j);
         th_run_free(&r);
     }
+}
+
+// With 3 runs a row (here PyTorch's: 1, 1.01, 1.02 x its ms) has an
+// interval, and so has every speedup between two such rows: the fake's
+// runs put 0.5 inside the compile row's over the graph row's.
+Test(bench, speedups_have_intervals, .timeout = 120) {
+    const char *py = fake_torch_setup();
+    if (!py) cr_skip_test("no Python 3");
+    setenv("FAKE_TORCH_MS", "graph=2,compile=1,eager=5", 1);
+    const char *tr = th_temp_path("intervals.json");
+    ThRun r = th_tool("compare", "--bench", "--data", th_names_path(), "--steps", "12", "--warmup", "2", "--repeats",
+                      "3", "--quiet", "--engines", "cpu", "--sizes", "b1", "--baseline", "torch", "--python", py,
+                      "--trace", tr, NULL);
+    cr_assert_eq(r.status, 0, "exit %d\n%s%s", r.status, r.out, r.err);
+    cJSON *j = th_load_json(tr);
+    const cJSON *g = trace_row(j, "torch-graph");
+    const double lo = trace_num(g, "speedup_vs_torch_ci_low"), hi = trace_num(g, "speedup_vs_torch_ci_high");
+    cr_expect(lo < 0.5 && 0.5 < hi && hi - lo < 0.05, "torch-graph over torch-compile: [%g, %g]", lo, hi);
+    char v[256], want[64];
+    snprintf(want, sizeof want, "0.50x (%.2f-%.2f)", lo, hi);
+    cr_expect_str_eq(cell_of(row_of(r.out, "b1", "torch-graph", "fp64"), 6, v, sizeof v), want, "%s", r.out);
+    cr_expect_str_eq(cell_of(row_of(r.out, "b1", "torch-graph", "fp64"), 3, v, sizeof v), "2.02 (2-2.04) [2-2.04]",
+                     "the median, its interval (the 3 runs' min-max) and the min-max:\n%s", r.out);
+    cr_expect_str_eq(cell_of(row_of(r.out, "b1", "torch-graph", "fp64"), 9, v, sizeof v), "3x10",
+                     "PyTorch's runs are fixed by --repeats:\n%s", r.out);
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(g, "stopped")), "fixed");
+    // the cpu row (at least 3 runs): its interval holds its median, and
+    // its speedup over torch has one too
+    const cJSON *c = trace_row(j, "cpu");
+    cr_expect(trace_num(c, "ms_per_step_ci_low") <= trace_num(c, "ms_per_step_median") &&
+              trace_num(c, "ms_per_step_median") <= trace_num(c, "ms_per_step_ci_high"), "cpu's interval");
+    cr_expect(trace_num(c, "speedup_vs_torch_ci_low") <= trace_num(c, "speedup_vs_torch") &&
+              trace_num(c, "speedup_vs_torch") <= trace_num(c, "speedup_vs_torch_ci_high"), "cpu's speedup's interval");
+    cJSON_Delete(j);
+    th_run_free(&r);
 }
 
 // A PyTorch row with wrong losses fails the bench like any engine, and is
@@ -381,7 +427,9 @@ Test(bench, trace_and_markdown, .timeout = 60) {
     cr_assert_eq(cJSON_GetArraySize(rows), 2);
     const char *keys[] = {"engine", "precision", "settings", "ms_per_step_median", "ms_per_step_min",
                           "ms_per_step_max", "tokens_per_s", "steps_timed", "peak_host_bytes", "peak_device_bytes",
-                          "verdict", "losses", "size"};
+                          "verdict", "losses", "size", "ms_per_step_ci_low", "ms_per_step_ci_high",
+                          "ms_per_step_rel_noise", "few_runs", "stopped", "speedup_vs_reference_ci_low",
+                          "speedup_vs_reference_ci_high", "speedup_vs_torch_ci_low", "speedup_vs_torch_ci_high"};
     for (int i = 0; i < 2; i++) {
         const cJSON *row = cJSON_GetArrayItem(rows, i);
         for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
@@ -392,15 +440,30 @@ Test(bench, trace_and_markdown, .timeout = 60) {
                      med = cJSON_GetObjectItem(row, "ms_per_step_median")->valuedouble,
                      hi = cJSON_GetObjectItem(row, "ms_per_step_max")->valuedouble;
         cr_expect(lo > 0 && lo <= med && med <= hi, "min %g median %g max %g", lo, med, hi);
+        // an interval within min-max that holds the median, from 3 runs on
+        const cJSON *cl = cJSON_GetObjectItem(row, "ms_per_step_ci_low"), *ch = cJSON_GetObjectItem(row, "ms_per_step_ci_high");
+        if (cJSON_GetObjectItem(row, "repeats")->valueint >= 3) {
+            cr_expect(cJSON_IsFalse(cJSON_GetObjectItem(row, "few_runs")));
+            cr_expect(cJSON_IsNumber(cl) && cJSON_IsNumber(ch) && lo <= cl->valuedouble && cl->valuedouble <= med &&
+                      med <= ch->valuedouble && ch->valuedouble <= hi, "row %d's interval", i);
+        } else {
+            cr_expect(cJSON_IsTrue(cJSON_GetObjectItem(row, "few_runs")) && cJSON_IsNull(cl) && cJSON_IsNull(ch));
+        }
     }
+    cr_expect_eq(cJSON_GetObjectItem(j, "max_repeats")->valueint, 20);
+    cr_expect_eq(cJSON_GetObjectItem(j, "noise_target")->valuedouble, 0.02);
+    cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "statistics"), "resamples")->valueint, 2000);
     cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 1), "verdict")), "pass");
     cJSON_Delete(j);
     th_run_free(&r);
-    // the trace tool reads it: the table, and ms/step per size and engine
+    th_check_schema("../trace.schema.json", tr, 0);
+    // the trace tool reads it: the table, and ms/step per size and engine;
+    // a speedup that was not measured (no PyTorch here) is "-", never nan
     r = th_tool("trace", "inspect", tr, NULL);
     cr_expect_eq(r.status, 0, "%s", r.err);
     cr_expect(strstr(r.out, "kind \"bench\"") && strstr(r.out, "b1       scalar") && strstr(r.out, "b1       cpu"),
               "%s", r.out);
+    cr_expect(!strstr(r.out, "nanx") && !strstr(r.out, " nan ") && strstr(r.out, "95% CI"), "%s", r.out);
     th_run_free(&r);
     char svg[512];
     snprintf(svg, sizeof svg, "%s/bench.svg", dir);
@@ -515,27 +578,214 @@ Test(bench, bench_scalar_samples_and_trace, .timeout = 120) {
     th_run_free(&r);
 }
 
-// trace diff of two bench traces: a slower row, a worse verdict or a missing
-// row is a difference (exit 1); within --tolerance it is not.
-Test(bench, trace_diff_of_bench_traces) {
-#define BT(ms, verdict)                                                                                          \
-    "{\"format\": \"microgpt-trace\", \"version\": 1, \"kind\": \"bench\", \"sizes\": [{\"name\": \"b1\"}], "    \
+// trace diff of two bench traces judges each row by the 95% bootstrap
+// intervals of A's and B's medians, from the rows' timed runs: slower only
+// when they do not overlap and B/A is above 1 + --tolerance (exit 1),
+// faster when they do not overlap and B/A is below 1 / (1 + --tolerance)
+// (exit 0); overlapping intervals are no significant change; rows of fewer
+// than 3 runs are not judged; a worse verdict or a row missing in B is exit 1.
+#define BT(runs, verdict)                                                                                          \
+    "{\"format\": \"microgpt-trace\", \"version\": 1, \"kind\": \"bench\", \"sizes\": [{\"name\": \"b1\"}], "      \
     "\"bench\": [{\"size\": \"b1\", \"engine\": \"cuda\", \"precision\": \"fp32\", \"verdict\": \"" verdict "\", " \
-    "\"ms_per_step_median\": " ms "}]}"
-    const char *a = th_write_temp("a.json", BT("1.0", "pass"), strlen(BT("1.0", "pass")));
-    const char *slow = th_write_temp("slow.json", BT("1.2", "pass"), strlen(BT("1.2", "pass")));
-    const char *fail = th_write_temp("fail.json", BT("0.5", "fail"), strlen(BT("0.5", "fail")));
+    "\"status\": \"ok\", \"ms_per_step_median\": null, \"ms_per_step\": [" runs "]}]}"
+static const char *bench_trace(const char *name, const char *text) {
+    return th_write_temp(name, text, strlen(text));
+}
+
+Test(bench, trace_diff_of_bench_traces) {
+    const char *a = bench_trace("a.json", BT("1.00, 1.01, 0.99, 1.02, 0.98", "pass"));
+    const char *slow = bench_trace("slow.json", BT("1.30, 1.31, 1.29, 1.32, 1.28", "pass"));
+    const char *noisy = bench_trace("noisy.json", BT("1.02, 0.90, 1.15, 0.97, 1.06", "pass"));
+    const char *one = bench_trace("one.json", BT("2.0", "pass"));
+    const char *fail = bench_trace("fail.json", BT("0.50, 0.51, 0.49", "fail"));
     ThRun r = th_tool("trace", "diff", a, slow, NULL);
-    cr_expect(r.status == 1 && strstr(r.out, "slower") && strstr(r.out, "1.200x"), "%d %s%s", r.status, r.out, r.err);
+    cr_expect(r.status == 1 && strstr(r.out, "1.300x") && strstr(r.out, "  slower\n") && strstr(r.out, "1 slower, 0 faster") &&
+              strstr(r.out, "1.3 (1.28-1.32)"), "%d %s%s", r.status, r.out, r.err);
     th_run_free(&r);
+    r = th_tool("trace", "diff", slow, a, NULL);
+    cr_expect(r.status == 0 && strstr(r.out, "  faster\n") && strstr(r.out, "0 slower, 1 faster"), "%d %s%s", r.status,
+              r.out, r.err);
+    th_run_free(&r);
+    // significant, but not by more than a 50% tolerance
     r = th_tool("trace", "diff", a, slow, "--tolerance", "0.5", NULL);
-    cr_expect(r.status == 0 && strstr(r.out, "0 slower"), "%d %s%s", r.status, r.out, r.err);
+    cr_expect(r.status == 0 && strstr(r.out, "slower, by less than the tolerance (50%)") && strstr(r.out, "0 slower"),
+              "%d %s%s", r.status, r.out, r.err);
+    th_run_free(&r);
+    // the same timings with more noise: the medians differ by 2%, the runs overlap
+    r = th_tool("trace", "diff", a, noisy, NULL);
+    cr_expect(r.status == 0 && strstr(r.out, "no significant change") && strstr(r.out, "0 slower, 0 faster, 1 with no"),
+              "%d %s%s", r.status, r.out, r.err);
+    th_run_free(&r);
+    // twice as slow, but from one run: not judged
+    r = th_tool("trace", "diff", a, one, NULL);
+    cr_expect(r.status == 0 && strstr(r.out, "not judged: too few runs (A n=5, B n=1)") && strstr(r.out, "0 slower"),
+              "%d %s%s", r.status, r.out, r.err);
     th_run_free(&r);
     r = th_tool("trace", "diff", a, fail, NULL);
     cr_expect(r.status == 1 && strstr(r.out, "verdict worse"), "%d %s%s", r.status, r.out, r.err);
     th_run_free(&r);
-    r = th_tool("trace", "diff", slow, a, NULL);
-    cr_expect(r.status == 0 && strstr(r.out, "faster"), "%d %s%s", r.status, r.out, r.err);
-    th_run_free(&r);
+}
 #undef BT
+
+// Two benches of the same engine on the same work are no significant
+// change (exit 0): their medians' intervals overlap. They run side by side,
+// so that both see the same machine (a machine busier for one bench than
+// for the other is a real difference between them, which the intervals of
+// each bench's own runs cannot know about), with runs of 200 steps, many
+// scheduler ticks each.
+Test(bench, two_benches_of_the_same_engine_are_no_significant_change, .timeout = 120) {
+    const char *tr[2] = {th_temp_path("same-a.json"), th_temp_path("same-b.json")};
+    char cmd[8192];
+    size_t len = 0;
+    for (int k = 0; k < 2; k++)
+        len += (size_t)snprintf(cmd + len, sizeof cmd - len, "'%s/compare' --bench --data '%s' --engines cpu --sizes b1 "
+                                "--steps 202 --warmup 2 --repeats 5 --max-repeats 10 --quiet --trace '%s' "
+                                ">/dev/null 2>&1 & ", th_build_dir(), th_names_path(), tr[k]);
+    snprintf(cmd + len, sizeof cmd - len, "wait");
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    for (int k = 0; k < 2; k++) {
+        cJSON *j = th_load_json(tr[k]);
+        cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "verdict")), "pass", "%s", tr[k]);
+        cJSON_Delete(j);
+    }
+    ThRun r = th_tool("trace", "diff", tr[0], tr[1], NULL);
+    cr_expect_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_expect(strstr(r.out, "b1       cpu") && strstr(r.out, "no significant change") &&
+              strstr(r.out, "0 slower, 0 faster, 1 with no significant change"), "%s", r.out);
+    th_run_free(&r);
+}
+
+// A row of one run (--repeats 1 --max-repeats 1) is marked: no interval for
+// its median or its speedups, the summary lists it, the trace says so.
+Test(bench, a_row_of_one_run_is_marked, .timeout = 60) {
+    const char *tr = th_temp_path("one-run.json");
+    ThRun r = th_tool("compare", "--bench", "--data", th_names_path(), "--engines", "scalar,cpu", "--sizes", "b1",
+                      "--steps", "12", "--warmup", "2", "--repeats", "1", "--max-repeats", "1", "--quiet", "--trace",
+                      tr, NULL);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    char v[256];
+    const char *row = row_of(r.out, "b1", "cpu", "fp64");
+    cr_expect(strstr(cell_of(row, 3, v, sizeof v), " (n=1: no interval)"), "%s", v);
+    cr_expect(strstr(cell_of(row, 5, v, sizeof v), "x (n=1: no interval)"), "the speedup over scalar: %s", v);
+    cr_expect(strstr(r.out, "Too few runs for an interval (fewer than 3)") && strstr(r.out, "b1 cpu fp64 (n=1)") &&
+              strstr(r.out, "b1 scalar fp64 (n=1)"), "%s", r.out);
+    cJSON *j = th_load_json(tr);
+    const cJSON *c = trace_row(j, "cpu");
+    cr_expect(cJSON_IsTrue(cJSON_GetObjectItem(c, "few_runs")));
+    cr_expect(cJSON_IsNull(cJSON_GetObjectItem(c, "ms_per_step_ci_low")) &&
+              cJSON_IsNull(cJSON_GetObjectItem(c, "speedup_vs_reference_ci_low")));
+    cr_expect(isfinite(trace_num(c, "speedup_vs_reference")));
+    cJSON_Delete(j);
+    th_run_free(&r);
+    r = th_tool("trace", "inspect", tr, NULL);
+    cr_expect(r.status == 0 && strstr(r.out, "n=1: no interval") && strstr(r.out, "x (no interval)") &&
+              strstr(r.out, "2 row(s) rest on fewer than 3 runs"), "%s", r.out);
+    th_run_free(&r);
+}
+
+// --noise-target: a loose target stops at the first runs that meet it and
+// says so; a target no timing meets runs to --max-repeats and says that;
+// 0 times exactly --repeats runs.
+Test(bench, the_noise_target_stops_the_timing, .timeout = 120) {
+    const struct {
+        const char *target, *max, *stopped, *mark;
+    } cases[] = {
+        {"1", "30", "noise", " (noise)"},   // a half-width within 100% of the median: met at once
+        {"1e-9", "4", "max_repeats", " (max)"},
+        {"0", "30", "fixed", ""},
+    };
+    for (int c = 0; c < 3; c++) {
+        const char *tr = th_temp_path("noise.json");
+        ThRun r = th_tool("compare", "--bench", "--data", th_names_path(), "--engines", "cpu", "--sizes", "b1",
+                          "--steps", "30", "--warmup", "2", "--repeats", "3", "--max-repeats", cases[c].max,
+                          "--noise-target", cases[c].target, "--trace", tr, NULL);
+        cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+        cJSON *j = th_load_json(tr);
+        const cJSON *row = trace_row(j, "cpu");
+        const int runs = (int)trace_num(row, "repeats");
+        cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(row, "stopped")), cases[c].stopped, "case %d", c);
+        if (c == 0) {
+            cr_expect(runs >= 3 && runs < 30, "case %d: %d runs", c, runs);
+            cr_expect(trace_num(row, "ms_per_step_rel_noise") <= 1, "case %d", c);
+            cr_expect(strstr(r.err, "; stopped: noise ") && strstr(r.err, "% <= 100%"), "the progress line: %s", r.err);
+        } else {
+            cr_expect_eq(runs, c == 1 ? 4 : 3, "case %d", c);
+        }
+        if (c == 1) cr_expect(strstr(r.err, "; stopped: --max-repeats 4 with the noise"), "%s", r.err);
+        char v[256], want[64];
+        snprintf(want, sizeof want, "%dx28%s", runs, cases[c].mark);
+        cr_expect_str_eq(cell_of(row_of(r.out, "b1", "cpu", "fp64"), 9, v, sizeof v), want, "case %d:\n%s", c, r.out);
+        cJSON_Delete(j);
+        th_run_free(&r);
+    }
+    th_expect_usage(BENCH("--engines", "cpu", "--max-repeats", "1"), "--max-repeats 1 is fewer than --repeats 2",
+                    "max below min");
+    th_expect_usage(BENCH("--engines", "cpu", "--noise-target", "-1"), "--noise-target: '-1'", "a negative target");
+    th_expect_usage(BENCH("--engines", "cpu", "--max-repeats", "65"), "--max-repeats: '65'", "over 64");
+    th_expect_usage(th_tool("compare", "--engines", "scalar,cpu", "--noise-target", "0.1", NULL),
+                    "only applies to --bench", "--noise-target without --bench");
+}
+
+// The SVG draws sizes as categories: per row a median dot, its interval and
+// min-max whiskers inside the size's band; nothing joins one size to the
+// next (no polyline, no path, no line wider than a whisker's cap).
+Test(bench, the_plot_has_categorical_sizes_and_whiskers) {
+#define ROW(size, eng, med, lo, hi, mn, mx, runs)                                                              \
+    "{\"size\": \"" size "\", \"engine\": \"" eng "\", \"precision\": \"fp64\", \"verdict\": \"pass\", "        \
+    "\"status\": \"ok\", \"ms_per_step_median\": " med ", \"ms_per_step_ci_low\": " lo ", \"ms_per_step_ci_high\": " \
+    hi ", \"ms_per_step_min\": " mn ", \"ms_per_step_max\": " mx ", \"ms_per_step\": [" runs "]}"
+    const char *text =
+        "{\"format\": \"microgpt-trace\", \"version\": 1, \"kind\": \"bench\", \"verdict\": \"pass\", \"sizes\": "
+        "[{\"name\": \"b1\"}, {\"name\": \"b32\"}, {\"name\": \"e64\"}], \"bench\": ["
+        ROW("b1", "cpu", "1", "0.9", "1.1", "0.5", "2", "0.5, 0.9, 1, 1.1, 2") ", "
+        ROW("b1", "scalar", "10", "9", "11", "8", "12", "8, 9, 10, 11, 12") ", "
+        ROW("b32", "cpu", "3", "null", "null", "3", "3", "3") ", "
+        ROW("b32", "scalar", "100", "90", "110", "80", "120", "80, 90, 100, 110, 120") ", "
+        ROW("e64", "cpu", "20", "19", "21", "15", "25", "15, 19, 20, 21, 25") ", "
+        ROW("e64", "scalar", "1000", "900", "1100", "800", "1200", "800, 900, 1000, 1100, 1200") "]}";
+#undef ROW
+    const char *tr = th_write_temp("plot-bench.json", text, strlen(text));
+    const char *svg = th_temp_path("plot-bench.svg");
+    ThRun r = th_tool("trace", "plot", tr, "--svg", svg, NULL);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    th_run_free(&r);
+    char *s = th_read_file(svg, NULL);
+    cr_expect(!strstr(s, "<polyline") && !strstr(s, "<path"), "%s", s);
+    int whiskers = 0, caps = 0, bars = 0, dots = 0;
+    for (const char *p = strstr(s, "<line"); p; p = strstr(p + 1, "<line")) {
+        char cls[32] = "";
+        double x1, y1, x2, y2;
+        cr_assert_eq(sscanf(p, "<line class=\"%31[a-z]\" x1=\"%lf\" y1=\"%lf\" x2=\"%lf\" y2=\"%lf\"", cls, &x1, &y1,
+                            &x2, &y2), 5, "every line has a class: %.80s", p);
+        if (!strcmp(cls, "grid")) continue;   // the decades and the bands' borders
+        cr_expect(fabs(x2 - x1) <= 12, "a %s line %g wide joins more than one size's slot: %.120s", cls, fabs(x2 - x1), p);
+        if (!strcmp(cls, "whisker")) {
+            whiskers++;
+            cr_expect(x1 == x2, "a whisker is vertical: %.120s", p);
+        } else if (!strcmp(cls, "cap")) {
+            caps++;
+            cr_expect(y1 == y2, "%.120s", p);
+        } else {
+            cr_expect(0, "an unexpected line: %.120s", p);
+        }
+    }
+    for (const char *p = strstr(s, "class=\"ci\""); p; p = strstr(p + 1, "class=\"ci\"")) bars++;
+    for (const char *p = strstr(s, "class=\"median\""); p; p = strstr(p + 1, "class=\"median\"")) dots++;
+    cr_expect_eq(whiskers, 6, "one min-max whisker per row");
+    cr_expect_eq(caps, 12, "two caps per whisker");
+    cr_expect_eq(bars, 5, "an interval's bar for each row with one (b32 cpu has one run)");
+    cr_expect_eq(dots, 6);
+    // a whisker spans min to max on the log axis: b1 cpu's (0.5 to 2, a
+    // factor 4) is 3.4 times as long as b1 scalar's (8 to 12, 1.5)
+    const char *wc = strstr(s, "cpu fp64 at b1");
+    const char *ws = strstr(s, "scalar fp64 at b1");
+    cr_assert(wc && ws, "%s", s);
+    double a1, a2, b1, b2;
+    cr_assert_eq(sscanf(strstr(wc, "<line class=\"whisker\""), "<line class=\"whisker\" x1=\"%*f\" y1=\"%lf\" x2=\"%*f\" "
+                        "y2=\"%lf\"", &a1, &a2), 2);
+    cr_assert_eq(sscanf(strstr(ws, "<line class=\"whisker\""), "<line class=\"whisker\" x1=\"%*f\" y1=\"%lf\" x2=\"%*f\" "
+                        "y2=\"%lf\"", &b1, &b2), 2);
+    cr_expect(fabs(a1 - a2) > 2 * fabs(b1 - b2), "cpu's min-max (x4) spans more than scalar's (x1.5): %g, %g", a1 - a2,
+              b1 - b2);
+    free(s);
 }
