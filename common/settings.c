@@ -94,6 +94,8 @@ int settings_parse_flag(Settings *s, int argc, char **argv, int *i) {
         s->trace_path = path_flag("--trace", v);
     } else if ((v = cli_value(&s->seen, argc, argv, i, "--timeline"))) {
         s->timeline_path = path_flag("--timeline", v);
+    } else if (cli_switch(&s->seen, argv, *i, "--pretty")) {
+        s->pretty = 1;
     } else {
         return 0;
     }
@@ -122,6 +124,7 @@ void settings_validate(const Settings *s) {
     if (s->lr < 0) die(EXIT_USAGE, "--lr must be >= 0 (got %g)", s->lr);
     if (!(s->init_std > 0 && s->init_std <= 1e6))
         die(EXIT_USAGE, "--init-std must be > 0 and at most 1e6 (got %g)", s->init_std);
+    if (s->pretty && !s->trace_path) die(EXIT_USAGE, "--pretty applies to --trace (it indents the trace)");
 }
 
 void settings_print_help(FILE *f, int own_samples) {
@@ -151,7 +154,10 @@ void settings_print_help(FILE *f, int own_samples) {
             "                       its tokens (token-mean, F.cross_entropy's); equal at batch 1\n"
             "                       (doc-mean)\n"
             "  --trace FILE         write a JSON trace of the run to FILE ('-': stdout); a failed\n"
-            "                       or interrupted run writes it too, marked incomplete\n"
+            "                       or interrupted run writes it too, marked incomplete; compact\n"
+            "                       JSON, one line\n"
+            "  --pretty             with --trace: indent the trace for reading (about a quarter\n"
+            "                       larger)\n"
             "  --timeline FILE      write each step's phases per engine as Chrome trace-event\n"
             "                       JSON (open it in ui.perfetto.dev or chrome://tracing)\n");
 }

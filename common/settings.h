@@ -26,6 +26,7 @@ typedef struct {
     int token_mean;          // --loss        0: doc-mean (the original), 1: token-mean
     const char *trace_path;  // --trace       (none)
     const char *timeline_path;  // --timeline (none)
+    int pretty;              // --pretty      the trace indented for reading (compact)
     CliSeen seen;            // the flags given (a tool's own flags too: one set per command line)
 } Settings;
 

@@ -539,8 +539,8 @@ int lockstep_run(Run *r, Trace *t, cJSON *steps) {
         cJSON *so = NULL;
         if (steps) {
             so = run_trace_step(o, step, loss, dt);
-            S.max_err = cJSON_AddObjectToObject(so, "max_err");
-            S.max_rel = cJSON_AddObjectToObject(so, "max_rel");
+            // the long layout alone: the older max_err/max_rel maps held the
+            // same max_abs/max_rel again (readers build them from "errors")
             S.errors = cJSON_AddArrayToObject(so, "errors");
         }
         S.grad_bad = grad_bad;

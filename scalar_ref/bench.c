@@ -43,6 +43,7 @@ int main(int argc, char **argv) {
         if (!settings_parse_flag(&s, argc, argv, &i)) die(EXIT_USAGE, "unknown flag '%s' (see --help)", argv[i]);
     }
     settings_validate(&s);
+    trace_set_pretty(s.pretty);
     if (s.steps < 1) die(EXIT_USAGE, "--steps must be at least 1 to time anything");
     if (s.timeline_path) die(EXIT_USAGE, "--timeline applies to microgpt and compare, not to the benchmark");
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
+# usage: scripts/attn_bench.sh [--calls N] [--test] [--ncu]
 # The attention kernels timed on a GPU machine, old (rows: one warp per row)
 # against new (tiled: shared memory), in one go:
-#   scripts/attn_bench.sh [--calls N] [--test] [--ncu]
-# 1. unpacks .debs/*.deb into /tmp/deps (the GPU machine lacks libcjson) and
-#    builds build/test_gpu with DEPS_PREFIX=/tmp/deps;
+# 1. builds build/test_gpu, with the system's libcjson (libcjson-dev) or,
+#    where its headers are missing (a bare GPU machine), the .deb files in
+#    .debs/ unpacked into /tmp/deps (DEPS_PREFIX=/tmp/deps);
 # 2. --test: runs build/test_gpu first (every kernel against the CPU
 #    reference, both attention implementations included);
 # 3. build/test_gpu --attn-bench N: us per call of attention_forward and
@@ -15,21 +16,29 @@
 #    of each kernel apart (forward, dq, dkv).
 # Exits 1 if a check fails, 2 if the build fails or there is no GPU.
 set -u -o pipefail
+usage() { awk 'NR>1 && !/^#/{exit} NR>1' "$0" | sed 's/^# \{0,1\}//'; }
 calls=20 test=0 ncu=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --calls) [ $# -ge 2 ] || { echo "attn_bench: --calls needs a number" >&2; exit 2; }; calls="$2"; shift 2 ;;
     --test) test=1; shift ;;
     --ncu) ncu=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     *) echo "attn_bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.." || exit 2
-mkdir -p /tmp/deps
-for f in .debs/*.deb; do dpkg -x "$f" /tmp/deps || exit 2; done
+# libcjson: the system's headers, else the .deb files of .debs/
+deps=""
+if ! echo '#include <cjson/cJSON.h>' | gcc -E -x c - >/dev/null 2>&1; then
+  ls .debs/*.deb >/dev/null 2>&1 ||
+    { echo "attn_bench: libcjson's headers are missing: apt-get install libcjson-dev (or put its .deb files in .debs/)" >&2; exit 2; }
+  mkdir -p /tmp/deps
+  for f in .debs/*.deb; do dpkg -x "$f" /tmp/deps || exit 2; done
+  deps=/tmp/deps
+fi
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader || { echo "attn_bench: no GPU (nvidia-smi failed)" >&2; exit 2; }
-make -j16 DEPS_PREFIX=/tmp/deps build/test_gpu >/tmp/attn_bench_build.log 2>&1 ||
+make -j16 ${deps:+DEPS_PREFIX=$deps} build/test_gpu >/tmp/attn_bench_build.log 2>&1 ||
   { tail -30 /tmp/attn_bench_build.log; echo "attn_bench: the build failed (/tmp/attn_bench_build.log)" >&2; exit 2; }
 rc=0
 if [ $test = 1 ]; then

@@ -170,6 +170,9 @@ def flat(P):
 def main():
     global N_LAYER, N_HEAD, BLOCK
     args = sys.argv[1:]
+    if '-h' in args or '--help' in args:
+        print(__doc__)
+        return
     flags = {}
     while len(args) >= 2 and args[-2].startswith('--'):
         flags[args[-2]] = int(args[-1])

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
+# usage: scripts/gpu_bench.sh [--full] [--repro N] [--out DIR]
 # The benchmark on a GPU machine (docs/BENCHMARKS.md), in one go:
-#   scripts/gpu_bench.sh [--full] [--repro N] [--out DIR]
-# 1. unpacks .debs/*.deb into /tmp/deps (the GPU machine lacks libcjson) and
-#    builds build/compare with DEPS_PREFIX=/tmp/deps;
+# 1. builds build/compare, with the system's libcjson (libcjson-dev) or,
+#    where its headers are missing (a bare GPU machine), the .deb files in
+#    .debs/ unpacked into /tmp/deps (DEPS_PREFIX=/tmp/deps);
 # 2. --full: the whole table: scalar, cpu and cuda in both precisions with the
 #    PyTorch baseline over the sweep (the scalar and cpu engines with a 10 s
 #    time budget per size);
@@ -11,20 +12,30 @@
 # Tables, traces and logs go to DIR ($OUT, else /tmp/gpu_bench). Needs
 # data/names.txt (carry it along: data/ is git-ignored).
 set -u -o pipefail
+usage() { awk 'NR>1 && !/^#/{exit} NR>1' "$0" | sed 's/^# \{0,1\}//'; }
 out="${OUT:-/tmp/gpu_bench}" full=0 repro=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --full) full=1; shift ;;
     --repro) [ $# -ge 2 ] || { echo "gpu_bench: --repro needs a count" >&2; exit 2; }; repro="$2"; shift 2 ;;
     --out) [ $# -ge 2 ] || { echo "gpu_bench: --out needs a folder" >&2; exit 2; }; out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     *) echo "gpu_bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-mkdir -p "$out" /tmp/deps
-for f in .debs/*.deb; do dpkg -x "$f" /tmp/deps || exit 1; done
+case "$repro" in ''|*[!0-9]*) echo "gpu_bench: --repro needs a whole number, not '$repro'" >&2; exit 2 ;; esac
+mkdir -p "$out" || exit 2
+# libcjson: the system's headers, else the .deb files of .debs/
+deps=""
+if ! echo '#include <cjson/cJSON.h>' | gcc -E -x c - >/dev/null 2>&1; then
+  ls .debs/*.deb >/dev/null 2>&1 ||
+    { echo "gpu_bench: libcjson's headers are missing: apt-get install libcjson-dev (or put its .deb files in .debs/)" >&2; exit 2; }
+  mkdir -p /tmp/deps
+  for f in .debs/*.deb; do dpkg -x "$f" /tmp/deps || exit 1; done
+  deps=/tmp/deps
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
-make -j16 DEPS_PREFIX=/tmp/deps build/compare >"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+make -j16 ${deps:+DEPS_PREFIX=$deps} build/compare >"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 rc=0
 if [ "$full" = 1 ]; then
   build/compare --bench --engines scalar,cpu,cuda --sizes sweep --precision both --baseline torch --time-budget 10 \

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
+# usage: scripts/gpu_check.sh [--build DIR] [--out DIR] [--quick] [--skip NAME,...]
 # Every check of the CUDA backend on a GPU machine, in one go
 # (docs/cuda_backend.md):
-#   scripts/gpu_check.sh [--build DIR] [--out DIR] [--quick] [--skip NAME,...]
-# 1. unpacks .debs/*.deb into /tmp/deps (the GPU machine lacks libcjson) and
-#    builds with DEPS_PREFIX=/tmp/deps (no Criterion needed);
+# 1. builds with the system's libcjson (libcjson-dev) or, where its headers
+#    are missing (a bare GPU machine), the .deb files in .debs/ unpacked into
+#    /tmp/deps (DEPS_PREFIX=/tmp/deps) (no Criterion needed);
 # 2. nvidia-smi -L; make test-gpu (kernel and engine tests);
 # 3. make parity BACKEND=cuda (PARITY_STEPS, 1000 by default; --quick: 100);
 # 4. compare --bench: cuda against PyTorch at b1, b32 and b256 in both precisions,
@@ -21,18 +22,21 @@
 # /tmp/gpu_check); a summary table is printed last. Exits 1 if any check failed.
 # Needs data/names.txt (carry it along: data/ is git-ignored).
 set -u -o pipefail
+usage() { awk 'NR>1 && !/^#/{exit} NR>1' "$0" | sed 's/^# \{0,1\}//'; }
 build=build
 out="${OUT:-/tmp/gpu_check}"
 steps="${PARITY_STEPS:-1000}"
 skip=","
 while [ $# -gt 0 ]; do
   case "$1" in
-    --build) build="$2"; shift 2 ;;
-    --out) out="$2"; shift 2 ;;
+    --build|--out)
+      [ $# -ge 2 ] && [ -n "$2" ] || { echo "gpu_check: $1 needs a value (see --help)" >&2; exit 2; }
+      case "$1" in --build) build="$2" ;; --out) out="$2" ;; esac
+      shift 2 ;;
     --quick) steps=100; shift ;;
     --skip) [ $# -ge 2 ] || { echo "gpu_check: --skip needs a list of check names" >&2; exit 2; }
       skip=",$2,"; shift 2 ;;
-    -h|--help) awk 'NR>1 && !/^#/{exit} NR>1' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -41,7 +45,11 @@ logs="$build/gpu_check"
 rm -rf "$logs"
 mkdir -p "$logs"
 deps=/tmp/deps
-mk=(make -j16 "DEPS_PREFIX=$deps" "BUILD=$build")
+# libcjson: the system's headers, else the .deb files of .debs/ (check deps)
+system_cjson=0
+echo '#include <cjson/cJSON.h>' | gcc -E -x c - >/dev/null 2>&1 && system_cjson=1
+mk=(make -j16 "BUILD=$build")
+[ $system_cjson = 1 ] || mk+=("DEPS_PREFIX=$deps")
 compare="$build/compare"
 results=()
 
@@ -149,7 +157,11 @@ export logs compare steps PROFILE_SIZES
 export -f strip_times determinism sanitizer profile
 
 echo "gpu_check: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(hostname)"
-check deps 60 bash -c "mkdir -p $deps && for f in .debs/*.deb; do dpkg -x \"\$f\" $deps || exit 1; done && ls $deps/usr/lib/x86_64-linux-gnu"
+if [ $system_cjson = 1 ]; then
+  check deps 60 bash -c "echo 'libcjson: the system headers (libcjson-dev); .debs/ not needed'"
+else
+  check deps 60 bash -c "ls .debs/*.deb >/dev/null 2>&1 || { echo 'libcjson: headers missing and no .debs/*.deb: apt-get install libcjson-dev'; exit 1; }; mkdir -p $deps && for f in .debs/*.deb; do dpkg -x \"\$f\" $deps || exit 1; done && ls $deps/usr/lib/x86_64-linux-gnu"
+fi
 check gpu 30 bash -c "nvidia-smi -L && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv"
 check build 300 "${mk[@]}" all
 check test-gpu 240 "${mk[@]}" test-gpu

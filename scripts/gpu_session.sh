@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
+# usage: scripts/gpu_session.sh [--out DIR] [--parity-steps N] [--repeats N] [--steps N] [--no-mutants]
+#                               [--no-bench] [--calibrate SECONDS] [--calibrate-only SECONDS]
+#                               [--end SECONDS] [--quick]
 # Every GPU check and measurement of the CUDA engine in one call, ordered so
 # that the timings run alone on the GPU (docs/cuda_backend.md):
-#   scripts/gpu_session.sh [--out DIR] [--parity-steps N] [--repeats N] [--steps N] [--no-mutants]
-#                          [--no-bench] [--calibrate SECONDS] [--calibrate-only SECONDS] [--end SECONDS]
-#                          [--quick]
 # 1. unpacks .debs/*.deb into /tmp/deps, builds build/ (and build-prof/, the
 #    fused step with per-phase cycle counts); the GPU mutants start building
 #    in their own copies meanwhile (scripts/mutants.sh), their checks held
@@ -50,7 +50,7 @@ while [ $# -gt 0 ]; do
     --calibrate) calib="$2"; shift 2 ;;
     --calibrate-only) calib="$2" checks=0 bench=0 mutants=0; shift 2 ;;
     --quick) checks=2 bench=0 mutants=0; shift ;;
-    -h|--help) awk 'NR>1 && !/^#/{exit} NR>1' "$0"; exit 0 ;;
+    -h|--help) awk 'NR>1 && !/^#/{exit} NR>1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_session: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
+# usage: scripts/install-deps.sh [--torch]      (make deps, make deps TORCH=1)
 # Install the Debian packages the build and the tests need, if they are
 # missing: libcjson-dev (traces), libcriterion-dev (tests), curl (fetching
 # names.txt), clang with libFuzzer and the sanitizer runtimes (make fuzz,
 # make test SANITIZE=1), librsvg2-bin (rsvg-convert, to look at plots),
 # python3 with venv. As root it installs them; otherwise through sudo when
 # that works without a password; otherwise it names the packages and exits
-# 1. Then the Python packages (numpy, jsonschema) into .venv, from PyPI.
+# 1. Then the Python packages (numpy, jsonschema, pandas) into .venv, from
+# PyPI.
 # --torch (make deps TORCH=1) adds PyTorch to .venv, for the tests and
 # examples that use it (tests/test_torch_module.c, the torch engine of
 # tests/test_outside.c; docs/outside_engines.md, "Check my PyTorch model in
@@ -17,7 +19,8 @@ torch=0
 for a in "$@"; do
   case "$a" in
     --torch) torch=1 ;;
-    *) echo "usage: install-deps.sh [--torch]" >&2; exit 2 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: install-deps.sh [--torch] (see --help)" >&2; exit 2 ;;
   esac
 done
 need=()
@@ -33,15 +36,21 @@ echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (voi
 command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)
 command -v make >/dev/null 2>&1 || need+=(make)
 # The Python packages the tests and scripts use (numpy: the numpy engine,
-# recorded runs; jsonschema: the schema checks) go into the project's own
-# virtual environment, .venv (git-ignored), whatever python3 is on PATH.
+# recorded runs; jsonschema: the schema checks; pandas: reading what trace
+# export writes, tests/test_trace_schema.c) go into the project's own
+# virtual environment, .venv (git-ignored), whatever python3 is on PATH. An
+# existing .venv that lacks one of them gets it added (torch stays).
 venv() {
   if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import numpy, jsonschema' >/dev/null 2>&1; then
-    echo "install-deps: making .venv (numpy, jsonschema)"
+    echo "install-deps: making .venv (numpy, jsonschema, pandas)"
     rm -rf .venv
     python3 -m venv .venv || python3 -m venv --copies .venv || { echo "install-deps: python3 -m venv failed" >&2; exit 1; }
-    .venv/bin/python -m pip install -q --disable-pip-version-check numpy jsonschema ||
-      { echo "install-deps: pip could not install numpy and jsonschema into .venv" >&2; exit 1; }
+    .venv/bin/python -m pip install -q --disable-pip-version-check numpy jsonschema pandas ||
+      { echo "install-deps: pip could not install numpy, jsonschema and pandas into .venv" >&2; exit 1; }
+  elif ! .venv/bin/python -c 'import pandas' >/dev/null 2>&1; then
+    echo "install-deps: adding pandas to .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check pandas ||
+      { echo "install-deps: pip could not install pandas into .venv" >&2; exit 1; }
   fi
 }
 torch_venv() {

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
+# usage: scripts/localize_check.sh [--engine cpu|cuda:layered|cuda:fused] [--precision fp64|fp32] [--build DIR]
 # Localization of a fault planted in each op (compare --inject-fault
 # op-fwd:OP / op-bwd:OP; docs/compare.md "Where it broke"): for each op of a
 # 2-layer GQA model, forward and backward, run compare and check that the
 # trace's first divergence names that op. The CPU engine's cases are also
 # tests/test_localize.c (CI); this script runs them on any engine that plants
 # the faults: cpu, cuda:layered, cuda:fused (a GPU machine).
-#   scripts/localize_check.sh [--engine cpu|cuda:layered|cuda:fused] [--precision fp64|fp32] [--build DIR]
 # The fused CUDA step fuses some ops into one phase (wo's product with the
 # residual add, relu with fc2 and its residual): a fault planted in one of
 # them is named as the op whose output it first reaches (the table below).
 # Prints one line per case and exits 1 if any is named wrongly.
 set -u
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR>1 && !/^#/{exit} NR>1' "$0" | sed 's/^# \{0,1\}//'; }
 engine=cpu prec=fp32 build=build
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
+# usage: scripts/mixed_band.sh [STEPS] [PRECISION...]      (1000; bf16 fp16 tf32)
 # Measure the free-running loss band of the mixed-precision recipes
 # (docs/mixed_precision.md): the CPU engine's emulation trains on its own
 # against the fp64 scalar oracle for STEPS steps, over several shapes and
 # seeds; prints, per precision and run, the largest |loss - loss_fp64| and
 # its step, and per precision the largest of all (the band is set from it).
-#   scripts/mixed_band.sh [STEPS] [PRECISION...]      (1000; bf16 fp16 tf32)
 set -eu
+case "${1:-}" in -h|--help) awk 'NR>1 && !/^#/{exit} NR>1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 steps="${1:-1000}"
+case "$steps" in ''|*[!0-9]*|0) echo "mixed_band: STEPS must be a whole number >= 1, not '$steps' (see --help)" >&2; exit 2 ;; esac
 shift || true
 precs=("$@")
 [ ${#precs[@]} -gt 0 ] || precs=(bf16 fp16 tf32)

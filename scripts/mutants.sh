@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
+# usage: scripts/mutants.sh [--part cpu|compare|gpu|all] [--jobs N] [--make-jobs N] [--keep] [--build-only]
+#                           [NAME...]
 # The mutation kit (`make mutants`, docs/parity.md): apply each planted bug of
 # mutants/*.patch, one at a time, to a scratch copy of the tree under
 # build/mutants/ (the real tree is never modified), rebuild what the checks
 # need, run the checks, fast ones first, and stop at the first that fails.
 # Prints a table: mutant, caught by which check, where (step or test).
-#   scripts/mutants.sh [--part cpu|compare|gpu|all] [--jobs N] [--make-jobs N] [--keep] [--build-only] [NAME...]
 # --part cpu (default): mutants of the CPU engine, the scalar engine and
 # common/, checked against the CPU tensor engine, and of the comparator's own
 # rules (compare/), checked by its test suites and calibrate.py check (no GPU
@@ -20,7 +21,7 @@
 # --make-jobs N: make -jN for each build (default 2). MUTANTS_GATE=FILE:
 # each mutant's checks wait while FILE exists (its build does not).
 set -u
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR>1 && !/^#/{exit} NR>1' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "mutants: $*" >&2; exit 2; }
 part=cpu keep=0 build_only=0 only=() jobs=1 make_jobs=2
 while [ $# -gt 0 ]; do

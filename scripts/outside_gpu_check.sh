@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
+# usage: scripts/outside_gpu_check.sh [--python PY] [--steps N] [--build DIR]
 # The outside-engine checks that need a GPU and PyTorch (docs/outside_engines.md):
 # the CUDA plugin in lockstep, the torch engine on CUDA in fp64 and fp32, its
 # --broken-rmsnorm switch (must FAIL at step 1 naming the tensors), the
 # Triton engine (tests/triton_engine_check.py; lockstep in fp32 and fp64 on
 # several shapes; each --plant-bug must FAIL, its first divergence printed),
 # and the start-up cost of a usage error (no CUDA library is loaded for it).
-#   bash scripts/outside_gpu_check.sh [--python PY] [--steps N] [--build DIR]
-# Exits non-zero if a check that should pass fails, or the broken one passes.
+# --python PY: the interpreter with numpy, torch and triton (python3);
+# --steps N: steps of the longer lockstep runs (50); --build DIR: where
+# compare and the CUDA plugin are (build), and the logs go.
+# Exits non-zero if a check that should pass fails, or the broken one passes;
+# 2 on bad arguments.
 set -u
+usage() { awk 'NR>1 && !/^#/{exit} NR>1' "$0" | sed 's/^# \{0,1\}//'; }
 py=python3 steps=50 build=build
 while [ $# -gt 0 ]; do
   case "$1" in
-    --python) py="$2"; shift 2 ;;
-    --steps) steps="$2"; shift 2 ;;
-    --build) build="$2"; shift 2 ;;
-    *) echo "outside_gpu_check: unknown flag $1" >&2; exit 2 ;;
+    --python|--steps|--build)
+      [ $# -ge 2 ] && [ -n "$2" ] || { echo "outside_gpu_check: $1 needs a value (see --help)" >&2; exit 2; }
+      case "$1" in --python) py="$2" ;; --steps) steps="$2" ;; --build) build="$2" ;; esac
+      shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "outside_gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+case "$steps" in ''|*[!0-9]*|0) echo "outside_gpu_check: --steps must be a whole number >= 1, not '$steps'" >&2; exit 2 ;; esac
 CB="$build/compare"
 C="$CB --data data/names.txt"
 status=0

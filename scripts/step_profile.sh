@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
+# usage: scripts/step_profile.sh [--size e512] [--precision bf16] [--top N] [--each]
 # Where one training step of the CUDA engine goes, kernel by kernel (ncu):
-#   scripts/step_profile.sh [--size e512] [--precision bf16] [--top N] [--each]
 # Runs compare --bench on the cuda engine for 10 steps (5 warm-up) under
 # `ncu --clock-control none` and prints each kernel's summed
 # gpu__time_duration over the second step (the launches after the first
@@ -10,14 +10,16 @@
 # (which product is which: one cuBLAS kernel name serves several shapes).
 # Needs ncu and a built build/compare (DEPS_PREFIX set as for make).
 set -u -o pipefail
+usage() { awk 'NR>1 && !/^#/{exit} NR>1' "$0" | sed 's/^# \{0,1\}//'; }
 size=e512 prec=bf16 top=40 each=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --size) size="$2"; shift 2 ;;
-    --precision) prec="$2"; shift 2 ;;
-    --top) top="$2"; shift 2 ;;
+    --size|--precision|--top)
+      [ $# -ge 2 ] && [ -n "$2" ] || { echo "step_profile: $1 needs a value (see --help)" >&2; exit 2; }
+      case "$1" in --size) size="$2" ;; --precision) prec="$2" ;; --top) top="$2" ;; esac
+      shift 2 ;;
     --each) each=1; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     *) echo "step_profile: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -44,12 +44,12 @@ Test(analysis, the_long_layout_is_read_inspected_and_exported) {
     r = TRACE("export", "--csv", p, "--errors");
     cr_expect_eq(r.status, 0, "%s", r.err);
     cr_expect_str_eq(r.out,
-                     "step,quantity,tensor,max_abs,max_rel,n_bad\n"
-                     "1,loss,loss,1e-08,3e-09,0\n"
-                     "1,grads,layer0.attn_wq,2e-07,1e-06,0\n"
-                     "2,loss,loss,2e-08,6e-09,0\n"
-                     "2,grads,layer0.attn_wq,3e-07,,3\n"
-                     "2,m,wte,0,,\n");
+                     "step,quantity,tensor,max_abs,max_rel,n_bad,err_rms,rms,ref_err_rms,bound\n"
+                     "1,loss,loss,1e-08,3e-09,0,,,,\n"
+                     "1,grads,layer0.attn_wq,2e-07,1e-06,0,,,,\n"
+                     "2,loss,loss,2e-08,6e-09,0,,,,\n"
+                     "2,grads,layer0.attn_wq,3e-07,,3,,,,\n"
+                     "2,m,wte,0,,,,,,\n");
     th_run_free(&r);
     r = TRACE("export", "--csv", p);
     cr_expect_str_eq(r.out, "step,lr,loss_scalar,loss_cuda,time_s_scalar,time_s_cuda,ok\n"

@@ -672,7 +672,7 @@ Test(trace_tool, export_and_svg_on_stdout_alone) {
     CompareSpec c;
     compare_spec(&c, 8);
     const char *b = write_compare("c.json", &c);
-    const char *steps = "step,lr,loss,time_s", *errors = "step,quantity,tensor,max_abs,max_rel,n_bad";
+    const char *steps = "step,lr,loss,time_s", *errors = "step,quantity,tensor,max_abs,max_rel,n_bad,err_rms,rms,ref_err_rms,bound";
     const struct { const char *args[7], *header; int lines; } cases[] = {
         {{"export", "--csv", a, NULL}, steps, 6},
         {{"export", "--csv", a, "--out", "-", NULL}, steps, 6},
