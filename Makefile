@@ -59,7 +59,7 @@ PLUGIN_LDFLAGS = -shared -Wl,--version-script=include/microgpt/engine_abi.map $(
 
 # Library sources (no main); module.mk files append to these.
 LIB_SRC := common/util.c common/cli.c common/pyrandom.c common/dataset.c common/sha256.c \
-           common/settings.c common/model.c common/engine.c common/atomic_file.c \
+           common/settings.c common/model.c common/engine.c common/atomic_file.c common/interrupt.c \
            common/safetensors.c common/strbuf.c common/engine_export.c common/activations.c
 LIB_OBJ_EXTRA :=
 LIB := $(BUILD)/libmicrogpt.a
@@ -149,7 +149,7 @@ help:
 	@echo "make run        train and sample with the scalar engine (fetches data/names.txt first)"
 	@echo "make test       the test suite (Criterion; no GPU or network needed)"
 	@echo "make test SANITIZE=1   the test suite built with ASan+UBSan (in build-san/, without CUDA)"
-	@echo "make fuzz FUZZ_SECONDS=N   libFuzzer on the dataset loader, trace reader, settings parser (N s each)"
+	@echo "make fuzz FUZZ_SECONDS=N   libFuzzer on every target of fuzz/ (the readers and parsers; N s each)"
 	@echo "make test-gpu   the CUDA kernel tests (skipped with a message where there is no GPU)"
 	@echo "make bench      time the scalar engine (ms/step, nodes/step, peak memory)"
 	@echo "make parity BACKEND=cuda|cpu   the parity suite: scalar vs the tensor engine"

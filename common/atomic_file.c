@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util.h"
+
 // Inputs noted so far: (device, inode) and what to call them in a refusal.
 static struct { dev_t dev; ino_t ino; char what[512]; } *g_in;
 static int g_n_in, g_cap_in;
@@ -114,6 +116,36 @@ static int resolve(const char *path, char *out, size_t n, char *err, size_t errl
     return -1;
 }
 
+// ---- The file an output replaces: its owner, its mode, its links ----
+// (issue 29: as root, replacing another user's output must not make it
+// root's, a 0600 file unreadable to its owner, or keep a setuid bit.)
+
+// A setuid or setgid file is never an output: 0, or -1 with the reason.
+static int replaced_refused(const struct stat *st, char *err, size_t errlen) {
+    if (!(st->st_mode & (S_ISUID | S_ISGID))) return 0;
+    snprintf(err, errlen, "is %s (mode %04o): an output never replaces such a file (the new contents would run with "
+             "its owner's rights); choose another path", st->st_mode & S_ISUID ? "setuid" : "setgid",
+             (unsigned)(st->st_mode & 07777));
+    return -1;
+}
+
+// The temporary file fd takes the owner (as root, the only user who can
+// give a file away) and the permission bits of the file it replaces, st.
+// 0, or an errno.
+static int replaced_keep(int fd, const struct stat *st) {
+    if (geteuid() == 0 && fchown(fd, st->st_uid, st->st_gid) != 0) return errno;
+    return fchmod(fd, st->st_mode & 0777) != 0 ? errno : 0;
+}
+
+// Once it is replaced: a file with other hard links is now a new file under
+// this name only; the other names keep the old contents. Said on stderr.
+static void replaced_links(const char *path, const struct stat *st) {
+    if (!S_ISREG(st->st_mode) || st->st_nlink < 2) return;
+    fprintf(stderr, "%s: %s had %lu hard links: it was replaced by a new file, so the link is broken (its %lu other "
+            "name%s still hold%s the old contents)\n", prog_name(), path_short(path), (unsigned long)st->st_nlink,
+            (unsigned long)st->st_nlink - 1, st->st_nlink == 2 ? "" : "s", st->st_nlink == 2 ? "s" : "");
+}
+
 static int classify(OutFile *o, char *err, size_t errlen) {
     struct stat st, so;
     if (!strcmp(o->path, "-") || (g_data_fd != 1 && names_fd1(o->path))) {
@@ -132,11 +164,11 @@ static int classify(OutFile *o, char *err, size_t errlen) {
         dir_of(o->target, dir, sizeof dir);
         struct stat ds;
         if (stat(dir, &ds) != 0 || !S_ISDIR(ds.st_mode)) {
-            snprintf(err, errlen, "the directory %s does not exist", dir);
+            snprintf(err, errlen, "the directory %s does not exist", path_short(dir));
             return -1;
         }
         if (access(dir, W_OK | X_OK) != 0) {
-            snprintf(err, errlen, "cannot create a file in %s: %s", dir, strerror(errno));
+            snprintf(err, errlen, "cannot create a file in %s: %s", path_short(dir), strerror(errno));
             return -1;
         }
         o->kind = OUT_REPLACE;
@@ -165,6 +197,7 @@ static int classify(OutFile *o, char *err, size_t errlen) {
         snprintf(err, errlen, "is neither a regular file, a FIFO nor a character device");
         return -1;
     }
+    if (replaced_refused(&st, err, errlen)) return -1;
     // root may write anything: the mode bits say what the owner meant
     if ((st.st_mode & 0222) == 0) {
         snprintf(err, errlen, "is read-only (mode %04o); make it writable or choose another path",
@@ -184,7 +217,7 @@ static int classify(OutFile *o, char *err, size_t errlen) {
     char dir[PATH_MAX];
     dir_of(o->target, dir, sizeof dir);
     if (access(dir, W_OK | X_OK) != 0) {  // the temporary file goes beside it
-        snprintf(err, errlen, "cannot create a file in %s to replace it: %s", dir, strerror(errno));
+        snprintf(err, errlen, "cannot create a file in %s to replace it: %s", path_short(dir), strerror(errno));
         return -1;
     }
     o->kind = OUT_REPLACE;
@@ -254,18 +287,14 @@ static int write_temp(const OutFile *o, const void *data, size_t len, char *tmp)
     clean_stale(dir, prefix);
     snprintf(tmp, PATH_MAX + 160, "%s/%s%ld-XXXXXX", dir, prefix, (long)getpid());
     struct stat st;
-    mode_t mode;
-    if (stat(o->target, &st) == 0) {
-        mode = st.st_mode & 07777;  // a replaced file keeps its mode
-    } else {
-        mode_t mask = umask(0);
-        umask(mask);
-        mode = 0666 & ~mask;
-    }
+    const int replaces = stat(o->target, &st) == 0;
+    mode_t mask = umask(0);
+    umask(mask);
     int fd = mkstemp(tmp);
     if (fd < 0) return errno;
-    int e = 0;
-    if (fchmod(fd, mode) != 0 || write_all(fd, data, len) != 0 || fsync(fd) != 0) e = errno;
+    // a replaced file keeps its owner and mode (replaced_keep); a new one gets 0666 less the umask
+    int e = replaces ? replaced_keep(fd, &st) : fchmod(fd, 0666 & ~mask) != 0 ? errno : 0;
+    if (!e && (write_all(fd, data, len) != 0 || fsync(fd) != 0)) e = errno;
     if (close(fd) != 0 && !e) e = errno;
     if (e) unlink(tmp);
     return e;
@@ -286,12 +315,15 @@ static int write_replace(const OutFile *o, const void *data, size_t len, char *e
     char tmp[PATH_MAX + 160];
     sigset_t old;
     hold_signals(&old);
+    struct stat before;
+    const int replaces = stat(o->target, &before) == 0;
     int e = write_temp(o, data, len, tmp);
     if (!e && rename(tmp, o->target) != 0) {
         e = errno;
         unlink(tmp);
     }
     if (!e) sync_dir(o->target);
+    if (!e && replaces) replaced_links(o->path, &before);
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (e) snprintf(err, errlen, "%s", strerror(e));
     return e ? -1 : 0;
@@ -357,12 +389,15 @@ int outfile_write_group(const OutFile *o, const void *const *data, const size_t 
     if (bad >= 0) drop_temps(tmp, 0, n);
     for (int i = 0; i < n && bad < 0; i++) {
         if (now[i].kind != OUT_REPLACE) continue;
+        struct stat before;
+        const int replaces = stat(now[i].target, &before) == 0;
         if (rename(tmp[i], now[i].target) != 0) {  // unlikely after the checks: the files before it are new
             e = errno;
             bad = i;
             drop_temps(tmp, i, n);
         } else {
             sync_dir(now[i].target);
+            if (replaces) replaced_links(now[i].path, &before);
             renamed++;
         }
     }
@@ -370,7 +405,7 @@ int outfile_write_group(const OutFile *o, const void *const *data, const size_t 
     for (int i = 0; i < n && bad < 0; i++)  // stdout, FIFOs: nothing to take back
         if (now[i].kind != OUT_REPLACE && write_in_place(&now[i], data[i], len[i], why, sizeof why)) bad = i, e = -1;
     if (bad >= 0)
-        snprintf(err, errlen, "%s: %s; %s", o[bad].path, e > 0 ? strerror(e) : why,
+        snprintf(err, errlen, "%s: %s; %s", path_short(o[bad].path), e > 0 ? strerror(e) : why,
                  renamed ? "the files before it were replaced" : "no file was replaced");
     free(now);
     free(tmp);

@@ -4,8 +4,13 @@
 // safetensors buffer follow (the arrays, little-endian). Every reply is read
 // against a deadline; a child that dies, hangs or sends what was not asked for
 // stops the run with a message naming what was expected, and is killed and
-// reaped (at exit too, through an atexit handler).
+// reaped (at exit too, through an atexit handler). The child leads its own
+// process group (setpgid): what it starts (a wrapper's engine, the engine's
+// own workers) is ended with it, as a group (common/interrupt.h), when it is
+// closed, when it fails, and when compare exits or is interrupted; on Linux
+// it also gets SIGTERM when compare itself is killed (PR_SET_PDEATHSIG).
 #include "plugin_engine.h"
+#include "exec_reply.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -18,11 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/activations.h"
+#include "common/interrupt.h"
 #include "common/safetensors.h"
 #include "common/util.h"
 #include "traces/trace.h"
@@ -35,8 +42,6 @@
 #define OWN_SAMPLE "sample own"
 #define OWN_SAMPLE_HINT " (--sampler own: the request {\"op\":\"sample\",\"own\":true} carries no uniforms; the " \
                         "engine draws with its own random generator: docs/outside_engines.md)"
-#define MAX_CHILDREN 16
-
 static double g_timeout = 60;
 
 void exec_engine_set_timeout(double seconds) { g_timeout = seconds; }
@@ -63,36 +68,36 @@ typedef struct {
 
 static Proc *X(Engine *e) { return (Proc *)e; }
 
-// ---- children: always reaped ----
+// ---- children: always reaped, with their process groups ----
 
-static pid_t g_children[MAX_CHILDREN];
-
-static void reap_all(void) {
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (g_children[i] > 0) {
-            kill(g_children[i], SIGKILL);
-            waitpid(g_children[i], NULL, 0);
-            g_children[i] = 0;
-        }
-}
+// At exit (die() included) every engine still open is ended with its group.
+static void end_all_at_exit(void) { proc_groups_end_all(INTERRUPT_GRACE_S); }
 
 static void child_add(pid_t pid) {
     static int registered;
-    if (!registered) atexit(reap_all), registered = 1;
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (!g_children[i]) {
-            g_children[i] = pid;
-            return;
-        }
+    if (!registered) atexit(end_all_at_exit), registered = 1;
+    proc_group_add(pid);
 }
 
-static void child_forget(pid_t pid) {
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (g_children[i] == pid) g_children[i] = 0;
+// compare adopts the processes its engines leave behind (Linux: a child
+// subreaper): ended, they are reaped with their group rather than left as
+// zombies where init does not reap (a container), and their group is seen
+// to be empty.
+static void adopt_orphans(void) {
+    static int done;
+    if (!done) prctl(PR_SET_CHILD_SUBREAPER, 1), done = 1;
+}
+
+// Kill the child and every process of its group now (SIGKILL), and reap it.
+static void child_kill(Proc *p) {
+    if (p->pid <= 0) return;
+    proc_group_end(p->pid, 0, NULL);
+    p->pid = 0;
 }
 
 // How the child ended, e.g. "exited with status 3"; waits at most a moment
-// for it (it closed its stdout), then kills it.
+// for it (it closed its stdout), then kills it. What is left of its process
+// group is ended too (SIGTERM, then SIGKILL).
 static void child_end(Proc *p, char *out, size_t n) {
     int st = 0;
     pid_t r = 0;
@@ -101,11 +106,14 @@ static void child_end(Proc *p, char *out, size_t n) {
         nanosleep(&ts, NULL);
     }
     if (r == 0) {
-        kill(p->pid, SIGKILL);
-        r = waitpid(p->pid, &st, 0);
-        snprintf(out, n, "closed its stdout but did not exit; killed it");
-    } else if (r < 0) {
-        snprintf(out, n, "ended (its status is lost: %s)", strerror(errno));
+        child_kill(p);
+        snprintf(out, n, "closed its stdout but did not exit; killed it and its process group");
+        return;
+    }
+    const int e = errno;
+    proc_group_end(p->pid, INTERRUPT_GRACE_S, NULL);   // the leader is reaped: the rest of its group
+    if (r < 0) {
+        snprintf(out, n, "ended (its status is lost: %s)", strerror(e));
     } else if (WIFEXITED(st)) {
         snprintf(out, n, "exited with status %d%s", WEXITSTATUS(st),
                  WEXITSTATUS(st) == 127 ? " (127: the shell did not find the command)" : "");
@@ -114,7 +122,6 @@ static void child_end(Proc *p, char *out, size_t n) {
     } else {
         snprintf(out, n, "ended with wait status %d", st);
     }
-    child_forget(p->pid);
     p->pid = 0;
 }
 
@@ -127,13 +134,26 @@ static void fail(Proc *p, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    child_kill(p);
+    die(p->in_create ? EXIT_USAGE : EXIT_MISMATCH, "engine %s: %s", p->label, msg);
+}
+
+// A SIGINT, SIGTERM or SIGHUP noted while compare waits for the engine (a
+// run with a trace: common/interrupt.h) stops the run at once rather than
+// at the engine's reply or timeout: the engine's process group is ended, the
+// trace written marked interrupted (die's hook), and compare ends by the
+// signal (128 + N).
+// doing: "waiting for the reply to 'step' from", "sending the 'step' request to".
+static void check_interrupt(Proc *p, const char *doing) {
+    const int sig = interrupt_pending();
+    if (!sig) return;
     if (p->pid > 0) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
-        child_forget(p->pid);
+        proc_group_end(p->pid, INTERRUPT_GRACE_S, NULL);
         p->pid = 0;
     }
-    die(p->in_create ? EXIT_USAGE : EXIT_MISMATCH, "engine %s: %s", p->label, msg);
+    interrupt_exit_at_exit(sig);
+    die(128 + sig, "interrupted by %s while %s engine %s; ended its process group (SIGTERM, then SIGKILL after "
+        "%g s)", interrupt_signal_name(sig), doing, p->label, INTERRUPT_GRACE_S);
 }
 
 // ---- the wire ----
@@ -142,14 +162,17 @@ static void fail(Proc *p, const char *fmt, ...) {
 // that stops reading its stdin cannot block compare).
 static void send_all(Proc *p, const char *op, const void *buf, size_t n, double deadline) {
     const unsigned char *b = buf;
+    char doing[96];
+    snprintf(doing, sizeof doing, "sending the '%s' request to", op);
     while (n) {
+        check_interrupt(p, doing);
         ssize_t k = write(p->to, b, n);
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && errno == EAGAIN) {
             double left = deadline - now_seconds();
             if (left <= 0)
-                fail(p, "the process read no more of the '%s' request within %g s (--exec-timeout); killed it", op,
-                     g_timeout);
+                fail(p, "the process read no more of the '%s' request within %g s (--exec-timeout); killed it and "
+                     "its process group", op, g_timeout);
             struct pollfd pf = {.fd = p->to, .events = POLLOUT};
             if (poll(&pf, 1, (int)fmin(left * 1000 + 1, 1e9)) < 0 && errno != EINTR) fail(p, "poll: %s", strerror(errno));
             continue;
@@ -182,16 +205,15 @@ static void send_request(Proc *p, cJSON *req, const char *op, const unsigned cha
 // Read more bytes into rbuf before the deadline.
 static void fill(Proc *p, double deadline, const char *op, const char *what) {
     if (p->rlen == p->rcap) p->rbuf = xrealloc(p->rbuf, p->rcap = p->rcap ? 2 * p->rcap : 65536);
+    char doing[128];
+    snprintf(doing, sizeof doing, "waiting for the %s to '%s' from", what, op);
     for (;;) {
+        check_interrupt(p, doing);
         double left = deadline - now_seconds();
         if (left <= 0) {
-            if (p->pid > 0) {
-                kill(p->pid, SIGKILL);
-                waitpid(p->pid, NULL, 0);
-                child_forget(p->pid);
-                p->pid = 0;
-            }
-            fail(p, "no %s to '%s' within %g s (--exec-timeout); killed the process", what, op, g_timeout);
+            child_kill(p);
+            fail(p, "no %s to '%s' within %g s (--exec-timeout); killed the process and its process group", what, op,
+                 g_timeout);
         }
         struct pollfd pf = {.fd = p->from, .events = POLLIN};
         int r = poll(&pf, 1, (int)fmin(left * 1000 + 1, 1e9));
@@ -216,9 +238,28 @@ static void consume(Proc *p, size_t n) {
     p->rlen -= n;
 }
 
+// What a request's reply may hold: at most n_tensors tensors of n_values
+// numbers in all (0 tensors: no data). The announced "bytes" is held to what
+// that takes at 8 bytes a number (F64, the widest dtype) with a generous
+// header (its JSON, metadata included), before anything is allocated for it.
+typedef struct {
+    int n_tensors;
+    size_t n_values;
+} Expect;
+
+#define NO_DATA ((Expect){0, 0})
+#define HEADER_ROOM 65536      // the safetensors header: 64 KiB, plus
+#define HEADER_PER_TENSOR 1024 // this much for each tensor's entry
+
+static double expect_bytes(Expect x) {
+    return 8.0 + HEADER_ROOM + (double)HEADER_PER_TENSOR * x.n_tensors + 8.0 * (double)x.n_values;
+}
+
 // Read a reply: its JSON header (checked: an object with "ok" true, or the
-// child's "error"), and the payload it announces, decoded into p->st.
-static cJSON *read_reply(Proc *p, const char *op, int want_payload) {
+// child's "error"), and the payload it announces (x: what the request
+// implies), decoded into p->st.
+static cJSON *read_reply(Proc *p, const char *op, Expect x) {
+    const int want_payload = x.n_tensors > 0;
     const double deadline = now_seconds() + g_timeout;
     char *nl;
     size_t scanned = 0;
@@ -229,36 +270,19 @@ static cJSON *read_reply(Proc *p, const char *op, int want_payload) {
                                      "JSON", op, MAX_LINE);
         fill(p, deadline, op, "reply");
     }
-    size_t ll = (size_t)(nl - p->rbuf);
-    cJSON *h = cJSON_ParseWithLength(p->rbuf, ll);
-    if (!cJSON_IsObject(h)) {
-        char shown[120];
-        size_t k = ll < 100 ? ll : 100;
-        for (size_t i = 0; i < k; i++) shown[i] = (p->rbuf[i] >= 0x20 && p->rbuf[i] < 0x7f) ? p->rbuf[i] : '?';
-        shown[k] = '\0';
-        fail(p, "the reply to '%s' is not a JSON object on one line: '%s%s'", op, shown, ll > 100 ? "..." : "");
-    }
+    size_t ll = (size_t)(nl - p->rbuf), n = 0;
+    char err[1024];   // the checks themselves: compare/exec_reply.c
+    cJSON *h = exec_reply_header(p->rbuf, ll, op, want_payload, !strcmp(op, OWN_SAMPLE) ? OWN_SAMPLE_HINT : "", &n,
+                                 err, sizeof err);
+    if (!h) fail(p, "%s", err);
     consume(p, ll + 1);
-    const cJSON *ok = cJSON_GetObjectItemCaseSensitive(h, "ok");
-    if (!cJSON_IsBool(ok)) fail(p, "the reply to '%s' has no \"ok\": true or false", op);
-    if (cJSON_IsFalse(ok)) {
-        const cJSON *e = cJSON_GetObjectItemCaseSensitive(h, "error");
-        fail(p, "'%s' failed: %s%s", op, cJSON_IsString(e) ? e->valuestring : "(the reply has no \"error\" text)",
-             !strcmp(op, OWN_SAMPLE) ? OWN_SAMPLE_HINT : "");
-    }
-    const cJSON *nb = cJSON_GetObjectItemCaseSensitive(h, "bytes");
     free(p->payload);
     p->payload = NULL;
     st_file_free(&p->st);
-    if (!want_payload) {
-        if (nb) fail(p, "the reply to '%s' announces %g bytes of data; none were asked for", op,
-                     cJSON_IsNumber(nb) ? nb->valuedouble : -1.0);
-        return h;
-    }
-    if (!cJSON_IsNumber(nb) || !(nb->valuedouble >= 8) || nb->valuedouble > 1e12 ||
-        nb->valuedouble != floor(nb->valuedouble))
-        fail(p, "the reply to '%s' needs \"bytes\": N (N >= 8, the size of the safetensors data after the line)", op);
-    const size_t n = (size_t)nb->valuedouble;
+    if (!want_payload) return h;
+    if ((double)n > expect_bytes(x))   // before anything is allocated for it
+        fail(p, "the reply to '%s' announces %g bytes of data; what was asked for (%d tensor%s, %zu numbers) takes at "
+             "most %.0f bytes", op, (double)n, x.n_tensors, x.n_tensors == 1 ? "" : "s", x.n_values, expect_bytes(x));
     while (p->rlen < n) {
         if (p->rcap < n) p->rbuf = xrealloc(p->rbuf, p->rcap = n);
         fill(p, deadline, op, "data");
@@ -266,9 +290,7 @@ static cJSON *read_reply(Proc *p, const char *op, int want_payload) {
     p->payload = xmalloc(n);
     memcpy(p->payload, p->rbuf, n);
     consume(p, n);
-    char err[400];
-    if (safetensors_decode(p->payload, n, &p->st, err, sizeof err))
-        fail(p, "the data of the reply to '%s': %s", op, err);
+    if (exec_reply_payload(p->payload, n, op, &p->st, err, sizeof err)) fail(p, "%s", err);
     return h;
 }
 
@@ -285,7 +307,8 @@ static void take(Proc *p, const char *op, const char *tname, int ndim, const siz
     if (!t) {
         char have[400] = "";
         for (int i = 0; i < p->st.n && strlen(have) < 300; i++)
-            snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", i ? ", " : "", p->st.t[i].name);
+            snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", i ? ", " : "",
+                     text_safe(p->st.t[i].name));
         fail(p, "the reply to '%s' lacks the tensor '%s' (expected %s); it has: %s", op, tname, want,
              have[0] ? have : "nothing");
     }
@@ -294,7 +317,7 @@ static void take(Proc *p, const char *op, const char *tname, int ndim, const siz
     if (!same) {
         char got[96];
         st_describe(t, got, sizeof got);
-        fail(p, "the reply to '%s': tensor '%s' is %s, expected %s (F32 is also read)", op, tname, got, want);
+        fail(p, "the reply to '%s': tensor '%s' is %s, expected %s (F32 is also read)", op, text_safe(tname), got, want);
     }
     st_read_f64(t, out);
 }
@@ -334,14 +357,15 @@ static unsigned char *encode(Proc *p, const StTensor *t, int n, size_t *len) {
 
 // ---- the ops ----
 
-static void get_quantity(Proc *p, const char *what, int want_tensors) {
+// Ask for a quantity: want_tensors tensors at most, n_values numbers in all.
+static void get_quantity(Proc *p, const char *what, int want_tensors, size_t n_values) {
     cJSON *req = cJSON_CreateObject();
     cJSON_AddStringToObject(req, "what", what);
     char op[48];
     snprintf(op, sizeof op, "get %s", what);
     send_request(p, req, "get", NULL, 0);
-    cJSON_Delete(read_reply(p, op, 1));
-    refuse_extra(p, op, want_tensors);
+    cJSON_Delete(read_reply(p, op, (Expect){want_tensors, n_values}));
+    if (strcmp(what, "activations")) refuse_extra(p, op, want_tensors);   // those: each name is checked
 }
 
 static double x_step(Engine *e, const Batch *b, int step) {
@@ -355,7 +379,7 @@ static double x_step(Engine *e, const Batch *b, int step) {
     cJSON_AddNumberToObject(req, "step", step);
     send_request(p, req, "step", buf, len);
     free(buf);
-    cJSON *h = read_reply(p, "step", 0);
+    cJSON *h = read_reply(p, "step", NO_DATA);
     const cJSON *l = cJSON_GetObjectItemCaseSensitive(h, "loss");
     double loss;
     if (cJSON_IsNumber(l)) loss = l->valuedouble;
@@ -371,23 +395,23 @@ static double x_step(Engine *e, const Batch *b, int step) {
 
 static void x_logits(Engine *e, double *out) {
     Proc *p = X(e);
-    get_quantity(p, "logits", 1);
     size_t shape[3] = {(size_t)p->B, (size_t)p->T, (size_t)e->cfg.L->shape.vocab_size};
+    get_quantity(p, "logits", 1, shape[0] * shape[1] * shape[2]);
     take(p, "get logits", "logits", 3, shape, out);
 }
 
 static void x_grads(Engine *e, double *out) {
-    get_quantity(X(e), "grads", e->cfg.L->n_tensors);
+    get_quantity(X(e), "grads", e->cfg.L->n_tensors, e->cfg.L->n_params);
     take_all(X(e), "get grads", "grads", out);
 }
 
 static void x_params(Engine *e, double *out) {
-    get_quantity(X(e), "params", e->cfg.L->n_tensors);
+    get_quantity(X(e), "params", e->cfg.L->n_tensors, e->cfg.L->n_params);
     take_all(X(e), "get params", "params", out);
 }
 
 static void x_moments(Engine *e, double *m, double *v) {
-    get_quantity(X(e), "moments", 2 * e->cfg.L->n_tensors);
+    get_quantity(X(e), "moments", 2 * e->cfg.L->n_tensors, 2 * e->cfg.L->n_params);
     take_all(X(e), "get moments", "adam_m", m);
     take_all(X(e), "get moments", "adam_v", v);
 }
@@ -413,7 +437,7 @@ static void x_set_state(Engine *e, const double *params, const double *m, const 
     free(buf);
     free(t);
     free(names);
-    cJSON_Delete(read_reply(p, "set_state", 0));
+    cJSON_Delete(read_reply(p, "set_state", NO_DATA));
 }
 
 // The reply to a sample request: its tokens (without BOS) to out, each a
@@ -421,7 +445,7 @@ static void x_set_state(Engine *e, const double *params, const double *m, const 
 static int take_tokens(Engine *e, const char *op, int *out) {
     Proc *p = X(e);
     const int T = e->cfg.L->shape.block_size;
-    cJSON_Delete(read_reply(p, op, 1));
+    cJSON_Delete(read_reply(p, op, (Expect){1, (size_t)T}));
     refuse_extra(p, op, 1);
     const StTensor *tk = st_find(&p->st, "tokens");
     if (!tk || tk->dtype != ST_I32 || tk->ndim != 1 || tk->shape[0] > (size_t)T)
@@ -472,18 +496,24 @@ static const char *x_device(Engine *e) { return X(e)->device; }
 // a step; a name outside the table or a wrong shape stops the run.
 static void fetch_activations(Proc *p) {
     const ModelShape *m = &p->base.cfg.L->shape;
-    get_quantity(p, "activations", 1 << 30);
+    size_t n_values = 0;   // every op's output and gradient
+    for (int i = 0; i < p->n_ops; i++) {
+        ActOp o;
+        act_op(m, i, &o);
+        n_values += 2 * act_size(&o, p->B, p->T);
+    }
+    get_quantity(p, "activations", 2 * p->n_ops, n_values);
     for (int k = 0; k < 2; k++) memset(p->have[k], 0, (size_t)p->n_ops);
     for (int i = 0; i < p->st.n; i++) {
         const StTensor *t = &p->st.t[i];
         const int grad = !strncmp(t->name, "dacts/", 6);
         if (!grad && strncmp(t->name, "acts/", 5))
             fail(p, "the reply to 'get activations' has '%s': names are acts/<op> and dacts/<op> "
-                 "(common/activations.h)", t->name);
+                 "(common/activations.h)", text_safe(t->name));
         const int op = act_find(m, t->name + (grad ? 6 : 5));
         if (op < 0)
             fail(p, "the reply to 'get activations' has '%s': no such op in this model (embed, embed_norm, "
-                 "layer0.norm1, layer0.q, ..., logits: docs/outside_engines.md)", t->name);
+                 "layer0.norm1, layer0.q, ..., logits: docs/outside_engines.md)", text_safe(t->name));
         ActOp o;
         act_op(m, op, &o);
         size_t shape[4] = {(size_t)p->B, (size_t)p->T, (size_t)o.width, 0};
@@ -508,9 +538,9 @@ static int x_activation(Engine *e, int op, int grad, double *out) {
 // Optional (the create reply says "relu_inputs": true): (L,B,T,4C) of the last step.
 static void x_relu(Engine *e, double *out) {
     Proc *p = X(e);
-    get_quantity(p, "relu_inputs", 1);
     const ModelShape *m = &e->cfg.L->shape;
     size_t shape[4] = {(size_t)m->n_layer, (size_t)p->B, (size_t)p->T, 4 * (size_t)m->n_embd};
+    get_quantity(p, "relu_inputs", 1, shape[0] * shape[1] * shape[2] * shape[3]);
     take(p, "get relu_inputs", "relu_inputs", 4, shape, out);
 }
 
@@ -590,34 +620,43 @@ static void read_offers(Proc *p, const cJSON *h, int *logits, int *moments, int 
         while (k < 3 && strcmp(x->string, keys[k])) k++;
         if (k == 3)
             fail(p, "the reply to 'create': \"offers\" has '%s'; its keys are logits, moments and set_moments",
-                 x->string);
-        if (!cJSON_IsBool(x)) fail(p, "the reply to 'create': \"offers\": \"%s\" must be true or false", x->string);
+                 text_safe(x->string));
+        if (!cJSON_IsBool(x))
+            fail(p, "the reply to 'create': \"offers\": \"%s\" must be true or false", text_safe(x->string));
         *vals[k] = cJSON_IsTrue(x);
     }
 }
 
 static void copy_string(const cJSON *h, const char *key, char *out, size_t n, const char *dflt) {
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(h, key);
-    snprintf(out, n, "%s", cJSON_IsString(x) ? x->valuestring : dflt);
+    snprintf(out, n, "%s", cJSON_IsString(x) ? text_safe(x->valuestring) : dflt);   // shown in messages
 }
 
 Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const double *init, char *err,
                            size_t errlen) {
     if (engine_config_check(cfg, init, "exec", err, errlen)) return NULL;
-    signal(SIGPIPE, SIG_IGN);   // a dead child is seen as EPIPE, and reported
+    interrupt_catch_sigpipe();   // a dead child is seen as EPIPE, and reported
     int in[2], out[2];
     if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC)) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         return NULL;
     }
+    adopt_orphans();
     fflush(stdout);
     fflush(stderr);
+    const pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(err, errlen, "fork: %s", strerror(errno));
         return NULL;
     }
     if (pid == 0) {
+        // its own process group, ended as a whole; SIGTERM when compare dies,
+        // even by SIGKILL (Linux); signals as a shell would start it with
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) _exit(126);   // compare is gone already
+        interrupt_child_reset();
         dup2(in[0], 0);
         dup2(out[1], 1);
         size_t n = strlen(cmd) + 8;
@@ -627,6 +666,7 @@ Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const doubl
         execl("/bin/sh", "sh", "-c", line, (char *)NULL);
         _exit(127);
     }
+    setpgid(pid, pid);   // as the child does: whichever runs first (EACCES once it has exec'd)
     close(in[0]);
     close(out[1]);
     child_add(pid);
@@ -655,7 +695,7 @@ Engine *exec_engine_create(const char *cmd, const EngineConfig *cfg, const doubl
     add_config(cJSON_AddObjectToObject(req, "config"), cfg);
     send_request(p, req, "create", buf, len);
     free(buf);
-    cJSON *h = read_reply(p, "create", 0);
+    cJSON *h = read_reply(p, "create", NO_DATA);
     const cJSON *pv = cJSON_GetObjectItemCaseSensitive(h, "protocol");
     if (pv && !(cJSON_IsNumber(pv) && pv->valuedouble == EXEC_PROTOCOL))
         fail(p, "the process speaks protocol %g; compare speaks %d (docs/outside_engines.md)",

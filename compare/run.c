@@ -5,6 +5,7 @@
 
 #include "compare.h"
 #include "engines.h"
+#include "common/interrupt.h"
 #include "common/util.h"
 #include "scalar_ref/engine_scalar.h"
 #include "tensor_gpu/cpu/engine_cpu.h"
@@ -136,9 +137,14 @@ void run_timeline_step(Engine *e, int k, double t0, double dt, int step) {
 }
 
 void run_step_begin(Trace *t, int step) {
-    if (trace_signal()) {
+    if (ferror(stdout)) stdout_check();   // a closed stdout (EPIPE): exit 1, the trace marked incomplete
+    const int sig = interrupt_pending();  // common/interrupt.h (compare/main.c: interrupt_defer)
+    if (sig) {
         timeline_commit();
-        trace_exit_on_signal(t, trace_signal());
+        if (t->path) trace_exit_on_signal(t, sig);
+        fflush(stdout);
+        fprintf(stderr, "%s: interrupted by %s after step %d\n", prog_name(), interrupt_signal_name(sig), t->step);
+        interrupt_exit(sig);
     }
     t->step = step + 1;
 }

@@ -10,6 +10,7 @@
 #include "common/atomic_file.h"
 #include "common/engine.h"
 #include "common/dataset.h"
+#include "common/interrupt.h"
 #include "common/model.h"
 #include "common/pyrandom.h"
 #include "common/settings.h"
@@ -51,19 +52,37 @@ static void print_sample(const Dataset *d, const int *tok, int n, int idx) {
     putchar('\n');
 }
 
+// Between steps and samples: a SIGINT, SIGTERM or SIGHUP noted (with a trace
+// or a timeline to write: common/interrupt.h) writes them marked interrupted
+// and ends the run by the signal; a closed stdout (EPIPE) stops it with exit 1,
+// the trace marked incomplete (die's hook).
+static void stop_if_asked(Trace *t) {
+    if (ferror(stdout)) stdout_check();
+    const int sig = interrupt_pending();
+    if (!sig) return;
+    timeline_commit();
+    if (t->path) trace_exit_on_signal(t, sig);
+    fflush(stdout);
+    fprintf(stderr, "%s: interrupted by %s after step %d\n", prog_name(), interrupt_signal_name(sig), t->step);
+    interrupt_exit(sig);
+}
+
 int main(int argc, char **argv) {
     set_prog_name(argv[0]);
+    interrupt_install();
     Settings s;
     settings_defaults(&s);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
+            stdout_check();   // a help text that could not be written is not a success (exit 1)
             return 0;
         }
         if (!settings_parse_flag(&s, argc, argv, &i))
             die(EXIT_USAGE, "unknown flag '%s' (see --help)", argv[i]);
     }
     settings_validate(&s);
+    trace_set_pretty(s.pretty);
     // outputs checked before the run: neither the data nor each other
     outfile_note_input_as(s.data_path, "--data");
     cli_check_outputs((CliOut[]){{"--trace", s.trace_path}, {"--timeline", s.timeline_path}}, 2);
@@ -79,7 +98,7 @@ int main(int argc, char **argv) {
         timeline_open(s.timeline_path);
         timeline_track(0, "scalar engine");
     }
-    if (s.trace_path || s.timeline_path) trace_watch_signals();
+    if (s.trace_path || s.timeline_path) interrupt_defer();
 
     dataset_shuffle(&d, &rng);
     printf("num docs: %d\n", d.n_docs);
@@ -104,10 +123,7 @@ int main(int argc, char **argv) {
     Batch b = {0};
     double t_train = now_seconds();
     for (int step = 0; step < s.steps; step++) {
-        if (trace_signal()) {
-            timeline_commit();
-            trace_exit_on_signal(&trace, trace_signal());
-        }
+        stop_if_asked(&trace);
         trace.step = step + 1;
         batch_make(&b, &d, step, s.batch, s.block_size);
         ScalarStats st0;
@@ -136,6 +152,7 @@ int main(int argc, char **argv) {
     int *tok = xmalloc((size_t)s.block_size * sizeof *tok);
     cJSON *samples = steps ? cJSON_AddArrayToObject(trace.root, "samples") : NULL;
     for (int i = 0; i < s.samples; i++) {
+        stop_if_asked(&trace);
         int n = e->ops->sample(e, &rng, s.temperature, tok);
         print_sample(&d, tok, n, i + 1);
         if (samples) {
@@ -147,12 +164,15 @@ int main(int argc, char **argv) {
             free(text);
         }
     }
+    stop_if_asked(&trace);
     stdout_check();
     if (s.trace_path) {
         trace_add_number(trace.root, "train_time_s", t_train);
         trace_commit(&trace);
     }
     timeline_commit();
+    // a signal noted while they were written: they are complete, the run still ends by it
+    if (interrupt_pending()) interrupt_exit(interrupt_pending());
     free(tok);
     batch_free(&b);
     e->ops->destroy(e);
