@@ -52,14 +52,15 @@ void cli_check_outputs(const CliOut *out, int n) {
     for (int i = 0; i < n; i++) {
         if (!out[i].path) continue;
         if (outfile_open(&o[i], out[i].path, err, sizeof err))
-            die(EXIT_USAGE, "%s %s: %s", out[i].flag, out[i].path, err);
+            die(EXIT_USAGE, "%s %s: %s", out[i].flag, path_short(out[i].path), err);
         for (int j = 0; j < i; j++) {
             if (!out[j].path || !outfile_same(&o[j], &o[i])) continue;
             if (o[i].kind == OUT_STDOUT)
                 die(EXIT_USAGE, "%s %s and %s %s both write to standard output, where one would run into the "
-                    "other; give one of them a file", out[j].flag, out[j].path, out[i].flag, out[i].path);
+                    "other; give one of them a file", out[j].flag, path_short(out[j].path), out[i].flag,
+                    path_short(out[i].path));
             die(EXIT_USAGE, "%s %s and %s %s are the same file: one output would replace the other; give each "
-                "its own path", out[j].flag, out[j].path, out[i].flag, out[i].path);
+                "its own path", out[j].flag, path_short(out[j].path), out[i].flag, path_short(out[i].path));
         }
     }
     free(o);

@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "util.h"
+
 typedef enum { ST_F64, ST_F32, ST_I32 } StDtype;
 
 #define ST_MAX_DIMS 4
@@ -34,17 +36,20 @@ typedef struct {
     int n;
     StTensor *t;     // in file order (sorted by data offset)
     char **names;    // owned copies; t[i].name == names[i]
+    StrIndex index;  // name -> position in t (st_find)
 } StFile;
 
 // Parse and check buf: the header length fits, the header is a JSON object
 // whose entries have a known dtype (F64, F32, I32), a shape of at most
 // ST_MAX_DIMS non-negative integers and data_offsets [begin, end] that match
 // the shape, lie inside the data and tile it without overlap or hole
-// (__metadata__, if present, must map strings to strings). 0, or -1 with a
-// message in err naming what is wrong (f is then empty).
+// (__metadata__, if present, must map strings to strings), and no object
+// of the header has a key twice. Linear in the header's size. 0, or -1 with
+// a message in err naming what is wrong, the names in it shown as
+// text_safe() shows them (f is then empty).
 int safetensors_decode(const unsigned char *buf, size_t len, StFile *f, char *err, size_t errlen);
 void st_file_free(StFile *f);
-// The tensor called name, or NULL.
+// The tensor called name, or NULL (a hash lookup).
 const StTensor *st_find(const StFile *f, const char *name);
 // Elements of a tensor (the product of its shape).
 size_t st_numel(const StTensor *t);
@@ -55,6 +60,8 @@ int st_read_i32(const StTensor *t, int *out);
 // "F64 [27,16]"
 void st_describe(const StTensor *t, char *out, size_t n);
 // Read a whole file and decode it; *buf gets the bytes (free it after f).
+// Only a regular file is read (a FIFO, /dev/zero or a directory is refused
+// at once, naming the file); its size is known before anything is read.
 int safetensors_read_file(const char *path, StFile *f, unsigned char **buf, char *err, size_t errlen);
 
 #endif

@@ -49,4 +49,42 @@ double now_seconds(void);
 int parse_int(const char *s, long min, long max, long *out);
 int parse_double(const char *s, double *out);
 
+// ---- Text for messages (issue 29) ----
+
+// Text that another program controls (an engine's error text and names, a
+// trace's or a tensor file's strings), as it may reach a terminal: printable
+// ASCII and well-formed UTF-8 characters as they are, every other byte
+// (control characters such as ESC and newline, DEL, C1 controls, malformed
+// UTF-8, bidirectional overrides) shown as '?'. len: the bytes of s to show
+// ((size_t)-1: up to its NUL); max > 0 cuts longer text to max bytes and
+// "...". The result stays valid for 16 more calls (a ring of buffers).
+const char *text_safe_n(const char *s, size_t len, size_t max);
+#define text_safe(s) text_safe_n((s), (size_t)-1, 0)
+// A path for a message: one longer than 160 bytes as its first 60 bytes,
+// "..." and its last 60, so that the reason after it stays in view (the
+// same ring of buffers).
+const char *path_short(const char *path);
+
+// ---- An index of strings ----
+
+// A hash index from strings to ints. The strings are not copied: each must
+// stay where it is while indexed. Allocation failure exits (xmalloc).
+typedef struct {
+    size_t n, cap;
+    const char **key;
+    int *val;
+} StrIndex;
+// key's value, or -1 when absent.
+int strindex_get(const StrIndex *x, const char *key);
+// Add key with val unless it is there: returns its value then, else -1.
+int strindex_put(StrIndex *x, const char *key, int val);
+void strindex_free(StrIndex *x);
+
+// The first key that appears twice in one JSON object anywhere under root
+// (cJSON keeps both and reads the first; Python's json the last): 1 with
+// *key set to it and where to that object's path ("steps[2].max_err"; ""
+// for root itself), 0 when every key is distinct. Linear in the document.
+struct cJSON;
+int json_duplicate_key(const struct cJSON *root, const char **key, char *where, size_t n);
+
 #endif

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "compare.h"
+#include "against_check.h"
 #include "engines.h"
 #include "grad_check.h"
 #include "common/atomic_file.h"
@@ -72,12 +73,12 @@ static void setting_from_json(Settings *s, int k, const cJSON *x, const char *pa
     switch (SETTINGS[k].kind) {
     case S_INT:
         if (!(v >= 1 && v <= (steps ? 1e9 : 1e6) && v == floor(v)))
-            die(EXIT_USAGE, "--against: %s: settings.%s is not an integer from 1 to %s", path, key,
+            die(EXIT_USAGE, "--against: %s: settings.%s is not an integer from 1 to %s", path_short(path), key,
                 steps ? "1e9" : "1e6");
         *(int *)p = (int)v;
         break;
     case S_REAL:
-        if (!cJSON_IsNumber(x)) die(EXIT_USAGE, "--against: %s: settings.%s is not a number", path, key);
+        if (!cJSON_IsNumber(x)) die(EXIT_USAGE, "--against: %s: settings.%s is not a number", path_short(path), key);
         *(double *)p = v;
         break;
     case S_SEED: {
@@ -102,7 +103,8 @@ static void setting_from_json(Settings *s, int k, const cJSON *x, const char *pa
 // settings without a default, is refused in one message naming the flags.
 static void adopt_settings(Options *o, const TraceData *td) {
     const cJSON *ts = cJSON_GetObjectItemCaseSensitive(td->root, "settings");
-    if (ts && !cJSON_IsObject(ts)) die(EXIT_USAGE, "--against: %s: \"settings\" is not an object", td->path);
+    if (ts && !cJSON_IsObject(ts))
+        die(EXIT_USAGE, "--against: %s: \"settings\" is not an object", path_short(td->path));
     char missing[256] = "", originals[512] = "";
     Settings def;
     settings_defaults(&def);
@@ -127,11 +129,11 @@ static void adopt_settings(Options *o, const TraceData *td) {
         if (!given) o->s = rec;
         else if (strcmp(a, b))
             die(EXIT_USAGE, "--against: %s was recorded with %s %s; %s %s contradicts it (leave the flag out: the "
-                "trace's settings are used)", td->path, SETTINGS[k].key, a, SETTINGS[k].flag, b);
+                "trace's settings are used)", path_short(td->path), SETTINGS[k].key, a, SETTINGS[k].flag, b);
     }
     if (*missing)
         die(EXIT_USAGE, "--against: %s records %s; give the flags that change the numbers: %s (the original's: %s), "
-            "or record them in the trace's \"settings\" (scripts/log_to_trace.py does)", td->path,
+            "or record them in the trace's \"settings\" (scripts/log_to_trace.py does)", path_short(td->path),
             ts ? "only some settings" : "no settings", missing, originals);
     settings_validate(&o->s);
 }
@@ -155,15 +157,16 @@ static void check_derived(const Options *o, const TraceData *td, const Run *r) {
     for (size_t k = 0; k < sizeof derived / sizeof *derived; k++) {
         double v;
         const int got = trace_get_number(derived[k].obj, derived[k].key, &v);
-        if (got < 0) die(EXIT_USAGE, "--against: %s: %s is not a number", td->path, derived[k].name);
+        if (got < 0) die(EXIT_USAGE, "--against: %s: %s is not a number", path_short(td->path), derived[k].name);
         if (got == 0 && v != derived[k].ours)
             die(EXIT_USAGE, "--against: %s was recorded with %s %.17g; this run has %.0f (from its settings and "
-                "--data %s)", td->path, derived[k].name, v, derived[k].ours, o->s.data_path);
+                "--data %s)", path_short(td->path), derived[k].name, v, derived[k].ours, path_short(o->s.data_path));
     }
     const char *sha = ds ? trace_get_string(ds, "sha256") : NULL;
     if (sha && strcmp(sha, r->d.sha256))
-        die(EXIT_USAGE, "--against: %s was recorded on data with sha256 %s; %s has %s", td->path, sha,
-            o->s.data_path, r->d.sha256);
+        die(EXIT_USAGE, "--against: %s was recorded on data with sha256 %s; %s has %s", path_short(td->path),
+            text_safe_n(sha, (size_t)-1, 80),
+            path_short(o->s.data_path), r->d.sha256);
 }
 
 // The decimals of x: the fewest that read back to it; 99 when none up to 17 do.
@@ -184,7 +187,7 @@ static int record_decimals(const TraceData *td, int *declared) {
     double dd;
     *declared = trace_get_number(td->root, "loss_decimals", &dd) != 1;
     if (*declared && !(dd >= 0 && dd <= 17 && dd == floor(dd)))
-        die(EXIT_USAGE, "--against: %s: \"loss_decimals\" is not an integer from 0 to 17", td->path);
+        die(EXIT_USAGE, "--against: %s: \"loss_decimals\" is not an integer from 0 to 17", path_short(td->path));
     int most = -1;
     for (int i = 0; i < td->n_steps; i++) {
         const double x = td->steps[i].loss[0];
@@ -194,7 +197,7 @@ static int record_decimals(const TraceData *td, int *declared) {
             char num[32];
             trace_format_number(x, num);
             die(EXIT_USAGE, "--against: %s: step %d's loss %s has more than the %.0f decimals of \"loss_decimals\"",
-                td->path, td->steps[i].step, num, dd);
+                path_short(td->path), td->steps[i].step, num, dd);
         }
         if (d > most) most = d;
     }
@@ -202,70 +205,22 @@ static int record_decimals(const TraceData *td, int *declared) {
     return most <= ROUNDED_MAX ? most : -1;
 }
 
+// The reference engine's values, for the checks of compare/against_check.c.
 typedef struct {
-    int failed, step;
-    char what[512];
-} First;
+    Engine *e;
+} RefCtx;
 
-static void first_fail(First *f, int step, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void first_fail(First *f, int step, const char *fmt, ...) {
-    if (f->failed) return;
-    f->failed = 1;
-    f->step = step;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(f->what, sizeof f->what, fmt, ap);
-    va_end(ap);
-}
-
-// A recorded tensor, of the expected shape; NULL if the file lacks it.
-static const double *recorded(const StFile *sf, const char *name, const size_t *shape, int ndim, const char *file,
-                              double *buf) {
-    const StTensor *t = st_find(sf, name);
-    if (!t) return NULL;
-    int same = t->ndim == ndim && t->dtype != ST_I32;
-    for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
-    if (!same) {
-        char got[96], want[96];
-        st_describe(t, got, sizeof got);
-        StTensor w = {.dtype = ST_F64, .ndim = ndim};
-        memcpy(w.shape, shape, (size_t)ndim * sizeof *shape);
-        st_describe(&w, want, sizeof want);
-        die(EXIT_USAGE, "--against: %s: '%s' is %s, expected %s (F32 is also read)", file, name, got, want);
+static int ref_get(void *ctx, Quantity q, double *out) {
+    Engine *e = ((RefCtx *)ctx)->e;
+    if (q == Q_LOGITS) {
+        if (!engine_offers_logits(e)) return -1;
+        e->ops->get_logits(e, out);
+    } else if (q == Q_GRADS) {
+        e->ops->get_grads(e, out);
+    } else {
+        e->ops->get_params(e, out);
     }
-    st_read_f64(t, buf);
-    return buf;
-}
-
-// Compare every tensor prefix/<name> of the layout; all or none must be there.
-static int check_tensors(const Run *r, const StFile *sf, const char *file, const char *prefix, Quantity q,
-                         const double *ref, double *buf, int step, First *f, double *max_err) {
-    const ParamLayout *L = &r->L;
-    int have = 0, bad = 0;
-    for (int k = 0; k < L->n_tensors; k++) {
-        char name[128];
-        snprintf(name, sizeof name, "%s/%s", prefix, L->t[k].name);
-        size_t shape[2] = {(size_t)L->t[k].rows, (size_t)L->t[k].cols};
-        if (recorded(sf, name, shape, 2, file, buf + L->t[k].offset)) have++;
-        else if (have) die(EXIT_USAGE, "--against: %s has some %s/ tensors but not '%s'", file, prefix, name);
-    }
-    if (!have) return -1;
-    for (int k = 0; k < L->n_tensors; k++) {
-        const ParamTensor *pt = &L->t[k];
-        ErrStats s = {0};
-        err_compare(buf + pt->offset, ref + pt->offset, pt->size, r->o->tol[q], &s);
-        if (!(s.max_abs <= *max_err)) *max_err = s.max_abs;
-        if (s.n_bad) {
-            bad = 1;
-            size_t i = pt->offset + s.first_bad;
-            char where[160];
-            layout_describe(L, i, where, sizeof where);
-            first_fail(f, step, "%s %s: recorded %.17g, reference %.17g (%ld element(s) of %s out of tolerance)",
-                       q == Q_GRADS ? "the gradient of" : "the updated parameter", where, buf[i], ref[i], s.n_bad,
-                       pt->name);
-        }
-    }
-    return bad;
+    return 0;
 }
 
 // The summary's largest differences: each quantity the record holds, with its
@@ -303,16 +258,17 @@ int against_main(Options *o) {
     if (trace_load(&td, o->against, err, sizeof err)) die(EXIT_USAGE, "--against: %s", err);
     if (td.kind != TRACE_KIND_TRAIN)
         die(EXIT_USAGE, "--against: %s is a compare trace; give a trace of one program's run (kind \"train\")",
-            o->against);
-    if (!td.n_steps) die(EXIT_USAGE, "--against: %s has no steps", o->against);
+            path_short(o->against));
+    if (!td.n_steps) die(EXIT_USAGE, "--against: %s has no steps", path_short(o->against));
     // the recorded precision picks the tolerances (fp32: fp32's)
     Precision tp = PREC_FP64;
     if (!strcmp(td.precision[0], "fp32")) tp = PREC_FP32;
     else if (td.precision[0][0] && strcmp(td.precision[0], "fp64"))
-        die(EXIT_USAGE, "--against: %s: precision '%s' (fp64 or fp32)", o->against, td.precision[0]);
+        die(EXIT_USAGE, "--against: %s: precision '%s' (fp64 or fp32)", path_short(o->against),
+            text_safe(td.precision[0]));
     if (o->prec_given && o->prec != tp)
-        die(EXIT_USAGE, "--against: %s was recorded in %s; --precision says %s", o->against, precision_name(tp),
-            precision_name(o->prec));
+        die(EXIT_USAGE, "--against: %s was recorded in %s; --precision says %s", path_short(o->against),
+            precision_name(tp), precision_name(o->prec));
     if (!o->prec_given && tp == PREC_FP32) {
         o->prec = tp;
         for (int q = 0; q < Q_NUM; q++) o->tol[q] = fixed_tolerance(o, tp, (Quantity)q);
@@ -323,8 +279,8 @@ int against_main(Options *o) {
             if (o->tol[q].scaled > 0) o->tol[q].scaled = AGAINST_FP64_SCALED;
     adopt_settings(o, &td);
     if (td.n_steps > o->s.steps)
-        die(EXIT_USAGE, "--against: %s has %d steps, more than its %d-step schedule", o->against, td.n_steps,
-            o->s.steps);
+        die(EXIT_USAGE, "--against: %s has %d steps, more than its %d-step schedule", path_short(o->against),
+            td.n_steps, o->s.steps);
     // a record rounded to D decimals is off by up to half a unit of the last one
     int declared;
     const int decimals = record_decimals(&td, &declared);
@@ -337,24 +293,30 @@ int against_main(Options *o) {
     Engine *e = r.e[0];
     const size_t P = r.L.n_params;
     const int V = r.L.shape.vocab_size;
-    double *lg = xmalloc((size_t)o->s.batch * (size_t)o->s.block_size * (size_t)V * sizeof(double));
-    double *rlg = xmalloc((size_t)o->s.batch * (size_t)o->s.block_size * (size_t)V * sizeof(double));
-    double *ref = xmalloc(P * sizeof(double)), *buf = xmalloc(P * sizeof(double));
+    const size_t n_logits = (size_t)o->s.batch * (size_t)o->s.block_size * (size_t)V;
+    // the record's engine as messages show it (the trace names it)
+    char recorder[128];
+    snprintf(recorder, sizeof recorder, "%s", text_safe_n(td.engine[0], (size_t)-1, 100));
+    RefCtx rc = {e};
+    AgainstRef ar = {.L = &r.L, .tol = o->tol, .engine = o->names[0], .recorder = recorder, .get = ref_get,
+                     .ctx = &rc, .lg = xmalloc(n_logits * sizeof(double)), .rlg = xmalloc(n_logits * sizeof(double)),
+                     .rec = xmalloc(P * sizeof(double)), .ref = xmalloc(P * sizeof(double))};
     // the trace's folder: tensor files are relative to it
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", o->against);
     char *slash = strrchr(dir, '/');
     if (slash) slash[1] = '\0';
     else dir[0] = '\0';
-    First f = {0};
+    AgainstFirst f = {0};
     double worst[Q_NUM] = {0};
     int n_tensor_steps = 0, n_rec[Q_NUM] = {0};   // steps that recorded each quantity
     Batch b = {0};
-    for (int i = 0; i < td.n_steps; i++) {
+    const cJSON *jstep = jsteps->child;   // walked with i (an index lookup each step would be quadratic)
+    for (int i = 0; i < td.n_steps; i++, jstep = jstep->next) {
         const int step = td.steps[i].step;
         if (step != i + 1)
-            die(EXIT_USAGE, "--against: %s: steps[%d] is step %d; steps must be 1, 2, 3, ... in order", o->against, i,
-                step);
+            die(EXIT_USAGE, "--against: %s: steps[%d] is step %d; steps must be 1, 2, 3, ... in order",
+                path_short(o->against), i, step);
         batch_make(&b, &r.d, i, o->s.batch, o->s.block_size);
         const double loss = e->ops->step(e, &b, i), rec = td.steps[i].loss[0];
         const double d = fabs(rec - loss);
@@ -363,87 +325,47 @@ int against_main(Options *o) {
         const double step_tol = loss_tol + o->extra[Q_LOSS].atol + o->extra[Q_LOSS].rtol * fabs(loss);
         int bad = !(d <= step_tol);
         const int rec_digits = decimals >= 0 ? decimals : 17;
-        if (bad) first_fail(&f, step, "the loss: recorded %.*f, reference %.17g, |a-b| = %.3g > %.3g", rec_digits, rec,
-                            loss, d, step_tol);
-        const char *tf = trace_get_string(cJSON_GetArrayItem(jsteps, i), "tensors");
+        if (bad)
+            against_first_fail(&f, step, "the loss: recorded %.*f, reference %.17g, |a-b| = %.3g > %.3g", rec_digits,
+                               rec, loss, d, step_tol);
+        const char *tf = trace_get_string(jstep, "tensors");
+        if (!tf && cJSON_GetObjectItemCaseSensitive(jstep, "tensors") &&
+            !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(jstep, "tensors")))   // not silently skipped
+            die(EXIT_USAGE, "--against: step %d's \"tensors\" is not a string: give the path of a safetensors file "
+                "(relative to the trace), or leave the key out", step);
         char line[256] = "", *zero_note = NULL;
-        size_t zero_len = 0;
         if (tf) {
             char file[8192];
             snprintf(file, sizeof file, "%s%s", tf[0] == '/' ? "" : dir, tf);
             StFile sf;
             unsigned char *raw;
-            if (safetensors_read_file(file, &sf, &raw, err, sizeof err)) die(EXIT_USAGE, "--against: %s", err);
+            if (safetensors_read_file(file, &sf, &raw, err, sizeof err))
+                die(EXIT_USAGE, "--against: %s (step %d's \"tensors\")", text_safe(err), step);
             outfile_note_input_as(file, "a tensor file of --against:");
             n_tensor_steps++;
-            int checked = 0;
-            size_t shape[3] = {(size_t)b.B, (size_t)b.T, (size_t)V};
-            if (recorded(&sf, "logits", shape, 3, file, lg)) {
-                if (!engine_offers_logits(e))   // a partial engine (docs/outside_engines.md, "Partial engines")
-                    die(EXIT_USAGE, "--against: %s records logits; the engine %s offers none to check them against "
-                        "(--engines scalar does)", file, o->names[0]);
-                checked++;
-                n_rec[Q_LOGITS]++;
-                e->ops->get_logits(e, rlg);
-                // the real positions, document after document, as one tensor (lockstep's logits)
-                size_t k = 0;
-                for (int dd = 0; dd < b.B; dd++) {
-                    const size_t off = (size_t)dd * (size_t)b.T * (size_t)V, len = (size_t)b.n[dd] * (size_t)V;
-                    memmove(lg + k, lg + off, len * sizeof *lg);
-                    memmove(rlg + k, rlg + off, len * sizeof *rlg);
-                    k += len;
-                }
-                ErrStats s = {0};
-                err_compare(lg, rlg, k, o->tol[Q_LOGITS], &s);
-                if (!(s.max_abs <= worst[Q_LOGITS])) worst[Q_LOGITS] = s.max_abs;
-                if (s.n_bad) {
-                    bad = 1;
-                    size_t at = s.first_bad, dd = 0;
-                    while (dd + 1 < (size_t)b.B && at >= (size_t)b.n[dd] * V) at -= (size_t)b.n[dd++] * V;
-                    first_fail(&f, step, "logits[%zu,%zu,%zu]: recorded %.17g, reference %.17g (%ld out of tolerance)",
-                               dd, at / V, at % V, lg[s.first_bad], rlg[s.first_bad], s.n_bad);
-                }
-                snprintf(line + strlen(line), sizeof line - strlen(line), " | logits %.1e", s.max_abs);
+            AgainstStep got;
+            against_check_file(&ar, &sf, file, b.B, b.T, b.n, step, &f, &got);
+            static const Quantity tq[3] = {Q_LOGITS, Q_GRADS, Q_PARAMS};
+            for (int k = 0; k < 3; k++) {
+                const Quantity q = tq[k];
+                if (!got.have[q]) continue;
+                n_rec[q]++;
+                if (!(got.err[q] <= worst[q])) worst[q] = got.err[q];
+                snprintf(line + strlen(line), sizeof line - strlen(line), " | %s %.1e", quantity_name(q), got.err[q]);
             }
-            e->ops->get_grads(e, ref);
-            double gerr = 0, perr = 0;
-            int gb = check_tensors(&r, &sf, file, "grads", Q_GRADS, ref, buf, step, &f, &gerr);
-            if (gb >= 0) {
-                checked++;
-                n_rec[Q_GRADS]++;
-                bad |= gb;
-                if (gb) {   // printed after the step's line
-                    FILE *mf = open_memstream(&zero_note, &zero_len);
-                    if (mf) grads_zero_report(&r.L, buf, ref, td.engine[0], mf), fclose(mf);
-                }
-                if (!(gerr <= worst[Q_GRADS])) worst[Q_GRADS] = gerr;
-                snprintf(line + strlen(line), sizeof line - strlen(line), " | grads %.1e", gerr);
-            }
-            e->ops->get_params(e, ref);
-            int pb = check_tensors(&r, &sf, file, "params", Q_PARAMS, ref, buf, step, &f, &perr);
-            if (pb >= 0) {
-                checked++;
-                n_rec[Q_PARAMS]++;
-                bad |= pb;
-                if (!(perr <= worst[Q_PARAMS])) worst[Q_PARAMS] = perr;
-                snprintf(line + strlen(line), sizeof line - strlen(line), " | params %.1e", perr);
-            }
-            const int expected = (st_find(&sf, "logits") != NULL) + (gb >= 0 ? r.L.n_tensors : 0) +
-                                 (pb >= 0 ? r.L.n_tensors : 0);
-            if (!checked || sf.n != expected)
-                die(EXIT_USAGE, "--against: %s holds %d tensors, %d of them logits, grads/<tensor> or "
-                    "params/<tensor> (docs/outside_engines.md)", file, sf.n, expected);
+            bad |= got.bad;
+            zero_note = got.zero_note;
             st_file_free(&sf);
             free(raw);
         }
         if (bad || (!o->quiet && ((i + 1) % o->every == 0 || i == 0 || i + 1 == td.n_steps)))
-            printf("step %4d | loss %s %.12f | %s %.*f | diff %.1e%s | %s\n", step, o->names[0], loss, td.engine[0],
+            printf("step %4d | loss %s %.12f | %s %.*f | diff %.1e%s | %s\n", step, o->names[0], loss, recorder,
                    decimals >= 0 ? decimals : 12, rec, d, line, bad ? "FAIL" : "ok");
         if (zero_note) fputs(zero_note, stdout);
         free(zero_note);
     }
     printf("%s: %s (recorded by %s, %s) against %s (%s), %d steps (%d with tensors), batch %d\n",
-           f.failed ? "FAIL" : "PASS", o->against, td.engine[0], precision_name(o->prec), o->names[0],
+           f.failed ? "FAIL" : "PASS", o->against, recorder, precision_name(o->prec), o->names[0],
            precision_name(engine_prec(o, 0)), td.n_steps, n_tensor_steps, o->s.batch);
     if (f.failed) printf("  first failure at step %d: %s\n", f.step, f.what);
     if (decimals >= 0)
@@ -451,10 +373,10 @@ int against_main(Options *o) {
                "%s)\n", decimals, loss_tol, o->drift_tol, declared ? "its loss_decimals" : "no recorded loss has more");
     print_differences(o, worst, n_rec, loss_tol);
     batch_free(&b);
-    free(lg);
-    free(rlg);
-    free(ref);
-    free(buf);
+    free(ar.lg);
+    free(ar.rlg);
+    free(ar.rec);
+    free(ar.ref);
     run_teardown(&r);
     trace_data_free(&td);
     return f.failed;

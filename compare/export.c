@@ -36,7 +36,7 @@ static void check_files(Export *x, const char *dir) {
         char *path = xmalloc(n), err[512];
         snprintf(path, n, "%s/%s", dir, FILE_NAME[k]);
         if (outfile_open(&x->out[k], path, err, sizeof err))
-            die(EXIT_USAGE, "--export-init %s: %s (no file was written)", path, err);
+            die(EXIT_USAGE, "--export-init %s: %s (no file was written)", path_short(path), err);
         free(path);
     }
 }
@@ -146,15 +146,41 @@ static void export_batches(Export *x, const Options *o, const Run *r) {
     batch_free(&b);
 }
 
+// The memory making batches.safetensors takes per step, at most: each
+// step's three tensors are kept, described in the JSON header as cJSON nodes,
+// printed, and copied into the file's buffer.
+static double export_step_bytes(const Options *o) {
+    const double B = o->s.batch, T1 = o->s.block_size + 1.0;
+    const double data = 4 * (B * T1 + 2 * B);   // one step's int32 tensors
+    return 3 * (double)sizeof(StTensor) + 3 * 32 + 3 * 3 * sizeof(void *)  // bt, names, keep
+           + data + 3 * 48                  // the kept copies (and malloc's overhead)
+           + 3 * 8 * (sizeof(cJSON) + 48)   // the header's cJSON nodes and keys, per tensor
+           + 3 * 48                         // the names' index
+           + 2 * 3 * 100                    // the header's text, then in the buffer
+           + data;                          // the data in the buffer
+}
+
+// All the files take: the batches dominate and grow with the steps, so that
+// a run of 10^8 steps is refused before anything is allocated instead of
+// asking for tens of GB at once.
+static double export_bytes(const Options *o, const Run *r) {
+    const double docs = 4.0 * (double)r->d.n_docs * (double)o->s.block_size + 2.0 * r->d.n_docs;
+    return (double)o->s.steps * export_step_bytes(o) + 2 * 8.0 * (double)r->L.n_params + 2 * docs + (1 << 20);
+}
+
 int export_main(Options *o) {
     const char *dir = o->export_dir;
-    if (mkdir(dir, 0777) && errno != EEXIST) die(EXIT_USAGE, "--export-init: cannot create %s: %s", dir, strerror(errno));
+    if (mkdir(dir, 0777) && errno != EEXIST) die(EXIT_USAGE, "--export-init: cannot create %s: %s", path_short(dir), strerror(errno));
     struct stat st;
-    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) die(EXIT_USAGE, "--export-init: %s is not a directory", dir);
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) die(EXIT_USAGE, "--export-init: %s is not a directory", path_short(dir));
     Export x = {0};
     check_files(&x, dir);
     Run r;
     run_setup(&r, o);
+    char hint[160];
+    snprintf(hint, sizeof hint, "export fewer --steps (batches.safetensors holds every step's batch: making it takes "
+             "about %.0f bytes a step here)", export_step_bytes(o));
+    memory_check(export_bytes(o, &r), "--export-init's files", hint);
     export_settings(&x, o, &r);
     export_init(&x, &r);
     export_documents(&x, &r);

@@ -26,7 +26,7 @@ static Plugin *P(Engine *e) { return (Plugin *)e; }
 // After every call: a plugin that says something went wrong stops the run.
 static void check(Plugin *p, const char *call) {
     const char *msg = p->abi->error ? p->abi->error(p->impl) : NULL;
-    if (msg) die(EXIT_MISMATCH, "engine %s: %s failed: %s", p->label, call, msg);
+    if (msg) die(EXIT_MISMATCH, "engine %s: %s failed: %s", p->label, call, text_safe(msg));   // shown safely
 }
 
 static mg_batch to_mg(const Batch *b) { return (mg_batch){.B = b->B, .T = b->T, .n = b->n, .tokens = b->tokens}; }
@@ -195,16 +195,17 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
     if (!p->impl) {
         if (cut)
             snprintf(err, errlen, "the plugin's create() message has no terminating NUL; cut at %zu bytes: %s",
-                     sizeof e2 - 1, e2);
+                     sizeof e2 - 1, text_safe(e2));
         else
-            snprintf(err, errlen, "%s", e2[0] ? e2 : "the plugin's create() returned NULL without a message");
+            snprintf(err, errlen, "%s", e2[0] ? text_safe(e2) : "the plugin's create() returned NULL without a message");
         free(p->ti);
         free(p);
         return NULL;
     }
-    size_t ll = strlen(path) + strlen(abi->name ? abi->name : "?") + 16;
+    const char *name = abi->name ? text_safe_n(abi->name, (size_t)-1, 100) : "?";   // shown in messages
+    size_t ll = strlen(path) + strlen(name) + 16;
     p->label = xmalloc(ll);
-    snprintf(p->label, ll, "plugin:%s (%s)", path, abi->name ? abi->name : "?");
+    snprintf(p->label, ll, "plugin:%s (%s)", path, name);
     // what it offers (read after create, as the other optional entries): an
     // entry left NULL or out of offers() is never called
     unsigned offers = MG_OFFERS_ALL;

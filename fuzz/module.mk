@@ -1,9 +1,11 @@
-# libFuzzer targets (clang): the dataset loader, the trace reader and the
-# settings parser, each from its seed corpus in fuzz/corpus/<target>/.
+# libFuzzer targets (clang), every fuzz/fuzz_<target>.c, each from its seed
+# corpus in fuzz/corpus/<target>/: the dataset loader, the trace reader, the
+# settings parser, the safetensors reader, the exec engine's reply reader,
+# --against's tensor checks and the trace subcommands' output.
 # `make fuzz FUZZ_SECONDS=N` builds them with ASan+UBSan in build-fuzz/ and
 # runs each for N seconds; what they find new goes to build-fuzz/fuzz/corpus-*,
 # a crash to build-fuzz/fuzz/crash-* (and make fails).
-FUZZ_TARGETS := dataset trace settings
+FUZZ_TARGETS := $(sort $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c)))
 FUZZ_SECONDS ?= 60
 FUZZ_BINS := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 
@@ -11,7 +13,9 @@ FUZZ_BINS := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 ifeq ($(FUZZ),1)
 $(BUILD)/fuzz/fuzz_%: $(call obj,fuzz/fuzz_%.c) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -fsanitize=fuzzer $^ -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -fsanitize=fuzzer $(filter %.o,$^) $(filter %.a,$^) -o $@ $(LDLIBS)
+# the trace subcommands are the trace tool's objects (all but its main)
+$(BUILD)/fuzz/fuzz_trace_tools: $(call obj,$(filter-out traces/trace_tool.c,$(TRACE_TOOL_SRC)))
 
 fuzz-run: $(FUZZ_BINS)
 	@for t in $(FUZZ_TARGETS); do \

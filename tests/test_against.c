@@ -99,7 +99,8 @@ Test(against, export_writes_the_initial_weights_documents_and_batches) {
 // reproduces it; a tampered loss fails at its step.
 Test(against, a_recorded_training_run_is_checked_step_by_step, .timeout = 60) {
     const char *trace = tmp("train.json");
-    ThRun r = th_tool("microgpt", "--data", th_names_path(), "--steps", "12", "--samples", "0", "--trace", trace, NULL);
+    ThRun r = th_tool("microgpt", "--data", th_names_path(), "--steps", "12", "--samples", "0", "--trace", trace,
+                      "--pretty", NULL);
     cr_assert_eq(r.status, 0, "%s", r.err);
     th_run_free(&r);
     th_check_schema("against_trace.schema.json", trace, 0);
@@ -134,6 +135,12 @@ Test(against, a_recorded_training_run_is_checked_step_by_step, .timeout = 60) {
     const char *bad = th_write_temp("tampered.json", out, strlen(out));
     th_expect_status(COMPARE("--against", bad, "--engines", "cpu", "--quiet"), 1, "first failure at step 7: the loss",
                   "tampered");
+    // a step whose "tensors" is not a path is refused, not skipped (issue #29 item 15)
+    const char *l7 = strstr(s7, "\"loss\":\t");
+    snprintf(out, len + 64, "%.*s\"tensors\":\t5,\n\t\t\t%s", (int)(l7 - txt), txt, l7);
+    th_expect_status(COMPARE("--against", th_write_temp("tensors5.json", out, strlen(out)), "--engines", "cpu",
+                             "--quiet"),
+                     2, "step 7's \"tensors\" is not a string", "\"tensors\": 5");
     free(out);
     free(txt);
     const char *junk = th_write_temp("junk.json", "{\"format\": \"microgpt-trace\"", 27);

@@ -48,4 +48,20 @@ const char *tick_label(double v);
 int label_width(const Axis *a);
 void svg_render(StrBuf *b, const char *title, const Panel *panels, int np, const Axis *ax, int width, int height);
 
+// What trace plot draws of loaded traces (none a bench trace): the loss
+// panel, the error panel of compare traces, the steps' axis and the title.
+typedef struct {
+    Panel panels[2];
+    int np;            // 1, or 2 with a compare trace
+    Axis ax;
+    char title[1024];
+} PlotView;
+// 0, or -1 with the reason in why (nothing to plot, too many curves); the
+// view is then freed. svg: the axis's ticks are for an SVG of width sw,
+// else for a text chart of width tw.
+int plot_view(PlotView *v, const TraceData *t, int nfiles, int log_scale, long smooth, int svg, long tw, long sw,
+              char *why, size_t n);
+void plot_view_text(const PlotView *v, long tw, long th);
+void plot_view_free(PlotView *v);
+
 #endif

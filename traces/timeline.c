@@ -23,7 +23,7 @@ static void on_die(int code, const char *msg) {
 
 void timeline_open(const char *path) {
     char err[512];
-    if (outfile_open(&g.out, path, err, sizeof err)) die(EXIT_USAGE, "--timeline %s: %s", path, err);
+    if (outfile_open(&g.out, path, err, sizeof err)) die(EXIT_USAGE, "--timeline %s: %s", path_short(path), err);
     g.root = cJSON_CreateObject();
     g.events = cJSON_AddArrayToObject(g.root, "traceEvents");
     cJSON_AddStringToObject(g.root, "displayTimeUnit", "ms");
@@ -67,5 +67,5 @@ void timeline_commit(void) {
     int rc = text ? outfile_write(&g.out, text, strlen(text), err, sizeof err) : -1;
     if (!text) snprintf(err, sizeof err, "out of memory while serializing");
     free(text);
-    if (rc) die(EXIT_MISMATCH, "--timeline %s: could not write the timeline: %s", g.out.path, err);
+    if (rc) die(EXIT_MISMATCH, "--timeline %s: could not write the timeline: %s", path_short(g.out.path), err);
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "common/strbuf.h"
+#include "common/util.h"
 #include "traces/trace_read.h"
 
 
@@ -37,6 +38,7 @@ typedef struct {
 typedef struct {
     int n, cap;
     ErrRow *r;
+    StrIndex index;        // key -> row
 } ErrTable;
 
 const char *fmtn(const char *fmt, double x);
@@ -56,10 +58,17 @@ const char *quantity_of(const char *key);
 ErrRow *err_row(ErrTable *t, const char *key);
 void take_max(double v, int i, double *best, int *best_i);
 void err_table(const TraceData *t, ErrTable *tab);
+void err_table_free(ErrTable *tab);
 void tolerance_of(const TraceData *t, const char *quantity, double *atol, double *rtol);
 void item_text(const cJSON *v, StrBuf *b);
 void failure_words(const TraceData *t, const cJSON *ff, StrBuf *b);
 int failed_steps(const TraceData *t);
+
+// The subcommands' output for traces already loaded (what cmd_* print after
+// loading; fuzz/fuzz_trace_tools.c calls them). diff_render: A and B of one
+// kind; returns the exit code (0 the same, 1 they differ).
+void inspect_render(const TraceData *t, int json);
+int diff_render(const TraceData *A, const TraceData *B, double tol, int tol_given, double err_tol);
 
 void inspect_usage(FILE *f);
 int cmd_inspect(int argc, char **argv);

@@ -160,9 +160,10 @@ const char *quantity_of(const char *key) {
 
 
 
+// The row of key (a hash lookup: a map of 200k keys is read in linear time).
 ErrRow *err_row(ErrTable *t, const char *key) {
-    for (int i = 0; i < t->n; i++)
-        if (!strcmp(t->r[i].key, key)) return &t->r[i];
+    int i = strindex_put(&t->index, key, t->n);
+    if (i >= 0) return &t->r[i];
     if (t->n == t->cap) {
         t->cap = t->cap ? 2 * t->cap : 16;
         t->r = xrealloc(t->r, (size_t)t->cap * sizeof *t->r);
@@ -195,6 +196,12 @@ void err_table(const TraceData *t, ErrTable *tab) {
     }
 }
 
+void err_table_free(ErrTable *tab) {
+    free(tab->r);
+    strindex_free(&tab->index);
+    memset(tab, 0, sizeof *tab);
+}
+
 // tolerances[quantity].atol / .rtol (NaN when absent).
 void tolerance_of(const TraceData *t, const char *quantity, double *atol, double *rtol) {
     const cJSON *tol = cJSON_GetObjectItemCaseSensitive(t->root, "tolerances");
@@ -203,18 +210,18 @@ void tolerance_of(const TraceData *t, const char *quantity, double *atol, double
     if (trace_get_number(q, "rtol", rtol)) *rtol = NAN;
 }
 
-// The value of a JSON item as short text: numbers exactly, strings as they are.
+// The value of a JSON item as short text: numbers exactly, strings as
+// text_safe() shows them (a trace's text reaches the terminal).
 void item_text(const cJSON *v, StrBuf *b) {
     if (!v) sb_printf(b, "(absent)");
     else if (cJSON_IsNumber(v)) sb_printf(b, "%s", exact(v->valuedouble));
-    else if (cJSON_IsString(v)) sb_printf(b, "%s", v->valuestring);
+    else if (cJSON_IsString(v)) sb_printf(b, "%s", text_safe(v->valuestring));
     else if (cJSON_IsNull(v)) sb_printf(b, "null");
     else if (cJSON_IsBool(v)) sb_printf(b, "%s", cJSON_IsTrue(v) ? "true" : "false");
     else {
         char *s = cJSON_PrintUnformatted(v);
         if (!s) die(EXIT_MISMATCH, "out of memory");
-        if (strlen(s) > 72) sb_printf(b, "%.69s...", s);
-        else sb_printf(b, "%s", s);
+        sb_printf(b, "%s", text_safe_n(s, (size_t)-1, strlen(s) > 72 ? 69 : 0));
         free(s);
     }
 }
@@ -228,8 +235,8 @@ void failure_words(const TraceData *t, const cJSON *ff, StrBuf *b) {
     if (trace_get_number(ff, "step", &step) == 0) sb_printf(b, "step %s: ", exact(step));
     const char *q = trace_get_string(ff, "quantity");
     const char *tensor = trace_get_string(ff, "tensor");
-    sb_printf(b, "%s", q ? q : "a value");
-    if (tensor && (!q || strcmp(tensor, q) != 0)) sb_printf(b, " of %s", tensor);
+    sb_printf(b, "%s", q ? text_safe(q) : "a value");
+    if (tensor && (!q || strcmp(tensor, q) != 0)) sb_printf(b, " of %s", text_safe(tensor));
     sb_printf(b, " out of tolerance");
     if (trace_get_number(ff, "index", &index) == 0) sb_printf(b, " at index %s", exact(index));
     const cJSON *where = cJSON_GetObjectItemCaseSensitive(ff, "where");
@@ -239,8 +246,8 @@ void failure_words(const TraceData *t, const cJSON *ff, StrBuf *b) {
     }
     // As compare writes them: a is the candidate (engines[1]), b the reference (engines[0]).
     if (has_a || has_b) {
-        sb_printf(b, ": %s = %s, %s (reference) = %s", t->engine[1], has_a ? fmtn("%.17g", a) : "?",
-                   t->engine[0], has_b ? fmtn("%.17g", bv) : "?");
+        sb_printf(b, ": %s = %s, %s (reference) = %s", text_safe(t->engine[1]), has_a ? fmtn("%.17g", a) : "?",
+                   text_safe(t->engine[0]), has_b ? fmtn("%.17g", bv) : "?");
     }
     int has_err = trace_get_number(ff, "abs_err", &abs_err) == 0;
     if (!has_err && has_a && has_b) {

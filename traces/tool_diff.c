@@ -28,16 +28,52 @@ void diff_usage(FILE *f) {
             "dataset path are shown but do not count as differences.\n\n"
             "  --tolerance X   treat relative differences |a-b|/max(|a|,|b|) <= X as equal\n"
             "                  (losses and learning rates); samples then do not count;\n"
-            "                  two bench traces: a row counts as slower when B's median\n"
-            "                  ms/step > A's * (1+X) (0.05); a worse verdict or a row missing\n"
-            "                  in B counts too\n"
+            "                  two bench traces: a row counts as slower only when the 95%%\n"
+            "                  bootstrap intervals of A's and B's median ms/step (from each\n"
+            "                  row's timed runs) do not overlap and B/A > 1+X (X 0.05);\n"
+            "                  faster when they do not and B/A < 1/(1+X); else no significant\n"
+            "                  change; rows of fewer than 3 runs are not judged; a worse\n"
+            "                  verdict or a row missing in B counts too\n"
             "  --error-tolerance R\n"
             "                  compare traces: the largest error of each tensor and quantity\n"
             "                  over the run (max_abs) counts as changed when B > A*(1+R)\n"
             "                  (worse) or B*(1+R) < A (better); default 0: any change\n"
             "  --help          this text\n\n"
-            "Exit codes: 0 same (losses bit-identical, or within X, and settings equal),\n"
-            "1 the traces differ, 2 bad usage or an input that is not a readable trace.\n");
+            "Exit codes: 0 same (losses bit-identical, or within X, and settings equal;\n"
+            "bench traces: no row significantly slower, none worse or missing), 1 the traces\n"
+            "differ (bench: a significant slowdown, a worse verdict or a missing row; a row\n"
+            "only faster is 0), 2 bad usage or an input that is not a readable trace.\n");
+}
+
+// The members of an object by key: one hash index, so that comparing two
+// objects of n keys takes linear time, not n lookups of n steps each.
+typedef struct {
+    StrIndex idx;
+    const cJSON **item;
+} ObjIndex;
+
+static void obj_index(ObjIndex *x, const cJSON *o) {
+    memset(x, 0, sizeof *x);
+    int n = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, o) n++;
+    x->item = xmalloc((size_t)(n ? n : 1) * sizeof *x->item);
+    n = 0;
+    cJSON_ArrayForEach(c, o) {
+        if (!c->string) continue;
+        x->item[n] = c;
+        if (strindex_put(&x->idx, c->string, n) < 0) n++;   // the first of a key counts (as cJSON reads it)
+    }
+}
+
+static const cJSON *obj_get(const ObjIndex *x, const char *key) {
+    int i = strindex_get(&x->idx, key);
+    return i >= 0 ? x->item[i] : NULL;
+}
+
+static void obj_index_free(ObjIndex *x) {
+    strindex_free(&x->idx);
+    free(x->item);
 }
 
 // Compare two JSON values exactly (numbers by their bits).
@@ -45,26 +81,29 @@ static int json_equal(const cJSON *a, const cJSON *b) {
     if (!a || !b) return a == b;
     if (cJSON_IsNumber(a) && cJSON_IsNumber(b)) return same_bits(a->valuedouble, b->valuedouble);
     if (cJSON_IsArray(a) && cJSON_IsArray(b)) {
-        if (cJSON_GetArraySize(a) != cJSON_GetArraySize(b)) return 0;
         const cJSON *x = a->child, *y = b->child;
         for (; x && y; x = x->next, y = y->next)
             if (!json_equal(x, y)) return 0;
-        return 1;
+        return !x && !y;
     }
     if (cJSON_IsObject(a) && cJSON_IsObject(b)) {
         if (cJSON_GetArraySize(a) != cJSON_GetArraySize(b)) return 0;
+        ObjIndex ib;
+        obj_index(&ib, b);
+        int same = 1;
         const cJSON *x;
         cJSON_ArrayForEach(x, a) {
-            if (!json_equal(x, cJSON_GetObjectItemCaseSensitive(b, x->string))) return 0;
+            if (!(same = json_equal(x, obj_get(&ib, x->string)))) break;
         }
-        return 1;
+        obj_index_free(&ib);
+        return same;
     }
     return cJSON_Compare(a, b, 1);
 }
 
 static void print_value(const cJSON *v) {
     StrBuf b = {0};
-    if (cJSON_IsString(v)) sb_printf(&b, "\"%s\"", v->valuestring);
+    if (cJSON_IsString(v)) sb_printf(&b, "\"%s\"", text_safe(v->valuestring));
     else item_text(v, &b);
     fputs(b.s, stdout);
     sb_free(&b);
@@ -80,28 +119,33 @@ static int diff_object(const char *what, const cJSON *a, const cJSON *b, const c
     int counted = 0, shown = 0;
     StrBuf out = {0};
     const cJSON *pass[2] = {a, b};
+    ObjIndex ia, ib;
+    obj_index(&ia, a);
+    obj_index(&ib, b);
     for (int p = 0; p < 2; p++) {
         const cJSON *x;
         cJSON_ArrayForEach(x, pass[p]) {
-            const cJSON *in_a = cJSON_GetObjectItemCaseSensitive(a, x->string);
-            const cJSON *in_b = cJSON_GetObjectItemCaseSensitive(b, x->string);
+            const cJSON *in_a = obj_get(&ia, x->string);
+            const cJSON *in_b = obj_get(&ib, x->string);
             if (p == 1 && in_a) continue;  // already seen in a's pass
             if (json_equal(in_a, in_b)) continue;
             int count = !(ignore && !strcmp(x->string, ignore));
             counted += count;
             shown++;
-            sb_printf(&out, "  %s.%s: A = ", what, x->string);
+            sb_printf(&out, "  %s.%s: A = ", what, text_safe(x->string));
             StrBuf v = {0};
-            if (cJSON_IsString(in_a)) sb_printf(&v, "\"%s\"", in_a->valuestring);
+            if (cJSON_IsString(in_a)) sb_printf(&v, "\"%s\"", text_safe(in_a->valuestring));
             else item_text(in_a, &v);
             sb_printf(&out, "%s, B = ", v.s);
             v.n = 0;
-            if (cJSON_IsString(in_b)) sb_printf(&v, "\"%s\"", in_b->valuestring);
+            if (cJSON_IsString(in_b)) sb_printf(&v, "\"%s\"", text_safe(in_b->valuestring));
             else item_text(in_b, &v);
             sb_printf(&out, "%s%s\n", v.s, count ? "" : " (not counted)");
             sb_free(&v);
         }
     }
+    obj_index_free(&ia);
+    obj_index_free(&ib);
     if (!a || !b) {
         printf("%s: only in %s\n", what, a ? "A" : "B");
         sb_free(&out);
@@ -200,12 +244,11 @@ static int diff_samples(const TraceData *A, const TraceData *B, int counts) {
     }
     int na = cJSON_GetArraySize(sa), nb = cJSON_GetArraySize(sb), n = na < nb ? na : nb;
     int ndiff = 0, first = -1;
-    for (int i = 0; i < n; i++) {
-        const char *x = cJSON_GetArrayItem(sa, i)->valuestring;
-        const char *y = cJSON_GetArrayItem(sb, i)->valuestring;
-        if (strcmp(x, y)) {
+    const cJSON *x = sa->child, *y = sb->child, *fx = NULL, *fy = NULL;   // walked once, not indexed
+    for (int i = 0; i < n; i++, x = x->next, y = y->next) {
+        if (strcmp(x->valuestring, y->valuestring)) {
             ndiff++;
-            if (first < 0) first = i;
+            if (first < 0) first = i, fx = x, fy = y;
         }
     }
     if (!ndiff && na == nb) {
@@ -216,11 +259,10 @@ static int diff_samples(const TraceData *A, const TraceData *B, int counts) {
     if (na != nb) printf("A has %d, B has %d; ", na, nb);
     printf("%d of %d differ%s\n", ndiff, n, counts ? "" : " (not counted with --tolerance)");
     int shown = 0;
-    for (int i = first; i >= 0 && i < n && shown < 5; i++) {
-        const char *x = cJSON_GetArrayItem(sa, i)->valuestring;
-        const char *y = cJSON_GetArrayItem(sb, i)->valuestring;
-        if (!strcmp(x, y)) continue;
-        printf("  sample %d: A \"%s\", B \"%s\"\n", i + 1, x, y);
+    x = fx, y = fy;
+    for (int i = first; i >= 0 && i < n && shown < 5; i++, x = x->next, y = y->next) {
+        if (!strcmp(x->valuestring, y->valuestring)) continue;
+        printf("  sample %d: A \"%s\", B \"%s\"\n", i + 1, text_safe(x->valuestring), text_safe(y->valuestring));
         shown++;
     }
     return counts;
@@ -234,14 +276,17 @@ typedef struct {
     int step[2];
 } TensorErr;
 
-static void worst_errors(const TraceData *t, int k, TensorErr **rows, int *n, int *cap) {
+// Rows are found by name through one index per quantity (seen[q]): linear
+// in the records, however many tensors there are.
+static void worst_errors(const TraceData *t, int k, TensorErr **rows, int *n, int *cap, StrIndex *seen) {
     for (int i = 0; i < t->n_steps; i++)
         for (int j = 0; j < t->steps[i].n_errors; j++) {
             const TraceError *e = &t->steps[i].errors[j];
-            TensorErr *r = NULL;
-            for (int m = 0; m < *n && !r; m++)
-                if ((*rows)[m].q == e->quantity && !strcmp((*rows)[m].tensor, e->tensor)) r = &(*rows)[m];
-            if (!r) {
+            int m = strindex_put(&seen[trace_quantity_index(e->quantity)], e->tensor, *n);
+            TensorErr *r;
+            if (m >= 0) {
+                r = &(*rows)[m];
+            } else {
                 if (*n == *cap) *rows = xrealloc(*rows, (size_t)(*cap = *cap ? 2 * *cap : 16) * sizeof **rows);
                 r = &(*rows)[(*n)++];
                 *r = (TensorErr){e->quantity, e->tensor, {-1, -1}, {0, 0}};
@@ -258,9 +303,14 @@ static void worst_errors(const TraceData *t, int k, TensorErr **rows, int *n, in
 static int diff_errors(const TraceData *A, const TraceData *B, double R) {
     TensorErr *rows = NULL;
     int n = 0, cap = 0;
-    worst_errors(A, 0, &rows, &n, &cap);
-    worst_errors(B, 1, &rows, &n, &cap);
-    if (!n) return 0;
+    StrIndex seen[N_TRACE_QUANTITIES] = {{0}};
+    worst_errors(A, 0, &rows, &n, &cap, seen);
+    worst_errors(B, 1, &rows, &n, &cap, seen);
+    for (int q = 0; q < N_TRACE_QUANTITIES; q++) strindex_free(&seen[q]);
+    if (!n) {
+        free(rows);
+        return 0;
+    }
     int worse = 0, better = 0, shown = 0;
     for (int m = 0; m < n; m++) {
         const TensorErr *r = &rows[m];
@@ -272,7 +322,7 @@ static int diff_errors(const TraceData *A, const TraceData *B, double R) {
         if (!what) continue;
         if (a < 0 || b < 0) worse++;
         if (shown++ < 20)
-            printf("  %-7s %-24s A %-10s (step %d)  B %-10s (step %d)  %s\n", r->q, r->tensor,
+            printf("  %-7s %-24s A %-10s (step %d)  B %-10s (step %d)  %s\n", r->q, text_safe(r->tensor),
                    a < 0 ? "-" : fmtn("%.3e", a), r->step[0], b < 0 ? "-" : fmtn("%.3e", b), r->step[1], what);
     }
     if (shown > 20) printf("  ... and %d more\n", shown - 20);
@@ -316,12 +366,18 @@ int cmd_diff(int argc, char **argv) {
     if (A.kind != B.kind)
         die(EXIT_USAGE, "diff: %s is a %s trace but %s is a %s trace; diff compares traces of the "
             "same kind", B.path, trace_kind_name(B.kind), A.path, trace_kind_name(A.kind));
+    int rc = diff_render(&A, &B, tol, tol_given, err_tol);
+    trace_data_free(&A);
+    trace_data_free(&B);
+    stdout_check();
+    return rc;
+}
+
+int diff_render(const TraceData *pa, const TraceData *pb, double tol, int tol_given, double err_tol) {
+    const TraceData A = *pa, B = *pb;   // (copies of the handles: the data is shared)
     if (A.kind == TRACE_KIND_BENCH) {   // timings: slower by more than --tolerance (5%) counts
         printf("A: %s (bench trace)\nB: %s (bench trace)\n", A.path, B.path);
-        int rc = bench_view_diff(A.root, B.root, tol_given ? tol : 0.05);
-        trace_data_free(&A);
-        trace_data_free(&B);
-        return rc;
+        return bench_view_diff(A.root, B.root, tol_given ? tol : 0.05);
     }
 
     printf("A: %s (%s trace, %d steps)\n", A.path, trace_kind_name(A.kind), A.n_steps);
@@ -351,8 +407,8 @@ int cmd_diff(int argc, char **argv) {
     for (int e = 0; e < A.n_engines; e++) {
         if (!strcmp(A.engine[e], B.engine[e]) && !strcmp(A.precision[e], B.precision[e])) continue;
         printf("%s: A = %s (%s), B = %s (%s) (not counted)\n",
-               A.n_engines == 1 ? "engine" : e ? "candidate engine" : "reference engine", A.engine[e],
-               A.precision[e], B.engine[e], B.precision[e]);
+               A.n_engines == 1 ? "engine" : e ? "candidate engine" : "reference engine", text_safe(A.engine[e]),
+               text_safe(A.precision[e]), text_safe(B.engine[e]), text_safe(B.precision[e]));
     }
 
     int n = A.n_steps < B.n_steps ? A.n_steps : B.n_steps;
@@ -376,7 +432,7 @@ int cmd_diff(int argc, char **argv) {
     for (int e = 0; e < A.n_engines; e++) {
         char name[160];
         if (A.n_engines > 1)
-            snprintf(name, sizeof name, "loss of %s (%s)", A.engine[e], e ? "candidate" : "reference");
+            snprintf(name, sizeof name, "loss of %s (%s)", text_safe(A.engine[e]), e ? "candidate" : "reference");
         else snprintf(name, sizeof name, "loss");
         for (int i = 0; i < n; i++) {
             va[i] = A.steps[i].loss[e];
@@ -395,10 +451,10 @@ int cmd_diff(int argc, char **argv) {
     } else {
         const char *x = trace_get_string(A.root, "verdict"), *y = trace_get_string(B.root, "verdict");
         if ((x || y) && (!x || !y || strcmp(x, y))) {
-            printf("verdict: A = %s, B = %s\n", x ? x : "(absent)", y ? y : "(absent)");
+            printf("verdict: A = %s, B = %s\n", x ? text_safe(x) : "(absent)", y ? text_safe(y) : "(absent)");
             DIFFERS("verdict");
         } else if (x) {
-            printf("verdict: both %s\n", x);
+            printf("verdict: both %s\n", text_safe(x));
         }
         if (diff_errors(&A, &B, err_tol)) DIFFERS("errors");
         const cJSON *fa = cJSON_GetObjectItemCaseSensitive(A.root, "first_failure");
@@ -424,7 +480,7 @@ int cmd_diff(int argc, char **argv) {
         time_stats(&B, e, &tb);
         if (!ta.n && !tb.n) continue;
         printf("time per step%s%s: A mean %s ms, B mean %s ms (not counted)\n",
-               A.n_engines > 1 ? " of " : "", A.n_engines > 1 ? A.engine[e] : "",
+               A.n_engines > 1 ? " of " : "", A.n_engines > 1 ? text_safe(A.engine[e]) : "",
                fmtn("%.4g", ta.mean * 1e3), fmtn("%.4g", tb.mean * 1e3));
     }
 #undef DIFFERS
@@ -436,8 +492,5 @@ int cmd_diff(int argc, char **argv) {
     free(steps);
     free(va);
     free(vb);
-    trace_data_free(&A);
-    trace_data_free(&B);
-    stdout_check();
     return differ ? EXIT_MISMATCH : 0;
 }

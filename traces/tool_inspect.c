@@ -38,7 +38,7 @@ static void print_pairs(const cJSON *obj, const char *indent) {
     cJSON_ArrayForEach(v, obj) {
         if (cJSON_IsObject(v)) continue;
         StrBuf b = {0};
-        sb_printf(&b, "%s=", v->string);
+        sb_printf(&b, "%s=", text_safe(v->string));
         item_text(v, &b);
         if (col && col + 1 + (int)b.n > 78) {
             putchar('\n');
@@ -53,7 +53,7 @@ static void print_pairs(const cJSON *obj, const char *indent) {
         if (!cJSON_IsObject(v)) continue;
         char deeper[64];
         snprintf(deeper, sizeof deeper, "%s  ", indent);
-        printf("%s%s:\n", indent, v->string);
+        printf("%s%s:\n", indent, text_safe(v->string));
         print_pairs(v, deeper);
     }
 }
@@ -63,7 +63,7 @@ static void inspect_text(const TraceData *t) {
     printf("%s: microgpt-trace version %d, kind \"%s\"\n", t->path, TRACE_VERSION,
            trace_kind_name(t->kind));
     if (t->complete == 0)
-        printf("INCOMPLETE: the run stopped after step %d: %s\n", t->stop_step, t->stop_reason);
+        printf("INCOMPLETE: the run stopped after step %d: %s\n", t->stop_step, text_safe(t->stop_reason));
     const cJSON *settings = cJSON_GetObjectItemCaseSensitive(root, "settings");
     if (settings) {
         printf("settings:\n");
@@ -76,7 +76,7 @@ static void inspect_text(const TraceData *t) {
         const char *p = trace_get_string(ds, "path");
         const char *sha = trace_get_string(ds, "sha256");
         double docs, bytes, vocab;
-        printf("dataset: %s", p ? p : "(no path)");
+        printf("dataset: %s", p ? text_safe(p) : "(no path)");
         StrBuf b = {0};
         if (trace_get_number(ds, "documents", &docs) == 0)
             sb_printf(&b, "%s%s documents", b.n ? ", " : "", exact(docs));
@@ -84,7 +84,7 @@ static void inspect_text(const TraceData *t) {
             sb_printf(&b, "%s%s bytes", b.n ? ", " : "", exact(bytes));
         if (trace_get_number(ds, "vocab_size", &vocab) == 0)
             sb_printf(&b, "%svocab %s", b.n ? ", " : "", exact(vocab));
-        if (sha) sb_printf(&b, "%ssha256 %.12s...", b.n ? ", " : "", sha);
+        if (sha) sb_printf(&b, "%ssha256 %s...", b.n ? ", " : "", text_safe_n(sha, 12, 0));
         if (b.n) printf(" (%s)", b.s);
         printf("\n");
         sb_free(&b);
@@ -92,21 +92,21 @@ static void inspect_text(const TraceData *t) {
         printf("dataset: (absent)\n");
     }
     if (t->kind == TRACE_KIND_TRAIN) {
-        printf("engine: %s%s%s%s\n", t->engine[0], *t->precision[0] ? " (" : "", t->precision[0],
+        printf("engine: %s%s%s%s\n", text_safe(t->engine[0]), *t->precision[0] ? " (" : "", text_safe(t->precision[0]),
                *t->precision[0] ? ")" : "");
     } else {
-        printf("engines: %s (%s%sreference), %s (%s%scandidate)\n", t->engine[0], t->precision[0],
-               *t->precision[0] ? ", " : "", t->engine[1], t->precision[1],
-               *t->precision[1] ? ", " : "");
+        printf("engines: %s (%s%sreference), %s (%s%scandidate)\n", text_safe(t->engine[0]),
+               text_safe(t->precision[0]), *t->precision[0] ? ", " : "", text_safe(t->engine[1]),
+               text_safe(t->precision[1]), *t->precision[1] ? ", " : "");
         const char *mode = trace_get_string(root, "mode");
         const char *prec = trace_get_string(root, "precision");
-        printf("mode: %s, precision: %s\n", mode ? mode : "(absent)", prec ? prec : "(absent)");
+        printf("mode: %s, precision: %s\n", mode ? text_safe(mode) : "(absent)", prec ? text_safe(prec) : "(absent)");
         const cJSON *tol = cJSON_GetObjectItemCaseSensitive(root, "tolerances");
         if (tol) {
             printf("tolerances:\n");
             const cJSON *q;
             cJSON_ArrayForEach(q, tol) {
-                printf("  %-8s", q->string);
+                printf("  %-8s", text_safe(q->string));
                 if (!cJSON_IsObject(q)) {  // a single number, e.g. "drift"
                     StrBuf b = {0};
                     item_text(q, &b);
@@ -131,7 +131,7 @@ static void inspect_text(const TraceData *t) {
         LossStats s;
         loss_stats(t, e, &s);
         const TraceStep *st = t->steps;
-        if (t->n_engines > 1) printf("loss of %s (%s):\n", t->engine[e], e ? "candidate" : "reference");
+        if (t->n_engines > 1) printf("loss of %s (%s):\n", text_safe(t->engine[e]), e ? "candidate" : "reference");
         else printf("loss:\n");
         printf("  first    %-12s at step %d\n", fmtn("%.6g", st[s.first].loss[e]), st[s.first].step);
         printf("  last     %-12s at step %d\n", fmtn("%.6g", st[s.last].loss[e]), st[s.last].step);
@@ -146,7 +146,7 @@ static void inspect_text(const TraceData *t) {
     for (int e = 0; e < t->n_engines && t->n_steps; e++) {
         TimeStats ts;
         time_stats(t, e, &ts);
-        if (t->n_engines > 1) printf("time per step of %s: ", t->engine[e]);
+        if (t->n_engines > 1) printf("time per step of %s: ", text_safe(t->engine[e]));
         else printf("time per step: ");
         if (ts.n) printf("mean %s ms, median %s ms (%s s over %d steps)\n",
                          fmtn("%.4g", ts.mean * 1e3), fmtn("%.4g", ts.median * 1e3),
@@ -160,7 +160,7 @@ static void inspect_text(const TraceData *t) {
     if (t->kind == TRACE_KIND_COMPARE) {
         const char *verdict = trace_get_string(root, "verdict");
         int nf = failed_steps(t);
-        printf("verdict: %s", verdict ? verdict : "(absent)");
+        printf("verdict: %s", verdict ? text_safe(verdict) : "(absent)");
         if (nf) printf(" (%d of %d steps not ok)", nf, t->n_steps);
         printf("\n");
         const cJSON *ff = cJSON_GetObjectItemCaseSensitive(root, "first_failure");
@@ -173,9 +173,9 @@ static void inspect_text(const TraceData *t) {
             if (trace_get_number(ff, "elements_out_of_tolerance", &nbad) == 0)
                 printf("  elements out of tolerance at that step: %s\n", exact(nbad));
             const char *others = trace_get_string(ff, "tensors_out_of_tolerance");
-            if (others) printf("  out of tolerance at that step: %s\n", others);
+            if (others) printf("  out of tolerance at that step: %s\n", text_safe(others));
             const char *where = trace_get_string(root, "first_divergence");
-            if (where) printf("  %s\n", where);
+            if (where) printf("  %s\n", text_safe(where));
         } else if (ff) {
             printf("first failure: none\n");
         }
@@ -221,13 +221,13 @@ static void inspect_text(const TraceData *t) {
                 char es[16] = "-", rs[16] = "-";
                 if (r->err_i >= 0) snprintf(es, sizeof es, "%d", t->steps[r->err_i].step);
                 if (r->rel_i >= 0) snprintf(rs, sizeof rs, "%d", t->steps[r->rel_i].step);
-                printf("  %-8s %-*s  %-10s %-7s  %-10s %-7s  %-9s %-9s\n", q, w, r->key,
+                printf("  %-8s %-*s  %-10s %-7s  %-10s %-7s  %-9s %-9s\n", q, w, text_safe(r->key),
                        r->err_i >= 0 ? fmtn("%.3g", r->err) : "-", es,
                        r->rel_i >= 0 ? fmtn("%.3g", r->rel) : "-", rs,
                        isnan(atol) ? "-" : fmtn("%.3g", atol), isnan(rtol) ? "-" : fmtn("%.3g", rtol));
             }
         }
-        free(tab.r);
+        err_table_free(&tab);
         static const char *const extra[] = {"final_params", "bench"};
         for (size_t k = 0; k < sizeof extra / sizeof *extra; k++) {
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, extra[k]);
@@ -247,7 +247,7 @@ static void inspect_text(const TraceData *t) {
                 printf("\n ");
                 col = 1;
             }
-            col += printf(" \"%s\"%s", s->valuestring, s->next ? "," : "");
+            col += printf(" \"%s\"%s", text_safe(s->valuestring), s->next ? "," : "");
         }
         printf("\n");
     }
@@ -386,7 +386,7 @@ static void inspect_json(const TraceData *t) {
             if (!isnan(rtol)) trace_add_number(o, "rtol", rtol);
             cJSON_AddItemToArray(rows, o);
         }
-        free(tab.r);
+        err_table_free(&tab);
         static const char *const opt[] = {"drift", "final_params", "bench"};
         for (size_t k = 0; k < sizeof opt / sizeof *opt; k++) {
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, opt[k]);
@@ -400,6 +400,12 @@ static void inspect_json(const TraceData *t) {
     printf("%s\n", text);
     free(text);
     cJSON_Delete(j);
+}
+
+void inspect_render(const TraceData *t, int json) {
+    if (t->kind == TRACE_KIND_BENCH) bench_view_inspect(t->root, t->path, json);
+    else if (json) inspect_json(t);
+    else inspect_text(t);
 }
 
 int cmd_inspect(int argc, char **argv) {
@@ -422,9 +428,7 @@ int cmd_inspect(int argc, char **argv) {
     }
     if (!file) die(EXIT_USAGE, "inspect: no FILE given (see trace inspect --help)");
     TraceData t = load_or_die(file);
-    if (t.kind == TRACE_KIND_BENCH) bench_view_inspect(t.root, t.path, json);
-    else if (json) inspect_json(&t);
-    else inspect_text(&t);
+    inspect_render(&t, json);
     trace_data_free(&t);
     stdout_check();
     return 0;

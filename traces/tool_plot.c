@@ -443,16 +443,139 @@ static void plot_title(char *out, size_t n, const TraceData *t, int nfiles) {
         const TraceData *d = &t[f];
         sb_printf(&b, "%s%s: ", f ? "; " : "", d->path);
         for (int e = 0; e < d->n_engines; e++)
-            sb_printf(&b, "%s%s%s%s", e ? " vs " : "", d->engine[e], *d->precision[e] ? " " : "", d->precision[e]);
+            sb_printf(&b, "%s%s%s%s", e ? " vs " : "", text_safe(d->engine[e]), *d->precision[e] ? " " : "",
+                      text_safe(d->precision[e]));
         const char *mode = trace_get_string(d->root, "mode"), *verdict = trace_get_string(d->root, "verdict");
-        if (mode) sb_printf(&b, ", %s", mode);
-        if (verdict) sb_printf(&b, ", verdict %s", verdict);
+        if (mode) sb_printf(&b, ", %s", text_safe(mode));
+        if (verdict) sb_printf(&b, ", verdict %s", text_safe(verdict));
         sb_printf(&b, ", %d step%s", d->n_steps, d->n_steps == 1 ? "" : "s");
-        if (d->complete == 0) sb_printf(&b, " (stopped at step %d: %s)", d->stop_step, d->stop_reason);
+        if (d->complete == 0) sb_printf(&b, " (stopped at step %d: %s)", d->stop_step, text_safe(d->stop_reason));
     }
     if (nfiles > 3) sb_printf(&b, "; and %d more", nfiles - 3);
     snprintf(out, n, "%s", b.s ? b.s : "");
     sb_free(&b);
+}
+
+int plot_view(PlotView *v, const TraceData *t, int nfiles, int log_scale, long smooth, int svg, long tw, long sw,
+              char *why, size_t n) {
+    memset(v, 0, sizeof *v);
+    Panel *panels = v->panels;
+    panels[0].hline = panels[1].hline = NAN;
+    Panel *loss = &panels[0], *errs = &panels[1];
+    loss->title = log_scale ? "loss (log scale)" : "loss";
+    loss->log = log_scale;
+    loss->ylabel = "loss";
+    loss->empty_note = "no finite losses to draw";
+    errs->title = "largest error per step (log scale)";
+    errs->log = 1;
+    errs->ylabel = "max |a-b|";
+    errs->use_max = 1;
+    int n_compare = 0, have_err = 0;
+    for (int f = 0; f < nfiles; f++) {
+        const TraceData *d = &t[f];
+        for (int e = 0; e < d->n_engines; e++) {
+            char label[1024];
+            if (d->n_engines > 1 || nfiles > 1)
+                snprintf(label, sizeof label, "%s: %s", d->path, text_safe(d->engine[e]));
+            else snprintf(label, sizeof label, "%s", text_safe(d->engine[e]));
+            if (smooth > 1) snprintf(label + strlen(label), sizeof label - strlen(label), " (mean of %ld)", smooth);
+            if (loss->n == MAX_SERIES) {
+                snprintf(why, n, "plot: too many curves (at most %d: a train trace has one, a compare trace two)",
+                         MAX_SERIES);
+                plot_view_free(v);
+                return -1;
+            }
+            Series *s = panel_add(loss, label, d->n_steps, e == 1);
+            for (int i = 0; i < d->n_steps; i++) {
+                s->x[i] = d->steps[i].step;
+                s->y[i] = d->steps[i].loss[e];
+            }
+            if (smooth > 1) smooth_series(s, d, e, (int)smooth);
+        }
+        add_marks(panels, d);
+        if (d->kind != TRACE_KIND_COMPARE) continue;
+        n_compare++;
+        // logits and grads (lockstep); a trace with neither (free mode) shows
+        // its loss difference instead.
+        static const char *const qs[3] = {"logits", "grads", "loss"};
+        int has[3] = {0, 0, 0};
+        for (int i = 0; i < d->n_steps; i++) {
+            const cJSON *v;
+            cJSON_ArrayForEach(v, d->steps[i].max_err) {
+                const char *q = quantity_of(v->string);
+                for (int k = 0; k < 3; k++) has[k] |= !strcmp(q, qs[k]);
+            }
+        }
+        if (has[0] || has[1]) has[2] = 0;
+        for (int q = 0; q < 3; q++) {
+            if (!has[q]) continue;
+            char label[1024];
+            const char *what = q == 2 ? "loss |a-b|" : qs[q];
+            if (nfiles > 1) snprintf(label, sizeof label, "%s: %s", d->path, what);
+            else snprintf(label, sizeof label, "%s", what);
+            if (errs->n == MAX_SERIES) {
+                snprintf(why, n, "plot: too many compare traces for the error panel");
+                plot_view_free(v);
+                return -1;
+            }
+            Series *s = panel_add(errs, label, d->n_steps, q == 1);
+            for (int i = 0; i < d->n_steps; i++) {
+                double y = NAN;
+                if (q == 1) y = step_grad_err(&d->steps[i]);
+                else trace_get_number(d->steps[i].max_err, qs[q], &y);
+                s->x[i] = d->steps[i].step;
+                s->y[i] = y;
+                if (!isnan(y)) have_err = 1;
+            }
+        }
+    }
+    if (n_compare == 1) tolerance_line(errs, t, nfiles);
+    errs->empty_note = have_err ? "every error is exactly 0 (nothing to draw on a log scale)"
+                                : "no per-step errors (max_err) in the trace";
+    int np = v->np = n_compare ? 2 : 1;
+
+    // One x axis (steps) for every panel.
+    double x0 = 0, x1 = 0, y0, y1;
+    int any = 0;
+    for (int p = 0; p < np; p++) {
+        double a = 0, b = 0;
+        if (!panel_range(&panels[p], &a, &b, &y0, &y1)) continue;
+        if (!any || a < x0) x0 = a;
+        if (!any || b > x1) x1 = b;
+        any = 1;
+    }
+    if (!any) {
+        StrBuf b = {0};
+        for (int f = 0; f < nfiles; f++) sb_printf(&b, "%s%s", f ? ", " : "", path_short(t[f].path));
+        snprintf(why, n, "plot: %s: nothing to plot (no steps with a finite%s loss)", b.s,
+                 log_scale ? ", positive" : "");
+        sb_free(&b);
+        plot_view_free(v);
+        return -1;
+    }
+    Axis ax;
+    if (x1 - x0 < 1) {  // one step: it sits in the middle
+        x0 -= 0.5;
+        x1 += 0.5;
+    }
+    axis_make(&ax, x0, x1, 0, svg ? (int)(sw / 110) : (int)(tw / 12), x1 - x0 > 2);
+    int k = 0;  // steps are whole numbers
+    for (int i = 0; i < ax.nt; i++)
+        if (ax.tick[i] == floor(ax.tick[i])) ax.tick[k++] = ax.tick[i];
+    ax.nt = k;
+    v->ax = ax;
+    plot_title(v->title, sizeof v->title, t, nfiles);
+    return 0;
+}
+
+void plot_view_text(const PlotView *v, long tw, long th) {
+    printf("%s\n\n", v->title);
+    for (int p = 0; p < v->np; p++) text_panel(&v->panels[p], &v->ax, (int)tw, (int)th);
+}
+
+void plot_view_free(PlotView *v) {
+    for (int p = 0; p < 2; p++) panel_free(&v->panels[p]);
+    memset(v, 0, sizeof *v);
 }
 
 int cmd_plot(int argc, char **argv) {
@@ -499,7 +622,7 @@ int cmd_plot(int argc, char **argv) {
             die(EXIT_USAGE, "plot: --height %ld: the SVG height must be 150..20000 pixels", sh);
         struct stat st;
         if (stat(svg, &st) == 0 && S_ISDIR(st.st_mode))
-            die(EXIT_USAGE, "--svg %s: is a directory", svg);
+            die(EXIT_USAGE, "--svg %s: is a directory", path_short(svg));
     } else {
         if (width >= 0) tw = width;
         if (height >= 0) th = height;
@@ -520,123 +643,28 @@ int cmd_plot(int argc, char **argv) {
     for (int f = 1; f < nfiles; f++)
         if (t[f].kind == TRACE_KIND_BENCH) die(EXIT_USAGE, "plot: a bench trace is drawn alone (%s is one)", files[f]);
 
-    Panel panels[2] = {{0}, {0}};
-    panels[0].hline = panels[1].hline = NAN;
-    Panel *loss = &panels[0], *errs = &panels[1];
-    loss->title = log_scale ? "loss (log scale)" : "loss";
-    loss->log = log_scale;
-    loss->ylabel = "loss";
-    loss->empty_note = "no finite losses to draw";
-    errs->title = "largest error per step (log scale)";
-    errs->log = 1;
-    errs->ylabel = "max |a-b|";
-    errs->use_max = 1;
-    int n_compare = 0, have_err = 0;
-    for (int f = 0; f < nfiles; f++) {
-        const TraceData *d = &t[f];
-        for (int e = 0; e < d->n_engines; e++) {
-            char label[1024];
-            if (d->n_engines > 1 || nfiles > 1) snprintf(label, sizeof label, "%s: %s", d->path, d->engine[e]);
-            else snprintf(label, sizeof label, "%s", d->engine[e]);
-            if (smooth > 1) snprintf(label + strlen(label), sizeof label - strlen(label), " (mean of %ld)", smooth);
-            if (loss->n == MAX_SERIES)
-                die(EXIT_USAGE, "plot: too many curves (at most %d: a train trace has one, a compare trace two)",
-                    MAX_SERIES);
-            Series *s = panel_add(loss, label, d->n_steps, e == 1);
-            for (int i = 0; i < d->n_steps; i++) {
-                s->x[i] = d->steps[i].step;
-                s->y[i] = d->steps[i].loss[e];
-            }
-            if (smooth > 1) smooth_series(s, d, e, (int)smooth);
-        }
-        add_marks(panels, d);
-        if (d->kind != TRACE_KIND_COMPARE) continue;
-        n_compare++;
-        // logits and grads (lockstep); a trace with neither (free mode) shows
-        // its loss difference instead.
-        static const char *const qs[3] = {"logits", "grads", "loss"};
-        int has[3] = {0, 0, 0};
-        for (int i = 0; i < d->n_steps; i++) {
-            const cJSON *v;
-            cJSON_ArrayForEach(v, d->steps[i].max_err) {
-                const char *q = quantity_of(v->string);
-                for (int k = 0; k < 3; k++) has[k] |= !strcmp(q, qs[k]);
-            }
-        }
-        if (has[0] || has[1]) has[2] = 0;
-        for (int q = 0; q < 3; q++) {
-            if (!has[q]) continue;
-            char label[1024];
-            const char *what = q == 2 ? "loss |a-b|" : qs[q];
-            if (nfiles > 1) snprintf(label, sizeof label, "%s: %s", d->path, what);
-            else snprintf(label, sizeof label, "%s", what);
-            if (errs->n == MAX_SERIES) die(EXIT_USAGE, "plot: too many compare traces for the error panel");
-            Series *s = panel_add(errs, label, d->n_steps, q == 1);
-            for (int i = 0; i < d->n_steps; i++) {
-                double v = NAN;
-                if (q == 1) v = step_grad_err(&d->steps[i]);
-                else trace_get_number(d->steps[i].max_err, qs[q], &v);
-                s->x[i] = d->steps[i].step;
-                s->y[i] = v;
-                if (!isnan(v)) have_err = 1;
-            }
-        }
-    }
-    if (n_compare == 1) tolerance_line(errs, t, nfiles);
-    errs->empty_note = have_err ? "every error is exactly 0 (nothing to draw on a log scale)"
-                                : "no per-step errors (max_err) in the trace";
-    int np = n_compare ? 2 : 1;
-
-    // One x axis (steps) for every panel.
-    double x0 = 0, x1 = 0, y0, y1;
-    int any = 0;
-    for (int p = 0; p < np; p++) {
-        double a = 0, b = 0;
-        if (!panel_range(&panels[p], &a, &b, &y0, &y1)) continue;
-        if (!any || a < x0) x0 = a;
-        if (!any || b > x1) x1 = b;
-        any = 1;
-    }
-    if (!any) {
-        StrBuf b = {0};
-        for (int f = 0; f < nfiles; f++) sb_printf(&b, "%s%s", f ? ", " : "", files[f]);
-        die(EXIT_USAGE, "plot: %s: nothing to plot (no steps with a finite%s loss)", b.s,
-            log_scale ? ", positive" : "");
-    }
-    Axis ax;
-    if (x1 - x0 < 1) {  // one step: it sits in the middle
-        x0 -= 0.5;
-        x1 += 0.5;
-    }
-    axis_make(&ax, x0, x1, 0, svg ? (int)(sw / 110) : (int)(tw / 12), x1 - x0 > 2);
-    int k = 0;  // steps are whole numbers
-    for (int i = 0; i < ax.nt; i++)
-        if (ax.tick[i] == floor(ax.tick[i])) ax.tick[k++] = ax.tick[i];
-    ax.nt = k;
-    char title[1024];
-    plot_title(title, sizeof title, t, nfiles);
+    PlotView v;
+    char why[2048];
+    if (plot_view(&v, t, nfiles, log_scale, smooth, svg != NULL, tw, sw, why, sizeof why)) die(EXIT_USAGE, "%s", why);
     // the SVG's path is checked before anything is printed (common/atomic_file.h);
     // "--svg -" writes the SVG alone to stdout
     char aerr[512];
     OutFile out;
-    if (svg && outfile_open(&out, svg, aerr, sizeof aerr)) die(EXIT_USAGE, "--svg %s: %s", svg, aerr);
+    if (svg && outfile_open(&out, svg, aerr, sizeof aerr)) die(EXIT_USAGE, "--svg %s: %s", path_short(svg), aerr);
     int to_stdout = svg && out.kind == OUT_STDOUT;
-    if (!to_stdout) {
-        printf("%s\n\n", title);
-        for (int p = 0; p < np; p++) text_panel(&panels[p], &ax, (int)tw, (int)th);
-    }
+    if (!to_stdout) plot_view_text(&v, tw, th);
 
     int rc = 0;
     if (svg) {
-        if (sh < 0) sh = np == 2 ? 760 : 520;
+        if (sh < 0) sh = v.np == 2 ? 760 : 520;
         StrBuf b = {0};
-        svg_render(&b, title, panels, np, &ax, (int)sw, (int)sh);
+        svg_render(&b, v.title, v.panels, v.np, &v.ax, (int)sw, (int)sh);
         if (outfile_write(&out, b.s, b.n, aerr, sizeof aerr))
-            die(EXIT_MISMATCH, "--svg %s: could not write the file: %s", svg, aerr);
+            die(EXIT_MISMATCH, "--svg %s: could not write the file: %s", path_short(svg), aerr);
         if (!to_stdout) printf("wrote %s\n", svg);
         sb_free(&b);
     }
-    for (int p = 0; p < 2; p++) panel_free(&panels[p]);
+    plot_view_free(&v);
     for (int f = 0; f < nfiles; f++) trace_data_free(&t[f]);
     free(t);
     free(files);

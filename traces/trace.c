@@ -7,15 +7,14 @@
 #include <string.h>
 
 #include "common/atomic_file.h"
+#include "common/interrupt.h"
 #include "common/util.h"
 #include "trace_read.h"
 
-// The trace die() writes, and the signals watched for it.
+// The trace die() writes.
 static Trace *g_live;
-static volatile sig_atomic_t g_signal;
-static const int WATCHED[2] = {SIGINT, SIGTERM};
-static struct sigaction g_old[2];
-static int g_watching[2];
+// --pretty: indented (cJSON's tabs) instead of compact
+static int g_pretty;
 
 static void on_die(int code, const char *msg) {
     (void)code;
@@ -25,7 +24,7 @@ static void on_die(int code, const char *msg) {
 void trace_open(Trace *t, const char *path, const char *kind) {
     memset(t, 0, sizeof *t);
     char err[512];
-    if (outfile_open(&t->out, path, err, sizeof err)) die(EXIT_USAGE, "--trace %s: %s", path, err);
+    if (outfile_open(&t->out, path, err, sizeof err)) die(EXIT_USAGE, "--trace %s: %s", path_short(path), err);
     t->path = xstrdup(path);
     t->root = cJSON_CreateObject();
     cJSON_AddStringToObject(t->root, "format", TRACE_FORMAT);
@@ -36,18 +35,11 @@ void trace_open(Trace *t, const char *path, const char *kind) {
     add_die_hook(on_die);
 }
 
-static void unwatch(void) {
-    for (int k = 0; k < 2; k++)
-        if (g_watching[k]) sigaction(WATCHED[k], &g_old[k], NULL);
-    g_watching[0] = g_watching[1] = 0;
-}
-
 static void trace_release(Trace *t) {
     if (g_live == t) {
         g_live = NULL;
         remove_die_hook(on_die);
     }
-    unwatch();
     cJSON_Delete(t->root);
     free(t->path);
     memset(t, 0, sizeof *t);
@@ -57,9 +49,12 @@ void trace_abandon(Trace *t) {
     if (t->path) trace_release(t);
 }
 
-// Serialize and write; 0, or -1 with the reason in err.
+void trace_set_pretty(int on) { g_pretty = on != 0; }
+
+// Serialize (compact: no whitespace; --pretty: indented) and write; 0, or -1
+// with the reason in err.
 static int trace_write(Trace *t, char *err, size_t errlen) {
-    char *text = cJSON_Print(t->root);
+    char *text = g_pretty ? cJSON_Print(t->root) : cJSON_PrintUnformatted(t->root);
     if (!text) {
         snprintf(err, errlen, "out of memory while serializing");
         return -1;
@@ -77,7 +72,7 @@ void trace_commit(Trace *t) {
     snprintf(path, sizeof path, "%s", t->path);
     int rc = trace_write(t, err, sizeof err);
     trace_release(t);
-    if (rc) die(EXIT_MISMATCH, "--trace %s: could not write the trace: %s", path, err);
+    if (rc) die(EXIT_MISMATCH, "--trace %s: could not write the trace: %s", path_short(path), err);
 }
 
 int trace_stop(Trace *t, const char *reason) {
@@ -87,31 +82,14 @@ int trace_stop(Trace *t, const char *reason) {
     else cJSON_AddNullToObject(t->root, "stop_step");
     char err[512];
     int rc = trace_write(t, err, sizeof err);
-    if (rc) fprintf(stderr, "%s: --trace %s: could not write the trace: %s\n", prog_name(), t->path, err);
+    if (rc) fprintf(stderr, "%s: --trace %s: could not write the trace: %s\n", prog_name(), path_short(t->path), err);
     trace_release(t);
     return rc;
 }
 
-static void on_signal(int sig) { g_signal = sig; }
-
-void trace_watch_signals(void) {
-    for (int k = 0; k < 2; k++) {
-        struct sigaction cur;
-        if (g_watching[k] || sigaction(WATCHED[k], NULL, &cur) != 0) continue;
-        if (cur.sa_handler == SIG_IGN) continue;  // nohup, background jobs: keep ignoring
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_signal;
-        sigemptyset(&sa.sa_mask);
-        if (sigaction(WATCHED[k], &sa, &g_old[k]) == 0) g_watching[k] = 1;
-    }
-}
-
-int trace_signal(void) { return (int)g_signal; }
-
 void trace_exit_on_signal(Trace *t, int sig) {
     char reason[96];
-    snprintf(reason, sizeof reason, "interrupted by %s", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal");
+    snprintf(reason, sizeof reason, "interrupted by %s", interrupt_signal_name(sig));
     fflush(stdout);
     fprintf(stderr, "%s: %s after step %d; the trace so far is in %s\n", prog_name(), reason, t->step,
             t->path);

@@ -1,12 +1,13 @@
 // Writing JSON traces (cJSON). Every tool's trace shares one envelope:
-//   {"format": "microgpt-trace", "version": 1, "kind": "train" | "compare",
-//    "complete": true | false, ...}
+//   {"format": "microgpt-trace", "version": 1, "kind": "train" | "compare" |
+//    "bench", "complete": true | false, ...}
 // and is written once, at the end, as common/atomic_file.h writes outputs
-// (FILE is never half-written; "-" is stdout). A run that stops early still
-// writes its trace: die() (bad data, a non-finite loss, out of memory...)
-// and SIGINT/SIGTERM (for tools that watch for them) write it with
-// "complete": false, "stop_reason" and "stop_step". docs/traces.md
-// describes the fields.
+// (FILE is never half-written; "-" is stdout), compact unless --pretty
+// (trace_set_pretty). A run that stops early still writes its trace: die()
+// (bad data, a non-finite loss, out of memory...) and SIGINT/SIGTERM (for
+// tools that watch for them) write it with "complete": false, "stop_reason"
+// and "stop_step". docs/traces.md describes the fields, docs/trace.schema.json
+// their types.
 #ifndef TRACES_TRACE_H
 #define TRACES_TRACE_H
 
@@ -27,6 +28,11 @@ typedef struct {
     int step;       // the step the run is at (1-based; 0 before the first): stop_step
 } Trace;
 
+// How traces are written: compact (one line, no whitespace; the default) or,
+// with on = 1 (the tools' --pretty), indented for reading. Set before the
+// trace is written.
+void trace_set_pretty(int on);
+
 // Create the trace object and check its path (so an unwritable path, or one
 // that is an input of the run, is refused before the run starts: exits 2
 // with a message naming the path). From here until trace_commit or
@@ -41,13 +47,6 @@ int trace_stop(Trace *t, const char *reason);
 // Free everything without writing (the trace is not wanted after all).
 void trace_abandon(Trace *t);
 
-// Catch SIGINT and SIGTERM (only those not ignored, e.g. not under nohup)
-// so that the run loop can stop between steps and write its trace; the
-// handlers found are put back by trace_commit, trace_stop or trace_abandon.
-void trace_watch_signals(void);
-// The signal caught since trace_watch_signals, or 0. A loop calls this
-// between steps and then trace_exit_on_signal.
-int trace_signal(void);
 // Write the trace marked incomplete ("interrupted by SIGINT at step N"),
 // put back the handlers and re-raise the signal: the process ends as the
 // signal would have ended it.

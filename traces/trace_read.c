@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,9 +19,15 @@ const char *trace_kind_name(TraceKind k) {
     return k == TRACE_KIND_COMPARE ? "compare" : k == TRACE_KIND_BENCH ? "bench" : "train";
 }
 
-#define N_QUANTITIES 8
+#define N_QUANTITIES N_TRACE_QUANTITIES
 static const char *const QUANTITIES[N_QUANTITIES] = {"loss", "logits", "grads", "params", "m", "v", "acts", "dacts"};
 static const char *const SUFFIX[N_QUANTITIES] = {"", "", ".grad", "", ".m", ".v", ".act", ".dact"};
+
+int trace_quantity_index(const char *quantity) {
+    for (int q = 0; q < N_QUANTITIES; q++)
+        if (quantity == QUANTITIES[q] || !strcmp(quantity, QUANTITIES[q])) return q;
+    return 3;
+}
 
 const char *trace_key_quantity(const char *key, char tensor[64]) {
     snprintf(tensor, 64, "%s", key);
@@ -68,7 +75,7 @@ const char *trace_get_string(const cJSON *obj, const char *name) {
 static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    int k = snprintf(err, errlen, "%s: ", path);
+    int k = snprintf(err, errlen, "%s: ", path_short(path));
     if (k >= 0 && (size_t)k < errlen) {
         va_list ap;
         va_start(ap, fmt);
@@ -78,35 +85,53 @@ static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...
     return -1;
 }
 
-// The whole file, NUL-terminated; NULL with a message on failure.
+// What a path that is not a regular file is, for the refusal.
+static const char *file_kind(mode_t m) {
+    return S_ISFIFO(m) ? "a FIFO (named pipe)" : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
+         : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+#define MAX_TRACE_BYTES ((size_t)2 << 30)   // 2 GiB
+
+// The whole file, NUL-terminated; NULL with a message on failure. Only a
+// regular file is read, and its size is checked before anything is read: a
+// FIFO (which would block) or /dev/zero (which never ends) is refused at once.
 static char *read_all(const char *path, size_t *len, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         fail(err, errlen, path, "cannot open: %s", strerror(errno));
         return NULL;
     }
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        fail(err, errlen, path, "cannot read: %s", strerror(e));
+        return NULL;
+    }
+    if (S_ISDIR(st.st_mode)) {
         close(fd);
         fail(err, errlen, path, "is a directory, not a trace file");
         return NULL;
     }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = xmalloc(cap + 1);
-    for (;;) {
-        if (n == cap) {
-            if (cap > ((size_t)1 << 31)) {
-                free(buf);
-                close(fd);
-                fail(err, errlen, path, "too large for a trace (over 2 GiB)");
-                return NULL;
-            }
-            cap *= 2;
-            buf = xrealloc(buf, cap + 1);
-        }
-        ssize_t got = read(fd, buf + n, cap - n);
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        fail(err, errlen, path, "is %s, not a trace file: give the path of a regular file (save what a pipe or a "
+             "device gives to a file first)", file_kind(st.st_mode));
+        return NULL;
+    }
+    if ((uintmax_t)st.st_size > MAX_TRACE_BYTES) {
+        close(fd);
+        fail(err, errlen, path, "too large for a trace (%jd bytes, over 2 GiB)", (intmax_t)st.st_size);
+        return NULL;
+    }
+    const size_t size = (size_t)st.st_size;
+    char *buf = xmalloc(size + 1);
+    size_t n = 0;
+    while (n < size) {   // a file that shrinks meanwhile is read as it is now
+        ssize_t got = read(fd, buf + n, size - n);
         if (got < 0) {
-            if (errno == EINTR) continue;
+            if (errno == EINTR || errno == EAGAIN) continue;
             int e = errno;
             free(buf);
             close(fd);
@@ -168,31 +193,42 @@ static int check_bench(TraceData *t, char *err, size_t errlen) {
     const cJSON *rows = cJSON_GetObjectItemCaseSensitive(t->root, "bench");
     if (!cJSON_IsArray(sizes)) return fail(err, errlen, path, "bench trace: \"sizes\" is missing or not an array");
     if (!cJSON_IsArray(rows)) return fail(err, errlen, path, "bench trace: \"bench\" is missing or not an array");
-    int i = 0;
+    int i = 0, rc = 0;
     const cJSON *z, *r;
+    StrIndex names = {0};   // the sizes' names: one lookup per row
     cJSON_ArrayForEach(z, sizes) {
-        if (!cJSON_IsObject(z) || !trace_get_string(z, "name"))
+        if (!cJSON_IsObject(z) || !trace_get_string(z, "name")) {
+            strindex_free(&names);
             return fail(err, errlen, path, "bench trace: sizes[%d] is not an object with a \"name\"", i);
+        }
+        strindex_put(&names, trace_get_string(z, "name"), i);
         i++;
     }
     i = 0;
     cJSON_ArrayForEach(r, rows) {
         static const char *const keys[] = {"size", "engine", "precision", "verdict"};
-        if (!cJSON_IsObject(r)) return fail(err, errlen, path, "bench trace: bench[%d] is not an object", i);
-        for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+        if (!cJSON_IsObject(r)) {
+            rc = fail(err, errlen, path, "bench trace: bench[%d] is not an object", i);
+            break;
+        }
+        for (size_t k = 0; k < sizeof keys / sizeof *keys && !rc; k++)
             if (!trace_get_string(r, keys[k]))
-                return fail(err, errlen, path, "bench trace: bench[%d].%s is missing or not a string", i, keys[k]);
-        int known = 0;
-        cJSON_ArrayForEach(z, sizes) known |= !strcmp(trace_get_string(z, "name"), trace_get_string(r, "size"));
-        if (!known)
-            return fail(err, errlen, path, "bench trace: bench[%d] is of size \"%s\", which \"sizes\" does not list",
-                        i, trace_get_string(r, "size"));
+                rc = fail(err, errlen, path, "bench trace: bench[%d].%s is missing or not a string", i, keys[k]);
+        if (rc) break;
+        if (strindex_get(&names, trace_get_string(r, "size")) < 0) {
+            rc = fail(err, errlen, path, "bench trace: bench[%d] is of size \"%s\", which \"sizes\" does not list",
+                      i, text_safe_n(trace_get_string(r, "size"), (size_t)-1, 100));
+            break;
+        }
         double x;
-        if (trace_get_number(r, "ms_per_step_median", &x) < 0)
-            return fail(err, errlen, path, "bench trace: bench[%d].ms_per_step_median is not a number", i);
+        if (trace_get_number(r, "ms_per_step_median", &x) < 0) {
+            rc = fail(err, errlen, path, "bench trace: bench[%d].ms_per_step_median is not a number", i);
+            break;
+        }
         i++;
     }
-    return 0;
+    strindex_free(&names);
+    return rc;
 }
 
 static TraceError *add_error(TraceStep *s, int *cap) {
@@ -209,12 +245,22 @@ static TraceError *add_error(TraceStep *s, int *cap) {
 
 // The records of a compare step: from "errors" (the long layout; then the
 // max_err/max_rel maps are built from it when absent) or from the maps.
+// Linear in the records: the maps' keys and the records' names are indexed.
 static int load_errors(TraceData *t, TraceStep *s, const cJSON *o, int i, char *err, size_t errlen) {
     const char *path = t->path;
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "errors");
     int cap = 0;
     if (!list) {
+        int n = 0;
         const cJSON *v;
+        cJSON_ArrayForEach(v, s->max_rel) n++;
+        const cJSON **rel = xmalloc((size_t)(n ? n : 1) * sizeof *rel);
+        StrIndex at = {0};   // max_rel's keys -> rel[]
+        n = 0;
+        cJSON_ArrayForEach(v, s->max_rel) {
+            rel[n] = v;
+            strindex_put(&at, v->string, n++);
+        }
         cJSON_ArrayForEach(v, s->max_err) {
             char tensor[64];
             const char *q = trace_key_quantity(v->string, tensor);
@@ -222,49 +268,68 @@ static int load_errors(TraceData *t, TraceStep *s, const cJSON *o, int i, char *
             e->quantity = q;
             snprintf(e->tensor, sizeof e->tensor, "%s", tensor);
             if (cJSON_IsNumber(v)) e->max_abs = v->valuedouble;
-            const cJSON *r = cJSON_GetObjectItemCaseSensitive(s->max_rel, v->string);
-            if (cJSON_IsNumber(r)) e->max_rel = r->valuedouble;
+            const int k = strindex_get(&at, v->string);
+            if (k >= 0 && cJSON_IsNumber(rel[k])) e->max_rel = rel[k]->valuedouble;
         }
+        strindex_free(&at);
+        free(rel);
         return 0;
     }
     if (!cJSON_IsArray(list)) return fail(err, errlen, path, "steps[%d].errors is not an array", i);
-    int k = 0;
+    // every record's place up front: the array does not move, so the index
+    // of the names (one per quantity) can point into it
+    cap = cJSON_GetArraySize(list);
+    s->errors = xmalloc((size_t)(cap ? cap : 1) * sizeof *s->errors);
+    StrIndex seen[N_QUANTITIES] = {{0}};
+    int k = 0, rc = 0;
     const cJSON *r;
     cJSON_ArrayForEach(r, list) {
-        if (!cJSON_IsObject(r)) return fail(err, errlen, path, "steps[%d].errors[%d] is not an object", i, k);
+        if (!cJSON_IsObject(r)) {
+            rc = fail(err, errlen, path, "steps[%d].errors[%d] is not an object", i, k);
+            break;
+        }
         const char *qs = trace_get_string(r, "quantity"), *tn = trace_get_string(r, "tensor");
         int q = -1;
         for (int j = 0; qs && j < N_QUANTITIES; j++)
             if (!strcmp(qs, QUANTITIES[j])) q = j;
-        if (q < 0)
-            return fail(err, errlen, path, "steps[%d].errors[%d].quantity is not one of %s", i, k, TRACE_QUANTITIES);
+        if (q < 0) {
+            rc = fail(err, errlen, path, "steps[%d].errors[%d].quantity is not one of %s", i, k, TRACE_QUANTITIES);
+            break;
+        }
         if (!tn) tn = QUANTITIES[q];
-        if (strlen(tn) >= 64 || !*tn)
-            return fail(err, errlen, path, "steps[%d].errors[%d].tensor is empty or longer than 63 bytes", i, k);
+        if (strlen(tn) >= 64 || !*tn) {
+            rc = fail(err, errlen, path, "steps[%d].errors[%d].tensor is empty or longer than 63 bytes", i, k);
+            break;
+        }
         TraceError *e = add_error(s, &cap);
         e->quantity = QUANTITIES[q];
         snprintf(e->tensor, sizeof e->tensor, "%s", tn);
         static const char *const nums[2] = {"max_abs", "max_rel"};
-        for (int m = 0; m < 2; m++) {
+        for (int m = 0; m < 2 && !rc; m++) {
             double x;
             int g = trace_get_number(r, nums[m], &x);
             if (g < 0 || (g == 0 && x < 0))
-                return fail(err, errlen, path, "steps[%d].errors[%d].%s is not a number >= 0 (or null)", i, k,
-                            nums[m]);
-            if (g == 1 && m == 0) return fail(err, errlen, path, "steps[%d].errors[%d] has no max_abs", i, k);
-            if (g == 0) *(m ? &e->max_rel : &e->max_abs) = x;
+                rc = fail(err, errlen, path, "steps[%d].errors[%d].%s is not a number >= 0 (or null)", i, k, nums[m]);
+            else if (g == 1 && m == 0) rc = fail(err, errlen, path, "steps[%d].errors[%d] has no max_abs", i, k);
+            else if (g == 0) *(m ? &e->max_rel : &e->max_abs) = x;
         }
+        if (rc) break;
         double nb;
         int g = trace_get_number(r, "n_bad", &nb);
-        if (g < 0 || (g == 0 && !(nb >= 0 && nb == floor(nb) && nb < 2e9)))
-            return fail(err, errlen, path, "steps[%d].errors[%d].n_bad is not a count", i, k);
+        if (g < 0 || (g == 0 && !(nb >= 0 && nb == floor(nb) && nb < 2e9))) {
+            rc = fail(err, errlen, path, "steps[%d].errors[%d].n_bad is not a count", i, k);
+            break;
+        }
         if (g == 0) e->n_bad = (int)nb;
-        for (int j = 0; j + 1 < s->n_errors; j++)
-            if (s->errors[j].quantity == e->quantity && !strcmp(s->errors[j].tensor, e->tensor))
-                return fail(err, errlen, path, "inconsistent: steps[%d] has two records of %s %s", i, e->quantity,
-                            e->tensor);
+        if (strindex_put(&seen[q], e->tensor, s->n_errors - 1) >= 0) {
+            rc = fail(err, errlen, path, "inconsistent: steps[%d] has two records of %s %s", i, e->quantity,
+                      text_safe(e->tensor));
+            break;
+        }
         k++;
     }
+    for (int q = 0; q < N_QUANTITIES; q++) strindex_free(&seen[q]);
+    if (rc) return rc;
     if (s->max_err) return 0;
     // the maps the tools read, built from the records
     if (!t->derived) t->derived = cJSON_CreateArray();
@@ -330,7 +395,7 @@ static int load_steps(TraceData *t, char *err, size_t errlen) {
                 cJSON_ArrayForEach(v, e) {
                     if (!cJSON_IsNumber(v) && !cJSON_IsNull(v))
                         return fail(err, errlen, path, "steps[%d].%s.%s is not a number", i,
-                                    maps[m], v->string ? v->string : "?");
+                                    maps[m], v->string ? text_safe_n(v->string, (size_t)-1, 100) : "?");
                 }
                 if (m == 0) s->max_err = e;
                 else s->max_rel = e;
@@ -457,7 +522,7 @@ static int validate(TraceData *t, char *err, size_t errlen) {
     } else
         return fail(err, errlen, path,
                     "unsupported trace kind \"%s\" (this tool reads \"train\", \"compare\" and \"bench\")",
-                    kind);
+                    text_safe_n(kind, (size_t)-1, 100));
     static const char *const objects[] = {"settings", "dataset", "tolerances", "first_failure",
                                           "drift", "final_params", "bench"};
     for (size_t k = 0; k < sizeof objects / sizeof *objects; k++) {
@@ -502,6 +567,16 @@ int trace_load_text(TraceData *t, const char *path, const char *text, size_t len
         if (off >= len)
             return fail(err, errlen, path, "not JSON (the text ends early: truncated?)");
         return fail(err, errlen, path, "not JSON (syntax error at line %d, column %d)", line, col);
+    }
+    // a key twice: this reader would take the first, Python's json the last
+    const char *dup;
+    char where[200];
+    if (json_duplicate_key(root, &dup, where, sizeof where)) {
+        fail(err, errlen, path, "the key \"%s\" appears twice in %s (JSON readers differ on which one counts: "
+             "Python's takes the last, this tool would take the first); remove one", text_safe_n(dup, (size_t)-1, 100),
+             where[0] ? text_safe_n(where, (size_t)-1, 150) : "the top-level object");
+        cJSON_Delete(root);
+        return -1;
     }
     t->path = xstrdup(path);
     t->root = root;

@@ -17,6 +17,10 @@ typedef enum { TRACE_KIND_TRAIN, TRACE_KIND_COMPARE, TRACE_KIND_BENCH } TraceKin
 // quantity is one of TRACE_QUANTITIES; tensor is the tensor's name (the
 // quantity itself for loss and logits).
 #define TRACE_QUANTITIES "loss, logits, grads, params, m, v, acts, dacts"
+#define N_TRACE_QUANTITIES 8
+// The position of a quantity in TRACE_QUANTITIES (0 to 7; 3, params, for
+// another string).
+int trace_quantity_index(const char *quantity);
 typedef struct {
     const char *quantity;   // a static string
     char tensor[64];

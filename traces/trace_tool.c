@@ -52,6 +52,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(topic, "validate")) validate_usage(stdout);
         else if (!strcmp(topic, "export")) export_usage(stdout);
         else die(EXIT_USAGE, "help: unknown command '%s' (commands: inspect, diff, plot, validate, export)", topic);
+        stdout_check();   // a help text that could not be written is not a success (exit 1)
         return 0;
     }
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 1, argv + 1);
