@@ -11,6 +11,7 @@
 #include "plugin_engine.h"
 #include "common/activations.h"
 #include "common/util.h"
+#include "traces/trace.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -112,8 +113,10 @@ static void usage(FILE *f) {
             "\n"
             "benchmark (docs/BENCHMARKS.md):\n"
             "  --bench              time each engine on the same work and print a Markdown table:\n"
-            "                       ms/step median [min-max], tokens/s, speedups (over E1 and over\n"
-            "                       the fastest PyTorch row), memory, verdict; every engine's losses\n"
+            "                       ms/step median (95%% confidence interval) [min-max], tokens/s,\n"
+            "                       speedups (over E1 and over the fastest PyTorch row, with their\n"
+            "                       intervals; none from a row of fewer than 3 runs), memory, the\n"
+            "                       runs and what stopped them, verdict; every engine's losses\n"
             "                       are checked against the engines before it (exit 1 on a\n"
             "                       mismatch): step 1 (the forward from the shared weights)\n"
             "                       to 1e-12 relative (1e-6 with fp32, 3e-5 tf32, 1e-3 bf16), step 2 (one\n"
@@ -126,12 +129,19 @@ static void usage(FILE *f) {
             "                       key=value items (n_embd, n_head, n_kv_head, n_layer, block_size,\n"
             "                       batch, lr, init_std) on top of the flags; ';' or a name ends a SPEC, e.g.\n"
             "                       'b1,n_embd=128,n_layer=4,batch=256' (default)\n"
-            "  --repeats N          timed runs per engine and size; median, min and max are\n"
-            "                       reported (5)\n"
+            "  --repeats N          the fewest timed runs per engine and size; the median with its\n"
+            "                       95%% bootstrap interval, min and max are reported (5)\n"
+            "  --max-repeats M      the most timed runs of our engines while the noise is over\n"
+            "                       --noise-target; PyTorch's rows time --repeats runs (20, or N)\n"
+            "  --noise-target X     stop timing an engine once its median's interval's half-width is\n"
+            "                       at most X of the median (after N runs, 3 at least), at M runs or\n"
+            "                       when the time budget is spent; the table says which; 0: exactly\n"
+            "                       N runs (0.02)\n"
             "  --warmup N           untimed steps at the start of every run, at least 1 (5)\n"
             "                       (a run is --steps N steps, warm-up included: 100 with --bench)\n"
             "  --time-budget S      seconds per size and engine; a slow engine times fewer steps\n"
-            "                       and repeats (the table says so) or is skipped (20)\n"
+            "                       and repeats (the table says so) or is skipped; it also ends\n"
+            "                       the runs past N of every engine (20)\n"
             "  --bench-data D       packed: documents are the data's lines joined by spaces into\n"
             "                       lines of at least block_size characters, so every position of\n"
             "                       every batch is real (default); raw: the data as it is\n"
@@ -265,6 +275,7 @@ void cli_parse(Options *o, int argc, char **argv) {
     o->b.repeats = 5;
     o->b.warmup = 5;
     o->b.budget_s = 20;
+    o->b.noise_target = 0.02;
     o->b.loss_rtol = BENCH_LOSS_RTOL;
     const char *drift_flag = NULL;
     // flags that only apply to some modes, to refuse the rest
@@ -279,6 +290,7 @@ void cli_parse(Options *o, int argc, char **argv) {
 #define SWITCH(name) cli_switch(seen, argv, i, name)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
+            stdout_check();   // a help text that could not be written is not a success (exit 1)
             exit(0);
         } else if (!strcmp(a, "--rules")) {
             if (argc != 2) die(EXIT_USAGE, "--rules prints the table of every rule's constants and takes no other flag");
@@ -359,6 +371,16 @@ void cli_parse(Options *o, int argc, char **argv) {
             if (a[2] == 'r') o->b.repeats = (int)n;
             else o->b.warmup = (int)n;
             bench_flag = f;
+        } else if (VAL("--max-repeats")) {
+            if (parse_int(v, 1, BENCH_MAX_REPEATS, &n))
+                die(EXIT_USAGE, "--max-repeats: '%s' is not an integer from 1 to %d", v, BENCH_MAX_REPEATS);
+            o->b.max_repeats = (int)n;
+            bench_flag = "--max-repeats";
+        } else if (VAL("--noise-target")) {
+            if (parse_double(v, &x) || !(x >= 0) || x > 10)
+                die(EXIT_USAGE, "--noise-target: '%s' is not a relative half-width from 0 (off) to 10", v);
+            o->b.noise_target = x;
+            bench_flag = "--noise-target";
         } else if (VAL("--time-budget")) {
             if (parse_double(v, &x) || !(x > 0) || x > 1e6)
                 die(EXIT_USAGE, "--time-budget: '%s' is not a number of seconds > 0", v);
@@ -453,6 +475,10 @@ void cli_parse(Options *o, int argc, char **argv) {
             die(EXIT_USAGE, "%s does not apply to --bench: the bench times training and samples no names",
                 sample_flag);
         if (!o->b.steps_given) o->s.steps = 100;
+        if (o->b.max_repeats && o->b.max_repeats < o->b.repeats)
+            die(EXIT_USAGE, "--max-repeats %d is fewer than --repeats %d (the fewest runs)", o->b.max_repeats,
+                o->b.repeats);
+        if (!o->b.max_repeats) o->b.max_repeats = o->b.repeats > 20 ? o->b.repeats : 20;
         if (o->b.python && !o->b.baseline) die(EXIT_USAGE, "--python: only with --baseline torch");
         if (torch_compile_flag && !o->b.baseline) die(EXIT_USAGE, "--torch-compile: only with --baseline torch");
     } else {
@@ -474,6 +500,7 @@ void cli_parse(Options *o, int argc, char **argv) {
             die(EXIT_USAGE, "--plant: %s compares losses only: loss@STEP=DELTA", o->bench ? "--bench" : "free mode");
     }
     settings_validate(&o->s);
+    trace_set_pretty(o->s.pretty);
     if (o->s.steps < 1) die(EXIT_USAGE, "--steps must be at least 1 to compare anything");
     int any_tensor = 0;
     for (int k = 0; k < o->n_engines; k++) any_tensor |= engine_supports(o->names[k], PREC_FP32);

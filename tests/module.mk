@@ -1,5 +1,7 @@
 # Criterion tests: one binary per tests/test_*.c (linked with tests/helpers.c),
-# run from the repository root by tests/run.sh.
+# run from the repository root by tests/run.sh. tests/test_gpu.cu (CUDA, no
+# Criterion) is not one of them: tensor_gpu/cuda/module.mk builds it into
+# $(BUILD)/test_gpu with nvcc (`make test-gpu`).
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TEST_HELPERS := $(call obj,tests/helpers.c)
