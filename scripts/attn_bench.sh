@@ -29,14 +29,7 @@ while [ $# -gt 0 ]; do
 done
 cd "$(dirname "$0")/.." || exit 2
 # libcjson: the system's headers, else the .deb files of .debs/
-deps=""
-if ! echo '#include <cjson/cJSON.h>' | gcc -E -x c - >/dev/null 2>&1; then
-  ls .debs/*.deb >/dev/null 2>&1 ||
-    { echo "attn_bench: libcjson's headers are missing: apt-get install libcjson-dev (or put its .deb files in .debs/)" >&2; exit 2; }
-  mkdir -p /tmp/deps
-  for f in .debs/*.deb; do dpkg -x "$f" /tmp/deps || exit 2; done
-  deps=/tmp/deps
-fi
+deps=$(bash scripts/cjson_deps.sh attn_bench) || exit 2
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader || { echo "attn_bench: no GPU (nvidia-smi failed)" >&2; exit 2; }
 make -j16 ${deps:+DEPS_PREFIX=$deps} build/test_gpu >/tmp/attn_bench_build.log 2>&1 ||
   { tail -30 /tmp/attn_bench_build.log; echo "attn_bench: the build failed (/tmp/attn_bench_build.log)" >&2; exit 2; }

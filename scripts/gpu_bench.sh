@@ -26,14 +26,7 @@ done
 case "$repro" in ''|*[!0-9]*) echo "gpu_bench: --repro needs a whole number, not '$repro'" >&2; exit 2 ;; esac
 mkdir -p "$out" || exit 2
 # libcjson: the system's headers, else the .deb files of .debs/
-deps=""
-if ! echo '#include <cjson/cJSON.h>' | gcc -E -x c - >/dev/null 2>&1; then
-  ls .debs/*.deb >/dev/null 2>&1 ||
-    { echo "gpu_bench: libcjson's headers are missing: apt-get install libcjson-dev (or put its .deb files in .debs/)" >&2; exit 2; }
-  mkdir -p /tmp/deps
-  for f in .debs/*.deb; do dpkg -x "$f" /tmp/deps || exit 1; done
-  deps=/tmp/deps
-fi
+deps=$(bash scripts/cjson_deps.sh gpu_bench) || exit 2
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
 make -j16 ${deps:+DEPS_PREFIX=$deps} build/compare >"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 rc=0

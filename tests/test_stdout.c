@@ -21,6 +21,9 @@ Test(stdout, help_to_a_full_stdout_is_exit_1, .timeout = 30) {
     th_expect_status(to_full("trace", "--help"), 1, "writing standard output failed", "trace --help");
     th_expect_status(to_full("trace", "help inspect"), 1, "writing standard output failed", "trace help inspect");
     th_expect_status(to_full("microgpt", "--help"), 1, "writing standard output failed", "microgpt --help");
+    th_expect_status(to_full("trace", "plot --help"), 1, "writing standard output failed", "trace plot --help");
+    th_expect_status(to_full("trace", "diff --help"), 1, "writing standard output failed", "trace diff --help");
+    th_expect_status(to_full("compare", "--bench --help"), 1, "writing standard output failed", "compare --bench --help");
     // and the same texts to a writable stdout are a success
     th_expect_status(th_tool("compare", "--help", NULL), 0, "--engines", "compare --help");
     th_expect_status(th_tool("trace", "--help", NULL), 0, NULL, "trace --help");

@@ -570,7 +570,7 @@ Test(trace_schema, every_script_answers_help, .timeout = 120) {
 Test(trace_schema, gpu_scripts_need_no_debs_folder, .timeout = 120) {
     const char *dir = th_case_dir("nodebs");
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/scripts && cp scripts/attn_bench.sh scripts/gpu_bench.sh scripts/gpu_check.sh %s/scripts/",
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/scripts && cp scripts/attn_bench.sh scripts/gpu_bench.sh scripts/gpu_check.sh scripts/cjson_deps.sh %s/scripts/",
              dir, dir);
     cr_assert_eq(system(cmd), 0);
     snprintf(cmd, sizeof cmd, "cd %s && PATH=/usr/bin:/bin bash scripts/attn_bench.sh", dir);

@@ -55,11 +55,17 @@ int main(int argc, char **argv) {
         stdout_check();   // a help text that could not be written is not a success (exit 1)
         return 0;
     }
-    if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 1, argv + 1);
-    if (!strcmp(cmd, "diff")) return cmd_diff(argc - 1, argv + 1);
-    if (!strcmp(cmd, "plot")) return cmd_plot(argc - 1, argv + 1);
-    if (!strcmp(cmd, "validate")) return cmd_validate(argc - 1, argv + 1);
-    if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
+    int (*run)(int, char **) = !strcmp(cmd, "inspect")    ? cmd_inspect
+                               : !strcmp(cmd, "diff")     ? cmd_diff
+                               : !strcmp(cmd, "plot")     ? cmd_plot
+                               : !strcmp(cmd, "validate") ? cmd_validate
+                               : !strcmp(cmd, "export")   ? cmd_export
+                                                          : NULL;
+    if (run) {
+        const int rc = run(argc - 1, argv + 1);
+        stdout_check();   // what a command printed (its --help too) must have reached stdout: else exit 1
+        return rc;
+    }
     if (is_flag(cmd)) die(EXIT_USAGE, "unknown flag '%s' before the command (see trace --help)", cmd);
     die(EXIT_USAGE, "unknown command '%s' (commands: inspect, diff, plot, validate, export; see trace --help)", cmd);
 }
