@@ -260,6 +260,13 @@ void bench_size_prepare(BenchSize *z, int raw_docs) {
     layout_init(&z->L, &m);
     z->init = xmalloc(z->L.n_params * sizeof *z->init);
     params_init(&z->L, &rng, z->s.init_std, z->init);
+    // every step's batch is built before any engine runs: at most (B, T+1)
+    // tokens and two (B) arrays a step, checked before they are allocated
+    char what[160];
+    snprintf(what, sizeof what, "size %s's batches (%d steps of batch %d, block %d)", z->name, z->s.steps, z->s.batch,
+             z->s.block_size);
+    memory_check((double)z->s.steps * ((double)z->s.batch * (z->s.block_size + 3) * sizeof(int) + sizeof(Batch)),
+                 what, "give fewer --steps or a smaller batch");
     z->batches = xcalloc((size_t)z->s.steps, sizeof *z->batches);
     double pos = 0;
     for (int i = 0; i < z->s.steps; i++) {

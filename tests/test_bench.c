@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "common/util.h"
 #include "helpers.h"
 
 // A short bench on data/names.txt: 12 steps, 2 of them warm-up, 2 runs.
@@ -142,6 +143,17 @@ Test(bench, a_size_that_cannot_fit_is_skipped_with_the_estimate, .timeout = 60) 
     cr_expect(strstr(verdict_of(row_of(r.out, "b1", "scalar", "fp64"), v, sizeof v), "reference"), "%s", r.out);
     cr_expect(strstr(r.out, "PASS: bench, 2 size(s)"), "%s", r.out);
     th_run_free(&r);
+}
+
+// Every step's batch is built before the engines run: batches that cannot
+// fit are refused before they are allocated (issue #29 item 8), in a moment.
+Test(bench, batches_that_cannot_fit_are_refused_before_they_are_built, .timeout = 30) {
+    const double t0 = now_seconds();
+    th_expect_status(th_tool("compare", "--bench", "--data", th_names_path(), "--engines", "cpu", "--sizes",
+                             "batch=1000000", "--steps", "2000", "--quiet", NULL),
+                     2,
+                     "not enough memory for size", "2000 steps of batch 1e6");
+    cr_expect_lt(now_seconds() - t0, 10.0, "refused before building the batches");
 }
 
 // A bench in which every engine is skipped at every size timed and checked
