@@ -715,6 +715,132 @@ Test(trace_tool, plot_compare_has_error_panel) {
     th_run_free(&r);
 }
 
+// Read a trace, let `edit` change its JSON, write it back.
+static void edit_trace(const char *path, void (*edit)(cJSON *root)) {
+    char *text = th_read_file(path, NULL);
+    cJSON *root = cJSON_Parse(text);
+    cr_assert(root, "%s is not JSON", path);
+    free(text);
+    edit(root);
+    char *out = cJSON_Print(root);
+    write_text(path, out, strlen(out));
+    free(out);
+    cJSON_Delete(root);
+}
+
+// A free-mode bf16 trace as compare --mode free writes one: max_err holds the
+// loss difference of the step, window_drift the judged |mean a-b| of the last
+// 50 steps, drift the tolerance and the window.
+static void make_free_bf16(cJSON *root) {
+    cJSON_ReplaceItemInObject(root, "mode", cJSON_CreateString("free"));
+    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(root, "engines"), 1), "precision",
+                              cJSON_CreateString("bf16"));
+    double sum = 0, diffs[MAX_STEPS];
+    int i = 0;
+    cJSON *st;
+    cJSON_ArrayForEach(st, cJSON_GetObjectItem(root, "steps")) {
+        const cJSON *l = cJSON_GetObjectItem(st, "loss");
+        diffs[i] = cJSON_GetArrayItem(l, 1)->valuedouble - cJSON_GetArrayItem(l, 0)->valuedouble;
+        sum += diffs[i] - (i >= 50 ? diffs[i - 50] : 0);
+        cJSON_DeleteItemFromObject(st, "max_rel");
+        cJSON *me = cJSON_CreateObject();
+        trace_add_number(me, "loss", fabs(diffs[i]));
+        cJSON_ReplaceItemInObject(st, "max_err", me);
+        trace_add_number(st, "window_drift", fabs(sum) / (i + 1 < 50 ? i + 1 : 50));
+        cJSON_ReplaceItemInObject(st, "ok", cJSON_CreateTrue());
+        i++;
+    }
+    cJSON *dr = cJSON_AddObjectToObject(root, "drift");
+    trace_add_number(dr, "tol", 0.01);
+    cJSON_AddNumberToObject(dr, "window", 50);
+}
+
+// Free mode judges the window mean: the plots draw it with its tolerance,
+// besides the per-step difference that crosses the tolerance while the run passes.
+Test(trace_tool, plot_free_draws_the_window_mean) {
+    CompareSpec c;
+    compare_spec(&c, 80);
+    c.fail_step = 0;
+    for (int i = 0; i < 80; i++) c.loss[1][i] += i % 2 ? 0.02 : -0.018;
+    const char *a = write_compare("f.json", &c);
+    edit_trace(a, make_free_bf16);
+    const char *svg = in_dir("f.svg");
+    ThRun r = run_tool("plot", a, "--svg", svg, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "loss difference per step (log scale)"), "%s", r.out);
+    cr_expect(strstr(r.out, "window mean: |mean a-b| of 50 steps (judged)"), "%s", r.out);
+    cr_expect(strstr(r.out, "- tolerance 0.01 on the 50-step window mean (judged)"), "%s", r.out);
+    cr_expect(!strstr(r.out, "excused") && !strstr(r.out, "failing"), "%s", r.out);
+    char *s = th_read_file(svg, NULL);
+    cr_expect_eq(count_str(s, "<path"), 4, "two losses, the per-step difference, the window mean:\n%s", s);
+    cr_expect(strstr(s, "window mean: |mean a-b| of 50 steps (judged)</text>"), "%s", s);
+    cr_expect(strstr(s, "tolerance 0.01 on the 50-step window mean (judged)</text>"), "%s", s);
+    cr_expect_eq(count_str(s, "class=\"bound\""), 1, "%s", s);
+    cr_expect(strstr(s, "class=\"bound\" data-value=\"0.01\""), "%s", s);
+    cr_expect(!strstr(s, "excused step") && !strstr(s, "failing step"), "%s", s);
+    free(s);
+    th_run_free(&r);
+}
+
+static void distinct_atols(cJSON *root) {
+    cJSON *tol = cJSON_GetObjectItem(root, "tolerances");
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(tol, "logits"), "atol", cJSON_CreateNumber(1e-13));
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(tol, "grads"), "atol", cJSON_CreateNumber(1e-15));
+}
+
+static void excuse_step_3(cJSON *root) {
+    cJSON *ex = cJSON_AddArrayToObject(root, "excused_steps"), *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "step", 3);
+    cJSON_AddItemToArray(ex, e);
+}
+
+// Lockstep: each plotted quantity has its own bound (its atol, in its colour);
+// the legend names failing and excused steps only when there are some.
+Test(trace_tool, plot_lockstep_bounds_and_marks) {
+    CompareSpec c;
+    compare_spec(&c, 20);
+    c.fail_step = 0;
+    const char *a = write_compare("c.json", &c);
+    edit_trace(a, distinct_atols);
+    const char *svg = in_dir("c.svg");
+    ThRun r = run_tool("plot", a, "--svg", svg, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "- logits atol 1e-13 (tolerance floor)"), "%s", r.out);
+    cr_expect(strstr(r.out, "= grads atol 1e-15 (tolerance floor)"), "%s", r.out);
+    cr_expect(!strstr(r.out, "excused") && !strstr(r.out, "failing"), "%s", r.out);
+    char *s = th_read_file(svg, NULL);
+    cr_expect_eq(count_str(s, "class=\"bound\""), 2, "%s", s);
+    cr_expect(strstr(s, "class=\"bound\" data-value=\"1e-13\""), "%s", s);
+    cr_expect(strstr(s, "class=\"bound\" data-value=\"1e-15\""), "%s", s);
+    cr_expect(strstr(s, "logits atol 1e-13 (tolerance floor)</text>"), "%s", s);
+    cr_expect(strstr(s, "grads atol 1e-15 (tolerance floor)</text>"), "%s", s);
+    cr_expect(!strstr(s, "excused step") && !strstr(s, "failing step"), "%s", s);
+    free(s);
+    th_run_free(&r);
+
+    // A failing step, none excused: only the failing step in the legends.
+    compare_spec(&c, 20);
+    a = write_compare("c.json", &c);
+    r = run_tool("plot", a, "--svg", svg, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "F failing step (marked under the axis)"), "%s", r.out);
+    cr_expect(!strstr(r.out, "excused"), "%s", r.out);
+    s = th_read_file(svg, NULL);
+    cr_expect(strstr(s, ">failing step</text>") && !strstr(s, "excused step"), "%s", s);
+    free(s);
+    th_run_free(&r);
+
+    // An excused step too: both.
+    edit_trace(a, excuse_step_3);
+    r = run_tool("plot", a, "--svg", svg, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "F failing step, E excused step (marked under the axis)"), "%s", r.out);
+    s = th_read_file(svg, NULL);
+    cr_expect(strstr(s, ">failing step</text>") && strstr(s, ">excused step</text>"), "%s", s);
+    free(s);
+    th_run_free(&r);
+}
+
 Test(trace_tool, plot_text_size) {
     TrainSpec t;
     train_spec(&t, 60);

@@ -5,6 +5,7 @@
 #include "traces/tool.h"
 
 enum { MAX_SERIES = 10 };  // one glyph and one colour each
+enum { MAX_HLINES = 4 };   // bounds drawn across a panel
 extern const char GLYPHS[MAX_SERIES + 1];
 extern const char *const COLORS[MAX_SERIES];
 
@@ -23,8 +24,12 @@ typedef struct {
     int n, cap;
     Series *s;
     const char *empty_note;  // said instead of a chart when nothing can be drawn
-    double hline;            // a horizontal line (the tolerance), NaN: none
-    char hline_label[96];
+    int n_hlines;            // horizontal lines: each plotted quantity's own bound
+    struct {
+        double y;            // NaN or unusable: not drawn (nor in the legend)
+        int series;          // the series it bounds (its colour), -1: none (grey)
+        char label[96];
+    } hline[MAX_HLINES];
     int n_marks;             // steps marked across the panel: failing ('F') or excused ('E')
     double *mark_x;
     char *mark_kind;

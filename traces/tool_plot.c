@@ -161,6 +161,9 @@ const char *const COLORS[MAX_SERIES] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0
 
 const char *tick_label(double v) { return fmtn("%.4g", v); }
 
+// The text chart's bound lines, one character each (hline[h]).
+static const char HLINE_CHARS[MAX_HLINES + 1] = "-=:.";
+
 // The points of each series binned into W columns: val[si*W+c] is the mean
 // (or max) of the usable points of series si in column c, cnt the number.
 // Returns the number of points that cannot be drawn; *lo, *hi the range of
@@ -230,10 +233,11 @@ static void text_panel(const Panel *p, const Axis *ax, int width, int height) {
         cnt = xrealloc(cnt, (size_t)p->n * (size_t)W * sizeof *cnt);
         double lo = y0, hi = y1;
         skipped = bin_columns(p, ax, W, val, cnt, &lo, &hi);
-        if (usable(p, p->hline)) {
-            lo = fmin(lo, p->hline);
-            hi = fmax(hi, p->hline);
-        }
+        for (int h = 0; h < p->n_hlines; h++)
+            if (usable(p, p->hline[h].y)) {
+                lo = fmin(lo, p->hline[h].y);
+                hi = fmax(hi, p->hline[h].y);
+            }
         axis_make(&ay, lo, hi, p->log, want, 0);
         int l = label_width(&ay);
         if (l > lw) lw = l;
@@ -271,10 +275,11 @@ static void text_panel(const Panel *p, const Axis *ax, int width, int height) {
     }
     free(val);
     free(cnt);
-    if (usable(p, p->hline)) {  // the tolerance, under the curves
-        int r = cell_of(1 - axis_frac(&ay, p->hline), H);
+    for (int h = 0; h < p->n_hlines; h++) {  // the bounds, under the curves
+        if (!usable(p, p->hline[h].y)) continue;
+        int r = cell_of(1 - axis_frac(&ay, p->hline[h].y), H);
         for (int c = 0; r >= 0 && r < H && c < W; c++)
-            if (grid[r * W + c] == ' ') grid[r * W + c] = '-';
+            if (grid[r * W + c] == ' ') grid[r * W + c] = HLINE_CHARS[h];
     }
     // Rows, with the y ticks at their nearest rows.
     const char **label = xcalloc((size_t)H, sizeof *label);
@@ -309,6 +314,11 @@ static void text_panel(const Panel *p, const Axis *ax, int width, int height) {
     while (end > 0 && labels[end] == ' ') end--;
     labels[end + 1] = '\0';
     printf("%*s +%s\n", lw, "", line);
+    int n_fail = 0, n_excused = 0;
+    for (int i = 0; i < p->n_marks; i++) {
+        n_fail += p->mark_kind[i] == 'F';
+        n_excused += p->mark_kind[i] == 'E';
+    }
     if (p->n_marks) {  // failing and excused steps, under their columns
         char *m = xmalloc((size_t)W + 1);
         memset(m, ' ', (size_t)W);
@@ -325,8 +335,11 @@ static void text_panel(const Panel *p, const Axis *ax, int width, int height) {
     for (int si = 0; si < p->n; si++)
         printf("%s %c %s\n", si ? "       " : "legend:", GLYPHS[si], p->s[si].label);
     if (overlap) printf("        # where curves overlap\n");
-    if (usable(p, p->hline)) printf("        - %s\n", p->hline_label);
-    if (p->n_marks) printf("        F failing step, E excused step (marked under the axis)\n");
+    for (int h = 0; h < p->n_hlines; h++)
+        if (usable(p, p->hline[h].y)) printf("        %c %s\n", HLINE_CHARS[h], p->hline[h].label);
+    if (n_fail || n_excused)
+        printf("        %s%s%s (marked under the axis)\n", n_fail ? "F failing step" : "",
+               n_fail && n_excused ? ", " : "", n_excused ? "E excused step" : "");
     if (skipped)
         printf("(%d point%s not drawn: %s)\n", skipped, skipped == 1 ? "" : "s",
                p->log ? "null, zero or negative on a log scale" : "null");
@@ -345,10 +358,11 @@ void plot_usage(FILE *f) {
             "Plot the loss curves of one or more traces: a text chart on stdout, each\n"
             "curve with its own glyph (a column shows the mean of the steps it covers;\n"
             "'#' where curves overlap), axes with values and a legend. Compare traces add\n"
-            "both engines' losses, and a second panel with the largest logits error and\n"
-            "the largest gradient error of each step on a log scale, with the tolerance\n"
-            "(free mode: the allowed loss drift; lockstep: the gradients' atol, the floor\n"
-            "of atol + rtol*|b|) as a line, and failing (F) and excused (E) steps marked.\n"
+            "both engines' losses, and a second panel on a log scale: lockstep, the largest\n"
+            "logits error and the largest gradient error of each step, each with its own\n"
+            "atol (the floor of atol + rtol*|b|) as a line; free mode, the loss difference\n"
+            "of each step and the judged window mean (--drift-window) with its tolerance.\n"
+            "Failing (F) and excused (E) steps are marked (the legend names those present).\n"
             "The title names the trace, its engines and precisions, the verdict, and says\n"
             "when a run stopped early.\n\n"
             "  --svg OUT.svg  also write the chart as an SVG line chart to OUT.svg (atomic:\n"
@@ -415,24 +429,40 @@ static void add_marks(Panel *panels, const TraceData *d) {
     }
 }
 
-// The tolerance of the error panel: the free mode's loss drift, or the
-// gradients' atol (the floor of atol + rtol*|b|).
-static void tolerance_line(Panel *errs, const TraceData *t, int nfiles) {
-    const TraceData *d = NULL;
-    for (int f = 0; f < nfiles; f++)
-        if (t[f].kind == TRACE_KIND_COMPARE) d = &t[f];
-    double tol = NAN, atol, rtol;
+static void add_hline(Panel *p, double y, int series, const char *label) {
+    if (p->n_hlines == MAX_HLINES || !isfinite(y)) return;
+    p->hline[p->n_hlines].y = y;
+    p->hline[p->n_hlines].series = series;
+    snprintf(p->hline[p->n_hlines++].label, sizeof p->hline[0].label, "%s", label);
+}
+
+// The bounds of the error panel (one compare trace): free mode, the allowed
+// drift of the judged series (the window mean, or the per-step difference
+// with a window of 1); lockstep, each plotted quantity's own atol (the floor
+// of atol + rtol*|b|), in its series' colour.
+// series_of: the error panel's series of logits, grads, the per-step loss
+// difference and the window mean (-1: not drawn).
+static void tolerance_lines(Panel *errs, const TraceData *d, const int series_of[4]) {
+    static const char *const qs[2] = {"logits", "grads"};
+    char label[96];
+    double tol = NAN, window = 1;
     const cJSON *drift = cJSON_GetObjectItemCaseSensitive(d->root, "drift");
     if (drift && trace_get_number(drift, "tol", &tol) == 0 && isfinite(tol)) {
-        snprintf(errs->hline_label, sizeof errs->hline_label, "tolerance: loss drift %s", fmtn("%.3g", tol));
-    } else {
-        tolerance_of(d, "grads", &atol, &rtol);
-        tol = atol;
-        if (isfinite(atol))
-            snprintf(errs->hline_label, sizeof errs->hline_label, "grads atol %s (tolerance floor)",
-                     fmtn("%.3g", atol));
+        int w = series_of[3] >= 0;
+        if (trace_get_number(drift, "window", &window) || !(window > 1)) window = 1;
+        if (w) snprintf(label, sizeof label, "tolerance %s on the %g-step window mean (judged)", fmtn("%.3g", tol),
+                        window);
+        else snprintf(label, sizeof label, "tolerance %s on the loss |a-b| (judged)", fmtn("%.3g", tol));
+        add_hline(errs, tol, series_of[w ? 3 : 2], label);
+        return;
     }
-    errs->hline = tol;
+    for (int q = 0; q < 2; q++) {
+        double atol, rtol;
+        if (series_of[q] < 0) continue;
+        tolerance_of(d, qs[q], &atol, &rtol);
+        snprintf(label, sizeof label, "%s atol %s (tolerance floor)", qs[q], fmtn("%.3g", atol));
+        add_hline(errs, atol, series_of[q], label);
+    }
 }
 
 // "FILE: scalar fp64 vs cpu fp32, lockstep, verdict pass" (train: the engine
@@ -460,7 +490,6 @@ int plot_view(PlotView *v, const TraceData *t, int nfiles, int log_scale, long s
               char *why, size_t n) {
     memset(v, 0, sizeof *v);
     Panel *panels = v->panels;
-    panels[0].hline = panels[1].hline = NAN;
     Panel *loss = &panels[0], *errs = &panels[1];
     loss->title = log_scale ? "loss (log scale)" : "loss";
     loss->log = log_scale;
@@ -470,7 +499,8 @@ int plot_view(PlotView *v, const TraceData *t, int nfiles, int log_scale, long s
     errs->log = 1;
     errs->ylabel = "max |a-b|";
     errs->use_max = 1;
-    int n_compare = 0, have_err = 0;
+    int n_compare = 0, have_err = 0, series_of[4] = {-1, -1, -1, -1};
+    const TraceData *cmp = NULL;
     for (int f = 0; f < nfiles; f++) {
         const TraceData *d = &t[f];
         for (int e = 0; e < d->n_engines; e++) {
@@ -495,6 +525,8 @@ int plot_view(PlotView *v, const TraceData *t, int nfiles, int log_scale, long s
         add_marks(panels, d);
         if (d->kind != TRACE_KIND_COMPARE) continue;
         n_compare++;
+        cmp = d;
+        for (int k = 0; k < 4; k++) series_of[k] = -1;
         // logits and grads (lockstep); a trace with neither (free mode) shows
         // its loss difference instead.
         static const char *const qs[3] = {"logits", "grads", "loss"};
@@ -507,10 +539,23 @@ int plot_view(PlotView *v, const TraceData *t, int nfiles, int log_scale, long s
             }
         }
         if (has[0] || has[1]) has[2] = 0;
-        for (int q = 0; q < 3; q++) {
-            if (!has[q]) continue;
-            char label[1024];
-            const char *what = q == 2 ? "loss |a-b|" : qs[q];
+        // Free mode with --drift-window W > 1 judges the mean of loss[1] -
+        // loss[0] over the last W steps ("window_drift"), not a step's own.
+        const cJSON *jsteps = cJSON_GetObjectItemCaseSensitive(d->root, "steps"), *js;
+        int has_window = 0;
+        double window = NAN;
+        cJSON_ArrayForEach(js, jsteps) has_window |= cJSON_GetObjectItemCaseSensitive(js, "window_drift") != NULL;
+        if (has[0] || has[1]) has_window = 0;
+        trace_get_number(cJSON_GetObjectItemCaseSensitive(d->root, "drift"), "window", &window);
+        if (has[2] || has_window) errs->title = "loss difference per step (log scale)";
+        for (int q = 0; q < 4; q++) {
+            if (q < 3 ? !has[q] : !has_window) continue;
+            char label[1024], what[128];
+            if (q == 3 && isfinite(window))
+                snprintf(what, sizeof what, "window mean: |mean a-b| of %g steps (judged)", window);
+            else if (q == 3) snprintf(what, sizeof what, "window mean: |mean a-b| (judged)");
+            else if (q == 2) snprintf(what, sizeof what, "%s", has_window ? "loss |a-b| per step" : "loss |a-b|");
+            else snprintf(what, sizeof what, "%s", qs[q]);
             if (nfiles > 1) snprintf(label, sizeof label, "%s: %s", d->path, what);
             else snprintf(label, sizeof label, "%s", what);
             if (errs->n == MAX_SERIES) {
@@ -518,10 +563,13 @@ int plot_view(PlotView *v, const TraceData *t, int nfiles, int log_scale, long s
                 plot_view_free(v);
                 return -1;
             }
-            Series *s = panel_add(errs, label, d->n_steps, q == 1);
-            for (int i = 0; i < d->n_steps; i++) {
+            series_of[q] = errs->n;
+            Series *s = panel_add(errs, label, d->n_steps, q == 1 || (q == 2 && has_window));
+            js = jsteps ? jsteps->child : NULL;
+            for (int i = 0; i < d->n_steps; i++, js = js ? js->next : NULL) {
                 double y = NAN;
                 if (q == 1) y = step_grad_err(&d->steps[i]);
+                else if (q == 3) trace_get_number(js, "window_drift", &y);
                 else trace_get_number(d->steps[i].max_err, qs[q], &y);
                 s->x[i] = d->steps[i].step;
                 s->y[i] = y;
@@ -529,7 +577,7 @@ int plot_view(PlotView *v, const TraceData *t, int nfiles, int log_scale, long s
             }
         }
     }
-    if (n_compare == 1) tolerance_line(errs, t, nfiles);
+    if (n_compare == 1) tolerance_lines(errs, cmp, series_of);
     errs->empty_note = have_err ? "every error is exactly 0 (nothing to draw on a log scale)"
                                 : "no per-step errors (max_err) in the trace";
     int np = v->np = n_compare ? 2 : 1;

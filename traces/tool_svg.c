@@ -35,10 +35,18 @@ static double legend_width(const Panel *panels, int np, int width) {
         const Panel *p = &panels[i];
         for (int si = 0; si < p->n; si++)
             if ((int)strlen(p->s[si].label) > longest) longest = (int)strlen(p->s[si].label);
-        if (isfinite(p->hline) && (int)strlen(p->hline_label) > longest) longest = (int)strlen(p->hline_label);
+        for (int h = 0; h < p->n_hlines; h++)
+            if (usable(p, p->hline[h].y) && (int)strlen(p->hline[h].label) > longest)
+                longest = (int)strlen(p->hline[h].label);
     }
     double w = 40 + longest * 6.2;
     return w > width * 0.4 ? width * 0.4 : w;
+}
+
+// A bound's colour: that of the series it bounds, else grey.
+static const char *hline_color(const Panel *p, int h) {
+    int si = p->hline[h].series;
+    return si >= 0 && si < p->n && si < MAX_SERIES ? COLORS[si] : "#555";
 }
 
 static void svg_panel(StrBuf *b, const Panel *p, const Axis *ax, double top, double width,
@@ -59,10 +67,11 @@ static void svg_panel(StrBuf *b, const Panel *p, const Axis *ax, double top, dou
         sb_printf(b, "</text>\n");
         return;
     }
-    if (usable(p, p->hline)) {
-        y0 = fmin(y0, p->hline);
-        y1 = fmax(y1, p->hline);
-    }
+    for (int h = 0; h < p->n_hlines; h++)
+        if (usable(p, p->hline[h].y)) {
+            y0 = fmin(y0, p->hline[h].y);
+            y1 = fmax(y1, p->hline[h].y);
+        }
     Axis ay;
     axis_make(&ay, y0, y1, p->log, ph >= 200 ? 6 : 4, 0);
     // Grid and y ticks.
@@ -96,10 +105,13 @@ static void svg_panel(StrBuf *b, const Panel *p, const Axis *ax, double top, dou
         sb_printf(b, "<line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\" stroke=\"%s\" stroke-opacity=\"0.5\"/>\n",
                    left + f * pw, ptop, left + f * pw, ptop + ph, p->mark_kind[i] == 'F' ? "#d62728" : "#ff9f1c");
     }
-    if (usable(p, p->hline)) {
-        double y = ptop + (1 - axis_frac(&ay, p->hline)) * ph;
-        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.2f\" x2=\"%.1f\" y2=\"%.2f\" stroke=\"#555\" "
-                      "stroke-dasharray=\"2 3\"/>\n", left, y, left + pw, y);
+    // The bounds: dotted, each in the colour of the series it bounds.
+    for (int h = 0; h < p->n_hlines; h++) {
+        if (!usable(p, p->hline[h].y)) continue;
+        double y = ptop + (1 - axis_frac(&ay, p->hline[h].y)) * ph;
+        sb_printf(b, "<line class=\"bound\" data-value=\"%.6g\" x1=\"%.1f\" y1=\"%.2f\" x2=\"%.1f\" y2=\"%.2f\" "
+                      "stroke=\"%s\" stroke-dasharray=\"2 3\"/>\n",
+                   p->hline[h].y, left, y, left + pw, y, hline_color(p, h));
     }
     // The curves: one path each, broken where a point cannot be drawn.
     sb_printf(b, "<g fill=\"none\" stroke-width=\"1.5\" stroke-linejoin=\"round\">\n");
@@ -129,7 +141,10 @@ static void svg_panel(StrBuf *b, const Panel *p, const Axis *ax, double top, dou
     }
     sb_printf(b, "</g>\n");
     // Legend, right of the plot.
-    int rows = p->n + (usable(p, p->hline) ? 1 : 0) + (p->n_marks ? 2 : 0);
+    int n_bounds = 0, has_mark[2] = {0, 0};
+    for (int h = 0; h < p->n_hlines; h++) n_bounds += usable(p, p->hline[h].y);
+    for (int i = 0; i < p->n_marks; i++) has_mark[p->mark_kind[i] == 'F' ? 0 : 1] = 1;
+    int rows = p->n + n_bounds + has_mark[0] + has_mark[1];
     double lx = left + pw + 12, ly = ptop, lhei = 8 + 16 * rows;
     sb_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"white\" "
                   "stroke=\"#bbb\"/>\n", lx, ly, lwid, lhei);
@@ -143,18 +158,20 @@ static void svg_panel(StrBuf *b, const Panel *p, const Axis *ax, double top, dou
         xml_text(b, p->s[si].label);
         sb_printf(b, "</text>\n");
     }
-    if (usable(p, p->hline)) {
+    for (int h = 0; h < p->n_hlines; h++) {
+        if (!usable(p, p->hline[h].y)) continue;
         double y = ly + 14 + 16 * row++;
-        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#555\" "
+        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
                       "stroke-dasharray=\"2 3\"/>\n<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">",
-                   lx + 6, y - 4, lx + 30, y - 4, lx + 36, y);
-        xml_text(b, p->hline_label);
+                   lx + 6, y - 4, lx + 30, y - 4, hline_color(p, h), lx + 36, y);
+        xml_text(b, p->hline[h].label);
         sb_printf(b, "</text>\n");
     }
-    if (p->n_marks) {
+    {
         static const char *const what[2] = {"failing step", "excused step"};
         static const char *const col[2] = {"#d62728", "#ff9f1c"};
         for (int k = 0; k < 2; k++) {
+            if (!has_mark[k]) continue;
             double y = ly + 14 + 16 * row++;
             sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
                           "stroke-width=\"2\"/>\n<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%s</text>\n",
