@@ -309,12 +309,6 @@ void st_describe(const StTensor *t, char *out, size_t n) {
     if (k >= 0 && (size_t)k < n) snprintf(out + k, n - (size_t)k, "]");
 }
 
-// What a path that is not a regular file is, for the refusal.
-static const char *file_kind(mode_t m) {
-    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO (named pipe)" : S_ISCHR(m) ? "a character device"
-         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a regular file";
-}
-
 int safetensors_read_file(const char *path, StFile *f, unsigned char **buf, char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
     *buf = NULL;

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -154,6 +155,12 @@ void memory_check(double need, const char *what, const char *hint) {
     if (need > have)
         die(EXIT_USAGE, "not enough memory for %s: it needs about %.1f GiB, %.1f GiB are available; %s", what,
             need / 1073741824.0, have / 1073741824.0, hint);
+}
+
+const char *file_kind(unsigned mode) {
+    const mode_t m = (mode_t)mode;
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO (named pipe)" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a regular file";
 }
 
 // ---- Text for messages (issue 29) ----

@@ -41,6 +41,10 @@ double mem_available(void);
 // <what>: it needs about X GiB, Y GiB are available; <hint>".
 void memory_check(double need, const char *what, const char *hint);
 
+// What a file of st_mode `mode` is when it is not a regular file ("a
+// directory", "a FIFO (named pipe)", ...), for a refusal that names it.
+const char *file_kind(unsigned mode);
+
 // Monotonic wall clock in seconds.
 double now_seconds(void);
 

@@ -19,6 +19,7 @@ typedef struct {
     mg_tensor_info *ti;
     mg_batch *runs;     // run_steps' batches
     char *label;        // "plugin:PATH (name)"
+    char *name;         // the table's name, as it may reach a terminal (text_safe)
 } Plugin;
 
 static Plugin *P(Engine *e) { return (Plugin *)e; }
@@ -38,6 +39,7 @@ static void p_destroy(Engine *e) {
     free(p->ti);
     free(p->runs);
     free(p->label);
+    free(p->name);
     free(p);
 }
 
@@ -215,7 +217,8 @@ Engine *plugin_engine_create(const char *path, const EngineConfig *cfg, const do
     }
     const int logits = abi->get_logits && (offers & MG_OFFERS_LOGITS);
     const int moments = abi->get_moments && (offers & MG_OFFERS_MOMENTS);
-    p->ops = (EngineOps){.name = abi->name ? abi->name : "plugin", .destroy = p_destroy, .step = p_step,
+    p->name = xstrdup(abi->name ? name : "plugin");
+    p->ops = (EngineOps){.name = p->name, .destroy = p_destroy, .step = p_step,
                          .get_logits = logits ? p_logits : NULL, .get_grads = p_grads, .get_params = p_params,
                          .get_moments = moments ? p_moments : NULL, .set_state = p_set_state, .sample = p_sample,
                          .params_only = !(offers & MG_OFFERS_SET_MOMENTS),

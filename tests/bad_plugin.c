@@ -2,7 +2,8 @@
 // tests/test_hardening.c; built with -DBAD=1 (another ABI version), 2 (a
 // required entry NULL), 3 (the entry symbol missing), 4 (create refuses), 5
 // (step reports an error), 6 (sample returns a token past the vocabulary),
-// 7 (create refuses with a message that fills err without a NUL).
+// 7 (create refuses with a message that fills err without a NUL), 8 (a name
+// with a terminal escape sequence and a newline; otherwise a working engine).
 #include <microgpt/engine_abi.h>
 #include <stdio.h>
 #include <string.h>
@@ -66,6 +67,8 @@ MG_EXPORT const mg_engine_abi *microgpt_engine_abi_v1(void) {
     t.create = create_noting_vocab, t.sample = past_vocab;
 #elif BAD == 7
     t.create = unterminated;
+#elif BAD == 8
+    t.name = "evil\x1b[2J\nname";
 #endif
     return &t;
 }

@@ -12,11 +12,11 @@ $(BUILD)/tests/%: $(call obj,tests/%.c) $(TEST_HELPERS) $(LIB)
 
 # Broken engine plugins for tests/test_outside.c and tests/test_hardening.c
 # (tests/bad_plugin.c, one per -DBAD).
-BAD_PLUGINS := $(foreach i,1 2 3 4 5 6 7,$(BUILD)/tests/libbad_plugin$(i).so)
+BAD_PLUGINS := $(foreach i,1 2 3 4 5 6 7 8,$(BUILD)/tests/libbad_plugin$(i).so)
 $(BUILD)/tests/libbad_plugin%.so: tests/bad_plugin.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DBAD=$* $(PLUGIN_LDFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
-$(BUILD)/tests/test_outside $(BUILD)/tests/test_hardening: | $(BAD_PLUGINS)
+$(BUILD)/tests/test_outside $(BUILD)/tests/test_hardening $(BUILD)/tests/test_hostile: | $(BAD_PLUGINS)
 
 # Partial engine plugins for tests/test_partial.c (tests/partial_plugin.c,
 # one per -DPARTIAL): the CPU engine offering no logits, no moments, or a

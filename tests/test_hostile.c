@@ -342,6 +342,27 @@ Test(hostile, a_traces_engine_names_and_keys_reach_the_terminal_sanitized) {
     cr_expect_str_eq(text_safe_n("abcdef", (size_t)-1, 4), "abcd...");
 }
 
+// A plugin's name (its ABI table's) is text it controls: sanitized in the
+// summary, the trace and what the trace tools print from it.
+Test(hostile, a_plugins_name_reaches_the_terminal_sanitized, .timeout = 60) {
+    th_case_dir("plugin_name");
+    const char *t = th_case_path("t.json");
+    char eng[PATH_MAX];
+    snprintf(eng, sizeof eng, "scalar,plugin:%s/tests/libbad_plugin8.so", th_build_dir());
+    ThRun r = th_tool("compare", "--data", th_names_path(), "--engines", eng, "--steps", "2", "--trace", t, NULL);
+    cr_expect_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_expect(!has_control(r.out) && !has_control(r.err), "compare printed a plugin's control characters:\n%s%s", r.out,
+              r.err);
+    th_run_free(&r);
+    static const char *const cmds[2] = {"inspect", "export"};
+    for (int c = 0; c < 2; c++) {
+        r = c ? th_tool("trace", "export", "--csv", t, NULL) : th_tool("trace", "inspect", t, NULL);
+        cr_expect_eq(r.status, 0, "trace %s: %s", cmds[c], r.err);
+        cr_expect(!has_control(r.out), "trace %s printed the plugin's control characters:\n%s", cmds[c], r.out);
+        th_run_free(&r);
+    }
+}
+
 Test(hostile, a_key_twice_in_a_trace_or_a_safetensors_header_is_refused) {
     th_case_dir("dup");
     const char *t = th_case_path("t.json");

@@ -48,6 +48,7 @@ static void num(StrBuf *b, double x) {
 
 // A CSV field: quoted when it holds a comma, quote or newline.
 static void field(StrBuf *b, const char *s) {
+    s = text_safe(s);   // a name an engine chose: no escape sequences reach a terminal that shows the CSV
     if (!strpbrk(s, ",\"\n\r")) {
         sb_printf(b, "%s", s);
         return;

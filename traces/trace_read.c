@@ -85,12 +85,6 @@ static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...
     return -1;
 }
 
-// What a path that is not a regular file is, for the refusal.
-static const char *file_kind(mode_t m) {
-    return S_ISFIFO(m) ? "a FIFO (named pipe)" : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
-         : S_ISSOCK(m) ? "a socket" : "not a regular file";
-}
-
 #define MAX_TRACE_BYTES ((size_t)2 << 30)   // 2 GiB
 
 // The whole file, NUL-terminated; NULL with a message on failure. Only a
