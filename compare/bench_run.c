@@ -163,7 +163,19 @@ static void child_main(int fd, const Options *o, const BenchSize *z, const char 
             }
         }
         double *l = rep ? again : losses;
-        if (rep) e->ops->set_state(e, z->init, zeros, zeros);
+        if (rep && e->ops->params_only) {
+            // an engine that cannot take Adam's moments (a partial engine) starts
+            // each run afresh: a new engine from the initial weights (untimed)
+            e->ops->destroy(e);
+            e = engine_new(name, &cfg, z->init, err, sizeof err);
+            if (!e) {
+                h.status = ROW_FAILED;
+                snprintf(h.why, sizeof h.why, "creating it again for run %d: %s", rep + 1, err);
+                child_send(fd, &h, losses);
+            }
+        } else if (rep) {
+            e->ops->set_state(e, z->init, zeros, zeros);
+        }
         const double tw = now_seconds();
         for (int i = 0; i < W; i++) {
             l[i] = e->ops->step(e, &z->batches[i], i);
