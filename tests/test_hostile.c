@@ -279,6 +279,23 @@ Test(hostile, trace_export_reads_large_traces_in_linear_time, .timeout = 100) {
     run_subcommands(cmds, 1);
 }
 
+// plot --smooth N over many steps: linear in the steps whatever N (it was
+// steps x N: 200k steps at N 100k took minutes).
+Test(hostile, plot_smooth_is_linear_in_the_steps, .timeout = 120) {
+    th_case_dir("smooth");
+    const char *p = th_case_path("long.json");
+    FILE *f = fopen(p, "w");
+    cr_assert(f);
+    fprintf(f, "{\"format\": \"microgpt-trace\", \"version\": 1, \"kind\": \"train\", \"complete\": true, "
+               "\"engine\": {\"name\": \"scalar\"}, \"steps\": [");
+    for (int i = 0; i < 200000; i++) fprintf(f, "%s{\"step\": %d, \"loss\": %g}", i ? ", " : "", i + 1, 3.0 - 1e-6 * i);
+    fprintf(f, "]}\n");
+    fclose(f);
+    ThRun r = limited(30, "trace", "plot", "--smooth", "100000", p, NULL);
+    cr_expect_eq(r.status, 0, "exit %d (137: killed after 30 s)\n%.500s", r.status, r.err);
+    th_run_free(&r);
+}
+
 // ---- item 16: another program's text, repeated keys, sizes, long paths ----
 
 static int has_control(const char *s) {

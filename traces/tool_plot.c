@@ -394,18 +394,25 @@ static double step_grad_err(const TraceStep *s) {
     return best;
 }
 
-// Centred moving mean over the finite values of `win` steps.
+// Centred moving mean over the finite values of `win` steps: prefix sums,
+// so that a wide window costs no more than a narrow one (linear in steps).
 static void smooth_series(Series *s, const TraceData *d, int e, int win) {
-    for (int i = 0; i < s->n; i++) {
-        double sum = 0;
-        int n = 0;
-        for (int j = i - win / 2; j <= i + (win - 1) / 2; j++) {
-            if (j < 0 || j >= d->n_steps || !isfinite(d->steps[j].loss[e])) continue;
-            sum += d->steps[j].loss[e];
-            n++;
-        }
-        s->y[i] = isfinite(d->steps[i].loss[e]) && n ? sum / n : NAN;
+    const int n = d->n_steps;
+    double *sum = xcalloc((size_t)n + 1, sizeof *sum);
+    int *cnt = xcalloc((size_t)n + 1, sizeof *cnt);
+    for (int j = 0; j < n; j++) {
+        const double x = d->steps[j].loss[e];
+        sum[j + 1] = sum[j] + (isfinite(x) ? x : 0);
+        cnt[j + 1] = cnt[j] + (isfinite(x) != 0);
     }
+    for (int i = 0; i < s->n && i < n; i++) {
+        const int lo = i - win / 2 < 0 ? 0 : i - win / 2;
+        const int hi = i + (win - 1) / 2 >= n ? n - 1 : i + (win - 1) / 2;
+        const int k = cnt[hi + 1] - cnt[lo];
+        s->y[i] = isfinite(d->steps[i].loss[e]) && k ? (sum[hi + 1] - sum[lo]) / k : NAN;
+    }
+    free(sum);
+    free(cnt);
 }
 
 static void add_mark(Panel *p, double x, char kind) {
