@@ -357,15 +357,50 @@ int bench_view_plot(const cJSON *root, const char *svg, int width, int height) {
     return rc;
 }
 
-// The row of b with the same size, engine and precision as r, or NULL.
-static const cJSON *row_like(const cJSON *rows, const cJSON *r) {
-    const cJSON *x;
-    cJSON_ArrayForEach(x, rows) {
-        if (!strcmp(str(x, "size"), str(r, "size")) && !strcmp(str(x, "engine"), str(r, "engine")) &&
-            !strcmp(str(x, "precision"), str(r, "precision")))
-            return x;
+// Rows are matched by size, engine and precision through a hash index of
+// those keys (linear in the rows, however many a trace holds).
+typedef struct {
+    StrIndex ix;
+    char **keys;   // owned: the index points into them
+    const cJSON **rows;
+    int n;
+} RowIndex;
+
+static char *row_key(const cJSON *r) {
+    const char *z = str(r, "size"), *e = str(r, "engine"), *p = str(r, "precision");
+    const size_t n = strlen(z) + strlen(e) + strlen(p) + 3;
+    char *k = xmalloc(n);
+    snprintf(k, n, "%s\x1f%s\x1f%s", z, e, p);
+    return k;
+}
+
+static void row_index(const cJSON *rows, RowIndex *x) {
+    memset(x, 0, sizeof *x);
+    const int n = cJSON_GetArraySize(rows);
+    x->keys = xcalloc((size_t)n + 1, sizeof *x->keys);
+    x->rows = xcalloc((size_t)n + 1, sizeof *x->rows);
+    const cJSON *r;
+    cJSON_ArrayForEach(r, rows) {
+        x->keys[x->n] = row_key(r);
+        x->rows[x->n] = r;
+        strindex_put(&x->ix, x->keys[x->n], x->n);   // a repeated row: the first one, as before
+        x->n++;
     }
-    return NULL;
+}
+
+static void row_index_free(RowIndex *x) {
+    for (int i = 0; i < x->n; i++) free(x->keys[i]);
+    free(x->keys);
+    free(x->rows);
+    strindex_free(&x->ix);
+}
+
+// The row of the index with the same size, engine and precision as r, or NULL.
+static const cJSON *row_like(const RowIndex *x, const cJSON *r) {
+    char *k = row_key(r);
+    const int i = strindex_get(&x->ix, k);
+    free(k);
+    return i >= 0 ? x->rows[i] : NULL;
 }
 
 static int verdict_rank(const char *v) {
@@ -390,9 +425,12 @@ int bench_view_diff(const cJSON *a, const cJSON *b, double slower_tol) {
            "are not judged\n", 100 * BENCH_CI_LEVEL, 1 + slower_tol, 1 / (1 + slower_tol), slower_tol, BENCH_CI_MIN_RUNS);
     printf("%-8s %-24s %-5s %-26s %-26s %8s  %s\n", "size", "engine", "prec", "A ms (95% CI)", "B ms (95% CI)", "B/A", "");
     int worse = 0, slower = 0, faster = 0, same = 0, within = 0, unjudged = 0, missing = 0;
+    RowIndex ia, ib;
+    row_index(ra, &ia);
+    row_index(rb, &ib);
     const cJSON *r;
     cJSON_ArrayForEach(r, ra) {
-        const cJSON *q = row_like(rb, r);
+        const cJSON *q = row_like(&ib, r);
         const RowTimes ta = row_times(r), tb = q ? row_times(q) : (RowTimes){NAN, NAN, NAN, NAN, NAN, 0};
         const double ma = ta.med, mb = tb.med, ratio = mb / ma;
         char note[96] = "";
@@ -428,8 +466,10 @@ int bench_view_diff(const cJSON *a, const cJSON *b, double slower_tol) {
                fmt_med_ci(&ta), fmt_med_ci(&tb), fnum("%.3fx", ratio), note, v);
     }
     cJSON_ArrayForEach(r, rb) {
-        if (!row_like(ra, r)) printf("%-8s %-24.24s %-5s only in B\n", str(r, "size"), str(r, "engine"), str(r, "precision"));
+        if (!row_like(&ia, r)) printf("%-8s %-24.24s %-5s only in B\n", str(r, "size"), str(r, "engine"), str(r, "precision"));
     }
+    row_index_free(&ia);
+    row_index_free(&ib);
     printf("%d slower, %d faster, %d with no significant change, %d changed by less than the tolerance, %d not judged "
            "(too few runs), %d with a worse verdict, %d missing in B\n", slower, faster, same, within, unjudged, worse,
            missing);
