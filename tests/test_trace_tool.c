@@ -1218,3 +1218,25 @@ Test(trace_number, round_trips_through_a_trace_file) {
     // trace_commit renamed its temporary file: nothing else is left.
     cr_assert_eq(rmdir(dir), 0, "%s is not empty after the commit", dir);
 }
+
+// trace plot ends the same way for every kind of trace on the same
+// condition: an --svg path that cannot be an output is a usage error (2), a
+// write that fails (a full disk) is 1.
+Test(trace_tool, plot_exit_codes_are_the_same_for_every_kind, .timeout = 120) {
+    th_case_dir("plot_exits");
+    const char *train = th_case_path("train.json"), *bench = th_case_path("bench.json");
+    ThRun r = th_tool("microgpt", "--data", th_names_path(), "--steps", "5", "--samples", "0", "--trace", train, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    th_run_free(&r);
+    r = th_tool("compare", "--bench", "--data", th_names_path(), "--engines", "cpu", "--sizes", "b1", "--steps", "12",
+                "--warmup", "2", "--repeats", "2", "--quiet", "--trace", bench, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    th_run_free(&r);
+    const char *traces[2] = {train, bench};
+    for (int k = 0; k < 2; k++) {
+        th_expect_status(th_tool("trace", "plot", traces[k], "--svg", "/nonexistent-dir/x.svg", NULL), 2,
+                         "does not exist", traces[k]);
+        th_expect_status(th_tool("trace", "plot", traces[k], "--svg", "/dev/full", NULL), 1, "could not write the file",
+                         traces[k]);
+    }
+}

@@ -346,8 +346,13 @@ int bench_view_plot(const cJSON *root, const char *svg, int width, int height) {
     char err[512];
     int rc = 0;
     OutFile out;
-    if (outfile_open(&out, svg, err, sizeof err) || outfile_write(&out, o.s, o.n, err, sizeof err)) {
-        fprintf(stderr, "%s: --svg %s: %s\n", prog_name(), svg, err);
+    // as trace plot of the other kinds: a path that cannot be an output is a
+    // usage error (2), a write that fails is exit 1
+    if (outfile_open(&out, svg, err, sizeof err)) {
+        fprintf(stderr, "%s: --svg %s: %s\n", prog_name(), path_short(svg), err);
+        rc = EXIT_USAGE;
+    } else if (outfile_write(&out, o.s, o.n, err, sizeof err)) {
+        fprintf(stderr, "%s: --svg %s: could not write the file: %s\n", prog_name(), path_short(svg), err);
         rc = EXIT_MISMATCH;
     } else {
         printf("wrote %s (%d series over %d sizes)\n", svg, c->n_series, c->n_sizes);
