@@ -596,7 +596,7 @@ int bench_main(Options *o) {
             timed |= sr->rows[i].status == ROW_OK;
         }
         // keep what the report needs; the documents and batches can go
-        for (int i = 0; i < z->s.steps; i++) batch_free(&z->batches[i]);
+        for (int i = 0; z->batches && i < z->s.steps; i++) batch_free(&z->batches[i]);
         free(z->batches);
         z->batches = NULL;
     }

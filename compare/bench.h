@@ -74,6 +74,9 @@ int bench_sizes_parse(const char *list, const Settings *base, BenchSize *sizes, 
 // Load the data, build the documents (packed unless raw), shuffle, draw the
 // initial weights and make every step's batch; exits 2 on bad data.
 void bench_size_prepare(BenchSize *z, int raw_docs);
+// Every step's batch (z->batches), built once, when the first engine that
+// fits runs (exit 2 when they alone cannot fit in memory).
+void bench_size_batches(BenchSize *z);
 void bench_size_free(BenchSize *z);
 // Bytes of host memory engine `name` needs for size z (an estimate, to
 // refuse what cannot fit).
@@ -83,7 +86,7 @@ double bench_host_bytes_estimate(const char *name, const BenchSize *z, Precision
 // Time engine `name` at precision p on size z in a child process (so that
 // its peak memory is its own and a runaway run can be stopped): `fault` is
 // injected, o gives repeats, warm-up and budget. Fills row.
-void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Precision p, Fault fault,
+void bench_run_engine(const Options *o, BenchSize *z, const char *name, Precision p, Fault fault,
                       BenchRow *row);
 // The PyTorch baseline on size z at precision p, in this order: the CUDA
 // graph of the eager step ("torch-graph"), the CUDA graph of the
@@ -91,7 +94,7 @@ void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Pr
 // ("torch-eager"). Every row is skipped with the reason where torch or a GPU
 // is missing. Fills rows[0 ..] and returns how many (at most BENCH_TORCH_ROWS).
 #define BENCH_TORCH_ROWS 3
-int bench_run_torch(const Options *o, const BenchSize *z, Precision p, const char *workdir,
+int bench_run_torch(const Options *o, BenchSize *z, Precision p, const char *workdir,
                     BenchRow rows[BENCH_TORCH_ROWS]);
 // --torch-compile default|max-autotune|off (cli.c): torch_baseline.py's
 // --compile-mode; default until set. 0, or -1 for a value it does not know.

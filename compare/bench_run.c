@@ -362,7 +362,7 @@ static void engine_body(int fd, void *ctx) {
     child_main(fd, j->o, j->z, j->name, j->p, j->fault);
 }
 
-void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Precision p, Fault fault,
+void bench_run_engine(const Options *o, BenchSize *z, const char *name, Precision p, Fault fault,
                       BenchRow *row) {
     memset(row, 0, sizeof *row);
     snprintf(row->engine, sizeof row->engine, "%s", name);
@@ -375,6 +375,7 @@ void bench_run_engine(const Options *o, const BenchSize *z, const char *name, Pr
                  avail / (1 << 30));
         return;
     }
+    bench_size_batches(z);   // the first engine that fits builds them (their bytes were in its estimate)
     EngineJob job = {o, z, name, p, fault};
     Child c = spawn(engine_body, &job, 0);
     // engines on the host clock stop timing at the budget; a step that
@@ -641,7 +642,7 @@ static int torch_rows_init(BenchRow rows[BENCH_TORCH_ROWS], Precision p) {
     return n;
 }
 
-int bench_run_torch(const Options *o, const BenchSize *z, Precision p, const char *workdir,
+int bench_run_torch(const Options *o, BenchSize *z, Precision p, const char *workdir,
                     BenchRow rows[BENCH_TORCH_ROWS]) {
     const int nr = torch_rows_init(rows, p);
     char script[4200], err[512];
@@ -652,6 +653,7 @@ int bench_run_torch(const Options *o, const BenchSize *z, Precision p, const cha
     char in[4300], out[4300];
     snprintf(in, sizeof in, "%s/%s-%s.safetensors", workdir, z->name, precision_name(p));
     snprintf(out, sizeof out, "%s/%s-%s.json", workdir, z->name, precision_name(p));
+    bench_size_batches(z);   // PyTorch trains on the same batches
     if (export_size(z, p, in, err, sizeof err)) {
         torch_skip(rows, nr, ROW_FAILED, err);
         return nr;

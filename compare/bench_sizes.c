@@ -207,25 +207,22 @@ static char *pack_text(const Dataset *raw, int block_size, size_t *len, int *n_l
     return text;
 }
 
-static double flops_per_step(const BenchSize *z) {
-    const ModelShape *m = &z->L.shape;
+// The forward's flops of one batch: the products (qkv, wo, the MLP 4C wide
+// and lm_head, 2 flops a multiply-add) and the attention (scores and the
+// weighted sum over the keys, head_dim each).
+static double batch_fwd_flops(const ModelShape *m, const Batch *b) {
     const double C = m->n_embd, KV = (double)m->n_kv_head * m->head_dim, V = m->vocab_size, L = m->n_layer;
-    double fwd = 0;
-    for (int i = 0; i < z->s.steps; i++) {
-        const Batch *b = &z->batches[i];
-        double N = 0, pairs = 0;   // positions, and (query, key) pairs of the causal attention
-        for (int d = 0; d < b->B; d++) {
-            N += b->n[d];
-            pairs += 0.5 * b->n[d] * (b->n[d] + 1.0);
-        }
-        // products: qkv, wo, the MLP (4C wide) and lm_head, 2 flops a multiply-add;
-        // attention: scores and the weighted sum over the keys, head_dim each
-        fwd += L * (2 * N * C * (C + 2 * KV) + 2 * N * C * C + 2 * 2 * N * C * 4 * C + 2 * 2 * C * pairs) +
-              2 * N * C * V;
+    double N = 0, pairs = 0;   // positions, and (query, key) pairs of the causal attention
+    for (int d = 0; d < b->B; d++) {
+        N += b->n[d];
+        pairs += 0.5 * b->n[d] * (b->n[d] + 1.0);
     }
-    // backward: two products per forward product (input and weight gradients);
-    // Adam: about 10 flops a parameter
-    return 3 * fwd / z->s.steps + 10.0 * (double)z->L.n_params;
+    return L * (2 * N * C * (C + 2 * KV) + 2 * N * C * C + 2 * 2 * N * C * 4 * C + 2 * 2 * C * pairs) + 2 * N * C * V;
+}
+
+// Bytes of every step's batch: (B, T+1) tokens and two (B) arrays a step.
+static double batches_bytes(const BenchSize *z) {
+    return (double)z->s.steps * ((double)z->s.batch * (z->s.block_size + 3) * sizeof(int) + sizeof(Batch));
 }
 
 void bench_size_prepare(BenchSize *z, int raw_docs) {
@@ -260,21 +257,31 @@ void bench_size_prepare(BenchSize *z, int raw_docs) {
     layout_init(&z->L, &m);
     z->init = xmalloc(z->L.n_params * sizeof *z->init);
     params_init(&z->L, &rng, z->s.init_std, z->init);
-    // every step's batch is built before any engine runs: at most (B, T+1)
-    // tokens and two (B) arrays a step, checked before they are allocated
+    // positions and flops a step from the batches drawn one at a time: the
+    // batches themselves are built only for an engine that fits
+    // (bench_size_batches)
+    Batch b = {0};
+    double pos = 0, fwd = 0;
+    for (int i = 0; i < z->s.steps; i++) {
+        batch_make(&b, &z->d, i, z->s.batch, z->s.block_size);
+        for (int d = 0; d < z->s.batch; d++) pos += b.n[d];
+        fwd += batch_fwd_flops(&m, &b);
+    }
+    batch_free(&b);
+    z->positions = pos / z->s.steps;
+    // backward: two products per forward product (input and weight
+    // gradients); Adam: about 10 flops a parameter
+    z->flops = 3 * fwd / z->s.steps + 10.0 * (double)z->L.n_params;
+}
+
+void bench_size_batches(BenchSize *z) {
+    if (z->batches) return;
     char what[160];
     snprintf(what, sizeof what, "size %s's batches (%d steps of batch %d, block %d)", z->name, z->s.steps, z->s.batch,
              z->s.block_size);
-    memory_check((double)z->s.steps * ((double)z->s.batch * (z->s.block_size + 3) * sizeof(int) + sizeof(Batch)),
-                 what, "give fewer --steps or a smaller batch");
+    memory_check(batches_bytes(z), what, "give fewer --steps or a smaller batch");
     z->batches = xcalloc((size_t)z->s.steps, sizeof *z->batches);
-    double pos = 0;
-    for (int i = 0; i < z->s.steps; i++) {
-        batch_make(&z->batches[i], &z->d, i, z->s.batch, z->s.block_size);
-        for (int d = 0; d < z->s.batch; d++) pos += z->batches[i].n[d];
-    }
-    z->positions = pos / z->s.steps;
-    z->flops = flops_per_step(z);
+    for (int i = 0; i < z->s.steps; i++) batch_make(&z->batches[i], &z->d, i, z->s.batch, z->s.block_size);
 }
 
 void bench_size_free(BenchSize *z) {
@@ -293,16 +300,19 @@ double bench_host_bytes_estimate(const char *name, const BenchSize *z, Precision
     const double C = m->n_embd, V = m->vocab_size, L = m->n_layer;
     const double T = m->block_size, B = z->s.batch, P = (double)z->L.n_params;
     const double real = p == PREC_FP64 ? 8 : 4;
+    // the batches every run reads, while they are not built yet (once built,
+    // the memory available has them counted)
+    const double batches = z->batches ? 0 : batches_bytes(z);
     // the engines' own estimates (the scalar engine's graph: 1.1-1.3x its measured peak)
-    if (!strcmp(name, "scalar")) return scalar_engine_bytes(&z->L, &z->d, z->s.batch, z->s.steps);
-    if (engine_cpu_order(name) != ORDER_NUM) return cpu_engine_bytes(m, z->L.n_params, z->s.batch, p);
+    if (!strcmp(name, "scalar")) return batches + scalar_engine_bytes(&z->L, &z->d, z->s.batch, z->s.steps);
+    if (engine_cpu_order(name) != ORDER_NUM) return batches + cpu_engine_bytes(m, z->L.n_params, z->s.batch, p);
     if (!strcmp(name, "cuda") || engine_cuda_path(name)) {
         // pinned transfer buffers (the device memory is checked by the engine itself)
         const double rows = B * T;
         double x = P;
         if (rows * V > x) x = rows * V;
         if (L * rows * 4 * C > x) x = L * rows * 4 * C;
-        return real * (x + rows) + 8 * P * 2;
+        return batches + real * (x + rows) + 8 * P * 2;
     }
     return NAN;
 }
