@@ -34,8 +34,16 @@ int main(int argc, char **argv) {
     cli_parse(&o, argc, argv);
     outputs_check(&o);
     if (o.bench) return bench_main(&o) ? EXIT_MISMATCH : 0;
-    if (o.export_dir) return export_main(&o);
-    if (o.against) return against_main(&o) ? EXIT_MISMATCH : 0;
+    if (o.export_dir) {
+        const int rc = export_main(&o);
+        stdout_check();   // its report lost is not a success
+        return rc;
+    }
+    if (o.against) {
+        const int failed = against_main(&o);
+        stdout_check();   // the verdict's text lost is not a success (exit 1)
+        return failed ? EXIT_MISMATCH : 0;
+    }
     Run r;
     run_setup(&r, &o);
     for (int k = 0; k < 2; k++) r.e[k] = run_make_engine(&r, k);
