@@ -5,6 +5,17 @@
 
 #include <stddef.h>
 
+// Defined in a build with AddressSanitizer (make test SANITIZE=1), which
+// reserves terabytes of address space: tests that limit it (ulimit -v,
+// RLIMIT_AS) cannot run there.
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
 // Path of data/names.txt; fails the test (with a message saying how to get
 // it) if it is missing.
 const char *th_names_path(void);

@@ -278,14 +278,6 @@ Test(cli, timeline_has_every_phase_of_every_step) {
 
 // Not enough memory (here a 100 MB address-space limit) is exit 2 with the
 // estimate, and the trace is still written, marked incomplete with the reason.
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-
 Test(cli, out_of_memory_still_writes_the_trace) {
 #ifdef UNDER_ASAN
     cr_skip_test("AddressSanitizer reserves more address space than the limit this test sets");

@@ -25,14 +25,6 @@
 #include "helpers.h"
 #include "traces/trace_read.h"
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#endif
 
 // The tools run under `timeout -s KILL seconds`, so that a tool that blocks
 // or reads forever (what these tests catch) fails its test instead of
