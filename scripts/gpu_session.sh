@@ -24,8 +24,8 @@
 #    and the fused step's phase profile at b1 and b256;
 # 5. --calibrate SECONDS: from the build on, beside the checks at a lower
 #    priority (nice), the GPU family's calibration runs (scripts/calibrate.py
-#    measure --family gpu) until SECONDS after the start, their summary
-#    (calibrate.py reduce) to DIR/measured-gpu.json (runs already in
+#    measure --family gpu) until 90 s before SECONDS after the start, then
+#    their summary (calibrate.py reduce) to DIR/measured-gpu.json (runs already in
 #    build/calibration/raw-gpu are kept: a second call on the same machine
 #    continues); --calibrate-only SECONDS: the build and that alone.
 # --quick: for a short lease, the engine and its kernel tests alone: test_gpu,
@@ -85,10 +85,12 @@ targets="all build/test_gpu build/test_attn_emu"
 # shellcheck disable=SC2086
 step build 240 make -j16 $targets || { tail -n 30 "$logs/build.log"; exit 1; }
 if [ "$calib" != 0 ]; then   # until $calib seconds after this script started; below the checks' priority
-  left=$((calib - SECONDS))
+  # the summary (calibrate.py reduce, below) takes about a second per 5 runs
+  # (297 runs: 65 s): the runs stop 90 s before --calibrate's time
+  left=$((calib - SECONDS - 90))
   mkdir -p build/calibration/raw-gpu
   ( if [ $left -gt 30 ]; then
-      step calibrate $((left + 30)) nice -n 19 python3 scripts/calibrate.py measure --family gpu --jobs 15 \
+      step calibrate $((left + 15)) nice -n 19 python3 scripts/calibrate.py measure --family gpu --jobs 15 \
         --deadline "$left" --python python3
       echo $? >"$logs/calibrate.rc"
     else
@@ -230,7 +232,8 @@ if [ "$calib" != 0 ]; then
   wait "$cpid"
   results+=("calibrate|$(cat "$logs/calibrate.rc" 2>/dev/null || echo 1)|-")
   # the runs are too large to bring back (~2 MB each): their summary is not
-  python3 scripts/calibrate.py reduce --family gpu --out "$out/measured-gpu.json" &&
+  timeout $((end + 25 - SECONDS > 10 ? end + 25 - SECONDS : 10)) \
+    python3 scripts/calibrate.py reduce --family gpu --out "$out/measured-gpu.json" &&
     echo "calibration summary: $out/measured-gpu.json"
 fi
 
