@@ -11,7 +11,9 @@ written by hand (no autograd). compare runs it as a process engine:
         --precision fp32 --steps 5        # no GPU: Triton's interpreter runs the kernels with numpy
 
 --precision fp32 or fp64 (the same kernels in either dtype); the
-mixed-precision recipes (bf16, fp16, tf32) are refused. Besides what
+mixed-precision recipes (bf16, fp16, tf32) are refused. --loss doc-mean (the
+original's: the mean over documents of each document's mean) or token-mean
+(the mean over all the batch's real positions, F.cross_entropy's). Besides what
 numpy_engine.py answers, it answers get "activations": every op's forward
 output (acts/<op>) and the loss's gradient with respect to it (dacts/<op>),
 the ops of the ACTIVATIONS table below.
@@ -50,6 +52,9 @@ PLANTED_BUGS = {
     "attn-bwd-dq": "attn_bwd_kernel: dq misses the 1/sqrt(head_dim) of the scores",
     "attn-bwd-dkv": "attn_bwd_kernel: dv = P dO instead of P^T dO",
     "ce-grad": "cross_entropy_kernel: dlogits misses the 1/n[b] of the document mean (the loss is right)",
+    "token-mean-doc-grad": "cross_entropy_kernel: with --loss token-mean, dlogits keep the document mean's weights "
+                           "1/(n[b] B) instead of 1/sum(n) (the loss is the token mean; visible only at batch > 1 "
+                           "with documents of different lengths)",
     "relu-bwd": "relu_bwd_kernel: the gate tests the incoming gradient (dy > 0) instead of the input",
     "adam-v": "adam_kernel: v bias-corrected with 1 - beta1^(s+1) instead of 1 - beta2^(s+1)",
     "gqa-kv-index": "attn kernels: query head h reads kv head h % n_kv_head instead of h // (n_head/n_kv_head) "
@@ -178,8 +183,8 @@ class TritonEngine:
                              "mixed-precision recipe of docs/mixed_precision.md)" % cfg["precision"])
         if cfg["fault"] != "none":
             raise ValueError("this engine has no injected faults (it has --plant-bug)")
-        if cfg.get("loss", "doc-mean") != "doc-mean":
-            raise ValueError("the Triton engine computes the original's loss (doc-mean) only, not %s" % cfg["loss"])
+        if cfg.get("loss", "doc-mean") not in ("doc-mean", "token-mean"):
+            raise ValueError("the Triton engine computes the loss doc-mean or token-mean, not %s" % cfg["loss"])
         if not attention_fits(cfg["block_size"], cfg["head_dim"]):
             raise ValueError("the attention kernels keep one document in one tile: block_size <= 128, head_dim <= 64 "
                              "and block_size x head_dim <= 4096, each rounded up to a power of two >= 16 (got %d and "
@@ -210,6 +215,7 @@ class TritonEngine:
             torch.cuda.get_device_name(self.dev) if self.dev.type == "cuda" else "cpu", triton.__version__,
             " interpreter" if device == "cpu" else "", torch.__version__)
         self.cfg = cfg
+        self.token_mean = cfg.get("loss", "doc-mean") == "token-mean"
         self.dt = {"fp64": torch.float64, "fp32": torch.float32}[cfg["precision"]]
         self.out_dtype = {"fp64": "F64", "fp32": "F32"}[cfg["precision"]]
         self.bugs = {name: name == bug for name in PLANTED_BUGS}
@@ -324,7 +330,8 @@ class TritonEngine:
         tokens, n = self._batch(data)
         B, T = tokens.shape[0], tokens.shape[1] - 1
         logits, acts, saved = self._forward(tokens, n)
-        loss, dlogits = self.K.cross_entropy(logits, tokens, n, self.bugs["ce-grad"])
+        loss, dlogits = self.K.cross_entropy(logits, tokens, n, self.bugs["ce-grad"], self.token_mean,
+                                             self.bugs["token-mean-doc-grad"])
         dacts = self._backward(dlogits, acts, saved, B, T)
         hyper = self.K.adam_hyper(c["beta1"], c["beta2"], c["eps"], c["lr"] * (1 - step / c["steps"]), step, self.dt,
                                   self.dev)

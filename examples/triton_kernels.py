@@ -268,11 +268,15 @@ def attn_bwd_kernel(q_ptr, k_ptr, v_ptr, probs_ptr, dout_ptr, consts_ptr, dscore
 # ---- softmax cross-entropy ----
 
 @triton.jit
-def cross_entropy_kernel(logits_ptr, tokens_ptr, n_ptr, nll_ptr, dlogits_ptr, M, T, V, B,
-                         BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BUG: tl.constexpr):
+def cross_entropy_kernel(logits_ptr, tokens_ptr, n_ptr, w_all_ptr, nll_ptr, dlogits_ptr, M, T, V, B,
+                         BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, TOKEN_MEAN: tl.constexpr, BUG: tl.constexpr,
+                         BUG_TM: tl.constexpr):
     """Per position: nll = logsumexp(logits) - logits[target], and
-    dlogits = (softmax - onehot) / (n[b] B), the gradient of the mean over
-    documents of each document's mean. Padded positions (t >= n[b]) get 0."""
+    dlogits = (softmax - onehot) w: w = 1/(n[b] B), the gradient of the mean
+    over documents of each document's mean (doc-mean), or with TOKEN_MEAN
+    w = 1/sum(n) (w_all_ptr[0], formed on the host in float64), the gradient
+    of the mean over all the batch's real positions. Padded positions
+    (t >= n[b]) get 0."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_V)
     row_ok = rows < M
@@ -292,7 +296,13 @@ def cross_entropy_kernel(logits_ptr, tokens_ptr, n_ptr, nll_ptr, dlogits_ptr, M,
     if BUG:
         w = _div(1.0, tl.cast(B, x.dtype))  # planted: the 1/n[b] of the document mean forgotten in the backward
     else:
-        w = _div(1.0, (n_b * B).to(x.dtype))
+        if TOKEN_MEAN:
+            if BUG_TM:
+                w = _div(1.0, (n_b * B).to(x.dtype))  # planted: the token mean's loss with the doc mean's weights
+            else:
+                w = tl.zeros([BLOCK_M], dtype=x.dtype) + tl.load(w_all_ptr)
+        else:
+            w = _div(1.0, (n_b * B).to(x.dtype))
     w = tl.where(real, w, 0.0)
     tl.store(dlogits_ptr + rows[:, None] * V + cols[None, :], tl.where(onehot, prob - 1.0, prob) * w[:, None],
              mask=m2)
@@ -300,18 +310,28 @@ def cross_entropy_kernel(logits_ptr, tokens_ptr, n_ptr, nll_ptr, dlogits_ptr, M,
 
 @triton.jit
 def loss_kernel(nll_ptr, n_ptr, loss_ptr, B, T, B_CHUNKS: tl.constexpr, BLOCK_B: tl.constexpr,
-                BLOCK_T: tl.constexpr):
-    """loss = mean over documents of (sum of the document's nll / n[b]); one program."""
+                BLOCK_T: tl.constexpr, TOKEN_MEAN: tl.constexpr):
+    """loss = mean over documents of (sum of the document's nll / n[b])
+    (doc-mean), or with TOKEN_MEAN the sum of every nll / sum(n); one program.
+    (Padded positions hold nll 0.)"""
     docs = tl.arange(0, BLOCK_B)
     t = tl.arange(0, BLOCK_T)
     acc = tl.zeros([BLOCK_B], dtype=nll_ptr.dtype.element_ty)
+    count = tl.zeros([BLOCK_B], dtype=tl.int32)  # token-mean: the real positions
     for chunk in range(B_CHUNKS):  # a constexpr bound (module docstring: Loops)
         bb = chunk * BLOCK_B + docs
         m2 = (bb < B)[:, None] & (t < T)[None, :]
         nll = tl.load(nll_ptr + bb[:, None] * T + t[None, :], mask=m2, other=0.0)
-        n_b = tl.load(n_ptr + bb, mask=bb < B, other=1).to(acc.dtype)
-        acc += _div(tl.sum(nll, axis=1), n_b)
-    tl.store(loss_ptr, _div(tl.sum(acc, axis=0), tl.cast(B, acc.dtype)))
+        if TOKEN_MEAN:
+            acc += tl.sum(nll, axis=1)
+            count += tl.load(n_ptr + bb, mask=bb < B, other=0)
+        else:
+            n_b = tl.load(n_ptr + bb, mask=bb < B, other=1).to(acc.dtype)
+            acc += _div(tl.sum(nll, axis=1), n_b)
+    if TOKEN_MEAN:
+        tl.store(loss_ptr, _div(tl.sum(acc, axis=0), tl.sum(count, axis=0).to(acc.dtype)))
+    else:
+        tl.store(loss_ptr, _div(tl.sum(acc, axis=0), tl.cast(B, acc.dtype)))
 
 
 # ---- ReLU ----
@@ -444,20 +464,27 @@ def attn_bwd(q, k, v, probs, dout, consts, B, T, NH, NKV, HS, bugs):
     return dscores, dprobs, dq, dk, dv
 
 
-def cross_entropy(logits, tokens, n, bug=False):
-    """logits (B*T,V) -> loss (a 1-element tensor), dlogits (B*T,V)"""
+def cross_entropy(logits, tokens, n, bug=False, token_mean=False, bug_token_mean=False):
+    """logits (B*T,V) -> loss (a 1-element tensor), dlogits (B*T,V); the loss
+    doc-mean, or with token_mean the mean over all sum(n) real positions"""
     B, T = tokens.shape[0], tokens.shape[1] - 1
     M, V = logits.shape
     nll = torch.empty(M, dtype=logits.dtype, device=logits.device)
     dlogits = torch.empty_like(logits)
+    # token-mean's weight 1/sum(n), in float64 on the host and then the run's
+    # dtype, as the reference forms it (a float written in a kernel is fp32)
+    n_all = int(n.sum().item()) if token_mean else 0
+    w_all = torch.tensor([1.0 / n_all if n_all else 0.0], dtype=torch.float64).to(logits.device, logits.dtype)
     BV = _pow2(V)
     BM = _rows_per_program(BV)
-    cross_entropy_kernel[(triton.cdiv(M, BM),)](logits, tokens, n, nll, dlogits, M, T, V, B,
-                                                BLOCK_M=BM, BLOCK_V=BV, BUG=bug)
+    cross_entropy_kernel[(triton.cdiv(M, BM),)](logits, tokens, n, w_all, nll, dlogits, M, T, V, B,
+                                                BLOCK_M=BM, BLOCK_V=BV, TOKEN_MEAN=token_mean, BUG=bug,
+                                                BUG_TM=bug_token_mean)
     loss = torch.empty(1, dtype=logits.dtype, device=logits.device)
     BT = _pow2(T)
     BB = max(1, min(64, 4096 // BT))
-    loss_kernel[(1,)](nll, n, loss, B, T, B_CHUNKS=triton.cdiv(B, BB), BLOCK_B=BB, BLOCK_T=BT)
+    loss_kernel[(1,)](nll, n, loss, B, T, B_CHUNKS=triton.cdiv(B, BB), BLOCK_B=BB, BLOCK_T=BT,
+                      TOKEN_MEAN=token_mean)
     return loss, dlogits
 
 

@@ -9,7 +9,9 @@
 //      weight gradients both as one cuBLAS product and split-K (a short last
 //      chunk, a scratch that holds fewer chunks, two runs the same bits);
 //   2. the engine against the CPU engine, in lockstep over several steps
-//      (batches up to 32 x 16 rows: its weight gradients split-K);
+//      (batches up to 32 x 16 rows: its weight gradients split-K), and
+//      under --loss token-mean on each path (token_mean_vs_cpu; the
+//      cross-entropy kernel is checked in both losses in 1.);
 //   3. determinism: two engines from the same initial weights give the same
 //      bits over several steps (graph replay included), and so does an
 //      engine without CUDA graphs;
@@ -33,6 +35,7 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -100,8 +103,8 @@ using namespace mgpt;
     }                                                                                                          \
     static void ref_residual_forward(R *o, const R *a, const R *b, size_t c) { residual_forward_##sfx(o, a, b, c); } \
     static double ref_crossentropy(R *dl, R *losses, const R *logits, const int *tok, const int *n, int B,     \
-                                   int T, int V) {                                                             \
-        return crossentropy_forward_backward_##sfx(dl, losses, logits, tok, n, B, T, V, 0);                       \
+                                   int T, int V, bool token_mean) {                                            \
+        return crossentropy_forward_backward_##sfx(dl, losses, logits, tok, n, B, T, V, token_mean);              \
     }                                                                                                          \
     static void ref_adam(R *p, const R *g, R *m, R *v, size_t c, double lr, double b1, double b2, double eps,  \
                          int step) {                                                                           \
@@ -724,22 +727,27 @@ template <typename real> static void test_relu(const Shape &s, Rng &r) {
     }
 }
 
+// doc-mean (weights 1/(n[b]*B)) and token-mean (1/sum(n)), each against layers.c's
 template <typename real> static void test_crossentropy(const Shape &s, Rng &r) {
     const int B = s.B, T = s.T, V = s.V, N = s.N();
-    const std::vector<int> n = make_lengths(r, B, T), tok = make_tokens(r, n, T, V);
-    const std::vector<real> logits = randn<real>(r, (size_t)N * V, 3.0);
-    DevBuf<int> d_n(n), d_tok(tok);
-    DevBuf<real> d_logits(logits), d_dl((size_t)N * V), d_losses((size_t)N);
-    std::vector<real> dl((size_t)N * V), losses((size_t)N);
-    d_dl.poison();
-    d_losses.poison();
-    crossentropy_forward_backward(ST, d_dl.p, d_losses.p, d_logits.p, d_tok.p, d_n.p, B, T, V);
-    const double loss = ref_crossentropy(dl.data(), losses.data(), logits.data(), tok.data(), n.data(), B, T, V);
-    check("crossentropy_forward_backward", "dlogits", s, d_dl.down(), dl);
-    const std::vector<real> gl = d_losses.down();
-    check("crossentropy_forward_backward", "losses", s, gl, losses);
-    const real gmean = (real)crossentropy_mean(gl.data(), n.data(), B, T), rmean = (real)loss;
-    check("crossentropy_forward_backward", "mean loss", s, &gmean, &rmean, 1);
+    for (const bool token_mean : {false, true}) {
+        const char *kernel = token_mean ? "crossentropy (token-mean)" : "crossentropy_forward_backward";
+        const std::vector<int> n = make_lengths(r, B, T), tok = make_tokens(r, n, T, V);
+        const std::vector<real> logits = randn<real>(r, (size_t)N * V, 3.0);
+        DevBuf<int> d_n(n), d_tok(tok);
+        DevBuf<real> d_logits(logits), d_dl((size_t)N * V), d_losses((size_t)N);
+        std::vector<real> dl((size_t)N * V), losses((size_t)N);
+        d_dl.poison();
+        d_losses.poison();
+        crossentropy_forward_backward(ST, d_dl.p, d_losses.p, d_logits.p, d_tok.p, d_n.p, B, T, V, token_mean);
+        const double loss =
+            ref_crossentropy(dl.data(), losses.data(), logits.data(), tok.data(), n.data(), B, T, V, token_mean);
+        check(kernel, "dlogits", s, d_dl.down(), dl);
+        const std::vector<real> gl = d_losses.down();
+        check(kernel, "losses", s, gl, losses);
+        const real gmean = (real)crossentropy_mean(gl.data(), n.data(), B, T, token_mean), rmean = (real)loss;
+        check(kernel, "mean loss", s, &gmean, &rmean, 1);
+    }
 }
 
 template <typename real> static void test_adam(const Shape &s, Rng &r) {
@@ -1085,10 +1093,12 @@ static void determinism(Precision p, Rng &r) {
 
 // run_steps (the benchmark's timed region) against the same steps one
 // step() at a time: the same losses and the same final state, to the bit,
-// also for shapes it has to capture before it ever ran them.
-static void run_steps_vs_step(Precision p, Rng &r) {
+// also for shapes it has to capture before it ever ran them (token_mean:
+// under --loss token-mean).
+static void run_steps_vs_step(Precision p, Rng &r, bool token_mean = false) {
     const bool fp64 = p == PREC_FP64;
-    const Model mdl(27, 16, 4, 2, 2, 16, 8, 99);
+    Model mdl(27, 16, 4, 2, 2, 16, 8, 99);
+    mdl.s.token_mean = token_mean;
     Engine *e1 = make_cuda(mdl, p), *e2 = make_cuda(mdl, p);
     if (e1 && e2) {
         const std::vector<Step> sched = {{8, 16}, {8, 16}, {8, 16}, {3, 7}, {8, 16}, {2, 5}, {8, 16}, {4, 9}};
@@ -1111,8 +1121,8 @@ static void run_steps_vs_step(Precision p, Rng &r) {
         if (!same_s) failf("run_steps %s: the state after the run differs from step()'s", precision_name(p));
         const size_t dev = e2->ops->device_bytes(e2);
         if (dev < 4 * mdl.L.n_params * (fp64 ? 8 : 4)) failf("device_bytes %zu is less than the parameters hold", dev);
-        printf("run_steps, %s, %zu steps (new shapes captured before their first run): losses and state %s; %.3f ms "
-               "on the events; device_bytes %zu\n", precision_name(p), sched.size() - 2,
+        printf("run_steps, %s%s, %zu steps (new shapes captured before their first run): losses and state %s; %.3f ms "
+               "on the events; device_bytes %zu\n", precision_name(p), token_mean ? " token-mean" : "", sched.size() - 2,
                same_l && same_s ? "bit-identical to step(): PASS" : "DIFFER: FAIL", 1e3 * sec, dev);
     }
     for (Engine *e : {e1, e2})
@@ -1123,6 +1133,106 @@ static void run_steps_vs_step(Precision p, Rng &r) {
 static std::string path_of(Engine *e) {
     const char *d = e->ops->device(e), *p = strstr(d, "; path ");
     return p ? std::string(p + 7, strcspn(p + 7, " ;(")) : std::string("?");
+}
+
+// --loss token-mean (every real position weighs 1/sum(n), layers.c's
+// token_mean) on the path MICROGPT_CUDA_PATH forces (want: "fused" or
+// "layered"): the CUDA engine in lockstep with the CPU engine, each step from
+// the CPU engine's state, batches of 4 above all: the loss, the logits and
+// the gradients within engine_vs_cpu's tolerances, and the update the
+// reference's Adam on the engine's own gradients, bit for bit. The shape
+// (4,16) comes three times with other lengths each time: on the layered path
+// the third replays the graph the second captured, so the weight 1/sum(n)
+// must come from the step's n on the device, not from the capture. A CPU
+// engine with doc-mean on the first batch shows that the two losses differ
+// there (else the check could not tell them apart).
+static void token_mean_vs_cpu(Precision p, const char *want, Rng &r) {
+    const bool fp64 = p == PREC_FP64;
+    Model mdl(27, 16, 4, 2, 2, 16, 8, 77), doc(27, 16, 4, 2, 2, 16, 8, 77);
+    mdl.s.token_mean = 1;
+    const EngineConfig c = mdl.cfg(p), cd = doc.cfg(p);
+    char err[512] = "";
+    Engine *cpu = cpu_engine_create(&c, mdl.init.data(), err, sizeof err);
+    Engine *cpu_doc = cpu ? cpu_engine_create(&cd, doc.init.data(), err, sizeof err) : nullptr;
+    Engine *gpu = cpu_doc ? make_cuda(mdl, p) : nullptr;
+    if (!cpu || !cpu_doc || !gpu) {
+        if (!cpu_doc) failf("cpu_engine_create (token-mean %s): %s", prec_name_of(p), err);
+        for (Engine *e : {cpu, cpu_doc})
+            if (e) e->ops->destroy(e);
+        return;
+    }
+    const std::string path = path_of(gpu);
+    if (path != want) failf("token-mean %s: the engine took path %s, not %s", prec_name_of(p), path.c_str(), want);
+    const ModelShape &m = mdl.shape();
+    const size_t P = mdl.L.n_params, V = (size_t)m.vocab_size, H = 4 * (size_t)m.n_embd;
+    const Tol t_loss = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-6, 1e-5}, t_logit = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-5, 1e-5},
+              t_grad = fp64 ? Tol{1e-15, 1e-11} : Tol{1e-6, 1e-4};
+    const double margin = fp64 ? 1e-12 : 1e-6;   // a ReLU input this close to 0 may flip
+    const std::vector<Step> sched = {{4, 16}, {4, 16}, {4, 16}, {4, 9}, {1, 12}, {8, 16}, {3, 7}};
+    const size_t rows = (size_t)mdl.max_batch * m.block_size;
+    std::vector<double> la(rows * V), lb(la.size()), ga(P), gb(P), pa(P), pb(P), ma(P), mb(P), va(P), vb(P);
+    std::vector<double> relu((size_t)m.n_layer * rows * H);
+    std::vector<double> p0(mdl.init), m0(P, 0.0), v0(P, 0.0);
+    double worst[3] = {0, 0, 0}, l_tok0 = 0, l_doc0 = 0;
+    int skipped = 0, failed_steps = 0;
+    long long prev_sum = -1;
+    for (size_t k = 0; k < sched.size(); k++) {
+        // a repeated shape gets another sum(n) than the step before (the replayed graph must see it)
+        auto sum_n = [](const HostBatch &h) {
+            long long x = 0;
+            for (int v : h.n) x += v;
+            return x;
+        };
+        std::unique_ptr<HostBatch> hb(new HostBatch(r, sched[k].B, sched[k].T, m.vocab_size));
+        const bool repeated = k > 0 && sched[k].B == sched[k - 1].B && sched[k].T == sched[k - 1].T;
+        for (int tries = 0; repeated && sum_n(*hb) == prev_sum && tries < 100; tries++)
+            hb.reset(new HostBatch(r, sched[k].B, sched[k].T, m.vocab_size));
+        prev_sum = sum_n(*hb);
+        const Batch *b = &hb->b;
+        const int step = (int)k, before = g_failures;
+        const double l_cpu = cpu->ops->step(cpu, b, step), l_gpu = gpu->ops->step(gpu, b, step);
+        if (k == 0) {
+            l_tok0 = l_cpu;
+            l_doc0 = cpu_doc->ops->step(cpu_doc, b, step);
+            if (!(std::fabs(l_doc0 - l_tok0) > t_loss.atol + t_loss.rtol * std::fabs(l_tok0)))
+                failf("token-mean %s: the first batch's token-mean loss %.17g is the doc-mean's %.17g within the "
+                      "tolerance: the check cannot tell them apart", prec_name_of(p), l_tok0, l_doc0);
+        }
+        close("token-mean loss", step + 1, &l_gpu, &l_cpu, 1, t_loss, &worst[0]);
+        cpu->ops->get_logits(cpu, lb.data());
+        gpu->ops->get_logits(gpu, la.data());
+        close("token-mean logits", step + 1, la.data(), lb.data(), (size_t)b->B * b->T * V, t_logit, &worst[1]);
+        gpu->ops->get_relu_inputs(gpu, relu.data());
+        bool near_zero = false;
+        for (size_t i = 0; i < (size_t)m.n_layer * b->B * b->T * H; i++)
+            near_zero = near_zero || (!std::isnan(relu[i]) && std::fabs(relu[i]) < margin);
+        cpu->ops->get_grads(cpu, gb.data());
+        gpu->ops->get_grads(gpu, ga.data());
+        if (near_zero) {   // the two engines may disagree on that gate: a whole term of gradient
+            skipped++;
+            printf("  token-mean %s step %d: a ReLU input within %.0e of 0: gradients not compared\n",
+                   prec_name_of(p), step + 1, margin);
+        } else {
+            close("token-mean grads", step + 1, ga.data(), gb.data(), P, t_grad, &worst[2]);
+        }
+        ref_adam_step(p, mdl.s, step, p0, ga, m0, v0);
+        gpu->ops->get_params(gpu, pa.data());
+        gpu->ops->get_moments(gpu, ma.data(), va.data());
+        if (max_abs_diff(pa, p0) != 0 || max_abs_diff(ma, m0) != 0 || max_abs_diff(va, v0) != 0)
+            failf("token-mean %s, step %d: the update differs from the reference's Adam on the engine's gradients",
+                  prec_name_of(p), step + 1);
+        if (g_failures != before) failed_steps++;
+        cpu->ops->get_params(cpu, pb.data());
+        cpu->ops->get_moments(cpu, mb.data(), vb.data());
+        gpu->ops->set_state(gpu, pb.data(), mb.data(), vb.data());
+        p0 = pb, m0 = mb, v0 = vb;
+    }
+    printf("token-mean vs cpu engine, %s, path %s, lockstep, %zu steps (batches of 4, the shape (4,16) replayed; "
+           "first batch: token-mean %.6f, doc-mean %.6f): max |diff| loss %.2e, logits %.2e, grads %.2e%s; Adam on "
+           "the engine's gradients reproduced bit for bit%s\n",
+           prec_name_of(p), path.c_str(), sched.size(), l_tok0, l_doc0, worst[0], worst[1], worst[2],
+           skipped ? " (ReLU-near-zero steps' gradients skipped)" : "", failed_steps ? ": FAIL" : ": PASS");
+    for (Engine *e : {gpu, cpu_doc, cpu}) e->ops->destroy(e);
 }
 
 // The fused step against the CPU engine over the shapes its indexing depends
@@ -2106,11 +2216,12 @@ static double err_rms(const double *a, const double *b, size_t n) {
 // default scale); and the update is the reference's fp32 Adam on the
 // engine's own gradients, bit for bit. The layered path (the fused one
 // refuses the mixed precisions).
-static void engine_vs_cpu_mixed(Precision p, Rng &r) {
+static void engine_vs_cpu_mixed(Precision p, Rng &r, bool token_mean = false) {
     const bool bf16 = p == PREC_BF16, fp16 = p == PREC_FP16, l_out = p != PREC_TF32;
     const char *pn = precision_name(p);
     float (*rnd)(float) = bf16 ? round_bf16 : fp16 ? round_fp16 : round_tf32;
-    const Model mdl(27, 16, 4, 2, 2, 16, 8, 42);
+    Model mdl(27, 16, 4, 2, 2, 16, 8, 42);
+    mdl.s.token_mean = token_mean;   // --loss token-mean: the same CE kernel, weights 1/sum(n)
     const EngineConfig c = mdl.cfg(p);
     char err[512] = "";
     Engine *cpu = cpu_engine_create(&c, mdl.init.data(), err, sizeof err);
@@ -2204,10 +2315,11 @@ static void engine_vs_cpu_mixed(Precision p, Rng &r) {
     if (relu_bad) failf("%s engine: %zu ReLU inputs (get_relu_inputs) are not %s values or NaN elsewhere than the cpu's",
                         pn, relu_bad, l_out ? pn : "fp32");
     if (!l_out && !logits_not_lowp) failf("tf32 engine: every logit is a tf32 value: its outputs look rounded");
-    printf("engine vs cpu engine, %s (the emulation), lockstep, %zu steps (V 27, C 16, NH 4, NKV 2, 2 layers, batches "
+    printf("engine vs cpu engine, %s%s (the emulation), lockstep, %zu steps (V 27, C 16, NH 4, NKV 2, 2 layers, batches "
            "up to 8), path %s: largest loss diff (relative) %.2e (cap %.0e), logits max|diff|/rms %.2e (cap %.0e), "
            "grads but mlp_fc1 max|diff|/rms %.2e (cap %.1f); logits not %s values: %zu of %zu; fp32 Adam on the "
-           "engine's gradients reproduced bit for bit%s\n", pn, sched.size(), path.c_str(), worst_loss, cap_loss,
+           "engine's gradients reproduced bit for bit%s\n", pn, token_mean ? " token-mean" : "", sched.size(),
+           path.c_str(), worst_loss, cap_loss,
            worst_logits, cap_logits, worst_grads, cap_grads, pn, logits_not_lowp, logits_total,
            failed_steps ? ": FAIL" : ": PASS");
     gpu->ops->destroy(gpu);
@@ -2450,6 +2562,9 @@ static void all_tests(Rng &r, cublasHandle_t h, int sms, bool only_mixed) {
         determinism(PREC_FP32, r);
         run_steps_vs_step(PREC_FP64, r);
         run_steps_vs_step(PREC_FP32, r);
+        token_mean_vs_cpu(PREC_FP64, path, r);
+        token_mean_vs_cpu(PREC_FP32, path, r);
+        run_steps_vs_step(PREC_FP64, r, true);
         unsetenv("MICROGPT_CUDA_PATH");
     }
     printf("\n");
@@ -2476,6 +2591,9 @@ static void mixed_tests(Rng &r) {
     }
     engine_vs_cpu_mixed(PREC_FP16, r);
     determinism(PREC_FP16, r);
+    // --loss token-mean through the recipe (fp16: the weights under loss scaling)
+    engine_vs_cpu_mixed(PREC_BF16, r, true);
+    engine_vs_cpu_mixed(PREC_FP16, r, true);
     fp16_overflow(r);
     mixed_refusals();
 }

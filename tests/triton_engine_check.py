@@ -10,8 +10,11 @@
     and dacts/<op> of get("activations"), the logits, the loss, the gradients
     and the Adam update must agree (fp32: max|a-b| < 1e-4 of the reference
     tensor's RMS; fp64: 1e-10). The reference is itself checked against
-    examples/numpy_engine.py. Then each planted bug must show first in the
-    op of the kernel it breaks. Prints SKIP for (b) without torch or triton.
+    examples/numpy_engine.py. The same under --loss token-mean (the
+    reference's token mean checked against numpy_engine.py's too). Then each
+    planted bug must show first in the op of the kernel it breaks
+    (token-mean-doc-grad under token-mean; under doc-mean it changes
+    nothing). Prints SKIP for (b) without torch or triton.
 
 --compile-for SM instead compiles every kernel variant that runs of a few
 shapes launch (each planted bug too, fp32 and fp64, the largest tiles the
@@ -46,7 +49,7 @@ def check(ok, what, detail=""):
     return ok
 
 
-def config(V=27, C=16, NH=4, NKV=4, L=1, T=16, precision="fp32"):
+def config(V=27, C=16, NH=4, NKV=4, L=1, T=16, precision="fp32", loss="doc-mean"):
     """a create request's config, as compare sends it"""
     HS = C // NH
     tensors = [("wte", [V, C]), ("wpe", [T, C]), ("lm_head", [V, C])]
@@ -56,7 +59,7 @@ def config(V=27, C=16, NH=4, NKV=4, L=1, T=16, precision="fp32"):
                      ("attn_wo", [C, C]), ("mlp_fc1", [4 * C, C]), ("mlp_fc2", [C, 4 * C]))]
     return dict(vocab_size=V, n_embd=C, n_head=NH, n_kv_head=NKV, head_dim=HS, n_layer=L, block_size=T, bos=V - 1,
                 steps=10, lr=0.01, beta1=0.85, beta2=0.99, eps=1e-8, precision=precision, max_batch=4, fault="none",
-                tensors=[{"name": n, "shape": s} for n, s in tensors])
+                loss=loss, tensors=[{"name": n, "shape": s} for n, s in tensors])
 
 
 def random_params(cfg, seed):
@@ -200,9 +203,15 @@ def unit_checks():
 
     # the planted bugs are the brief's list, and the flag takes each
     brief = {"rmsnorm-fwd", "rmsnorm-bwd", "attn-scores", "attn-softmax", "attn-wsum", "attn-bwd-dq", "attn-bwd-dkv",
-             "ce-grad", "relu-bwd", "adam-v", "gqa-kv-index"}
+             "ce-grad", "relu-bwd", "adam-v", "gqa-kv-index", "token-mean-doc-grad"}
     check(set(te.PLANTED_BUGS) == brief and all(te.parse_args(["--plant-bug", b]).plant_bug == b for b in brief),
-          "--plant-bug takes the 11 planted bugs", ", ".join(sorted(te.PLANTED_BUGS)))
+          "--plant-bug takes the 12 planted bugs", ", ".join(sorted(te.PLANTED_BUGS)))
+    # a loss it does not compute is refused at create, naming it (before torch is imported)
+    try:
+        te.TritonEngine(config(loss="sum"), {}, "cpu")
+        check(False, "create refuses an unknown loss")
+    except ValueError as e:
+        check("sum" in str(e) and "token-mean" in str(e), "create refuses an unknown loss", str(e))
     check(te.parse_args([]).plant_bug is None, "--plant-bug: none by default")
     fits = [(16, 4), (32, 4), (128, 32), (64, 64), (100, 20)]
     check(all(te.attention_fits(T, D) for T, D in fits) and not any(
@@ -261,7 +270,11 @@ def reference_step(cfg, params, tokens, n):
     loss = float(np.mean(np.where(real, nll, 0.0).sum(1) / n))
     dlog = np.exp(z - lse[..., None])
     np.put_along_axis(dlog, tgt[..., None], np.take_along_axis(dlog, tgt[..., None], -1) - 1, -1)
-    dlog *= (real / (n[:, None] * B))[..., None]
+    if cfg.get("loss", "doc-mean") == "token-mean":  # the mean over all sum(n) real positions
+        loss = float(np.where(real, nll, 0.0).sum() / n.sum())
+        dlog *= (real / n.sum())[..., None]
+    else:
+        dlog *= (real / (n[:, None] * B))[..., None]
     g = {"lm_head": np.einsum("btv,btc->vc", dlog, x)}
     D = {"logits": dlog}
     dx = dlog @ p["lm_head"]
@@ -462,6 +475,28 @@ def engine_checks(device):
               "protocol: get activations gives acts/<op> then dacts/<op> in table order",
               "%d tensors, worst %.1e of the reference's RMS" % (len(data), max(errs)))
 
+    # --loss token-mean: the reference's token mean against numpy_engine.py's,
+    # then the engine's loss, gradients, acts and dacts against it
+    cfg_tm = dict(cfg64, loss="token-mean")
+    ref_tm = reference_step(cfg_tm, params, tokens, n)
+    npe = numpy_engine.NumpyEngine(cfg_tm, {"params/" + k: te.encode(v) for k, v in params.items()})
+    np_loss = npe.step({"tokens": te.encode(tokens, "I32"), "n": te.encode(n, "I32")}, 0)
+    e = max([abs(np_loss - ref_tm[0]), rel_err(npe.logits[real], ref_tm[1][real])] +
+            [rel_err(npe.g[k], ref_tm[2][k]) for k in grads])
+    check(e < 1e-10 and abs(ref_tm[0] - loss) > 1e-3 * abs(loss),
+          "token-mean: the fp64 reference agrees with numpy_engine.py's (and differs from the doc mean)",
+          "max rel %.1e; token-mean %.9f, doc-mean %.9f" % (e, ref_tm[0], loss))
+    for precision, tol in (("fp32", 1e-4), ("fp64", 1e-10)):
+        cfg = dict(cfg_tm, precision=precision)
+        got = run_engine(cfg, params, tokens, n, device)
+        first, err = first_failure(cfg, ref_tm, got, n, tol)
+        e_grad = max((rel_err(got["grads/" + k], ref_tm[2][k]), k) for k in grads)
+        e_loss = abs(got["loss"] - ref_tm[0])
+        check(first is None and e_loss < tol * abs(ref_tm[0]) and e_grad[0] < tol,
+              "%s token-mean: loss, every gradient, acts and dacts" % precision,
+              "loss %.1e, worst gradient %.1e (%s)%s" % ((e_loss,) + e_grad + (
+                  "; first off: %s (%.1e of its RMS)" % (first, err) if first else "",)))
+
     # each planted bug shows first in the op of its kernel (fp32)
     cfg = dict(cfg64, precision="fp32")
     want = {"rmsnorm-fwd": "acts/embed_norm", "attn-scores": "acts/layer0.scores",
@@ -481,6 +516,21 @@ def engine_checks(device):
         else:
             check(first == where, "--plant-bug %s: first off at %s" % (bug, where),
                   "first off: %s (%.1e of its RMS)" % (first, err))
+    # token-mean-doc-grad: under token-mean the loss is right and dlogits
+    # are off; under doc-mean (whose weights it keeps) nothing is
+    bug = "token-mean-doc-grad"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        got = run_engine(dict(cfg, loss="token-mean"), params, tokens, n, device, bug)
+    first, err = first_failure(cfg, ref_tm, got, n, 1e-4)
+    e_loss = abs(got["loss"] - ref_tm[0])
+    check(first == "dacts/logits" and e_loss < 1e-4 * abs(ref_tm[0]),
+          "--plant-bug %s (token-mean): the loss right, first off at dacts/logits" % bug,
+          "loss off by %.1e; first off: %s (%.1e of its RMS)" % (e_loss, first, err))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        got = run_engine(cfg, params, tokens, n, device, bug)
+    first, err = first_failure(cfg, ref, got, n, 1e-4)
+    check(first is None and abs(got["loss"] - loss) < 1e-4 * abs(loss),
+          "--plant-bug %s (doc-mean): nothing off" % bug, "first off: %s (%.1e)" % (first, err) if first else "")
 
 
 # the largest shared memory a block may have, bytes (CUDA's occupancy tables)
@@ -534,7 +584,8 @@ def compile_checks(sm):
             K.rmsnorm_bwd(e(M, C), e(M), e(M, C), dres, bugs["rmsnorm-bwd"])
         K.attn_fwd(e(M, C), e(M, KV), e(M, KV), e(2), B, T, NH, NKV, HS, bugs)
         K.attn_bwd(e(M, C), e(M, KV), e(M, KV), e(B, NH, T, T), e(M, C), e(2), B, T, NH, NKV, HS, bugs)
-        K.cross_entropy(e(M, V), tokens, n, bugs["ce-grad"])
+        for token_mean in (False, True):
+            K.cross_entropy(e(M, V), tokens, n, bugs["ce-grad"], token_mean, bugs["token-mean-doc-grad"])
         K.relu_fwd(e(M, 4 * C))
         K.relu_bwd(e(M, 4 * C), e(M, 4 * C), bugs["relu-bwd"])
         K.scatter_rows(torch.zeros(M, dtype=torch.int32), e(M, C), e(V, C))

@@ -471,6 +471,7 @@ template <typename real> ImplT<real>::ImplT(const EngineConfig *cfg, const doubl
             fa_.beta1 = (real)cfg->s->beta1;
             fa_.beta2 = (real)cfg->s->beta2;
             fa_.eps = (real)cfg->s->eps;
+            fa_.token_mean = cfg->s->token_mean != 0;
         }
         if (cfg->activations && !mixed_) setup_record();
         fa_.fault = cfg->fault == FAULT_OP_FWD ? 1 : cfg->fault == FAULT_OP_BWD ? 2 : 0;
@@ -1083,7 +1084,8 @@ template <typename real> void ImplT<real>::backward_mixed(int B, int T) {
 
 template <typename real> void ImplT<real>::enqueue_step(int B, int T) {
     { NvtxRange r("forward"); forward(acts_, B, T); }
-    { NvtxRange r("loss"); crossentropy_forward_backward(stream_, acts_.dlogits, acts_.losses, acts_.logits, tok_d(), n_d(), B, T, V_); }
+    { NvtxRange r("loss"); crossentropy_forward_backward(stream_, acts_.dlogits, acts_.losses, acts_.logits, tok_d(), n_d(), B, T, V_,
+                                                         cfg_.s->token_mean != 0); }
     if constexpr (std::is_same<real, float>::value) {
         // fp16: the backward from loss x scale (padding's dlogits are 0 either way)
         if (fp16_) loss_scale_apply(stream_, acts_.dlogits, (size_t)B * T * V_, ls_d());
@@ -1187,7 +1189,7 @@ template <typename real> double ImplT<real>::step(const Batch *b, int step) {
     last_B_ = B;
     last_T_ = T;
     memcpy(last_n_.data(), b->n, (size_t)B * sizeof(int));
-    return crossentropy_mean(losses_h_, b->n, B, T);
+    return crossentropy_mean(losses_h_, b->n, B, T, cfg_.s->token_mean != 0);
 }
 
 // The batch upload of step `step` in the io layout at dst (Adam's scalars,
@@ -1268,7 +1270,8 @@ void ImplT<real>::run_steps(const Batch *bs, int first, int n, double *losses, d
     CUDA_CHECK(cudaEventElapsedTime(&ms, ev_[0], ev_[1]));
     *seconds = 1e-3 * (double)ms;
     for (int i = 0; i < n; i++)
-        losses[i] = crossentropy_mean(run_loss_h_ + (size_t)i * rows, bs[i].n, bs[i].B, bs[i].T);
+        losses[i] = crossentropy_mean(run_loss_h_ + (size_t)i * rows, bs[i].n, bs[i].B, bs[i].T,
+                                      cfg_.s->token_mean != 0);
     const Batch *last = &bs[n - 1];
     last_B_ = last->B;
     last_T_ = last->T;
@@ -1612,9 +1615,6 @@ extern "C" Engine *cuda_engine_create(const EngineConfig *cfg, const double *ini
         return fail(err, errlen, "cuda engine: fault injection (--inject-fault %s) is not implemented on CUDA (op-fwd "
                     "and op-bwd are, in fp32 and fp64); inject other faults into the CPU tensor engine (--engines "
                     "scalar,cpu)", fault_name(cfg->fault));
-    if (cfg->s->token_mean)
-        return fail(err, errlen, "cuda engine: --loss token-mean is not implemented on CUDA (the scalar and cpu "
-                    "engines and the exec examples have it); run the CUDA engine with --loss doc-mean");
     const ModelShape *m = &cfg->L->shape;
     // cuBLAS takes int dimensions: the largest is rows N or a width of 4C, V or C+2KV
     const double rows = (double)cfg->max_batch * m->block_size;

@@ -227,11 +227,14 @@ enum FusedOp { FO_NORM1, FO_Q, FO_K, FO_V, FO_SCORES, FO_SOFTMAX, FO_ATTN, FO_AT
                FO_RELU, FO_FC2, FO_RES2, FO_PER_LAYER };
 __device__ __forceinline__ int fused_op(int l, int k) { return 2 + FO_PER_LAYER * l + k; }
 
-// The (B,T) positions and lengths of step s.
+// The (B,T) positions and lengths of step s; with token_mean, inv_n_all =
+// 1/sum(n) in double, the token mean's weight before its rounding to real
+// (0 otherwise: doc-mean does not use it).
 struct StepIn {
     int B, T;
     const int *n, *tok;
     const AdamScalars *sc;
+    double inv_n_all;
 };
 
 template <typename real> __device__ StepIn step_in(const FusedArgs<real> &a, int s) {
@@ -242,6 +245,12 @@ template <typename real> __device__ StepIn step_in(const FusedArgs<real> &a, int
     in.n = reinterpret_cast<const int *>(rec + a.off_n);
     in.tok = reinterpret_cast<const int *>(rec + a.off_tok);
     in.sc = reinterpret_cast<const AdamScalars *>(rec + a.off_sc);
+    in.inv_n_all = 0;
+    if (a.token_mean) {
+        long long n_all = 0;   // integers: exact
+        for (int b = 0; b < in.B; b++) n_all += in.n[b];
+        in.inv_n_all = 1.0 / (double)n_all;
+    }
     return in;
 }
 
@@ -386,6 +395,8 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
     FOR_WARP_ROW(t, n) {   // one warp a position
         real *l = lg + t * ldV;
         const int target = tok[t + 1];
+        // the weight: w = 1/(n*B) (doc-mean), or 1/n_all (token-mean, formed in double as layers.c does)
+        const real wt = a.token_mean ? (real)in.inv_n_all : w;
         real mx = -(real)INFINITY;
         for (int i = lane; i < V; i += 32) mx = l[i] > mx ? l[i] : mx;
         mx = warp_max(mx);
@@ -398,7 +409,7 @@ __device__ void train_document(const FusedArgs<real> &a, real *sm, const StepIn 
         }
         sum = warp_sum(sum);
         const real inv = (real)1 / sum;
-        for (int i = lane; i < V; i += 32) l[i] = (l[i] * inv - (real)(i == target)) * w;
+        for (int i = lane; i < V; i += 32) l[i] = (l[i] * inv - (real)(i == target)) * wt;
         if (lane == 0) losses[(size_t)b * T + t] = r_log(sum) - (lt - mx);
     }
     for (int t = n + (int)threadIdx.x; t < T; t += (int)blockDim.x) losses[(size_t)b * T + t] = 0;   // padding

@@ -95,6 +95,9 @@ template <typename real> struct FusedArgs {
     real *logits;
     real *fch[FUSED_MAX_LAYERS];
     real beta1, beta2, eps;
+    // --loss token-mean: every real position weighs 1/sum(n) in the gradient
+    // (0: doc-mean, 1/(n[b]*B)); the loss itself is taken on the host
+    int token_mean;
     // Reporting (cfg.activations, common/activations.h): the last step's op
     // outputs at acts[op] and gradients at acts[n_ops + op], each (B,T,width)
     // or (B,NH,T,T); NULL entries (or acts NULL) are not written. The fused

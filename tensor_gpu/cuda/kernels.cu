@@ -419,11 +419,15 @@ void matmul_backward(cublasHandle_t h, real *dinp, bool acc_dinp, real *dw, bool
 
 // ---------------------------------------------------------------------------
 // cross-entropy: one warp per row (b,t); the exponentials are kept in dlogits
-// between the two passes, as the reference does.
+// between the two passes, as the reference does. The weight of a real
+// position: 1/(n[b]*B) (doc-mean), or with token_mean 1/n_all, n_all =
+// sum(n) summed by the warp from the device copy of n (the step's graph reads
+// the batch from fixed addresses, so it cannot be a launch argument), formed
+// as layers.c does: (real)(1.0 / n_all) in double.
 
 template <typename real>
 __global__ void crossentropy_kernel(real *dlogits, real *losses, const real *logits, const int *tokens,
-                                    const int *n, int B, int T, int V) {
+                                    const int *n, int B, int T, int V, bool token_mean) {
     const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / WARP;
     const int lane = threadIdx.x % WARP;
     if (row >= (size_t)B * T) return;
@@ -447,27 +451,39 @@ __global__ void crossentropy_kernel(real *dlogits, real *losses, const real *log
     }
     sum = warp_sum(sum);
     const real inv = (real)1 / sum;
-    const real w = (real)1 / ((real)n[b] * (real)B);
+    real w;
+    if (token_mean) {
+        long long n_all = 0;   // integers: exact in any order
+        for (int i = lane; i < B; i += WARP) n_all += n[i];
+        n_all = warp_sum(n_all);
+        w = (real)(1.0 / (double)n_all);
+    } else {
+        w = (real)1 / ((real)n[b] * (real)B);
+    }
     for (int i = lane; i < V; i += WARP) dl[i] = (dl[i] * inv - (real)(i == target)) * w;
     if (lane == 0) losses[row] = r_log(sum) - (l[target] - mx);
 }
 
 template <typename real>
 void crossentropy_forward_backward(cudaStream_t st, real *dlogits, real *losses, const real *logits,
-                                   const int *tokens, const int *n, int B, int T, int V) {
+                                   const int *tokens, const int *n, int B, int T, int V, bool token_mean) {
     crossentropy_kernel<real><<<row_blocks((size_t)B * T), ROW_THREADS, 0, st>>>(dlogits, losses, logits,
-                                                                                 tokens, n, B, T, V);
+                                                                                 tokens, n, B, T, V, token_mean);
     KERNEL_CHECK("crossentropy_kernel");
 }
 
-template <typename real> double crossentropy_mean(const real *losses, const int *n, int B, int T) {
-    double loss = 0;
+// In layers.c's order: each document's losses summed in double; doc-mean
+// divides each sum by n[b] and their sum by B, token-mean sums the sums and
+// divides by n_all (a double sum of the n[b]).
+template <typename real> double crossentropy_mean(const real *losses, const int *n, int B, int T, bool token_mean) {
+    double loss = 0, n_all = 0;
+    for (int b = 0; b < B; b++) n_all += n[b];
     for (int b = 0; b < B; b++) {
         double doc = 0;
         for (int t = 0; t < n[b] && t < T; t++) doc += (double)losses[(size_t)b * T + t];
-        loss += doc / (double)n[b];
+        loss += token_mean ? doc : doc / (double)n[b];
     }
-    return loss / (double)B;
+    return token_mean ? loss / n_all : loss / (double)B;
 }
 
 // ---------------------------------------------------------------------------
@@ -549,8 +565,8 @@ template <typename real> void fault_bump(cudaStream_t st, real *buf, int ld, int
     template void matmul_backward<real>(cublasHandle_t, real *, bool, real *, bool, const real *, int,        \
                                         const real *, const real *, int, int, int, const DwScratch<real> &); \
     template void crossentropy_forward_backward<real>(cudaStream_t, real *, real *, const real *, const int *, \
-                                                      const int *, int, int, int);                           \
-    template double crossentropy_mean<real>(const real *, const int *, int, int);                            \
+                                                      const int *, int, int, int, bool);                     \
+    template double crossentropy_mean<real>(const real *, const int *, int, int, bool);                      \
     template void adam_update<real>(cudaStream_t, real *, const real *, real *, real *, size_t,               \
                                     const AdamScalars *, double, double, double);                            \
     template void fault_bump<real>(cudaStream_t, real *, int, int, int, double);

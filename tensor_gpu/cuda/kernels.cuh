@@ -145,13 +145,15 @@ void attention_backward(cudaStream_t st, real *dq, int lddq, real *dk, real *dv,
 
 // ---- softmax cross-entropy, fused forward + backward ---------------------------
 // losses[b,t] = -log softmax(logits[b,t])[target]; dlogits = (probs -
-// onehot)/(n[b]*B); 0 at padding. One warp per row. The mean loss is taken on
+// onehot) w, w = 1/(n[b]*B) (doc-mean) or, with token_mean, 1/sum(n) (n read
+// on the device); 0 at padding. One warp per row. The mean loss is taken on
 // the host from the losses (crossentropy_mean), in the CPU reference's order.
 template <typename real>
 void crossentropy_forward_backward(cudaStream_t st, real *dlogits, real *losses, const real *logits,
-                                   const int *tokens, const int *n, int B, int T, int V);
-// mean_b(mean_{t<n[b]} losses[b,t]) from host copies of losses (B,T) and n (B).
-template <typename real> double crossentropy_mean(const real *losses, const int *n, int B, int T);
+                                   const int *tokens, const int *n, int B, int T, int V, bool token_mean);
+// From host copies of losses (B,T) and n (B): mean_b(mean_{t<n[b]} losses[b,t])
+// (doc-mean), or with token_mean the sum of every real position's loss / sum(n).
+template <typename real> double crossentropy_mean(const real *losses, const int *n, int B, int T, bool token_mean);
 
 // ---- Adam -----------------------------------------------------------------------
 // The per-step scalars, computed in double on the host and read by the kernel
