@@ -123,9 +123,10 @@ deps:
 	bash scripts/install-deps.sh $(if $(filter-out 0,$(TORCH)),--torch)
 
 # The calibration of compare's rules (scripts/calibrate.py, docs/compare.md):
-# measure the CPU family (hours on 2 cores; runs already measured are kept),
-# reduce, plot, write docs/calibration/report.md, derive the constants and
-# check the table. The GPU family is measured on a GPU machine
+# measure the CPU family (hours on 2 cores; runs already measured are kept)
+# and the records --against checks (numpy, and torch on the CPU where
+# $(PYTHON) has it: make deps TORCH=1), reduce, plot, write
+# docs/calibration/report.md, derive the constants and check the table. The GPU family is measured on a GPU machine
 # (scripts/gpu_session.sh --calibrate) into docs/calibration/measured-gpu.json.
 # CALIBRATE_JOBS runs at a time.
 PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
@@ -133,6 +134,8 @@ CALIBRATE_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 calibrate: $(BUILD)/compare data/names.txt
 	$(PYTHON) scripts/calibrate.py measure --family cpu --jobs $(CALIBRATE_JOBS) --build $(BUILD)
 	$(PYTHON) scripts/calibrate.py reduce --family cpu
+	$(PYTHON) scripts/calibrate.py measure --family against --jobs $(CALIBRATE_JOBS) --build $(BUILD)
+	$(PYTHON) scripts/calibrate.py reduce --family against
 	$(PYTHON) scripts/calibrate.py plot
 	$(PYTHON) scripts/calibrate.py report
 	$(PYTHON) scripts/calibrate.py derive --check

@@ -225,9 +225,10 @@ static int ref_get(void *ctx, Quantity q, double *out) {
 
 // The summary's largest differences: each quantity the record holds, with its
 // tolerance; the others are named as not recorded, never shown as 0.
-static void print_differences(const Options *o, const double *worst, const int *n_rec, double loss_tol) {
+static void print_differences(const Options *o, const Tolerance *later, const double *worst,
+                              const double *worst_scaled, const int *n_rec, double loss_tol) {
     static const Quantity tq[] = {Q_LOGITS, Q_GRADS, Q_PARAMS};
-    char have[160] = "", tols[160] = "", none[64] = "";
+    char have[256] = "", tols[384] = "", none[64] = "";
     for (int k = 0; k < 3; k++) {
         const Quantity q = tq[k];
         const Tolerance *t = &o->tol[q];
@@ -235,13 +236,15 @@ static void print_differences(const Options *o, const double *worst, const int *
             snprintf(none + strlen(none), sizeof none - strlen(none), "%s%s", *none ? ", " : "", quantity_name(q));
             continue;
         }
-        snprintf(have + strlen(have), sizeof have - strlen(have), ", %s %.3e", quantity_name(q), worst[q]);
+        snprintf(have + strlen(have), sizeof have - strlen(have), ", %s %.3e (%.2e x RMS)", quantity_name(q), worst[q],
+                 worst_scaled[q]);
         if (t->scaled > 0)
             snprintf(tols + strlen(tols), sizeof tols - strlen(tols), "%s%s %g x each tensor's RMS", *tols ? ", " : "",
                      quantity_name(q), t->scaled);
-        else
-            snprintf(tols + strlen(tols), sizeof tols - strlen(tols), "%s%s atol %.0e + rtol %.0e x |b|",
-                     *tols ? ", " : "", quantity_name(q), t->atol, t->rtol);
+        else   // fp32: lockstep's table at step 1, then the record's bound
+            snprintf(tols + strlen(tols), sizeof tols - strlen(tols), "%s%s atol %.0e + rtol %.0e x |b| at step 1, "
+                     "then %g x each tensor's RMS", *tols ? ", " : "", quantity_name(q), t->atol, t->rtol,
+                     later[q].scaled);
     }
     printf("  largest differences: loss %.3e (tolerance %.0e", worst[Q_LOSS], loss_tol);
     if (o->extra[Q_LOSS].atol > 0 || o->extra[Q_LOSS].rtol > 0)
@@ -274,9 +277,17 @@ int against_main(Options *o) {
         for (int q = 0; q < Q_NUM; q++) o->tol[q] = fixed_tolerance(o, tp, (Quantity)q);
         o->drift_tol = drift_tol_for(o, tp);
     }
-    if (tp == PREC_FP64)   // a record's own trajectory: not lockstep's statistic (tolerance.h)
-        for (int q = 0; q < Q_NUM; q++)
-            if (o->tol[q].scaled > 0) o->tol[q].scaled = AGAINST_FP64_SCALED;
+    // a record's own trajectory: not lockstep's statistic (tolerance.h). The
+    // tensors of later steps take the record's calibrated bound (--tol on
+    // top); step 1's too in fp64, while fp32's step 1, the same start, keeps
+    // lockstep's fixed table
+    Tolerance later[Q_NUM];
+    const double *cal = tp == PREC_FP64 ? AGAINST_FP64_SCALED : AGAINST_FP32_SCALED;
+    for (int q = 0; q < Q_NUM; q++) {
+        later[q] = o->tol[q];
+        if (cal[q] > 0) later[q] = (Tolerance){.atol = o->extra[q].atol, .rtol = o->extra[q].rtol, .scaled = cal[q]};
+        if (tp == PREC_FP64) o->tol[q] = later[q];
+    }
     adopt_settings(o, &td);
     if (td.n_steps > o->s.steps)
         die(EXIT_USAGE, "--against: %s has %d steps, more than its %d-step schedule", path_short(o->against),
@@ -308,7 +319,7 @@ int against_main(Options *o) {
     if (slash) slash[1] = '\0';
     else dir[0] = '\0';
     AgainstFirst f = {0};
-    double worst[Q_NUM] = {0};
+    double worst[Q_NUM] = {0}, worst_scaled[Q_NUM] = {0};
     int n_tensor_steps = 0, n_rec[Q_NUM] = {0};   // steps that recorded each quantity
     Batch b = {0};
     const cJSON *jstep = jsteps->child;   // walked with i (an index lookup each step would be quadratic)
@@ -344,6 +355,7 @@ int against_main(Options *o) {
             outfile_note_input_as(file, "a tensor file of --against:");
             n_tensor_steps++;
             AgainstStep got;
+            ar.tol = step == 1 ? o->tol : later;
             against_check_file(&ar, &sf, file, b.B, b.T, b.n, step, &f, &got);
             static const Quantity tq[3] = {Q_LOGITS, Q_GRADS, Q_PARAMS};
             for (int k = 0; k < 3; k++) {
@@ -351,7 +363,10 @@ int against_main(Options *o) {
                 if (!got.have[q]) continue;
                 n_rec[q]++;
                 if (!(got.err[q] <= worst[q])) worst[q] = got.err[q];
+                if (!(got.scaled[q] <= worst_scaled[q])) worst_scaled[q] = got.scaled[q];
                 snprintf(line + strlen(line), sizeof line - strlen(line), " | %s %.1e", quantity_name(q), got.err[q]);
+                // the statistic the records' calibrated bounds limit
+                snprintf(line + strlen(line), sizeof line - strlen(line), " (%.2e x RMS)", got.scaled[q]);
             }
             bad |= got.bad;
             zero_note = got.zero_note;
@@ -371,7 +386,7 @@ int against_main(Options *o) {
     if (decimals >= 0)
         printf("  the record is rounded to %d decimals: tolerance %.0e (half a unit of the last digit, plus %.0e; "
                "%s)\n", decimals, loss_tol, o->drift_tol, declared ? "its loss_decimals" : "no recorded loss has more");
-    print_differences(o, worst, n_rec, loss_tol);
+    print_differences(o, later, worst, worst_scaled, n_rec, loss_tol);
     batch_free(&b);
     free(ar.lg);
     free(ar.rlg);

@@ -61,7 +61,7 @@ static int holds_all(const ParamLayout *L, const StFile *sf, const char *file, c
 // there, of their shapes) with the reference in r->ref; 1 when one is out
 // of tolerance. The recorded values are left in r->rec.
 static int check_tensors(const AgainstRef *r, const StFile *sf, const char *prefix, Quantity q, int step,
-                         AgainstFirst *f, double *max_err) {
+                         AgainstFirst *f, double *max_err, double *max_scaled) {
     const ParamLayout *L = r->L;
     int bad = 0;
     for (int k = 0; k < L->n_tensors; k++) {
@@ -72,6 +72,8 @@ static int check_tensors(const AgainstRef *r, const StFile *sf, const char *pref
         ErrStats s = {0};
         err_compare(r->rec + pt->offset, r->ref + pt->offset, pt->size, r->tol[q], &s);
         if (!(s.max_abs <= *max_err)) *max_err = s.max_abs;
+        const double e = scaled_err(r->rec + pt->offset, r->ref + pt->offset, pt->size);
+        if (!(e <= *max_scaled)) *max_scaled = e;
         if (s.n_bad) {
             bad = 1;
             size_t i = pt->offset + s.first_bad;
@@ -115,6 +117,7 @@ void against_check_file(const AgainstRef *r, const StFile *sf, const char *file,
         ErrStats s = {0};
         err_compare(r->lg, r->rlg, k, r->tol[Q_LOGITS], &s);
         out->err[Q_LOGITS] = s.max_abs;
+        out->scaled[Q_LOGITS] = scaled_err(r->lg, r->rlg, k);
         if (s.n_bad) {
             out->bad = 1;
             size_t at = s.first_bad, dd = 0;
@@ -124,7 +127,7 @@ void against_check_file(const AgainstRef *r, const StFile *sf, const char *file,
         }
     }
     r->get(r->ctx, Q_GRADS, r->ref);
-    if (out->have[Q_GRADS] && check_tensors(r, sf, "grads", Q_GRADS, step, f, &out->err[Q_GRADS])) {
+    if (out->have[Q_GRADS] && check_tensors(r, sf, "grads", Q_GRADS, step, f, &out->err[Q_GRADS], &out->scaled[Q_GRADS])) {
         out->bad = 1;
         // printed after the step's line: made now, while rec and ref hold the gradients
         size_t len = 0;
@@ -132,5 +135,5 @@ void against_check_file(const AgainstRef *r, const StFile *sf, const char *file,
         if (mf) grads_zero_report(r->L, r->rec, r->ref, r->recorder, mf), fclose(mf);
     }
     r->get(r->ctx, Q_PARAMS, r->ref);
-    if (out->have[Q_PARAMS] && check_tensors(r, sf, "params", Q_PARAMS, step, f, &out->err[Q_PARAMS])) out->bad = 1;
+    if (out->have[Q_PARAMS] && check_tensors(r, sf, "params", Q_PARAMS, step, f, &out->err[Q_PARAMS], &out->scaled[Q_PARAMS])) out->bad = 1;
 }

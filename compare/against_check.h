@@ -37,6 +37,7 @@ typedef struct {
 typedef struct {
     int have[Q_NUM];    // 1 for each quantity it records (logits, grads, params)
     double err[Q_NUM];  // the largest |a-b| of each
+    double scaled[Q_NUM];   // the largest max|a-b| / rms(b) of each over its tensors (fp64's statistic)
     int bad;            // a value out of tolerance (the first goes to AgainstFirst)
     char *zero_note;    // malloc'd: the tensors whose recorded gradient is all zero (or NULL)
 } AgainstStep;

@@ -59,13 +59,16 @@ typedef struct {
 extern const ReduceOrder NOISE_ORDERS[NOISE_MEMBERS];
 // The bench's relative loss agreement from step 3 on (--loss-rtol).
 #define BENCH_LOSS_RTOL 3e-2
-// --against, an fp64 record's tensors: max|a-b| <= this x the tensor's RMS.
-// A record is a free-running run (its own trajectory, not re-synchronized
-// each step as lockstep is), so lockstep's calibrated constants do not bound
-// it (a numpy record's parameters after one step differ by 1.2x lockstep's
-// params bound under another numpy build). Not calibrated yet: the earlier
-// fp64 bound, kept until the record's statistic is measured.
-#define AGAINST_FP64_SCALED 1e-12
+// --against, a record's tensors: max|a-b| <= AGAINST_FP64_SCALED[q] (fp64
+// records, every step) or AGAINST_FP32_SCALED[q] (fp32 records from step 2
+// on; step 1, the same start, takes fp32's fixed table) x the tensor's RMS,
+// for q = logits, grads, params (0 for the others). A record is a
+// free-running run (its own trajectory, not re-synchronized each step as
+// lockstep is), so lockstep's constants do not bound it: these are measured
+// on records of independent implementations checked against the CPU
+// engines (scripts/calibrate.py, family "against").
+extern const double AGAINST_FP64_SCALED[Q_NUM];
+extern const double AGAINST_FP32_SCALED[Q_NUM];
 
 // The rules of precision p (never NULL for p < PREC_NUM).
 const PrecisionRules *rules_for(Precision p);

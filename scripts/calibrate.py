@@ -6,13 +6,18 @@ measures the statistics those constants bound, on a family of correct
 implementations that legitimately differ from the reference, derives each
 constant from the measurement by a fixed procedure, and checks the table.
 
-  calibrate.py measure [--family cpu|gpu] [--precisions LIST] [--seeds N]
+  calibrate.py measure [--family cpu|gpu|against] [--precisions LIST] [--seeds N]
                        [--steps N] [--shapes LIST] [--impls LIST] [--jobs N]
                        [--raw DIR] [--python PY] [--deadline SECONDS]
       run `build/compare` lockstep for every implementation x shape x seed
       (--keep-going: a provisional constant never stops a run) and keep each
-      run's per-step errors in DIR (build/calibration/raw, or raw-gpu)
-  calibrate.py reduce [--family cpu|gpu] [--raw DIR] [--out FILE]
+      run's per-step errors in DIR (build/calibration/raw, or raw-gpu);
+      --family against: record runs of independent implementations in fp64
+      and fp32 (examples/record_trace.py: numpy, and torch on the CPU where
+      --python has it) and check each with `compare --against` against every
+      CPU engine order (and the scalar oracle at the small shapes): the
+      statistics --against's bounds limit, and fp32's loss band (raw-against)
+  calibrate.py reduce [--family cpu|gpu|against] [--raw DIR] [--out FILE]
       the raw runs -> the summary the constants are derived from
       (docs/calibration/measured-cpu.json or measured-gpu.json): per
       precision, quantity and implementation the tail of each statistic
@@ -44,6 +49,12 @@ The procedure (the same code derives and checks):
     bound gets 1e-3 / their number).
   * fp64 (fixed rule): scaled_q = the smallest value of the 1-2-5 grid within
     its share of the budget for every group.
+  * --against's bounds (family "against", summarised as the precisions
+    "against" and "against-fp32"): the same fixed rule, e of a record's
+    logits, gradients and parameters on its own trajectory against the
+    reference engine's own (fp32: from step 2 on); each comparison counts as
+    a step (a record with tensors at every one of 1000 steps). fp32's loss
+    statistic, each step's |a-b|, gives fp32's drift_tol (free mode's band).
   * fp32 and the mixed precisions (ratio rule e <= min(k e_noise + floor, cap)):
     floor_q = the median of e_noise over every comparison of the CPU family,
     up to the 1-2-5 grid; k_q = the smallest value of the fine grid (at least
@@ -74,9 +85,9 @@ RUN_STEPS = 1000          # the run length the false-alarm rate is stated for
 # errors are those of the arithmetic), and the largest flipped input is
 # measured: the margin is derived from it like any other bound.
 MEASURE_MARGIN = "1"
-ALL_SHAPES = "all"
+ALL_SHAPES = "all"   # an implementation's shapes pooled (its only tail where one shape has few comparisons)
 # the unit roundoff of each precision's products (the least ReLU margin)
-UNIT = {"fp64": 2.0 ** -53, "fp32": 2.0 ** -24, "tf32": 2.0 ** -11, "fp16": 2.0 ** -11, "bf16": 2.0 ** -8}        # an implementation's shapes pooled (its only tail where one shape has few comparisons)
+UNIT = {"fp64": 2.0 ** -53, "fp32": 2.0 ** -24, "tf32": 2.0 ** -11, "fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
 MIN_GROUP = 1000          # comparisons a shape needs for a tail of its own
 BUDGET = 1e-3             # per run, all of a precision's checks together
 TAIL_FRACTION = 0.01      # the GPD is fitted above the 99th percentile
@@ -144,6 +155,19 @@ GPU_SHAPES = {
     "fp16": ["b4", "l2gqa-b8", "blk64"],
     "tf32": ["b4", "l2gqa-b8", "blk64"],
 }
+# --against (family "against"): independent fp64 implementations record their
+# own runs (examples/record_trace.py), each checked against every reference:
+# the CPU engine in each order of its sums, and the oracle where it is fast
+AGAINST_RECORDERS = ["numpy", "torch"]
+AGAINST_REFS = ["cpu", "cpu:rev", "cpu:pairwise", "cpu:acc8", "cpu:fma", "scalar"]
+# (the wide shapes, slow on the CPU: two orders)
+AGAINST_WIDE_REFS = ["cpu", "cpu:pairwise"]
+AGAINST_QUANTITIES = ["logits", "grads", "params"]
+AGAINST_EVERY = 10          # a record's tensors every 10 steps (and at step 1)
+AGAINST = "against"         # the summary's pseudo-precision (fp64 records)
+AGAINST32 = "against-fp32"  # fp32 records, from step 2 on (step 1: lockstep's fixed fp32 table)
+AGAINST_PREC = {"fp64": AGAINST, "fp32": AGAINST32}
+FIXED_RULE = ("fp64", AGAINST, AGAINST32)   # the precisions judged by e alone (no noise reference)
 # the run whose first steps CI measures again (calibrate.py check)
 FINGERPRINT = {"fp32": ("cpu", "b4", 1), "bf16": ("cpu", "b4", 1)}
 
@@ -251,11 +275,122 @@ def measure_one(args, prec, impl, shape, seed, steps, raw):
     return out, red["verdict"]
 
 
+def has_torch(py):
+    r = subprocess.run([py, "-c", "import torch; assert int(torch.__version__.split('.')[0]) >= 2"],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+AGAINST_LINE = re.compile(r"^step +(\d+) \|.*\| diff ([0-9.e+-]+)(.*)\| (ok|FAIL)$")
+AGAINST_Q = re.compile(r"\| (logits|grads|params) [0-9.e+-]+ \(([0-9.e+-]+) x RMS\)")
+
+
+def parse_against(text, first_step):
+    """compare --against's step lines -> ({quantity: [[e], ...]} from
+    first_step on, [each step's |loss difference|, from the two printed
+    losses (12 decimals)])."""
+    qs, loss = {q: [] for q in AGAINST_QUANTITIES}, []
+    for line in text.splitlines():
+        m = AGAINST_LINE.match(line.strip())
+        if not m:
+            continue
+        parts = line.strip().split(" | ")
+        loss.append(abs(float(parts[1].split()[-1]) - float(parts[2].split()[-1])))
+        if int(m.group(1)) < first_step:
+            continue
+        for q, e in AGAINST_Q.findall(m.group(3)):
+            qs[q].append([float(e)])
+    return qs, loss
+
+
+def measure_against_one(args, prec, rec, shape, seed, steps, raw):
+    """Record one run of `rec` in `prec` and check it against every
+    reference: one raw file per (recorder, reference)."""
+    pp = AGAINST_PREC[prec]
+    refs = [x for x in AGAINST_REFS if (x != "scalar" or shape in SCALAR_SHAPES) and
+            (x in AGAINST_WIDE_REFS or shape not in SHAPE_STEPS)]
+    outs = {ref: os.path.join(raw, run_key(pp, "%s~%s" % (rec, ref), shape, seed) + ".json") for ref in refs}
+    if all(os.path.exists(o) for o in outs.values()) and not args.force:
+        return "kept"
+    flags = SHAPES[shape].split()
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = os.path.join(args.build, "compare")
+        r = subprocess.run([exe, "--export-init", tmp, "--steps", str(steps), "--seed", str(seed)] + flags, cwd=ROOT,
+                           capture_output=True, text=True)
+        if r.returncode:
+            return "failed: --export-init: " + r.stderr[-1000:]
+        trace = os.path.join(tmp, "trace.json")
+        r = subprocess.run([args.python, "examples/record_trace.py", tmp, trace, "--tensors-every",
+                            str(AGAINST_EVERY), "--engine", rec, "--precision", prec], cwd=ROOT,
+                           capture_output=True, text=True)
+        if r.returncode:
+            return "failed: record_trace.py --engine %s: %s" % (rec, r.stderr[-1000:])
+        verdicts = []
+        for ref, out in outs.items():
+            # the dataset: the trace names it by its digest alone
+            data = flags[flags.index("--data") + 1] if "--data" in flags else "data/names.txt"
+            cmd = [exe, "--against", trace, "--engines", ref, "--data", data]
+            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            if r.returncode not in (0, 1):
+                return "failed (exit %d): %s\n%s" % (r.returncode, " ".join(cmd), r.stderr[-1000:])
+            qs, loss = parse_against(r.stdout, 2 if prec == "fp32" else 1)
+            if len(loss) != steps or not qs["grads"]:
+                return "failed: %s printed %d step lines, %d with tensors" % (" ".join(cmd), len(loss), len(qs["grads"]))
+            if prec == "fp32":   # the loss's band (free mode's --drift-tol): each step's |a-b|
+                qs["loss"] = [[x] for x in loss]
+            red = {"quantities": {q: {"e": v, "n": [[None]] * len(v)} for q, v in qs.items() if v},
+                   "loss_diff_max": max(loss), "verdict": "pass" if r.returncode == 0 else "fail",
+                   "steps_run": steps, "gate_flip_steps": 0, "precision": pp, "impl": "%s~%s" % (rec, ref),
+                   "shape": shape, "seed": seed, "steps": steps}
+            with open(out + ".tmp", "w") as f:
+                json.dump(red, f, separators=(",", ":"))
+            os.replace(out + ".tmp", out)
+            verdicts.append(red["verdict"])
+    return ", ".join("%s %s" % (ref, v) for ref, v in zip(outs, verdicts))
+
+
+def cmd_measure_against(args, raw):
+    recs = [x for x in AGAINST_RECORDERS if not args.impls or x in args.impls.split(",")]
+    if "torch" in recs and not has_torch(args.python):
+        print("calibrate: %s has no torch >= 2: the torch recorder is left out (make deps TORCH=1, or --python)" %
+              args.python)
+        recs.remove("torch")
+    jobs = []
+    for prec in [p for p in args.precisions.split(",") if p in AGAINST_PREC]:
+        for rec in recs:
+            for shape in PRECISION_SHAPES[prec]:
+                if args.shapes and shape not in args.shapes.split(","):
+                    continue
+                steps = args.steps or SHAPE_STEPS.get(shape, RUN_STEPS)
+                for seed in range(1, (args.seeds or SHAPE_SEEDS.get(shape, 10)) + 1):
+                    jobs.append((prec, rec, shape, seed, steps))
+    jobs.sort(key=lambda j: -SHAPE_COST.get(j[2], 1) * j[4])
+    print("calibrate: %d records into %s, %d at a time" % (len(jobs), raw, args.jobs), flush=True)
+    bad = 0
+    with ThreadPoolExecutor(args.jobs) as ex:
+        futs = [ex.submit(measure_against_one, args, *j, raw) for j in jobs]
+        for j, fu in zip(jobs, futs):
+            what = fu.result()
+            bad += what.startswith("failed")
+            print("  %-5s %-6s %-9s seed %2d  %s" % (j[0], j[1], j[2], j[3], what), flush=True)
+    if bad:
+        die("%d record(s) could not be measured" % bad)
+
+
+def raw_dir(args):
+    return args.raw or os.path.join(ROOT, "build/calibration", {"cpu": "raw", "gpu": "raw-gpu",
+                                                                  "against": "raw-against"}[args.family])
+
+
 def cmd_measure(args):
+    if args.family == AGAINST:
+        raw = raw_dir(args)
+        os.makedirs(raw, exist_ok=True)
+        subprocess.run(["bash", "scripts/long_data.sh", "data/names.txt", LONG, "12"], cwd=ROOT, check=True)
+        return cmd_measure_against(args, raw)
     fam = CPU_IMPLS if args.family == "cpu" else GPU_IMPLS
-    raw = args.raw or os.path.join(ROOT, "build/calibration", "raw" if args.family == "cpu" else "raw-gpu")
+    raw = raw_dir(args)
     os.makedirs(raw, exist_ok=True)
-    os.makedirs(os.path.join(ROOT, "build/calibration"), exist_ok=True)
     # always written again: an older one (other lines) would measure other runs
     subprocess.run(["bash", "scripts/long_data.sh", "data/names.txt", LONG, "12"], cwd=ROOT, check=True)
     jobs = []
@@ -353,7 +488,7 @@ def tail(values, runs):
 
 
 def cmd_reduce(args):
-    raw = args.raw or os.path.join(ROOT, "build/calibration", "raw" if args.family == "cpu" else "raw-gpu")
+    raw = raw_dir(args)
     runs = load_raw(raw)
     if not runs:
         die("no measured runs in %s (calibrate.py measure first)" % raw)
@@ -382,7 +517,7 @@ def cmd_reduce(args):
         groups.setdefault((r["precision"], r["impl"], r["shape"]), []).append(r)
         groups.setdefault((r["precision"], r["impl"], ALL_SHAPES), []).append(r)
         summary["runs"].append({k: r[k] for k in ("precision", "impl", "shape", "seed", "steps", "verdict",
-                                                  "gate_flip_steps")})
+                                                  "gate_flip_steps", "loss_diff_max") if k in r})
     for (prec, impl, shape), rs in sorted(groups.items()):
         st = summary["stats"].setdefault(prec, {}).setdefault("%s/%s" % (impl, shape), {})
         for q in QUANTITIES:
@@ -398,7 +533,7 @@ def cmd_reduce(args):
                 es = step_max(Q["e"])
                 e_steps += es
                 e_runs.append(max(es))
-                if prec != "fp64":
+                if prec not in FIXED_RULE:
                     ns = step_max(Q["n"])
                     n_steps += ns
                     n_runs.append(max(ns))
@@ -407,10 +542,11 @@ def cmd_reduce(args):
                         k_steps[f] += ks
                         k_runs[f].append(max(ks))
             d["e"] = tail(e_steps, e_runs)
-            if prec != "fp64":
+            if prec not in FIXED_RULE:
                 d["noise"] = tail(n_steps, n_runs)
                 d["k_by_floor"] = {"%g" % f: tail(k_steps[f], k_runs[f]) for f in fl}
-            d["per_run"] = len(e_steps) / len(have)
+            # a record may hold tensors at every step: its comparisons count as steps
+            d["per_run"] = RUN_STEPS if prec in AGAINST_PREC.values() else len(e_steps) / len(have)
             st[q] = d
         rl = [r["relu"] for r in rs if "relu" in r]
         if rl:
@@ -566,7 +702,7 @@ def failing_runs(x, consts, prec):
                     bad[i] = bad[i] or v is None or v > consts["relu_margin"]
             continue
         c = consts[q]
-        tests = [(d["e"]["run_max"], c["scaled"])] if prec == "fp64" else \
+        tests = [(d["e"]["run_max"], c["scaled"])] if prec in FIXED_RULE else \
             [(k_tail(d, c["floor"], q)["run_max"], c["k"]), (d["noise"]["run_max"], c["ref_cap"])]
         if "cap" in c:
             tests.append((d["e"]["run_max"], c["cap"]))
@@ -589,7 +725,7 @@ def derive(stats, floors):
     for prec, impls in stats.items():
         qs = sorted({q for d in impls.values() for q in d if q != "relu"}, key=QUANTITIES.index)
         relu = any("relu" in d for d in impls.values())
-        checks = len(qs) * (1 if prec == "fp64" else (3 if prec in ("bf16", "fp16", "tf32") else 2)) + relu
+        checks = len(qs) * (1 if prec in FIXED_RULE else (3 if prec in ("bf16", "fp16", "tf32") else 2)) + relu
         alpha = BUDGET / checks
         c = {}
         if relu:
@@ -600,7 +736,7 @@ def derive(stats, floors):
                                    (i.endswith("/" + ALL_SHAPES) or d["relu"]["e"]["n"] >= MIN_GROUP))
         for q in qs:
             have = {i: d[q] for i, d in impls.items() if q in d and enough(i, d[q])}
-            if prec == "fp64":
+            if prec in FIXED_RULE:
                 scaled = max(smallest(d["e"], d["per_run"], alpha, COARSE) for d in have.values())
                 c[q] = {"scaled": scaled}
                 continue
@@ -618,7 +754,7 @@ def derive(stats, floors):
                 if q not in d or not enough(impl, d[q]):
                     continue
                 x = d[q]
-                if prec == "fp64":
+                if prec in FIXED_RULE:
                     total += p_run(x["e"], c[q]["scaled"], x["per_run"])
                 else:
                     total += (p_run(k_tail(x, c[q]["floor"], impl), c[q]["k"], x["per_run"]) +
@@ -653,7 +789,8 @@ def table():
 
 def default_summaries():
     d = os.path.join(ROOT, "docs/calibration")
-    return [os.path.join(d, f) for f in ("measured-cpu.json", "measured-gpu.json") if os.path.exists(os.path.join(d, f))]
+    return [os.path.join(d, f) for f in ("measured-cpu.json", "measured-gpu.json", "measured-against.json")
+            if os.path.exists(os.path.join(d, f))]
 
 
 TABLE_FILE = os.path.join(ROOT, "compare/tolerance.c")
@@ -704,6 +841,26 @@ def write_table(d, path=TABLE_FILE):
             if n != 1:
                 die("%s: the [%s] block has no .relu_margin" % (path, enum))
         src = src[:m.start(1)] + block + src[m.end(1):]
+    for prec, pp in AGAINST_PREC.items():
+        if pp not in d:
+            continue
+        c = d[pp]["constants"]
+        name = "AGAINST_%s_SCALED" % prec.upper()
+        m = re.search(r"const double %s\[Q_NUM\] = \{([^}]*)\};" % name, src)
+        if not m:
+            die("%s: no %s line" % (path, name))
+        entries = dict(re.findall(r"\[Q_(\w+)\] = ([^,]+)", m.group(1)))
+        for q in AGAINST_QUANTITIES:
+            if q in c:
+                entries[q.upper()] = c_number(c[q]["scaled"])
+        text = ", ".join("[Q_%s] = %s" % (q.upper(), entries[q.upper()]) for q in AGAINST_QUANTITIES)
+        src = src[:m.start(1)] + text + src[m.end(1):]
+        if "loss" in c:   # the records' loss band is free mode's --drift-tol of the precision
+            m = re.search(r"\[%s\] =\s*\{(.*?)\n        \},\n" % ENUM[prec], src, re.S)
+            block, n = re.subn(r"\.drift_tol = [^,]+,", ".drift_tol = %s," % c_number(c["loss"]["scaled"]), m.group(1))
+            if n != 1:
+                die("%s: the [%s] block has no .drift_tol" % (path, ENUM[prec]))
+            src = src[:m.start(1)] + block + src[m.end(1):]
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(src)
@@ -718,9 +875,13 @@ def cmd_derive(args):
     if getattr(args, "write", False):
         write_table(d)
         return 0
-    tab = table()["precisions"]
+    whole = table()
+    tab = dict(whole["precisions"])
+    for prec, pp in AGAINST_PREC.items():
+        tab[pp] = {"quantities": {q: {"scaled": v} for q, v in whole["against_%s_scaled" % prec].items()}}
+        tab[pp]["quantities"]["loss"] = {"scaled": whole["precisions"][prec]["drift_tol"]}
     mismatch = []
-    for prec in ("fp64", "fp32", "bf16", "fp16", "tf32"):
+    for prec in ("fp64", "fp32", "bf16", "fp16", "tf32", AGAINST, AGAINST32):
         if prec not in d:
             continue
         print("\n== %s: %d implementation(s): %s" % (prec, len(stats[prec]), ", ".join(sorted(stats[prec]))))
@@ -735,7 +896,7 @@ def cmd_derive(args):
                     mismatch.append("%s relu_margin: derived %.6g, table %.6g" % (prec, c, t))
                 continue
             t = tab[prec]["quantities"][q]
-            if prec == "fp64":
+            if prec in FIXED_RULE:
                 names = [("scaled", "scaled")]
             else:
                 names = [("k", "k"), ("floor", "floor"), ("ref_cap", "ref_cap")] + ([("cap", "cap")] if "cap" in c else [])
@@ -750,7 +911,7 @@ def cmd_derive(args):
             for impl, x in stats[prec].items():   # impl/shape
                 if q not in x:
                     continue
-                s = x[q]["e"] if prec == "fp64" else k_tail(x[q], c["floor"], impl)
+                s = x[q]["e"] if prec in FIXED_RULE else k_tail(x[q], c["floor"], impl)
                 fin = [v for v in s["run_max"] if v is not None]
                 worst[impl] = max(fin) if len(fin) == len(s["run_max"]) else math.inf
             w = max(worst.values())
@@ -787,12 +948,22 @@ def cmd_report(args):
            "says what each column is). The table of `compare/tolerance.c` holds these constants; "
            "`make calibrate-check` fails when it does not." % ", ".join("`%s`" % os.path.relpath(p, ROOT)
                                                                        for p in files), ""]
-    for prec in ("fp64", "fp32", "bf16", "fp16", "tf32"):
+    for prec in ("fp64", "fp32", "bf16", "fp16", "tf32", AGAINST, AGAINST32):
         if prec not in d:
             continue
         impls = sorted({k.split("/")[0] for k in stats[prec]})
         rs = [r for r in runs if r["precision"] == prec]
-        out += ["## %s" % prec, "",
+        if prec in (AGAINST, AGAINST32):
+            p = "fp64" if prec == AGAINST else "fp32"
+            out += ["## --against: %s records" % p, "",
+                    "A record of an independent implementation (examples/record_trace.py: numpy, torch on the CPU; "
+                    "in %s; tensors every %d steps) on its own trajectory, checked by `compare --against` against "
+                    "each reference engine on its own (implementation `RECORDER~REFERENCE`)%s; each comparison "
+                    "counts as a step, so the rate is for a record with tensors at every one of 1000 steps. Largest "
+                    "loss difference over every record: %.3g (the loss's bound is free mode's %s --drift-tol)." %
+                    (p, AGAINST_EVERY, "" if p == "fp64" else ", from step 2 on (step 1 is held to fp32's fixed "
+                     "table)", max(r.get("loss_diff_max", 0) for r in rs), p), ""]
+        out += ([] if prec in (AGAINST, AGAINST32) else ["## %s" % prec, ""]) + [
                 "%d runs (%d steps) of %s; each of its %d bounds gets %.1e of the budget of 1e-3 false alarms per "
                 "1000-step run." % (len(rs), sum(r["steps"] for r in rs), ", ".join(impls),
                                      round(BUDGET / d[prec]["alpha"]), d[prec]["alpha"]), ""]
@@ -808,16 +979,19 @@ def cmd_report(args):
                 out += ["ReLU margin %g (%.3g units of %.3g, %s's unit roundoff): no gate flipped in its family, "
                         "so it is the widest margin of the other precisions in units of their unit roundoff, "
                         "rounded up on the 1-2-5 grid." % (mg, mg / UNIT[prec], UNIT[prec], prec), ""]
-        stat = "e = max\\|a-b\\| / rms(b)" if prec == "fp64" else "(e - floor) / e_noise"
+        stat = "e = max\\|a-b\\| / rms(b)" if prec in FIXED_RULE else "(e - floor) / e_noise"
         cols = ["quantity", "constants", "largest run maximum of %s" % stat, "where"]
-        if prec != "fp64":
+        if prec not in FIXED_RULE:
             cols += ["median e_noise", "largest e_noise"] + (["largest e"] if prec != "fp32" else [])
         out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for q, c in d[prec]["constants"].items():
             if q == "relu_margin":
                 continue
             groups = {k: x[q] for k, x in stats[prec].items() if q in x and not k.endswith("/" + ALL_SHAPES)}
-            if prec == "fp64":
+            if prec == AGAINST32 and q == "loss":
+                cons = "drift_tol %g (each step's \\|a-b\\|, not scaled)" % c["scaled"]
+                vals = {k: max_of(x["e"]) for k, x in groups.items()}
+            elif prec in FIXED_RULE:
                 cons = "scaled %g" % c["scaled"]
                 vals = {k: max_of(x["e"]) for k, x in groups.items()}
             else:
@@ -826,7 +1000,7 @@ def cmd_report(args):
                 vals = {k: max_of(k_tail(x, c["floor"], k)) for k, x in groups.items()}
             w = max(vals, key=vals.get)
             row = "| %s | %s | %.3g | %s |" % (q, cons, vals[w], w)
-            if prec != "fp64":
+            if prec not in FIXED_RULE:
                 nz = {k: max_of(x["noise"]) for k, x in groups.items()}
                 row += " %.3g | %.3g |" % (floors[prec][q]["median_noise"], max(nz.values()))
                 if prec != "fp32":
@@ -934,8 +1108,8 @@ def plot_precision(prec, impls, consts):
     names = sorted(impls)
     W, rowh, left, top = 760, 26, 150, 40
     H = top + len(qs) * (len(names) + 1) * rowh + 40
-    key = "e" if prec == "fp64" else "k"
-    lim = "scaled" if prec == "fp64" else "k"
+    key = "e" if prec in FIXED_RULE else "k"
+    lim = "scaled" if prec in FIXED_RULE else "k"
     vals = [v for i in names for q in qs if q in impls[i] for v in impls[i][q][key]["run_max"] if v and v > 0]
     vals += [consts[q][lim] for q in qs]
     lo, hi = math.floor(math.log10(min(vals))), math.ceil(math.log10(max(vals))) + 0.3
@@ -943,9 +1117,9 @@ def plot_precision(prec, impls, consts):
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" '
            'font-size="11">' % (W, H), '<rect width="100%" height="100%" fill="white"/>',
            '<text x="10" y="18" font-size="13">%s: each run\'s largest %s (dots, one per run of the family) '
-           'and the table\'s bound (red line)%s</text>' % (prec, "e = max|a-b|/rms" if prec == "fp64" else
+           'and the table\'s bound (red line)%s</text>' % (prec, "e = max|a-b|/rms" if prec in FIXED_RULE else
                                                              "(e - floor)/e_noise",
-                                                             "" if prec == "fp64" else "; no dot: every step below the floor")]
+                                                             "" if prec in FIXED_RULE else "; no dot: every step below the floor")]
     y = top
     for q in qs:
         out.append('<text x="10" y="%d" font-weight="bold">%s</text>' % (y + 14, q))
@@ -976,7 +1150,8 @@ def main(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("measure")
-    m.add_argument("--family", choices=["cpu", "gpu"], default="cpu")
+    m.add_argument("--family", choices=["cpu", "gpu", AGAINST], default="cpu",
+                   help="against: the records --against checks, in the --precisions among fp64 and fp32")
     m.add_argument("--precisions", default="fp64,fp32,bf16,fp16,tf32")
     m.add_argument("--seeds", type=int, default=0, help="seeds per shape (default 10; 3 for w256, w512)")
     m.add_argument("--steps", type=int, default=0, help="steps per run (default 1000; fewer for w256, w512)")
@@ -990,7 +1165,7 @@ def main(argv):
     m.add_argument("--deadline", type=float, default=0,
                    help="seconds: no run past this (seed by seed, so that every implementation gets its share)")
     r = sub.add_parser("reduce")
-    r.add_argument("--family", choices=["cpu", "gpu"], default="cpu")
+    r.add_argument("--family", choices=["cpu", "gpu", AGAINST], default="cpu")
     r.add_argument("--raw", default="")
     r.add_argument("--out", default="")
     d = sub.add_parser("derive")

@@ -147,19 +147,29 @@ Test(against, a_recorded_training_run_is_checked_step_by_step, .timeout = 60) {
     th_expect_status(COMPARE("--against", junk, "--engines", "cpu"), 2, "junk.json", "not JSON");
 }
 
-// The whole outside workflow: export, train elsewhere (numpy), check.
-Test(against, an_outside_run_from_the_export_passes_and_a_broken_one_is_named, .timeout = 120) {
+// The outside workflow's first half: export into dir (batch 2, `steps`
+// steps) and record the numpy engine's run from it into dir/trace.json
+// (tensors every `every` steps, and at step 1); the Python that ran it. The
+// test skips without numpy.
+static const char *record_numpy(const char *dir, const char *steps, int every, char *trace, size_t n) {
     const char *py = th_python("import numpy");
     if (!py) {
-        fprintf(stderr, "SKIP: no Python with numpy (apt-get install python3-numpy)\n");
+        fprintf(stderr, "SKIP: no Python with numpy (make deps)\n");
         cr_skip_test("no Python with numpy");
     }
-    const char *dir = tmp("outside");
-    th_expect_status(COMPARE("--export-init", dir, "--steps", "8", "--batch", "2"), 0, NULL, "export");
-    char trace[600], cmd[2048];
-    snprintf(trace, sizeof trace, "%s/trace.json", dir);
-    snprintf(cmd, sizeof cmd, "%s examples/record_trace.py %s %s --tensors-every 4", py, dir, trace);
+    th_expect_status(COMPARE("--export-init", dir, "--steps", steps, "--batch", "2"), 0, NULL, "export");
+    snprintf(trace, n, "%s/trace.json", dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s examples/record_trace.py %s %s --tensors-every %d", py, dir, trace, every);
     cr_assert_eq(system(cmd), 0, "%s", cmd);
+    return py;
+}
+
+// The whole outside workflow: export, train elsewhere (numpy), check.
+Test(against, an_outside_run_from_the_export_passes_and_a_broken_one_is_named, .timeout = 120) {
+    const char *dir = tmp("outside");
+    char trace[600], cmd[2048];
+    const char *py = record_numpy(dir, "8", 4, trace, sizeof trace);
     th_expect_status(COMPARE("--against", trace, "--engines", "scalar", "--batch", "2", "--quiet"), 0,
                   "8 steps (3 with tensors)", "good run");
     th_check_schema("against_trace.schema.json", trace, 0);
@@ -178,4 +188,33 @@ Test(against, an_outside_run_from_the_export_passes_and_a_broken_one_is_named, .
     cr_assert_eq(system(cmd), 0);
     th_expect_status(COMPARE("--against", trace, "--engines", "scalar", "--batch", "2", "--quiet"), 2,
                   "step4.safetensors holds 9 tensors, 0 of them logits", "foreign tensors");
+}
+
+// What the calibrated fp64 bounds of a record still catch (they allow a
+// free-running record's own trajectory, 2e-10 to 2e-9 of each tensor's RMS:
+// docs/compare.md): a record whose gradients went through fp32 on the way to
+// the file (exact loss, logits and parameters; every gradient rounded to
+// float32, a relative error up to 6e-8) fails at step 1 naming a gradient,
+// and a correct record's statistic is printed against its bound.
+Test(against, an_fp64_record_with_fp32_gradients_fails, .timeout = 120) {
+    const char *dir = tmp("fp32grads");
+    char trace[600], cmd[4096];
+    const char *py = record_numpy(dir, "6", 3, trace, sizeof trace);
+    ThRun r = COMPARE("--against", trace, "--engines", "scalar");
+    cr_expect_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_expect(strstr(r.out, " x RMS) |") && strstr(r.out, "grads 2e-09 x each tensor's RMS"), "%s", r.out);
+    th_run_free(&r);
+    // every grads/<tensor> of step 1's file through float32
+    snprintf(cmd, sizeof cmd,
+             "%s -c \"import sys; sys.path.insert(0, 'examples'); import numpy as np, mg_protocol as m; "
+             "f = '%s/step1.safetensors'; t = m.st_decode(open(f, 'rb').read()); "
+             "t = {k: (d, s, np.frombuffer(b, '<f8').astype('<f4').astype('<f8').tobytes()) "
+             "if k.startswith('grads/') else (d, s, b) for k, (d, s, b) in t.items()}; "
+             "open(f, 'wb').write(m.st_encode(t))\"",
+             py, dir);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    r = COMPARE("--against", trace, "--engines", "scalar", "--quiet");
+    cr_expect_eq(r.status, 1, "%s%s", r.out, r.err);
+    cr_expect(strstr(r.out, "first failure at step 1: the gradient of "), "%s", r.out);
+    th_run_free(&r);
 }

@@ -379,10 +379,8 @@ static void against_both_sides(const char *prec) {
     snprintf(trace, sizeof trace, "%s/trace.json", dir);
     snprintf(ref, sizeof ref, "%s/ref/trace.json", dir);
     snprintf(bad, sizeof bad, "%s/planted/trace.json", dir);
-    // fp32: tensors at step 1 alone (a recorded run trains on its own, so
-    // its tensors part from the reference's from step 2 on by more than
-    // lockstep's tolerances: docs/outside_engines.md, "A recorded run")
-    const int every = p == PREC_FP64 ? 3 : 100;
+    // tensors at steps 1, 3 and 6
+    const int every = 3;
     snprintf(cmd, sizeof cmd, "mkdir -p %s/ref && cp %s/*.json %s/*.safetensors %s/ref/ && "
              "%s examples/record_trace.py %s %s --tensors-every %d --precision %s && "
              "%s examples/record_trace.py %s %s --tensors-every %d --precision fp64",
@@ -393,21 +391,22 @@ static void against_both_sides(const char *prec) {
     cr_assert_eq(r0.status, 0, "the recorded run passes:\n%s%s", r0.out, r0.err);
     th_run_free(&r0);
     const PrecisionRules *r = rules_for(p);
-    // the loss is held to free mode's band; a tensor to its quantity's fixed
-    // rule: fp64's in units of the tensor's RMS, fp32's per element
+    // the loss is held to free mode's band; a tensor to the record's
+    // calibrated bound in units of the tensor's RMS (fp32 from step 2 on),
+    // fp32's step 1 to lockstep's fixed table per element
     struct {
         const char *what;
         int step;
         Quantity q;
-    } cases[] = {{"loss", 5, Q_LOSS}, {"grads/layer0.attn_wv", 3, Q_GRADS}, {"params/wte", 6, Q_PARAMS},
-                 {"logits", 3, Q_LOGITS}};
-    if (p != PREC_FP64)
-        for (size_t i = 1; i < sizeof cases / sizeof cases[0]; i++) cases[i].step = 1;
+    } cases[] = {{"loss", 5, Q_LOSS},   {"grads/layer0.attn_wv", 3, Q_GRADS}, {"params/wte", 6, Q_PARAMS},
+                 {"logits", 3, Q_LOGITS}, {"grads/lm_head", 1, Q_GRADS},         {"params/wpe", 1, Q_PARAMS},
+                 {"logits", 1, Q_LOGITS}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int side = 0; side < 2; side++) {
             char mode[128];
             Tolerance t = r->fixed[cases[i].q];
-            if (p == PREC_FP64) t.scaled = AGAINST_FP64_SCALED;   // a record's own trajectory
+            if (p == PREC_FP64 || cases[i].step > 1)   // a record's own trajectory
+                t = (Tolerance){.scaled = (p == PREC_FP64 ? AGAINST_FP64_SCALED : AGAINST_FP32_SCALED)[cases[i].q]};
             if (cases[i].q == Q_LOSS) snprintf(mode, sizeof mode, "add:%.17g", r->drift_tol);
             else if (t.scaled > 0) snprintf(mode, sizeof mode, "scaled:%.17g", t.scaled);
             else snprintf(mode, sizeof mode, "elem:%.17g:%.17g", t.atol, t.rtol);
