@@ -371,17 +371,26 @@ Test(signals, sigint_during_sampling_ends_the_run, .timeout = 90) {
     cJSON_Delete(t);
 }
 
+// microgpt in case folder `name`, trained and sampled, now writing its trace
+// to a FIFO (*fifo) that nobody reads yet: it waits there. Its pid.
+static pid_t done_and_writing_to_a_fifo(const char *name, const char **fifo) {
+    th_case_dir(name);
+    const char *out = th_case_path("out"), *err = th_case_path("err");
+    *fifo = th_case_path("t.fifo");
+    cr_assert(mkfifo(*fifo, 0644) == 0, "mkfifo: %s", strerror(errno));
+    char *argv[] = {(char *)tool_path("microgpt"), "--data", (char *)th_names_path(), "--steps", "1", "--samples",
+                    "1", "--trace", (char *)*fifo, NULL};
+    pid_t pid = spawn(argv, -1, out, err);
+    wait_for_text(out, "sample  1", pid, 60);   // printed and flushed: next is the trace
+    return pid;
+}
+
 // A signal that comes while the finished run writes its trace (here: waiting
 // for the FIFO's reader) lets the write finish, complete, and still ends the
 // run by the signal instead of exit 0.
 Test(signals, a_signal_during_the_last_write_still_ends_the_run, .timeout = 90) {
-    th_case_dir("last-write");
-    const char *fifo = th_case_path("t.fifo"), *out = th_case_path("out"), *err = th_case_path("err");
-    cr_assert(mkfifo(fifo, 0644) == 0, "mkfifo: %s", strerror(errno));
-    char *argv[] = {(char *)tool_path("microgpt"), "--data", (char *)th_names_path(), "--steps", "1", "--samples",
-                    "1", "--trace", (char *)fifo, NULL};
-    pid_t pid = spawn(argv, -1, out, err);
-    wait_for_text(out, "sample  1", pid, 60);   // printed and flushed: next is the trace
+    const char *fifo;
+    pid_t pid = done_and_writing_to_a_fifo("last-write", &fifo);
     kill(pid, SIGTERM);
     nap_ms(100);
     int st;
@@ -523,13 +532,8 @@ Test(signals, sigkill_to_compare_ends_the_engine, .timeout = 120) {
 // it. The first SIGINT leaves it waiting (the trace may still be read); the
 // second ends it at once, by the signal.
 Test(signals, a_second_signal_ends_a_stuck_tool, .timeout = 90) {
-    th_case_dir("second");
-    const char *fifo = th_case_path("t.fifo"), *out = th_case_path("out"), *err = th_case_path("err");
-    cr_assert(mkfifo(fifo, 0644) == 0, "mkfifo: %s", strerror(errno));
-    char *argv[] = {(char *)tool_path("microgpt"), "--data", (char *)th_names_path(), "--steps", "1", "--samples",
-                    "1", "--trace", (char *)fifo, NULL};
-    pid_t pid = spawn(argv, -1, out, err);
-    wait_for_text(out, "sample  1", pid, 60);   // printed and flushed: next is the trace
+    const char *fifo;
+    pid_t pid = done_and_writing_to_a_fifo("second", &fifo);
     kill(pid, SIGINT);
     nap_ms(300);
     int st;
