@@ -4,7 +4,7 @@
 # the CUDA plugin in lockstep, the torch engine on CUDA in fp64 and fp32, its
 # --broken-rmsnorm switch (must FAIL at step 1 naming the tensors), the
 # Triton engine (tests/triton_engine_check.py; lockstep in fp32 and fp64 on
-# several shapes; each --plant-bug must FAIL, its first divergence printed),
+# several shapes, free-running in fp32 on three; each --plant-bug must FAIL, its first divergence printed),
 # and the start-up cost of a usage error (no CUDA library is loaded for it).
 # --python PY: the interpreter with numpy, torch and triton (python3);
 # --steps N: steps of the longer lockstep runs (50); --build DIR: where
@@ -79,6 +79,12 @@ if "$py" -c 'import numpy, torch, triton; assert torch.cuda.is_available()' 2>/d
     --precision fp32 --quiet
   run triton-fp32-block64 0 $CB --engines "cpu@fp64,$X" --steps 100 --data "$build/long12.txt" --block-size 64 \
     --n-embd 32 --n-head 4 --batch 2 --precision fp32 --quiet
+  # free-running (each engine trains on its own; the losses judged over the window) at the same three shapes
+  run triton-fp32-free 0 $C --engines "scalar,$X" --mode free --steps 1000 --precision fp32 --quiet
+  run triton-fp32-gqa-batch-free 0 $C --engines "cpu@fp64,$X" --mode free --steps 300 --batch 8 --n-layer 2 \
+    --n-kv-head 2 --precision fp32 --quiet
+  run triton-fp32-block64-free 0 $CB --engines "cpu@fp64,$X" --mode free --steps 100 --data "$build/long12.txt" \
+    --block-size 64 --n-embd 32 --n-head 4 --batch 2 --precision fp32 --quiet
   for bug in $("$py" -c 'import sys; sys.path.insert(0, "examples"); import triton_engine as t; print(" ".join(t.PLANTED_BUGS))'); do
     echo "=== triton planted bug $bug"
     loss=doc-mean   # a wrong token-mean gradient shows under the token mean alone

@@ -65,6 +65,7 @@ runs=(
   "batch8-fp64|0|--precision fp64 --batch 8"
   "batch8-fp32|0|--precision fp32 --batch 8 --samples 10"
   "token-mean-fp64|0|--precision fp64 --batch 4 --loss token-mean"
+  "token-mean-fp32|0|--precision fp32 --batch 4 --loss token-mean"
   "head6-layers2-fp64|0|--precision fp64 --n-embd 12 --n-head 2 --n-layer 2 --batch 3"
   "head5-fp32|0|--precision fp32 --n-embd 15 --n-head 3 --batch 4"
   "head1-gqa-fp64|0|--precision fp64 --n-embd 8 --n-head 8 --n-kv-head 4 --batch 2"
