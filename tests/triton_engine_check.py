@@ -40,6 +40,9 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 import mg_protocol  # noqa: E402
 import triton_engine as te  # noqa: E402
 
+# the engine these checks run: its class and its script in examples/
+# (tests/cutile_engine_check.py points te, ENGINE and ENGINE_SCRIPT at the cuTile engine)
+ENGINE, ENGINE_SCRIPT = te.TritonEngine, "triton_engine.py"
 RESULTS = {"passed": 0, "failed": 0, "skipped": 0}
 
 
@@ -144,7 +147,7 @@ def unit_checks():
     # the create reply announces activations, through mg_protocol.serve
     class Fake:
         name, device = "fake", "none"
-        relu_inputs, activations = te.TritonEngine.relu_inputs, te.TritonEngine.activations
+        relu_inputs, activations = ENGINE.relu_inputs, ENGINE.activations
 
         def __init__(self, cfg, data):
             if cfg.get("refuse"):
@@ -208,7 +211,7 @@ def unit_checks():
           "--plant-bug takes the 12 planted bugs", ", ".join(sorted(te.PLANTED_BUGS)))
     # a loss it does not compute is refused at create, naming it (before torch is imported)
     try:
-        te.TritonEngine(config(loss="sum"), {}, "cpu")
+        ENGINE(config(loss="sum"), {}, "cpu")
         check(False, "create refuses an unknown loss")
     except ValueError as e:
         check("sum" in str(e) and "token-mean" in str(e), "create refuses an unknown loss", str(e))
@@ -342,7 +345,7 @@ def rel_err(a, b):
 
 def run_engine(cfg, params, tokens, n, device, bug=None):
     data = {"params/" + k: te.encode(v) for k, v in params.items()}
-    eng = te.TritonEngine(cfg, data, device, bug)
+    eng = ENGINE(cfg, data, device, bug)
     loss = eng.step({"tokens": te.encode(tokens, "I32"), "n": te.encode(n, "I32")}, 0)
     acts = {k: te.decode(v) for k, v in eng.get("activations").items()}
     dtypes = {v[0] for v in eng.get("activations").values()}
@@ -368,7 +371,7 @@ def protocol_run(cfg, params, tokens, n, device):
                                                                       for k, v in params.items()}) +
              request({"op": "step", "step": 0}, {"tokens": te.encode(tokens, "I32"), "n": te.encode(n, "I32")}) +
              request({"op": "get", "what": "activations"}) + request({"op": "quit"}))
-    engine = os.path.join(ROOT, "examples", "triton_engine.py")
+    engine = os.path.join(ROOT, "examples", ENGINE_SCRIPT)
     out = subprocess.run([sys.executable, engine, "--device", device], input=stdin, stdout=subprocess.PIPE,
                          timeout=600).stdout
     replies, i = [], 0
