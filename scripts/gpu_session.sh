@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # usage: scripts/gpu_session.sh [--out DIR] [--parity-steps N] [--repeats N] [--steps N] [--no-mutants]
-#                               [--no-bench] [--calibrate SECONDS] [--calibrate-only SECONDS]
+#                               [--no-bench] [--bench-only] [--calibrate SECONDS] [--calibrate-only SECONDS]
 #                               [--end SECONDS] [--quick]
 # Every GPU check and measurement of the CUDA engine in one call, ordered so
 # that the timings run alone on the GPU (docs/cuda_backend.md):
@@ -11,11 +11,13 @@
 # 2. make test-gpu (test_gpu: kernels, both attention implementations, the
 #    engine on each path; test_attn_emu), then test_gpu --bench and
 #    --attn-bench (old against new kernels, us per call);
-# 3. compare --bench against PyTorch in the same run, fp32 and fp64: b1, b32,
-#    b256 with cuda (its own path choice) and cuda:layered; e64, e128, e512
-#    with cuda; bf16 and tf32 at b1, b256, e128, e512 against PyTorch
-#    autocast bf16 / TF32; the SM clock sampled meanwhile (--no-bench: none
-#    of the timings of 2 and 3);
+# 3. compare --bench against PyTorch (its CUDA graph, torch.compile and eager
+#    rows) in the same run at b1, b256, e128 and e512: fp32 with cuda (its own
+#    path choice), cuda:layered and the tile-language engines that import here
+#    (examples/triton_engine.py, examples/cutile_engine.py); then fp64, bf16
+#    (against autocast bf16) and tf32 (TF32 on) with cuda; the SM clock
+#    sampled meanwhile (--no-bench: none of the timings of 2 and 3;
+#    --bench-only: the build and 3 alone);
 # 4. then side by side: the GPU mutants' checks, make parity BACKEND=cuda
 #    (both paths), scripts/outside_gpu_check.sh, scripts/localize_check.sh
 #    on both CUDA paths (fp32 and fp64), the Triton engine
@@ -28,6 +30,9 @@
 #    their summary (calibrate.py reduce) to DIR/measured-gpu.json (runs already in
 #    build/calibration/raw-gpu are kept: a second call on the same machine
 #    continues); --calibrate-only SECONDS: the build and that alone.
+# cuTile: where .cutile/ holds its wheel and compiler (scripts/cutile_toolchain.sh
+# fetch .cutile; carry .cutile too, about 57 MB), they are installed after the
+# build, so that the cuTile engine's checks and bench rows run.
 # --quick: for a short lease, the engine and its kernel tests alone: test_gpu,
 # localize_check.sh on both paths, a few lockstep runs of each path (widths
 # 512, blocks 128), the Triton engine's check and a lockstep run of it.
@@ -46,6 +51,7 @@ while [ $# -gt 0 ]; do
     --steps) steps="$2"; shift 2 ;;
     --no-mutants) mutants=0; shift ;;
     --no-bench) bench=0; shift ;;
+    --bench-only) checks=0 mutants=0 bench=1; shift ;;
     --end) end="$2"; shift 2 ;;
     --calibrate) calib="$2"; shift 2 ;;
     --calibrate-only) calib="$2" checks=0 bench=0 mutants=0; shift 2 ;;
@@ -84,6 +90,14 @@ targets="all build/test_gpu build/test_attn_emu"
 [ $checks -eq 2 ] && targets="build/compare build/libmicrogpt_cuda_engine.so build/test_gpu"
 # shellcheck disable=SC2086
 step build 240 make -j16 $targets || { tail -n 30 "$logs/build.log"; exit 1; }
+if [ -d .cutile ]; then   # cuTile's wheel and compiler (after the build: it unsets CUDA_HOME)
+  if cutile_env=$(bash scripts/cutile_toolchain.sh install .cutile /tmp/cutile 2>"$logs/cutile-install.log"); then
+    eval "$cutile_env"
+    echo "=== cutile: $(python3 -c 'import cuda.tile as ct; print("cuda-tile", ct.__version__)' 2>&1 | tail -n 1)"
+  else
+    echo "=== cutile: not installed: $(tail -n 1 "$logs/cutile-install.log")"
+  fi
+fi
 if [ "$calib" != 0 ]; then   # until $calib seconds after this script started; below the checks' priority
   # the summary (calibrate.py reduce, below) takes about a second per 5 runs
   # (297 runs: 65 s): the runs stop 90 s before --calibrate's time
@@ -107,18 +121,24 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 [ $checks -eq 1 ] && [ $bench -eq 1 ] && step test-gpu 240 make test-gpu   # alone before the timings
 
 if [ $bench -eq 1 ]; then
-  step kernel-bench 60 build/test_gpu --bench
-  step attn-bench 60 build/test_gpu --attn-bench 20
+  if [ $checks -eq 1 ]; then
+    step kernel-bench 60 build/test_gpu --bench
+    step attn-bench 60 build/test_gpu --attn-bench 20
+  fi
   nvidia-smi --query-gpu=timestamp,clocks.sm,utilization.gpu --format=csv,noheader -lms 200 >"$logs/clocks.csv" 2>&1 &
   smi=$!
-  B=(build/compare --bench --baseline torch --precision both --repeats "$repeats" --steps "$steps" --quiet)
-  step bench-small 200 "${B[@]}" --engines cuda,cuda:layered --sizes b1,b32,b256 \
-    --trace "$logs/bench-small.json" --markdown "$logs/bench-small.md"
-  step bench-large 300 "${B[@]}" --engines cuda --sizes e64,e128,e512 \
-    --trace "$logs/bench-large.json" --markdown "$logs/bench-large.md"
-  for p in bf16 tf32; do   # against torch autocast bf16 / TF32 on
-    step bench-$p 200 build/compare --bench --baseline torch --precision $p --repeats "$repeats" --steps "$steps" \
-      --quiet --engines cuda --sizes b1,b256,e128,e512 --trace "$logs/bench-$p.json" --markdown "$logs/bench-$p.md"
+  tiles=""   # the tile-language engines that can run here, timed beside ours in fp32
+  for t in triton:triton cutile:cuda.tile; do
+    python3 -c "import torch, ${t#*:}; assert torch.cuda.is_available()" 2>/dev/null &&
+      tiles="$tiles,exec:python3 examples/${t%%:*}_engine.py"
+  done
+  sizes=b1,b256,e128,e512
+  B=(build/compare --bench --baseline torch --repeats "$repeats" --steps "$steps" --quiet --sizes $sizes)
+  step bench-fp32 260 "${B[@]}" --precision fp32 --engines "cuda,cuda:layered$tiles" \
+    --trace "$logs/bench-fp32.json" --markdown "$logs/bench-fp32.md"
+  for p in bf16 fp64 tf32; do   # bf16 against torch autocast bf16, tf32 against TF32 on
+    step bench-$p 150 "${B[@]}" --precision $p --engines cuda --trace "$logs/bench-$p.json" \
+      --markdown "$logs/bench-$p.md"
   done
   python3 scripts/bench_early_steps.py "$logs"/bench-*.json --steps 2 >"$logs/early-steps.txt" 2>&1
   kill $smi 2>/dev/null
@@ -249,12 +269,14 @@ if [ $checks -eq 2 ]; then
   tail -n 12 "$logs/triton.log" | cut -c1-200
 fi
 if [ $bench -eq 1 ]; then
-  tail -n 30 "$logs/kernel-bench.log" "$logs/attn-bench.log" | cut -c1-170
-  for f in bench-small bench-large bench-bf16 bench-tf32; do grep -E '^(\| |Machine)' "$logs/$f.log" | cut -c1-190; done
+  [ $checks -eq 1 ] && tail -n 30 "$logs/kernel-bench.log" "$logs/attn-bench.log" | cut -c1-170
+  for f in bench-fp32 bench-bf16 bench-fp64 bench-tf32; do
+    grep -E '^(\| |Machine)|compiled in' "$logs/$f.log" | cut -c1-230
+  done
   grep '^largest' "$logs/early-steps.txt"
   echo "SM clock during the benches (MHz, samples): $(awk -F', ' '{print $2}' "$logs/clocks.csv" | sort | uniq -c |
     sort -rn | head -n 5 | tr -s ' ' | tr '\n' ';')"
-  cat "$logs/profile.log"
+  [ -f "$logs/profile.log" ] && cat "$logs/profile.log"
 fi
 if [ $checks -eq 1 ]; then
   for n in parity-layered parity-auto; do grep -A 40 '^parity suite' "$logs/$n.log" | cut -c1-170; done

@@ -3,9 +3,11 @@
 # The outside-engine checks that need a GPU and PyTorch (docs/outside_engines.md):
 # the CUDA plugin in lockstep, the torch engine on CUDA in fp64 and fp32, its
 # --broken-rmsnorm switch (must FAIL at step 1 naming the tensors), the
-# Triton engine (tests/triton_engine_check.py; lockstep in fp32 and fp64 on
-# several shapes, free-running in fp32 on three; each --plant-bug must FAIL, its first divergence printed),
-# and the start-up cost of a usage error (no CUDA library is loaded for it).
+# tile-language engines, Triton and cuTile, each where its package imports
+# (tests/NAME_engine_check.py; lockstep in fp32 and fp64 on several shapes,
+# free-running in fp32 on three; each --plant-bug must FAIL, its first
+# divergence printed), and the start-up cost of a usage error (no CUDA
+# library is loaded for it). cuTile's compiler: scripts/cutile_toolchain.sh.
 # --python PY: the interpreter with numpy, torch and triton (python3);
 # --steps N: steps of the longer lockstep runs (50); --build DIR: where
 # compare and the CUDA plugin are (build), and the logs go.
@@ -64,39 +66,46 @@ if "$py" -c 'import numpy, torch, torch.nn.functional as F; F.scaled_dot_product
 else
   echo "SKIP torch: $py has no numpy and PyTorch >= 2 (give --python)"
 fi
-if "$py" -c 'import numpy, torch, triton; assert torch.cuda.is_available()' 2>/dev/null; then
-  "$py" -c 'import triton; print("triton", triton.__version__)'
-  echo "=== triton_engine_check"
-  "$py" tests/triton_engine_check.py > "$build/gpu-triton-check.log" 2>&1
+# tile_engine NAME MODULE: a tile-language engine (examples/NAME_engine.py,
+# its kernels in MODULE): its kernel checks, lockstep and free-running runs
+# against the oracle at three shapes, and each planted bug (must FAIL)
+tile_engine() {
+  local name="$1" module="$2" X="exec:$py examples/$1_engine.py" bug loss rc
+  if ! "$py" -c "import numpy, torch, $module; assert torch.cuda.is_available()" 2>/dev/null; then
+    echo "SKIP $name: $py has no torch with CUDA and $module"
+    return
+  fi
+  "$py" -c "import $module as m; print('$name', m.__version__)"
+  echo "=== ${name}_engine_check"
+  "$py" tests/${name}_engine_check.py > "$build/gpu-$name-check.log" 2>&1
   rc=$?
-  tail -n 8 "$build/gpu-triton-check.log"
-  [ $rc -eq 0 ] || { echo ">>> triton_engine_check: exit $rc"; status=1; }
-  X="exec:$py examples/triton_engine.py"
-  bash scripts/long_data.sh data/names.txt "$build/long12.txt" 12 >/dev/null
-  run triton-fp32 0 $C --engines "scalar,$X" --steps 1000 --precision fp32 --quiet
-  run triton-fp64 0 $C --engines "scalar,$X" --steps "$steps" --quiet
-  run triton-fp32-gqa-batch 0 $C --engines "cpu@fp64,$X" --steps 300 --batch 8 --n-layer 2 --n-kv-head 2 \
+  tail -n 8 "$build/gpu-$name-check.log"
+  [ $rc -eq 0 ] || { echo ">>> ${name}_engine_check: exit $rc"; status=1; }
+  run $name-fp32 0 $C --engines "scalar,$X" --steps 1000 --precision fp32 --quiet
+  run $name-fp64 0 $C --engines "scalar,$X" --steps "$steps" --quiet
+  run $name-fp32-gqa-batch 0 $C --engines "cpu@fp64,$X" --steps 300 --batch 8 --n-layer 2 --n-kv-head 2 \
     --precision fp32 --quiet
-  run triton-fp32-block64 0 $CB --engines "cpu@fp64,$X" --steps 100 --data "$build/long12.txt" --block-size 64 \
+  run $name-fp32-block64 0 $CB --engines "cpu@fp64,$X" --steps 100 --data "$build/long12.txt" --block-size 64 \
     --n-embd 32 --n-head 4 --batch 2 --precision fp32 --quiet
   # free-running (each engine trains on its own; the losses judged over the window) at the same three shapes
-  run triton-fp32-free 0 $C --engines "scalar,$X" --mode free --steps 1000 --precision fp32 --quiet
-  run triton-fp32-gqa-batch-free 0 $C --engines "cpu@fp64,$X" --mode free --steps 300 --batch 8 --n-layer 2 \
+  run $name-fp32-free 0 $C --engines "scalar,$X" --mode free --steps 1000 --precision fp32 --quiet
+  run $name-fp32-gqa-batch-free 0 $C --engines "cpu@fp64,$X" --mode free --steps 300 --batch 8 --n-layer 2 \
     --n-kv-head 2 --precision fp32 --quiet
-  run triton-fp32-block64-free 0 $CB --engines "cpu@fp64,$X" --mode free --steps 100 --data "$build/long12.txt" \
+  run $name-fp32-block64-free 0 $CB --engines "cpu@fp64,$X" --mode free --steps 100 --data "$build/long12.txt" \
     --block-size 64 --n-embd 32 --n-head 4 --batch 2 --precision fp32 --quiet
-  for bug in $("$py" -c 'import sys; sys.path.insert(0, "examples"); import triton_engine as t; print(" ".join(t.PLANTED_BUGS))'); do
-    echo "=== triton planted bug $bug"
+  for bug in $("$py" -c 'import sys; sys.path.insert(0, "examples"); import tile_engine as t; print(" ".join(t.PLANTED_BUGS))'); do
+    echo "=== $name planted bug $bug"
     loss=doc-mean   # a wrong token-mean gradient shows under the token mean alone
     [ "$bug" = token-mean-doc-grad ] && loss=token-mean
     $C --engines "cpu@fp64,$X --plant-bug $bug" --steps 3 --batch 2 --n-layer 2 --n-head 4 --n-kv-head 2 \
-      --precision fp32 --loss $loss > "$build/gpu-triton-$bug.log" 2>&1
+      --precision fp32 --loss $loss > "$build/gpu-$name-$bug.log" 2>&1
     rc=$?
-    grep -m 1 -E '^FAIL at' "$build/gpu-triton-$bug.log" | sed "s/^/triton $bug: /"
-    grep -m 1 'first divergence' "$build/gpu-triton-$bug.log" | cut -c1-220
-    [ $rc -eq 1 ] || { echo ">>> triton $bug: exit $rc, expected 1 (the planted bug passed?)"; status=1; }
+    grep -m 1 -E '^FAIL at' "$build/gpu-$name-$bug.log" | sed "s/^/$name $bug: /"
+    grep -m 1 'first divergence' "$build/gpu-$name-$bug.log" | cut -c1-220
+    [ $rc -eq 1 ] || { echo ">>> $name $bug: exit $rc, expected 1 (the planted bug passed?)"; status=1; }
   done
-else
-  echo "SKIP triton: $py has no torch with CUDA and triton"
-fi
+}
+bash scripts/long_data.sh data/names.txt "$build/long12.txt" 12 >/dev/null
+tile_engine triton triton
+tile_engine cutile cuda.tile
 exit $status
