@@ -76,7 +76,7 @@ LIB_OBJ := $(call obj,$(LIB_SRC)) $(LIB_OBJ_EXTRA)
 
 NAMES_URL := https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt
 
-.PHONY: all run data test test-gpu bench parity calibrate calibrate-check deps clean help
+.PHONY: all run data test test-gpu bench parity calibrate calibrate-check deps tile-compile clean help
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -122,6 +122,13 @@ endif
 deps:
 	bash scripts/install-deps.sh $(if $(filter-out 0,$(TORCH)),--torch)
 
+# The cuTile engine's kernels (examples/cutile_kernels.py), every variant it
+# launches, compiled for an H100 (sm_90) without a GPU: cuda-tile[tileiras]
+# from PyPI into .venv-cutile (scripts/install-deps.sh --cutile, ~160 MB)
+tile-compile:
+	bash scripts/install-deps.sh --cutile
+	.venv-cutile/bin/python tests/cutile_engine_check.py --compile-for 90
+
 # The calibration of compare's rules (scripts/calibrate.py, docs/compare.md):
 # measure the CPU family (hours on 2 cores; runs already measured are kept)
 # and the records --against checks (numpy, and torch on the CPU where
@@ -161,6 +168,7 @@ help:
 	@echo "make calibrate-check   the table against its measurement, and a fresh run's fingerprint (CI)"
 	@echo "make deps       install the Debian packages the build needs (root or sudo)"
 	@echo "make deps TORCH=1   the same, and PyTorch into .venv (the torch tests and examples)"
+	@echo "make tile-compile   compile the cuTile engine's kernels for sm_90 (no GPU; cuda-tile from PyPI)"
 	@echo "make data       fetch data/names.txt"
 	@echo "make clean      remove $(BUILD)/"
 

@@ -228,7 +228,8 @@ if [ $checks -eq 1 ]; then
   bgs+=($!)
   bg parity-auto 360 bash scripts/parity.sh --backend cuda --path auto --steps "$psteps" --jobs 6
   bgs+=($!)
-  bg outside 300 bash scripts/outside_gpu_check.sh --python python3 --steps 50
+  parts=cuda,torch,triton; [ -d .cutile ] && parts=$parts,cutile   # cuTile carried: it must run
+  bg outside 300 bash scripts/outside_gpu_check.sh --python python3 --steps 50 --only $parts
   bgs+=($!)
   bg localize 240 bash -c localize
   bgs+=($!)

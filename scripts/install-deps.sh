@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# usage: scripts/install-deps.sh [--torch]      (make deps, make deps TORCH=1)
+# usage: scripts/install-deps.sh [--torch] [--cutile]   (make deps, make deps TORCH=1, make tile-compile)
 # Install the Debian packages the build and the tests need, if they are
 # missing: libcjson-dev (traces), libcriterion-dev (tests), curl (fetching
 # names.txt), clang with libFuzzer and the sanitizer runtimes (make fuzz,
@@ -14,13 +14,19 @@
 # 10 minutes"), from PyPI or from $TORCH_INDEX_URL when set (e.g.
 # https://download.pytorch.org/whl/cpu, PyTorch's CPU-only builds). CI does
 # not use it.
+# --cutile (make tile-compile) makes .venv-cutile, a virtual environment
+# with numpy and cuda-tile[tileiras] $CUTILE_VERSION (1.7.0: cuda.tile and
+# its compiler, tileiras with the ptxas and libNVVM of CUDA 13.2-13.4, about
+# 160 MB from PyPI), where tests/cutile_engine_check.py --compile-for 90
+# compiles the cuTile engine's kernels for an H100 without a GPU.
 set -eu
-torch=0
+torch=0 cutile=0
 for a in "$@"; do
   case "$a" in
     --torch) torch=1 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: install-deps.sh [--torch] (see --help)" >&2; exit 2 ;;
+    --cutile) cutile=1 ;;
+    -h|--help) awk 'NR>1 && !/^#/{exit} NR>1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: install-deps.sh [--torch] [--cutile] (see --help)" >&2; exit 2 ;;
   esac
 done
 need=()
@@ -61,10 +67,22 @@ torch_venv() {
       { echo "install-deps: pip could not install torch into .venv" >&2; exit 1; }
   fi
 }
+cutile_venv() {
+  [ "$cutile" = 1 ] || return 0
+  local v="${CUTILE_VERSION:-1.7.0}"
+  if ! .venv-cutile/bin/python -c "import numpy, cuda.tile as ct; assert ct.__version__ == '$v'" >/dev/null 2>&1; then
+    echo "install-deps: making .venv-cutile (numpy, cuda-tile[tileiras] $v)"
+    rm -rf .venv-cutile
+    python3 -m venv .venv-cutile || { echo "install-deps: python3 -m venv failed" >&2; exit 1; }
+    .venv-cutile/bin/python -m pip install -q --disable-pip-version-check numpy "cuda-tile[tileiras]==$v" ||
+      { echo "install-deps: pip could not install numpy and cuda-tile[tileiras]==$v into .venv-cutile" >&2; exit 1; }
+  fi
+}
 cd "$(dirname "$0")/.."
 if [ ${#need[@]} -eq 0 ]; then
   venv
   torch_venv
+  cutile_venv
   echo "install-deps: everything needed is installed"
   exit 0
 fi
@@ -82,3 +100,4 @@ else
 fi
 venv
 torch_venv
+cutile_venv

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# usage: scripts/outside_gpu_check.sh [--python PY] [--steps N] [--build DIR]
+# usage: scripts/outside_gpu_check.sh [--python PY] [--steps N] [--build DIR] [--only LIST]
 # The outside-engine checks that need a GPU and PyTorch (docs/outside_engines.md):
 # the CUDA plugin in lockstep, the torch engine on CUDA in fp64 and fp32, its
 # --broken-rmsnorm switch (must FAIL at step 1 naming the tensors), the
@@ -10,23 +10,31 @@
 # library is loaded for it). cuTile's compiler: scripts/cutile_toolchain.sh.
 # --python PY: the interpreter with numpy, torch and triton (python3);
 # --steps N: steps of the longer lockstep runs (50); --build DIR: where
-# compare and the CUDA plugin are (build), and the logs go.
+# compare and the CUDA plugin are (build), and the logs go; --only LIST: the
+# parts named, comma-separated, of cuda (the plugin and the usage error),
+# torch, triton, cutile (all; a part named there that cannot run here, e.g.
+# no cuda.tile, fails the check instead of being skipped).
 # Exits non-zero if a check that should pass fails, or the broken one passes;
 # 2 on bad arguments.
 set -u
 usage() { awk 'NR>1 && !/^#/{exit} NR>1' "$0" | sed 's/^# \{0,1\}//'; }
-py=python3 steps=50 build=build
+py=python3 steps=50 build=build only=cuda,torch,triton,cutile explicit=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --python|--steps|--build)
+    --python|--steps|--build|--only)
       [ $# -ge 2 ] && [ -n "$2" ] || { echo "outside_gpu_check: $1 needs a value (see --help)" >&2; exit 2; }
-      case "$1" in --python) py="$2" ;; --steps) steps="$2" ;; --build) build="$2" ;; esac
+      case "$1" in --python) py="$2" ;; --steps) steps="$2" ;; --build) build="$2" ;; --only) only="$2" explicit=1 ;; esac
       shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "outside_gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$steps" in ''|*[!0-9]*|0) echo "outside_gpu_check: --steps must be a whole number >= 1, not '$steps'" >&2; exit 2 ;; esac
+for part in ${only//,/ }; do
+  case "$part" in cuda|torch|triton|cutile) ;;
+    *) echo "outside_gpu_check: --only takes cuda, torch, triton, cutile, not '$part'" >&2; exit 2 ;; esac
+done
+wants() { case ",$only," in *",$1,"*) return 0 ;; esac; return 1; }
 CB="$build/compare"
 C="$CB --data data/names.txt"
 status=0
@@ -39,14 +47,18 @@ run() {  # run NAME WANT_EXIT CMD...
   tail -n 12 "$build/gpu-$name.log"
   if [ "$rc" -ne "$want" ]; then echo ">>> $name: exit $rc, expected $want"; status=1; else echo ">>> $name: exit $rc as expected"; fi
 }
-echo "=== usage error: time and peak memory"
-for bin in "$build/compare_before" "$build/compare"; do
-  [ -x "$bin" ] || continue
-  /usr/bin/time -v "$bin" --engines bogus 2>&1 | grep -E "Elapsed|Maximum resident" | sed "s|^|  $bin: |"
-done
-run cuda-fp64 0 $C --engines scalar,cuda --steps "$steps" --quiet
-run cuda-fp32 0 $C --engines scalar,cuda --steps "$steps" --precision fp32 --quiet
-if "$py" -c 'import numpy, torch, torch.nn.functional as F; F.scaled_dot_product_attention' 2>/dev/null; then
+if wants cuda; then
+  echo "=== usage error: time and peak memory"
+  for bin in "$build/compare_before" "$build/compare"; do
+    [ -x "$bin" ] || continue
+    /usr/bin/time -v "$bin" --engines bogus 2>&1 | grep -E "Elapsed|Maximum resident" | sed "s|^|  $bin: |"
+  done
+  run cuda-fp64 0 $C --engines scalar,cuda --steps "$steps" --quiet
+  run cuda-fp32 0 $C --engines scalar,cuda --steps "$steps" --precision fp32 --quiet
+fi
+if ! wants torch; then
+  :
+elif "$py" -c 'import numpy, torch, torch.nn.functional as F; F.scaled_dot_product_attention' 2>/dev/null; then
   "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
   T="$py examples/torch_engine.py"
   run torch-cuda-fp64 0 $C --engines "scalar,exec:$T --device cuda" --steps "$steps" --quiet
@@ -65,14 +77,17 @@ if "$py" -c 'import numpy, torch, torch.nn.functional as F; F.scaled_dot_product
   grep -q "not in the reference: wte wpe" "$build/gpu-torch-cuda-broken.log" || { echo ">>> broken: wte, wpe not named"; status=1; }
 else
   echo "SKIP torch: $py has no numpy and PyTorch >= 2 (give --python)"
+  [ $explicit -eq 0 ] || { echo ">>> torch: asked for with --only, and it cannot run here"; status=1; }
 fi
 # tile_engine NAME MODULE: a tile-language engine (examples/NAME_engine.py,
 # its kernels in MODULE): its kernel checks, lockstep and free-running runs
 # against the oracle at three shapes, and each planted bug (must FAIL)
 tile_engine() {
   local name="$1" module="$2" X="exec:$py examples/$1_engine.py" bug loss rc
+  wants "$name" || return
   if ! "$py" -c "import numpy, torch, $module; assert torch.cuda.is_available()" 2>/dev/null; then
     echo "SKIP $name: $py has no torch with CUDA and $module"
+    [ $explicit -eq 0 ] || { echo ">>> $name: asked for with --only, and it cannot run here"; status=1; }
     return
   fi
   "$py" -c "import $module as m; print('$name', m.__version__)"
