@@ -243,22 +243,9 @@ def compile_checks(sm):
     K._launch = compile_launch
 
     def launches(dt, B, T, HS, NH, NKV, V, bugs):
-        C, KV, M = NH * HS, NKV * HS, B * T
-        e = lambda *shape: StandIn(shape, dt)  # noqa: E731
         tokens, n = StandIn((B, T + 1), np.int32), StandIn((B,), np.int32, value=T)
-        K.embed_fwd(tokens, n, e(V, C), e(T, C))
-        K.rmsnorm_fwd(e(M, C), e(2), bugs["rmsnorm-fwd"])
-        dy = e(M, C)
-        for dres in (e(M, C), None):
-            K.rmsnorm_bwd(e(M, C), e(M), dy, dres, bugs["rmsnorm-bwd"])
-        K.attn_fwd(e(M, C), e(M, KV), e(M, KV), e(2), B, T, NH, NKV, HS, bugs)
-        K.attn_bwd(e(M, C), e(M, KV), e(M, KV), e(B, NH, T, T), e(M, C), e(2), B, T, NH, NKV, HS, bugs)
-        for token_mean in (False, True):
-            K.cross_entropy(e(M, V), tokens, n, bugs["ce-grad"], token_mean, bugs["token-mean-doc-grad"])
-        K.relu_fwd(e(M, 4 * C))
-        K.relu_bwd(e(M, 4 * C), e(M, 4 * C), bugs["relu-bwd"])
-        K.scatter_rows(StandIn((M,), np.int32), e(M, C), e(V, C))
-        K.adam(e(1000), e(1000), e(1000), e(1000), e(8), bugs["adam-v"])
+        shared.launch_every_kernel(K, lambda *shape: StandIn(shape, dt), tokens, n, StandIn((B * T,), np.int32),
+                                   B, T, HS, NH, NKV, V, bugs)
 
     # (B, T, head_dim, n_head, n_kv_head, V): the default model, GQA, one
     # document of one token; the largest tiles attention_fits accepts, T 128

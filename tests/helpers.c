@@ -198,6 +198,19 @@ const char *th_python(const char *code) {
     return found[n - 1][0] ? found[n - 1] : NULL;
 }
 
+ThRun th_python_script(const char *code, const char *script, const char **py_used) {
+    const char *py = th_python(code);
+    if (!py) {
+        fprintf(stderr, "SKIP: no Python for which '%s' runs ($MICROGPT_PYTHON, .venv/bin/python, /usr/bin/python3 "
+                        "or python3 on PATH; make deps installs numpy into .venv)\n", code);
+        cr_skip_test("no Python for %s", script);
+    }
+    if (py_used) *py_used = py;
+    // env finds a bare "python3" on PATH (th_run takes a path)
+    char *const argv[] = {"/usr/bin/env", (char *)py, (char *)script, NULL};
+    return th_run(argv);
+}
+
 void th_check_schema(const char *schema, const char *file, int lines) {
     const char *py = th_python("import jsonschema");
     if (!py) {

@@ -67,6 +67,10 @@ struct cJSON *th_stdout_json(ThRun r, int status, const char *text, const char *
 // Debian's /usr/bin/python3, else python3 on PATH; NULL if none. Answers
 // are cached.
 const char *th_python(const char *code);
+// Run `python SCRIPT` (from the repository root) with th_python(code);
+// where there is none, skip the test saying so. *py_used (if not NULL)
+// names the interpreter.
+ThRun th_python_script(const char *code, const char *script, const char **py_used);
 // Check a JSON file (or each of its lines) against a schema of docs/schemas/
 // with tests/validate_schema.py; fails the test on a violation, and only
 // logs when no Python has the jsonschema module.

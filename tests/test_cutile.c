@@ -19,15 +19,8 @@
 #include "helpers.h"
 
 Test(cutile, engine_check_script_passes, .timeout = 900) {
-    const char *py = th_python("import numpy");
-    if (!py) {
-        fprintf(stderr, "SKIP: no Python with numpy ($MICROGPT_PYTHON, .venv/bin/python, /usr/bin/python3 or "
-                        "python3 on PATH): apt-get install python3-numpy\n");
-        cr_skip_test("no Python with numpy");
-    }
-    // env finds a bare "python3" on PATH (th_run takes a path)
-    char *const argv[] = {"/usr/bin/env", (char *)py, "tests/cutile_engine_check.py", NULL};
-    ThRun r = th_run(argv);
+    const char *py;
+    ThRun r = th_python_script("import numpy", "tests/cutile_engine_check.py", &py);
     cr_expect_eq(r.status, 0, "tests/cutile_engine_check.py with %s exited %d:\n%s%s", py, r.status, r.out, r.err);
     cr_expect(strstr(r.out, "cutile_engine_check: ") && strstr(r.out, " passed, 0 failed"), "%s", r.out);
     // the checks that need numpy alone ran and passed

@@ -540,6 +540,26 @@ def engine_checks(device):
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
 
 
+def launch_every_kernel(K, e, tokens, n, keys, B, T, HS, NH, NKV, V, bugs):
+    """call each launcher of the kernel module K once for a shape (both
+    rmsnorm_bwd variants, both losses), on arrays made by e(*shape): the
+    --compile-for checks of the Triton and the cuTile engine put a compiler
+    where the launch would be. tokens (B,T+1) and n (B) int32, keys (B*T) int32."""
+    C, KV, M = NH * HS, NKV * HS, B * T
+    K.embed_fwd(tokens, n, e(V, C), e(T, C))
+    K.rmsnorm_fwd(e(M, C), e(2), bugs["rmsnorm-fwd"])
+    for dres in (e(M, C), None):
+        K.rmsnorm_bwd(e(M, C), e(M), e(M, C), dres, bugs["rmsnorm-bwd"])
+    K.attn_fwd(e(M, C), e(M, KV), e(M, KV), e(2), B, T, NH, NKV, HS, bugs)
+    K.attn_bwd(e(M, C), e(M, KV), e(M, KV), e(B, NH, T, T), e(M, C), e(2), B, T, NH, NKV, HS, bugs)
+    for token_mean in (False, True):
+        K.cross_entropy(e(M, V), tokens, n, bugs["ce-grad"], token_mean, bugs["token-mean-doc-grad"])
+    K.relu_fwd(e(M, 4 * C))
+    K.relu_bwd(e(M, 4 * C), e(M, 4 * C), bugs["relu-bwd"])
+    K.scatter_rows(keys, e(M, C), e(V, C))
+    K.adam(e(1000), e(1000), e(1000), e(1000), e(8), bugs["adam-v"])
+
+
 def compile_checks(sm):
     """compile, for sm_<sm>, every kernel variant the launchers of
     examples/triton_kernels.py launch for a few shapes; nothing runs"""
@@ -578,21 +598,9 @@ def compile_checks(sm):
     bugs = {b: False for b in te.PLANTED_BUGS}
 
     def launches(dt, B, T, HS, NH, NKV, V, bugs):
-        C, KV, M = NH * HS, NKV * HS, B * T
-        e = lambda *shape: torch.empty(*shape, dtype=dt)  # noqa: E731
         tokens, n = torch.zeros(B, T + 1, dtype=torch.int32), torch.full((B,), T, dtype=torch.int32)
-        K.embed_fwd(tokens, n, e(V, C), e(T, C))
-        K.rmsnorm_fwd(e(M, C), e(2), bugs["rmsnorm-fwd"])
-        for dres in (e(M, C), None):
-            K.rmsnorm_bwd(e(M, C), e(M), e(M, C), dres, bugs["rmsnorm-bwd"])
-        K.attn_fwd(e(M, C), e(M, KV), e(M, KV), e(2), B, T, NH, NKV, HS, bugs)
-        K.attn_bwd(e(M, C), e(M, KV), e(M, KV), e(B, NH, T, T), e(M, C), e(2), B, T, NH, NKV, HS, bugs)
-        for token_mean in (False, True):
-            K.cross_entropy(e(M, V), tokens, n, bugs["ce-grad"], token_mean, bugs["token-mean-doc-grad"])
-        K.relu_fwd(e(M, 4 * C))
-        K.relu_bwd(e(M, 4 * C), e(M, 4 * C), bugs["relu-bwd"])
-        K.scatter_rows(torch.zeros(M, dtype=torch.int32), e(M, C), e(V, C))
-        K.adam(e(1000), e(1000), e(1000), e(1000), e(8), bugs["adam-v"])
+        launch_every_kernel(K, lambda *shape: torch.empty(*shape, dtype=dt), tokens, n,
+                            torch.zeros(B * T, dtype=torch.int32), B, T, HS, NH, NKV, V, bugs)
 
     # (B, T, head_dim, n_head, n_kv_head, V): the default model, GQA, one
     # document of one token, the largest tiles attention_fits accepts
