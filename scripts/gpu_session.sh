@@ -39,7 +39,8 @@
 # --end SECONDS (570): every check is stopped by then (seconds after the
 # start), so that the call ends inside the device's limit.
 # Logs, bench traces and tables go to DIR (default $OUT, else
-# /tmp/gpu_session) as session.tar.gz; a summary is printed. Exit 1 if a
+# /tmp/gpu_session) as session.tar.gz (rewritten every minute, so that a call
+# cut off early still brings some back); a summary is printed. Exit 1 if a
 # check failed. Needs data/names.txt (carry data/ and .debs/ along).
 set -u -o pipefail
 out="${OUT:-/tmp/gpu_session}" psteps=1000 repeats=3 steps=60 mutants=1 bench=1 calib=0 checks=1 end=570
@@ -63,6 +64,14 @@ done
 [ -s data/names.txt ] || { echo "gpu_session: data/names.txt is missing (carry data/ along)" >&2; exit 2; }
 mkdir -p "$out" /tmp/deps
 logs=$(mktemp -d)
+# the logs so far, every minute: a call cut off at the device's limit still
+# brings back what ran (the final archive replaces it)
+( while sleep 60; do
+    tar czf "$out/session.tar.gz.part" -C "$logs" --exclude='parity' . 2>/dev/null &&
+      mv -f "$out/session.tar.gz.part" "$out/session.tar.gz"
+  done ) &
+snapshots=$!
+trap 'kill $snapshots 2>/dev/null' EXIT
 for f in .debs/*.deb; do [ -f "$f" ] && dpkg -x "$f" /tmp/deps; done
 export DEPS_PREFIX=/tmp/deps
 results=()
@@ -229,7 +238,7 @@ if [ $checks -eq 1 ]; then
   bg parity-auto 360 bash scripts/parity.sh --backend cuda --path auto --steps "$psteps" --jobs 6
   bgs+=($!)
   parts=cuda,torch,triton; [ -d .cutile ] && parts=$parts,cutile   # cuTile carried: it must run
-  bg outside 300 bash scripts/outside_gpu_check.sh --python python3 --steps 50 --only $parts
+  bg outside 450 bash scripts/outside_gpu_check.sh --python python3 --steps 50 --only $parts
   bgs+=($!)
   bg localize 240 bash -c localize
   bgs+=($!)
@@ -296,6 +305,7 @@ for r in "${results[@]}"; do
   printf '%-18s %-8s %s\n' "$name" "$v" "$secs"
 done
 rm -f "$logs"/*.json.tmp* 2>/dev/null
+kill $snapshots 2>/dev/null; wait $snapshots 2>/dev/null; rm -f "$out/session.tar.gz.part"
 tar czf "$out/session.tar.gz" -C "$logs" --exclude='parity' . && echo "logs: $out/session.tar.gz"
 [ $failed -eq 0 ] && echo "gpu_session: all passed" || echo "gpu_session: FAILED"
 exit $failed
