@@ -28,6 +28,27 @@ Test(compare, scalar_and_cpu_agree_in_fp64_and_fp32, .timeout = 120) {
     expect_pass(COMPARE("--engines", "scalar,cpu", "--steps", "25", "--mode", "free", "--quiet"), "free-running");
 }
 
+// Free mode below fp64 says what its band can catch: a PASS there must not
+// read as lockstep's. fp64's band (1e-9) catches subtle bugs: no note.
+Test(compare, free_mode_below_fp64_says_it_catches_gross_errors_only, .timeout = 120) {
+    ThRun r = COMPARE("--engines", "cpu@fp64,cpu", "--steps", "20", "--mode", "free", "--precision", "fp32", "--quiet",
+                      "--inject-fault", "grad-sign");
+    cr_expect_eq(r.status, 0, "a flipped gradient sign passes free mode's fp32 band at 20 steps:\n%s", r.out);
+    cr_expect(strstr(r.out, "note: in fp32 two correct trainings part ways, so this band catches gross errors only") &&
+                  strstr(r.out, "lockstep checks every step"),
+              "%s", r.out);
+    th_run_free(&r);
+    r = COMPARE("--engines", "cpu@fp64,cpu", "--steps", "20", "--mode", "free", "--quiet", "--inject-fault",
+                "grad-sign");
+    cr_expect_eq(r.status, 1, "fp64's band catches the flipped gradient sign:\n%s", r.out);
+    cr_expect(strstr(r.out, "gross errors only") == NULL, "%s", r.out);
+    th_run_free(&r);
+    r = COMPARE("--engines", "cpu@fp64,cpu", "--steps", "20", "--mode", "free", "--quiet");
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect(strstr(r.out, "gross errors only") == NULL, "no note in fp64:\n%s", r.out);
+    th_run_free(&r);
+}
+
 // Determinism: the same comparison twice gives bit-identical traces (an
 // engine against itself, `--engines cpu,cpu`, is refused: it proves nothing).
 Test(compare, the_same_run_twice_is_bit_identical) {
