@@ -383,6 +383,12 @@ int against_main(Options *o) {
            f.failed ? "FAIL" : "PASS", o->against, recorder, precision_name(o->prec), o->names[0],
            precision_name(engine_prec(o, 0)), td.n_steps, n_tensor_steps, o->s.batch);
     if (f.failed) printf("  first failure at step %d: %s\n", f.step, f.what);
+    if (tp == PREC_FP32)   // docs/compare.md, "How the constants were measured" (against-fp32)
+        printf("  note: an fp32 record parts ways from the reference after step 1 (held to lockstep's fp32 table): "
+               "from step 2 its tensors (x RMS: logits %g, grads %g, params %g) and its loss (%.1e a step) catch "
+               "gross errors only; lockstep (exec: or plugin:) checks every step\n",
+               AGAINST_FP32_SCALED[Q_LOGITS], AGAINST_FP32_SCALED[Q_GRADS], AGAINST_FP32_SCALED[Q_PARAMS],
+               o->drift_tol);
     if (decimals >= 0)
         printf("  the record is rounded to %d decimals: tolerance %.0e (half a unit of the last digit, plus %.0e; "
                "%s)\n", decimals, loss_tol, o->drift_tol, declared ? "its loss_decimals" : "no recorded loss has more");
