@@ -920,6 +920,91 @@ static double max_abs_diff(const std::vector<double> &a, const std::vector<doubl
     return mx;
 }
 
+// One lockstep step of the CUDA engine against the CPU engine (engine_vs_cpu,
+// token_mean_vs_cpu): both start from the CPU engine's state. The loss, the
+// logits (NaN at padding) and the gradients within the precision's
+// tolerances (the gradients not where a ReLU input lies within the margin of
+// 0: the two may gate it differently); the ReLU inputs NaN at padding; the
+// update the reference's Adam on the engine's own gradients, bit for bit.
+// Then the engine goes on from the CPU engine's state.
+struct LockstepCheck {
+    std::string label;   // e.g. "engine vs cpu fp64": names every failure
+    Precision p;
+    const Settings &s;
+    size_t P, V, H;
+    Tol t_loss, t_logit, t_grad;
+    double margin;   // a ReLU input this close to 0 may flip
+    std::vector<double> la, lb, ga, gb, pa, pb, ma, mb, va, vb, relu;
+    std::vector<double> p0, m0, v0;   // the state the CUDA engine starts the step from
+    double worst[4] = {0, 0, 0, 0};   // loss, logits, grads; parameters vs the CPU engine's
+    int skipped = 0, failed_steps = 0;
+
+    LockstepCheck(const std::string &label_, Precision p_, const Model &mdl)
+        : label(label_), p(p_), s(mdl.s), P(mdl.L.n_params), V((size_t)mdl.shape().vocab_size),
+          H(4 * (size_t)mdl.shape().n_embd) {
+        const bool fp64 = p == PREC_FP64;
+        t_loss = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-6, 1e-5};
+        t_logit = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-5, 1e-5};
+        t_grad = fp64 ? Tol{1e-15, 1e-11} : Tol{1e-6, 1e-4};
+        margin = fp64 ? 1e-12 : 1e-6;
+        const size_t rows = (size_t)mdl.max_batch * mdl.shape().block_size;
+        la.resize(rows * V), lb.resize(la.size());
+        for (std::vector<double> *v : {&ga, &gb, &pa, &pb, &ma, &mb, &va, &vb}) v->resize(P);
+        relu.resize((size_t)mdl.shape().n_layer * rows * H);
+        p0 = mdl.init, m0.assign(P, 0.0), v0.assign(P, 0.0);
+    }
+
+    // returns the CPU engine's loss
+    double step(Engine *cpu, Engine *gpu, const Batch *b, int step, int n_layer) {
+        const int before = g_failures;
+        const double l_cpu = cpu->ops->step(cpu, b, step), l_gpu = gpu->ops->step(gpu, b, step);
+        close((label + " loss").c_str(), step + 1, &l_gpu, &l_cpu, 1, t_loss, &worst[0]);
+        cpu->ops->get_logits(cpu, lb.data());
+        gpu->ops->get_logits(gpu, la.data());
+        close((label + " logits").c_str(), step + 1, la.data(), lb.data(), (size_t)b->B * b->T * V, t_logit,
+              &worst[1]);
+        gpu->ops->get_relu_inputs(gpu, relu.data());
+        bool near_zero = false;
+        for (int l = 0; l < n_layer; l++)
+            for (int d = 0; d < b->B; d++)
+                for (int tt = 0; tt < b->T; tt++)
+                    for (size_t j = 0; j < H; j++) {
+                        const double x = relu[(((size_t)l * b->B + d) * b->T + tt) * H + j];
+                        if (tt >= b->n[d]) {
+                            if (!std::isnan(x)) failf("%s: get_relu_inputs: not NaN at a padded position", label.c_str());
+                        } else if (std::fabs(x) < margin) {
+                            near_zero = true;
+                        }
+                    }
+        cpu->ops->get_grads(cpu, gb.data());
+        gpu->ops->get_grads(gpu, ga.data());
+        if (near_zero) {   // the two engines may disagree on that gate: a whole term of gradient
+            skipped++;
+            printf("  %s step %d: a ReLU input within %.0e of 0: gradients not compared\n", label.c_str(), step + 1,
+                   margin);
+        } else {
+            close((label + " grads").c_str(), step + 1, ga.data(), gb.data(), P, t_grad, &worst[2]);
+        }
+        // the update: the reference's Adam on the engine's own gradients, exactly
+        ref_adam_step(p, s, step, p0, ga, m0, v0);
+        gpu->ops->get_params(gpu, pa.data());
+        gpu->ops->get_moments(gpu, ma.data(), va.data());
+        const double dp = max_abs_diff(pa, p0), dm = max_abs_diff(ma, m0), dv = max_abs_diff(va, v0);
+        if (dp != 0 || dm != 0 || dv != 0)
+            failf("%s, step %d: the update differs from the reference's Adam on the engine's gradients (max |diff| "
+                  "params %.3e, m %.3e, v %.3e)", label.c_str(), step + 1, dp, dm, dv);
+        cpu->ops->get_params(cpu, pb.data());
+        cpu->ops->get_moments(cpu, mb.data(), vb.data());
+        const double dpc = max_abs_diff(pa, pb);
+        if (dpc > worst[3]) worst[3] = dpc;
+        if (g_failures != before) failed_steps++;
+        // lockstep: go on from the CPU engine's state
+        gpu->ops->set_state(gpu, pb.data(), mb.data(), vb.data());
+        p0 = pb, m0 = mb, v0 = vb;
+        return l_cpu;
+    }
+};
+
 // The CUDA engine in lockstep with the CPU engine: each step both start from
 // the CPU engine's state. The loss, logits (NaN at padding) and gradients are
 // compared within tolerances. The update is checked exactly: the engine's
@@ -944,79 +1029,23 @@ static void engine_vs_cpu(Precision p, Rng &r) {
         return;
     }
     const ModelShape &m = mdl.shape();
-    const size_t P = mdl.L.n_params, V = (size_t)m.vocab_size, H = 4 * (size_t)m.n_embd;
-    const Tol t_loss = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-6, 1e-5}, t_logit = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-5, 1e-5},
-              t_grad = fp64 ? Tol{1e-15, 1e-11} : Tol{1e-6, 1e-4};
-    const double margin = fp64 ? 1e-12 : 1e-6;   // a ReLU input this close to 0 may flip
     const std::vector<Step> sched = {{8, 16}, {3, 5}, {1, 1}, {32, 16}, {5, 16}, {2, 9}, {20, 16}, {1, 16}, {19, 15}};
-    const size_t rows = (size_t)mdl.max_batch * m.block_size;
-    std::vector<double> la(rows * V), lb(la.size()), ga(P), gb(P), pa(P), pb(P), ma(P), mb(P), va(P), vb(P);
-    std::vector<double> relu((size_t)m.n_layer * rows * H);
-    // the state the CUDA engine starts the step from
-    std::vector<double> p0(mdl.init), m0(P, 0.0), v0(P, 0.0);
-    double worst[5] = {0, 0, 0, 0, 0};
-    int skipped = 0, failed_steps = 0;
+    LockstepCheck ls(std::string("engine vs cpu ") + prec_name_of(p), p, mdl);
     for (size_t k = 0; k < sched.size(); k++) {
         HostBatch hb(r, sched[k].B, sched[k].T, m.vocab_size);
-        const Batch *b = &hb.b;
-        const int step = (int)k;
-        const double l_cpu = cpu->ops->step(cpu, b, step), l_gpu = gpu->ops->step(gpu, b, step);
-        const int before = g_failures;
-        close("loss", step + 1, &l_gpu, &l_cpu, 1, t_loss, &worst[0]);
-        cpu->ops->get_logits(cpu, lb.data());
-        gpu->ops->get_logits(gpu, la.data());
-        close("logits", step + 1, la.data(), lb.data(), (size_t)b->B * b->T * V, t_logit, &worst[1]);
-        gpu->ops->get_relu_inputs(gpu, relu.data());
-        bool near_zero = false;
-        for (int l = 0; l < m.n_layer; l++)
-            for (int d = 0; d < b->B; d++)
-                for (int tt = 0; tt < b->T; tt++)
-                    for (size_t j = 0; j < H; j++) {
-                        const double x = relu[(((size_t)l * b->B + d) * b->T + tt) * H + j];
-                        if (tt >= b->n[d]) {
-                            if (!std::isnan(x)) failf("get_relu_inputs: not NaN at a padded position");
-                        } else if (std::fabs(x) < margin) {
-                            near_zero = true;
-                        }
-                    }
-        cpu->ops->get_grads(cpu, gb.data());
-        gpu->ops->get_grads(gpu, ga.data());
-        if (near_zero) {   // the two engines may disagree on that gate: a whole term of gradient
-            skipped++;
-            printf("  engine vs cpu %s step %d: a ReLU input within %.0e of 0: gradients not compared\n",
-                   fp64 ? "fp64" : "fp32", step + 1, margin);
-        } else {
-            close("grads", step + 1, ga.data(), gb.data(), P, t_grad, &worst[2]);
-        }
-        // the update: the reference's Adam on the engine's own gradients, exactly
-        ref_adam_step(p, mdl.s, step, p0, ga, m0, v0);
-        gpu->ops->get_params(gpu, pa.data());
-        gpu->ops->get_moments(gpu, ma.data(), va.data());
-        const double dp = max_abs_diff(pa, p0), dm = max_abs_diff(ma, m0), dv = max_abs_diff(va, v0);
-        if (dp != 0 || dm != 0 || dv != 0)
-            failf("engine vs cpu, step %d: the update differs from the reference's Adam on the engine's gradients "
-                  "(max |diff| params %.3e, m %.3e, v %.3e)", step + 1, dp, dm, dv);
-        cpu->ops->get_params(cpu, pb.data());
-        cpu->ops->get_moments(cpu, mb.data(), vb.data());
-        const double dpc = max_abs_diff(pa, pb);
-        if (dpc > worst[3]) worst[3] = dpc;
-        if (g_failures != before) failed_steps++;
-        // lockstep: go on from the CPU engine's state
-        gpu->ops->set_state(gpu, pb.data(), mb.data(), vb.data());
-        p0 = pb;
-        m0 = mb;
-        v0 = vb;
+        ls.step(cpu, gpu, &hb.b, (int)k, m.n_layer);
     }
     printf("engine vs cpu engine, %s, lockstep, %zu steps (V 27, C 16, NH 4, NKV 2, 2 layers, batches up to 32): "
            "max |diff| loss %.2e, logits %.2e, grads %.2e%s; Adam on the engine's gradients reproduced bit for bit "
            "(parameters vs the cpu engine's: max |diff| %.2e)%s\n",
-           fp64 ? "fp64" : "fp32", sched.size(), worst[0], worst[1], worst[2],
-           skipped ? " (ReLU-near-zero steps' gradients skipped)" : "", worst[3], failed_steps ? ": FAIL" : ": PASS");
+           fp64 ? "fp64" : "fp32", sched.size(), ls.worst[0], ls.worst[1], ls.worst[2],
+           ls.skipped ? " (ReLU-near-zero steps' gradients skipped)" : "", ls.worst[3],
+           ls.failed_steps ? ": FAIL" : ": PASS");
 
     // sampling: after the same steps, from the same state and the same draws,
     // fp64 must produce the CPU engine's documents
-    cpu->ops->get_params(cpu, pb.data());
-    gpu->ops->set_state(gpu, pb.data(), nullptr, nullptr);
+    cpu->ops->get_params(cpu, ls.pb.data());
+    gpu->ops->set_state(gpu, ls.pb.data(), nullptr, nullptr);
     PyRandom ra, rb;
     pyrandom_seed(&ra, 7);
     pyrandom_seed(&rb, 7);
@@ -1147,7 +1176,6 @@ static std::string path_of(Engine *e) {
 // engine with doc-mean on the first batch shows that the two losses differ
 // there (else the check could not tell them apart).
 static void token_mean_vs_cpu(Precision p, const char *want, Rng &r) {
-    const bool fp64 = p == PREC_FP64;
     Model mdl(27, 16, 4, 2, 2, 16, 8, 77), doc(27, 16, 4, 2, 2, 16, 8, 77);
     mdl.s.token_mean = 1;
     const EngineConfig c = mdl.cfg(p), cd = doc.cfg(p);
@@ -1164,17 +1192,9 @@ static void token_mean_vs_cpu(Precision p, const char *want, Rng &r) {
     const std::string path = path_of(gpu);
     if (path != want) failf("token-mean %s: the engine took path %s, not %s", prec_name_of(p), path.c_str(), want);
     const ModelShape &m = mdl.shape();
-    const size_t P = mdl.L.n_params, V = (size_t)m.vocab_size, H = 4 * (size_t)m.n_embd;
-    const Tol t_loss = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-6, 1e-5}, t_logit = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-5, 1e-5},
-              t_grad = fp64 ? Tol{1e-15, 1e-11} : Tol{1e-6, 1e-4};
-    const double margin = fp64 ? 1e-12 : 1e-6;   // a ReLU input this close to 0 may flip
     const std::vector<Step> sched = {{4, 16}, {4, 16}, {4, 16}, {4, 9}, {1, 12}, {8, 16}, {3, 7}};
-    const size_t rows = (size_t)mdl.max_batch * m.block_size;
-    std::vector<double> la(rows * V), lb(la.size()), ga(P), gb(P), pa(P), pb(P), ma(P), mb(P), va(P), vb(P);
-    std::vector<double> relu((size_t)m.n_layer * rows * H);
-    std::vector<double> p0(mdl.init), m0(P, 0.0), v0(P, 0.0);
-    double worst[3] = {0, 0, 0}, l_tok0 = 0, l_doc0 = 0;
-    int skipped = 0, failed_steps = 0;
+    LockstepCheck ls(std::string("token-mean ") + prec_name_of(p), p, mdl);
+    double l_tok0 = 0, l_doc0 = 0;
     long long prev_sum = -1;
     for (size_t k = 0; k < sched.size(); k++) {
         // a repeated shape gets another sum(n) than the step before (the replayed graph must see it)
@@ -1188,50 +1208,20 @@ static void token_mean_vs_cpu(Precision p, const char *want, Rng &r) {
         for (int tries = 0; repeated && sum_n(*hb) == prev_sum && tries < 100; tries++)
             hb.reset(new HostBatch(r, sched[k].B, sched[k].T, m.vocab_size));
         prev_sum = sum_n(*hb);
-        const Batch *b = &hb->b;
-        const int step = (int)k, before = g_failures;
-        const double l_cpu = cpu->ops->step(cpu, b, step), l_gpu = gpu->ops->step(gpu, b, step);
+        const double l_cpu = ls.step(cpu, gpu, &hb->b, (int)k, m.n_layer);
         if (k == 0) {
             l_tok0 = l_cpu;
-            l_doc0 = cpu_doc->ops->step(cpu_doc, b, step);
-            if (!(std::fabs(l_doc0 - l_tok0) > t_loss.atol + t_loss.rtol * std::fabs(l_tok0)))
+            l_doc0 = cpu_doc->ops->step(cpu_doc, &hb->b, 0);
+            if (!(std::fabs(l_doc0 - l_tok0) > ls.t_loss.atol + ls.t_loss.rtol * std::fabs(l_tok0)))
                 failf("token-mean %s: the first batch's token-mean loss %.17g is the doc-mean's %.17g within the "
                       "tolerance: the check cannot tell them apart", prec_name_of(p), l_tok0, l_doc0);
         }
-        close("token-mean loss", step + 1, &l_gpu, &l_cpu, 1, t_loss, &worst[0]);
-        cpu->ops->get_logits(cpu, lb.data());
-        gpu->ops->get_logits(gpu, la.data());
-        close("token-mean logits", step + 1, la.data(), lb.data(), (size_t)b->B * b->T * V, t_logit, &worst[1]);
-        gpu->ops->get_relu_inputs(gpu, relu.data());
-        bool near_zero = false;
-        for (size_t i = 0; i < (size_t)m.n_layer * b->B * b->T * H; i++)
-            near_zero = near_zero || (!std::isnan(relu[i]) && std::fabs(relu[i]) < margin);
-        cpu->ops->get_grads(cpu, gb.data());
-        gpu->ops->get_grads(gpu, ga.data());
-        if (near_zero) {   // the two engines may disagree on that gate: a whole term of gradient
-            skipped++;
-            printf("  token-mean %s step %d: a ReLU input within %.0e of 0: gradients not compared\n",
-                   prec_name_of(p), step + 1, margin);
-        } else {
-            close("token-mean grads", step + 1, ga.data(), gb.data(), P, t_grad, &worst[2]);
-        }
-        ref_adam_step(p, mdl.s, step, p0, ga, m0, v0);
-        gpu->ops->get_params(gpu, pa.data());
-        gpu->ops->get_moments(gpu, ma.data(), va.data());
-        if (max_abs_diff(pa, p0) != 0 || max_abs_diff(ma, m0) != 0 || max_abs_diff(va, v0) != 0)
-            failf("token-mean %s, step %d: the update differs from the reference's Adam on the engine's gradients",
-                  prec_name_of(p), step + 1);
-        if (g_failures != before) failed_steps++;
-        cpu->ops->get_params(cpu, pb.data());
-        cpu->ops->get_moments(cpu, mb.data(), vb.data());
-        gpu->ops->set_state(gpu, pb.data(), mb.data(), vb.data());
-        p0 = pb, m0 = mb, v0 = vb;
     }
     printf("token-mean vs cpu engine, %s, path %s, lockstep, %zu steps (batches of 4, the shape (4,16) replayed; "
            "first batch: token-mean %.6f, doc-mean %.6f): max |diff| loss %.2e, logits %.2e, grads %.2e%s; Adam on "
            "the engine's gradients reproduced bit for bit%s\n",
-           prec_name_of(p), path.c_str(), sched.size(), l_tok0, l_doc0, worst[0], worst[1], worst[2],
-           skipped ? " (ReLU-near-zero steps' gradients skipped)" : "", failed_steps ? ": FAIL" : ": PASS");
+           prec_name_of(p), path.c_str(), sched.size(), l_tok0, l_doc0, ls.worst[0], ls.worst[1], ls.worst[2],
+           ls.skipped ? " (ReLU-near-zero steps' gradients skipped)" : "", ls.failed_steps ? ": FAIL" : ": PASS");
     for (Engine *e : {gpu, cpu_doc, cpu}) e->ops->destroy(e);
 }
 
