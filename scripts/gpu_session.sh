@@ -16,14 +16,16 @@
 #    path choice), cuda:layered and the tile-language engines that import here
 #    (examples/triton_engine.py, examples/cutile_engine.py); then fp64, bf16
 #    (against autocast bf16) and tf32 (TF32 on) with cuda; the SM clock
-#    sampled meanwhile (--no-bench: none of the timings of 2 and 3;
+#    sampled meanwhile; before tf32, where the time goes: the fused step's
+#    phase profile at b1 and b256 (build-prof/) and the layered step's
+#    kernels at e128 and e512 in fp32 (scripts/step_profile.sh; ncu)
+#    (--no-bench: none of the timings of 2 and 3 nor the profiles;
 #    --bench-only: the build and 3 alone);
 # 4. then side by side: the GPU mutants' checks, make parity BACKEND=cuda
 #    (both paths), scripts/outside_gpu_check.sh, scripts/localize_check.sh
 #    on both CUDA paths (fp32 and fp64), the Triton engine
 #    (tests/triton_engine_check.py, then compare lockstep runs and its
-#    planted bugs), compute-sanitizer over the fused and the layered step,
-#    and the fused step's phase profile at b1 and b256;
+#    planted bugs), compute-sanitizer over the fused and the layered step;
 # 5. --calibrate SECONDS: from the build on, beside the checks at a lower
 #    priority (nice), the GPU family's calibration runs (scripts/calibrate.py
 #    measure --family gpu) until 90 s before SECONDS after the start, then
@@ -121,6 +123,15 @@ if [ "$calib" != 0 ]; then   # until $calib seconds after this script started; b
     fi ) &
   cpid=$!
 fi
+profile() {
+  wait "$ppid" || { tail -n 20 "$logs/build-prof.log"; return 1; }
+  local z
+  for z in b1 b256; do
+    echo "--- fused step profile, fp32 $z"
+    build-prof/compare --bench --engines cuda --sizes "$z" --precision fp32 --repeats 1 --steps 40 --quiet 2>&1 |
+      grep -E '^fused profile|^  [a-z_]+ +[0-9]|^\| '"$z"
+  done
+}
 if [ $bench -eq 1 ]; then
   (make -j8 BUILD=build-prof FUSED_PROFILE=1 build-prof/compare build-prof/libmicrogpt_cuda_engine.so \
     >"$logs/build-prof.log" 2>&1) &
@@ -145,10 +156,18 @@ if [ $bench -eq 1 ]; then
   B=(build/compare --bench --baseline torch --repeats "$repeats" --steps "$steps" --quiet --sizes $sizes)
   step bench-fp32 260 "${B[@]}" --precision fp32 --engines "cuda,cuda:layered$tiles" \
     --trace "$logs/bench-fp32.json" --markdown "$logs/bench-fp32.md"
-  for p in bf16 fp64 tf32; do   # bf16 against torch autocast bf16, tf32 against TF32 on
-    step bench-$p 150 "${B[@]}" --precision $p --engines cuda --trace "$logs/bench-$p.json" \
-      --markdown "$logs/bench-$p.md"
+  bench_cuda() {   # bf16 against torch autocast bf16, tf32 against TF32 on
+    step bench-$1 150 "${B[@]}" --precision $1 --engines cuda --trace "$logs/bench-$1.json" \
+      --markdown "$logs/bench-$1.md"
+  }
+  bench_cuda bf16
+  bench_cuda fp64
+  # where the time goes: the fused step's phases (b1, b256), the layered step's kernels (e128, e512)
+  profile >"$logs/profile.log" 2>&1
+  for z in e128 e512; do
+    step kernels-$z 60 bash scripts/step_profile.sh --size $z --precision fp32 --top 15
   done
+  bench_cuda tf32   # last: the first to be cut by --end
   python3 scripts/bench_early_steps.py "$logs"/bench-*.json --steps 2 >"$logs/early-steps.txt" 2>&1
   kill $smi 2>/dev/null
 fi
@@ -167,15 +186,6 @@ sanitize() {
     done
   done
   return $rc
-}
-profile() {
-  wait "$ppid" || { tail -n 20 "$logs/build-prof.log"; return 1; }
-  local z
-  for z in b1 b256; do
-    echo "--- fused step profile, fp32 $z"
-    build-prof/compare --bench --engines cuda --sizes "$z" --precision fp32 --repeats 1 --steps 40 --quiet 2>&1 |
-      grep -E '^fused profile|^  [a-z_]+ +[0-9]|^\| '"$z"
-  done
 }
 localize() {   # a fault planted in each op, named as that op, on both CUDA paths (four at a time)
   local rc=0 e p pids=()
@@ -211,9 +221,8 @@ quick_triton() {
     --n-layer 2 --n-head 4 --n-kv-head 2 --quiet --exec-timeout 120 || rc=1
   return $rc
 }
-export -f sanitize profile localize quick_lockstep quick_triton
+export -f sanitize localize quick_lockstep quick_triton
 export logs
-[ $bench -eq 1 ] && export ppid
 bg() {   # bg NAME LIMIT CMD...: step in the background; its status goes to NAME.rc
   local name="$1"
   (step "$@"; echo $? >"$logs/$name.rc") &
@@ -243,7 +252,6 @@ if [ $checks -eq 1 ]; then
   bg localize 240 bash -c localize
   bgs+=($!)
   step sanitizer 200 bash -c sanitize
-  [ $bench -eq 1 ] && profile >"$logs/profile.log" 2>&1
   wait "${bgs[@]}"
   names="parity-layered parity-auto outside localize"
   [ $bench -eq 0 ] && names="test-gpu $names"
@@ -287,6 +295,7 @@ if [ $bench -eq 1 ]; then
   echo "SM clock during the benches (MHz, samples): $(awk -F', ' '{print $2}' "$logs/clocks.csv" | sort | uniq -c |
     sort -rn | head -n 5 | tr -s ' ' | tr '\n' ';')"
   [ -f "$logs/profile.log" ] && cat "$logs/profile.log"
+  for z in e128 e512; do [ -f "$logs/kernels-$z.log" ] && { echo "--- kernels of one fp32 step, $z"; head -n 20 "$logs/kernels-$z.log"; }; done
 fi
 if [ $checks -eq 1 ]; then
   for n in parity-layered parity-auto; do grep -A 40 '^parity suite' "$logs/$n.log" | cut -c1-170; done
@@ -301,7 +310,7 @@ failed=0
 printf '%-18s %-8s %s\n' step result seconds
 for r in "${results[@]}"; do
   IFS='|' read -r name rc secs <<<"$r"
-  v=PASS; [ "$rc" -ne 0 ] && { v="FAIL($rc)"; case $name in kernel-bench|attn-bench) ;; *) failed=1 ;; esac; }
+  v=PASS; [ "$rc" -ne 0 ] && { v="FAIL($rc)"; case $name in kernel-bench|attn-bench|kernels-*) ;; *) failed=1 ;; esac; }
   printf '%-18s %-8s %s\n' "$name" "$v" "$secs"
 done
 rm -f "$logs"/*.json.tmp* 2>/dev/null
