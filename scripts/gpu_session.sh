@@ -36,8 +36,10 @@
 # fetch .cutile; carry .cutile too, about 57 MB), they are installed after the
 # build, so that the cuTile engine's checks and bench rows run.
 # --quick: for a short lease, the engine and its kernel tests alone: test_gpu,
-# localize_check.sh on both paths, a few lockstep runs of each path (widths
-# 512, blocks 128), the Triton engine's check and a lockstep run of it.
+# localize_check.sh on both paths, a few lockstep runs of each path (the
+# token-mean loss in fp64 and fp32 among them; widths 512, blocks 128), the
+# Triton engine's check and a lockstep run of it, and the same for the cuTile
+# engine where .cutile/ was carried.
 # --end SECONDS (570): every check is stopped by then (seconds after the
 # start), so that the call ends inside the device's limit.
 # Logs, bench traces and tables go to DIR (default $OUT, else
@@ -206,6 +208,9 @@ quick_lockstep() {   # a few short lockstep runs of each path against the oracle
   for e in cuda:fused cuda:layered; do
     build/compare --engines scalar,$e --steps 100 --batch 4 --n-layer 2 --n-kv-head 2 --quiet || rc=1
     build/compare --engines scalar,$e --steps 100 --batch 4 --n-layer 2 --n-kv-head 2 --precision fp32 --quiet || rc=1
+    for p in fp64 fp32; do   # the token-mean loss (F.cross_entropy's) on each path
+      build/compare --engines scalar,$e --steps 100 --batch 4 --loss token-mean --precision $p --quiet || rc=1
+    done
   done
   # block 128 at head size 64: the layered path only (the fused step's shared memory holds no such model)
   build/compare --engines scalar,cuda:layered --steps 5 --precision fp32 --data $long128 --block-size 128 --n-embd 64 \
@@ -221,7 +226,14 @@ quick_triton() {
     --n-layer 2 --n-head 4 --n-kv-head 2 --quiet --exec-timeout 120 || rc=1
   return $rc
 }
-export -f sanitize localize quick_lockstep quick_triton
+quick_cutile() {   # the cuTile engine's check and a lockstep run of it (where .cutile/ was carried)
+  local rc=0
+  python3 tests/cutile_engine_check.py || rc=1
+  build/compare --engines "scalar,exec:python3 examples/cutile_engine.py" --steps 100 --precision fp32 --batch 2 \
+    --n-layer 2 --n-head 4 --n-kv-head 2 --quiet --exec-timeout 120 || rc=1
+  return $rc
+}
+export -f sanitize localize quick_lockstep quick_triton quick_cutile
 export logs
 bg() {   # bg NAME LIMIT CMD...: step in the background; its status goes to NAME.rc
   local name="$1"
@@ -237,8 +249,14 @@ if [ $checks -eq 2 ]; then
   bgs+=($!)
   bg triton 240 bash -c quick_triton
   bgs+=($!)
+  quick="test-gpu localize lockstep triton"
+  if [ -d .cutile ]; then
+    bg cutile 240 bash -c quick_cutile
+    bgs+=($!)
+    quick="$quick cutile"
+  fi
   wait "${bgs[@]}"
-  for n in test-gpu localize lockstep triton; do results+=("$n|$(cat "$logs/$n.rc" 2>/dev/null || echo 1)|-"); done
+  for n in $quick; do results+=("$n|$(cat "$logs/$n.rc" 2>/dev/null || echo 1)|-"); done
 fi
 if [ $checks -eq 1 ]; then
   if [ $bench -eq 0 ]; then bg test-gpu 240 make test-gpu; bgs+=($!); fi
@@ -285,6 +303,7 @@ if [ $checks -eq 2 ]; then
   grep -E 'WRONG|^localize_check' "$logs/localize.log" | cut -c1-170
   grep -E '^(PASS|FAIL)' "$logs/lockstep.log" | cut -c1-200
   tail -n 12 "$logs/triton.log" | cut -c1-200
+  [ -f "$logs/cutile.log" ] && tail -n 12 "$logs/cutile.log" | cut -c1-200
 fi
 if [ $bench -eq 1 ]; then
   [ $checks -eq 1 ] && tail -n 30 "$logs/kernel-bench.log" "$logs/attn-bench.log" | cut -c1-170
