@@ -155,7 +155,7 @@ if [ $bench -eq 1 ]; then
       tiles="$tiles,exec:python3 examples/${t%%:*}_engine.py"
   done
   sizes=b1,b256,e128,e512
-  B=(build/compare --bench --baseline torch --repeats "$repeats" --steps "$steps" --quiet --sizes $sizes)
+  B=(build/compare --bench --baseline torch --repeats "$repeats" --steps "$steps" --quiet --sizes "$sizes")
   step bench-fp32 260 "${B[@]}" --precision fp32 --engines "cuda,cuda:layered$tiles" \
     --trace "$logs/bench-fp32.json" --markdown "$logs/bench-fp32.md"
   bench_cuda() {   # bf16 against torch autocast bf16, tf32 against TF32 on
@@ -219,21 +219,14 @@ quick_lockstep() {   # a few short lockstep runs of each path against the oracle
   build/compare --engines scalar,cuda:layered --steps 50 --precision bf16 --batch 4 --quiet || rc=1
   return $rc
 }
-quick_triton() {
+quick_tile() {   # quick_tile triton|cutile: a tile-language engine's check and a lockstep run of it
   local rc=0
-  python3 tests/triton_engine_check.py || rc=1
-  build/compare --engines "scalar,exec:python3 examples/triton_engine.py" --steps 100 --precision fp32 --batch 2 \
+  python3 "tests/$1_engine_check.py" || rc=1
+  build/compare --engines "scalar,exec:python3 examples/$1_engine.py" --steps 100 --precision fp32 --batch 2 \
     --n-layer 2 --n-head 4 --n-kv-head 2 --quiet --exec-timeout 120 || rc=1
   return $rc
 }
-quick_cutile() {   # the cuTile engine's check and a lockstep run of it (where .cutile/ was carried)
-  local rc=0
-  python3 tests/cutile_engine_check.py || rc=1
-  build/compare --engines "scalar,exec:python3 examples/cutile_engine.py" --steps 100 --precision fp32 --batch 2 \
-    --n-layer 2 --n-head 4 --n-kv-head 2 --quiet --exec-timeout 120 || rc=1
-  return $rc
-}
-export -f sanitize localize quick_lockstep quick_triton quick_cutile
+export -f sanitize localize quick_lockstep quick_tile
 export logs
 bg() {   # bg NAME LIMIT CMD...: step in the background; its status goes to NAME.rc
   local name="$1"
@@ -247,11 +240,11 @@ if [ $checks -eq 2 ]; then
   bgs+=($!)
   bg lockstep 240 bash -c quick_lockstep
   bgs+=($!)
-  bg triton 240 bash -c quick_triton
+  bg triton 240 bash -c 'quick_tile triton'
   bgs+=($!)
   quick="test-gpu localize lockstep triton"
   if [ -d .cutile ]; then
-    bg cutile 240 bash -c quick_cutile
+    bg cutile 240 bash -c 'quick_tile cutile'
     bgs+=($!)
     quick="$quick cutile"
   fi

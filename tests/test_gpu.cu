@@ -932,6 +932,7 @@ struct LockstepCheck {
     Precision p;
     const Settings &s;
     size_t P, V, H;
+    int n_layer;
     Tol t_loss, t_logit, t_grad;
     double margin;   // a ReLU input this close to 0 may flip
     std::vector<double> la, lb, ga, gb, pa, pb, ma, mb, va, vb, relu;
@@ -941,7 +942,7 @@ struct LockstepCheck {
 
     LockstepCheck(const std::string &label_, Precision p_, const Model &mdl)
         : label(label_), p(p_), s(mdl.s), P(mdl.L.n_params), V((size_t)mdl.shape().vocab_size),
-          H(4 * (size_t)mdl.shape().n_embd) {
+          H(4 * (size_t)mdl.shape().n_embd), n_layer(mdl.shape().n_layer) {
         const bool fp64 = p == PREC_FP64;
         t_loss = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-6, 1e-5};
         t_logit = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-5, 1e-5};
@@ -955,7 +956,7 @@ struct LockstepCheck {
     }
 
     // returns the CPU engine's loss
-    double step(Engine *cpu, Engine *gpu, const Batch *b, int step, int n_layer) {
+    double step(Engine *cpu, Engine *gpu, const Batch *b, int step) {
         const int before = g_failures;
         const double l_cpu = cpu->ops->step(cpu, b, step), l_gpu = gpu->ops->step(gpu, b, step);
         close((label + " loss").c_str(), step + 1, &l_gpu, &l_cpu, 1, t_loss, &worst[0]);
@@ -1033,7 +1034,7 @@ static void engine_vs_cpu(Precision p, Rng &r) {
     LockstepCheck ls(std::string("engine vs cpu ") + prec_name_of(p), p, mdl);
     for (size_t k = 0; k < sched.size(); k++) {
         HostBatch hb(r, sched[k].B, sched[k].T, m.vocab_size);
-        ls.step(cpu, gpu, &hb.b, (int)k, m.n_layer);
+        ls.step(cpu, gpu, &hb.b, (int)k);
     }
     printf("engine vs cpu engine, %s, lockstep, %zu steps (V 27, C 16, NH 4, NKV 2, 2 layers, batches up to 32): "
            "max |diff| loss %.2e, logits %.2e, grads %.2e%s; Adam on the engine's gradients reproduced bit for bit "
@@ -1208,7 +1209,7 @@ static void token_mean_vs_cpu(Precision p, const char *want, Rng &r) {
         for (int tries = 0; repeated && sum_n(*hb) == prev_sum && tries < 100; tries++)
             hb.reset(new HostBatch(r, sched[k].B, sched[k].T, m.vocab_size));
         prev_sum = sum_n(*hb);
-        const double l_cpu = ls.step(cpu, gpu, &hb->b, (int)k, m.n_layer);
+        const double l_cpu = ls.step(cpu, gpu, &hb->b, (int)k);
         if (k == 0) {
             l_tok0 = l_cpu;
             l_doc0 = cpu_doc->ops->step(cpu_doc, &hb->b, 0);
