@@ -17,7 +17,10 @@ ACTIVATIONS table of examples/tile_engine.py) and takes --plant-bug NAME
 
 The host side is examples/tile_engine.py, shared with the Triton engine
 (examples/triton_engine.py): only the kernels differ. cuTile has no CPU mode
-and no interpreter, so --device is cuda alone; without a GPU,
+and no interpreter; --device cpu runs the same kernels on
+examples/cutile_emu.py, a numpy model of cuda.tile's documented semantics
+(torch CPU tensors, no cuda-tile needed): it checks the kernels' logic, not
+cuTile's compiler or the GPU. Without a GPU,
 tests/cutile_engine_check.py --compile-for 90 compiles every kernel variant
 for an H100 ahead of time. docs/outside_engines.md ("cuTile") has the
 commands and what cuTile needs.
@@ -39,7 +42,7 @@ __all__ = ["ACTIVATIONS", "EPS_NORM", "GPU_ONLY", "NO_GPU", "PLANTED_BUGS", "CuT
 
 GPU_ONLY = ("cuTile runs on NVIDIA GPUs only (compute capability 8.x, 9.0 with cuda-tile >= 1.4 and tileiras >= "
             "13.3, 10.x, 12.x)")
-NO_GPU = GPU_ONLY + "; no CUDA device here"
+NO_GPU = GPU_ONLY + "; no CUDA device here (--device cpu runs the kernels on examples/cutile_emu.py, a numpy model of cuda.tile)"
 
 
 def capability_supported(major, minor, cutile_version):
@@ -55,12 +58,20 @@ class CuTileEngine(tile_engine.TileEngine):
 
     def __init__(self, cfg, data, device="cuda", bug=None):
         tile_engine.check_config(cfg, "cuTile")
-        if device != "cuda":
-            raise ValueError("--device %s: %s; it has no CPU mode and no interpreter" % (device, GPU_ONLY))
+        if device not in ("cuda", "cpu"):
+            raise ValueError("--device %s: cuda, or cpu for the emulator" % device)
         try:
             import torch
         except ImportError as e:
             raise ValueError("the cuTile engine keeps its tensors in torch (pip install torch): %s" % e)
+        if device == "cpu":  # the kernels on the numpy model of cuda.tile
+            import cutile_emu
+            kernels = cutile_emu.load_kernels(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                           "cutile_kernels.py"))
+            description = "cpu (cuTile emulator: examples/cutile_emu.py, not the compiler; torch %s)" % (
+                torch.__version__)
+            super().__init__(cfg, data, torch, kernels, device, description, bug)
+            return
         if not torch.cuda.is_available():
             raise ValueError(NO_GPU)
         try:
@@ -81,7 +92,8 @@ class CuTileEngine(tile_engine.TileEngine):
 def parse_args(argv):
     return tile_engine.argument_parser(
         "microgpt with cuTile kernels, a process engine for build/compare", ("cuda", "cpu"), "cuda",
-        "cuda, the only one: cuTile runs on NVIDIA GPUs alone (cpu is refused at create, saying so)").parse_args(argv)
+        "cuda (an NVIDIA GPU), or cpu: the kernels on examples/cutile_emu.py, a numpy model of cuda.tile "
+        "(their logic, not cuTile's compiler)").parse_args(argv)
 
 
 def main(argv=None):

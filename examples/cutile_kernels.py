@@ -387,8 +387,12 @@ ELEMENTWISE_BLOCK = 1024
 
 
 def _launch(grid, kernel, args):
-    """kernel over grid on torch's current stream (tests/cutile_engine_check.py
-    --compile-for puts the ahead-of-time compiler here instead)"""
+    """kernel over grid on torch's current stream, or on the CPU under the
+    emulator (examples/cutile_emu.py: no stream); tests/cutile_engine_check.py
+    --compile-for puts the ahead-of-time compiler here instead"""
+    if getattr(ct, "EMULATOR", False):
+        ct.launch(None, grid, kernel, args)
+        return
     import torch
     ct.launch(torch.cuda.current_stream(), grid, kernel, args)
 

@@ -90,12 +90,6 @@ def cutile_unit_checks():
         except ValueError as e:
             check("cuTile engine computes in fp32 or fp64, not %s" % precision in str(e),
                   "create refuses --precision %s, naming cuTile" % precision, str(e))
-    try:
-        ce.CuTileEngine(config(), {}, "cpu")
-        check(False, "create refuses --device cpu")
-    except ValueError as e:
-        check("cuTile runs on NVIDIA GPUs only" in str(e) and "no CPU mode" in str(e),
-              "create refuses --device cpu: cuTile has no CPU mode", str(e))
     check(ce.parse_args([]).device == "cuda" and ce.parse_args([]).plant_bug is None,
           "--device cuda by default, no planted bug")
     table = {(8, 0, "1.0.0"): True, (8, 9, "1.0.0"): True, (9, 0, "1.3.0"): False, (9, 0, "1.4.0"): True,
@@ -117,6 +111,117 @@ def cutile_unit_checks():
         except ValueError as e:
             want = ce.NO_GPU if has_torch else "pip install torch"
             check(want in str(e), "create without a CUDA device is refused, saying why", str(e))
+
+
+# ---- the emulator (examples/cutile_emu.py): numpy only ----
+
+class EmuTensor(np.ndarray):
+    """What the launchers use of a torch tensor (view, new_empty,
+    new_tensor, numel, sum().item()), as a numpy array, for the kernels on
+    the emulator without torch. new_empty fills NaN: an element a kernel
+    leaves unwritten shows."""
+
+    def view(self, *shape):
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        out = np.ndarray.reshape(self, shape)
+        assert out.size == 0 or np.shares_memory(out, self), "view copied"
+        return out
+
+    def new_empty(self, shape):
+        a = np.full(shape, np.nan if self.dtype.kind == "f" else -777, dtype=self.dtype)
+        return a.view(EmuTensor)
+
+    def new_tensor(self, data):
+        return np.array(data, dtype=self.dtype).view(EmuTensor)
+
+    def numel(self):
+        return self.size
+
+
+def emulator_semantics():
+    """the emulator keeps cuTile's documented rules (examples/cutile_emu.py)"""
+    import cutile_emu as ct
+    a = np.arange(10, dtype=np.float32)
+    t = ct.load(a, index=(2,), shape=(4,), padding_mode=ct.PaddingMode.ZERO)
+    check(t.tolist() == [8, 9, 0, 0], "emulator: ct.load takes a tile index and pads past the end", str(t.tolist()))
+    t = ct.load(a, index=(2,), shape=(4,))
+    check(np.isnan(t[2:]).all(), "emulator: undetermined padding reads NaN", str(t.tolist()))
+    refused = []
+    for what, f in (("a load of a tile wholly outside", lambda: ct.load(a, index=(3,), shape=(4,))),
+                    ("a store of a tile wholly outside", lambda: ct.store(a, index=(3,), tile=np.zeros(4, np.float32))),
+                    ("an fp64 tile stored into fp32", lambda: ct.store(a, index=(0,), tile=np.zeros(4)))):
+        try:
+            f()
+            refused.append(what + ": accepted")
+        except (IndexError, TypeError, ValueError):
+            pass
+    check(not refused, "emulator: refuses what cuTile leaves undefined or does not compile", "; ".join(refused))
+    b = np.zeros(10, np.float32)
+    ct.store(b, index=(2,), tile=np.ones(4, np.float32))
+    check(b.tolist() == [0] * 8 + [1, 1], "emulator: ct.store drops what lies past the end", str(b.tolist()))
+    wide = np.zeros(4)
+    ct.store(wide, index=(0,), tile=np.full(4, 0.1, np.float32))
+    check(wide[0] == np.float64(np.float32(0.1)), "emulator: ct.store casts fp32 into an fp64 array (a widening)",
+          repr(wide[0]))
+    g = ct.gather(a, np.array([-1, 3, 12, 5], np.int32), mask=np.array([True, True, True, False]), padding_value=7)
+    check(g.tolist() == [7, 3, 7, 7], "emulator: ct.gather reads padding_value out of bounds and where masked",
+          str(g.tolist()))
+    w = ct.where(np.array([True, False]), np.ones(2, np.float32), 0.0)
+    check(w.dtype == np.float32, "emulator: a Python number takes the tile's dtype", str(w.dtype))
+
+
+def emulator_kernels():
+    """every kernel variant the launchers launch (the shapes and planted
+    bugs of --compile-for) runs on the emulator: no tile outside its array,
+    no store across dtypes, and every element of every output written and
+    finite, from inputs in [0.5, 1.5) (valid constants and Adam state)"""
+    import cutile_emu
+    K = cutile_emu.load_kernels(os.path.join(ROOT, "examples", "cutile_kernels.py"))
+    rng = np.random.default_rng(5)
+    made, failures, count = [], [], 0
+
+    def launches(dt, B, T, HS, NH, NKV, V, bugs):
+        n = np.array([T] + [int(x) for x in rng.integers(1, T + 1, size=B - 1)], np.int32)
+        tokens = rng.integers(0, V - 1, size=(B, T + 1)).astype(np.int32)
+        keys = np.where(np.arange(T)[None, :] < n[:, None], tokens[:, :T], -1).reshape(-1).astype(np.int32)
+        for b in range(B):
+            tokens[b, n[b] + 1:] = -1  # past the document, as the engine sends it
+
+        def e(*shape):
+            return rng.uniform(0.5, 1.5, size=shape).astype(dt).view(EmuTensor)
+        made.clear()
+        real_new_empty = EmuTensor.new_empty
+
+        def tracked(self, shape):
+            out = real_new_empty(self, shape)
+            made.append(out)
+            return out
+        EmuTensor.new_empty = tracked
+        try:
+            shared.launch_every_kernel(K, e, tokens.view(EmuTensor), n.view(EmuTensor), keys.view(EmuTensor),
+                                       B, T, HS, NH, NKV, V, bugs)
+            bad = [o.shape for o in made if o.dtype.kind == "f" and not np.isfinite(o).all()]
+            if bad:
+                failures.append("%s %s: outputs of shape %s not all written or not finite" % (
+                    np.dtype(dt).name, (B, T, HS, NH, NKV, V), bad))
+        except Exception as ex:  # every failing variant, not only the first
+            failures.append("%s %s %s: %s: %s" % (np.dtype(dt).name, (B, T, HS, NH, NKV, V),
+                                                  [b for b in bugs if bugs[b]], type(ex).__name__, ex))
+        finally:
+            EmuTensor.new_empty = real_new_empty
+
+    shapes = [(1, 16, 4, 4, 4, 27), (3, 7, 4, 4, 2, 27), (1, 1, 4, 4, 1, 27), (2, 20, 8, 4, 2, 50)]
+    no_bugs = {b: False for b in ce.PLANTED_BUGS}
+    for dt in (np.float32, np.float64):
+        for shape in shapes:
+            launches(dt, *shape, no_bugs)
+            count += 1
+        for bug in ce.PLANTED_BUGS:
+            launches(dt, 3, 7, 4, 4, 2, 27, {b: b == bug for b in ce.PLANTED_BUGS})
+            count += 1
+    check(not failures, "every kernel runs on the cuTile emulator, each output written and finite",
+          "; ".join(failures[:3]) if failures else "%d launch sets (fp32 and fp64, %d shapes, %d planted bugs)" % (
+              count, len(shapes), len(ce.PLANTED_BUGS)))
 
 
 # ---- --compile-for: every kernel variant, ahead of time ----
@@ -270,18 +375,25 @@ def main():
         return 1 if RESULTS["failed"] else 0
     shared.unit_checks()
     cutile_unit_checks()
-    why = None
+    emulator_semantics()
+    emulator_kernels()
+    # (b) on the GPU with cuda.tile; without one, on the emulator where torch imports
+    device, why = "cuda", None
     try:
         import torch
         if not torch.cuda.is_available():
-            why = "no CUDA device (torch %s)" % torch.__version__
+            device = "cpu"
         else:
             import cuda.tile as ct
     except ImportError as e:
-        why = "%s (pip install torch cuda-tile, on a GPU machine)" % e
+        why = "%s (pip install torch, and cuda-tile on a GPU machine)" % e
     if why:
         RESULTS["skipped"] += 1
         print("SKIP the cuTile engine against the fp64 reference: %s" % why)
+    elif device == "cpu":
+        print("the cuTile engine on the emulator (examples/cutile_emu.py; no CUDA device; torch %s)" %
+              torch.__version__)
+        shared.engine_checks("cpu")
     else:
         print("the cuTile engine on %s (cuTile %s, torch %s)" % (torch.cuda.get_device_name(), ct.__version__,
                                                                  torch.__version__))

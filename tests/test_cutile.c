@@ -4,12 +4,14 @@
 // packing, protocol: the host side is examples/tile_engine.py for both) and
 // the cuTile engine's own (its kernel module offers the Triton one's launch
 // functions, each planted bug's kernel has its switch, create refuses the
-// mixed precisions, --device cpu and a machine without a CUDA device, saying
-// so); where torch sees a GPU and cuda.tile imports, also every activation
-// and gradient of one step against the fp64 reference and where each
-// planted bug shows first. cuda.tile is not needed here: without a GPU the
-// script SKIPs that part and says why. Its --compile-for 90 (cuda.tile and
-// its compiler, no GPU) is run by hand: docs/outside_engines.md ("cuTile").
+// mixed precisions and a machine without a CUDA device, saying so), the
+// emulator's rules (examples/cutile_emu.py) and every kernel variant run on
+// it, each output written and finite; where torch imports, also every
+// activation and gradient of one step against the fp64 reference and where
+// each planted bug shows first (on the GPU with cuda.tile, else on the
+// emulator). Without torch the script SKIPs that part and says why. Its
+// --compile-for 90 (cuda.tile and its compiler, no GPU) is make
+// tile-compile: docs/outside_engines.md ("cuTile").
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,12 +31,15 @@ Test(cutile, engine_check_script_passes, .timeout = 900) {
               r.out);
     cr_expect(strstr(r.out, "ok   every kernel a planted bug names is in cutile_kernels.py with a BUG switch") != NULL,
               "%s", r.out);
-    cr_expect(strstr(r.out, "ok   create refuses --device cpu: cuTile has no CPU mode") != NULL, "%s", r.out);
-    if (strstr(r.out, "SKIP")) {   // no GPU here: the skip says why, and create said what cuTile needs
+    cr_expect(strstr(r.out, "ok   emulator: refuses what cuTile leaves undefined or does not compile") != NULL, "%s",
+              r.out);
+    cr_expect(strstr(r.out, "ok   every kernel runs on the cuTile emulator, each output written and finite: 32 launch "
+                            "sets") != NULL, "%s", r.out);
+    if (strstr(r.out, "SKIP")) {   // no torch here: the skip says why, and create said what cuTile needs
         cr_expect(strstr(r.out, "SKIP the cuTile engine against the fp64 reference: ") != NULL, "%s", r.out);
         cr_expect(strstr(r.out, "ok   create without a CUDA device is refused, saying why") != NULL, "%s", r.out);
         fprintf(stderr, "test_cutile (%s): %s", py, strstr(r.out, "SKIP"));
-    } else {   // the engine ran on a GPU: the token-mean checks were among them
+    } else {   // the engine ran (GPU or emulator): the token-mean checks were among them
         cr_expect(strstr(r.out, "ok   fp32 token-mean: loss, every gradient") &&
                       strstr(r.out, "ok   fp64 token-mean: loss, every gradient") &&
                       strstr(r.out, "ok   --plant-bug token-mean-doc-grad (token-mean): the loss right, first off at "
