@@ -240,6 +240,12 @@ static void engine_label(const BenchRow *r, char *out, size_t n) {
     snprintf(out, n, "%s (%.*s)", r->engine, (int)len, p);
 }
 
+// Whether an engine's device string names the host's processor: an exec
+// engine on the CPU says "cpu" or "cpu (what it runs on)".
+static int on_host_cpu(const char *device, const char *host_cpu) {
+    return !strcmp(device, host_cpu) || (!strncmp(device, "cpu", 3) && strchr(" (", device[3]));
+}
+
 static void device_name_only(const char *device, char *out, size_t n) {
     const char *p = strstr(device, "; path ");
     snprintf(out, n, "%.*s", p ? (int)(p - device) : (int)strlen(device), device);
@@ -575,7 +581,7 @@ int bench_main(Options *o) {
                 }
                 if (row->status == ROW_OK) {
                     rate->flops_per_s = z->flops / (row->ms_med / 1e3);
-                    if (!gpu[0] && strcmp(row->device, cpu)) device_name_only(row->device, gpu, sizeof gpu);
+                    if (!gpu[0] && !on_host_cpu(row->device, cpu)) device_name_only(row->device, gpu, sizeof gpu);
                     row_progress(o, row);
                 } else {
                     progress(o, "  %-7s %s  %s: %s", name, precision_name(p), status_word(row->status), row->why);

@@ -42,7 +42,8 @@ __all__ = ["ACTIVATIONS", "EPS_NORM", "GPU_ONLY", "NO_GPU", "PLANTED_BUGS", "CuT
 
 GPU_ONLY = ("cuTile runs on NVIDIA GPUs only (compute capability 8.x, 9.0 with cuda-tile >= 1.4 and tileiras >= "
             "13.3, 10.x, 12.x)")
-NO_GPU = GPU_ONLY + "; no CUDA device here (--device cpu runs the kernels on examples/cutile_emu.py, a numpy model of cuda.tile)"
+NO_GPU = GPU_ONLY + ("; no CUDA device here (--device cpu runs the kernels on examples/cutile_emu.py, a numpy model "
+                     "of cuda.tile)")
 
 
 def capability_supported(major, minor, cutile_version):

@@ -841,7 +841,8 @@ Test(bench, the_plot_has_categorical_sizes_and_whiskers) {
 }
 
 // An engine that cannot take Adam's moments (a partial engine) is created
-// afresh for each run instead of being reset with set_state.
+// afresh for each run instead of being reset with set_state. An exec engine
+// on the CPU ("cpu (numpy ...)") is not named as the machine's GPU.
 Test(bench, an_engine_that_cannot_take_moments_runs_every_repeat, .timeout = 300) {
     const char *py = th_python("import numpy");
     if (!py) cr_skip_test("no Python with numpy for examples/numpy_engine.py (make deps)");
@@ -850,5 +851,6 @@ Test(bench, an_engine_that_cannot_take_moments_runs_every_repeat, .timeout = 300
     ThRun r = BENCH("--engines", eng, "--sizes", "b1", "--noise-target", "0");   // BENCH: 2 runs
     cr_expect_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_expect(strstr(r.out, "2x10") && strstr(r.out, "pass (max rel diff"), "two runs, checked:\n%s", r.out);
+    cr_expect(strstr(r.out, "Machine: ") && !strstr(r.out, "; GPU"), "no GPU named:\n%s", r.out);
     th_run_free(&r);
 }
