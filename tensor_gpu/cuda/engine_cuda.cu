@@ -572,32 +572,10 @@ template <typename real> void ImplT<real>::choose_path() {
                             "; unset MICROGPT_CUDA_PATH (auto) or set it to layered");
     }
     if (want != "layered" && !mixed_) {
-        const ParamLayout *L = cfg_.L;
-        fm_ = FusedModel{};
-        fm_.V = V_, fm_.C = C_, fm_.NH = NH_, fm_.NKV = NKV_, fm_.HS = HS_, fm_.L = L_, fm_.Tmax = Tmax_;
-        fm_.P = P_;
-        bool adjacent = L_ <= FUSED_MAX_LAYERS;
-        for (int i = 0; i < L->n_tensors; i++) {
-            const ParamTensor *t = &L->t[i];
-            const int l = t->layer;
-            if (l >= FUSED_MAX_LAYERS) continue;
-            switch (t->kind) {
-            case P_WTE: fm_.wte = t->offset; break;
-            case P_WPE: fm_.wpe = t->offset; break;
-            case P_LM_HEAD: fm_.lm_head = t->offset; break;
-            case P_ATTN_WQ: fm_.wq[l] = t->offset; break;
-            case P_ATTN_WK: adjacent = adjacent && t->offset == fm_.wq[l] + (size_t)C_ * C_; break;
-            case P_ATTN_WV: adjacent = adjacent && t->offset == fm_.wq[l] + (size_t)(C_ + KV_) * C_; break;
-            case P_ATTN_WO: fm_.wo[l] = t->offset; break;
-            case P_MLP_FC1: fm_.fc1[l] = t->offset; break;
-            case P_MLP_FC2: fm_.fc2[l] = t->offset; break;
-            default: break;
-            }
-        }
         FusedSmem sm;
         size_t bytes = 0;
         int ok = 0;
-        if (!adjacent) {
+        if (!fused_model_of(cfg_.L, &fm_)) {
             snprintf(why, sizeof why, "n_layer %d is over %d, or the layout does not keep wq, wk, wv adjacent", L_,
                      FUSED_MAX_LAYERS);
         } else if (fused_plan<real>(fm_, maxB_, &sm, &bytes, why, sizeof why) == 0) {

@@ -25,6 +25,12 @@
 namespace cg = cooperative_groups;
 
 namespace mgpt {
+
+// The block's dynamic shared memory, at namespace scope (as the emulator of
+// emu/cuda_runtime.h defines it: tests/test_fused_emu.cc runs this kernel on
+// the CPU).
+extern __shared__ __align__(16) unsigned char smem_bytes[];
+
 namespace {
 
 
@@ -574,8 +580,7 @@ __device__ __forceinline__ void adam_one(real &p, real g, real &m, real &v, real
 // the grid has more than one block, else 1 (every register for latency).
 template <typename real, int MINB>
 __global__ void __launch_bounds__(FUSED_THREADS, MINB) fused_train_kernel(const FusedArgs<real> a) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    real *sm = reinterpret_cast<real *>(smem_raw);
+    real *sm = reinterpret_cast<real *>(smem_bytes);
     const FusedModel &m = a.m;
     const FusedSmem &s = a.s;
     const size_t P = m.P;
@@ -633,6 +638,33 @@ __global__ void __launch_bounds__(FUSED_THREADS, MINB) fused_train_kernel(const 
 }
 
 }  // namespace
+
+bool fused_model_of(const ParamLayout *L, FusedModel *m) {
+    const ModelShape &sh = L->shape;
+    *m = FusedModel{};
+    m->V = sh.vocab_size, m->C = sh.n_embd, m->NH = sh.n_head, m->NKV = sh.n_kv_head, m->HS = sh.head_dim;
+    m->L = sh.n_layer, m->Tmax = sh.block_size, m->P = L->n_params;
+    const size_t C = (size_t)sh.n_embd, KV = (size_t)sh.n_kv_head * sh.head_dim;
+    bool adjacent = sh.n_layer <= FUSED_MAX_LAYERS;
+    for (int i = 0; i < L->n_tensors; i++) {
+        const ParamTensor *t = &L->t[i];
+        const int l = t->layer;
+        if (l >= FUSED_MAX_LAYERS) continue;
+        switch (t->kind) {
+        case P_WTE: m->wte = t->offset; break;
+        case P_WPE: m->wpe = t->offset; break;
+        case P_LM_HEAD: m->lm_head = t->offset; break;
+        case P_ATTN_WQ: m->wq[l] = t->offset; break;
+        case P_ATTN_WK: adjacent = adjacent && t->offset == m->wq[l] + C * C; break;
+        case P_ATTN_WV: adjacent = adjacent && t->offset == m->wq[l] + (C + KV) * C; break;
+        case P_ATTN_WO: m->wo[l] = t->offset; break;
+        case P_MLP_FC1: m->fc1[l] = t->offset; break;
+        case P_MLP_FC2: m->fc2[l] = t->offset; break;
+        default: break;
+        }
+    }
+    return adjacent;
+}
 
 template <typename real>
 int fused_plan(const FusedModel &m, int max_batch, FusedSmem *s, size_t *smem_bytes, char *why, size_t whylen) {

@@ -26,6 +26,10 @@
 
 #include "tensor_gpu/cuda/kernels.cuh"
 
+extern "C" {
+#include "common/model.h"
+}
+
 namespace mgpt {
 
 constexpr int FUSED_MAX_LAYERS = 4;
@@ -110,6 +114,10 @@ template <typename real> struct FusedArgs {
     int fault, fault_op;
 };
 
+// The model of parameter layout L (its shape, where each tensor is); false
+// where the fused step cannot read the layout: n_layer over
+// FUSED_MAX_LAYERS, or wq, wk and wv not adjacent.
+bool fused_model_of(const ParamLayout *L, FusedModel *m);
 // The layout for model m, and whether it can run on this device: 0, or -1
 // with the reason in why. *smem_bytes the block's shared memory. With
 // max_batch 1 the grid is one block, and the layout is resident where the

@@ -3,9 +3,31 @@
 # into $(BUILD)/libmicrogpt_cuda.a and the engine plugin
 # $(BUILD)/libmicrogpt_cuda_engine.so; $(BUILD)/test_gpu (tests/test_gpu.cu)
 # checks them against the CPU reference (`make test-gpu`; it skips with a
-# message where there is no GPU), and $(BUILD)/test_attn_emu runs the tiled
-# attention kernels on the CPU (no GPU needed). CUDA=0: a stand-in
-# (no_cuda.c) whose engine reports that the build has none.
+# message where there is no GPU), and $(BUILD)/test_attn_emu and
+# $(BUILD)/test_fused_emu run the tiled attention kernels and the fused step
+# on the CPU (no GPU needed). CUDA=0: a stand-in (no_cuda.c) whose engine
+# reports that the build has none.
+
+# The kernels' own code run on the CPU (emu/cuda_runtime.h: threads for CUDA
+# threads) against the reference: a C++20 compiler (std::barrier) is all
+# they need, so their rules stand in either build (the mutation kit's CPU
+# part builds test_fused_emu with CUDA=0); with CUDA they are part of the
+# build and of make test-gpu, so CI runs them.
+EMU_CXXFLAGS := -std=c++20 -O1 -g -Wall -Wextra -Werror -Wno-unknown-pragmas -ffp-contract=off -D_GNU_SOURCE \
+                -Itensor_gpu/cuda/emu -I. -Iinclude
+EMU_HEADERS := tensor_gpu/cuda/device_util.cuh tensor_gpu/cuda/cuda_check.cuh tensor_gpu/cuda/emu/cuda_runtime.h \
+               tensor_gpu/cuda/emu/cublas_v2.h
+TEST_ATTN_EMU := $(BUILD)/test_attn_emu
+$(TEST_ATTN_EMU): tensor_gpu/cuda/test_attn_emu.cc tensor_gpu/cuda/attention_tiled.cuh $(EMU_HEADERS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) $(LDFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+# the fused step (fused.cu) in lockstep with the CPU engine (tests/test_fused_emu.cc)
+TEST_FUSED_EMU := $(BUILD)/test_fused_emu
+$(TEST_FUSED_EMU): tests/test_fused_emu.cc tensor_gpu/cuda/fused.cu tensor_gpu/cuda/fused.cuh \
+                   tensor_gpu/cuda/kernels.cuh tensor_gpu/cuda/emu/cooperative_groups.h $(EMU_HEADERS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) $(LDFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+
 ifeq ($(CUDA),1)
 
 # Hopper machine code plus PTX, which newer GPUs compile at load time.
@@ -49,20 +71,10 @@ $(BUILD)/obj/tests/test_gpu.o: tests/test_gpu.cu
 $(TEST_GPU): $(BUILD)/obj/tests/test_gpu.o $(CUDA_LIB) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 
-# The tiled attention kernels' own code run on the CPU (emu/cuda_runtime.h:
-# threads for CUDA threads) against the reference: no GPU needed, so it runs
-# wherever the CUDA code compiles (CI included). C++20 (std::barrier).
-TEST_ATTN_EMU := $(BUILD)/test_attn_emu
-BINS += $(TEST_ATTN_EMU)
-EMU_CXXFLAGS := -std=c++20 -O1 -g -Wall -Wextra -Werror -Wno-unknown-pragmas -ffp-contract=off -D_GNU_SOURCE \
-                -Itensor_gpu/cuda/emu -I. -Iinclude
-$(TEST_ATTN_EMU): tensor_gpu/cuda/test_attn_emu.cc tensor_gpu/cuda/attention_tiled.cuh tensor_gpu/cuda/device_util.cuh \
-                  tensor_gpu/cuda/cuda_check.cuh tensor_gpu/cuda/emu/cuda_runtime.h tensor_gpu/cuda/emu/cublas_v2.h $(LIB)
-	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_CXXFLAGS) $(LDFLAGS) $< $(LIB) -o $@ $(LDLIBS)
-
-test-gpu: $(TEST_ATTN_EMU) $(TEST_GPU)
+BINS += $(TEST_ATTN_EMU) $(TEST_FUSED_EMU)
+test-gpu: $(TEST_ATTN_EMU) $(TEST_FUSED_EMU) $(TEST_GPU)
 	$(TEST_ATTN_EMU)
+	$(TEST_FUSED_EMU)
 	$(TEST_GPU)
 
 else

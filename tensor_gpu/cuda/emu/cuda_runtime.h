@@ -1,7 +1,10 @@
 // A CPU stand-in for the few CUDA features that the tiled attention kernels
-// (attention_tiled.cuh) and the device helpers use, so that test_attn_emu.cc
-// can run the kernels' own code without a GPU. Included instead of the real
-// <cuda_runtime.h> (-Itensor_gpu/cuda/emu first); C++20, threads.
+// (attention_tiled.cuh), the fused step (fused.cu) and the device helpers
+// use, so that test_attn_emu.cc and tests/test_fused_emu.cc can run the
+// kernels' own code without a GPU. Included instead of the real
+// <cuda_runtime.h> (-Itensor_gpu/cuda/emu first); C++20, threads. The host
+// API is what fused.cu's planning calls, answering as an H100 does
+// (shared memory, cooperative launch); launches go through emu_launch.
 //
 // emu_launch(grid, threads, body) runs body once per CUDA thread of each
 // block: one std::thread per CUDA thread, blocks one after another, with
@@ -49,7 +52,40 @@ alignas(16) inline unsigned char smem_bytes[EMU_SMEM_BYTES];
 }  // namespace mgpt
 
 inline thread_local emu_dim3 threadIdx, blockIdx;
-inline emu_dim3 blockDim;
+inline emu_dim3 blockDim, gridDim;
+
+// the host API fused.cu's planning calls, with an H100's answers
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+enum cudaDeviceAttr {
+    cudaDevAttrMaxSharedMemoryPerBlockOptin,
+    cudaDevAttrCooperativeLaunch,
+    cudaDevAttrMaxSharedMemoryPerMultiprocessor,
+    cudaDevAttrMultiProcessorCount
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+constexpr cudaError_t cudaErrorNotSupported = 801;
+inline cudaError_t cudaGetDevice(int *dev) { return *dev = 0, cudaSuccess; }
+inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {
+    switch (a) {
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 232448; break;
+    case cudaDevAttrCooperativeLaunch: *v = 1; break;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *v = 233472; break;
+    case cudaDevAttrMultiProcessorCount: *v = 132; break;
+    }
+    return cudaSuccess;
+}
+inline cudaError_t cudaFuncSetAttribute(const void *, cudaFuncAttribute, int) { return cudaSuccess; }
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, const void *, int, size_t) {
+    return *n = 1, cudaSuccess;
+}
+// the emulator runs a kernel through emu_launch, not through the runtime
+inline cudaError_t cudaLaunchCooperativeKernel(const void *, dim3, dim3, void **, size_t, cudaStream_t) {
+    return cudaErrorNotSupported;
+}
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 
 struct EmuBlock {
     std::barrier<> block;
@@ -62,6 +98,7 @@ struct EmuBlock {
 inline EmuBlock *emu_block;
 
 inline void __syncthreads() { emu_block->block.arrive_and_wait(); }
+inline void __syncwarp() { emu_block->warps[threadIdx.x / 32]->arrive_and_wait(); }
 
 // float and double both travel through a double exactly
 template <typename T> T __shfl_xor_sync(unsigned, T x, int o) {
@@ -78,6 +115,7 @@ template <typename T> T __shfl_xor_sync(unsigned, T x, int o) {
 // order, a barrier between blocks.
 inline void emu_launch(int grid, int threads, const std::function<void()> &body) {
     blockDim = {(unsigned)threads, 1, 1};
+    gridDim = {(unsigned)grid, 1, 1};
     EmuBlock blk(threads);
     emu_block = &blk;
     std::vector<std::thread> th;
