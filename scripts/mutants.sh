@@ -11,7 +11,10 @@
 # rules (compare/), checked by its test suites and calibrate.py check (no GPU
 # needed); compare: those of the comparator alone; gpu: the CUDA kernels,
 # checked with --engines scalar,cuda and build/test_gpu (needs a GPU and
-# nvcc); all: every one. A mutant that survives every check fails the
+# nvcc); all: every one. A GPU mutant of the fused step whose header has
+# "# emu:" is in the CPU part too, checked there by build/test_fused_emu
+# (fused.cu's kernel run on the CPU, tests/test_fused_emu.cc; a C++20
+# compiler, no nvcc). A mutant that survives every check fails the
 # kit (exit 1). "harmless-*" mutants change the arithmetic but not the math
 # (a reordered sum, a softmax without the max subtracted): they must pass
 # every check, or the checks are too strict; they are reported apart.
@@ -51,7 +54,8 @@ patches=()
 for p in mutants/*.patch; do
   n=$(basename "$p" .patch)
   pp=$(sed -n 's/^# part: //p' "$p")
-  [ "$part" = all ] || [ "$pp" = "$part" ] || { [ "$part" = cpu ] && [ "$pp" = compare ]; } || continue
+  [ "$part" = all ] || [ "$pp" = "$part" ] || { [ "$part" = cpu ] && [ "$pp" = compare ]; } ||
+    { [ "$part" = cpu ] && grep -q '^# emu: ' "$p"; } || continue
   if [ ${#only[@]} -gt 0 ]; then
     hit=0; for o in "${only[@]}"; do [ "$o" = "$n" ] && hit=1; done
     [ $hit -eq 1 ] || continue
@@ -79,7 +83,7 @@ base="$work/base"
 # engine; --part gpu (CUDA kernels only) needs neither, nor Criterion, which
 # the GPU machine lacks.
 targets="build/compare build/microgpt build/trace"
-[ "$part" = gpu ] || targets="$targets build/tests/test_shared build/tests/test_golden build/tests/test_lowp build/tests/test_cpu_engine build/tests/test_cpu_layers"
+[ "$part" = gpu ] || targets="$targets build/tests/test_shared build/tests/test_golden build/tests/test_lowp build/tests/test_cpu_engine build/tests/test_cpu_layers build/test_fused_emu"
 # the comparator's mutants are checked by the suites that test its rules
 compare_tests="test_tolerance test_bounds test_lockstep test_compare test_mixed test_bench test_against test_record"
 [ "$part" = gpu ] || for t in $compare_tests; do targets="$targets build/tests/$t"; done
@@ -181,6 +185,8 @@ one_mutant() {
   while [ -n "${MUTANTS_GATE:-}" ] && [ -e "$MUTANTS_GATE" ]; do sleep 2; done
   local -a use=("${checks[@]}")
   [ "$(sed -n 's/^# part: //p' "$p")" = compare ] && use=("${compare_checks[@]}")
+  # a GPU mutant in the CPU part: the fused step on the emulator
+  [ $cuda -eq 0 ] && [ "$(sed -n 's/^# part: //p' "$p")" = gpu ] && use=("test_fused_emu|build/test_fused_emu")
   for c in "${use[@]}"; do
     cname="${c%%|*}" cmd="${c#*|}"
     out=$(cd "$run_dir" && B=$be eval "$cmd" 2>&1)
