@@ -8,7 +8,9 @@
 // state, the loss, the logits and the gradients within test_gpu's
 // tolerances (the gradients not where a ReLU input lies within the margin of
 // 0), and the update the reference's Adam on the kernel's own gradients,
-// bit for bit. What it cannot test is the GPU itself (the device's exp and
+// bit for bit; then all the steps in one launch (the bench's run_steps:
+// each step its record and shape) against one launch a step, bit for bit.
+// What it cannot test is the GPU itself (the device's exp and
 // log, timing, the real barriers, a grid of several blocks: the emulator runs
 // one block at a time, so grids here have one block).
 //
@@ -147,38 +149,58 @@ template <typename real> static void lockstep(const Case &k) {
     std::vector<real> params(P), grads(P), m(P, 0), v(P, 0), partials(P), losses((size_t)k.maxB * k.T);
     std::vector<real> logits((size_t)k.maxB * k.T * k.V), fch((size_t)k.L * k.maxB * k.T * H);
     for (size_t i = 0; i < P; i++) params[i] = (real)init[i];
-    const size_t off_n = 64, off_tok = off_n + 64 * sizeof(int);
-    std::vector<char> io(off_tok + (size_t)k.maxB * (k.T + 1) * sizeof(int));
+    // every step's batch record, laid out as the engine uploads them: Adam's
+    // scalars, n at off_n, the tokens at off_tok; (B, T) of each in shapes
+    const size_t nsteps = k.steps.size(), off_n = 64, off_tok = off_n + 64 * sizeof(int);
+    const size_t stride = off_tok + (size_t)k.maxB * (k.T + 1) * sizeof(int);
+    std::vector<char> io(nsteps * stride);
+    std::vector<int> shapes;
+    std::vector<std::vector<int>> ns(nsteps), toks(nsteps);
+    std::vector<AdamScalars> scs(nsteps);
+    for (size_t st = 0; st < nsteps; st++) {
+        const int B = k.steps[st].first, T = k.steps[st].second;
+        std::vector<int> &n = ns[st], &tok = toks[st];
+        n.assign((size_t)B, 0), tok.assign((size_t)B * (T + 1), -1);
+        for (int b = 0; b < B; b++) {
+            n[b] = b == 0 ? T : 1 + below(T);   // a full-block document, the rest ragged
+            for (int t = 0; t <= n[b]; t++) tok[(size_t)b * (T + 1) + t] = below(k.V);
+        }
+        scs[st] = {lr_at(s.lr, (int)st, s.steps), 1.0 - std::pow(s.beta1, (double)(st + 1)),
+                   1.0 - std::pow(s.beta2, (double)(st + 1))};
+        char *rec = io.data() + st * stride;
+        memcpy(rec, &scs[st], sizeof scs[st]);
+        memcpy(rec + off_n, n.data(), (size_t)B * sizeof(int));
+        memcpy(rec + off_tok, tok.data(), tok.size() * sizeof(int));
+        shapes.push_back(B), shapes.push_back(T);
+    }
     a.params = params.data(), a.grads = grads.data(), a.adam_m = m.data(), a.adam_v = v.data();
     a.partials = partials.data();
-    a.io = io.data(), a.io_stride = io.size(), a.off_sc = 0, a.off_n = off_n, a.off_tok = off_tok;
+    a.io_stride = stride, a.off_sc = 0, a.off_n = off_n, a.off_tok = off_tok;
     a.nsteps = 1, a.losses = losses.data(), a.loss_stride = losses.size(), a.logits = logits.data();
     for (int l = 0; l < k.L; l++) a.fch[l] = fch.data() + (size_t)l * k.maxB * k.T * H;
     a.beta1 = (real)s.beta1, a.beta2 = (real)s.beta2, a.eps = (real)s.eps;
     a.token_mean = k.token_mean;
+    // one launch of step st's record
+    auto launch_step = [&](size_t st) {
+        FusedArgs<real> one = a;
+        one.io = io.data() + st * stride, one.B0 = shapes[2 * st], one.T0 = shapes[2 * st + 1];
+        emu_launch(1, FUSED_THREADS, [&one] { fused_train_kernel<real, 1>(one); });
+    };
 
     std::vector<double> lb((size_t)k.maxB * k.T * k.V), gb(P), pb(P), mb(P), vb(P), tmp(P);
     double worst[3] = {0, 0, 0};
     int skipped = 0;
-    for (size_t st = 0; st < k.steps.size(); st++) {
+    for (size_t st = 0; st < nsteps; st++) {
         const int B = k.steps[st].first, T = k.steps[st].second;
-        std::vector<int> n((size_t)B), tok((size_t)B * (T + 1), -1), doc((size_t)B);
-        for (int b = 0; b < B; b++) {
-            n[b] = b == 0 ? T : 1 + below(T);   // a full-block document, the rest ragged
-            doc[b] = b;
-            for (int t = 0; t <= n[b]; t++) tok[(size_t)b * (T + 1) + t] = below(k.V);
-        }
+        const std::vector<int> &n = ns[st];
+        std::vector<int> doc((size_t)B);
+        for (int b = 0; b < B; b++) doc[b] = b;
         Batch batch;
         memset(&batch, 0, sizeof batch);
-        batch.B = B, batch.T = T, batch.n = n.data(), batch.tokens = tok.data(), batch.doc = doc.data();
-        const AdamScalars sc = {lr_at(s.lr, (int)st, s.steps), 1.0 - std::pow(s.beta1, (double)(st + 1)),
-                                1.0 - std::pow(s.beta2, (double)(st + 1))};
-        memcpy(io.data(), &sc, sizeof sc);
-        memcpy(io.data() + off_n, n.data(), (size_t)B * sizeof(int));
-        memcpy(io.data() + off_tok, tok.data(), tok.size() * sizeof(int));
-        a.B0 = B, a.T0 = T;
+        batch.B = B, batch.T = T, batch.n = ns[st].data(), batch.tokens = toks[st].data(), batch.doc = doc.data();
+        const AdamScalars &sc = scs[st];
         const std::vector<real> p0 = params, m0 = m, v0 = v;
-        emu_launch(1, FUSED_THREADS, [&a] { fused_train_kernel<real, 1>(a); });
+        launch_step(st);
 
         const double l_cpu = cpu->ops->step(cpu, &batch, (int)st);
         // the loss from the per-position losses, as crossentropy_mean takes it
@@ -226,9 +248,39 @@ template <typename real> static void lockstep(const Case &k) {
     }
     printf("%s: %s, %zu steps in lockstep with the cpu engine (%s, %.1f KB shared memory): max |diff| loss %.2e, "
            "logits %.2e, grads %.2e%s; Adam on the kernel's gradients bit for bit: %s\n", label.c_str(),
-           a.s.resident ? "resident" : "one block", k.steps.size(), k.token_mean ? "token-mean" : "doc-mean",
+           a.s.resident ? "resident" : "one block", nsteps, k.token_mean ? "token-mean" : "doc-mean",
            smem / 1024.0, worst[0], worst[1], worst[2], skipped ? " (ReLU-near-zero steps' gradients skipped)" : "",
            g_fail == before ? "PASS" : "FAIL");
+
+    // the bench's launch (run_steps): every step in one launch, each on its
+    // record and shape, against one launch a step from the same start: the
+    // same losses and the same final state, bit for bit
+    auto start = [&] {
+        for (size_t i = 0; i < P; i++) params[i] = (real)init[i], m[i] = 0, v[i] = 0;
+    };
+    const size_t rows = (size_t)k.maxB * k.T;
+    std::vector<real> one_by_one(nsteps * rows), all(nsteps * rows);
+    start();
+    for (size_t st = 0; st < nsteps; st++) {
+        launch_step(st);
+        std::copy(losses.begin(), losses.begin() + rows, one_by_one.begin() + st * rows);
+    }
+    const std::vector<real> state1[4] = {params, m, v, grads};
+    start();
+    FusedArgs<real> run = a;
+    run.io = io.data(), run.shapes = shapes.data(), run.nsteps = (int)nsteps, run.losses = all.data(),
+    run.loss_stride = rows;
+    emu_launch(1, FUSED_THREADS, [&run] { fused_train_kernel<real, 1>(run); });
+    const std::vector<real> state2[4] = {params, m, v, grads};
+    bool same = true;
+    for (size_t st = 0; st < nsteps; st++)   // the real positions' losses (the padding is 0 in both)
+        same = same && !memcmp(one_by_one.data() + st * rows, all.data() + st * rows,
+                               (size_t)shapes[2 * st] * shapes[2 * st + 1] * sizeof(real));
+    for (int q = 0; q < 4; q++) same = same && state1[q] == state2[q];
+    g_checks++;
+    if (!same) failf("%s: %zu steps in one launch differ from one launch a step", label.c_str(), nsteps);
+    printf("%s: %zu steps in one launch (shapes per step): losses and state %s\n", label.c_str(), nsteps,
+           same ? "bit-identical to one launch a step: PASS" : "DIFFER: FAIL");
     cpu->ops->destroy(cpu);
     layout_free(&L);
 }
