@@ -11,11 +11,20 @@
 // bit for bit; then all the steps in one launch (the bench's run_steps:
 // each step its record and shape) against one launch a step, bit for bit.
 // What it cannot test is the GPU itself (the device's exp and
-// log, timing, the real barriers, a grid of several blocks: the emulator runs
-// one block at a time, so grids here have one block).
+// log, timing, the real barriers and shuffles). Grids of one block and, as
+// the engine launches them for batches (a block a document, the gradient
+// summed over the blocks' partials in block order), of several blocks side
+// by side (emu_launch_cooperative).
 //
 //   build/test_fused_emu
+#include <cuda_runtime.h>   // emu/cuda_runtime.h (-Itensor_gpu/cuda/emu)
+// fused.cu's shared array, per block: its namespace-scope declaration becomes
+// one of mgpt::emu_block_smem() (emu/cuda_runtime.h), its use the calling
+// thread's block's memory, so that a cooperative launch runs its blocks side
+// by side, each with its own
+#define fused_smem (*emu_block_smem())
 #include "tensor_gpu/cuda/fused.cu"
+#undef fused_smem
 
 #include <algorithm>
 #include <cstdarg>
@@ -98,7 +107,7 @@ static int below(int n) {   // xorshift64*: the batches' lengths and tokens
 }
 
 struct Case {
-    int V, C, NH, NKV, L, T, maxB;
+    int V, C, NH, NKV, L, T, maxB, grid;
     bool token_mean;
     std::vector<std::pair<int, int>> steps;   // (B, T) of each step
     const char *why;
@@ -146,7 +155,8 @@ template <typename real> static void lockstep(const Case &k) {
     }
     a.s.minb = 1;
     // the global buffers, and one batch record laid out as the engine uploads it
-    std::vector<real> params(P), grads(P), m(P, 0), v(P, 0), partials(P), losses((size_t)k.maxB * k.T);
+    std::vector<real> params(P), grads(P), m(P, 0), v(P, 0), partials((size_t)k.grid * P),
+        losses((size_t)k.maxB * k.T);
     std::vector<real> logits((size_t)k.maxB * k.T * k.V), fch((size_t)k.L * k.maxB * k.T * H);
     for (size_t i = 0; i < P; i++) params[i] = (real)init[i];
     // every step's batch record, laid out as the engine uploads them: Adam's
@@ -180,11 +190,16 @@ template <typename real> static void lockstep(const Case &k) {
     for (int l = 0; l < k.L; l++) a.fch[l] = fch.data() + (size_t)l * k.maxB * k.T * H;
     a.beta1 = (real)s.beta1, a.beta2 = (real)s.beta2, a.eps = (real)s.eps;
     a.token_mean = k.token_mean;
+    // a launch: one block, or the blocks side by side (cooperative)
+    auto launch = [&](const FusedArgs<real> &args) {
+        if (k.grid == 1) emu_launch(1, FUSED_THREADS, [&args] { fused_train_kernel<real, 1>(args); });
+        else emu_launch_cooperative(k.grid, FUSED_THREADS, smem, [&args] { fused_train_kernel<real, 1>(args); });
+    };
     // one launch of step st's record
     auto launch_step = [&](size_t st) {
         FusedArgs<real> one = a;
         one.io = io.data() + st * stride, one.B0 = shapes[2 * st], one.T0 = shapes[2 * st + 1];
-        emu_launch(1, FUSED_THREADS, [&one] { fused_train_kernel<real, 1>(one); });
+        launch(one);
     };
 
     std::vector<double> lb((size_t)k.maxB * k.T * k.V), gb(P), pb(P), mb(P), vb(P), tmp(P);
@@ -246,9 +261,11 @@ template <typename real> static void lockstep(const Case &k) {
         cpu->ops->get_moments(cpu, mb.data(), vb.data());
         for (size_t i = 0; i < P; i++) params[i] = (real)pb[i], m[i] = (real)mb[i], v[i] = (real)vb[i];
     }
+    char blocks[32];
+    snprintf(blocks, sizeof blocks, "%d blocks", k.grid);
     printf("%s: %s, %zu steps in lockstep with the cpu engine (%s, %.1f KB shared memory): max |diff| loss %.2e, "
            "logits %.2e, grads %.2e%s; Adam on the kernel's gradients bit for bit: %s\n", label.c_str(),
-           a.s.resident ? "resident" : "one block", nsteps, k.token_mean ? "token-mean" : "doc-mean",
+           a.s.resident ? "resident" : k.grid == 1 ? "one block" : blocks, nsteps, k.token_mean ? "token-mean" : "doc-mean",
            smem / 1024.0, worst[0], worst[1], worst[2], skipped ? " (ReLU-near-zero steps' gradients skipped)" : "",
            g_fail == before ? "PASS" : "FAIL");
 
@@ -270,7 +287,7 @@ template <typename real> static void lockstep(const Case &k) {
     FusedArgs<real> run = a;
     run.io = io.data(), run.shapes = shapes.data(), run.nsteps = (int)nsteps, run.losses = all.data(),
     run.loss_stride = rows;
-    emu_launch(1, FUSED_THREADS, [&run] { fused_train_kernel<real, 1>(run); });
+    launch(run);
     const std::vector<real> state2[4] = {params, m, v, grads};
     bool same = true;
     for (size_t st = 0; st < nsteps; st++)   // the real positions' losses (the padding is 0 in both)
@@ -286,12 +303,16 @@ template <typename real> static void lockstep(const Case &k) {
 }
 
 int main() {
-    // (V, C, NH, NKV, layers, block, max batch, token-mean, steps (B, T), why)
+    // (V, C, NH, NKV, layers, block, max batch, blocks, token-mean, steps (B, T), why)
     const std::vector<Case> cases = {
-        {27, 16, 4, 4, 1, 16, 1, false, {{1, 16}, {1, 9}, {1, 1}}, "the default model, batch 1"},
-        {27, 16, 4, 2, 2, 16, 4, false, {{4, 16}, {3, 7}, {1, 16}}, "GQA, 2 layers, batches of 4 in one block"},
-        {27, 16, 4, 2, 2, 16, 4, true, {{4, 16}, {4, 11}}, "GQA, 2 layers, token-mean"},
-        {27, 16, 2, 1, 1, 36, 2, false, {{2, 36}, {2, 33}}, "MQA, block 36 (two warps of keys)"},
+        {27, 16, 4, 4, 1, 16, 1, 1, false, {{1, 16}, {1, 9}, {1, 1}}, "the default model, batch 1"},
+        {27, 16, 4, 2, 2, 16, 4, 1, false, {{4, 16}, {3, 7}, {1, 16}}, "GQA, 2 layers, batches of 4 in one block"},
+        {27, 16, 4, 2, 2, 16, 4, 1, true, {{4, 16}, {4, 11}}, "GQA, 2 layers, token-mean"},
+        {27, 16, 2, 1, 1, 36, 2, 1, false, {{2, 36}, {2, 33}}, "MQA, block 36 (two warps of keys)"},
+        // the engine's grid for batches: blocks side by side, a block taking
+        // documents b, b+3, ...; a batch of 2 leaves the third block idle
+        {27, 16, 4, 2, 1, 16, 5, 3, false, {{5, 16}, {2, 12}, {4, 9}}, "batches of 5 on 3 blocks"},
+        {27, 16, 4, 2, 1, 16, 5, 3, true, {{5, 16}, {3, 10}}, "batches of 5 on 3 blocks, token-mean"},
     };
     for (const Case &k : cases) {
         lockstep<double>(k);

@@ -26,10 +26,10 @@ namespace cg = cooperative_groups;
 
 namespace mgpt {
 
-// The block's dynamic shared memory, at namespace scope (as the emulator of
-// emu/cuda_runtime.h defines it: tests/test_fused_emu.cc runs this kernel on
-// the CPU).
-extern __shared__ __align__(16) unsigned char smem_bytes[];
+// The block's dynamic shared memory, at namespace scope: its own name, so
+// that tests/test_fused_emu.cc, which runs this kernel on the CPU, can give
+// each block of a cooperative launch its own (emu/cuda_runtime.h).
+extern __shared__ __align__(16) unsigned char fused_smem[];
 
 namespace {
 
@@ -580,7 +580,7 @@ __device__ __forceinline__ void adam_one(real &p, real g, real &m, real &v, real
 // the grid has more than one block, else 1 (every register for latency).
 template <typename real, int MINB>
 __global__ void __launch_bounds__(FUSED_THREADS, MINB) fused_train_kernel(const FusedArgs<real> a) {
-    real *sm = reinterpret_cast<real *>(smem_bytes);
+    real *sm = reinterpret_cast<real *>(fused_smem);
     const FusedModel &m = a.m;
     const FusedSmem &s = a.s;
     const size_t P = m.P;

@@ -8,7 +8,8 @@
 //
 // emu_launch(grid, threads, body) runs body once per CUDA thread of each
 // block: one std::thread per CUDA thread, blocks one after another, with
-// threadIdx and blockIdx set. __syncthreads is a barrier of the block's
+// threadIdx and blockIdx set; emu_launch_cooperative runs the blocks side by
+// side, each with its own shared memory, and grid.sync() as a barrier of all. __syncthreads is a barrier of the block's
 // threads; __shfl_xor_sync a barrier of the warp's 32 threads around an
 // exchange through memory (so every lane of a warp must call it, as on the
 // // GPU). Shared memory is one static buffer (1 MiB) filled with NaN (all bits
@@ -95,7 +96,15 @@ struct EmuBlock {
         for (int w = 0; w < threads / 32; w++) warps.push_back(std::make_unique<std::barrier<>>(32));
     }
 };
-inline EmuBlock *emu_block;
+inline thread_local EmuBlock *emu_block;   // the calling thread's block
+// the calling thread's block's shared memory: emu_launch's one buffer
+// (mgpt::smem_bytes), or a cooperative launch's block's own; a test that
+// runs blocks side by side reaches it through mgpt::emu_block_smem()
+inline thread_local unsigned char *emu_smem;
+namespace mgpt {
+inline unsigned char (*emu_block_smem())[] { return reinterpret_cast<unsigned char (*)[]>(emu_smem); }
+}  // namespace mgpt
+inline std::barrier<> *emu_grid_barrier;   // a cooperative launch's grid.sync()
 
 inline void __syncthreads() { emu_block->block.arrive_and_wait(); }
 inline void __syncwarp() { emu_block->warps[threadIdx.x / 32]->arrive_and_wait(); }
@@ -123,6 +132,8 @@ inline void emu_launch(int grid, int threads, const std::function<void()> &body)
     for (int t = 0; t < threads; t++)
         th.emplace_back([t, grid, &blk, &body] {
             threadIdx = {(unsigned)t, 0, 0};
+            emu_block = &blk;
+            emu_smem = mgpt::smem_bytes;
             for (int b = 0; b < grid; b++) {
                 if (t == 0) std::memset(mgpt::smem_bytes, 0xff, sizeof mgpt::smem_bytes);
                 blockIdx = {(unsigned)b, 0, 0};
@@ -132,7 +143,36 @@ inline void emu_launch(int grid, int threads, const std::function<void()> &body)
             }
         });
     for (auto &x : th) x.join();
-    emu_block = nullptr;
+}
+
+// A cooperative launch: every block at once (grid x threads threads), each
+// block with its own barriers and its own `smem` bytes of shared memory
+// (poisoned with NaN), and a barrier of the whole grid for grid.sync().
+inline void emu_launch_cooperative(int grid, int threads, size_t smem, const std::function<void()> &body) {
+    blockDim = {(unsigned)threads, 1, 1};
+    gridDim = {(unsigned)grid, 1, 1};
+    std::vector<std::unique_ptr<EmuBlock>> blocks;
+    std::vector<std::unique_ptr<unsigned char[]>> mem;
+    for (int b = 0; b < grid; b++) {
+        blocks.push_back(std::make_unique<EmuBlock>(threads));
+        mem.emplace_back(new unsigned char[smem ? smem : 1]);   // 16-byte aligned (new's default)
+        std::memset(mem.back().get(), 0xff, smem);
+    }
+    std::barrier<> whole(grid * threads);
+    emu_grid_barrier = &whole;
+    std::vector<std::thread> th;
+    th.reserve((size_t)grid * threads);
+    for (int b = 0; b < grid; b++)
+        for (int t = 0; t < threads; t++)
+            th.emplace_back([b, t, &blocks, &mem, &body] {
+                threadIdx = {(unsigned)t, 0, 0};
+                blockIdx = {(unsigned)b, 0, 0};
+                emu_block = blocks[b].get();
+                emu_smem = mem[b].get();
+                body();
+            });
+    for (auto &x : th) x.join();
+    emu_grid_barrier = nullptr;
 }
 
 #endif
