@@ -67,6 +67,18 @@ struct Tol {
     double atol, rtol;
 };
 
+// test_gpu's tolerances (LockstepCheck) for the loss, the logits and the
+// gradients against the CPU engine, and the margin of 0 within which a ReLU
+// input may be gated differently
+struct Tols {
+    Tol loss, logits, grads;
+    double relu_margin;
+};
+static Tols tols(bool fp64) {
+    return fp64 ? Tols{{1e-14, 1e-11}, {1e-14, 1e-11}, {1e-15, 1e-11}, 1e-12}
+                : Tols{{1e-6, 1e-5}, {1e-5, 1e-5}, {1e-6, 1e-4}, 1e-6};
+}
+
 // |a-b| <= atol + rtol*|b| for each of the n (b the CPU engine's); returns the largest |a-b|
 static double close(const std::string &what, const double *a, const double *b, size_t n, Tol t) {
     double mx = 0;
@@ -117,6 +129,7 @@ struct Case {
 template <typename real> static void lockstep(const Case &k) {
     const bool fp64 = sizeof(real) == 8;
     const Precision prec = fp64 ? PREC_FP64 : PREC_FP32;
+    const Tols tol = tols(fp64);
     Settings s;
     settings_defaults(&s);
     s.steps = 1000;
@@ -154,14 +167,14 @@ template <typename real> static void lockstep(const Case &k) {
         return;
     }
     a.s.minb = 1;
-    // the global buffers, and one batch record laid out as the engine uploads it
+    // the global buffers
     std::vector<real> params(P), grads(P), m(P, 0), v(P, 0), partials((size_t)k.grid * P),
         losses((size_t)k.maxB * k.T);
     std::vector<real> logits((size_t)k.maxB * k.T * k.V), fch((size_t)k.L * k.maxB * k.T * H);
     for (size_t i = 0; i < P; i++) params[i] = (real)init[i];
     // every step's batch record, laid out as the engine uploads them: Adam's
     // scalars, n at off_n, the tokens at off_tok; (B, T) of each in shapes
-    const size_t nsteps = k.steps.size(), off_n = 64, off_tok = off_n + 64 * sizeof(int);
+    const size_t nsteps = k.steps.size(), off_n = 64, off_tok = off_n + ((size_t)k.maxB * sizeof(int) + 15) / 16 * 16;
     const size_t stride = off_tok + (size_t)k.maxB * (k.T + 1) * sizeof(int);
     std::vector<char> io(nsteps * stride);
     std::vector<int> shapes;
@@ -228,27 +241,28 @@ template <typename real> static void lockstep(const Case &k) {
         }
         loss = k.token_mean ? loss / n_all : loss / B;
         const std::string at = label + ", step " + std::to_string(st + 1);
-        worst[0] = std::max(worst[0], close(at + " loss", &loss, &l_cpu, 1, fp64 ? Tol{1e-14, 1e-11} : Tol{1e-6, 1e-5}));
+        worst[0] = std::max(worst[0], close(at + " loss", &loss, &l_cpu, 1, tol.loss));
         cpu->ops->get_logits(cpu, lb.data());
         std::vector<double> la, lr;   // the real positions
         bool near_zero = false;
         for (int b = 0; b < B; b++)
             for (int t = 0; t < n[b]; t++) {
                 const size_t row = (size_t)b * T + t;
-                for (int o = 0; o < k.V; o++) la.push_back((double)logits[row * k.V + o]), lr.push_back(lb[row * k.V + o]);
+                for (int o = 0; o < k.V; o++) {
+                    la.push_back((double)logits[row * k.V + o]);
+                    lr.push_back(lb[row * k.V + o]);
+                }
                 for (int l = 0; l < k.L; l++)
                     for (size_t j = 0; j < H; j++)
-                        near_zero |= std::fabs((double)a.fch[l][row * H + j]) < (fp64 ? 1e-12 : 1e-6);
+                        near_zero |= std::fabs((double)a.fch[l][row * H + j]) < tol.relu_margin;
             }
-        worst[1] = std::max(worst[1], close(at + " logits", la.data(), lr.data(), la.size(),
-                                            fp64 ? Tol{1e-14, 1e-11} : Tol{1e-5, 1e-5}));
+        worst[1] = std::max(worst[1], close(at + " logits", la.data(), lr.data(), la.size(), tol.logits));
         cpu->ops->get_grads(cpu, gb.data());
         for (size_t i = 0; i < P; i++) tmp[i] = (double)grads[i];
         if (near_zero)   // the two may gate that ReLU input differently: a whole term of gradient
             skipped++;
         else
-            worst[2] = std::max(worst[2], close(at + " grads", tmp.data(), gb.data(), P,
-                                                fp64 ? Tol{1e-15, 1e-11} : Tol{1e-6, 1e-4}));
+            worst[2] = std::max(worst[2], close(at + " grads", tmp.data(), gb.data(), P, tol.grads));
         // the update: Adam on the kernel's own gradients, bit for bit
         std::vector<real> pr = p0, mr = m0, vr = v0;
         ref_adam(pr, grads, mr, vr, sc, s);
@@ -265,7 +279,8 @@ template <typename real> static void lockstep(const Case &k) {
     snprintf(blocks, sizeof blocks, "%d blocks", k.grid);
     printf("%s: %s, %zu steps in lockstep with the cpu engine (%s, %.1f KB shared memory): max |diff| loss %.2e, "
            "logits %.2e, grads %.2e%s; Adam on the kernel's gradients bit for bit: %s\n", label.c_str(),
-           a.s.resident ? "resident" : k.grid == 1 ? "one block" : blocks, nsteps, k.token_mean ? "token-mean" : "doc-mean",
+           a.s.resident ? "resident" : k.grid == 1 ? "one block" : blocks, nsteps,
+           k.token_mean ? "token-mean" : "doc-mean",
            smem / 1024.0, worst[0], worst[1], worst[2], skipped ? " (ReLU-near-zero steps' gradients skipped)" : "",
            g_fail == before ? "PASS" : "FAIL");
 
