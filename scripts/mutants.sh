@@ -11,10 +11,10 @@
 # rules (compare/), checked by its test suites and calibrate.py check (no GPU
 # needed); compare: those of the comparator alone; gpu: the CUDA kernels,
 # checked with --engines scalar,cuda and build/test_gpu (needs a GPU and
-# nvcc); all: every one. A GPU mutant of the fused step whose header has
-# "# emu:" is in the CPU part too, checked there by build/test_fused_emu
-# (fused.cu's kernel run on the CPU, tests/test_fused_emu.cc; a C++20
-# compiler, no nvcc). A mutant that survives every check fails the
+# nvcc); all: every one. A GPU mutant whose header has "# emu:" (one in the
+# code the fused step runs) is in the CPU part too, checked there by
+# build/test_fused_emu (fused.cu's kernel run on the CPU,
+# tests/test_fused_emu.cc; a C++20 compiler, no nvcc). A mutant that survives every check fails the
 # kit (exit 1). "harmless-*" mutants change the arithmetic but not the math
 # (a reordered sum, a softmax without the max subtracted): they must pass
 # every check, or the checks are too strict; they are reported apart.

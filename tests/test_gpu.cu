@@ -44,6 +44,7 @@
 #include "tensor_gpu/cuda/cuda_check.cuh"
 #include "tensor_gpu/cuda/kernels.cuh"
 #include "tensor_gpu/cuda/mixed.cuh"
+#include "tests/lockstep_tols.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -853,9 +854,6 @@ struct HostBatch {
     }
 };
 
-struct Tol {
-    double atol, rtol;
-};
 
 // |a-b| <= atol + rtol*|b| elementwise (b the CPU engine's); NaN must match NaN.
 static bool close(const char *what, int step, const double *a, const double *b, size_t n, Tol t, double *worst) {
@@ -943,11 +941,8 @@ struct LockstepCheck {
     LockstepCheck(const std::string &label_, Precision p_, const Model &mdl)
         : label(label_), p(p_), s(mdl.s), P(mdl.L.n_params), V((size_t)mdl.shape().vocab_size),
           H(4 * (size_t)mdl.shape().n_embd), n_layer(mdl.shape().n_layer) {
-        const bool fp64 = p == PREC_FP64;
-        t_loss = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-6, 1e-5};
-        t_logit = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-5, 1e-5};
-        t_grad = fp64 ? Tol{1e-15, 1e-11} : Tol{1e-6, 1e-4};
-        margin = fp64 ? 1e-12 : 1e-6;
+        const LockstepTols tol = lockstep_tols(p == PREC_FP64);
+        t_loss = tol.loss, t_logit = tol.logits, t_grad = tol.grads, margin = tol.relu_margin;
         const size_t rows = (size_t)mdl.max_batch * mdl.shape().block_size;
         la.resize(rows * V), lb.resize(la.size());
         for (std::vector<double> *v : {&ga, &gb, &pa, &pb, &ma, &mb, &va, &vb}) v->resize(P);
@@ -1260,9 +1255,9 @@ static void fused_vs_cpu_shapes(Precision p, Rng &r) {
         }
         if (path_of(gpu) != "fused") failf("fused shapes (%s): the engine took path %s", z.why, path_of(gpu).c_str());
         const size_t P = mdl.L.n_params, V = (size_t)z.V, H = 4 * (size_t)z.C;
-        const Tol t_loss = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-6, 1e-5}, t_logit = fp64 ? Tol{1e-14, 1e-11} : Tol{1e-5, 1e-5},
-                  t_grad = fp64 ? Tol{1e-15, 1e-11} : Tol{1e-6, 1e-4};
-        const double margin = fp64 ? 1e-12 : 1e-6;
+        const LockstepTols tol = lockstep_tols(fp64);
+        const Tol t_loss = tol.loss, t_logit = tol.logits, t_grad = tol.grads;
+        const double margin = tol.relu_margin;
         std::vector<double> la((size_t)z.B * z.T * V), lb(la.size()), ga(P), gb(P), pa(P), pb(P), ma(P), mb(P), va(P),
             vb(P), relu((size_t)z.L * z.B * z.T * H);
         std::vector<double> p0(mdl.init), m0(P, 0.0), v0(P, 0.0);

@@ -23,7 +23,7 @@ $(TEST_ATTN_EMU): tensor_gpu/cuda/test_attn_emu.cc tensor_gpu/cuda/attention_til
 	$(CXX) $(EMU_CXXFLAGS) $(LDFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 # the fused step (fused.cu) in lockstep with the CPU engine (tests/test_fused_emu.cc)
 TEST_FUSED_EMU := $(BUILD)/test_fused_emu
-$(TEST_FUSED_EMU): tests/test_fused_emu.cc tensor_gpu/cuda/fused.cu tensor_gpu/cuda/fused.cuh \
+$(TEST_FUSED_EMU): tests/test_fused_emu.cc tests/lockstep_tols.h tensor_gpu/cuda/fused.cu tensor_gpu/cuda/fused.cuh \
                    tensor_gpu/cuda/kernels.cuh tensor_gpu/cuda/emu/cooperative_groups.h $(EMU_HEADERS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_CXXFLAGS) $(LDFLAGS) $< $(LIB) -o $@ $(LDLIBS)

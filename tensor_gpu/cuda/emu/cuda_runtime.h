@@ -3,17 +3,19 @@
 // use, so that test_attn_emu.cc and tests/test_fused_emu.cc can run the
 // kernels' own code without a GPU. Included instead of the real
 // <cuda_runtime.h> (-Itensor_gpu/cuda/emu first); C++20, threads. The host
-// API is what fused.cu's planning calls, answering as an H100 does
-// (shared memory, cooperative launch); launches go through emu_launch.
+// API is what fused.cu's planning calls, answering as an H100 does (shared
+// memory, cooperative launch); kernels run through the two launchers below.
 //
 // emu_launch(grid, threads, body) runs body once per CUDA thread of each
 // block: one std::thread per CUDA thread, blocks one after another, with
 // threadIdx and blockIdx set; emu_launch_cooperative runs the blocks side by
-// side, each with its own shared memory, and grid.sync() as a barrier of all. __syncthreads is a barrier of the block's
-// threads; __shfl_xor_sync a barrier of the warp's 32 threads around an
-// exchange through memory (so every lane of a warp must call it, as on the
-// // GPU). Shared memory is one static buffer (1 MiB) filled with NaN (all bits
-// set) before each block, so that reading an element no thread wrote shows up.
+// side, each with its own shared memory, grid.sync() a barrier of all.
+// __syncthreads is a barrier of the block's threads; __shfl_xor_sync a
+// barrier of the warp's 32 threads around an exchange through memory (so
+// every lane of a warp must call it, as on the GPU). Shared memory (emu_launch:
+// one static buffer of 1 MiB; emu_launch_cooperative: each block's own) is
+// filled with NaN (all bits set) before each block, so that reading an
+// element no thread wrote shows up.
 #ifndef TENSOR_GPU_CUDA_EMU_CUDA_RUNTIME_H
 #define TENSOR_GPU_CUDA_EMU_CUDA_RUNTIME_H
 
@@ -126,7 +128,6 @@ inline void emu_launch(int grid, int threads, const std::function<void()> &body)
     blockDim = {(unsigned)threads, 1, 1};
     gridDim = {(unsigned)grid, 1, 1};
     EmuBlock blk(threads);
-    emu_block = &blk;
     std::vector<std::thread> th;
     th.reserve((size_t)threads);
     for (int t = 0; t < threads; t++)
